@@ -1,0 +1,62 @@
+# clipd build. `make` builds the coordinator and the worker, `make test` runs
+# the cmocka unit tests then the real mpirun end-to-end tests, `make run`
+# trains the default config, `make bench` measures speed.
+CC      := mpicc
+BUILD   := build
+VERSION := 0.1.0
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD -MP \
+           -I. $(BLAS_CFLAGS) -DCLIPD_VERSION='"$(VERSION)"'
+LDLIBS_COMMON := -lyaml -lm
+LDLIBS_WORKER := $(BLAS_LIBS) -lyaml -lm
+
+COMMON_SRC := $(wildcard common/*.c)
+WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+
+UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync
+
+all: $(BUILD)/clipd $(BUILD)/clipd-worker
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/clipd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_COMMON)
+
+$(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
+
+# Unit tests link every non-main object, plus cmocka.
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(WORKER_OBJ) $(DAEMON_OBJ) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ -lcmocka $(LDLIBS_WORKER)
+
+$(BUILD)/tests/mpi_sync: $(BUILD)/tests/mpi_sync.o $(WORKER_OBJ) $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
+
+$(BUILD)/tests/stcmp: $(BUILD)/tests/tools/stcmp.o
+	$(CC) $(CFLAGS) -o $@ $^ -lm
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+e2e: all $(TOOLS)
+	@set -e; for t in tests/e2e/*.sh; do echo "== $$t"; bash $$t; done
+
+test: unit e2e
+
+run: all
+	deploy/clipd-launch -n 2 configs/default.yaml
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all unit e2e test run clean
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,81 @@
+/* cfg: the run configuration. One table of keys (section.key, type, bounds,
+ * default, doc) drives the libyaml loader, `--set section.key=value`
+ * overrides, validation and printing of the effective config. Errors fill a
+ * caller-owned buffer as `file:line:col: key: what was expected`. */
+#ifndef CLIPD_CFG_H
+#define CLIPD_CFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum { CFG_OK = 0, CFG_ERR = 2 }; /* CFG_ERR doubles as the exit code for bad input */
+
+typedef enum { MODEL_RNN = 0, MODEL_LSTM = 1 } ModelKind;
+typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1 } DataSource;
+typedef enum { OPT_SGD = 0, OPT_ADAM = 1 } OptKind;
+typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
+
+#define CFG_STR_MAX 256
+
+/* Plain old data: the coordinator broadcasts it to the workers as bytes. */
+typedef struct {
+    /* run */
+    char run_name[64];
+    char run_dir[CFG_STR_MAX];
+    int64_t run_seed;
+    /* model */
+    int model_kind;          /* ModelKind */
+    int model_vocab;         /* V */
+    int model_embed;         /* E */
+    int model_hidden;        /* H */
+    int model_layers;        /* L */
+    double model_init_scale; /* weights ~ U(-s, s) */
+    /* data */
+    int data_source;         /* DataSource */
+    int data_seq_len;        /* T, unroll length of truncated BPTT */
+    int data_batch_per_worker; /* B */
+    int data_markov_order;   /* context length of the synthetic chain */
+    int data_markov_branch;  /* successors per context */
+    /* train */
+    int train_epochs;
+    int train_steps_per_epoch;
+    int train_optimizer;     /* OptKind */
+    double train_lr;
+    double train_momentum;
+    double train_beta1;
+    double train_beta2;
+    double train_eps;
+    double train_lr_decay;   /* lr multiplier per epoch after lr_decay_start */
+    int train_lr_decay_start;/* first epoch (1-based) whose lr is decayed */
+    /* clip */
+    int clip_mode;           /* ClipMode */
+    double clip_max_norm;
+    double clip_clip_value;
+    /* worker */
+    int worker_threads;      /* BLAS threads per worker */
+} Config;
+
+/* Fill every field with its documented default. */
+void cfg_defaults(Config *c);
+/* Load a YAML file over the current values (call cfg_defaults first).
+ * Returns CFG_OK or CFG_ERR with `path:line:col: key: message` in err. */
+int cfg_load_file(Config *c, const char *path, char *err, size_t errlen);
+/* Same, from a string in memory; `name` stands in for the path in errors. */
+int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, char *err, size_t errlen);
+/* Apply one `section.key=value` override with the same validation.
+ * Errors read `--set ARG: section.key: message`. */
+int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen);
+/* Cross-field checks after all overrides; errors name the fields. */
+int cfg_validate(const Config *c, char *err, size_t errlen);
+/* Print the effective config as YAML (loadable again by cfg_load_file). */
+void cfg_print(const Config *c, FILE *f);
+/* FNV-1a 64 of the printed effective config: identifies a run's settings. */
+uint64_t cfg_hash(const Config *c);
+/* Names for enum values, for logs. */
+const char *cfg_model_name(int kind);
+const char *cfg_source_name(int src);
+const char *cfg_opt_name(int opt);
+const char *cfg_clip_name(int mode);
+
+#endif

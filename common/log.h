@@ -1,0 +1,18 @@
+/* log: one logging macro with levels for human-readable progress on stderr.
+ * The level is checked before the arguments are evaluated; every line is
+ * prefixed with UTC time, role and rank. Machine-readable output is JSON
+ * lines written elsewhere (daemon/runlog). */
+#ifndef CLIPD_LOG_H
+#define CLIPD_LOG_H
+
+enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+
+extern int log_level;
+
+void log_set_role(const char *role, int rank);
+void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define LOG(level, ...) \
+    do { if ((level) <= log_level) log_write((level), __VA_ARGS__); } while (0)
+
+#endif

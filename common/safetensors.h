@@ -1,0 +1,29 @@
+/* safetensors: write tensors in the safetensors layout (8-byte little-endian
+ * header length, JSON header, raw little-endian tensor bytes), atomically:
+ * temporary file in the same directory, fsync, rename, fsync of the
+ * directory. NumPy or PyTorch users read the weights without clipd. */
+#ifndef CLIPD_SAFETENSORS_H
+#define CLIPD_SAFETENSORS_H
+
+#include <stddef.h>
+
+typedef struct {
+    const char *name;
+    const float *data;
+    int ndim;
+    long shape[2];
+} StTensor;
+
+typedef struct {
+    const char *key, *value; /* string metadata for __metadata__ */
+} StMeta;
+
+/* Returns 0, or -1 with the reason in err. The tensors are written in the
+ * order given, contiguously. */
+int st_write(const char *path, const StTensor *t, int nt, const StMeta *meta, int nmeta,
+             char *err, size_t errlen);
+/* FNV-1a 64 over bytes. */
+unsigned long long fnv1a64(const void *p, size_t n, unsigned long long h);
+#define FNV1A64_INIT 0xcbf29ce484222325ULL
+
+#endif

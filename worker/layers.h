@@ -1,0 +1,65 @@
+/* layers: the model's kernels over raw float pointers (llm.c style).
+ * Sequences are time-major: x is (T, B, Ein), so each time step is one
+ * contiguous (B, Ein) block and a GEMM over all T steps is one call.
+ * Kernels take outputs first, then const inputs, then sizes.
+ * Backward passes ADD into weight gradients (dw*, db); activation gradients
+ * (dx, dh_in) are OVERWRITTEN. Truncated BPTT: no gradient flows into the
+ * carried initial state h[0], c[0]. */
+#ifndef CLIPD_LAYERS_H
+#define CLIPD_LAYERS_H
+
+/* out[n,:] = w[tok[n],:] */
+void embedding_forward(float *out /* (N, E) */, const int *tok /* (N) */,
+                       const float *w /* (V, E) */, int N, int E);
+/* dw[tok[n],:] += dout[n,:] */
+void embedding_backward(float *dw /* (V, E) */, const float *dout /* (N, E) */,
+                        const int *tok /* (N) */, int N, int E);
+
+/* y = x w + b */
+void linear_forward(float *y /* (N, O) */, const float *x /* (N, I) */,
+                    const float *w /* (I, O) */, const float *b /* (O) */, int N, int I, int O);
+/* dw += x^T dy; db += sum_n dy; dx = dy w^T (dx may be NULL) */
+void linear_backward(float *dx /* (N, I) */, float *dw /* (I, O) */, float *db /* (O) */,
+                     const float *dy /* (N, O) */, const float *x /* (N, I) */,
+                     const float *w /* (I, O) */, int N, int I, int O);
+
+/* Vanilla tanh RNN: h[t+1] = tanh(x[t] wx + h[t] wh + b), h[0] given.
+ * h is (T+1, B, H). */
+void rnn_forward(float *h /* (T+1, B, H) */, const float *x /* (T, B, Ein) */,
+                 const float *wx /* (Ein, H) */, const float *wh /* (H, H) */,
+                 const float *b /* (H) */, int T, int B, int Ein, int H);
+/* dh: gradient of the loss w.r.t. h[1..T], (T, B, H); it is used as scratch
+ * and left modified. dx may be NULL (first layer fed by raw inputs). */
+void rnn_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, H) */,
+                  float *dwh /* (H, H) */, float *db /* (H) */,
+                  float *dh /* (T, B, H), in/scratch */, const float *x /* (T, B, Ein) */,
+                  const float *h /* (T+1, B, H) */, const float *wx /* (Ein, H) */,
+                  const float *wh /* (H, H) */, int T, int B, int Ein, int H);
+
+/* LSTM, gates in the order i, f, g, o along the 4H axis:
+ *   a = x[t] wx + h[t] wh + b; i,f,o = sigmoid(a_i,a_f,a_o); g = tanh(a_g)
+ *   c[t+1] = f*c[t] + i*g; h[t+1] = o*tanh(c[t+1])
+ * gates stores the post-activation i,f,g,o for backward. h[0], c[0] given. */
+void lstm_forward(float *h /* (T+1, B, H) */, float *c /* (T+1, B, H) */,
+                  float *gates /* (T, B, 4H) */, const float *x /* (T, B, Ein) */,
+                  const float *wx /* (Ein, 4H) */, const float *wh /* (H, 4H) */,
+                  const float *b /* (4H) */, int T, int B, int Ein, int H);
+/* dh as in rnn_backward (in/scratch). dgates (T, B, 4H) and dc (B, H) are
+ * scratch. dx may be NULL. */
+void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
+                   float *dwh /* (H, 4H) */, float *db /* (4H) */,
+                   float *dh /* (T, B, H), in/scratch */, float *dgates /* (T, B, 4H) */,
+                   float *dc /* (B, H) */, const float *x /* (T, B, Ein) */,
+                   const float *h /* (T+1, B, H) */, const float *c /* (T+1, B, H) */,
+                   const float *gates /* (T, B, 4H) */, const float *wx /* (Ein, 4H) */,
+                   const float *wh /* (H, 4H) */, int T, int B, int Ein, int H);
+
+/* Softmax cross-entropy. probs gets softmax(logits) (may alias logits).
+ * Returns the SUM over rows of -log p[target], accumulated in double. */
+double softmax_ce_forward(float *probs /* (N, V) */, const float *logits /* (N, V) */,
+                          const int *targets /* (N) */, int N, int V);
+/* dlogits = (probs - onehot(target)) * scale (may alias probs). */
+void softmax_ce_backward(float *dlogits /* (N, V) */, const float *probs /* (N, V) */,
+                         const int *targets /* (N) */, float scale, int N, int V);
+
+#endif
