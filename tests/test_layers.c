@@ -1,0 +1,723 @@
+/* test_layers: checks every kernel of worker/layers.c against an independent
+ * double-precision reference: naive loop forwards (no BLAS) composed with a
+ * fixed random linear loss, differentiated by central finite differences.
+ * Every check prints its worst error and tolerance; any failure makes the
+ * binary exit non-zero. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/layers.h"
+
+#define FWD_TOL 1e-5    /* float kernel vs double loops, scaled by max(1, |ref|) */
+#define GRAD_TOL 1e-3   /* float analytic vs double FD, |a-n| / max(GRAD_FLOOR, |a|+|n|) */
+#define GRAD_FLOOR 1e-3
+#define FD_EPS 1e-6
+#define ACC_TOL 1e-5    /* accumulation: float rounding of one extra add */
+#define ALIAS_TOL 1e-6  /* in-place vs out-of-place softmax */
+
+/* recurrent sizes: T time, B batch, Ein input, H hidden; H2 the upper stacked layer */
+enum { SEQ_T = 5, SEQ_B = 3, SEQ_EIN = 4, SEQ_H = 6, SEQ_H2 = 5 };
+
+/* ---------------------------------------------------------------- arena, RNG */
+
+/* Everything a test allocates; freed by the teardown even when a check fails. */
+#define ARENA_MAX 128
+typedef struct {
+    void *p[ARENA_MAX];
+    int n;
+} Arena;
+
+static int arena_setup(void **state)
+{
+    Arena *a = calloc(1, sizeof *a);
+    *state = a;
+    return a ? 0 : -1;
+}
+
+static int arena_teardown(void **state)
+{
+    Arena *a = *state;
+    for (int i = 0; i < a->n; i++) {
+        free(a->p[i]);
+    }
+    free(a);
+    return 0;
+}
+
+static void *arena_alloc(Arena *a, size_t n, size_t size)
+{
+    assert_true(a->n < ARENA_MAX);
+    void *p = calloc(n, size);
+    assert_non_null(p);
+    a->p[a->n++] = p;
+    return p;
+}
+
+static float *arena_f(Arena *a, size_t n) { return arena_alloc(a, n, sizeof(float)); }
+static double *arena_d(Arena *a, size_t n) { return arena_alloc(a, n, sizeof(double)); }
+
+/* splitmix64 */
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* uniform in [lo, hi), 24 random bits */
+static float rng_unif(uint64_t *s, float lo, float hi)
+{
+    return lo + (hi - lo) * (float)((double)(rng_next(s) >> 40) / 16777216.0);
+}
+
+static float *arena_rand(Arena *a, size_t n, uint64_t *s, float lo, float hi)
+{
+    float *p = arena_f(a, n);
+    for (size_t i = 0; i < n; i++) {
+        p[i] = rng_unif(s, lo, hi);
+    }
+    return p;
+}
+
+/* double copy of the same (float-representable) numbers */
+static double *arena_dbl(Arena *a, const float *src, size_t n)
+{
+    double *p = arena_d(a, n);
+    for (size_t i = 0; i < n; i++) {
+        p[i] = src[i];
+    }
+    return p;
+}
+
+/* ---------------------------------------------------------------- checks */
+
+/* running max of errors where NaN counts as infinitely bad (fmax would drop it) */
+static double worse(double worst, double err)
+{
+    return isnan(err) ? INFINITY : fmax(worst, err);
+}
+
+/* forward: max |a - r| / max(1, max |r|) */
+static void check_fwd(const char *what, const float *a, const double *r, size_t n)
+{
+    double err = 0.0, mag = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        err = worse(err, fabs(a[i] - r[i]));
+        mag = fmax(mag, fabs(r[i]));
+    }
+    err /= mag;
+    printf("%-28s max abs err %.1e (scaled by max(1,|ref|); tol %.0e)\n", what, err, FWD_TOL);
+    assert_true(err <= FWD_TOL);
+}
+
+typedef double (*LossFn)(void *ctx);
+
+/* central FD in double of loss over every entry of p, vs the analytic a */
+static void check_grad(const char *what, const float *a, double *p, size_t n,
+                       LossFn loss, void *ctx)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double save = p[i], hp = save + FD_EPS, hm = save - FD_EPS;
+        p[i] = hp;
+        const double lp = loss(ctx);
+        p[i] = hm;
+        const double lm = loss(ctx);
+        p[i] = save;
+        const double num = (lp - lm) / (hp - hm);
+        worst = worse(worst, fabs(a[i] - num) / fmax(GRAD_FLOOR, fabs(a[i]) + fabs(num)));
+    }
+    printf("%-28s max rel err %.1e (tol %.0e)\n", what, worst, GRAD_TOL);
+    assert_true(worst <= GRAD_TOL);
+}
+
+/* max |a - b| / max(1, max |b|) <= tol; tol 0 means bitwise equal values */
+static void check_same(const char *what, const float *a, const float *b, size_t n, double tol)
+{
+    double err = 0.0, mag = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        err = worse(err, fabs((double)a[i] - b[i]));
+        mag = fmax(mag, fabs(b[i]));
+    }
+    err /= mag;
+    printf("%-28s max abs diff %.1e (tol %.0e)\n", what, err, tol);
+    assert_true(err <= tol);
+}
+
+/* (g - g0) == 2 gz: two backward calls from a pre-filled g0 add twice what one adds to 0 */
+static void check_accum(const char *what, const float *g, const float *g0, const float *gz,
+                        size_t n)
+{
+    double err = 0.0, mag = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        err = worse(err, fabs(((double)g[i] - g0[i]) - 2.0 * gz[i]));
+        mag = fmax(mag, fmax(fabs(g0[i]), fabs(2.0 * gz[i])));
+    }
+    err /= mag;
+    printf("%-28s max abs err %.1e (tol %.0e)\n", what, err, ACC_TOL);
+    assert_true(err <= ACC_TOL);
+}
+
+/* NaN into outputs that must be overwritten and into scratch that must not be
+ * read before it is written */
+static void fill_nan(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        p[i] = NAN;
+    }
+}
+
+static const char *name2(char *buf, size_t cap, const char *a, const char *b)
+{
+    snprintf(buf, cap, "%s %s", a, b);
+    return buf;
+}
+
+/* ---------------------------------------------------------------- naive double references */
+
+/* y (N, O) = x (N, I) w (I, O) + b (O) */
+static void ref_linear(double *y, const double *x, const double *w, const double *b,
+                       int N, int I, int O)
+{
+    for (int n = 0; n < N; n++) {
+        for (int o = 0; o < O; o++) {
+            double acc = b[o];
+            for (int i = 0; i < I; i++) {
+                acc += x[n * I + i] * w[i * O + o];
+            }
+            y[n * O + o] = acc;
+        }
+    }
+}
+
+/* sum over rows of -log softmax(logits)[target]; probs (N, V) filled */
+static double ref_ce(double *probs, const double *logits, const int *tgt, int N, int V)
+{
+    double loss = 0.0;
+    for (int n = 0; n < N; n++) {
+        const double *l = logits + n * V;
+        double mx = l[0], sum = 0.0;
+        for (int v = 1; v < V; v++) {
+            mx = fmax(mx, l[v]);
+        }
+        for (int v = 0; v < V; v++) {
+            sum += exp(l[v] - mx);
+        }
+        for (int v = 0; v < V; v++) {
+            probs[n * V + v] = exp(l[v] - mx) / sum;
+        }
+        loss += log(sum) - (l[tgt[n]] - mx);
+    }
+    return loss;
+}
+
+/* One recurrent layer in double; G = 1 (tanh RNN) or 4 (LSTM, gates i,f,g,o). */
+typedef struct {
+    int T, B, Ein, H, G;
+    double *x;      // (T, B, Ein)
+    double *wx;     // (Ein, G*H)
+    double *wh;     // (H, G*H)
+    double *b;      // (G*H)
+    double *h;      // (T+1, B, H), h[0] given
+    double *c;      // (T+1, B, H), c[0] given (LSTM)
+    double *gates;  // (T, B, G*H), post-activation (LSTM)
+} RefSeq;
+
+/* b[col] + x[t,n,:] . wx[:,col] + h[t,n,:] . wh[:,col] */
+static double ref_preact(const RefSeq *r, int t, int n, int col)
+{
+    const int GH = r->G * r->H;
+    const double *xt = r->x + ((size_t)t * r->B + n) * r->Ein; // (Ein)
+    const double *ht = r->h + ((size_t)t * r->B + n) * r->H;   // (H)
+    double a = r->b[col];
+    for (int k = 0; k < r->Ein; k++) {
+        a += xt[k] * r->wx[k * GH + col];
+    }
+    for (int k = 0; k < r->H; k++) {
+        a += ht[k] * r->wh[k * GH + col];
+    }
+    return a;
+}
+
+static double sigmoid(double a) { return 1.0 / (1.0 + exp(-a)); }
+
+static void ref_lstm_unit(RefSeq *r, int t, int n, int j)
+{
+    const int H = r->H;
+    const size_t prev = ((size_t)t * r->B + n) * H + j, next = prev + (size_t)r->B * H;
+    const double i = sigmoid(ref_preact(r, t, n, j));
+    const double f = sigmoid(ref_preact(r, t, n, H + j));
+    const double g = tanh(ref_preact(r, t, n, 2 * H + j));
+    const double o = sigmoid(ref_preact(r, t, n, 3 * H + j));
+    r->c[next] = f * r->c[prev] + i * g;
+    r->h[next] = o * tanh(r->c[next]);
+    double *gt = r->gates + ((size_t)t * r->B + n) * 4 * H; // (4H)
+    gt[j] = i;
+    gt[H + j] = f;
+    gt[2 * H + j] = g;
+    gt[3 * H + j] = o;
+}
+
+static void ref_seq_forward(RefSeq *r)
+{
+    const size_t BH = (size_t)r->B * r->H;
+    for (int t = 0; t < r->T; t++) {
+        for (int n = 0; n < r->B; n++) {
+            for (int j = 0; j < r->H; j++) {
+                if (r->G == 1) {
+                    r->h[(t + 1) * BH + (size_t)n * r->H + j] = tanh(ref_preact(r, t, n, j));
+                } else {
+                    ref_lstm_unit(r, t, n, j);
+                }
+            }
+        }
+    }
+}
+
+/* L = sum R * top.h[1..T], top = hi if stacked (hi.x aliases lo.h[1..T]) */
+typedef struct {
+    RefSeq *lo, *hi;
+    const double *R; // (T, B, H of top)
+} SeqLoss;
+
+static double seq_loss(void *ctx)
+{
+    SeqLoss *l = ctx;
+    ref_seq_forward(l->lo);
+    const RefSeq *top = l->lo;
+    if (l->hi) {
+        ref_seq_forward(l->hi);
+        top = l->hi;
+    }
+    const size_t BH = (size_t)top->B * top->H, n = (size_t)top->T * BH;
+    double loss = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        loss += l->R[i] * top->h[BH + i];
+    }
+    return loss;
+}
+
+/* ---------------------------------------------------------------- layer under test */
+
+/* Float kernel buffers and the double reference over the same numbers.
+ * Weight gradients are one flat buffer with views, as in the model. */
+typedef struct {
+    int T, B, Ein, H, G;
+    float *x;       // (T, B, Ein)
+    float *wx;      // (Ein, G*H)
+    float *wh;      // (H, G*H)
+    float *b;       // (G*H)
+    float *h, *c;   // (T+1, B, H) each
+    float *gates;   // (T, B, G*H)
+    float *grad;    // (ngrad): dwx | dwh | db
+    float *dwx;     // (Ein, G*H)
+    float *dwh;     // (H, G*H)
+    float *db;      // (G*H)
+    float *dx;      // (T, B, Ein)
+    float *dh;      // (T, B, H)
+    float *dgates;  // (T, B, G*H)
+    float *dc;      // (B, H)
+    size_t nwx, nwh, nb, ngrad;
+    RefSeq ref;
+} Layer;
+
+static void layer_alloc(Arena *a, Layer *L, uint64_t *s)
+{
+    const size_t GH = (size_t)L->G * L->H, BH = (size_t)L->B * L->H;
+    const size_t TB = (size_t)L->T * L->B;
+    L->nwx = (size_t)L->Ein * GH;
+    L->nwh = (size_t)L->H * GH;
+    L->nb = GH;
+    L->ngrad = L->nwx + L->nwh + L->nb;
+    L->wx = arena_rand(a, L->nwx, s, -0.5f, 0.5f);
+    L->wh = arena_rand(a, L->nwh, s, -0.5f, 0.5f);
+    L->b = arena_rand(a, L->nb, s, -0.5f, 0.5f);
+    L->h = arena_f(a, (L->T + 1) * BH);
+    L->c = arena_f(a, (L->T + 1) * BH);
+    for (size_t i = 0; i < BH; i++) {       // nonzero carried state h[0], c[0]
+        L->h[i] = rng_unif(s, -0.5f, 0.5f);
+        L->c[i] = rng_unif(s, -0.5f, 0.5f);
+    }
+    L->gates = arena_f(a, TB * GH);
+    L->grad = arena_f(a, L->ngrad);
+    L->dwx = L->grad;
+    L->dwh = L->dwx + L->nwx;
+    L->db = L->dwh + L->nwh;
+    L->dx = arena_f(a, TB * L->Ein);
+    L->dh = arena_f(a, TB * L->H);
+    L->dgates = arena_f(a, TB * GH);
+    L->dc = arena_f(a, BH);
+}
+
+/* x and xref NULL: own random input; else the layer reads the given buffers */
+static void layer_new(Arena *a, Layer *L, int T, int B, int Ein, int H, int G, uint64_t *s,
+                      float *x, double *xref)
+{
+    *L = (Layer){.T = T, .B = B, .Ein = Ein, .H = H, .G = G};
+    layer_alloc(a, L, s);
+    const size_t TB = (size_t)T * B, BH = (size_t)B * H;
+    L->x = x ? x : arena_rand(a, TB * Ein, s, -1.0f, 1.0f);
+    RefSeq *r = &L->ref;
+    *r = (RefSeq){.T = T, .B = B, .Ein = Ein, .H = H, .G = G};
+    r->x = xref ? xref : arena_dbl(a, L->x, TB * Ein);
+    r->wx = arena_dbl(a, L->wx, L->nwx);
+    r->wh = arena_dbl(a, L->wh, L->nwh);
+    r->b = arena_dbl(a, L->b, L->nb);
+    r->h = arena_d(a, (T + 1) * BH);
+    r->c = arena_d(a, (T + 1) * BH);
+    r->gates = arena_d(a, TB * G * H);
+    for (size_t i = 0; i < BH; i++) {
+        r->h[i] = L->h[i];
+        r->c[i] = L->c[i];
+    }
+}
+
+static void layer_forward(Layer *L)
+{
+    if (L->G == 1) {
+        rnn_forward(L->h, L->x, L->wx, L->wh, L->b, L->T, L->B, L->Ein, L->H);
+    } else {
+        lstm_forward(L->h, L->c, L->gates, L->x, L->wx, L->wh, L->b,
+                     L->T, L->B, L->Ein, L->H);
+    }
+}
+
+/* backward with L->dh as the incoming gradient (used as scratch) */
+static void layer_backward(Layer *L, float *dx)
+{
+    if (L->G == 1) {
+        rnn_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->x, L->h, L->wx, L->wh,
+                     L->T, L->B, L->Ein, L->H);
+    } else {
+        lstm_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->dc, L->x, L->h, L->c,
+                      L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H);
+    }
+}
+
+/* dh = R (fresh copy, the kernel scribbles on it), then backward; scratch
+ * and dx start as NaN */
+static void layer_backward_from(Layer *L, const float *R, float *dx)
+{
+    const size_t TB = (size_t)L->T * L->B;
+    memcpy(L->dh, R, TB * L->H * sizeof(float));
+    fill_nan(L->dgates, TB * L->G * L->H);
+    fill_nan(L->dc, (size_t)L->B * L->H);
+    if (dx) {
+        fill_nan(dx, TB * L->Ein);
+    }
+    layer_backward(L, dx);
+}
+
+static void check_layer_grads(const char *name, Layer *L, SeqLoss *ctx, int with_dx)
+{
+    char buf[64];
+    check_grad(name2(buf, sizeof buf, name, "dwx"), L->dwx, L->ref.wx, L->nwx, seq_loss, ctx);
+    check_grad(name2(buf, sizeof buf, name, "dwh"), L->dwh, L->ref.wh, L->nwh, seq_loss, ctx);
+    check_grad(name2(buf, sizeof buf, name, "db"), L->db, L->ref.b, L->nb, seq_loss, ctx);
+    if (with_dx) {
+        const size_t nx = (size_t)L->T * L->B * L->Ein;
+        check_grad(name2(buf, sizeof buf, name, "dx"), L->dx, L->ref.x, nx, seq_loss, ctx);
+    }
+}
+
+/* ---------------------------------------------------------------- tests: linear, embedding */
+
+static double lin_R_loss(const double *y, const double *R, size_t n)
+{
+    double loss = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        loss += R[i] * y[i];
+    }
+    return loss;
+}
+
+typedef struct {
+    double *x, *w, *b, *y; // (N, I), (I, O), (O), (N, O)
+    const double *R;       // (N, O)
+    int N, I, O;
+} LinLoss;
+
+static double linear_loss(void *ctx)
+{
+    LinLoss *l = ctx;
+    ref_linear(l->y, l->x, l->w, l->b, l->N, l->I, l->O);
+    return lin_R_loss(l->y, l->R, (size_t)l->N * l->O);
+}
+
+static void test_linear(void **state)
+{
+    Arena *a = *state;
+    uint64_t s = 1;
+    enum { N = 5, I = 4, O = 3 };
+    float *x = arena_rand(a, N * I, &s, -1, 1), *w = arena_rand(a, I * O, &s, -0.5f, 0.5f);
+    float *b = arena_rand(a, O, &s, -0.5f, 0.5f), *R = arena_rand(a, N * O, &s, -1, 1);
+    float *y = arena_f(a, N * O), *dx = arena_f(a, N * I);
+    float *dw = arena_f(a, I * O), *db = arena_f(a, O);
+    LinLoss ctx = {arena_dbl(a, x, N * I), arena_dbl(a, w, I * O), arena_dbl(a, b, O),
+                   arena_d(a, N * O), arena_dbl(a, R, N * O), N, I, O};
+
+    linear_forward(y, x, w, b, N, I, O);
+    linear_loss(&ctx);
+    check_fwd("linear y", y, ctx.y, N * O);
+    fill_nan(dx, N * I); // must be overwritten
+    linear_backward(dx, dw, db, R, x, w, N, I, O);
+    check_grad("linear dw", dw, ctx.w, I * O, linear_loss, &ctx);
+    check_grad("linear db", db, ctx.b, O, linear_loss, &ctx);
+    check_grad("linear dx", dx, ctx.x, N * I, linear_loss, &ctx);
+}
+
+typedef struct {
+    double *w;       // (V, E)
+    const int *tok;  // (N)
+    const double *R; // (N, E)
+    int N, E;
+} EmbLoss;
+
+static double embedding_loss(void *ctx)
+{
+    EmbLoss *l = ctx;
+    double loss = 0.0;
+    for (int n = 0; n < l->N; n++) {
+        for (int e = 0; e < l->E; e++) {
+            loss += l->R[n * l->E + e] * l->w[l->tok[n] * l->E + e];
+        }
+    }
+    return loss;
+}
+
+static void test_embedding(void **state)
+{
+    Arena *a = *state;
+    uint64_t s = 2;
+    enum { V = 6, E = 4, N = 7 };
+    static const int tok[N] = {2, 0, 2, 5, 2, 0, 3}; // repeats; rows 1 and 4 unused
+    float *w = arena_rand(a, V * E, &s, -0.5f, 0.5f), *R = arena_rand(a, N * E, &s, -1, 1);
+    float *out = arena_f(a, N * E), *dw = arena_f(a, V * E);
+    double *wd = arena_dbl(a, w, V * E), *out_ref = arena_d(a, N * E);
+    EmbLoss ctx = {wd, tok, arena_dbl(a, R, N * E), N, E};
+
+    embedding_forward(out, tok, w, N, E);
+    for (int n = 0; n < N; n++) {
+        for (int e = 0; e < E; e++) {
+            out_ref[n * E + e] = wd[tok[n] * E + e];
+        }
+    }
+    check_fwd("embedding out", out, out_ref, N * E);
+    embedding_backward(dw, R, tok, N, E);
+    check_grad("embedding dw (repeats)", dw, wd, V * E, embedding_loss, &ctx);
+}
+
+/* ---------------------------------------------------------------- tests: softmax CE */
+
+typedef struct {
+    double *logits, *probs; // (N, V) each
+    const int *tgt;         // (N)
+    int N, V;
+    double scale;
+} CeLoss;
+
+static double ce_loss(void *ctx)
+{
+    CeLoss *l = ctx;
+    return l->scale * ref_ce(l->probs, l->logits, l->tgt, l->N, l->V);
+}
+
+static void test_softmax_ce(void **state)
+{
+    Arena *a = *state;
+    uint64_t s = 3;
+    enum { N = 4, V = 7 };
+    static const int tgt[N] = {0, 6, 3, 3};
+    float *logits = arena_rand(a, N * V, &s, -3, 3);
+    for (int v = 0; v < V; v++) {  // rows that overflow / underflow expf without the max shift
+        logits[1 * V + v] += 200.0f;
+        logits[2 * V + v] -= 200.0f;
+    }
+    float *probs = arena_f(a, N * V), *dl = arena_f(a, N * V), *inplace = arena_f(a, N * V);
+    CeLoss ctx = {arena_dbl(a, logits, N * V), arena_d(a, N * V), tgt, N, V, 1.0 / N};
+
+    const double loss = softmax_ce_forward(probs, logits, tgt, N, V);
+    const double loss_ref = ref_ce(ctx.probs, ctx.logits, tgt, N, V);
+    const double lerr = fabs(loss - loss_ref) / fmax(1.0, fabs(loss_ref));
+    printf("%-28s rel err %.1e (tol %.0e)\n", "softmax_ce loss", lerr, FWD_TOL);
+    assert_true(isfinite(loss) && lerr <= FWD_TOL);
+    check_fwd("softmax_ce probs", probs, ctx.probs, N * V);
+
+    softmax_ce_backward(dl, probs, tgt, (float)ctx.scale, N, V);
+    check_grad("softmax_ce dlogits", dl, ctx.logits, N * V, ce_loss, &ctx);
+
+    memcpy(inplace, logits, N * V * sizeof(float)); // probs aliases logits, dlogits aliases probs
+    const float loss_in = (float)softmax_ce_forward(inplace, inplace, tgt, N, V), lf = (float)loss;
+    check_same("softmax_ce in-place probs", inplace, probs, N * V, ALIAS_TOL);
+    check_same("softmax_ce in-place loss", &loss_in, &lf, 1, ALIAS_TOL);
+    softmax_ce_backward(inplace, inplace, tgt, (float)ctx.scale, N, V);
+    check_same("softmax_ce in-place dlogits", inplace, dl, N * V, ALIAS_TOL);
+}
+
+/* ---------------------------------------------------------------- tests: RNN, LSTM */
+
+/* forward vs reference, backward vs FD, for one layer fed by random x */
+static void check_layer(const char *name, Arena *a, Layer *L, uint64_t *s)
+{
+    char buf[64];
+    const size_t BH = (size_t)L->B * L->H, n = (size_t)L->T * BH;
+    float *R = arena_rand(a, n, s, -1, 1);
+    SeqLoss ctx = {&L->ref, NULL, arena_dbl(a, R, n)};
+
+    layer_forward(L);
+    seq_loss(&ctx);
+    check_fwd(name2(buf, sizeof buf, name, "h"), L->h, L->ref.h, n + BH);
+    if (L->G == 4) {
+        check_fwd(name2(buf, sizeof buf, name, "c"), L->c, L->ref.c, n + BH);
+        check_fwd(name2(buf, sizeof buf, name, "gates"), L->gates, L->ref.gates, 4 * n);
+    }
+    layer_backward_from(L, R, L->dx);
+    check_layer_grads(name, L, &ctx, 1);
+}
+
+static void test_rnn(void **state)
+{
+    uint64_t s = 4;
+    Layer L;
+    layer_new(*state, &L, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 1, &s, NULL, NULL);
+    check_layer("rnn", *state, &L, &s);
+}
+
+static void test_lstm(void **state)
+{
+    uint64_t s = 5;
+    Layer L;
+    layer_new(*state, &L, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 4, &s, NULL, NULL);
+    check_layer("lstm", *state, &L, &s);
+}
+
+/* Two LSTM layers; the upper one reads the lower one's h[1..T], and its dx is
+ * the lower one's dh. FD runs through both layers. */
+static void test_lstm_stacked(void **state)
+{
+    Arena *a = *state;
+    uint64_t s = 6;
+    Layer lo, hi;
+    layer_new(a, &lo, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 4, &s, NULL, NULL);
+    const size_t BH = (size_t)SEQ_B * SEQ_H, n = (size_t)SEQ_T * SEQ_B * SEQ_H2;
+    layer_new(a, &hi, SEQ_T, SEQ_B, SEQ_H, SEQ_H2, 4, &s, lo.h + BH, lo.ref.h + BH);
+    float *R = arena_rand(a, n, &s, -1, 1);
+    SeqLoss ctx = {&lo.ref, &hi.ref, arena_dbl(a, R, n)};
+
+    layer_forward(&lo);
+    layer_forward(&hi);
+    seq_loss(&ctx);
+    check_fwd("stack upper h", hi.h, hi.ref.h, n + (size_t)SEQ_B * SEQ_H2);
+    fill_nan(lo.dh, (size_t)SEQ_T * BH);
+    layer_backward_from(&hi, R, lo.dh); // upper dx overwrites lower dh
+    fill_nan(lo.dgates, (size_t)SEQ_T * SEQ_B * 4 * SEQ_H);
+    fill_nan(lo.dc, BH);
+    fill_nan(lo.dx, (size_t)SEQ_T * SEQ_B * SEQ_EIN);
+    layer_backward(&lo, lo.dx);
+    check_layer_grads("stack upper", &hi, &ctx, 0);
+    check_layer_grads("stack lower", &lo, &ctx, 1);
+}
+
+/* ---------------------------------------------------------------- tests: accumulation, dx NULL */
+
+static void check_layer_accum(const char *name, Arena *a, Layer *L, uint64_t *s)
+{
+    char buf[64];
+    const size_t n = (size_t)L->T * L->B * L->H;
+    float *R = arena_rand(a, n, s, -1, 1), *gz = arena_f(a, L->ngrad);
+    float *g0 = arena_rand(a, L->ngrad, s, -1, 1), *gdx = arena_f(a, L->ngrad);
+    layer_forward(L);
+
+    memset(L->grad, 0, L->ngrad * sizeof(float)); // one call from zero
+    layer_backward_from(L, R, L->dx);
+    memcpy(gz, L->grad, L->ngrad * sizeof(float));
+    memcpy(L->grad, g0, L->ngrad * sizeof(float)); // two calls from g0
+    layer_backward_from(L, R, L->dx);
+    layer_backward_from(L, R, L->dx);
+    check_accum(name2(buf, sizeof buf, name, "dwx accumulates"), L->dwx, g0, gz, L->nwx);
+    check_accum(name2(buf, sizeof buf, name, "dwh accumulates"), L->dwh,
+                g0 + L->nwx, gz + L->nwx, L->nwh);
+    check_accum(name2(buf, sizeof buf, name, "db accumulates"), L->db,
+                g0 + L->nwx + L->nwh, gz + L->nwx + L->nwh, L->nb);
+
+    memset(L->grad, 0, L->ngrad * sizeof(float)); // dx = NULL: same weight gradients
+    layer_backward_from(L, R, L->dx);
+    memcpy(gdx, L->grad, L->ngrad * sizeof(float));
+    memset(L->grad, 0, L->ngrad * sizeof(float));
+    layer_backward_from(L, R, NULL);
+    check_same(name2(buf, sizeof buf, name, "grads with dx=NULL"), L->grad, gdx, L->ngrad, 0.0);
+}
+
+static void test_recurrent_accum_and_null_dx(void **state)
+{
+    uint64_t s = 7;
+    Layer rnn, lstm;
+    layer_new(*state, &rnn, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 1, &s, NULL, NULL);
+    layer_new(*state, &lstm, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 4, &s, NULL, NULL);
+    check_layer_accum("rnn", *state, &rnn, &s);
+    check_layer_accum("lstm", *state, &lstm, &s);
+}
+
+static void test_linear_accum_and_null_dx(void **state)
+{
+    Arena *a = *state;
+    uint64_t s = 8;
+    enum { N = 5, I = 4, O = 3, NG = I * O + O };
+    float *x = arena_rand(a, N * I, &s, -1, 1), *w = arena_rand(a, I * O, &s, -0.5f, 0.5f);
+    float *dy = arena_rand(a, N * O, &s, -1, 1), *dx = arena_f(a, N * I);
+    float *g0 = arena_rand(a, NG, &s, -1, 1), *g = arena_f(a, NG); // dw | db
+    float *gz = arena_f(a, NG), *gnull = arena_f(a, NG);
+
+    linear_backward(dx, gz, gz + I * O, dy, x, w, N, I, O);
+    memcpy(g, g0, NG * sizeof(float));
+    linear_backward(dx, g, g + I * O, dy, x, w, N, I, O);
+    linear_backward(dx, g, g + I * O, dy, x, w, N, I, O);
+    check_accum("linear dw accumulates", g, g0, gz, I * O);
+    check_accum("linear db accumulates", g + I * O, g0 + I * O, gz + I * O, O);
+    linear_backward(NULL, gnull, gnull + I * O, dy, x, w, N, I, O);
+    check_same("linear grads with dx=NULL", gnull, gz, NG, 0.0);
+}
+
+static void test_embedding_accum(void **state)
+{
+    Arena *a = *state;
+    uint64_t s = 9;
+    enum { N = 5, E = 3, V = 6 };
+    static const int tok[N] = {1, 1, 4, 0, 1};
+    float *dout = arena_rand(a, N * E, &s, -1, 1), *gz = arena_f(a, V * E);
+    float *g0 = arena_rand(a, V * E, &s, -1, 1), *g = arena_f(a, V * E);
+
+    embedding_backward(gz, dout, tok, N, E);
+    memcpy(g, g0, V * E * sizeof(float));
+    embedding_backward(g, dout, tok, N, E);
+    embedding_backward(g, dout, tok, N, E);
+    check_accum("embedding dw accumulates", g, g0, gz, V * E);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_linear, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_embedding, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_softmax_ce, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_rnn, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_stacked, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_recurrent_accum_and_null_dx, arena_setup,
+                                        arena_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_accum_and_null_dx, arena_setup,
+                                        arena_teardown),
+        cmocka_unit_test_setup_teardown(test_embedding_accum, arena_setup, arena_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL) == 0 ? 0 : 1;
+}

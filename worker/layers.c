@@ -1,0 +1,299 @@
+/* layers: forward and backward kernels of the worker's model (embedding,
+ * linear, tanh RNN, LSTM, softmax cross-entropy) over raw float pointers.
+ * Matrix products are OpenBLAS cblas_sgemm calls (row-major); the rest is
+ * one fused loop per step. No kernel allocates: scratch comes from the caller.
+ * Sizes: N rows, I/O linear in/out, V vocab, E embedding, T time, B batch,
+ * Ein recurrent input, H hidden, G gates per unit (1 RNN, 4 LSTM). */
+#include "worker/layers.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cblas.h>
+/* OpenBLAS's config header pulls in <complex.h>, whose macro I (the imaginary
+ * unit) would clash with the linear layer's input size I. */
+#undef I
+
+/* ---------------------------------------------------------------- helpers */
+
+/* db (C) += sum over the R rows of a (R, C) */
+static void col_sum_add(float *db, const float *a, int R, int C)
+{
+    for (int r = 0; r < R; r++) {
+        const float *ar = a + (size_t)r * C; // (C)
+        for (int j = 0; j < C; j++) {
+            db[j] += ar[j];
+        }
+    }
+}
+
+static float sigmoidf(float a)
+{
+    return 1.0f / (1.0f + expf(-a));
+}
+
+/* ---------------------------------------------------------------- embedding */
+
+void embedding_forward(float *out, const int *tok, const float *w, int N, int E)
+{
+    for (int n = 0; n < N; n++) {
+        assert(tok[n] >= 0);
+        memcpy(out + (size_t)n * E, w + (size_t)tok[n] * E, (size_t)E * sizeof(float));
+    }
+}
+
+void embedding_backward(float *dw, const float *dout, const int *tok, int N, int E)
+{
+    for (int n = 0; n < N; n++) {
+        assert(tok[n] >= 0);
+        float *dwr = dw + (size_t)tok[n] * E;        // (E)
+        const float *dor = dout + (size_t)n * E;     // (E)
+        for (int e = 0; e < E; e++) {
+            dwr[e] += dor[e];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- linear */
+
+void linear_forward(float *y, const float *x, const float *w, const float *b, int N, int I, int O)
+{
+    // every row of y (N, O) starts as the bias, then y += x (N, I) w (I, O)
+    for (int n = 0; n < N; n++) {
+        memcpy(y + (size_t)n * O, b, (size_t)O * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, O, I,
+                1.0f, x, I, w, O, 1.0f, y, O);
+}
+
+void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                     const float *w, int N, int I, int O)
+{
+    // dw (I, O) += x^T (I, N) dy (N, O)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I, O, N,
+                1.0f, x, I, dy, O, 1.0f, dw, O);
+    col_sum_add(db, dy, N, O);
+    if (dx) {
+        // dx (N, I) = dy (N, O) w^T (O, I)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, I, O,
+                    1.0f, dy, O, w, O, 0.0f, dx, I);
+    }
+}
+
+/* ---------------------------------------------------------------- recurrent steps
+ * Shared by the RNN (G = 1) and the LSTM (G = 4); GH = G*H. */
+
+/* pre (T*B, GH) = x (T*B, Ein) wx (Ein, GH): the input projection of all steps */
+static void seq_input_proj(float *pre, const float *x, const float *wx, int TB, int Ein, int GH)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, TB, GH, Ein,
+                1.0f, x, Ein, wx, GH, 0.0f, pre, GH);
+}
+
+/* pre_t (B, GH) += h_t (B, H) wh (H, GH): one step's recurrent term */
+static void step_recurrent_add(float *pre_t, const float *h_t, const float *wh,
+                               int B, int H, int GH)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, GH, H,
+                1.0f, h_t, H, wh, GH, 1.0f, pre_t, GH);
+}
+
+/* dh_prev (B, H) += da_t (B, GH) wh^T (GH, H): gradient into the step's input state */
+static void step_dh_prev_add(float *dh_prev, const float *da_t, const float *wh,
+                             int B, int H, int GH)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, GH,
+                1.0f, da_t, GH, wh, GH, 1.0f, dh_prev, H);
+}
+
+/* After the time loop, from the pre-activation gradients da (T*B, GH):
+ * dwx += x^T da; db += sum da; dx = da wx^T (if dx); dwh += h[0..T-1]^T da. */
+static void seq_weight_grads(float *dx /* (T*B, Ein) */, float *dwx /* (Ein, GH) */,
+                             float *dwh /* (H, GH) */, float *db /* (GH) */,
+                             const float *da /* (T*B, GH) */, const float *x /* (T*B, Ein) */,
+                             const float *h /* (T*B, H): h[0..T-1] */,
+                             const float *wx /* (Ein, GH) */, int TB, int Ein, int H, int GH)
+{
+    linear_backward(dx, dwx, db, da, x, wx, TB, Ein, GH);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, GH, TB,
+                1.0f, h, H, da, GH, 1.0f, dwh, GH);
+}
+
+/* ---------------------------------------------------------------- RNN */
+
+/* a (B, H): pre-activation without bias, overwritten with tanh(a + b) */
+static void rnn_step_activate(float *a, const float *b /* (H) */, int B, int H)
+{
+    for (int n = 0; n < B; n++) {
+        float *an = a + (size_t)n * H; // (H)
+        for (int j = 0; j < H; j++) {
+            an[j] = tanhf(an[j] + b[j]);
+        }
+    }
+}
+
+void rnn_forward(float *h, const float *x, const float *wx, const float *wh,
+                 const float *b, int T, int B, int Ein, int H)
+{
+    const size_t BH = (size_t)B * H;
+    // h[1..T] (T*B, H) holds the input projections, finished one step at a time
+    seq_input_proj(h + BH, x, wx, T * B, Ein, H);
+    for (int t = 0; t < T; t++) {
+        float *a = h + (size_t)(t + 1) * BH; // (B, H)
+        step_recurrent_add(a, h + (size_t)t * BH, wh, B, H, H);
+        rnn_step_activate(a, b, B, H);
+    }
+}
+
+void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const float *x,
+                  const float *h, const float *wx, const float *wh,
+                  int T, int B, int Ein, int H)
+{
+    const size_t BH = (size_t)B * H;
+    for (int t = T - 1; t >= 0; t--) {
+        float *da = dh + (size_t)t * BH;                 // (B, H): dh[t] -> da in place
+        const float *ht = h + (size_t)(t + 1) * BH;      // (B, H): output of step t
+        for (size_t k = 0; k < BH; k++) {
+            da[k] *= 1.0f - ht[k] * ht[k];
+        }
+        if (t > 0) {
+            step_dh_prev_add(dh + (size_t)(t - 1) * BH, da, wh, B, H, H);
+        }
+    }
+    seq_weight_grads(dx, dwx, dwh, db, dh, x, h, wx, T * B, Ein, H, H);
+}
+
+/* ---------------------------------------------------------------- LSTM */
+
+/* One step's fused pass: bias, gate nonlinearities (written back into g as
+ * post-activation i,f,g,o), cell update and output. */
+static void lstm_step_forward(float *h_next /* (B, H) */, float *c_next /* (B, H) */,
+                              float *g /* (B, 4H), in: pre-act without bias */,
+                              const float *c_prev /* (B, H) */, const float *b /* (4H) */,
+                              int B, int H)
+{
+    for (int n = 0; n < B; n++) {
+        float *gn = g + (size_t)n * 4 * H;               // (4H)
+        const float *cp = c_prev + (size_t)n * H;        // (H)
+        float *cn = c_next + (size_t)n * H;              // (H)
+        float *hn = h_next + (size_t)n * H;              // (H)
+        for (int j = 0; j < H; j++) {
+            const float i = sigmoidf(gn[j] + b[j]);
+            const float f = sigmoidf(gn[H + j] + b[H + j]);
+            const float gg = tanhf(gn[2 * H + j] + b[2 * H + j]);
+            const float o = sigmoidf(gn[3 * H + j] + b[3 * H + j]);
+            gn[j] = i;
+            gn[H + j] = f;
+            gn[2 * H + j] = gg;
+            gn[3 * H + j] = o;
+            cn[j] = f * cp[j] + i * gg;
+            hn[j] = o * tanhf(cn[j]);
+        }
+    }
+}
+
+/* One step's gate gradients. dc carries dL/dc[t+1] in and dL/dc[t] out. */
+static void lstm_step_backward(float *dg /* (B, 4H) */, float *dc /* (B, H), in/out */,
+                               const float *dh_t /* (B, H) */, const float *g /* (B, 4H) */,
+                               const float *c_prev /* (B, H) */,
+                               const float *c_next /* (B, H) */, int B, int H)
+{
+    for (int n = 0; n < B; n++) {
+        float *dgn = dg + (size_t)n * 4 * H;             // (4H)
+        const float *gn = g + (size_t)n * 4 * H;         // (4H)
+        float *dcn = dc + (size_t)n * H;                 // (H)
+        const float *dhn = dh_t + (size_t)n * H;         // (H)
+        const float *cp = c_prev + (size_t)n * H;        // (H)
+        const float *cn = c_next + (size_t)n * H;        // (H)
+        for (int j = 0; j < H; j++) {
+            const float i = gn[j], f = gn[H + j], gg = gn[2 * H + j], o = gn[3 * H + j];
+            const float tc = tanhf(cn[j]);
+            const float dct = dcn[j] + dhn[j] * o * (1.0f - tc * tc);
+            dgn[j] = dct * gg * i * (1.0f - i);
+            dgn[H + j] = dct * cp[j] * f * (1.0f - f);
+            dgn[2 * H + j] = dct * i * (1.0f - gg * gg);
+            dgn[3 * H + j] = dhn[j] * tc * o * (1.0f - o);
+            dcn[j] = dct * f;
+        }
+    }
+}
+
+void lstm_forward(float *h, float *c, float *gates, const float *x, const float *wx,
+                  const float *wh, const float *b, int T, int B, int Ein, int H)
+{
+    const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
+    // gates (T*B, 4H) holds the input projections, activated in place per step
+    seq_input_proj(gates, x, wx, T * B, Ein, 4 * H);
+    for (int t = 0; t < T; t++) {
+        float *gt = gates + (size_t)t * BG; // (B, 4H)
+        step_recurrent_add(gt, h + (size_t)t * BH, wh, B, H, 4 * H);
+        lstm_step_forward(h + (size_t)(t + 1) * BH, c + (size_t)(t + 1) * BH, gt,
+                          c + (size_t)t * BH, b, B, H);
+    }
+}
+
+void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
+                   float *dc, const float *x, const float *h, const float *c,
+                   const float *gates, const float *wx, const float *wh,
+                   int T, int B, int Ein, int H)
+{
+    const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
+    memset(dc, 0, BH * sizeof(float)); // nothing flows back from beyond the last step
+    for (int t = T - 1; t >= 0; t--) {
+        float *dgt = dgates + (size_t)t * BG; // (B, 4H)
+        lstm_step_backward(dgt, dc, dh + (size_t)t * BH, gates + (size_t)t * BG,
+                           c + (size_t)t * BH, c + (size_t)(t + 1) * BH, B, H);
+        if (t > 0) {
+            step_dh_prev_add(dh + (size_t)(t - 1) * BH, dgt, wh, B, H, 4 * H);
+        }
+    }
+    seq_weight_grads(dx, dwx, dwh, db, dgates, x, h, wx, T * B, Ein, H, 4 * H);
+}
+
+/* ---------------------------------------------------------------- softmax cross-entropy */
+
+/* One row: p (V) = softmax(l (V)); returns -log p[tgt] in double. p may alias l. */
+static double softmax_ce_row(float *p, const float *l, int tgt, int V)
+{
+    assert(tgt >= 0 && tgt < V);
+    float maxv = l[0];
+    for (int v = 1; v < V; v++) {
+        maxv = l[v] > maxv ? l[v] : maxv;
+    }
+    const double zt = (double)(l[tgt] - maxv); // read before p (maybe l) is written
+    double sum = 0.0;
+    for (int v = 0; v < V; v++) {
+        const float e = expf(l[v] - maxv);
+        p[v] = e;
+        sum += e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int v = 0; v < V; v++) {
+        p[v] *= inv;
+    }
+    return log(sum) - zt;
+}
+
+double softmax_ce_forward(float *probs, const float *logits, const int *targets, int N, int V)
+{
+    double loss = 0.0;
+    for (int n = 0; n < N; n++) {
+        loss += softmax_ce_row(probs + (size_t)n * V, logits + (size_t)n * V, targets[n], V);
+    }
+    return loss;
+}
+
+void softmax_ce_backward(float *dlogits, const float *probs, const int *targets, float scale,
+                         int N, int V)
+{
+    for (int n = 0; n < N; n++) {
+        assert(targets[n] >= 0 && targets[n] < V);
+        const float *p = probs + (size_t)n * V;          // (V)
+        float *d = dlogits + (size_t)n * V;              // (V), may alias p
+        for (int v = 0; v < V; v++) {
+            d[v] = (p[v] - (v == targets[n] ? 1.0f : 0.0f)) * scale;
+        }
+    }
+}
