@@ -1,0 +1,22 @@
+/* clip: the clipping formulas, as TensorFlow defines them.
+ *   global_norm (tf.clip_by_global_norm): every gradient scaled by
+ *       coef = max_norm / max(global_norm, max_norm)
+ *   per_tensor (tf.clip_by_norm): each tensor by max_norm / max(its norm, max_norm)
+ *   value (tf.clip_by_value): each element clamped to [-clip_value, clip_value]
+ * The coefficient is applied inside the optimizer's pass (optim.c), so
+ * clipping costs no extra pass over the gradient. */
+#ifndef CLIPD_CLIP_H
+#define CLIPD_CLIP_H
+
+#include <stddef.h>
+
+/* Coefficient for a norm; NaN when the norm is not finite (the step must be
+ * skipped, not applied). A zero norm gives 1. */
+double clip_coef(double norm, double max_norm);
+/* Norm from a double sum of squares. */
+double clip_norm_from_sumsq(double sumsq);
+/* Reference: the same formulas applied in place on a plain array, for tests
+ * and tools (the training path applies them inside the optimizer). */
+void clip_apply(float *g, size_t n, float coef, float clip_value);
+
+#endif

@@ -1,0 +1,232 @@
+/* model: flat parameter/gradient buffers, named views, and the forward and
+ * backward pass of embedding -> L recurrent layers -> linear head. */
+#include "worker/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rng.h"
+#include "worker/layers.h"
+
+static float *add_view(Model *m, const char *name, int rows, int cols, int ndim, float **grad)
+{
+    ParamView *v = &m->views[m->nviews++];
+    snprintf(v->name, sizeof v->name, "%s", name);
+    v->off = m->nparams;
+    v->n = (size_t)rows * (size_t)cols;
+    v->rows = rows, v->cols = cols, v->ndim = ndim;
+    m->nparams += v->n;
+    *grad = (float *)(uintptr_t)v->off; /* offsets until the buffers exist */
+    return (float *)(uintptr_t)v->off;
+}
+
+/* Lay out the views (head first, top layer down, embedding last) with
+ * offsets stored in the pointers, then rebase them onto the buffers. */
+static void model_layout(Model *m)
+{
+    char name[32];
+    m->hw = add_view(m, "head.weight", m->H, m->O, 2, &m->dhw);
+    m->hb = add_view(m, "head.bias", m->O, 1, 1, &m->dhb);
+    for (int l = m->L - 1; l >= 0; l--) {
+        Layer *y = &m->layer[l];
+        snprintf(name, sizeof name, "layers.%d.wx", l);
+        y->wx = add_view(m, name, y->Ein, m->G * m->H, 2, &y->dwx);
+        snprintf(name, sizeof name, "layers.%d.wh", l);
+        y->wh = add_view(m, name, m->H, m->G * m->H, 2, &y->dwh);
+        snprintf(name, sizeof name, "layers.%d.bias", l);
+        y->b = add_view(m, name, m->G * m->H, 1, 1, &y->db);
+    }
+    if (m->source == DATA_MARKOV) m->emb = add_view(m, "embed.weight", m->V, m->E, 2, &m->demb);
+}
+
+#define REBASE(p, base) ((p) = (base) + (size_t)(uintptr_t)(p))
+
+static void model_rebase(Model *m)
+{
+    REBASE(m->hw, m->params), REBASE(m->hb, m->params);
+    REBASE(m->dhw, m->grads), REBASE(m->dhb, m->grads);
+    for (int l = 0; l < m->L; l++) {
+        Layer *y = &m->layer[l];
+        REBASE(y->wx, m->params), REBASE(y->wh, m->params), REBASE(y->b, m->params);
+        REBASE(y->dwx, m->grads), REBASE(y->dwh, m->grads), REBASE(y->db, m->grads);
+    }
+    if (m->emb) REBASE(m->emb, m->params), REBASE(m->demb, m->grads);
+}
+
+static float *falloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+int model_init(Model *m, const Config *c, int B)
+{
+    memset(m, 0, sizeof *m);
+    m->kind = c->model_kind, m->source = c->data_source;
+    m->L = c->model_layers, m->V = c->model_vocab, m->E = c->model_embed, m->H = c->model_hidden;
+    m->G = m->kind == MODEL_LSTM ? 4 : 1;
+    m->T = c->data_seq_len, m->B = B;
+    m->Ein0 = m->source == DATA_MARKOV ? m->E : 2;
+    m->O = m->source == DATA_MARKOV ? m->V : 1;
+    m->carry = m->source == DATA_MARKOV;
+    for (int l = 0; l < m->L; l++) m->layer[l].Ein = l == 0 ? m->Ein0 : m->H;
+    model_layout(m);
+    m->params = falloc(m->nparams);
+    m->grads = falloc(m->nparams);
+    if (!m->params || !m->grads) goto fail;
+    model_rebase(m);
+    size_t TB = (size_t)m->T * (size_t)B, H = (size_t)m->H;
+    for (int l = 0; l < m->L; l++) {
+        Layer *y = &m->layer[l];
+        if (!(y->h = falloc((TB + (size_t)B) * H))) goto fail;
+        if (m->kind == MODEL_LSTM) {
+            y->c = falloc((TB + (size_t)B) * H);
+            y->gates = falloc(TB * 4 * H);
+            if (!y->c || !y->gates) goto fail;
+        }
+    }
+    size_t wide = (size_t)(m->E > m->H ? m->E : m->H);
+    if (m->Ein0 > (int)wide) wide = (size_t)m->Ein0;
+    m->x0 = falloc(TB * (size_t)m->Ein0);
+    m->out = falloc((m->source == DATA_MARKOV ? TB : (size_t)B) * (size_t)m->O);
+    m->dA = falloc(TB * wide);
+    m->dB = falloc(TB * wide);
+    m->dgates = falloc(m->kind == MODEL_LSTM ? TB * 4 * H : 0);
+    m->dc = falloc((size_t)B * H);
+    if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->dc) goto fail;
+    return 0;
+fail:
+    model_free(m);
+    return -1;
+}
+
+void model_free(Model *m)
+{
+    for (int l = 0; l < MODEL_MAX_LAYERS; l++) {
+        free(m->layer[l].h), free(m->layer[l].c), free(m->layer[l].gates);
+    }
+    free(m->params), free(m->grads), free(m->x0), free(m->out);
+    free(m->dA), free(m->dB), free(m->dgates), free(m->dc);
+    memset(m, 0, sizeof *m);
+}
+
+void model_init_params(Model *m, uint64_t seed, double scale)
+{
+    Rng r;
+    rng_init(&r, rng_derive(seed, 0x1417u, 0));
+    for (size_t i = 0; i < m->nparams; i++)
+        m->params[i] = (float)((2.0 * rng_uniform(&r) - 1.0) * scale);
+    for (int l = 0; l < m->L; l++) {
+        Layer *y = &m->layer[l];
+        for (int j = 0; j < m->G * m->H; j++) y->b[j] = 0.0f;
+        if (m->kind == MODEL_LSTM)
+            for (int j = m->H; j < 2 * m->H; j++) y->b[j] = 1.0f; /* forget gate */
+    }
+    for (int j = 0; j < m->O; j++) m->hb[j] = 0.0f;
+}
+
+void model_reset_state(Model *m)
+{
+    size_t n = (size_t)m->B * (size_t)m->H;
+    for (int l = 0; l < m->L; l++) {
+        Layer *y = &m->layer[l];
+        size_t last = (size_t)m->T * n;
+        memset(y->h + last, 0, n * sizeof(float));
+        if (y->c) memset(y->c + last, 0, n * sizeof(float));
+    }
+}
+
+void model_zero_grad(Model *m) { memset(m->grads, 0, m->nparams * sizeof(float)); }
+
+long model_terms(const Model *m) { return m->source == DATA_MARKOV ? (long)m->T * m->B : m->B; }
+
+/* h[0] <- h[T] (carried state) or 0. */
+static void model_start_state(Model *m)
+{
+    size_t n = (size_t)m->B * (size_t)m->H, last = (size_t)m->T * n;
+    for (int l = 0; l < m->L; l++) {
+        Layer *y = &m->layer[l];
+        if (m->carry) {
+            memcpy(y->h, y->h + last, n * sizeof(float));
+            if (y->c) memcpy(y->c, y->c + last, n * sizeof(float));
+        } else {
+            memset(y->h, 0, n * sizeof(float));
+            if (y->c) memset(y->c, 0, n * sizeof(float));
+        }
+    }
+}
+
+static void layers_forward(Model *m)
+{
+    for (int l = 0; l < m->L; l++) {
+        Layer *y = &m->layer[l];
+        const float *x = l == 0 ? m->x0 : m->layer[l - 1].h + (size_t)m->B * m->H; /* (T, B, Ein) */
+        if (m->kind == MODEL_LSTM)
+            lstm_forward(y->h, y->c, y->gates, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
+        else
+            rnn_forward(y->h, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
+    }
+}
+
+/* dh (T, B, H) holds the gradient w.r.t. the top layer's outputs. Returns
+ * the buffer holding the gradient w.r.t. x0 (T, B, Ein0). */
+static float *layers_backward(Model *m, float *dh)
+{
+    float *other = dh == m->dA ? m->dB : m->dA;
+    for (int l = m->L - 1; l >= 0; l--) {
+        Layer *y = &m->layer[l];
+        const float *x = l == 0 ? m->x0 : m->layer[l - 1].h + (size_t)m->B * m->H;
+        float *dx = (l == 0 && m->source != DATA_MARKOV) ? NULL : other;
+        if (m->kind == MODEL_LSTM)
+            lstm_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->dc, x, y->h, y->c,
+                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
+        else
+            rnn_backward(dx, y->dwx, y->dwh, y->db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
+                         y->Ein, m->H);
+        other = dh;
+        dh = dx;
+    }
+    return dh;
+}
+
+static double markov_step(Model *m, const int *inputs, const int *targets, float scale)
+{
+    int N = m->T * m->B;
+    embedding_forward(m->x0, inputs, m->emb, N, m->E);
+    layers_forward(m);
+    const float *top = m->layer[m->L - 1].h + (size_t)m->B * m->H; /* (T*B, H) */
+    linear_forward(m->out, top, m->hw, m->hb, N, m->H, m->V);
+    double loss = softmax_ce_forward(m->out, m->out, targets, N, m->V);
+    softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
+    linear_backward(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
+    float *dx0 = layers_backward(m, m->dA);
+    embedding_backward(m->demb, dx0, inputs, N, m->E);
+    return loss;
+}
+
+/* Adding problem: regress the target from the top layer's last output,
+ * loss (y - target)^2 per sequence. */
+static double adding_step(Model *m, const float *features, const float *ytarget, float scale)
+{
+    int T = m->T, B = m->B, H = m->H;
+    memcpy(m->x0, features, (size_t)T * B * 2 * sizeof(float));
+    layers_forward(m);
+    const float *last = m->layer[m->L - 1].h + (size_t)T * B * H; /* (B, H) */
+    linear_forward(m->out, last, m->hw, m->hb, B, H, 1);
+    double loss = 0;
+    for (int b = 0; b < B; b++) {
+        double d = (double)m->out[b] - (double)ytarget[b];
+        loss += d * d;
+        m->out[b] = (float)(2.0 * d) * scale; /* dL/dy */
+    }
+    memset(m->dA, 0, (size_t)(T - 1) * B * H * sizeof(float));
+    linear_backward(m->dA + (size_t)(T - 1) * B * H, m->dhw, m->dhb, m->out, last, m->hw, B, H, 1);
+    layers_backward(m, m->dA);
+    return loss;
+}
+
+double model_step(Model *m, const int *inputs, const int *targets, const float *features,
+                  const float *ytarget, float scale)
+{
+    model_start_state(m);
+    if (m->source == DATA_MARKOV) return markov_step(m, inputs, targets, scale);
+    return adding_step(m, features, ytarget, scale);
+}

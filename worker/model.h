@@ -1,0 +1,70 @@
+/* model: the recurrent language model (or adding-problem regressor) with all
+ * parameters in one flat float buffer, gradients in another, and a table of
+ * named views into both. Activations are allocated once at init; the step
+ * loop allocates nothing. Tensors are laid out head first, then the
+ * recurrent layers from the top down, then the embedding: the order backward
+ * completes them in. */
+#ifndef CLIPD_MODEL_H
+#define CLIPD_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cfg.h"
+
+#define MODEL_MAX_LAYERS 16
+#define MODEL_MAX_VIEWS (3 + 3 * MODEL_MAX_LAYERS)
+
+typedef struct {
+    char name[32];
+    size_t off;   /* offset into the flat buffers, in floats */
+    size_t n;     /* number of floats */
+    int rows, cols; /* 2-D shape (cols = 1 with rows = n for vectors: see ndim) */
+    int ndim;
+} ParamView;
+
+typedef struct {
+    float *wx, *wh, *b;       /* (Ein, G*H), (H, G*H), (G*H) */
+    float *dwx, *dwh, *db;    /* same shapes, in the gradient buffer */
+    float *h;                 /* (T+1, B, H); h[0] is the carried state */
+    float *c;                 /* (T+1, B, H); LSTM only */
+    float *gates;             /* (T, B, 4H); LSTM only */
+    int Ein;
+} Layer;
+
+typedef struct {
+    int kind, source, L, V, E, H, G, T, B, Ein0, O; /* O: outputs of the head (V, or 1) */
+    size_t nparams;
+    float *params;            /* (nparams) */
+    float *grads;             /* (nparams) */
+    ParamView views[MODEL_MAX_VIEWS];
+    int nviews;
+    float *emb, *demb;        /* (V, E); markov only */
+    float *hw, *hb, *dhw, *dhb; /* head (H, O), (O) */
+    Layer layer[MODEL_MAX_LAYERS];
+    float *x0;                /* (T, B, E) embedded inputs (markov) */
+    float *out;               /* (T*B, O) logits then probs (markov) or (B, O) */
+    float *dA, *dB;           /* (T, B, max(E, H)) ping-pong activation grads */
+    float *dgates;            /* (T, B, 4H) LSTM scratch */
+    float *dc;                /* (B, H) LSTM scratch */
+    int carry;                /* 1: h[0] of the next step is h[T] of this one */
+} Model;
+
+int model_init(Model *m, const Config *c, int B);
+void model_free(Model *m);
+/* Weights ~ U(-s, s), LSTM forget-gate bias 1; same seed, same weights. */
+void model_init_params(Model *m, uint64_t seed, double scale);
+/* Forget the carried hidden state (start of an epoch). */
+void model_reset_state(Model *m);
+void model_zero_grad(Model *m);
+/* Forward and backward on one batch. Gradients are ADDED, scaled by
+ * `scale` (1 / the global number of loss terms), so summing the workers'
+ * gradients gives the gradient of the mean loss over the global batch.
+ * Markov: tokens in/targets (T, B). Adding: features (T, B, 2), ytarget (B).
+ * Returns the local SUM of loss terms, in double. */
+double model_step(Model *m, const int *inputs, const int *targets, const float *features,
+                  const float *ytarget, float scale);
+/* Loss terms per step per worker: T*B for markov, B for adding. */
+long model_terms(const Model *m);
+
+#endif
