@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# End-to-end tests: real mpirun jobs (coordinator + 1, 2, 3 workers,
+# oversubscribed on a 2-core machine), real files, checked with jq and
+# build/tests/stcmp. Prints one line per check and `N passed, N failed`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export OMPI_MCA_rmaps_base_oversubscribe=1
+if [ "$(id -u)" = 0 ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+TMP="$(mktemp -d /tmp/clipd-e2e.XXXXXX)"
+trap 'rm -rf "$TMP"' EXIT
+TINY=tests/e2e/tiny.yaml
+LAUNCH=deploy/clipd-launch
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL $*"; }
+# check NAME CMD...: the command's exit status decides.
+check() {
+    local name="$1"; shift
+    if "$@" >"$TMP/out" 2>&1; then ok "$name"; else fail "$name"; sed 's/^/     /' "$TMP/out" | tail -20; fi
+}
+# run DIR W [--set ...]: train the tiny config into $TMP/DIR with W workers.
+run() {
+    local dir="$TMP/$1" w="$2"; shift 2
+    $LAUNCH -n "$w" "$TINY" --set run.dir="$dir" "$@" >"$dir.out" 2>"$dir.err"
+}
+
+for f in tests/e2e/t_*.sh; do
+    # shellcheck source=/dev/null
+    source "$f"
+done
+
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]
