@@ -1,0 +1,948 @@
+/* cfg: the run configuration. One static table of keys (section, key, type,
+ * field, bounds, default text, doc) drives everything: defaults are parsed
+ * from their text by the same setter that takes YAML values and --set
+ * overrides, and validation and printing walk the same table. The loader is a
+ * strict libyaml event loop (Suricata style): it owns at most one event at a
+ * time and deletes it on every path, and reports `path:line+1:col+1:`. */
+#include "common/cfg.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#define CFG_FILE_MAX (1u << 20) /* bytes; a config is a few hundred */
+#define MSG_SHOW_MAX 48         /* bytes of offending text quoted in a message */
+
+typedef enum { T_INT, T_DOUBLE, T_STRING, T_ENUM } KeyType;
+
+enum {
+    F_MIN_OPEN = 1u << 0,  /* DOUBLE: value must be > dmin, not >= */
+    F_MAX_OPEN = 1u << 1,  /* DOUBLE: value must be < dmax, not <= */
+    F_NAME_CHARS = 1u << 2 /* STRING: only [A-Za-z0-9._-] */
+};
+
+typedef struct {
+    const char *section, *key;
+    KeyType type;
+    size_t off, size;         /* the field in Config */
+    int64_t imin, imax;       /* INT: value; STRING: length in bytes; ENUM: 0..n-1 */
+    double dmin, dmax;        /* DOUBLE, open or closed per flags */
+    unsigned flags;
+    const char *const *names; /* ENUM: names indexed by the enum value */
+    const char *def;          /* default as text, parsed by key_set */
+    const char *doc;
+} CfgKey;
+
+static const char *const model_names[] = {[MODEL_RNN] = "rnn", [MODEL_LSTM] = "lstm"};
+static const char *const source_names[] = {[DATA_MARKOV] = "markov", [DATA_ADDING] = "adding"};
+static const char *const opt_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam"};
+static const char *const clip_names[] = {[CLIP_GLOBAL_NORM] = "global_norm",
+                                         [CLIP_PER_TENSOR] = "per_tensor",
+                                         [CLIP_VALUE] = "value", [CLIP_NONE] = "none"};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+/* section.key lives in Config as section_key */
+#define FLD(s, k) offsetof(Config, s##_##k), sizeof(((Config *)0)->s##_##k)
+#define KINT(s, k, lo, hi, def, doc) \
+    {#s, #k, T_INT, FLD(s, k), lo, hi, 0, 0, 0, NULL, def, doc}
+#define KDBL(s, k, lo, hi, fl, def, doc) \
+    {#s, #k, T_DOUBLE, FLD(s, k), 0, 0, lo, hi, fl, NULL, def, doc}
+#define KSTR(s, k, lo, hi, fl, def, doc) \
+    {#s, #k, T_STRING, FLD(s, k), lo, hi, 0, 0, fl, NULL, def, doc}
+#define KENUM(s, k, nm, def, doc) \
+    {#s, #k, T_ENUM, FLD(s, k), 0, (int64_t)NELEM(nm) - 1, 0, 0, 0, nm, def, doc}
+
+/* Keys of one section are contiguous; sections print in this order. */
+static const CfgKey cfg_keys[] = {
+    KSTR(run, name, 1, 63, F_NAME_CHARS, "default", "run name, used in logs"),
+    KSTR(run, dir, 1, 255, 0, "runs/default", "output directory of the run"),
+    KINT(run, seed, 0, INT64_C(1) << 62, "1", "master seed of data and init"),
+    KENUM(model, kind, model_names, "lstm", "recurrent cell"),
+    KINT(model, vocab, 2, 1000000, "16", "V, number of symbols"),
+    KINT(model, embed, 1, 65536, "32", "E, embedding width"),
+    KINT(model, hidden, 1, 65536, "128", "H, hidden state width"),
+    KINT(model, layers, 1, 16, "2", "L, stacked recurrent layers"),
+    KDBL(model, init_scale, 0, 10, F_MIN_OPEN, "0.1", "weights ~ U(-s, s)"),
+    KENUM(data, source, source_names, "markov", "synthetic task"),
+    KINT(data, seq_len, 1, 100000, "32", "T, unroll length of truncated BPTT"),
+    KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
+    KINT(data, markov_order, 1, 4, "2", "context length of the chain"),
+    KINT(data, markov_branch, 1, 1000000, "3", "successors per context"),
+    KINT(train, epochs, 1, 1000000, "8", "number of epochs"),
+    KINT(train, steps_per_epoch, 1, 1000000000, "100", "optimizer steps per epoch"),
+    KENUM(train, optimizer, opt_names, "adam", "update rule"),
+    KDBL(train, lr, 0, 1000, F_MIN_OPEN, "0.003", "learning rate"),
+    KDBL(train, momentum, 0, 1, F_MAX_OPEN, "0", "sgd momentum"),
+    KDBL(train, beta1, 0, 1, F_MAX_OPEN, "0.9", "adam first-moment decay"),
+    KDBL(train, beta2, 0, 1, F_MAX_OPEN, "0.999", "adam second-moment decay"),
+    KDBL(train, eps, 0, 1, F_MIN_OPEN, "1e-8", "adam denominator epsilon"),
+    KDBL(train, lr_decay, 0, 1, F_MIN_OPEN, "1", "lr multiplier per decayed epoch"),
+    KINT(train, lr_decay_start, 1, 1000000, "1", "first decayed epoch (1-based)"),
+    KENUM(clip, mode, clip_names, "global_norm", "gradient clipping rule"),
+    KDBL(clip, max_norm, 0, 1e30, F_MIN_OPEN, "1", "norm threshold of norm modes"),
+    KDBL(clip, clip_value, 0, 1e30, F_MIN_OPEN, "1", "threshold of mode value"),
+    KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
+};
+#define NKEYS NELEM(cfg_keys)
+
+/* ---- messages: append-only, truncating, always NUL-terminated ---- */
+
+typedef struct { char *s; size_t cap, len; } Msg;
+
+static Msg msg_init(char *s, size_t cap)
+{
+    Msg m = {s, s ? cap : 0, 0};
+    if (m.cap) s[0] = '\0';
+    return m;
+}
+
+static void msg_vadd(Msg *m, const char *fmt, va_list ap)
+{
+    if (m->len + 1 >= m->cap) return;
+    int n = vsnprintf(m->s + m->len, m->cap - m->len, fmt, ap);
+    if (n < 0) { m->s[m->len] = '\0'; return; }
+    m->len += (size_t)n;
+    if (m->len >= m->cap) m->len = m->cap - 1;
+}
+
+static void msg_add(Msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void msg_add(Msg *m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    msg_vadd(m, fmt, ap);
+    va_end(ap);
+}
+
+/* Offending text, one line: printable ASCII as is, other bytes as \xNN,
+ * at most MSG_SHOW_MAX bytes then "...". */
+static void msg_raw(Msg *m, const char *v, size_t n)
+{
+    for (size_t i = 0; i < n && i < MSG_SHOW_MAX; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch >= 0x20 && ch < 0x7f) msg_add(m, "%c", ch);
+        else msg_add(m, "\\x%02X", ch);
+    }
+    if (n > MSG_SHOW_MAX) msg_add(m, "...");
+}
+
+static void msg_text(Msg *m, const char *v, size_t n)
+{
+    msg_add(m, "'");
+    msg_raw(m, v, n);
+    msg_add(m, "'");
+}
+
+/* ---- the table ---- */
+
+static void *fld(Config *c, const CfgKey *k) { return (char *)c + k->off; }
+static const void *cfld(const Config *c, const CfgKey *k) { return (const char *)c + k->off; }
+
+static int64_t get_int(const Config *c, const CfgKey *k)
+{
+    if (k->size == sizeof(int64_t)) return *(const int64_t *)cfld(c, k);
+    return *(const int *)cfld(c, k);
+}
+
+static bool is_first_of_section(size_t i)
+{
+    return i == 0 || strcmp(cfg_keys[i].section, cfg_keys[i - 1].section) != 0;
+}
+
+static void msg_sections(Msg *m)
+{
+    const char *sep = "";
+    for (size_t i = 0; i < NKEYS; i++)
+        if (is_first_of_section(i)) msg_add(m, "%s%s", sep, cfg_keys[i].section), sep = ", ";
+}
+
+static void msg_section_keys(Msg *m, const char *section)
+{
+    const char *sep = "";
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(cfg_keys[i].section, section)) msg_add(m, "%s%s", sep, cfg_keys[i].key), sep = ", ";
+}
+
+static bool text_eq(const char *name, const char *v, size_t n)
+{
+    return strlen(name) == n && memcmp(name, v, n) == 0;
+}
+
+/* Index of the first key of the section named v[0..n), or -1. */
+static int section_find(const char *v, size_t n)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (is_first_of_section(i) && text_eq(cfg_keys[i].section, v, n)) return (int)i;
+    return -1;
+}
+
+/* Index of key v[0..n) in the section whose first key is sec, or -1. */
+static int key_find(int sec, const char *v, size_t n)
+{
+    for (size_t i = (size_t)sec; i < NKEYS && !strcmp(cfg_keys[i].section, cfg_keys[sec].section); i++)
+        if (text_eq(cfg_keys[i].key, v, n)) return (int)i;
+    return -1;
+}
+
+static void msg_unknown_key(Msg *m, int sec, const char *v, size_t n)
+{
+    const char *s = cfg_keys[sec].section;
+    msg_add(m, "unknown key '%s.", s);
+    msg_raw(m, v, n);
+    msg_add(m, "' (%s has: ", s);
+    msg_section_keys(m, s);
+    msg_add(m, ")");
+}
+
+static void msg_unknown_section(Msg *m, const char *v, size_t n)
+{
+    msg_add(m, "unknown section ");
+    msg_text(m, v, n);
+    msg_add(m, " (sections: ");
+    msg_sections(m);
+    msg_add(m, ")");
+}
+
+/* What a key accepts, e.g. "an integer in [1, 16]". */
+static void msg_expect(Msg *m, const CfgKey *k)
+{
+    switch (k->type) {
+    case T_INT:
+        msg_add(m, "an integer in [%" PRId64 ", %" PRId64 "]", k->imin, k->imax);
+        break;
+    case T_DOUBLE:
+        msg_add(m, "a number in %c%g, %g%c", (k->flags & F_MIN_OPEN) ? '(' : '[', k->dmin,
+                k->dmax, (k->flags & F_MAX_OPEN) ? ')' : ']');
+        break;
+    case T_ENUM:
+        msg_add(m, "one of ");
+        for (int64_t i = 0; i <= k->imax; i++) msg_add(m, "%s%s", i ? ", " : "", k->names[i]);
+        break;
+    case T_STRING:
+        if (k->flags & F_NAME_CHARS)
+            msg_add(m, "%" PRId64 " to %" PRId64 " characters of [A-Za-z0-9._-]", k->imin, k->imax);
+        else
+            msg_add(m, "%" PRId64 " to %" PRId64 " bytes of printable UTF-8", k->imin, k->imax);
+        break;
+    }
+}
+
+/* ---- values: parse, check, store ---- */
+
+/* Where a value's text came from. RAW: defaults and --set, taken as is.
+ * PLAIN: a plain YAML scalar (empty, ~ and null mean "no value").
+ * QUOTED: a quoted or block YAML scalar, always a string. */
+typedef enum { V_RAW, V_PLAIN, V_QUOTED } ValKind;
+
+static bool is_missing(const char *v, size_t n, ValKind vk)
+{
+    if (vk == V_QUOTED) return false;
+    if (n == 0) return true;
+    return vk == V_PLAIN && (!strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
+                             !strcmp(v, "NULL"));
+}
+
+/* Decimal only: no leading space, no 0x, no exponent; the whole text. */
+static bool parse_i64(const char *v, int64_t *out)
+{
+    if (!((v[0] >= '0' && v[0] <= '9') || v[0] == '-' || v[0] == '+')) return false;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || errno == ERANGE) return false;
+    *out = (int64_t)x;
+    return true;
+}
+
+/* Decimal or exponent form; no inf, nan or hex. Returns 0, or 1 if the text
+ * is not a number, or 2 if it over- or underflows a normal double (ERANGE). */
+static int parse_double(const char *v, double *out)
+{
+    if (!((v[0] >= '0' && v[0] <= '9') || v[0] == '-' || v[0] == '+' || v[0] == '.')) return 1;
+    for (const char *p = v; *p; p++)
+        if (*p == 'x' || *p == 'X') return 1;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\0' || !isfinite(x)) return errno == ERANGE ? 2 : 1;
+    if (errno == ERANGE) return 2;
+    *out = x;
+    return 0;
+}
+
+static bool int_ok(const CfgKey *k, int64_t x) { return x >= k->imin && x <= k->imax; }
+
+static bool double_ok(const CfgKey *k, double x)
+{
+    if (!isfinite(x)) return false;
+    if ((k->flags & F_MIN_OPEN) ? !(x > k->dmin) : !(x >= k->dmin)) return false;
+    if ((k->flags & F_MAX_OPEN) ? !(x < k->dmax) : !(x <= k->dmax)) return false;
+    return true;
+}
+
+/* Printable UTF-8 that a YAML double-quoted scalar carries unchanged: no
+ * C0/C1 controls, DEL, line separators (U+0085, U+2028, U+2029),
+ * surrogates, overlong forms or non-characters U+FFFE/U+FFFF. */
+static bool utf8_printable(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned ch = s[i];
+        if (ch < 0x80) {
+            if (ch < 0x20 || ch == 0x7f) return false;
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if ((ch & 0xE0) == 0xC0) len = 2, cp = ch & 0x1F, min = 0x80;
+        else if ((ch & 0xF0) == 0xE0) len = 3, cp = ch & 0x0F, min = 0x800;
+        else if ((ch & 0xF8) == 0xF0) len = 4, cp = ch & 0x07, min = 0x10000;
+        else return false;
+        if (n - i < len) return false;
+        for (size_t j = 1; j < len; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) return false;
+            cp = cp << 6 | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        if (cp <= 0x9F || cp == 0x2028 || cp == 0x2029 || cp == 0xFFFE || cp == 0xFFFF) return false;
+        i += len;
+    }
+    return true;
+}
+
+static bool string_ok(const CfgKey *k, const char *v, size_t n)
+{
+    if ((int64_t)n < k->imin || (int64_t)n > k->imax || n >= k->size) return false;
+    if (!(k->flags & F_NAME_CHARS)) return utf8_printable((const unsigned char *)v, n);
+    for (size_t i = 0; i < n; i++) {
+        char ch = v[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '.' || ch == '_' || ch == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+static int enum_find(const CfgKey *k, const char *v, size_t n)
+{
+    for (int64_t i = 0; i <= k->imax; i++)
+        if (text_eq(k->names[i], v, n)) return (int)i;
+    return -1;
+}
+
+/* "section.key: expected WHAT, got HOW'text'" */
+static int value_error(Msg *m, const CfgKey *k, const char *how, const char *v, size_t n)
+{
+    msg_add(m, "%s.%s: expected ", k->section, k->key);
+    msg_expect(m, k);
+    msg_add(m, ", got %s", how);
+    msg_text(m, v, n);
+    return CFG_ERR;
+}
+
+/* Parse v[0..n) (NUL-terminated at n) for key k and store it in c. On error
+ * c is untouched and m gets "section.key: ...". */
+static int key_set(Config *c, const CfgKey *k, const char *v, size_t n, ValKind vk, Msg *m)
+{
+    if (is_missing(v, n, vk)) {
+        msg_add(m, "%s.%s: missing value (expected ", k->section, k->key);
+        msg_expect(m, k);
+        msg_add(m, ")");
+        return CFG_ERR;
+    }
+    if (memchr(v, '\0', n)) return value_error(m, k, "text with a NUL byte ", v, n);
+    bool number = k->type == T_INT || k->type == T_DOUBLE;
+    if (number && vk == V_QUOTED) return value_error(m, k, "a string ", v, n);
+    switch (k->type) {
+    case T_INT: {
+        int64_t x;
+        if (!parse_i64(v, &x) || !int_ok(k, x)) return value_error(m, k, "", v, n);
+        if (k->size == sizeof(int64_t)) *(int64_t *)fld(c, k) = x;
+        else *(int *)fld(c, k) = (int)x;
+        return CFG_OK;
+    }
+    case T_DOUBLE: {
+        double x = 0;
+        int bad = parse_double(v, &x);
+        if (!bad && double_ok(k, x)) {
+            *(double *)fld(c, k) = x;
+            return CFG_OK;
+        }
+        value_error(m, k, "", v, n);
+        if (bad == 2) msg_add(m, " (out of double range)");
+        return CFG_ERR;
+    }
+    case T_ENUM: {
+        int e = enum_find(k, v, n);
+        if (e < 0) return value_error(m, k, "", v, n);
+        *(int *)fld(c, k) = e;
+        return CFG_OK;
+    }
+    case T_STRING:
+        if (!string_ok(k, v, n)) return value_error(m, k, "", v, n);
+        memcpy(fld(c, k), v, n);
+        ((char *)fld(c, k))[n] = '\0';
+        return CFG_OK;
+    }
+    return CFG_ERR;
+}
+
+/* Is the value already in c acceptable for k (bounds, enum, string)? */
+static bool key_ok(const Config *c, const CfgKey *k)
+{
+    switch (k->type) {
+    case T_INT:
+    case T_ENUM:
+        return int_ok(k, get_int(c, k));
+    case T_DOUBLE:
+        return double_ok(k, *(const double *)cfld(c, k));
+    case T_STRING: {
+        const char *s = cfld(c, k);
+        return memchr(s, '\0', k->size) && string_ok(k, s, strlen(s));
+    }
+    }
+    return false;
+}
+
+/* ---- formatting ---- */
+
+/* Shortest %.Ng that reads back to exactly x (at most %.17g). */
+static void fmt_double(char *buf, size_t n, double x)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+/* A key's value as YAML text: strings double-quoted and escaped. */
+static void msg_value(Msg *m, const Config *c, const CfgKey *k)
+{
+    char num[40];
+    switch (k->type) {
+    case T_INT:
+        msg_add(m, "%" PRId64, get_int(c, k));
+        break;
+    case T_DOUBLE:
+        fmt_double(num, sizeof num, *(const double *)cfld(c, k));
+        msg_add(m, "%s", num);
+        break;
+    case T_ENUM: {
+        int64_t e = get_int(c, k);
+        if (int_ok(k, e)) msg_add(m, "%s", k->names[e]);
+        else msg_add(m, "%" PRId64, e); /* invalid: visible, and fails to load */
+        break;
+    }
+    case T_STRING: {
+        const char *s = cfld(c, k);
+        size_t n = strnlen(s, k->size);
+        msg_add(m, "\"");
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)s[i];
+            if (ch == '"' || ch == '\\') msg_add(m, "\\%c", ch);
+            else if (ch < 0x20 || ch == 0x7f) msg_add(m, "\\x%02X", ch);
+            else msg_add(m, "%c", ch);
+        }
+        msg_add(m, "\"");
+        break;
+    }
+    }
+}
+
+/* ---- YAML loader ---- */
+
+typedef struct {
+    yaml_parser_t parser;
+    yaml_event_t ev;   /* the one live event, owned here */
+    bool have_ev;
+    const char *name;  /* path, for messages */
+    const char *buf;   /* the input, to place reader errors */
+    size_t len;
+    Config *c;
+    Msg *m;
+    size_t key_line[NKEYS]; /* line where each key was set, 0: not yet */
+    size_t sec_line[NKEYS]; /* same per section, at its first key's index */
+} Loader;
+
+static int ld_parse_error(Loader *ld);
+
+/* Delete the current event, then parse the next one into ld->ev. */
+static int ld_next(Loader *ld)
+{
+    if (ld->have_ev) {
+        yaml_event_delete(&ld->ev);
+        ld->have_ev = false;
+    }
+    if (!yaml_parser_parse(&ld->parser, &ld->ev)) return ld_parse_error(ld);
+    ld->have_ev = true;
+    return CFG_OK;
+}
+
+static void ld_at(Loader *ld, yaml_mark_t mark)
+{
+    msg_add(ld->m, "%s:%zu:%zu: ", ld->name, mark.line + 1, mark.column + 1);
+}
+
+static int ld_fail(Loader *ld, yaml_mark_t mark, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int ld_fail(Loader *ld, yaml_mark_t mark, const char *fmt, ...)
+{
+    va_list ap;
+    ld_at(ld, mark);
+    va_start(ap, fmt);
+    msg_vadd(ld->m, fmt, ap);
+    va_end(ap);
+    return CFG_ERR;
+}
+
+static int ld_parse_error(Loader *ld)
+{
+    const yaml_parser_t *p = &ld->parser;
+    const char *problem = p->problem ? p->problem : "unknown error";
+    if (p->error == YAML_MEMORY_ERROR) {
+        msg_add(ld->m, "%s: out of memory while parsing YAML", ld->name);
+        return CFG_ERR;
+    }
+    if (p->error == YAML_READER_ERROR) { /* placed by byte offset, not mark */
+        yaml_mark_t mk = {0, 0, 0};
+        for (size_t i = 0; i < p->problem_offset && i < ld->len; i++) {
+            if (ld->buf[i] == '\n') mk.line++, mk.column = 0;
+            else mk.column++;
+        }
+        ld_fail(ld, mk, "malformed YAML: %s", problem);
+        if (p->problem_value != -1) msg_add(ld->m, " (#%X)", (unsigned)p->problem_value);
+        return CFG_ERR;
+    }
+    ld_fail(ld, p->problem_mark, "malformed YAML: %s", problem);
+    if (p->context)
+        msg_add(ld->m, " (%s at %zu:%zu)", p->context, p->context_mark.line + 1,
+                p->context_mark.column + 1);
+    return CFG_ERR;
+}
+
+/* "a sequence", "a scalar 'text'", ...: what was found instead. */
+static void msg_what(Msg *m, const yaml_event_t *e)
+{
+    switch (e->type) {
+    case YAML_SCALAR_EVENT:
+        msg_add(m, "a scalar ");
+        msg_text(m, (const char *)e->data.scalar.value, e->data.scalar.length);
+        break;
+    case YAML_SEQUENCE_START_EVENT: msg_add(m, "a sequence"); break;
+    case YAML_MAPPING_START_EVENT: msg_add(m, "a mapping"); break;
+    case YAML_ALIAS_EVENT: msg_add(m, "an alias"); break;
+    default: msg_add(m, "YAML event %d", (int)e->type); break;
+    }
+}
+
+static bool ev_is_null(const yaml_event_t *e)
+{
+    return e->type == YAML_SCALAR_EVENT && e->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           is_missing((const char *)e->data.scalar.value, e->data.scalar.length, V_PLAIN);
+}
+
+/* Anchors, aliases and tags are refused on every node; `ctx` ("model",
+ * "model.hidden" or NULL) names where. */
+static int ld_check_node(Loader *ld, const char *ctx)
+{
+    const yaml_event_t *e = &ld->ev;
+    const yaml_char_t *name = NULL;
+    const char *what = NULL;
+    switch (e->type) {
+    case YAML_ALIAS_EVENT:
+        name = e->data.alias.anchor, what = "aliases are not supported: *";
+        break;
+    case YAML_SCALAR_EVENT:
+        if ((name = e->data.scalar.anchor)) what = "anchors are not supported: &";
+        else if ((name = e->data.scalar.tag)) what = "tags are not supported: ";
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+        if ((name = e->data.sequence_start.anchor)) what = "anchors are not supported: &";
+        else if ((name = e->data.sequence_start.tag)) what = "tags are not supported: ";
+        break;
+    case YAML_MAPPING_START_EVENT:
+        if ((name = e->data.mapping_start.anchor)) what = "anchors are not supported: &";
+        else if ((name = e->data.mapping_start.tag)) what = "tags are not supported: ";
+        break;
+    default:
+        break;
+    }
+    if (!what) return CFG_OK;
+    ld_at(ld, e->start_mark);
+    if (ctx) msg_add(ld->m, "%s: ", ctx);
+    msg_add(ld->m, "%s", what);
+    msg_raw(ld->m, (const char *)name, strlen((const char *)name));
+    return CFG_ERR;
+}
+
+static int ld_value(Loader *ld, const CfgKey *k)
+{
+    char ctx[80];
+    snprintf(ctx, sizeof ctx, "%s.%s", k->section, k->key);
+    if (ld_next(ld) || ld_check_node(ld, ctx)) return CFG_ERR;
+    const yaml_event_t *e = &ld->ev;
+    if (e->type != YAML_SCALAR_EVENT) {
+        ld_fail(ld, e->start_mark, "%s: expected ", ctx);
+        msg_expect(ld->m, k);
+        msg_add(ld->m, ", got ");
+        msg_what(ld->m, e);
+        return CFG_ERR;
+    }
+    char buf[512];
+    Msg vm = msg_init(buf, sizeof buf);
+    ValKind vk = e->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ? V_PLAIN : V_QUOTED;
+    if (key_set(ld->c, k, (const char *)e->data.scalar.value, e->data.scalar.length, vk, &vm))
+        return ld_fail(ld, e->start_mark, "%s", buf);
+    return CFG_OK;
+}
+
+/* The keys of one section, up to and including its MAPPING_END. */
+static int ld_keys(Loader *ld, int sec)
+{
+    const char *s = cfg_keys[sec].section;
+    for (;;) {
+        if (ld_next(ld)) return CFG_ERR;
+        const yaml_event_t *e = &ld->ev;
+        if (e->type == YAML_MAPPING_END_EVENT) return CFG_OK;
+        if (ld_check_node(ld, s)) return CFG_ERR;
+        if (e->type != YAML_SCALAR_EVENT) {
+            ld_fail(ld, e->start_mark, "%s: expected a key name, got ", s);
+            msg_what(ld->m, e);
+            return CFG_ERR;
+        }
+        int i = key_find(sec, (const char *)e->data.scalar.value, e->data.scalar.length);
+        if (i < 0) {
+            ld_at(ld, e->start_mark);
+            msg_unknown_key(ld->m, sec, (const char *)e->data.scalar.value, e->data.scalar.length);
+            return CFG_ERR;
+        }
+        if (ld->key_line[i])
+            return ld_fail(ld, e->start_mark, "%s.%s: duplicate key (first set at line %zu)", s,
+                           cfg_keys[i].key, ld->key_line[i]);
+        ld->key_line[i] = e->start_mark.line + 1;
+        if (ld_value(ld, &cfg_keys[i])) return CFG_ERR;
+    }
+}
+
+/* The top-level mapping's contents, up to and including its MAPPING_END. */
+static int ld_sections(Loader *ld)
+{
+    for (;;) {
+        if (ld_next(ld)) return CFG_ERR;
+        const yaml_event_t *e = &ld->ev;
+        if (e->type == YAML_MAPPING_END_EVENT) return CFG_OK;
+        if (ld_check_node(ld, NULL)) return CFG_ERR;
+        if (e->type != YAML_SCALAR_EVENT) {
+            ld_fail(ld, e->start_mark, "expected a section name, got ");
+            msg_what(ld->m, e);
+            return CFG_ERR;
+        }
+        int sec = section_find((const char *)e->data.scalar.value, e->data.scalar.length);
+        if (sec < 0) {
+            ld_at(ld, e->start_mark);
+            msg_unknown_section(ld->m, (const char *)e->data.scalar.value, e->data.scalar.length);
+            return CFG_ERR;
+        }
+        const char *s = cfg_keys[sec].section;
+        if (ld->sec_line[sec])
+            return ld_fail(ld, e->start_mark, "duplicate section '%s' (first at line %zu)", s,
+                           ld->sec_line[sec]);
+        ld->sec_line[sec] = e->start_mark.line + 1;
+        if (ld_next(ld) || ld_check_node(ld, s)) return CFG_ERR;
+        if (e->type == YAML_MAPPING_START_EVENT) {
+            if (ld_keys(ld, sec)) return CFG_ERR;
+        } else if (!ev_is_null(e)) { /* `model:` with every key commented out is fine */
+            ld_fail(ld, e->start_mark, "%s: expected a mapping of key: value, got ", s);
+            msg_what(ld->m, e);
+            return CFG_ERR;
+        }
+    }
+}
+
+/* One document: a mapping of sections (or nothing). The grammar fixes the
+ * depth at two (section, key); any deeper node is refused at its first
+ * event, so nesting never grows past that. */
+static int ld_document(Loader *ld)
+{
+    if (ld_next(ld) || ld_check_node(ld, NULL)) return CFG_ERR;
+    const yaml_event_t *e = &ld->ev;
+    if (e->type == YAML_MAPPING_START_EVENT) {
+        if (ld_sections(ld)) return CFG_ERR;
+    } else if (!ev_is_null(e)) {
+        ld_fail(ld, e->start_mark, "expected a mapping of sections (");
+        msg_sections(ld->m);
+        msg_add(ld->m, ") at the top level, got ");
+        msg_what(ld->m, e);
+        return CFG_ERR;
+    }
+    if (ld_next(ld)) return CFG_ERR;
+    if (e->type != YAML_DOCUMENT_END_EVENT)
+        return ld_fail(ld, e->start_mark, "expected the end of the document");
+    return CFG_OK;
+}
+
+static int ld_stream(Loader *ld)
+{
+    if (ld_next(ld)) return CFG_ERR; /* STREAM_START */
+    if (ld_next(ld)) return CFG_ERR;
+    const yaml_event_t *e = &ld->ev;
+    if (e->type == YAML_STREAM_END_EVENT) return CFG_OK; /* empty, or only comments */
+    if (e->type != YAML_DOCUMENT_START_EVENT)
+        return ld_fail(ld, e->start_mark, "expected a YAML document");
+    if (ld_document(ld) || ld_next(ld)) return CFG_ERR;
+    if (e->type == YAML_DOCUMENT_START_EVENT)
+        return ld_fail(ld, e->start_mark, "expected one YAML document, found a second");
+    if (e->type != YAML_STREAM_END_EVENT)
+        return ld_fail(ld, e->start_mark, "expected the end of the input");
+    return CFG_OK;
+}
+
+/* ---- public ---- */
+
+void cfg_defaults(Config *c)
+{
+    memset(c, 0, sizeof *c); /* padding too: Config is broadcast as bytes */
+    for (size_t i = 0; i < NKEYS; i++) {
+        const CfgKey *k = &cfg_keys[i];
+        char buf[256];
+        Msg m = msg_init(buf, sizeof buf);
+        if (key_set(c, k, k->def, strlen(k->def), V_RAW, &m) != CFG_OK) {
+            fprintf(stderr, "cfg: built-in default is invalid: %s\n", buf);
+            abort();
+        }
+    }
+}
+
+int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, char *err, size_t errlen)
+{
+    Msg m = msg_init(err, errlen);
+    Config tmp = *c; /* applied only if the whole input is good */
+    Loader *ld = calloc(1, sizeof *ld);
+    if (!ld || !yaml_parser_initialize(&ld->parser)) {
+        msg_add(&m, "%s: out of memory", name ? name : "<string>");
+        free(ld);
+        return CFG_ERR;
+    }
+    ld->name = name ? name : "<string>";
+    ld->buf = yaml ? yaml : "";
+    ld->len = yaml ? len : 0;
+    ld->c = &tmp;
+    ld->m = &m;
+    yaml_parser_set_input_string(&ld->parser, (const unsigned char *)ld->buf, ld->len);
+    int rc = ld_stream(ld);
+    if (ld->have_ev) yaml_event_delete(&ld->ev);
+    yaml_parser_delete(&ld->parser);
+    free(ld);
+    if (rc == CFG_OK) *c = tmp;
+    return rc;
+}
+
+/* Whole file into a malloc'd buffer, at most CFG_FILE_MAX bytes. */
+static int read_file(const char *path, char **out, size_t *outlen, Msg *m)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        msg_add(m, "%s: cannot open: %s", path, strerror(errno));
+        return CFG_ERR;
+    }
+    size_t cap = 0, n = 0;
+    char *buf = NULL;
+    for (;;) {
+        if (n == cap) {
+            if (cap > CFG_FILE_MAX) {
+                msg_add(m, "%s: larger than %u bytes, not a config", path, CFG_FILE_MAX);
+                goto fail;
+            }
+            cap = cap ? 2 * cap : 4096;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) { msg_add(m, "%s: out of memory", path); goto fail; }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) { msg_add(m, "%s: cannot read: %s", path, strerror(errno)); goto fail; }
+            break;
+        }
+    }
+    if (n > CFG_FILE_MAX) {
+        msg_add(m, "%s: larger than %u bytes, not a config", path, CFG_FILE_MAX);
+        goto fail;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *out = buf, *outlen = n;
+    return CFG_OK;
+fail:
+    fclose(f);
+    free(buf);
+    return CFG_ERR;
+}
+
+int cfg_load_file(Config *c, const char *path, char *err, size_t errlen)
+{
+    Msg m = msg_init(err, errlen);
+    char *buf = NULL;
+    size_t n = 0;
+    if (!path) {
+        msg_add(&m, "(null): no config path");
+        return CFG_ERR;
+    }
+    if (read_file(path, &buf, &n, &m)) return CFG_ERR;
+    int rc = cfg_load_string(c, buf, n, path, err, errlen);
+    free(buf);
+    return rc;
+}
+
+int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen)
+{
+    Msg m = msg_init(err, errlen);
+    if (!arg) arg = "";
+    const char *eq = strchr(arg, '=');
+    const char *dot = eq ? memchr(arg, '.', (size_t)(eq - arg)) : NULL;
+    msg_add(&m, "--set ");
+    msg_raw(&m, arg, strlen(arg));
+    msg_add(&m, ": ");
+    if (!eq || !dot) {
+        msg_add(&m, "expected section.key=value");
+        return CFG_ERR;
+    }
+    int sec = section_find(arg, (size_t)(dot - arg));
+    if (sec < 0) {
+        msg_unknown_section(&m, arg, (size_t)(dot - arg));
+        return CFG_ERR;
+    }
+    int i = key_find(sec, dot + 1, (size_t)(eq - dot - 1));
+    if (i < 0) {
+        msg_unknown_key(&m, sec, dot + 1, (size_t)(eq - dot - 1));
+        return CFG_ERR;
+    }
+    if (key_set(c, &cfg_keys[i], eq + 1, strlen(eq + 1), V_RAW, &m)) return CFG_ERR;
+    if (m.cap) err[0] = '\0';
+    return CFG_OK;
+}
+
+/* Parameters of the model worker/model.c builds: embedding (markov only),
+ * per layer wx (Ein, G*H), wh (H, G*H), b (G*H), then the head (H, O), (O). */
+static uint64_t cfg_param_count(const Config *c)
+{
+    uint64_t V = (uint64_t)c->model_vocab, E = (uint64_t)c->model_embed, H = (uint64_t)c->model_hidden;
+    uint64_t G = c->model_kind == MODEL_LSTM ? 4 : 1;
+    bool markov = c->data_source == DATA_MARKOV;
+    uint64_t in = markov ? E : 2, out = markov ? V : 1;
+    uint64_t n = markov ? V * E : 0;
+    for (int l = 0; l < c->model_layers; l++) n += ((l ? H : in) + H + 1) * G * H;
+    return n + H * out + out;
+}
+
+static int validate_fail(Msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int validate_fail(Msg *m, const char *fmt, ...)
+{
+    va_list ap;
+    msg_add(m, "config: ");
+    va_start(ap, fmt);
+    msg_vadd(m, fmt, ap);
+    va_end(ap);
+    return CFG_ERR;
+}
+
+int cfg_validate(const Config *c, char *err, size_t errlen)
+{
+    Msg m = msg_init(err, errlen);
+    for (size_t i = 0; i < NKEYS; i++) { /* a Config may come from bytes or code */
+        const CfgKey *k = &cfg_keys[i];
+        if (key_ok(c, k)) continue;
+        msg_add(&m, "config: %s.%s: expected ", k->section, k->key);
+        msg_expect(&m, k);
+        msg_add(&m, ", got ");
+        msg_value(&m, c, k);
+        return CFG_ERR;
+    }
+    if (c->data_source == DATA_MARKOV) {
+        if (c->data_markov_branch > c->model_vocab)
+            return validate_fail(&m, "data.markov_branch (%d) must be <= model.vocab (%d) "
+                                     "when data.source is markov",
+                                 c->data_markov_branch, c->model_vocab);
+        uint64_t nctx = 1; /* V^order, stopping early: 1000000^4 overflows */
+        for (int i = 0; i < c->data_markov_order && nctx <= (1u << 24); i++)
+            nctx *= (uint64_t)c->model_vocab;
+        if (nctx > (1u << 24))
+            return validate_fail(&m, "model.vocab^data.markov_order (%d^%d) must be <= 16777216 "
+                                     "(2^24), the size of the chain's context table",
+                                 c->model_vocab, c->data_markov_order);
+        if (nctx * (uint64_t)c->data_markov_branch > (UINT64_C(1) << 26))
+            return validate_fail(&m, "model.vocab^data.markov_order * data.markov_branch "
+                                     "(%" PRIu64 ") must be <= 67108864 (2^26), the chain's "
+                                     "transition table", nctx * (uint64_t)c->data_markov_branch);
+    } else if (c->data_seq_len < 2) {
+        return validate_fail(&m, "data.seq_len (%d) must be >= 2 when data.source is adding",
+                             c->data_seq_len);
+    }
+    uint64_t np = cfg_param_count(c);
+    if (np >= (UINT64_C(1) << 31))
+        return validate_fail(&m, "the model has %" PRIu64 " parameters, must be < 2147483648 "
+                                 "(2^31): reduce model.hidden, model.layers, model.embed or "
+                                 "model.vocab", np);
+    return CFG_OK;
+}
+
+/* Output for cfg_print (to a FILE) or cfg_hash (FNV-1a 64 of the bytes). */
+typedef struct { FILE *f; uint64_t h; } Sink;
+
+static void sink_write(Sink *s, const char *p, size_t n)
+{
+    if (s->f) {
+        fwrite(p, 1, n, s->f);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) s->h = (s->h ^ (unsigned char)p[i]) * UINT64_C(1099511628211);
+}
+
+/* Section by section, every key. Docs go in comments, which cfg_hash leaves
+ * out so that rewording a doc does not change a run's identity. */
+static void cfg_write(const Config *c, Sink *s, bool docs)
+{
+    char line[1536]; /* "  key: " + a 255-byte string escaped (<= 4x) + doc */
+    if (docs) sink_write(s, "# clipd effective config\n", 25);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const CfgKey *k = &cfg_keys[i];
+        Msg m = msg_init(line, sizeof line);
+        if (is_first_of_section(i)) msg_add(&m, "%s:\n", k->section);
+        size_t start = m.len;
+        msg_add(&m, "  %s: ", k->key);
+        msg_value(&m, c, k);
+        size_t w = m.len - start;
+        if (docs) msg_add(&m, "%*s# %s", (int)(w < 32 ? 32 - w : 1), "", k->doc);
+        msg_add(&m, "\n");
+        sink_write(s, line, m.len);
+    }
+}
+
+void cfg_print(const Config *c, FILE *f)
+{
+    Sink s = {f, 0};
+    cfg_write(c, &s, true);
+}
+
+uint64_t cfg_hash(const Config *c)
+{
+    Sink s = {NULL, UINT64_C(14695981039346656037)};
+    cfg_write(c, &s, false);
+    return s.h;
+}
+
+static const char *enum_name(const char *const *names, size_t n, int v)
+{
+    return v >= 0 && (size_t)v < n ? names[v] : "?";
+}
+
+const char *cfg_model_name(int kind) { return enum_name(model_names, NELEM(model_names), kind); }
+const char *cfg_source_name(int src) { return enum_name(source_names, NELEM(source_names), src); }
+const char *cfg_opt_name(int opt) { return enum_name(opt_names, NELEM(opt_names), opt); }
+const char *cfg_clip_name(int mode) { return enum_name(clip_names, NELEM(clip_names), mode); }
