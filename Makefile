@@ -48,7 +48,7 @@ unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
 e2e: all $(TOOLS)
-	@set -e; for t in tests/e2e/*.sh; do echo "== $$t"; bash $$t; done
+	bash tests/e2e/run.sh
 
 test: unit e2e
 

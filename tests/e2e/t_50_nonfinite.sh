@@ -1,0 +1,15 @@
+# A NaN in one worker's gradient (fault injected at step 7) is caught by
+# every rank: the update is skipped, the event is logged, the weights stay
+# finite and training goes on.
+nonfinite() {
+    CLIPD_INJECT_NAN_STEP=7 run nan 2 || return 1
+    local d="$TMP/nan"
+    jq -s -e 'length == 1 and .[0].step == 7 and .[0].kind == "nonfinite_grad" and .[0].action == "skip"' "$d/events.jsonl" || return 1
+    jq -s -e '.[6].skipped == true and .[6].grad_norm == null and ([.[] | select(.skipped)] | length) == 1' "$d/steps.jsonl" || return 1
+    jq -s -e '.[0].skipped_steps == 1' "$d/epochs.jsonl" || return 1
+    grep -q "non-finite steps 1" "$d.out" || return 1
+    # weights finite (stcmp fails on NaN) and the run went on after the skip
+    build/tests/stcmp "$d/final.safetensors" "$d/final.safetensors" 0 || return 1
+    jq -s -e 'length == 30 and .[29].skipped == false' "$d/steps.jsonl"
+}
+check "non-finite gradient: step skipped on all ranks, event logged, weights finite" nonfinite

@@ -1,0 +1,36 @@
+# Bad input: one clear line naming the file and line:col or field, exit 2,
+# under mpirun as well as with --check.
+expect_exit() { # CODE PATTERN CMD...: exit code and a line matching PATTERN on stderr
+    local code="$1" pat="$2"; shift 2
+    "$@" >"$TMP/be.out" 2>"$TMP/be.err"
+    local rc=$?
+    cat "$TMP/be.err"
+    [ "$rc" = "$code" ] || { echo "exit $rc, wanted $code"; return 1; }
+    grep -q -- "$pat" "$TMP/be.err"
+}
+printf 'run:\n  name: x\nmodel:\n  hidden: many\n' >"$TMP/badtype.yaml"
+printf 'model:\n  hiden: 3\n' >"$TMP/badkey.yaml"
+printf 'model:\n  layers: 99\n' >"$TMP/badrange.yaml"
+printf 'model: [1, 2\n' >"$TMP/badyaml.yaml"
+check "--check: wrong type names file:line:col"     expect_exit 2 "badtype.yaml:4:11: model.hidden" build/clipd --check "$TMP/badtype.yaml"
+check "--check: unknown key names file:line:col"    expect_exit 2 "badkey.yaml:2:3:.*hiden" build/clipd --check "$TMP/badkey.yaml"
+check "--check: out of range names the range"       expect_exit 2 "badrange.yaml:2:11: model.layers.*16" build/clipd --check "$TMP/badrange.yaml"
+check "--check: malformed YAML names file:line"     expect_exit 2 "badyaml.yaml:[0-9]*:[0-9]*:" build/clipd --check "$TMP/badyaml.yaml"
+check "--check: missing file"                        expect_exit 2 "nope.yaml" build/clipd --check "$TMP/nope.yaml"
+check "--check: bad --set names the argument"       expect_exit 2 "set train.lr=fast" build/clipd --check "$TINY" --set train.lr=fast
+check "command line: unknown option"                expect_exit 2 "unknown option" build/clipd --frobnicate "$TINY"
+check "command line: missing config"                expect_exit 2 "missing CONFIG" build/clipd
+check "worker given a config of its own"            expect_exit 2 "unexpected argument" build/clipd-worker "$TINY"
+check "mpirun job with a bad config: every rank exits, exit 2" \
+    expect_exit 2 "badtype.yaml:4:11: model.hidden" $LAUNCH -n 2 "$TMP/badtype.yaml"
+check "mpirun job with a bad --set: exit 2"         expect_exit 2 "model.layers" $LAUNCH -n 2 "$TINY" --set model.layers=0
+check "coordinator without workers: exit 2"         expect_exit 2 "no workers" mpirun -np 1 build/clipd "$TINY"
+check "unwritable run.dir: exit 2 naming run.dir"   expect_exit 2 "run.dir" $LAUNCH -n 1 "$TINY" --set run.dir=/proc/clipd/x
+good_check() {
+    build/clipd --check "$TINY" --set model.hidden=24 >"$TMP/eff.yaml" || return 1
+    grep -q "hidden: 24" "$TMP/eff.yaml" && build/clipd --check "$TMP/eff.yaml" >/dev/null
+}
+check "--check prints an effective config that loads again" good_check
+all_configs() { for f in configs/*.yaml; do build/clipd --check "$f" >/dev/null || return 1; done; }
+check "every shipped config passes --check" all_configs
+check "--help and --version exit 0" bash -c 'build/clipd --help | grep -q usage && build/clipd --version | grep -q clipd && build/clipd-worker --version | grep -q clipd-worker'
