@@ -6,8 +6,8 @@ BUILD   := build
 VERSION := 0.1.0
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD -MP \
+OPT     ?= -O2 -g
+CFLAGS  := $(OPT) -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD -MP \
            -I. $(BLAS_CFLAGS) -DCLIPD_VERSION='"$(VERSION)"'
 LDLIBS_COMMON := -lyaml -lm
 LDLIBS_WORKER := $(BLAS_LIBS) -lyaml -lm
@@ -50,7 +50,15 @@ unit: $(UNIT_TESTS)
 e2e: all $(TOOLS)
 	bash tests/e2e/run.sh
 
-test: unit e2e
+test: unit asan e2e
+
+# The unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+asan:
+	$(MAKE) BUILD=$(BUILD)/asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+
+# Speed figures as ratios measured in the same run (see tests/bench/bench.sh).
+bench: all
+	bash tests/bench/bench.sh
 
 run: all
 	deploy/clipd-launch -n 2 configs/default.yaml
@@ -58,5 +66,5 @@ run: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test run clean
+.PHONY: all unit e2e test asan bench run clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
