@@ -81,12 +81,12 @@ static const CfgKey cfg_keys[] = {
     KDBL(train, momentum, 0, 1, F_MAX_OPEN, "0", "sgd momentum"),
     KDBL(train, beta1, 0, 1, F_MAX_OPEN, "0.9", "adam first-moment decay"),
     KDBL(train, beta2, 0, 1, F_MAX_OPEN, "0.999", "adam second-moment decay"),
-    KDBL(train, eps, 0, 1, F_MIN_OPEN, "1e-8", "adam denominator epsilon"),
+    KDBL(train, eps, 1e-30, 1, 0, "1e-8", "adam denominator epsilon"),
     KDBL(train, lr_decay, 0, 1, F_MIN_OPEN, "1", "lr multiplier per decayed epoch"),
     KINT(train, lr_decay_start, 1, 1000000, "1", "first decayed epoch (1-based)"),
     KENUM(clip, mode, clip_names, "global_norm", "gradient clipping rule"),
-    KDBL(clip, max_norm, 0, 1e30, F_MIN_OPEN, "1", "norm threshold of norm modes"),
-    KDBL(clip, clip_value, 0, 1e30, F_MIN_OPEN, "1", "threshold of mode value"),
+    KDBL(clip, max_norm, 1e-30, 1e30, 0, "1", "norm threshold of norm modes"),
+    KDBL(clip, clip_value, 1e-30, 1e30, 0, "1", "threshold of mode value"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
 };
 #define NKEYS NELEM(cfg_keys)
@@ -884,6 +884,15 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "data.seq_len (%d) must be >= 2 when data.source is adding",
                              c->data_seq_len);
     }
+    uint64_t G = c->model_kind == MODEL_LSTM ? 4 : 1, wide = G * (uint64_t)c->model_hidden;
+    if ((uint64_t)c->model_vocab > wide) wide = (uint64_t)c->model_vocab;
+    if ((uint64_t)c->model_embed > wide) wide = (uint64_t)c->model_embed;
+    uint64_t act = (uint64_t)c->data_seq_len * (uint64_t)c->data_batch_per_worker * wide;
+    if (act > (uint64_t)INT32_MAX)
+        return validate_fail(&m, "data.seq_len * data.batch_per_worker * the widest layer "
+                                 "(%" PRIu64 ") must be < 2147483648 (2^31), the largest "
+                                 "activation matrix: reduce data.seq_len or "
+                                 "data.batch_per_worker", act);
     uint64_t np = cfg_param_count(c);
     if (np >= (UINT64_C(1) << 31))
         return validate_fail(&m, "the model has %" PRIu64 " parameters, must be < 2147483648 "

@@ -84,7 +84,15 @@ double markov_entropy_rate(const Markov *m, long n)
                 q[next] += p[c] * pj;
             }
         }
-        double *t = p; p = q; q = t;
+        double *t = p, change = 0;
+        p = q; q = t;
+        for (size_t c = 0; c < nc; c++) change += fabs(p[c] - q[c]);
+        if (change < 1e-13) { /* stationary: the remaining positions add the same h */
+            double hs = 0;
+            for (size_t c = 0; c < nc; c++) hs += p[c] * m->row_entropy[c];
+            sum += hs * (double)(n - 1 - i);
+            break;
+        }
     }
     free(p), free(q);
     return sum / (double)n;

@@ -22,10 +22,15 @@ enum { TAG_CTRL = 11, TAG_STEP = 12, TAG_DONE = 13 };
 enum { CTRL_EPOCH = 1, CTRL_STOP = 2 };
 
 typedef struct {
-    int32_t status;   /* 0: go; otherwise the exit code every rank returns */
-    int32_t pad;
+    int32_t go;       /* 1: train with cfg; 0: every rank exits with status */
+    int32_t status;   /* exit code when go is 0 (2: bad input, already reported) */
     Config cfg;
 } ConfigMsg;
+
+/* 1 when this process was started by mpirun/srun (then it must take part in
+ * MPI_Init and the start-up broadcast even if it has nothing to do, or the
+ * other ranks wait for it forever). */
+int proto_launched_by_mpi(void);
 
 typedef struct {
     int32_t type;     /* CTRL_EPOCH or CTRL_STOP */

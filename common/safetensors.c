@@ -1,9 +1,11 @@
 /* safetensors: atomic writer of the safetensors layout (see safetensors.h). */
 #include "common/safetensors.h"
 
+#include "common/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,30 +19,46 @@ unsigned long long fnv1a64(const void *p, size_t n, unsigned long long h)
     return h;
 }
 
-/* JSON header, padded with spaces to a multiple of 8 bytes as the format allows. */
+/* Bounded append: on overflow *n is set past cap and later appends do nothing. */
+static void app(char *h, size_t *n, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void app(char *h, size_t *n, size_t cap, const char *fmt, ...)
+{
+    if (*n >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(h + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    *n = w < 0 ? cap : *n + (size_t)w;
+}
+
+/* JSON header, padded with spaces to a multiple of 8 bytes as the format
+ * allows. Names and metadata are clipd's own (no characters to escape). */
 static char *st_header(const StTensor *t, int nt, const StMeta *meta, int nmeta, size_t *len)
 {
     size_t cap = 256 + (size_t)nt * 160, n = 0;
+    for (int i = 0; i < nt; i++) cap += strlen(t[i].name);
     for (int i = 0; i < nmeta; i++) cap += strlen(meta[i].key) + strlen(meta[i].value) + 8;
     char *h = malloc(cap);
     if (!h) return NULL;
-    n += (size_t)snprintf(h + n, cap - n, "{\"__metadata__\":{");
+    app(h, &n, cap, "{\"__metadata__\":{");
     for (int i = 0; i < nmeta; i++)
-        n += (size_t)snprintf(h + n, cap - n, "%s\"%s\":\"%s\"", i ? "," : "", meta[i].key,
-                              meta[i].value);
-    n += (size_t)snprintf(h + n, cap - n, "}");
+        app(h, &n, cap, "%s\"%s\":\"%s\"", i ? "," : "", meta[i].key, meta[i].value);
+    app(h, &n, cap, "}");
     size_t off = 0;
     for (int i = 0; i < nt; i++) {
         size_t cnt = (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
-        n += (size_t)snprintf(h + n, cap - n, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%ld", t[i].name,
-                              t[i].shape[0]);
-        if (t[i].ndim == 2) n += (size_t)snprintf(h + n, cap - n, ",%ld", t[i].shape[1]);
-        n += (size_t)snprintf(h + n, cap - n, "],\"data_offsets\":[%zu,%zu]}", off,
-                              off + cnt * 4);
+        app(h, &n, cap, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%ld", t[i].name, t[i].shape[0]);
+        if (t[i].ndim == 2) app(h, &n, cap, ",%ld", t[i].shape[1]);
+        app(h, &n, cap, "],\"data_offsets\":[%zu,%zu]}", off, off + cnt * 4);
         off += cnt * 4;
     }
-    n += (size_t)snprintf(h + n, cap - n, "}");
+    app(h, &n, cap, "}");
     while (n % 8 && n + 1 < cap) h[n++] = ' ';
+    if (n + 1 >= cap || n % 8) { /* cannot happen with the cap above; never write a bad header */
+        free(h);
+        return NULL;
+    }
     h[n] = 0;
     *len = n;
     return h;
@@ -58,17 +76,9 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-static int fsync_dir(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy) return -1;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
-    free(copy);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors are little-endian: a big-endian host needs byte swapping here"
+#endif
 
 int st_write(const char *path, const StTensor *t, int nt, const StMeta *meta, int nmeta,
              char *err, size_t errlen)
@@ -101,8 +111,12 @@ int st_write(const char *path, const StTensor *t, int nt, const StMeta *meta, in
         unlink(tmp);
         return -1;
     }
-    close(fd);
-    if (rename(tmp, path) != 0 || fsync_dir(path) != 0) {
+    if (close(fd) != 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0 || fs_fsync_parent(path) != 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         unlink(tmp);
         return -1;

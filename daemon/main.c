@@ -3,6 +3,7 @@
  * step per worker, writes steps/epochs/events JSON lines and prints a
  * summary. It never joins a gradient collective, and waits for messages
  * without spinning a core (non-blocking probe and a short sleep). */
+#include <errno.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -20,7 +21,6 @@
 #include "daemon/stats.h"
 
 #define MAX_SETS 256
-#define RING 8 /* steps in flight: workers are at most one step apart */
 
 typedef struct {
     const char *config_path;
@@ -33,11 +33,9 @@ typedef struct {
     int W;
     RunLog log;
     EpochStats st;
-    StepRecord ring[RING];   /* the first record of each step in flight */
-    double ring_ms[RING];    /* slowest worker's step time */
-    int ring_count[RING];
+    StepRecord *recs;        /* (W) this step's record from each worker */
     int64_t next_step;       /* next step to be written */
-    long nonfinite, drift;
+    long nonfinite, drift, write_errors;
     EpochSummary *epochs;    /* (train_epochs) */
     double t0_ms, cpu0;      /* wall clock and own cpu time at the first epoch */
 } Coord;
@@ -110,12 +108,12 @@ static int load_config(Config *c, const Args *a, char *err, size_t errlen)
 /* Wait for any message without burning a core: probe, then sleep, the nap
  * growing from 50 us to 2 ms while nothing arrives. Records are only
  * reported, never waited on by the workers, so the latency costs nothing. */
-static void wait_message(MPI_Status *st)
+static void wait_message(int src, int tag, MPI_Status *st)
 {
     int flag = 0;
     long nap_ns = 50000;
     for (;;) {
-        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, st);
+        MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, st);
         if (flag) return;
         struct timespec nap = {0, nap_ns};
         nanosleep(&nap, NULL);
@@ -123,51 +121,58 @@ static void wait_message(MPI_Status *st)
     }
 }
 
-static void step_complete(Coord *co, int slot)
+/* A write to run.dir failed (disk full, file removed): say so once, keep
+ * training, and make the exit code 1. */
+static void write_failed(Coord *co, const char *file)
 {
-    StepRecord *r = &co->ring[slot];
-    runlog_step(&co->log, r, co->ring_ms[slot]);
+    if (co->write_errors++ == 0)
+        LOG(LOG_ERROR, "cannot write %s/%s: %s; training goes on, the exit code will be 1",
+            co->cfg.run_dir, file, strerror(errno));
+}
+
+/* Every worker must report the same record but for its rank and timings. */
+static int same_record(const StepRecord *a, const StepRecord *b)
+{
+    StepRecord x = *a, y = *b;
+    x.wrank = y.wrank = 0;
+    x.step_ms = y.step_ms = x.compute_ms = y.compute_ms = x.sync_ms = y.sync_ms = 0;
+    return memcmp(&x, &y, sizeof x) == 0;
+}
+
+/* One record from each worker for step next_step, taken source by source:
+ * MPI keeps each sender's messages in order, so no reordering across
+ * workers can confuse the steps. Worker 0's record is the one logged. */
+static void receive_step(Coord *co)
+{
+    double slowest = 0;
+    for (int w = 0; w < co->W; w++) {
+        MPI_Status st;
+        StepRecord *r = &co->recs[w];
+        wait_message(w + 1, TAG_STEP, &st);
+        MPI_Recv(r, sizeof *r, MPI_BYTE, w + 1, TAG_STEP, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (r->step != co->next_step || r->wrank != w) {
+            LOG(LOG_ERROR, "protocol error: worker %d sent step %lld as worker %d, expected step %lld",
+                w, (long long)r->step, r->wrank, (long long)co->next_step);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        if (r->step_ms > slowest) slowest = r->step_ms;
+        if (w > 0 && !same_record(&co->recs[0], r)) {
+            co->drift++;
+            LOG(LOG_ERROR, "step %lld: worker %d disagrees with worker 0", (long long)r->step, w);
+            if (runlog_drift(&co->log, r->step, r->epoch, "step_record", w) != 0)
+                write_failed(co, "events.jsonl");
+        }
+    }
+    const StepRecord *r = &co->recs[0];
+    if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
     if (r->nonfinite) {
         co->nonfinite++;
-        runlog_nonfinite(&co->log, r, co->nonfinite);
+        if (runlog_nonfinite(&co->log, r, co->nonfinite) != 0) write_failed(co, "events.jsonl");
         LOG(LOG_WARN, "step %lld: non-finite %s, update skipped", (long long)r->step,
             (r->nonfinite & 1) ? "loss" : "gradient");
     }
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
-    co->ring_count[slot] = 0;
     co->next_step++;
-}
-
-/* Every worker must report the same global values bit for bit. */
-static void check_same(Coord *co, const StepRecord *a, const StepRecord *b)
-{
-    if (memcmp(&a->loss, &b->loss, sizeof a->loss) || memcmp(&a->grad_norm, &b->grad_norm, sizeof a->grad_norm) ||
-        a->clipped != b->clipped || a->skipped != b->skipped) {
-        co->drift++;
-        runlog_drift(&co->log, b->step, b->epoch, "step_record", b->wrank);
-    }
-}
-
-static void receive_step(Coord *co, const MPI_Status *st)
-{
-    StepRecord r;
-    MPI_Recv(&r, sizeof r, MPI_BYTE, st->MPI_SOURCE, TAG_STEP, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    if (r.step < co->next_step || r.step >= co->next_step + RING) {
-        LOG(LOG_ERROR, "protocol error: record for step %lld while expecting %lld", (long long)r.step, (long long)co->next_step);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    int slot = (int)(r.step % RING);
-    if (co->ring_count[slot] == 0) {
-        co->ring[slot] = r;
-        co->ring_ms[slot] = r.step_ms;
-    } else {
-        check_same(co, &co->ring[slot], &r);
-        if (r.step_ms > co->ring_ms[slot]) co->ring_ms[slot] = r.step_ms;
-    }
-    co->ring_count[slot]++;
-    /* Write completed steps in order. */
-    for (int s = (int)(co->next_step % RING); co->ring_count[s] == co->W; s = (int)(co->next_step % RING))
-        step_complete(co, s);
 }
 
 static void send_ctrl(Coord *co, const CtrlMsg *m)
@@ -189,42 +194,37 @@ static void run_epoch(Coord *co, int epoch)
     stats_begin(&co->st, epoch, now_ms());
     send_ctrl(co, &m);
     int64_t end = co->next_step + c->train_steps_per_epoch;
-    while (co->next_step < end) {
-        MPI_Status st;
-        wait_message(&st);
-        if (st.MPI_TAG != TAG_STEP) {
-            LOG(LOG_ERROR, "protocol error: tag %d from rank %d during an epoch", st.MPI_TAG, st.MPI_SOURCE);
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        }
-        receive_step(co, &st);
-    }
+    while (co->next_step < end) receive_step(co);
     EpochSummary *e = &co->epochs[epoch - 1];
     stats_end(&co->st, now_ms(), e);
-    runlog_epoch(&co->log, e);
+    if (runlog_epoch(&co->log, e) != 0) write_failed(co, "epochs.jsonl");
     LOG(LOG_INFO, "epoch %d/%d: train loss %.4f, clip rate %.3f, grad norm p50 %.3g max %.3g, %.0f tokens/s",
         epoch, c->train_epochs, e->train_loss, e->clip_rate, e->norm_p50, e->norm_max, e->tokens_per_s);
 }
 
-/* STOP, then one DoneMsg per worker once the final weights are on disk. */
+/* STOP, then one DoneMsg per worker once the final weights are on disk;
+ * every worker must end with the same parameters after the same steps. */
 static int finish(Coord *co)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, co->next_step, 0};
     send_ctrl(co, &m);
-    uint64_t hash0 = 0;
+    DoneMsg first = {0};
     int bad = 0;
-    for (int i = 0; i < co->W; i++) {
+    for (int w = 0; w < co->W; w++) {
         MPI_Status st;
-        wait_message(&st);
         DoneMsg d;
-        MPI_Recv(&d, sizeof d, MPI_BYTE, st.MPI_SOURCE, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (i == 0) hash0 = d.param_hash;
+        wait_message(w + 1, TAG_DONE, &st);
+        MPI_Recv(&d, sizeof d, MPI_BYTE, w + 1, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (w == 0) first = d;
         if (d.status != 0) bad = 1;
-        if (d.param_hash != hash0) {
+        if (d.param_hash != first.param_hash || d.steps != co->next_step - 1) {
             co->drift++;
-            runlog_drift(&co->log, co->next_step - 1, co->cfg.train_epochs, "final_params", d.wrank);
+            LOG(LOG_ERROR, "worker %d ends with other parameters or steps than worker 0", w);
+            if (runlog_drift(&co->log, co->next_step - 1, co->cfg.train_epochs, "final_params", w) != 0)
+                write_failed(co, "events.jsonl");
         }
     }
-    return bad;
+    return bad || co->drift || co->write_errors;
 }
 
 static void print_summary(Coord *co, double seconds)
@@ -243,9 +243,14 @@ static void print_summary(Coord *co, double seconds)
     double last = co->epochs[c->train_epochs - 1].train_loss;
     if (c->data_source == DATA_MARKOV) {
         Markov mk;
-        long n = (long)c->train_steps_per_epoch * c->data_seq_len;
+        /* Positions of an epoch's stream, capped so the sum costs at most
+         * about 2e8 operations (a huge chain gives an early-time estimate). */
+        double n = (double)c->train_steps_per_epoch * c->data_seq_len;
+        if (n > 20000) n = 20000;
         if (markov_init(&mk, c->model_vocab, c->data_markov_order, c->data_markov_branch, data_chain_seed(c)) == 0) {
-            double h = markov_entropy_rate(&mk, n < 20000 ? n : 20000);
+            double work = (double)mk.nctx * mk.branch;
+            if (n * work > 2e8) n = fmax(1.0, floor(2e8 / work));
+            double h = markov_entropy_rate(&mk, (long)n);
             printf("final train loss %.4f nats/token; source entropy %.4f (the floor), gap %.4f; uniform guess %.4f\n",
                    last, h, last - h, log((double)c->model_vocab));
             markov_free(&mk);
@@ -254,8 +259,9 @@ static void print_summary(Coord *co, double seconds)
         printf("final train loss %.4f (mean squared error; predicting 1 scores about 0.167)\n", last);
     }
     double cpu = cpu_seconds() - co->cpu0;
-    printf("non-finite steps %ld, replica mismatches %ld; coordinator cpu %.2f s over %.2f s\n",
-           co->nonfinite, co->drift, cpu, seconds);
+    printf("non-finite steps %ld, replica mismatches %ld, log write errors %ld; "
+           "coordinator cpu %.2f s over %.2f s\n",
+           co->nonfinite, co->drift, co->write_errors, cpu, seconds);
     fflush(stdout);
 }
 
@@ -265,7 +271,8 @@ static int coordinate(Coord *co)
     co->cpu0 = cpu_seconds();
     co->next_step = 1;
     co->epochs = calloc((size_t)co->cfg.train_epochs, sizeof *co->epochs);
-    if (!co->epochs || stats_init(&co->st, co->cfg.train_steps_per_epoch) != 0) {
+    co->recs = calloc((size_t)co->W, sizeof *co->recs);
+    if (!co->epochs || !co->recs || stats_init(&co->st, co->cfg.train_steps_per_epoch) != 0) {
         LOG(LOG_ERROR, "out of memory");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
@@ -274,9 +281,24 @@ static int coordinate(Coord *co)
     int bad = finish(co);
     print_summary(co, (now_ms() - co->t0_ms) / 1e3);
     stats_free(&co->st);
-    free(co->epochs);
+    free(co->epochs), free(co->recs);
     runlog_close(&co->log);
     return bad ? 1 : 0;
+}
+
+/* Join the job only to tell the workers to exit with rc (help, version,
+ * check, or bad input), so no rank waits forever. */
+static int release_workers(int rc)
+{
+    static ConfigMsg msg;
+    MPI_Init(NULL, NULL);
+    MPI_Comm none;
+    MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none);
+    msg.go = 0;
+    msg.status = rc;
+    MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -286,12 +308,15 @@ int main(int argc, char **argv)
     char err[1024] = "";
     Args a;
     int rc = parse_args(&a, argc, argv, err, sizeof err);
-    if (rc == 0) return 0;
-    if (rc < 0) rc = load_config(&co.cfg, &a, err, sizeof err);
-    if (a.check) {
-        if (rc) return fprintf(stderr, "clipd: %s\n", err), rc;
-        cfg_print(&co.cfg, stdout);
-        return 0;
+    int train = rc < 0 && !a.check;
+    if (rc < 0) {
+        rc = load_config(&co.cfg, &a, err, sizeof err);
+        if (rc == 0 && a.check) cfg_print(&co.cfg, stdout);
+    }
+    if (!train) {
+        if (rc) fprintf(stderr, "clipd: %s\n", err);
+        fflush(stdout);
+        return proto_launched_by_mpi() ? release_workers(rc) : rc;
     }
     MPI_Init(&argc, &argv);
     int wrank, wsize;
@@ -310,6 +335,7 @@ int main(int argc, char **argv)
     if (rc == 0 && runlog_open(&co.log, co.cfg.run_dir, err, sizeof err) != 0) rc = 2;
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none); /* workers split off their own */
+    msg.go = rc == 0;
     msg.status = rc;
     msg.cfg = co.cfg;
     MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);

@@ -1,35 +1,17 @@
 /* runlog: JSON-lines writers for steps, epochs and events (see runlog.h). */
 #include "daemon/runlog.h"
 
+#include "common/fsutil.h"
+
 #include <errno.h>
 #include <math.h>
 #include <string.h>
-#include <sys/stat.h>
 
 const char *json_num(char *buf, size_t len, double x)
 {
     if (!isfinite(x)) snprintf(buf, len, "null");
     else snprintf(buf, len, "%.17g", x);
     return buf;
-}
-
-static int mkdir_p(const char *dir, char *err, size_t errlen)
-{
-    char path[CFG_STR_MAX];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; ; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-                snprintf(err, errlen, "run.dir: cannot create '%s': %s", path, strerror(errno));
-                return -1;
-            }
-            *p = c;
-            if (!c) break;
-        }
-    }
-    return 0;
 }
 
 static FILE *open_log(const char *dir, const char *name, char *err, size_t errlen)
@@ -49,7 +31,7 @@ int runlog_open(RunLog *l, const char *dir, char *err, size_t errlen)
 {
     memset(l, 0, sizeof *l);
     snprintf(l->dir, sizeof l->dir, "%s", dir);
-    if (mkdir_p(dir, err, errlen) != 0) return -1;
+    if (fs_mkdir_p(dir, err, errlen) != 0) return -1;
     if (!(l->steps = open_log(dir, "steps.jsonl", err, errlen)) ||
         !(l->epochs = open_log(dir, "epochs.jsonl", err, errlen)) ||
         !(l->events = open_log(dir, "events.jsonl", err, errlen))) {

@@ -25,6 +25,7 @@ void stats_begin(EpochStats *s, int epoch, double now_ms)
     s->epoch = epoch;
     s->steps = s->clipped = s->skipped = s->finite_steps = 0;
     s->loss_sum = 0;
+    s->norm_max = NAN;
     s->tokens = 0;
     s->nnorms = 0;
     s->t_start_ms = now_ms;
@@ -36,6 +37,7 @@ void stats_add(EpochStats *s, double loss, double norm, int clipped, int skipped
         if (s->finite_steps % s->stride == 0 && s->nnorms < s->cap) s->norms[s->nnorms++] = norm;
         s->finite_steps++;
         s->loss_sum += loss;
+        if (!(norm <= s->norm_max)) s->norm_max = norm; /* first one replaces NaN */
     }
     s->steps++;
     s->clipped += clipped != 0;
@@ -68,7 +70,7 @@ void stats_end(EpochStats *s, double now_ms, EpochSummary *o)
     o->clip_rate = s->steps ? (double)s->clipped / (double)s->steps : 0;
     o->norm_p50 = stats_percentile(s->norms, s->nnorms, 0.5);
     o->norm_p90 = stats_percentile(s->norms, s->nnorms, 0.9);
-    o->norm_max = stats_percentile(s->norms, s->nnorms, 1.0);
+    o->norm_max = s->norm_max;
     o->seconds = (s->t_end_ms - s->t_start_ms) / 1e3;
     o->tokens_per_s = o->seconds > 0 ? (double)s->tokens / o->seconds : 0;
 }

@@ -12,8 +12,10 @@ typedef struct {
     int epoch;
     long steps, clipped, skipped, finite_steps;
     double loss_sum;      /* over finite steps */
+    double norm_max;      /* exact, over finite steps */
     int64_t tokens;
-    double *norms;        /* (cap) pre-clip norms of finite steps, every stride-th */
+    double *norms;        /* (cap) pre-clip norms of finite steps, every stride-th:
+                             p50 and p90 are sampled past STATS_MAX_NORMS steps */
     long nnorms, cap, stride;
     double t_start_ms, t_end_ms;
 } EpochStats;

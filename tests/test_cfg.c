@@ -162,7 +162,7 @@ static const char *const all_keys_set[] = {
     "train.momentum=0.99999999999999989",
     "train.beta1=0.1",
     "train.beta2=0.12345678901234568",
-    "train.eps=2.2250738585072014e-308",
+    "train.eps=1e-30",
     "train.lr_decay=0.5",
     "train.lr_decay_start=3",
     "clip.mode=per_tensor",
@@ -485,7 +485,7 @@ static void test_err_out_of_range(void **state)
     LOAD_ERR("train:\n  momentum: -0.5\n", "t.yaml:2:13: train.momentum: ");
     LOAD_ERR("train:\n  eps: 1e-400\n", "t.yaml:2:8: train.eps: ", "got '1e-400' (out of double range)");
     LOAD_ERR("train:\n  eps: 1e-310\n", "t.yaml:2:8: train.eps: ", "(out of double range)"); /* subnormal */
-    LOAD_ERR("clip:\n  max_norm: 1e31\n", "t.yaml:2:13: clip.max_norm: expected a number in (0, 1e+30]");
+    LOAD_ERR("clip:\n  max_norm: 1e31\n", "t.yaml:2:13: clip.max_norm: expected a number in [1e-30, 1e+30]");
     LOAD_ERR("run:\n  seed: 4611686018427387905\n",
              "t.yaml:2:9: run.seed: expected an integer in [0, 4611686018427387904]");
     LOAD_ERR("run:\n  seed: -1\n", "t.yaml:2:9: run.seed: ", "got '-1'");
@@ -725,6 +725,18 @@ static void test_validate_markov(void **state)
     VALIDATE_ERR(&c, "model.vocab^data.markov_order (1000000^4)");
 }
 
+static void test_validate_activation_size(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_defaults(&c);
+    set_ok(&c, "data.seq_len=100000");
+    set_ok(&c, "data.batch_per_worker=30000");
+    VALIDATE_ERR(&c, "data.seq_len * data.batch_per_worker * the widest layer (1536000000000)");
+    set_ok(&c, "data.batch_per_worker=4");
+    validate_ok(&c);
+}
+
 static void test_validate_adding(void **state)
 {
     (void)state;
@@ -920,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_set_good),
         cmocka_unit_test(test_set_bad),
         cmocka_unit_test(test_validate_markov),
+        cmocka_unit_test(test_validate_activation_size),
         cmocka_unit_test(test_validate_adding),
         cmocka_unit_test(test_validate_param_count),
         cmocka_unit_test(test_validate_fields),

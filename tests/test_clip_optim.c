@@ -11,6 +11,7 @@
 #include "common/cfg.h"
 #include "worker/clip.h"
 #include "worker/optim.h"
+#include "worker/sync.h"
 
 #define NEAR(a, b, tol) assert_true(fabs((double)(a) - (double)(b)) <= (tol))
 
@@ -122,13 +123,65 @@ static void test_fused_equals_separate(void **state)
     optim_free(&a), optim_free(&b);
 }
 
+/* clip_update (the training path) against a float64 reference of each TF
+ * formula: two tensors, SGD with lr 1 from zero weights, so the new weights
+ * are minus the clipped gradient. */
+static void check_mode(int mode, double max_norm, double clip_value, int want_clipped)
+{
+    enum { N = 7 };
+    const float g[N] = {3.0f, -4.0f, 0.5f, 12.0f, -0.25f, 2.0f, -1.0f};
+    ParamView views[2] = {{"a", 0, 3, 3, 1, 1}, {"b", 3, 4, 4, 1, 1}};
+    double stats[ST_TENSOR0 + 2] = {0}, ref[N];
+    for (int v = 0; v < 2; v++)
+        for (size_t i = views[v].off; i < views[v].off + views[v].n; i++) {
+            stats[ST_TENSOR0 + v] += (double)g[i] * g[i];
+            stats[ST_MAXABS] = fmax(stats[ST_MAXABS], fabs(g[i]));
+        }
+    stats[ST_SUMSQ] = stats[ST_TENSOR0] + stats[ST_TENSOR0 + 1];
+    double gn = sqrt(stats[ST_SUMSQ]);
+    for (int v = 0; v < 2; v++) {
+        double tn = sqrt(stats[ST_TENSOR0 + v]);
+        for (size_t i = views[v].off; i < views[v].off + views[v].n; i++) {
+            double x = g[i];
+            if (mode == CLIP_GLOBAL_NORM) x *= max_norm / fmax(gn, max_norm);
+            if (mode == CLIP_PER_TENSOR) x *= max_norm / fmax(tn, max_norm);
+            if (mode == CLIP_VALUE) x = fmin(fmax(x, -clip_value), clip_value);
+            ref[i] = -x;
+        }
+    }
+    float p[N] = {0};
+    Optim o;
+    assert_int_equal(optim_init(&o, OPT_SGD, 0, 0.9, 0.999, 1e-8, N), 0);
+    ClipResult r = clip_update(&o, p, g, views, 2, N, stats, mode, max_norm, clip_value, 1.0);
+    double worst = 0;
+    for (int i = 0; i < N; i++) worst = fmax(worst, fabs(p[i] - ref[i]) / fmax(1.0, fabs(ref[i])));
+    printf("clip_update mode %s: max rel err vs float64 reference %.2g (tol 1e-6)\n",
+           cfg_clip_name(mode), worst);
+    assert_true(worst <= 1e-6);
+    assert_int_equal(r.clipped, want_clipped);
+    optim_free(&o);
+}
+
+static void test_clip_update_modes(void **state)
+{
+    (void)state;
+    /* global norm sqrt(9+16+0.25+144+0.0625+4+1) = 13.21; tensor norms 5.02 and 12.20 */
+    check_mode(CLIP_GLOBAL_NORM, 6.5, 0, 1);
+    check_mode(CLIP_GLOBAL_NORM, 20.0, 0, 0);
+    check_mode(CLIP_PER_TENSOR, 6.5, 0, 1);   /* only tensor b is scaled */
+    check_mode(CLIP_PER_TENSOR, 13.0, 0, 0);  /* both under, though the global norm is over */
+    check_mode(CLIP_VALUE, 0, 2.5, 1);
+    check_mode(CLIP_VALUE, 0, 12.0, 0);
+    check_mode(CLIP_NONE, 0, 0, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_coef_formula),   cmocka_unit_test(test_global_and_per_tensor),
         cmocka_unit_test(test_value_clip),     cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_momentum),       cmocka_unit_test(test_adam),
-        cmocka_unit_test(test_fused_equals_separate),
+        cmocka_unit_test(test_fused_equals_separate), cmocka_unit_test(test_clip_update_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

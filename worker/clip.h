@@ -19,4 +19,21 @@ double clip_norm_from_sumsq(double sumsq);
  * and tools (the training path applies them inside the optimizer). */
 void clip_apply(float *g, size_t n, float coef, float clip_value);
 
+
+#include "worker/model.h"
+#include "worker/optim.h"
+
+typedef struct {
+    double coef;   /* global_norm: the coefficient; per_tensor: the smallest; else 1 */
+    int clipped;   /* 1 when clipping changed the gradient */
+} ClipResult;
+
+/* One optimizer step over the model's flat buffers with the clip of `mode`
+ * applied inside the update. stats is the global statistics vector of
+ * sync_stats (sums of squares overall and per view, max |g|). The caller has
+ * checked that the norm is finite. */
+ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamView *views,
+                       int nviews, size_t n, const double *stats, int mode, double max_norm,
+                       double clip_value, double lr);
+
 #endif

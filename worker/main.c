@@ -13,6 +13,7 @@
 #include <cblas.h>
 
 #include "common/data.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/safetensors.h"
@@ -56,6 +57,11 @@ static void worker_setup(Worker *w)
     const Config *c = &w->cfg;
     openblas_set_num_threads(c->worker_threads);
     int B = c->data_batch_per_worker;
+    char err[512];
+    if (w->rank == 0 && (fs_mkdir_p(c->run_dir, err, sizeof err) != 0 ||
+                         fs_probe_writable(c->run_dir, err, sizeof err) != 0))
+        FATAL("worker 0 writes the final weights, but %s (on several nodes, run.dir must be "
+              "on a shared file system)", err);
     if (model_init(&w->model, c, B) != 0) FATAL("out of memory allocating the model");
     if (w->model.nviews > PROTO_MAX_TENSORS) FATAL("too many tensors (%d)", w->model.nviews);
     model_init_params(&w->model, (uint64_t)c->run_seed, c->model_init_scale);
@@ -73,36 +79,6 @@ static void worker_setup(Worker *w)
     if (w->rank == 0)
         LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each", w->W,
             w->model.nparams, w->model.nviews, c->worker_threads);
-}
-
-/* Clip and update, by clip mode, inside the optimizer's pass. Fills the
- * record's clip fields. */
-static void apply_update(Worker *w, StepRecord *r, double lr)
-{
-    const Config *c = &w->cfg;
-    Model *m = &w->model;
-    const double *g = w->global;
-    float cv = c->clip_mode == CLIP_VALUE ? (float)c->clip_clip_value : 0.0f;
-    optim_begin(&w->opt);
-    r->clip_coef = 1.0;
-    if (c->clip_mode == CLIP_GLOBAL_NORM) {
-        r->clip_coef = clip_coef(r->grad_norm, c->clip_max_norm);
-        r->clipped = r->grad_norm > c->clip_max_norm;
-        optim_update(&w->opt, m->params, m->grads, 0, m->nparams, (float)r->clip_coef, 0, lr);
-        return;
-    }
-    if (c->clip_mode == CLIP_PER_TENSOR) {
-        for (int v = 0; v < m->nviews; v++) {
-            double coef = clip_coef(sqrt(g[ST_TENSOR0 + v]), c->clip_max_norm);
-            if (coef < 1.0) r->clipped = 1;
-            if (coef < r->clip_coef) r->clip_coef = coef;
-            optim_update(&w->opt, m->params, m->grads, m->views[v].off, m->views[v].n,
-                         (float)coef, 0, lr);
-        }
-        return;
-    }
-    r->clipped = c->clip_mode == CLIP_VALUE && g[ST_MAXABS] > c->clip_clip_value;
-    optim_update(&w->opt, m->params, m->grads, 0, m->nparams, 1.0f, cv, lr);
 }
 
 static void train_step(Worker *w, const CtrlMsg *ctl, StepRecord *r)
@@ -139,7 +115,12 @@ static void train_step(Worker *w, const CtrlMsg *ctl, StepRecord *r)
         r->skipped = 1; /* never poison the weights: every rank decides the same */
         r->clip_coef = NAN;
     } else {
-        apply_update(w, r, ctl->lr);
+        const Config *c = &w->cfg;
+        ClipResult cr = clip_update(&w->opt, m->params, m->grads, m->views, m->nviews, m->nparams,
+                                    w->global, c->clip_mode, c->clip_max_norm,
+                                    c->clip_clip_value, ctl->lr);
+        r->clip_coef = cr.coef;
+        r->clipped = cr.clipped;
     }
     double t3 = now_ms();
     r->compute_ms = t1 - t0;
@@ -190,10 +171,15 @@ static void worker_loop(Worker *w)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(stdout), 0;
-        if (!strcmp(argv[i], "--version")) return printf("clipd-worker %s\n", CLIPD_VERSION), 0;
-        fprintf(stderr, "clipd-worker: unexpected argument '%s' (the config comes from the coordinator)\n", argv[i]);
+    if (argc > 1) {
+        /* Inside a job an argument is a mistake in the launch line; exiting
+         * non-zero before MPI_Init makes mpirun end the whole job. */
+        int in_job = proto_launched_by_mpi();
+        if (!in_job && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+            return usage(stdout), 0;
+        if (!in_job && !strcmp(argv[1], "--version"))
+            return printf("clipd-worker %s\n", CLIPD_VERSION), 0;
+        fprintf(stderr, "clipd-worker: unexpected argument '%s' (the config comes from the coordinator)\n", argv[1]);
         usage(stderr);
         return 2;
     }
@@ -213,7 +199,7 @@ int main(int argc, char **argv)
     MPI_Comm_size(w.comm, &w.W);
     ConfigMsg msg;
     MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
-    if (msg.status != 0) { /* the coordinator already said why */
+    if (!msg.go) { /* the coordinator already said why */
         MPI_Comm_free(&w.comm);
         MPI_Finalize();
         return msg.status;

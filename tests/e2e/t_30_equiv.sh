@@ -17,7 +17,9 @@ for opt in sgd adam; do
 done
 # The check must be able to fail: a different global batch gives different weights.
 differs() {
+    [ -s "$TMP/eq1_sgd/final.safetensors" ] || { echo "no baseline"; return 1; }
     run eqdiff 2 --set data.batch_per_worker=2 --set train.optimizer=sgd --set train.momentum=0.5 || return 1
-    ! build/tests/stcmp "$TMP/eq1_sgd/final.safetensors" "$TMP/eqdiff/final.safetensors" 1e-5
+    build/tests/stcmp "$TMP/eq1_sgd/final.safetensors" "$TMP/eqdiff/final.safetensors" 1e-5
+    [ $? = 1 ] # 1: compared and found different (2 would be unreadable)
 }
 check "equivalence check detects a different global batch" differs

@@ -12,6 +12,7 @@ same_twice() {
 }
 check "same config and seed twice: identical steps, epochs and weights" same_twice
 other_seed() {
+    [ -s "$TMP/det_a/steps.jsonl" ] || { echo "no baseline"; return 1; }
     run det_c 2 --set run.seed=4 || return 1
     ! cmp -s <(strip_timing "$TMP/det_a/steps.jsonl") <(strip_timing "$TMP/det_c/steps.jsonl")
 }

@@ -13,3 +13,16 @@ nonfinite() {
     jq -s -e 'length == 30 and .[29].skipped == false' "$d/steps.jsonl"
 }
 check "non-finite gradient: step skipped on all ranks, event logged, weights finite" nonfinite
+# The weight comparison itself catches a NaN anywhere in a file.
+stcmp_catches_nan() {
+    local f="$TMP/nan/final.safetensors" g="$TMP/nan_bad.safetensors" size
+    [ -s "$f" ] || return 1
+    size=$(stat -c %s "$f")
+    for pos in $((size - 4)) $((size - 400)); do
+        cp "$f" "$g"
+        printf '\x00\x00\xc0\x7f' | dd of="$g" bs=1 seek="$pos" conv=notrunc status=none
+        build/tests/stcmp "$f" "$g" 1
+        [ $? = 1 ] || return 1
+    done
+}
+check "stcmp fails on a NaN in the weights, wherever it is" stcmp_catches_nan

@@ -34,3 +34,14 @@ check "--check prints an effective config that loads again" good_check
 all_configs() { for f in configs/*.yaml; do build/clipd --check "$f" >/dev/null || return 1; done; }
 check "every shipped config passes --check" all_configs
 check "--help and --version exit 0" bash -c 'build/clipd --help | grep -q usage && build/clipd --version | grep -q clipd && build/clipd-worker --version | grep -q clipd-worker'
+# Inside an mpirun job, help, version and --check release the workers
+# instead of leaving them waiting in MPI_Init.
+check "mpirun job with --version ends (exit 0)" timeout 120 mpirun -np 1 build/clipd --version : -np 2 build/clipd-worker
+check "mpirun job with --check ends (exit 0)" timeout 120 mpirun -np 1 build/clipd --check "$TINY" : -np 2 build/clipd-worker
+check "mpirun job with a bad --check ends (exit 2)" expect_exit 2 "model.layers" timeout 120 mpirun -np 1 build/clipd --check "$TINY" --set model.layers=0 : -np 2 build/clipd-worker
+worker_arg_in_job() {
+    timeout 120 mpirun -np 1 build/clipd "$TINY" --set run.dir="$TMP/wa" : -np 2 build/clipd-worker "$TINY"
+    local rc=$?
+    [ "$rc" != 0 ] && [ "$rc" != 124 ] # failed, and did not hang
+}
+check "mpirun job with an argument to the worker fails without hanging" worker_arg_in_job

@@ -4,6 +4,20 @@ mode_none() {
     jq -s -e 'all(.[]; .clipped == false and .clip_coef == 1)' "$TMP/none/steps.jsonl" >/dev/null
 }
 check "clip.mode none: nothing clipped, coefficient 1" mode_none
+# The clip actually applied: with a bound nothing reaches, per_tensor, value
+# and global_norm leave exactly the weights of none; a bound that bites
+# changes them.
+same_as_none() {
+    local name="$1" expect="$2"; shift 2
+    run "$name" 2 "$@" || return 1
+    build/tests/stcmp "$TMP/none/final.safetensors" "$TMP/$name/final.safetensors" 0
+    [ $? = "$expect" ]
+}
+check "per_tensor with an unreachable bound == none, bit for bit" same_as_none pt_big 0 --set clip.mode=per_tensor --set clip.max_norm=1e30
+check "value with an unreachable bound == none, bit for bit" same_as_none val_big 0 --set clip.mode=value --set clip.clip_value=1e30
+check "global_norm with an unreachable bound == none, bit for bit" same_as_none gn_big 0 --set clip.mode=global_norm --set clip.max_norm=1e30
+check "per_tensor with a biting bound changes the weights" same_as_none pt_small 1 --set clip.mode=per_tensor --set clip.max_norm=0.05
+check "value with a biting bound changes the weights" same_as_none val_small 1 --set clip.mode=value --set clip.clip_value=0.01
 mode_per_tensor() {
     run pt 2 --set clip.mode=per_tensor --set clip.max_norm=0.05 || return 1
     # per-tensor clipping fires on a tensor even when the global norm is larger than each part

@@ -18,6 +18,7 @@ static unsigned char *slurp(const char *path, size_t *n)
     fseek(f, 0, SEEK_SET);
     unsigned char *b = malloc((size_t)len + 1);
     if (b && fread(b, 1, (size_t)len, f) != (size_t)len) free(b), b = NULL;
+    if (b) b[len] = 0; /* the header is searched as a string */
     fclose(f);
     *n = (size_t)len;
     return b;
@@ -47,10 +48,19 @@ int main(int argc, char **argv)
     const float *fa = (const float *)(a + 8 + ha), *fb = (const float *)(b + 8 + hb);
     double maxabs = 0, maxval = 0;
     size_t worst = 0;
+    size_t nonfinite = 0;
     for (size_t i = 0; i < n; i++) {
+        if (!isfinite(fa[i]) || !isfinite(fb[i])) {
+            if (nonfinite++ == 0) worst = i;
+            continue;
+        }
         double d = fabs((double)fa[i] - (double)fb[i]);
-        if (!(d <= maxabs)) maxabs = d, worst = i; /* NaN counts as worst */
+        if (d > maxabs) maxabs = d, worst = i;
         if (fabs(fa[i]) > maxval) maxval = fabs(fa[i]);
+    }
+    if (nonfinite) {
+        printf("stcmp: %zu non-finite values, first at %zu\n", nonfinite, worst);
+        return 1;
     }
     double tol = atof(argv[3]), rel = maxabs / fmax(1.0, maxval);
     printf("stcmp: %zu floats, max abs diff %.3g at %zu, relative to max |w| %.3g: %.3g (tol %.3g)\n",
