@@ -46,7 +46,7 @@ typedef struct {
     double train_beta1;
     double train_beta2;
     double train_eps;
-    double train_lr_decay;   /* lr multiplier per epoch after lr_decay_start */
+    double train_lr_decay;   /* lr multiplier per epoch, from epoch lr_decay_start on */
     int train_lr_decay_start;/* first epoch (1-based) whose lr is decayed */
     /* clip */
     int clip_mode;           /* ClipMode */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -52,10 +53,30 @@ static void usage(FILE *f)
                "  --help     this text\n  --version  print the version\n");
 }
 
+/* worker.threads, lowered if the workers on this node times their threads
+ * would exceed the node's cores (oversubscribed BLAS threads thrash). */
+static int blas_threads(const Worker *w)
+{
+    MPI_Comm node;
+    int local, lrank, want = w->cfg.worker_threads;
+    MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &local);
+    MPI_Comm_rank(node, &lrank);
+    MPI_Comm_free(&node);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int fit = cores > 0 ? (int)(cores / local) : want;
+    if (fit < 1) fit = 1;
+    if (want <= fit) return want;
+    if (lrank == 0)
+        LOG(LOG_WARN, "worker.threads %d x %d workers on this node > %ld cores: using %d BLAS "
+                      "thread%s each", want, local, cores, fit, fit > 1 ? "s" : "");
+    return fit;
+}
+
 static void worker_setup(Worker *w)
 {
     const Config *c = &w->cfg;
-    openblas_set_num_threads(c->worker_threads);
+    openblas_set_num_threads(blas_threads(w));
     int B = c->data_batch_per_worker;
     char err[512];
     if (w->rank == 0 && (fs_mkdir_p(c->run_dir, err, sizeof err) != 0 ||
@@ -78,7 +99,7 @@ static void worker_setup(Worker *w)
     w->inject_nan_step = inj ? atoll(inj) : 0;
     if (w->rank == 0)
         LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each", w->W,
-            w->model.nparams, w->model.nviews, c->worker_threads);
+            w->model.nparams, w->model.nviews, openblas_get_num_threads());
 }
 
 static void train_step(Worker *w, const CtrlMsg *ctl, StepRecord *r)
