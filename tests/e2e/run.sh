@@ -11,7 +11,7 @@ fi
 TMP="$(mktemp -d /tmp/clipd-e2e.XXXXXX)"
 trap 'rm -rf "$TMP"' EXIT
 TINY=tests/e2e/tiny.yaml
-LAUNCH=deploy/clipd-launch
+LAUNCH="timeout 300 deploy/clipd-launch" # a hung job fails its check, not CI
 passed=0
 failed=0
 
@@ -27,6 +27,8 @@ run() {
     local dir="$TMP/$1" w="$2"; shift 2
     $LAUNCH -n "$w" "$TINY" --set run.dir="$dir" "$@" >"$dir.out" 2>"$dir.err"
 }
+# Any job that hangs fails its check after 5 minutes instead of stalling CI.
+mpirun() { timeout 300 command mpirun "$@"; }
 
 for f in tests/e2e/t_*.sh; do
     # shellcheck source=/dev/null
