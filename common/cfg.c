@@ -45,6 +45,11 @@ static const char *const opt_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam"};
 static const char *const clip_names[] = {[CLIP_GLOBAL_NORM] = "global_norm",
                                          [CLIP_PER_TENSOR] = "per_tensor",
                                          [CLIP_VALUE] = "value", [CLIP_NONE] = "none"};
+static const char *const sched_names[] = {[SCHED_CONSTANT] = "constant", [SCHED_STEP] = "step",
+                                          [SCHED_COSINE] = "cosine", [SCHED_PLATEAU] = "plateau"};
+static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "log",
+                                        [ACT_SKIP] = "skip", [ACT_ROLLBACK] = "rollback",
+                                        [ACT_ABORT] = "abort"};
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 /* section.key lives in Config as section_key */
@@ -55,6 +60,8 @@ static const char *const clip_names[] = {[CLIP_GLOBAL_NORM] = "global_norm",
     {#s, #k, T_DOUBLE, FLD(s, k), 0, 0, lo, hi, fl, NULL, def, doc}
 #define KSTR(s, k, lo, hi, fl, def, doc) \
     {#s, #k, T_STRING, FLD(s, k), lo, hi, 0, 0, fl, NULL, def, doc}
+#define KENUMN(s, k, name, nm, def, doc) \
+    {#s, name, T_ENUM, FLD(s, k), 0, (int64_t)NELEM(nm) - 1, 0, 0, 0, nm, def, doc}
 #define KENUM(s, k, nm, def, doc) \
     {#s, #k, T_ENUM, FLD(s, k), 0, (int64_t)NELEM(nm) - 1, 0, 0, 0, nm, def, doc}
 
@@ -74,6 +81,7 @@ static const CfgKey cfg_keys[] = {
     KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
     KINT(data, markov_order, 1, 4, "2", "context length of the chain"),
     KINT(data, markov_branch, 1, 1000000, "3", "successors per context"),
+    KINT(data, valid_batches, 0, 1000000, "8", "held-out batches per evaluation, 0 off"),
     KINT(train, epochs, 1, 1000000, "8", "number of epochs"),
     KINT(train, steps_per_epoch, 1, 1000000000, "100", "optimizer steps per epoch"),
     KENUM(train, optimizer, opt_names, "adam", "update rule"),
@@ -84,10 +92,48 @@ static const CfgKey cfg_keys[] = {
     KDBL(train, eps, 1e-30, 1, 0, "1e-8", "adam denominator epsilon"),
     KDBL(train, lr_decay, 0, 1, F_MIN_OPEN, "1", "lr multiplier per decayed epoch"),
     KINT(train, lr_decay_start, 1, 1000000, "1", "first decayed epoch (1-based)"),
+    KENUM(train, lr_schedule, sched_names, "constant", "learning-rate schedule"),
+    KINT(train, warmup_steps, 0, 1000000000, "0", "cosine: linear warm-up steps"),
+    KDBL(train, lr_min, 0, 1000, 0, "0", "cosine: final learning rate"),
+    KINT(train, plateau_patience, 1, 1000000, "1", "plateau: epochs without gain"),
+    KINT(train, early_stop, 0, 1000000, "0", "epochs without gain to stop, 0 off"),
     KENUM(clip, mode, clip_names, "global_norm", "gradient clipping rule"),
     KDBL(clip, max_norm, 1e-30, 1e30, 0, "1", "norm threshold of norm modes"),
     KDBL(clip, clip_value, 1e-30, 1e30, 0, "1", "threshold of mode value"),
+    KENUM(divergence, action, act_names, "log", "action of kinds set to inherit"),
+    KENUMN(divergence, nonfinite_action, "nonfinite.action", act_names, "skip",
+           "nonfinite_loss/grad (at least skip)"),
+    KENUMN(divergence, loss_spike_action, "loss_spike.action", act_names, "inherit",
+           "loss_spike action"),
+    KENUMN(divergence, grad_norm_spike_action, "grad_norm_spike.action", act_names, "inherit",
+           "grad_norm_spike action"),
+    KENUMN(divergence, clip_saturation_action, "clip_saturation.action", act_names, "log",
+           "clip_saturation action"),
+    KENUMN(divergence, replica_drift_action, "replica_drift.action", act_names, "abort",
+           "replica_drift action"),
+    KENUMN(divergence, val_loss_rise_action, "val_loss_rise.action", act_names, "log",
+           "val_loss_rise action"),
+    KINT(divergence, window, 2, 100000, "100", "steps of rolling history"),
+    KINT(divergence, warmup, 0, 1000000000, "100", "steps before spikes can fire"),
+    KDBL(divergence, loss_zscore, 0, 1e6, F_MIN_OPEN, "6", "loss_spike z-score"),
+    KDBL(divergence, loss_rel, 0, 1e6, 0, "0.1", "loss_spike: min rise over the mean"),
+    KDBL(divergence, norm_zscore, 0, 1e6, F_MIN_OPEN, "6", "grad_norm_spike z of log norm"),
+    KDBL(divergence, norm_rel, 0, 1e6, 0, "1", "grad_norm_spike: min rise over mean"),
+    KDBL(divergence, clip_saturation, 0, 1, F_MIN_OPEN, "0.9", "clip rate that saturates"),
+    KINT(divergence, val_patience, 1, 1000000, "3", "val_loss_rise: epochs in a row"),
+    KDBL(divergence, rollback_lr_factor, 0, 1, F_MIN_OPEN, "0.5", "lr multiplier per rollback"),
+    KINT(divergence, rollback_skip_batches, 0, 1000000000, "20", "batches skipped on rollback"),
+    KINT(divergence, max_rollbacks, 0, 1000000, "3", "rollbacks before abort"),
+    KINT(divergence, drift_check_every, 0, 1000000000, "50", "replica checksum every N steps"),
+    KINT(checkpoint, every_steps, 0, 1000000000, "100", "steps between checkpoints, 0 off"),
+    KINT(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
+    KSTR(checkpoint, dir, 0, 255, 0, "", "empty: RUN_DIR/checkpoints"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
+    KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
+    KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
+    KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),
+    KINT(debug, lr_spike_step, 0, INT64_C(1) << 62, "0", "test hook: lr spike at step"),
+    KDBL(debug, lr_spike_scale, 0, 1e30, F_MIN_OPEN, "1000", "test hook: lr factor"),
 };
 #define NKEYS NELEM(cfg_keys)
 
@@ -350,7 +396,8 @@ static int value_error(Msg *m, const CfgKey *k, const char *how, const char *v, 
  * c is untouched and m gets "section.key: ...". */
 static int key_set(Config *c, const CfgKey *k, const char *v, size_t n, ValKind vk, Msg *m)
 {
-    if (is_missing(v, n, vk)) {
+    bool may_be_empty = k->type == T_STRING && k->imin == 0 && n == 0;
+    if (is_missing(v, n, vk) && !may_be_empty) {
         msg_add(m, "%s.%s: missing value (expected ", k->section, k->key);
         msg_expect(m, k);
         msg_add(m, ")");
@@ -830,7 +877,7 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen)
 
 /* Parameters of the model worker/model.c builds: embedding (markov only),
  * per layer wx (Ein, G*H), wh (H, G*H), b (G*H), then the head (H, O), (O). */
-static uint64_t cfg_param_count(const Config *c)
+uint64_t cfg_param_count(const Config *c)
 {
     uint64_t V = (uint64_t)c->model_vocab, E = (uint64_t)c->model_embed, H = (uint64_t)c->model_hidden;
     uint64_t G = c->model_kind == MODEL_LSTM ? 4 : 1;
@@ -864,6 +911,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         msg_value(&m, c, k);
         return CFG_ERR;
     }
+    if (c->divergence_action == ACT_INHERIT)
+        return validate_fail(&m, "divergence.action: expected one of log, skip, rollback, "
+                                 "abort (inherit is for the per-kind actions)");
     if (c->data_source == DATA_MARKOV) {
         if (c->data_markov_branch > c->model_vocab)
             return validate_fail(&m, "data.markov_branch (%d) must be <= model.vocab (%d) "
@@ -955,3 +1005,27 @@ const char *cfg_model_name(int kind) { return enum_name(model_names, NELEM(model
 const char *cfg_source_name(int src) { return enum_name(source_names, NELEM(source_names), src); }
 const char *cfg_opt_name(int opt) { return enum_name(opt_names, NELEM(opt_names), opt); }
 const char *cfg_clip_name(int mode) { return enum_name(clip_names, NELEM(clip_names), mode); }
+const char *cfg_action_name(int act) { return enum_name(act_names, NELEM(act_names), act); }
+const char *cfg_schedule_name(int s) { return enum_name(sched_names, NELEM(sched_names), s); }
+
+void cfg_checkpoint_dir(const Config *c, char *out, size_t len)
+{
+    if (c->checkpoint_dir[0]) snprintf(out, len, "%s", c->checkpoint_dir);
+    else snprintf(out, len, "%s/checkpoints", c->run_dir);
+}
+
+int cfg_tensor_names(const Config *c, char names[][32], int max)
+{
+    int n = 0;
+#define ADD(...) do { if (n < max) snprintf(names[n], 32, __VA_ARGS__); n++; } while (0)
+    ADD("head.weight");
+    ADD("head.bias");
+    for (int l = c->model_layers - 1; l >= 0; l--) {
+        ADD("layers.%d.wx", l);
+        ADD("layers.%d.wh", l);
+        ADD("layers.%d.bias", l);
+    }
+    if (c->data_source == DATA_MARKOV) ADD("embed.weight");
+#undef ADD
+    return n;
+}

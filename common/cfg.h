@@ -15,6 +15,9 @@ typedef enum { MODEL_RNN = 0, MODEL_LSTM = 1 } ModelKind;
 typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1 } DataSource;
 typedef enum { OPT_SGD = 0, OPT_ADAM = 1 } OptKind;
 typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
+typedef enum { SCHED_CONSTANT = 0, SCHED_STEP = 1, SCHED_COSINE = 2, SCHED_PLATEAU = 3 } LrSchedule;
+/* Divergence actions, mildest first; INHERIT: take divergence.action. */
+typedef enum { ACT_INHERIT = 0, ACT_LOG = 1, ACT_SKIP = 2, ACT_ROLLBACK = 3, ACT_ABORT = 4 } Action;
 
 #define CFG_STR_MAX 256
 
@@ -37,6 +40,7 @@ typedef struct {
     int data_batch_per_worker; /* B */
     int data_markov_order;   /* context length of the synthetic chain */
     int data_markov_branch;  /* successors per context */
+    int data_valid_batches;  /* held-out global batches evaluated at each epoch end */
     /* train */
     int train_epochs;
     int train_steps_per_epoch;
@@ -48,12 +52,38 @@ typedef struct {
     double train_eps;
     double train_lr_decay;   /* lr multiplier per epoch, from epoch lr_decay_start on */
     int train_lr_decay_start;/* first epoch (1-based) whose lr is decayed */
+    int train_lr_schedule;   /* LrSchedule */
+    int train_warmup_steps;  /* cosine: linear warm-up steps */
+    double train_lr_min;     /* cosine: final lr */
+    int train_plateau_patience; /* plateau: epochs without a better val loss before decaying */
+    int train_early_stop;    /* stop after this many epochs without a better val loss; 0 off */
     /* clip */
     int clip_mode;           /* ClipMode */
     double clip_max_norm;
     double clip_clip_value;
+    /* divergence */
+    int divergence_action;   /* Action (not INHERIT) for kinds set to inherit */
+    int divergence_nonfinite_action, divergence_loss_spike_action,
+        divergence_grad_norm_spike_action, divergence_clip_saturation_action,
+        divergence_replica_drift_action, divergence_val_loss_rise_action;
+    int divergence_window, divergence_warmup;
+    double divergence_loss_zscore, divergence_loss_rel, divergence_norm_zscore,
+        divergence_norm_rel, divergence_clip_saturation;
+    int divergence_val_patience;
+    double divergence_rollback_lr_factor;
+    int divergence_rollback_skip_batches, divergence_max_rollbacks, divergence_drift_check_every;
+    /* checkpoint */
+    int checkpoint_every_steps; /* 0: only when stopping or asked by a signal */
+    int checkpoint_keep;
+    char checkpoint_dir[CFG_STR_MAX]; /* empty: RUN_DIR/checkpoints */
     /* worker */
     int worker_threads;      /* BLAS threads per worker */
+    /* debug: test hooks that inject faults; each fires only before the first rollback */
+    int64_t debug_nan_step;      /* a NaN in one worker's gradient at this step */
+    int64_t debug_spike_step;    /* every worker's gradient times debug.spike_scale */
+    double debug_spike_scale;
+    int64_t debug_lr_spike_step; /* the update of this step uses lr * debug.lr_spike_scale */
+    double debug_lr_spike_scale;
 } Config;
 
 /* Fill every field with its documented default. */
@@ -77,5 +107,15 @@ const char *cfg_model_name(int kind);
 const char *cfg_source_name(int src);
 const char *cfg_opt_name(int opt);
 const char *cfg_clip_name(int mode);
+const char *cfg_action_name(int act);
+const char *cfg_schedule_name(int s);
+/* Number of parameters of the model the config describes. */
+uint64_t cfg_param_count(const Config *c);
+/* Names of the model's tensors in the order of its flat buffer (the same
+ * layout worker/model.c builds; tests/test_model.c checks they agree).
+ * Returns the count; fills at most max. */
+int cfg_tensor_names(const Config *c, char names[][32], int max);
+/* Checkpoint directory: checkpoint.dir, or RUN_DIR/checkpoints. */
+void cfg_checkpoint_dir(const Config *c, char *out, size_t len);
 
 #endif

@@ -4,44 +4,57 @@
  * are the only traffic with the coordinator.
  *
  *   start:  coordinator --ConfigMsg (MPI_Bcast)--> all
- *   epoch:  coordinator --CtrlMsg{EPOCH}--> each worker; workers train
- *           steps_per_epoch steps, each sending one StepRecord per step
+ *   epoch:  coordinator --CtrlMsg{EPOCH}--> each worker; workers train the
+ *           epoch's steps, each sending one StepRecord per step; worker 0
+ *           then sends an EpochRecord (validation, epoch-level events)
+ *   signal: coordinator --ReqMsg--> worker 0, which folds it into the next
+ *           step's statistics collective, so every worker acts on it at the
+ *           same step (checkpoint; or checkpoint and stop, STEP_STOPPING)
  *   end:    coordinator --CtrlMsg{STOP}--> each worker; each worker
  *           replies DoneMsg after the final weights are on disk
- * Workers block for a CtrlMsg only at epoch boundaries, so what happens at
- * every step never depends on message timing. */
+ * Divergence decisions (skip, rollback, abort) are taken by every worker
+ * from the same numbers by the same detector, without waiting for the
+ * coordinator; workers block for a CtrlMsg only at epoch boundaries. */
 #ifndef CLIPD_PROTO_H
 #define CLIPD_PROTO_H
 
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "common/detect.h"
 
 #define PROTO_MAX_TENSORS 51
-enum { TAG_CTRL = 11, TAG_STEP = 12, TAG_DONE = 13 };
+#define PROTO_PATH_MAX 4096
+enum { TAG_CTRL = 11, TAG_STEP = 12, TAG_DONE = 13, TAG_EPOCH = 14, TAG_REQ = 15 };
 enum { CTRL_EPOCH = 1, CTRL_STOP = 2 };
+enum { REQ_CHECKPOINT = 1, REQ_STOP = 2 }; /* bits: signals turned into requests */
 
 typedef struct {
     int32_t go;       /* 1: train with cfg; 0: every rank exits with status */
     int32_t status;   /* exit code when go is 0 (2: bad input, already reported) */
     Config cfg;
+    char resume[PROTO_PATH_MAX]; /* verified checkpoint to start from, or "" */
 } ConfigMsg;
-
-/* 1 when this process was started by mpirun/srun (then it must take part in
- * MPI_Init and the start-up broadcast even if it has nothing to do, or the
- * other ranks wait for it forever). */
-int proto_launched_by_mpi(void);
 
 typedef struct {
     int32_t type;     /* CTRL_EPOCH or CTRL_STOP */
     int32_t epoch;    /* 1-based */
     uint64_t seed;    /* data order seed of the epoch */
-    int64_t first_step; /* global step number of the epoch's first step, 1-based */
-    double lr;        /* learning rate for the epoch */
+    int32_t final;    /* STOP: the run is complete, write final.safetensors */
+    int32_t checkpoint; /* STOP: write a checkpoint first */
 } CtrlMsg;
 
 typedef struct {
-    int64_t step;       /* global step, 1-based */
+    int32_t type;     /* REQ_* bits, from the coordinator to worker 0 only */
+    int32_t pad;
+} ReqMsg;
+
+/* StepRecord.flags */
+enum { STEP_EPOCH_LAST = 1, STEP_STOPPING = 2, STEP_ABORT = 4, STEP_CHECKPOINT = 8 };
+
+typedef struct {
+    int64_t step;       /* global step, 1-based (repeats after a rollback) */
+    int64_t seq;        /* steps executed so far, this one included: never repeats */
     int32_t epoch;
     int32_t wrank;      /* the sender's rank among the workers */
     double loss;        /* mean loss over the global batch */
@@ -55,8 +68,28 @@ typedef struct {
     int32_t ntensors;
     int64_t tokens;     /* tokens processed by the whole step (all workers) */
     double step_ms, compute_ms, sync_ms; /* this worker's timing */
+    uint32_t events;    /* bit k: event kind k (common/detect.h) fired at this step */
+    int32_t action;     /* Action taken for the events (ACT_LOG if none) */
+    int32_t flags;      /* STEP_* */
+    int32_t rollbacks;  /* rollbacks so far, this step's included */
+    int64_t rollback_to;/* after a rollback: the step training continues from */
+    double info[EV_COUNT][4];  /* per event kind: value, mean, std, threshold */
     float tensor_norm[PROTO_MAX_TENSORS]; /* per-tensor pre-clip norms, model view order */
 } StepRecord;
+
+/* After each completed epoch, from worker 0 (all workers know the same). */
+enum { EPOCH_EARLY_STOP = 1, EPOCH_ABORT = 2 };
+typedef struct {
+    int32_t epoch;
+    int32_t flags;      /* EPOCH_* */
+    double val_loss;    /* mean over data.valid_batches held-out batches, NAN if none */
+    int64_t val_tokens;
+    double lr;          /* learning rate at the epoch's last step */
+    uint32_t events;    /* clip_inactive, val_loss_rise */
+    int32_t action;
+    int64_t step, seq;  /* position at the end of the epoch */
+    double info[EV_COUNT][4];
+} EpochRecord;
 
 typedef struct {
     int32_t status;     /* 0 ok */
@@ -64,5 +97,10 @@ typedef struct {
     int64_t steps;
     uint64_t param_hash; /* FNV-1a 64 of the final parameter bytes */
 } DoneMsg;
+
+/* 1 when this process was started by mpirun/srun (then it must take part in
+ * MPI_Init and the start-up broadcast even if it has nothing to do, or the
+ * other ranks wait for it forever). */
+int proto_launched_by_mpi(void);
 
 #endif

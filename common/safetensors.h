@@ -1,7 +1,8 @@
-/* safetensors: write tensors in the safetensors layout (8-byte little-endian
- * header length, JSON header, raw little-endian tensor bytes), atomically:
- * temporary file in the same directory, fsync, rename, fsync of the
- * directory. NumPy or PyTorch users read the weights without clipd. */
+/* safetensors: the float32 weights writer the worker uses for
+ * final.safetensors, and FNV-1a 64. A thin wrapper over ckpt_write_file
+ * (common/ckpt.c), which owns the layout: 8-byte little-endian header length,
+ * JSON header, raw little-endian tensors, written atomically and with
+ * checksums, so NumPy or PyTorch users read the weights without clipd. */
 #ifndef CLIPD_SAFETENSORS_H
 #define CLIPD_SAFETENSORS_H
 
@@ -19,7 +20,8 @@ typedef struct {
 } StMeta;
 
 /* Returns 0, or -1 with the reason in err. The tensors are written in the
- * order given, contiguously. */
+ * order given, contiguously, as F32; "checksum" and "header_checksum" are
+ * added to the metadata (see ckpt.h). */
 int st_write(const char *path, const StTensor *t, int nt, const StMeta *meta, int nmeta,
              char *err, size_t errlen);
 /* FNV-1a 64 over bytes. */

@@ -1,11 +1,13 @@
 /* clipd: the coordinator daemon (world rank 0). It loads and validates the
- * config, sends it to the workers, schedules epochs, receives one record per
- * step per worker, writes steps/epochs/events JSON lines and prints a
- * summary. It never joins a gradient collective, and waits for messages
- * without spinning a core (non-blocking probe and a short sleep). */
+ * config (and the checkpoint to resume from), sends it to the workers,
+ * schedules epochs, receives one record per step per worker, writes steps,
+ * epochs and events as JSON lines, turns signals into checkpoint/stop
+ * requests, and prints a summary. It never joins a gradient collective, and
+ * waits for messages without spinning a core. */
 #include <errno.h>
 #include <math.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,17 +15,19 @@
 #include <time.h>
 
 #include "common/cfg.h"
+#include "common/ckpt.h"
 #include "common/data.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
+#include "daemon/resume.h"
 #include "daemon/runlog.h"
 #include "daemon/stats.h"
 
 #define MAX_SETS 256
 
 typedef struct {
-    const char *config_path;
+    const char *config_path, *resume;
     const char *sets[MAX_SETS];
     int nsets, check;
 } Args;
@@ -34,11 +38,37 @@ typedef struct {
     RunLog log;
     EpochStats st;
     StepRecord *recs;        /* (W) this step's record from each worker */
-    int64_t next_step;       /* next step to be written */
-    long nonfinite, drift, write_errors;
-    EpochSummary *epochs;    /* (train_epochs) */
-    double t0_ms, cpu0;      /* wall clock and own cpu time at the first epoch */
+    int64_t next_step;       /* step number the next record must carry */
+    long nonfinite, drift, write_errors, events, rollbacks, checkpoints;
+    long event_count[EV_COUNT];
+    int64_t last_ckpt_step;
+    EpochLine *epochs;       /* (train_epochs) */
+    int epochs_done;
+    double t0_ms, cpu0;      /* wall clock and own cpu time at the start */
+    char names[PROTO_MAX_TENSORS][32];
+    int ntensors;
+    Resume res;              /* where a resumed run starts */
+    int stop_sent, stopped, aborted, early_stop;
 } Coord;
+
+static volatile sig_atomic_t sig_stop, sig_ckpt, sig_hup;
+
+static void on_signal(int s)
+{
+    if (s == SIGUSR2) sig_ckpt = 1;
+    else if (s == SIGHUP) sig_hup = 1;
+    else sig_stop = 1; /* SIGUSR1, SIGTERM, SIGINT: checkpoint and stop */
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
+}
 
 static double now_ms(void)
 {
@@ -58,14 +88,19 @@ static double cpu_seconds(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: mpirun -np 1 clipd CONFIG [--set section.key=value ...] : -np W clipd-worker\n"
+            "usage: mpirun -np 1 clipd CONFIG [--set section.key=value ...] [--resume PATH|latest]\n"
+            "              : -np W clipd-worker\n"
             "       clipd --check CONFIG [--set section.key=value ...]\n"
             "Trains a recurrent network data-parallel on W workers with exact global-norm\n"
             "clipping; this process is the coordinator (world rank 0).\n"
-            "  --check    validate CONFIG (and overrides) without MPI, print the effective config\n"
-            "  --set k=v  override one config key, e.g. --set train.epochs=2\n"
-            "  --help     this text\n  --version  print the version\n"
-            "Exit codes: 0 success, 2 bad input (config, command line), 1 anything else.\n");
+            "  --check          validate CONFIG (and overrides) without MPI, print the effective config\n"
+            "  --set k=v        override one config key, e.g. --set train.epochs=2\n"
+            "  --resume PATH    continue from a checkpoint file; `latest`: the newest valid one\n"
+            "                   in checkpoint.dir (RUN_DIR/checkpoints)\n"
+            "  --help, --version\n"
+            "Signals: USR1, TERM, INT: checkpoint at the next step and stop (exit 0);\n"
+            "USR2: checkpoint at the next step and go on; HUP: reopen the log files.\n"
+            "Exit codes: 0 success, 2 bad input (config, command line, checkpoint), 1 anything else.\n");
 }
 
 /* Returns -1 to go on, or an exit code. */
@@ -78,9 +113,16 @@ static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
         if (!strcmp(s, "--version")) return printf("clipd %s\n", CLIPD_VERSION), 0;
         if (!strcmp(s, "--check")) {
             a->check = 1;
-        } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6)) {
-            const char *v = s[5] == '=' ? s + 6 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v) return snprintf(err, errlen, "command line: --set needs section.key=value"), 2;
+        } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6) || !strcmp(s, "--resume") ||
+                   !strncmp(s, "--resume=", 9)) {
+            int set = s[2] == 's';
+            size_t len = set ? 5 : 8;
+            const char *v = s[len] == '=' ? s + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) return snprintf(err, errlen, "command line: %s needs a value", set ? "--set" : "--resume"), 2;
+            if (!set) {
+                a->resume = v;
+                continue;
+            }
             if (a->nsets == MAX_SETS) return snprintf(err, errlen, "command line: more than %d --set", MAX_SETS), 2;
             a->sets[a->nsets++] = v;
         } else if (s[0] == '-' && s[1]) {
@@ -105,22 +147,6 @@ static int load_config(Config *c, const Args *a, char *err, size_t errlen)
     return 0;
 }
 
-/* Wait for any message without burning a core: probe, then sleep, the nap
- * growing from 50 us to 2 ms while nothing arrives. Records are only
- * reported, never waited on by the workers, so the latency costs nothing. */
-static void wait_message(int src, int tag, MPI_Status *st)
-{
-    int flag = 0;
-    long nap_ns = 50000;
-    for (;;) {
-        MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, st);
-        if (flag) return;
-        struct timespec nap = {0, nap_ns};
-        nanosleep(&nap, NULL);
-        if (nap_ns < 2000000) nap_ns *= 2;
-    }
-}
-
 /* A write to run.dir failed (disk full, file removed): say so once, keep
  * training, and make the exit code 1. */
 static void write_failed(Coord *co, const char *file)
@@ -128,6 +154,42 @@ static void write_failed(Coord *co, const char *file)
     if (co->write_errors++ == 0)
         LOG(LOG_ERROR, "cannot write %s/%s: %s; training goes on, the exit code will be 1",
             co->cfg.run_dir, file, strerror(errno));
+}
+
+/* Signals become requests to worker 0, which folds them into a step. */
+static void handle_signals(Coord *co)
+{
+    if (sig_hup) {
+        char err[512];
+        sig_hup = 0;
+        if (runlog_reopen(&co->log, err, sizeof err) != 0) LOG(LOG_ERROR, "SIGHUP: %s", err);
+        else LOG(LOG_INFO, "SIGHUP: log files reopened");
+    }
+    ReqMsg q = {0, 0};
+    if (sig_ckpt) q.type |= REQ_CHECKPOINT, sig_ckpt = 0;
+    if (sig_stop && !co->stop_sent) {
+        q.type |= REQ_STOP;
+        co->stop_sent = 1;
+        LOG(LOG_INFO, "signal: checkpoint at the next step and stop");
+    }
+    if (q.type) MPI_Send(&q, sizeof q, MPI_BYTE, 1, TAG_REQ, MPI_COMM_WORLD);
+}
+
+/* Wait for a message from src with tag without burning a core: probe, then
+ * sleep, the nap growing from 50 us to 2 ms while nothing arrives. Signals
+ * are handled here, between probes. */
+static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
+{
+    int flag = 0;
+    long nap_ns = 50000;
+    for (;;) {
+        if (co) handle_signals(co);
+        MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, st);
+        if (flag) return;
+        struct timespec nap = {0, nap_ns};
+        nanosleep(&nap, NULL);
+        if (nap_ns < 2000000) nap_ns *= 2;
+    }
 }
 
 /* Every worker must report the same record but for its rank and timings. */
@@ -139,16 +201,50 @@ static int same_record(const StepRecord *a, const StepRecord *b)
     return memcmp(&x, &y, sizeof x) == 0;
 }
 
-/* One record from each worker for step next_step, taken source by source:
- * MPI keeps each sender's messages in order, so no reordering across
- * workers can confuse the steps. Worker 0's record is the one logged. */
-static void receive_step(Coord *co)
+/* Tensors by pre-clip norm, largest first: which layer exploded. */
+static int sort_tensors(const Coord *co, const StepRecord *r, const char **names, float *norms)
+{
+    int n = r->ntensors < co->ntensors ? r->ntensors : co->ntensors;
+    for (int i = 0; i < n; i++) names[i] = co->names[i], norms[i] = r->tensor_norm[i];
+    for (int i = 1; i < n; i++) /* insertion sort: a few dozen tensors */
+        for (int j = i; j > 0 && !(norms[j] <= norms[j - 1]); j--) {
+            float t = norms[j]; norms[j] = norms[j - 1]; norms[j - 1] = t;
+            const char *s = names[j]; names[j] = names[j - 1]; names[j - 1] = s;
+        }
+    return n;
+}
+
+static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t events,
+                       const double (*info)[4], int action, int64_t rollback_to,
+                       const StepRecord *r)
+{
+    for (int k = 0; k < EV_COUNT; k++) {
+        if (!(events & (1u << k))) continue;
+        const char *names[PROTO_MAX_TENSORS];
+        float norms[PROTO_MAX_TENSORS];
+        int spike = k == EV_LOSS_SPIKE || k == EV_GRAD_NORM_SPIKE || k == EV_NONFINITE_GRAD;
+        int n = r && spike ? sort_tensors(co, r, names, norms) : 0;
+        if (runlog_event(&co->log, seq, step, epoch, detect_kind_name(k), info[k],
+                         cfg_action_name(action), action == ACT_ROLLBACK ? rollback_to : -1,
+                         names, norms, n, NULL) != 0)
+            write_failed(co, "events.jsonl");
+        co->events++;
+        co->event_count[k]++;
+        LOG(k == EV_CLIP_INACTIVE ? LOG_INFO : LOG_WARN, "step %lld: %s (value %.4g, threshold %.4g): %s",
+            (long long)step, detect_kind_name(k), info[k][0], info[k][3], cfg_action_name(action));
+    }
+}
+
+/* One record from each worker for the next step, taken source by source:
+ * MPI keeps each sender's messages in order. Worker 0's is the one logged.
+ * Returns its flags. */
+static int receive_step(Coord *co)
 {
     double slowest = 0;
     for (int w = 0; w < co->W; w++) {
         MPI_Status st;
         StepRecord *r = &co->recs[w];
-        wait_message(w + 1, TAG_STEP, &st);
+        wait_message(co, w + 1, TAG_STEP, &st);
         MPI_Recv(r, sizeof *r, MPI_BYTE, w + 1, TAG_STEP, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (r->step != co->next_step || r->wrank != w) {
             LOG(LOG_ERROR, "protocol error: worker %d sent step %lld as worker %d, expected step %lld",
@@ -157,22 +253,55 @@ static void receive_step(Coord *co)
         }
         if (r->step_ms > slowest) slowest = r->step_ms;
         if (w > 0 && !same_record(&co->recs[0], r)) {
+            double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
             LOG(LOG_ERROR, "step %lld: worker %d disagrees with worker 0", (long long)r->step, w);
-            if (runlog_drift(&co->log, r->step, r->epoch, "step_record", w) != 0)
+            if (runlog_event(&co->log, r->seq, r->step, r->epoch, "replica_drift", info, "log",
+                             -1, NULL, NULL, 0, "\"what\":\"step_record\"") != 0)
                 write_failed(co, "events.jsonl");
         }
     }
     const StepRecord *r = &co->recs[0];
     if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
-    if (r->nonfinite) {
-        co->nonfinite++;
-        if (runlog_nonfinite(&co->log, r, co->nonfinite) != 0) write_failed(co, "events.jsonl");
-        LOG(LOG_WARN, "step %lld: non-finite %s, update skipped", (long long)r->step,
-            (r->nonfinite & 1) ? "loss" : "gradient");
-    }
+    log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->action,
+               r->rollback_to, r);
+    co->nonfinite += r->nonfinite != 0;
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
-    co->next_step++;
+    if (r->flags & STEP_CHECKPOINT) co->checkpoints++, co->last_ckpt_step = r->step;
+    if (r->action == ACT_ROLLBACK) {
+        co->rollbacks++;
+        co->next_step = r->rollback_to + 1;
+    } else if (!(r->flags & STEP_ABORT)) {
+        co->next_step = r->step + 1;
+    }
+    return r->flags;
+}
+
+/* The epoch record from worker 0 and the epochs.jsonl line. */
+static int receive_epoch(Coord *co, int epoch)
+{
+    MPI_Status st;
+    EpochRecord e;
+    wait_message(co, 1, TAG_EPOCH, &st);
+    MPI_Recv(&e, sizeof e, MPI_BYTE, 1, TAG_EPOCH, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (e.epoch != epoch) {
+        LOG(LOG_ERROR, "protocol error: epoch record %d, expected %d", e.epoch, epoch);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    EpochLine *l = &co->epochs[epoch - 1];
+    l->epoch = epoch;
+    stats_end(&co->st, now_ms(), &l->s);
+    l->val_loss = e.val_loss;
+    l->val_ppl = co->cfg.data_source == DATA_MARKOV ? exp(e.val_loss) : NAN;
+    l->val_tokens = e.val_tokens;
+    l->lr = e.lr;
+    if (runlog_epoch(&co->log, l) != 0) write_failed(co, "epochs.jsonl");
+    log_events(co, e.seq, e.step, epoch, e.events, (const double (*)[4])e.info, e.action, -1, NULL);
+    co->epochs_done = epoch;
+    LOG(LOG_INFO, "epoch %d/%d: train loss %.4f, val loss %.4f, clip rate %.3f, grad norm p50 %.3g max %.3g, %.0f tokens/s",
+        epoch, co->cfg.train_epochs, l->s.train_loss, l->val_loss, l->s.clip_rate, l->s.norm_p50,
+        l->s.norm_max, l->s.tokens_per_s);
+    return e.flags;
 }
 
 static void send_ctrl(Coord *co, const CtrlMsg *m)
@@ -180,110 +309,149 @@ static void send_ctrl(Coord *co, const CtrlMsg *m)
     for (int r = 1; r <= co->W; r++) MPI_Send(m, sizeof *m, MPI_BYTE, r, TAG_CTRL, MPI_COMM_WORLD);
 }
 
-static double epoch_lr(const Config *c, int epoch)
-{
-    int k = epoch - c->train_lr_decay_start + 1;
-    return k > 0 ? c->train_lr * pow(c->train_lr_decay, k) : c->train_lr;
-}
-
-static void run_epoch(Coord *co, int epoch)
+/* One epoch; returns 0 to go on with the next one. */
+static int run_epoch(Coord *co, int epoch, int resumed)
 {
     const Config *c = &co->cfg;
-    CtrlMsg m = {CTRL_EPOCH, epoch, rng_derive((uint64_t)c->run_seed, 0xE90Cu, (uint64_t)epoch),
-                 co->next_step, epoch_lr(c, epoch)};
-    stats_begin(&co->st, epoch, now_ms());
+    CtrlMsg m = {CTRL_EPOCH, epoch, rng_derive((uint64_t)c->run_seed, 0xE90Cu, (uint64_t)epoch), 0, 0};
+    if (!resumed) stats_begin(&co->st, epoch, now_ms());
     send_ctrl(co, &m);
-    int64_t end = co->next_step + c->train_steps_per_epoch;
-    while (co->next_step < end) receive_step(co);
-    EpochSummary *e = &co->epochs[epoch - 1];
-    stats_end(&co->st, now_ms(), e);
-    if (runlog_epoch(&co->log, e) != 0) write_failed(co, "epochs.jsonl");
-    LOG(LOG_INFO, "epoch %d/%d: train loss %.4f, clip rate %.3f, grad norm p50 %.3g max %.3g, %.0f tokens/s",
-        epoch, c->train_epochs, e->train_loss, e->clip_rate, e->norm_p50, e->norm_max, e->tokens_per_s);
+    for (;;) {
+        int flags = receive_step(co);
+        if (flags & STEP_ABORT) return co->aborted = 1;
+        if (flags & STEP_STOPPING) return co->stopped = 1;
+        if (flags & STEP_EPOCH_LAST) break;
+    }
+    int ef = receive_epoch(co, epoch);
+    if (ef & EPOCH_ABORT) return co->aborted = 1;
+    if (ef & EPOCH_EARLY_STOP) {
+        LOG(LOG_INFO, "early stop: no better validation loss for %d epochs", c->train_early_stop);
+        return co->early_stop = 1;
+    }
+    return 0;
 }
 
-/* STOP, then one DoneMsg per worker once the final weights are on disk;
- * every worker must end with the same parameters after the same steps. */
-static int finish(Coord *co)
+/* STOP, then one DoneMsg per worker once the files are on disk; every
+ * worker must end with the same parameters after the same steps. */
+static int finish(Coord *co, int final, int checkpoint)
 {
-    CtrlMsg m = {CTRL_STOP, 0, 0, co->next_step, 0};
+    CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
-    DoneMsg first = {0};
+    DoneMsg first = {0, 0, 0, 0};
     int bad = 0;
     for (int w = 0; w < co->W; w++) {
         MPI_Status st;
         DoneMsg d;
-        wait_message(w + 1, TAG_DONE, &st);
+        wait_message(NULL, w + 1, TAG_DONE, &st);
         MPI_Recv(&d, sizeof d, MPI_BYTE, w + 1, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (w == 0) first = d;
         if (d.status != 0) bad = 1;
-        if (d.param_hash != first.param_hash || d.steps != co->next_step - 1) {
+        if (d.param_hash != first.param_hash || d.steps != first.steps) {
+            double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
             LOG(LOG_ERROR, "worker %d ends with other parameters or steps than worker 0", w);
-            if (runlog_drift(&co->log, co->next_step - 1, co->cfg.train_epochs, "final_params", w) != 0)
+            if (runlog_event(&co->log, -1, d.steps, co->epochs_done, "replica_drift", info, "log",
+                             -1, NULL, NULL, 0, "\"what\":\"final_params\"") != 0)
                 write_failed(co, "events.jsonl");
         }
     }
+    if (checkpoint) co->checkpoints++, co->last_ckpt_step = first.steps;
     return bad || co->drift || co->write_errors;
+}
+
+static void print_floor(const Config *c, double last)
+{
+    if (c->data_source != DATA_MARKOV) {
+        printf("final train loss %.4f (mean squared error; predicting 1 scores about 0.167)\n", last);
+        return;
+    }
+    Markov mk;
+    /* Positions of an epoch's stream, capped so the sum costs at most about
+     * 2e8 operations (a huge chain gives an early-time estimate). */
+    double n = (double)c->train_steps_per_epoch * c->data_seq_len;
+    if (n > 20000) n = 20000;
+    if (markov_init(&mk, c->model_vocab, c->data_markov_order, c->data_markov_branch, data_chain_seed(c)) != 0)
+        return;
+    double work = (double)mk.nctx * mk.branch;
+    if (n * work > 2e8) n = fmax(1.0, floor(2e8 / work));
+    double h = markov_entropy_rate(&mk, (long)n);
+    printf("final train loss %.4f nats/token; source entropy %.4f (the floor), gap %.4f; uniform guess %.4f\n",
+           last, h, last - h, log((double)c->model_vocab));
+    markov_free(&mk);
 }
 
 static void print_summary(Coord *co, double seconds)
 {
     const Config *c = &co->cfg;
-    printf("\nclipd: run '%s' done: %d epochs, %lld steps, %d workers, %.1f s\n", c->run_name,
-           c->train_epochs, (long long)(co->next_step - 1), co->W, seconds);
-    printf("logs: %s/steps.jsonl %s/epochs.jsonl %s/events.jsonl\nweights: %s/final.safetensors\n",
-           c->run_dir, c->run_dir, c->run_dir, c->run_dir);
-    printf("%6s %11s %10s %10s %10s %12s\n", "epoch", "train_loss", "clip_rate", "norm_p50", "norm_max", "tokens/s");
-    for (int e = 0; e < c->train_epochs; e++) {
-        EpochSummary *s = &co->epochs[e];
-        printf("%6d %11.4f %10.3f %10.4g %10.4g %12.0f\n", s->epoch, s->train_loss, s->clip_rate,
-               s->norm_p50, s->norm_max, s->tokens_per_s);
+    const char *how = co->aborted ? "aborted" : co->stopped ? "stopped by a signal"
+                    : co->early_stop ? "stopped early" : "done";
+    printf("\nclipd: run '%s' %s: %d of %d epochs, step %lld, %d workers, %.1f s\n", c->run_name,
+           how, co->epochs_done, c->train_epochs, (long long)(co->next_step - 1), co->W, seconds);
+    char ck[CFG_STR_MAX + 16];
+    cfg_checkpoint_dir(c, ck, sizeof ck);
+    printf("logs: %s/steps.jsonl %s/epochs.jsonl %s/events.jsonl\n", c->run_dir, c->run_dir, c->run_dir);
+    if (co->checkpoints) printf("checkpoints: %s (last at step %lld)\n", ck, (long long)co->last_ckpt_step);
+    if (!co->aborted && !co->stopped) printf("weights: %s/final.safetensors\n", c->run_dir);
+    printf("%6s %11s %10s %10s %10s %10s %12s\n", "epoch", "train_loss", "val_loss", "clip_rate",
+           "norm_p50", "norm_max", "tokens/s");
+    for (int e = 0; e < co->epochs_done; e++) {
+        EpochLine *l = &co->epochs[e];
+        printf("%6d %11.4f %10.4f %10.3f %10.4g %10.4g %12.0f\n", l->epoch, l->s.train_loss,
+               l->val_loss, l->s.clip_rate, l->s.norm_p50, l->s.norm_max, l->s.tokens_per_s);
     }
-    double last = co->epochs[c->train_epochs - 1].train_loss;
-    if (c->data_source == DATA_MARKOV) {
-        Markov mk;
-        /* Positions of an epoch's stream, capped so the sum costs at most
-         * about 2e8 operations (a huge chain gives an early-time estimate). */
-        double n = (double)c->train_steps_per_epoch * c->data_seq_len;
-        if (n > 20000) n = 20000;
-        if (markov_init(&mk, c->model_vocab, c->data_markov_order, c->data_markov_branch, data_chain_seed(c)) == 0) {
-            double work = (double)mk.nctx * mk.branch;
-            if (n * work > 2e8) n = fmax(1.0, floor(2e8 / work));
-            double h = markov_entropy_rate(&mk, (long)n);
-            printf("final train loss %.4f nats/token; source entropy %.4f (the floor), gap %.4f; uniform guess %.4f\n",
-                   last, h, last - h, log((double)c->model_vocab));
-            markov_free(&mk);
-        }
-    } else {
-        printf("final train loss %.4f (mean squared error; predicting 1 scores about 0.167)\n", last);
-    }
+    if (co->epochs_done) print_floor(c, co->epochs[co->epochs_done - 1].s.train_loss);
+    printf("events %ld:", co->events);
+    for (int k = 0; k < EV_COUNT; k++)
+        if (co->event_count[k]) printf(" %s %ld", detect_kind_name(k), co->event_count[k]);
     double cpu = cpu_seconds() - co->cpu0;
-    printf("non-finite steps %ld, replica mismatches %ld, log write errors %ld; "
+    printf("\nnon-finite steps %ld, rollbacks %ld, replica mismatches %ld, log write errors %ld; "
            "coordinator cpu %.2f s over %.2f s\n",
-           co->nonfinite, co->drift, co->write_errors, cpu, seconds);
+           co->nonfinite, co->rollbacks, co->drift, co->write_errors, cpu, seconds);
     fflush(stdout);
 }
 
 static int coordinate(Coord *co)
 {
+    const Config *c = &co->cfg;
     co->t0_ms = now_ms();
     co->cpu0 = cpu_seconds();
-    co->next_step = 1;
-    co->epochs = calloc((size_t)co->cfg.train_epochs, sizeof *co->epochs);
+    co->epochs = calloc((size_t)c->train_epochs, sizeof *co->epochs);
     co->recs = calloc((size_t)co->W, sizeof *co->recs);
-    if (!co->epochs || !co->recs || stats_init(&co->st, co->cfg.train_steps_per_epoch) != 0) {
+    if (!co->epochs || !co->recs || stats_init(&co->st, c->train_steps_per_epoch) != 0) {
         LOG(LOG_ERROR, "out of memory");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    LOG(LOG_INFO, "run '%s': %d workers, logs in %s", co->cfg.run_name, co->W, co->cfg.run_dir);
-    for (int e = 1; e <= co->cfg.train_epochs; e++) run_epoch(co, e);
-    int bad = finish(co);
+    co->ntensors = cfg_tensor_names(c, co->names, PROTO_MAX_TENSORS);
+    install_signals();
+    int epoch = 1, resumed = 0;
+    co->next_step = 1;
+    if (co->res.path[0]) epoch = resume_coordinator(co->res.path[0] ? &co->res : NULL, c, &co->st,
+                                                     co->epochs, &co->epochs_done, &co->next_step,
+                                                     &resumed, now_ms());
+    LOG(LOG_INFO, "run '%s': %d workers, logs in %s%s", c->run_name, co->W, c->run_dir,
+        co->res.path[0] ? " (resumed)" : "");
+    if (resumed < 0) { /* resumed at an epoch's end: its record comes first */
+        int ef = receive_epoch(co, epoch - 1);
+        if (ef & EPOCH_ABORT) co->aborted = 1;
+        if (ef & EPOCH_EARLY_STOP) co->early_stop = 1;
+        resumed = 0;
+    }
+    for (; epoch <= c->train_epochs && !co->aborted && !co->stopped && !co->early_stop; epoch++) {
+        if (sig_stop) { /* between epochs: the STOP below checkpoints */
+            co->stopped = 1;
+            break;
+        }
+        run_epoch(co, epoch, resumed);
+        resumed = 0;
+    }
+    int done = !co->aborted && !co->stopped;
+    int wrote_in_step = co->stopped && co->stop_sent && co->recs[0].flags & STEP_STOPPING;
+    int bad = finish(co, done, !co->aborted && !wrote_in_step);
     print_summary(co, (now_ms() - co->t0_ms) / 1e3);
     stats_free(&co->st);
     free(co->epochs), free(co->recs);
     runlog_close(&co->log);
-    return bad ? 1 : 0;
+    return co->aborted || bad ? 1 : 0;
 }
 
 /* Join the job only to tell the workers to exit with rc (help, version,
@@ -301,11 +469,29 @@ static int release_workers(int rc)
     return rc;
 }
 
+/* Checks that need the job: workers present, run dir, resume point. */
+static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
+{
+    if (wsize < 2) {
+        snprintf(err, errlen, "no workers: launch mpirun -np 1 clipd CONFIG : -np W clipd-worker");
+        return 2;
+    }
+    co->W = wsize - 1;
+    LogKeep keep, *kp = NULL;
+    if (a->resume) {
+        if (resume_find(&co->res, &co->cfg, a->resume, co->W, err, errlen) != 0) return 2;
+        keep = (LogKeep){co->res.seq, co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1};
+        kp = &keep;
+    }
+    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static Coord co;
     static ConfigMsg msg;
-    char err[1024] = "";
+    char err[2048] = "";
     Args a;
     int rc = parse_args(&a, argc, argv, err, sizeof err);
     int train = rc < 0 && !a.check;
@@ -328,23 +514,19 @@ int main(int argc, char **argv)
                         "mpirun -np 1 clipd CONFIG : -np W clipd-worker\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
-    if (rc == 0 && wsize < 2) {
-        snprintf(err, sizeof err, "no workers: launch mpirun -np 1 clipd CONFIG : -np W clipd-worker");
-        rc = 2;
-    }
-    if (rc == 0 && runlog_open(&co.log, co.cfg.run_dir, err, sizeof err) != 0) rc = 2;
+    if (rc == 0) rc = job_checks(&co, &a, wsize, err, sizeof err);
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none); /* workers split off their own */
     msg.go = rc == 0;
     msg.status = rc;
     msg.cfg = co.cfg;
+    snprintf(msg.resume, sizeof msg.resume, "%s", co.res.path);
     MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
     if (rc) {
         fprintf(stderr, "clipd: %s\n", err);
         MPI_Finalize();
         return rc;
     }
-    co.W = wsize - 1;
     rc = coordinate(&co);
     MPI_Finalize();
     return rc;

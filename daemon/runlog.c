@@ -1,11 +1,13 @@
 /* runlog: JSON-lines writers for steps, epochs and events (see runlog.h). */
 #include "daemon/runlog.h"
 
-#include "common/fsutil.h"
-
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
 
 const char *json_num(char *buf, size_t len, double x)
 {
@@ -14,31 +16,92 @@ const char *json_num(char *buf, size_t len, double x)
     return buf;
 }
 
-static FILE *open_log(const char *dir, const char *name, char *err, size_t errlen)
+/* The "seq" of an events line, or -1. */
+static int64_t line_seq(const char *line)
+{
+    const char *p = strstr(line, "\"seq\":");
+    return p ? strtoll(p + 6, NULL, 10) : -1;
+}
+
+/* Keep the first `lines` lines (or, with max_seq >= 0, the lines whose seq
+ * is <= max_seq): written to a temporary file and renamed over the old. */
+static int cut_file(const char *path, int64_t lines, int64_t max_seq, char *err, size_t errlen)
+{
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    char tmp[CFG_STR_MAX + 64];
+    snprintf(tmp, sizeof tmp, "%s.cut.%ld", path, (long)getpid());
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int64_t n = 0;
+    while (getline(&line, &cap, in) > 0) {
+        if (!strchr(line, '\n')) break; /* a torn last line from a crash */
+        int keep = max_seq >= 0 ? line_seq(line) <= max_seq : n < lines;
+        if (keep) fputs(line, out);
+        n++;
+    }
+    free(line);
+    fclose(in);
+    int bad = fflush(out) != 0 || fsync(fileno(out)) != 0;
+    bad |= fclose(out) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static FILE *open_log(const char *dir, const char *name, const char *mode, char *err, size_t errlen)
 {
     char path[CFG_STR_MAX + 32];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
+    FILE *f = fopen(path, mode);
     if (!f) {
-        snprintf(err, errlen, "run.dir: cannot create '%s': %s", path, strerror(errno));
+        snprintf(err, errlen, "run.dir: cannot open '%s': %s", path, strerror(errno));
         return NULL;
     }
     setvbuf(f, NULL, _IOLBF, 0);
     return f;
 }
 
-int runlog_open(RunLog *l, const char *dir, char *err, size_t errlen)
+static int open_all(RunLog *l, const char *mode, char *err, size_t errlen)
 {
-    memset(l, 0, sizeof *l);
-    snprintf(l->dir, sizeof l->dir, "%s", dir);
-    if (fs_mkdir_p(dir, err, errlen) != 0) return -1;
-    if (!(l->steps = open_log(dir, "steps.jsonl", err, errlen)) ||
-        !(l->epochs = open_log(dir, "epochs.jsonl", err, errlen)) ||
-        !(l->events = open_log(dir, "events.jsonl", err, errlen))) {
+    if (!(l->steps = open_log(l->dir, "steps.jsonl", mode, err, errlen)) ||
+        !(l->epochs = open_log(l->dir, "epochs.jsonl", mode, err, errlen)) ||
+        !(l->events = open_log(l->dir, "events.jsonl", mode, err, errlen))) {
         runlog_close(l);
         return -1;
     }
     return 0;
+}
+
+int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    snprintf(l->dir, sizeof l->dir, "%s", dir);
+    if (fs_mkdir_p(dir, err, errlen) != 0) return -1;
+    if (!keep) return open_all(l, "w", err, errlen);
+    char path[CFG_STR_MAX + 32];
+    snprintf(path, sizeof path, "%s/steps.jsonl", dir);
+    if (cut_file(path, keep->steps, -1, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/epochs.jsonl", dir);
+    if (cut_file(path, keep->epochs, -1, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/events.jsonl", dir);
+    if (cut_file(path, 0, keep->seq, err, errlen)) return -1;
+    return open_all(l, "a", err, errlen);
+}
+
+int runlog_reopen(RunLog *l, char *err, size_t errlen)
+{
+    runlog_close(l);
+    return open_all(l, "a", err, errlen);
 }
 
 void runlog_close(RunLog *l)
@@ -49,50 +112,61 @@ void runlog_close(RunLog *l)
     l->steps = l->epochs = l->events = NULL;
 }
 
-static int line_done(FILE *f) { return fflush(f) == 0 && !ferror(f) ? 0 : -1; }
+static int line_done(FILE *f) { return f && fflush(f) == 0 && !ferror(f) ? 0 : -1; }
 
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms)
 {
     char a[32], b[32], c[32], d[32];
+    if (!l->steps) return -1;
     fprintf(l->steps,
             "{\"step\":%lld,\"epoch\":%d,\"loss\":%s,\"grad_norm\":%s,\"clip_coef\":%s,"
-            "\"clipped\":%s,\"lr\":%s,\"tokens\":%lld,\"step_ms\":%.3f,\"skipped\":%s}\n",
+            "\"clipped\":%s,\"lr\":%s,\"tokens\":%lld,\"step_ms\":%.3f,\"skipped\":%s,"
+            "\"seq\":%lld}\n",
             (long long)r->step, r->epoch, json_num(a, 32, r->loss), json_num(b, 32, r->grad_norm),
             json_num(c, 32, r->clip_coef), r->clipped ? "true" : "false",
             json_num(d, 32, r->lr), (long long)r->tokens, step_ms,
-            r->skipped ? "true" : "false");
+            r->skipped ? "true" : "false", (long long)r->seq);
     return line_done(l->steps);
 }
 
-int runlog_epoch(RunLog *l, const EpochSummary *e)
+int runlog_epoch(RunLog *l, const EpochLine *e)
 {
-    char a[32], b[32], c[32], d[32], f[32], g[32];
+    char a[32], b[32], c[32], d[32], f[32], g[32], h[32], i[32], j[32];
+    const EpochSummary *s = &e->s;
+    if (!l->epochs) return -1;
     fprintf(l->epochs,
             "{\"epoch\":%d,\"steps\":%ld,\"train_loss\":%s,\"clip_rate\":%s,\"clipped_steps\":%ld,"
             "\"skipped_steps\":%ld,\"grad_norm_p50\":%s,\"grad_norm_p90\":%s,"
-            "\"grad_norm_max\":%s,\"tokens_per_s\":%s,\"seconds\":%.3f}\n",
-            e->epoch, e->steps, json_num(a, 32, e->train_loss), json_num(b, 32, e->clip_rate),
-            e->clipped, e->skipped, json_num(c, 32, e->norm_p50), json_num(d, 32, e->norm_p90),
-            json_num(f, 32, e->norm_max), json_num(g, 32, e->tokens_per_s), e->seconds);
+            "\"grad_norm_max\":%s,\"val_loss\":%s,\"val_ppl\":%s,\"val_tokens\":%lld,\"lr\":%s,"
+            "\"tokens_per_s\":%s,\"seconds\":%.3f}\n",
+            e->epoch, s->steps, json_num(a, 32, s->train_loss), json_num(b, 32, s->clip_rate),
+            s->clipped, s->skipped, json_num(c, 32, s->norm_p50), json_num(d, 32, s->norm_p90),
+            json_num(f, 32, s->norm_max), json_num(h, 32, e->val_loss), json_num(i, 32, e->val_ppl),
+            (long long)e->val_tokens, json_num(j, 32, e->lr), json_num(g, 32, s->tokens_per_s),
+            s->seconds);
     return line_done(l->epochs);
 }
 
-int runlog_nonfinite(RunLog *l, const StepRecord *r, long so_far)
+int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
+                 const double info[4], const char *action, int64_t rollback_to,
+                 const char *const *tensors, const float *norms, int n, const char *extra)
 {
-    char a[32], b[32];
+    char a[32], b[32], c[32], d[32];
+    if (!l->events) return -1;
     fprintf(l->events,
-            "{\"step\":%lld,\"epoch\":%d,\"kind\":\"%s\",\"loss\":%s,\"grad_norm\":%s,"
-            "\"action\":\"skip\",\"nonfinite_steps\":%ld}\n",
-            (long long)r->step, r->epoch, (r->nonfinite & 1) ? "nonfinite_loss" : "nonfinite_grad",
-            json_num(a, 32, r->loss), json_num(b, 32, r->grad_norm), so_far);
-    return line_done(l->events);
-}
-
-int runlog_drift(RunLog *l, int64_t step, int epoch, const char *what, int wrank)
-{
-    fprintf(l->events,
-            "{\"step\":%lld,\"epoch\":%d,\"kind\":\"replica_drift\",\"what\":\"%s\","
-            "\"worker\":%d,\"action\":\"log\"}\n",
-            (long long)step, epoch, what, wrank);
+            "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"kind\":\"%s\",\"value\":%s,\"mean\":%s,"
+            "\"std\":%s,\"threshold\":%s,\"action\":\"%s\"",
+            (long long)seq, (long long)step, epoch, kind, json_num(a, 32, info[0]),
+            json_num(b, 32, info[1]), json_num(c, 32, info[2]), json_num(d, 32, info[3]), action);
+    if (rollback_to >= 0) fprintf(l->events, ",\"rollback_to\":%lld", (long long)rollback_to);
+    if (extra) fprintf(l->events, ",%s", extra);
+    if (tensors && n > 0) {
+        fprintf(l->events, ",\"tensor_norms\":[");
+        for (int k = 0; k < n; k++)
+            fprintf(l->events, "%s{\"tensor\":\"%s\",\"norm\":%s}", k ? "," : "", tensors[k],
+                    json_num(a, 32, norms[k]));
+        fprintf(l->events, "]");
+    }
+    fprintf(l->events, "}\n");
     return line_done(l->events);
 }

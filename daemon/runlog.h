@@ -1,10 +1,12 @@
 /* runlog: the run's machine-readable output in run.dir, as JSON lines, one
  * object per line, flushed per line: steps.jsonl, epochs.jsonl,
- * events.jsonl. Non-finite numbers are written as null. */
+ * events.jsonl. Non-finite numbers are written as null. On resume the
+ * files are cut back to what the checkpoint covers, then appended to. */
 #ifndef CLIPD_RUNLOG_H
 #define CLIPD_RUNLOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "common/proto.h"
@@ -15,16 +17,33 @@ typedef struct {
     FILE *steps, *epochs, *events;
 } RunLog;
 
-/* mkdir -p dir, then create (truncate) the three files. */
-int runlog_open(RunLog *l, const char *dir, char *err, size_t errlen);
+/* What a resumed run keeps of the old files. */
+typedef struct {
+    int64_t steps;   /* first lines of steps.jsonl (one per executed step: seq) */
+    int64_t seq;     /* events.jsonl lines with "seq" <= this */
+    int64_t epochs;  /* first lines of epochs.jsonl */
+} LogKeep;
+
+typedef struct {
+    int epoch;
+    EpochSummary s;
+    double val_loss, val_ppl, lr;
+    int64_t val_tokens;
+} EpochLine;
+
+/* mkdir -p dir, then create (truncate) the three files, or with keep, cut
+ * them back and append. */
+int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size_t errlen);
+/* SIGHUP: close and reopen for appending (after logrotate moved them). */
+int runlog_reopen(RunLog *l, char *err, size_t errlen);
 void runlog_close(RunLog *l);
 /* step_ms: the slowest worker's step time. */
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms);
-int runlog_epoch(RunLog *l, const EpochSummary *e);
-/* A non-finite step: kind nonfinite_loss or nonfinite_grad, action skip. */
-int runlog_nonfinite(RunLog *l, const StepRecord *r, long nonfinite_so_far);
-/* Workers disagreeing on what must be identical. */
-int runlog_drift(RunLog *l, int64_t step, int epoch, const char *what, int wrank);
+int runlog_epoch(RunLog *l, const EpochLine *e);
+/* One event. tensors/norms (n of them, largest first) may be NULL. */
+int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
+                 const double info[4], const char *action, int64_t rollback_to,
+                 const char *const *tensors, const float *norms, int n, const char *extra);
 /* JSON number: %.17g, or null when not finite. */
 const char *json_num(char *buf, size_t len, double x);
 

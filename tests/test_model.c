@@ -51,6 +51,9 @@ static void check_model(int kind, int source, int layers)
     }
     assert_int_equal(off, f.m.nparams);
     assert_string_equal(f.m.views[0].name, "head.weight");
+    char names[MODEL_MAX_VIEWS][32]; /* the coordinator's copy of the layout */
+    assert_int_equal(cfg_tensor_names(&f.c, names, MODEL_MAX_VIEWS), f.m.nviews);
+    for (int v = 0; v < f.m.nviews; v++) assert_string_equal(names[v], f.m.views[v].name);
     float scale = (float)(1.0 / (double)model_terms(&f.m));
     double base = loss_at(&f, scale) * scale;
     assert_true(isfinite(base));

@@ -23,26 +23,41 @@ void clip_apply(float *g, size_t n, float coef, float clip_value)
     }
 }
 
-ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamView *views,
-                       int nviews, size_t n, const double *stats, int mode, double max_norm,
-                       double clip_value, double lr)
+ClipResult clip_decide(const ParamView *views, int nviews, const double *stats, int mode,
+                       double max_norm, double clip_value)
 {
+    (void)views;
     ClipResult r = {1.0, 0};
-    optim_begin(o);
     if (mode == CLIP_GLOBAL_NORM) {
         double norm = clip_norm_from_sumsq(stats[ST_SUMSQ]);
         r.coef = clip_coef(norm, max_norm);
         r.clipped = norm > max_norm;
-        optim_update(o, params, grads, 0, n, (float)r.coef, 0, lr);
     } else if (mode == CLIP_PER_TENSOR) {
         for (int v = 0; v < nviews; v++) {
             double coef = clip_coef(clip_norm_from_sumsq(stats[ST_TENSOR0 + v]), max_norm);
             if (coef < 1.0) r.clipped = 1;
             if (coef < r.coef) r.coef = coef;
-            optim_update(o, params, grads, views[v].off, views[v].n, (float)coef, 0, lr);
         }
     } else if (mode == CLIP_VALUE) {
         r.clipped = stats[ST_MAXABS] > clip_value;
+    }
+    return r;
+}
+
+ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamView *views,
+                       int nviews, size_t n, const double *stats, int mode, double max_norm,
+                       double clip_value, double lr)
+{
+    ClipResult r = clip_decide(views, nviews, stats, mode, max_norm, clip_value);
+    optim_begin(o);
+    if (mode == CLIP_GLOBAL_NORM) {
+        optim_update(o, params, grads, 0, n, (float)r.coef, 0, lr);
+    } else if (mode == CLIP_PER_TENSOR) {
+        for (int v = 0; v < nviews; v++) {
+            double coef = clip_coef(clip_norm_from_sumsq(stats[ST_TENSOR0 + v]), max_norm);
+            optim_update(o, params, grads, views[v].off, views[v].n, (float)coef, 0, lr);
+        }
+    } else if (mode == CLIP_VALUE) {
         optim_update(o, params, grads, 0, n, 1.0f, (float)clip_value, lr);
     } else {
         optim_update(o, params, grads, 0, n, 1.0f, 0, lr);

@@ -28,6 +28,10 @@ typedef struct {
     int clipped;   /* 1 when clipping changed the gradient */
 } ClipResult;
 
+/* What clip_update would do, without doing it (for the detector, which
+ * counts clipped steps before the update is decided). */
+ClipResult clip_decide(const ParamView *views, int nviews, const double *stats, int mode,
+                       double max_norm, double clip_value);
 /* One optimizer step over the model's flat buffers with the clip of `mode`
  * applied inside the update. stats is the global statistics vector of
  * sync_stats (sums of squares overall and per view, max |g|). The caller has

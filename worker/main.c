@@ -2,9 +2,12 @@
  * from the coordinator (world rank 0), trains on its slice of every global
  * batch, synchronises gradients and the global norm with the other workers
  * in their own communicator, applies clipping inside the optimizer's pass,
- * and reports one StepRecord per step to the coordinator. */
+ * runs the divergence detector (identically on every worker) and acts on it,
+ * writes checkpoints, and reports one StepRecord per step to the coordinator. */
 #include <math.h>
 #include <mpi.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,31 +16,25 @@
 
 #include <cblas.h>
 
-#include "common/data.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
+#include "common/rng.h"
 #include "common/safetensors.h"
 #include "worker/clip.h"
-#include "worker/model.h"
-#include "worker/optim.h"
-#include "worker/sync.h"
+#include "worker/worker.h"
 
-typedef struct {
-    Config cfg;
-    MPI_Comm comm;          /* the workers' communicator */
-    int rank, W;            /* rank among the workers, number of workers */
-    Model model;
-    Batcher data;
-    Optim opt;
-    Sync sync;
-    double *local, *global; /* (nstats) statistics before and after the collective */
-    int64_t step;           /* global steps done */
-    int64_t inject_nan_step;/* fault injection for tests: CLIPD_INJECT_NAN_STEP */
-} Worker;
-
-#define FATAL(...) \
-    do { LOG(LOG_ERROR, __VA_ARGS__); MPI_Abort(MPI_COMM_WORLD, 1); exit(1); } while (0)
+void worker_fatal(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    LOG(LOG_ERROR, "%s", msg);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
 
 static double now_ms(void)
 {
@@ -73,6 +70,22 @@ static int blas_threads(const Worker *w)
     return fit;
 }
 
+static void detector_setup(Worker *w)
+{
+    const Config *c = &w->cfg;
+    DetectParams p;
+    detect_defaults(&p);
+    p.window = c->divergence_window;
+    p.warmup = c->divergence_warmup;
+    p.loss_z = c->divergence_loss_zscore;
+    p.loss_rel = c->divergence_loss_rel;
+    p.norm_z = c->divergence_norm_zscore;
+    p.norm_rel = c->divergence_norm_rel;
+    p.sat_rate = c->divergence_clip_saturation;
+    p.val_patience = c->divergence_val_patience;
+    if (detect_init(&w->det, &p) != 0) worker_fatal("cannot set up the divergence detector");
+}
+
 static void worker_setup(Worker *w)
 {
     const Config *c = &w->cfg;
@@ -81,72 +94,283 @@ static void worker_setup(Worker *w)
     char err[512];
     if (w->rank == 0 && (fs_mkdir_p(c->run_dir, err, sizeof err) != 0 ||
                          fs_probe_writable(c->run_dir, err, sizeof err) != 0))
-        FATAL("worker 0 writes the final weights, but %s (on several nodes, run.dir must be "
-              "on a shared file system)", err);
-    if (model_init(&w->model, c, B) != 0) FATAL("out of memory allocating the model");
-    if (w->model.nviews > PROTO_MAX_TENSORS) FATAL("too many tensors (%d)", w->model.nviews);
+        worker_fatal("worker 0 writes checkpoints and the final weights, but %s (on several "
+                     "nodes, run.dir must be on a shared file system)", err);
+    if (model_init(&w->model, c, B) != 0) worker_fatal("out of memory allocating the model");
+    if (w->model.nviews > PROTO_MAX_TENSORS) worker_fatal("too many tensors (%d)", w->model.nviews);
     model_init_params(&w->model, (uint64_t)c->run_seed, c->model_init_scale);
-    if (batcher_init(&w->data, c, w->rank * B, B) != 0) FATAL("out of memory allocating data");
+    if (batcher_init(&w->data, c, w->rank * B, B) != 0 ||
+        batcher_init(&w->valid, c, w->rank * B, B) != 0)
+        worker_fatal("out of memory allocating data");
     if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
                    c->train_beta2, c->train_eps, w->model.nparams) != 0)
-        FATAL("out of memory allocating optimizer state");
+        worker_fatal("out of memory allocating optimizer state");
     if (sync_init(&w->sync, w->comm, w->model.nparams, w->model.nviews) != 0)
-        FATAL("cannot set up gradient sync for %zu parameters", w->model.nparams);
+        worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
     w->local = calloc((size_t)w->sync.nstats, sizeof(double));
     w->global = calloc((size_t)w->sync.nstats, sizeof(double));
-    if (!w->local || !w->global) FATAL("out of memory");
-    const char *inj = getenv("CLIPD_INJECT_NAN_STEP"); /* tests: a NaN gradient at that step */
-    w->inject_nan_step = inj ? atoll(inj) : 0;
+    if (!w->local || !w->global) worker_fatal("out of memory");
+    detector_setup(w);
+    sched_init(&w->sched);
+    w->lr_scale = 1.0;
+    if (state_init(w) != 0) worker_fatal("out of memory allocating snapshots");
     if (w->rank == 0)
         LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each", w->W,
             w->model.nparams, w->model.nviews, openblas_get_num_threads());
 }
 
-static void train_step(Worker *w, const CtrlMsg *ctl, StepRecord *r)
+/* The action for the events of a step: the most severe of each kind's. */
+static int resolve_action(const Config *c, unsigned events)
+{
+    const int per_kind[EV_COUNT] = {
+        [EV_NONFINITE_LOSS] = c->divergence_nonfinite_action,
+        [EV_NONFINITE_GRAD] = c->divergence_nonfinite_action,
+        [EV_LOSS_SPIKE] = c->divergence_loss_spike_action,
+        [EV_GRAD_NORM_SPIKE] = c->divergence_grad_norm_spike_action,
+        [EV_CLIP_SATURATION] = c->divergence_clip_saturation_action,
+        [EV_CLIP_INACTIVE] = ACT_LOG,
+        [EV_REPLICA_DRIFT] = c->divergence_replica_drift_action,
+        [EV_VAL_LOSS_RISE] = c->divergence_val_loss_rise_action,
+    };
+    int act = ACT_LOG;
+    for (int k = 0; k < EV_COUNT; k++) {
+        if (!(events & (1u << k))) continue;
+        int a = per_kind[k] == ACT_INHERIT ? c->divergence_action : per_kind[k];
+        if (a > act) act = a;
+    }
+    if ((events & ((1u << EV_NONFINITE_LOSS) | (1u << EV_NONFINITE_GRAD))) && act < ACT_SKIP)
+        act = ACT_SKIP; /* a non-finite update never reaches the weights */
+    return act;
+}
+
+/* Worker 0 folds any request from the coordinator into this step's statistics. */
+static void poll_requests(Worker *w)
+{
+    if (w->rank != 0) return;
+    int flag = 1;
+    while (flag) {
+        MPI_Iprobe(0, TAG_REQ, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+        if (!flag) break;
+        ReqMsg q;
+        MPI_Recv(&q, sizeof q, MPI_BYTE, 0, TAG_REQ, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        w->pending_req |= q.type;
+    }
+}
+
+/* Test hooks (debug.*): each fires only before the first rollback. */
+static void inject_faults(Worker *w, int64_t step)
+{
+    const Config *c = &w->cfg;
+    Model *m = &w->model;
+    if (w->rollbacks) return;
+    if (step == c->debug_nan_step && w->rank == w->W - 1) m->grads[m->nparams - 1] = NAN;
+    if (step == c->debug_spike_step)
+        for (size_t i = 0; i < m->nparams; i++) m->grads[i] *= (float)c->debug_spike_scale;
+}
+
+/* Forward, backward, gradient sync and the statistics collective. */
+static void compute_step(Worker *w, StepRecord *r)
 {
     Model *m = &w->model;
     Batcher *d = &w->data;
     double t0 = now_ms();
+    poll_requests(w);
     batcher_next(d);
     model_zero_grad(m);
     long terms = model_terms(m);
     float scale = (float)(1.0 / ((double)terms * w->W));
     double loss = model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
-    if (w->step + 1 == w->inject_nan_step && w->rank == w->W - 1) m->grads[m->nparams - 1] = NAN;
+    inject_faults(w, w->step + 1);
     double t1 = now_ms();
-    if (sync_grads(&w->sync, m->grads, m, w->local) != 0) FATAL("gradient sync failed");
+    if (sync_grads(&w->sync, m->grads, m, w->local) != 0) worker_fatal("gradient sync failed");
     w->local[ST_LOSS] = loss;
     w->local[ST_TERMS] = (double)terms;
-    if (sync_stats(&w->sync, w->local, w->global) != 0) FATAL("statistics collective failed");
-    double t2 = now_ms();
-    memset(r, 0, sizeof *r);
-    r->step = ++w->step;
-    r->epoch = ctl->epoch;
-    r->wrank = w->rank;
+    w->local[ST_REQ] = w->pending_req;
+    w->pending_req = 0;
+    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("statistics collective failed");
+    r->compute_ms = t1 - t0;
+    r->sync_ms = now_ms() - t1;
     r->loss = w->global[ST_LOSS] / w->global[ST_TERMS];
     r->grad_norm = clip_norm_from_sumsq(w->global[ST_SUMSQ]);
     r->max_abs = w->global[ST_MAXABS];
-    r->lr = ctl->lr;
     r->nonfinite = (isfinite(r->loss) ? 0 : 1) |
                    (w->global[ST_NONFINITE] != 0 || !isfinite(r->grad_norm) ? 2 : 0);
     r->ntensors = m->nviews;
     for (int v = 0; v < m->nviews; v++) r->tensor_norm[v] = (float)sqrt(w->global[ST_TENSOR0 + v]);
     r->tokens = (int64_t)m->T * m->B * w->W;
-    if (r->nonfinite) {
-        r->skipped = 1; /* never poison the weights: every rank decides the same */
-        r->clip_coef = NAN;
-    } else {
-        const Config *c = &w->cfg;
-        ClipResult cr = clip_update(&w->opt, m->params, m->grads, m->views, m->nviews, m->nparams,
-                                    w->global, c->clip_mode, c->clip_max_norm,
-                                    c->clip_clip_value, ctl->lr);
+}
+
+static void record_events(StepRecord *r, unsigned events, const EventInfo *info)
+{
+    r->events |= events;
+    for (int k = 0; k < EV_COUNT; k++)
+        if (events & (1u << k)) {
+            r->info[k][0] = info[k].value, r->info[k][1] = info[k].mean;
+            r->info[k][2] = info[k].std, r->info[k][3] = info[k].threshold;
+        }
+}
+
+/* Go back to the snapshot (the last checkpoint, or the epoch's start), lower
+ * the learning rate and skip batches: PaLM's recipe for a loss spike. */
+static void rollback(Worker *w, StepRecord *r)
+{
+    const Config *c = &w->cfg;
+    state_restore(w);
+    w->rollbacks++;
+    w->lr_scale *= c->divergence_rollback_lr_factor;
+    for (int i = 0; i < c->divergence_rollback_skip_batches; i++) batcher_next(&w->data);
+    if (c->divergence_rollback_skip_batches > 0) model_reset_state(&w->model); /* state no longer matches the data */
+    r->rollback_to = w->step;
+    r->rollbacks = w->rollbacks;
+    if (w->rank == 0)
+        LOG(LOG_WARN, "step %lld: rolled back to step %lld, lr x%.3g, %d batches skipped",
+            (long long)r->step, (long long)w->step, w->lr_scale, c->divergence_rollback_skip_batches);
+}
+
+/* Every K steps the replicas compare a hash of their parameters and
+ * optimizer state; all get the same gathered list, so all decide alike. */
+static unsigned drift_check(Worker *w, EventInfo *info)
+{
+    int K = w->cfg.divergence_drift_check_every;
+    if (K <= 0 || w->step % K != 0) return 0;
+    uint64_t h = state_hash(w), *all = (uint64_t *)w->sync.all; /* W <= nstats doubles */
+    MPI_Allgather(&h, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, w->comm);
+    for (int r = 1; r < w->W; r++)
+        if (all[r] != all[0]) {
+            info[EV_REPLICA_DRIFT] = (EventInfo){(double)r, 0, 0, 0};
+            return 1u << EV_REPLICA_DRIFT;
+        }
+    return 0;
+}
+
+/* Decide and apply: detector, action, update (or skip/rollback/abort). */
+static void decide_step(Worker *w, StepRecord *r)
+{
+    const Config *c = &w->cfg;
+    Model *m = &w->model;
+    EventInfo info[EV_COUNT];
+    int64_t step = w->step + 1;
+    ClipResult cd = clip_decide(m->views, m->nviews, w->global, c->clip_mode, c->clip_max_norm,
+                                c->clip_clip_value);
+    unsigned ev = detect_step(&w->det, r->loss, r->grad_norm, cd.clipped && !r->nonfinite, info);
+    record_events(r, ev, info);
+    int act = resolve_action(c, ev);
+    if (act == ACT_ROLLBACK && w->rollbacks >= c->divergence_max_rollbacks) act = ACT_ABORT;
+    r->lr = sched_lr(c, &w->sched, step, w->epoch) * w->lr_scale;
+    double lr = r->lr;
+    if (step == c->debug_lr_spike_step && !w->rollbacks) lr *= c->debug_lr_spike_scale;
+    r->clip_coef = NAN;
+    if (act == ACT_LOG) {
+        ClipResult cr = clip_update(&w->opt, m->params, m->grads, m->views, m->nviews,
+                                    m->nparams, w->global, c->clip_mode, c->clip_max_norm,
+                                    c->clip_clip_value, lr);
         r->clip_coef = cr.coef;
         r->clipped = cr.clipped;
+    } else {
+        r->skipped = 1;
     }
-    double t3 = now_ms();
-    r->compute_ms = t1 - t0;
-    r->sync_ms = t2 - t1;
-    r->step_ms = t3 - t0;
+    if (r->nonfinite) w->nonfinite++;
+    if (act != ACT_ROLLBACK && act != ACT_ABORT) {
+        w->step++, w->epoch_step++;
+        unsigned dv = drift_check(w, info);
+        if (dv) {
+            record_events(r, dv, info);
+            int da = resolve_action(c, dv);
+            if (da == ACT_ROLLBACK && w->rollbacks >= c->divergence_max_rollbacks) da = ACT_ABORT;
+            if (da > act) act = da;
+        }
+    }
+    r->action = act;
+    r->rollbacks = w->rollbacks;
+    if (act == ACT_ROLLBACK) rollback(w, r);
+    if (act == ACT_ABORT) r->flags |= STEP_ABORT;
+}
+
+/* One step; returns the flags that end the epoch loop early. */
+static int train_step(Worker *w, StepRecord *r)
+{
+    double t0 = now_ms();
+    memset(r, 0, sizeof *r);
+    r->wrank = w->rank;
+    r->epoch = w->epoch;
+    compute_step(w, r);
+    r->seq = ++w->seq;
+    r->step = w->step + 1;
+    decide_step(w, r);
+    int req = (int)w->global[ST_REQ];
+    int due = w->cfg.checkpoint_every_steps > 0 && r->action != ACT_ROLLBACK &&
+              w->step % w->cfg.checkpoint_every_steps == 0;
+    if (!(r->flags & STEP_ABORT) && (due || req)) {
+        char err[512];
+        if (state_checkpoint(w, err, sizeof err) != 0)
+            LOG(LOG_ERROR, "checkpoint at step %lld failed: %s", (long long)w->step, err);
+        else
+            r->flags |= STEP_CHECKPOINT;
+    }
+    if (req & REQ_STOP) r->flags |= STEP_STOPPING;
+    if (w->epoch_step == w->cfg.train_steps_per_epoch) r->flags |= STEP_EPOCH_LAST;
+    r->step_ms = now_ms() - t0;
+    return r->flags & (STEP_STOPPING | STEP_ABORT);
+}
+
+/* Mean loss over data.valid_batches held-out global batches (the same
+ * streams every epoch), forward only, in fixed-order collectives. */
+static double validate(Worker *w, int64_t *tokens)
+{
+    int nb = w->cfg.data_valid_batches;
+    *tokens = 0;
+    if (nb <= 0) return NAN;
+    Batcher *v = &w->valid;
+    batcher_epoch(v, rng_derive((uint64_t)w->cfg.run_seed, 0x7A11Du, 0));
+    model_reset_state(&w->model);
+    double sum = 0;
+    for (int i = 0; i < nb; i++) {
+        batcher_next(v);
+        sum += model_eval(&w->model, v->inputs, v->targets, v->features, v->ytarget);
+    }
+    memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
+    w->local[ST_LOSS] = sum;
+    w->local[ST_TERMS] = (double)model_terms(&w->model) * nb;
+    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("validation collective failed");
+    *tokens = (int64_t)w->model.T * w->model.B * w->W * nb;
+    return w->global[ST_LOSS] / w->global[ST_TERMS];
+}
+
+/* End of an epoch: validation, epoch-level events, schedule, early stop. */
+static int epoch_end(Worker *w)
+{
+    EpochRecord e;
+    EventInfo info[EV_COUNT];
+    memset(&e, 0, sizeof e);
+    e.epoch = w->epoch;
+    e.val_loss = validate(w, &e.val_tokens);
+    int clip_on = w->cfg.clip_mode != CLIP_NONE;
+    e.events = detect_epoch_end(&w->det, clip_on, e.val_loss, info);
+    for (int k = 0; k < EV_COUNT; k++)
+        if (e.events & (1u << k)) {
+            e.info[k][0] = info[k].value, e.info[k][1] = info[k].mean;
+            e.info[k][2] = info[k].std, e.info[k][3] = info[k].threshold;
+        }
+    e.action = resolve_action(&w->cfg, e.events);
+    if (e.action == ACT_ABORT) e.flags |= EPOCH_ABORT;
+    e.lr = sched_lr(&w->cfg, &w->sched, w->step, w->epoch) * w->lr_scale;
+    if (sched_epoch_end(&w->cfg, &w->sched, e.val_loss)) e.flags |= EPOCH_EARLY_STOP;
+    e.step = w->step, e.seq = w->seq;
+    w->epoch_done = 1;
+    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
+    return e.flags & EPOCH_ABORT;
+}
+
+static void start_epoch(Worker *w, const CtrlMsg *ctl)
+{
+    if (w->epoch_step > 0 && ctl->epoch == w->epoch) return; /* resumed mid-epoch */
+    w->epoch = ctl->epoch;
+    w->epoch_step = 0;
+    w->epoch_done = 0;
+    w->epoch_seq0 = w->seq;
+    batcher_epoch(&w->data, ctl->seed);
+    model_reset_state(&w->model);
+    state_snapshot(w); /* a rollback never crosses an epoch boundary */
 }
 
 static void write_weights(Worker *w)
@@ -163,28 +387,36 @@ static void write_weights(Worker *w)
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
     StMeta meta[] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
     if (st_write(path, t, m->nviews, meta, 3, err, sizeof err) != 0)
-        FATAL("cannot write final weights: %s", err);
+        worker_fatal("cannot write final weights: %s", err);
 }
 
-static void worker_loop(Worker *w)
+/* Epochs until the coordinator says stop; returns the STOP message. */
+static CtrlMsg worker_loop(Worker *w)
 {
     for (;;) {
         CtrlMsg ctl;
         MPI_Recv(&ctl, sizeof ctl, MPI_BYTE, 0, TAG_CTRL, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (ctl.type == CTRL_STOP) break;
-        if (ctl.type != CTRL_EPOCH || ctl.first_step != w->step + 1)
-            FATAL("protocol error: control %d for step %lld at step %lld", ctl.type,
-                  (long long)ctl.first_step, (long long)w->step);
-        batcher_epoch(&w->data, ctl.seed);
-        model_reset_state(&w->model);
-        for (int s = 0; s < w->cfg.train_steps_per_epoch; s++) {
+        if (ctl.type == CTRL_STOP) return ctl;
+        if (ctl.type != CTRL_EPOCH) worker_fatal("protocol error: control type %d", ctl.type);
+        start_epoch(w, &ctl);
+        int stop = 0;
+        while (!stop && w->epoch_step < w->cfg.train_steps_per_epoch) {
             StepRecord r;
-            train_step(w, &ctl, &r);
+            stop = train_step(w, &r);
             MPI_Send(&r, sizeof r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD);
         }
+        if (!stop) epoch_end(w);
     }
-    if (w->rank == 0) write_weights(w);
-    MPI_Barrier(w->comm); /* the weights are on disk before anyone says done */
+}
+
+static void worker_finish(Worker *w, const CtrlMsg *stop)
+{
+    char err[512];
+    if (stop->checkpoint && state_checkpoint(w, err, sizeof err) != 0)
+        LOG(LOG_ERROR, "final checkpoint failed: %s", err);
+    if (stop->final && w->rank == 0) write_weights(w);
+    MPI_Barrier(w->comm); /* the files are on disk before anyone says done */
+    poll_requests(w);     /* drop requests that came too late to matter */
     DoneMsg done = {0, w->rank, w->step,
                     fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT)};
     MPI_Send(&done, sizeof done, MPI_BYTE, 0, TAG_DONE, MPI_COMM_WORLD);
@@ -204,6 +436,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* mpirun forwards SIGUSR1/2 to every rank; only the coordinator acts on them. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     MPI_Init(&argc, &argv);
     int wrank;
     MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
@@ -213,12 +449,11 @@ int main(int argc, char **argv)
                        "mpirun -np 1 clipd CONFIG : -np W clipd-worker");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
-    Worker w;
-    memset(&w, 0, sizeof w);
+    static Worker w;
+    static ConfigMsg msg;
     MPI_Comm_split(MPI_COMM_WORLD, 1, wrank, &w.comm);
     MPI_Comm_rank(w.comm, &w.rank);
     MPI_Comm_size(w.comm, &w.W);
-    ConfigMsg msg;
     MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
     if (!msg.go) { /* the coordinator already said why */
         MPI_Comm_free(&w.comm);
@@ -227,9 +462,19 @@ int main(int argc, char **argv)
     }
     w.cfg = msg.cfg;
     worker_setup(&w);
-    worker_loop(&w);
+    char err[1024];
+    if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)
+        worker_fatal("cannot resume: %s", err);
+    /* Resumed from the last step of an epoch whose end was not yet applied:
+     * apply it now, as the uninterrupted run did right after that step. */
+    if (msg.resume[0] && w.epoch_step == w.cfg.train_steps_per_epoch && !w.epoch_done)
+        epoch_end(&w);
+    CtrlMsg stop = worker_loop(&w);
+    worker_finish(&w, &stop);
     free(w.local), free(w.global);
-    sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.data), model_free(&w.model);
+    state_free(&w), detect_free(&w.det);
+    sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
+    model_free(&w.model);
     MPI_Comm_free(&w.comm);
     MPI_Finalize();
     return 0;

@@ -187,24 +187,29 @@ static float *layers_backward(Model *m, float *dh)
     return dh;
 }
 
-static double markov_step(Model *m, const int *inputs, const int *targets, float scale)
+static double markov_forward(Model *m, const int *inputs, const int *targets)
 {
     int N = m->T * m->B;
     embedding_forward(m->x0, inputs, m->emb, N, m->E);
     layers_forward(m);
     const float *top = m->layer[m->L - 1].h + (size_t)m->B * m->H; /* (T*B, H) */
     linear_forward(m->out, top, m->hw, m->hb, N, m->H, m->V);
-    double loss = softmax_ce_forward(m->out, m->out, targets, N, m->V);
+    return softmax_ce_forward(m->out, m->out, targets, N, m->V);
+}
+
+static void markov_backward(Model *m, const int *inputs, const int *targets, float scale)
+{
+    int N = m->T * m->B;
+    const float *top = m->layer[m->L - 1].h + (size_t)m->B * m->H;
     softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
     linear_backward(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
     float *dx0 = layers_backward(m, m->dA);
     embedding_backward(m->demb, dx0, inputs, N, m->E);
-    return loss;
 }
 
 /* Adding problem: regress the target from the top layer's last output,
  * loss (y - target)^2 per sequence. */
-static double adding_step(Model *m, const float *features, const float *ytarget, float scale)
+static double adding_forward(Model *m, const float *features, const float *ytarget)
 {
     int T = m->T, B = m->B, H = m->H;
     memcpy(m->x0, features, (size_t)T * B * 2 * sizeof(float));
@@ -215,18 +220,39 @@ static double adding_step(Model *m, const float *features, const float *ytarget,
     for (int b = 0; b < B; b++) {
         double d = (double)m->out[b] - (double)ytarget[b];
         loss += d * d;
-        m->out[b] = (float)(2.0 * d) * scale; /* dL/dy */
     }
+    return loss;
+}
+
+static void adding_backward(Model *m, const float *ytarget, float scale)
+{
+    int T = m->T, B = m->B, H = m->H;
+    const float *last = m->layer[m->L - 1].h + (size_t)T * B * H;
+    for (int b = 0; b < B; b++)
+        m->out[b] = (float)(2.0 * ((double)m->out[b] - (double)ytarget[b])) * scale; /* dL/dy */
     memset(m->dA, 0, (size_t)(T - 1) * B * H * sizeof(float));
     linear_backward(m->dA + (size_t)(T - 1) * B * H, m->dhw, m->dhb, m->out, last, m->hw, B, H, 1);
     layers_backward(m, m->dA);
-    return loss;
 }
 
 double model_step(Model *m, const int *inputs, const int *targets, const float *features,
                   const float *ytarget, float scale)
 {
     model_start_state(m);
-    if (m->source == DATA_MARKOV) return markov_step(m, inputs, targets, scale);
-    return adding_step(m, features, ytarget, scale);
+    if (m->source == DATA_MARKOV) {
+        double loss = markov_forward(m, inputs, targets);
+        markov_backward(m, inputs, targets, scale);
+        return loss;
+    }
+    double loss = adding_forward(m, features, ytarget);
+    adding_backward(m, ytarget, scale);
+    return loss;
+}
+
+double model_eval(Model *m, const int *inputs, const int *targets, const float *features,
+                  const float *ytarget)
+{
+    model_start_state(m);
+    if (m->source == DATA_MARKOV) return markov_forward(m, inputs, targets);
+    return adding_forward(m, features, ytarget);
 }

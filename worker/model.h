@@ -64,6 +64,10 @@ void model_zero_grad(Model *m);
  * Returns the local SUM of loss terms, in double. */
 double model_step(Model *m, const int *inputs, const int *targets, const float *features,
                   const float *ytarget, float scale);
+/* Forward only (validation): the local SUM of loss terms; the hidden state
+ * carries as in model_step. */
+double model_eval(Model *m, const int *inputs, const int *targets, const float *features,
+                  const float *ytarget);
 /* Loss terms per step per worker: T*B for markov, B for adding. */
 long model_terms(const Model *m);
 

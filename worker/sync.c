@@ -102,7 +102,7 @@ int sync_stats(Sync *s, const double *local, double *global)
     for (int r = 1; r < s->W; r++) {
         const double *x = s->all + (size_t)r * k;
         for (int j = 0; j < k; j++) {
-            if (j == ST_NONFINITE || j == ST_MAXABS)
+            if (j == ST_NONFINITE || j == ST_MAXABS || j == ST_REQ)
                 global[j] = fmax(global[j], x[j]);
             else
                 global[j] += x[j];

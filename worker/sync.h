@@ -7,7 +7,8 @@
  * with the same bits whatever MPI's own reduction algorithms would do.
  *
  * Statistics: each rank fills a few doubles (loss sum, loss terms,
- * non-finite flag, max |g|, sum of squares of the gradient it owns, overall
+ * non-finite flag, max |g|, requests from the coordinator (worker 0 only),
+ * sum of squares of the gradient it owns, overall
  * and per tensor); one all-gather brings every rank's vector to every rank,
  * and each combines them in rank order, so all ranks get identical sums. */
 #ifndef CLIPD_SYNC_H
@@ -18,7 +19,7 @@
 
 #include "worker/model.h"
 
-enum { ST_LOSS = 0, ST_TERMS, ST_NONFINITE, ST_MAXABS, ST_SUMSQ, ST_TENSOR0 };
+enum { ST_LOSS = 0, ST_TERMS, ST_NONFINITE, ST_MAXABS, ST_REQ, ST_SUMSQ, ST_TENSOR0 };
 
 typedef struct {
     MPI_Comm comm;

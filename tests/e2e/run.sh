@@ -28,7 +28,8 @@ run() {
     $LAUNCH -n "$w" "$TINY" --set run.dir="$dir" "$@" >"$dir.out" 2>"$dir.err"
 }
 # Any job that hangs fails its check after 5 minutes instead of stalling CI.
-mpirun() { timeout 300 command mpirun "$@"; }
+MPIRUN_BIN="$(type -P mpirun)"
+mpirun() { timeout 300 "$MPIRUN_BIN" "$@"; }
 
 for f in tests/e2e/t_*.sh; do
     # shellcheck source=/dev/null

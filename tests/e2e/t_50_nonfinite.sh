@@ -2,7 +2,7 @@
 # every rank: the update is skipped, the event is logged, the weights stay
 # finite and training goes on.
 nonfinite() {
-    CLIPD_INJECT_NAN_STEP=7 run nan 2 || return 1
+    run nan 2 --set debug.nan_step=7 || return 1
     local d="$TMP/nan"
     jq -s -e 'length == 1 and .[0].step == 7 and .[0].kind == "nonfinite_grad" and .[0].action == "skip"' "$d/events.jsonl" || return 1
     jq -s -e '.[6].skipped == true and .[6].grad_norm == null and ([.[] | select(.skipped)] | length) == 1' "$d/steps.jsonl" || return 1

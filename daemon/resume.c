@@ -1,0 +1,153 @@
+/* resume: finding, checking and replaying a checkpoint's position for the
+ * coordinator (see resume.h). JSON lines are read back with jansson. */
+#include "daemon/resume.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/ckpt.h"
+#include "common/log.h"
+
+static int meta_int(const Ckpt *k, const char *key, int64_t *out, char *err, size_t errlen)
+{
+    const char *s = ckpt_meta(k, key);
+    char *end;
+    if (s) *out = strtoll(s, &end, 10);
+    if (!s || !*s || *end) {
+        snprintf(err, errlen, "%s: __metadata__.%s: missing or not an integer", k->path, key);
+        return -1;
+    }
+    return 0;
+}
+
+/* The checkpoint's parameters must be this config's model. */
+static int check_model(const Ckpt *k, const Config *c, char *err, size_t errlen)
+{
+    char names[PROTO_MAX_TENSORS][32], full[64];
+    _Static_assert(sizeof full > sizeof names[0] + 6, "param.NAME fits");
+    int n = cfg_tensor_names(c, names, PROTO_MAX_TENSORS);
+    uint64_t total = 0;
+    for (int i = 0; i < n && i < PROTO_MAX_TENSORS; i++) {
+        memcpy(full, "param.", 6);
+        memcpy(full + 6, names[i], sizeof names[i]);
+        const CkEntry *e = ckpt_find(k, full);
+        if (!e) {
+            snprintf(err, errlen, "%s: no tensor '%s': written for another model", k->path, full);
+            return -1;
+        }
+        total += e->nbytes / 4;
+    }
+    if (total != cfg_param_count(c)) {
+        snprintf(err, errlen, "%s: %" PRIu64 " parameters, the config's model has %" PRIu64
+                 " (model.* settings differ)", k->path, total, cfg_param_count(c));
+        return -1;
+    }
+    return 0;
+}
+
+int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof *r);
+    if (!strcmp(arg, "latest")) {
+        char dir[CFG_STR_MAX + 16], notes[4096] = "";
+        cfg_checkpoint_dir(c, dir, sizeof dir);
+        int rc = ckpt_latest(dir, r->path, sizeof r->path, notes, sizeof notes, err, errlen);
+        if (notes[0]) fprintf(stderr, "clipd: --resume latest: %s%s", notes,
+                              notes[strlen(notes) - 1] == '\n' ? "" : "\n");
+        if (rc != 0) return -1;
+    } else {
+        snprintf(r->path, sizeof r->path, "%s", arg);
+    }
+    Ckpt k;
+    if (ckpt_read(&k, r->path, err, errlen) != 0) return -1;
+    int64_t v[8];
+    const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_done", "epoch_seq0",
+                          "world_size", "batch_per_worker"};
+    int rc = 0;
+    for (int i = 0; i < 8 && !rc; i++) rc = meta_int(&k, keys[i], &v[i], err, errlen);
+    if (!rc && (v[6] != W || v[7] != c->data_batch_per_worker)) {
+        snprintf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld; this job "
+                 "has %d x %d: resume with the same", r->path, (long long)v[6], (long long)v[7],
+                 W, c->data_batch_per_worker);
+        rc = -1;
+    }
+    if (!rc && (v[3] > c->train_steps_per_epoch || v[2] > c->train_epochs)) {
+        snprintf(err, errlen, "%s: at epoch %lld step %lld of the epoch, beyond train.epochs %d x "
+                 "train.steps_per_epoch %d", r->path, (long long)v[2], (long long)v[3],
+                 c->train_epochs, c->train_steps_per_epoch);
+        rc = -1;
+    }
+    if (!rc) rc = check_model(&k, c, err, errlen);
+    const char *hash = ckpt_meta(&k, "config_hash");
+    char mine[32];
+    snprintf(mine, sizeof mine, "%016llx", (unsigned long long)cfg_hash(c));
+    if (!rc && (!hash || strcmp(hash, mine)))
+        fprintf(stderr, "clipd: note: %s was written with another config (hash %s, now %s): "
+                "resuming with the new settings\n", r->path, hash ? hash : "none", mine);
+    ckpt_free(&k);
+    if (rc) return -1;
+    r->step = v[0], r->seq = v[1], r->epoch = (int)v[2], r->epoch_step = (int)v[3];
+    r->epoch_done = (int)v[4], r->epoch_seq0 = v[5];
+    fprintf(stderr, "clipd: resuming from %s (epoch %d, step %lld)\n", r->path, r->epoch,
+            (long long)r->step);
+    return 0;
+}
+
+static double num(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/* Feed the kept steps.jsonl lines of the current epoch back into st, and
+ * the kept epochs.jsonl lines into epochs[]. */
+static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
+                        int nepochs)
+{
+    char path[CFG_STR_MAX + 32], *line = NULL;
+    size_t cap = 0;
+    snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
+    FILE *f = fopen(path, "r");
+    while (f && getline(&line, &cap, f) > 0) {
+        json_t *o = json_loads(line, 0, NULL);
+        if (o && num(o, "seq") > (double)r->epoch_seq0)
+            stats_add(st, num(o, "loss"), num(o, "grad_norm"),
+                      json_is_true(json_object_get(o, "clipped")),
+                      json_is_true(json_object_get(o, "skipped")), (int64_t)num(o, "tokens"));
+        json_decref(o);
+    }
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/epochs.jsonl", c->run_dir);
+    f = fopen(path, "r");
+    for (int e = 0; f && e < nepochs && getline(&line, &cap, f) > 0; e++) {
+        json_t *o = json_loads(line, 0, NULL);
+        EpochLine *l = &epochs[e];
+        l->epoch = e + 1;
+        l->s.train_loss = num(o, "train_loss"), l->s.clip_rate = num(o, "clip_rate");
+        l->s.norm_p50 = num(o, "grad_norm_p50"), l->s.norm_max = num(o, "grad_norm_max");
+        l->s.tokens_per_s = num(o, "tokens_per_s"), l->val_loss = num(o, "val_loss");
+        json_decref(o);
+    }
+    if (f) fclose(f);
+    free(line);
+}
+
+int resume_coordinator(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
+                       int *epochs_done, int64_t *next_step, int *resumed, double now_ms)
+{
+    *next_step = r->step + 1;
+    *epochs_done = r->epoch_done ? r->epoch : r->epoch - 1;
+    int at_end = r->epoch_step == c->train_steps_per_epoch;
+    stats_begin(st, r->epoch, now_ms);
+    replay_logs(r, c, st, epochs, *epochs_done);
+    if (at_end && r->epoch_done) {
+        *resumed = 0;
+        return r->epoch + 1;
+    }
+    *resumed = at_end ? -1 : 1;
+    return at_end ? r->epoch + 1 : r->epoch;
+}

@@ -1,0 +1,31 @@
+/* resume: where a resumed run starts. The coordinator finds and verifies the
+ * checkpoint (`--resume PATH|latest`), checks it fits this job, cuts the
+ * logs back to it and rebuilds its epoch statistics from the kept lines. */
+#ifndef CLIPD_RESUME_H
+#define CLIPD_RESUME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cfg.h"
+#include "common/proto.h"
+#include "daemon/runlog.h"
+#include "daemon/stats.h"
+
+typedef struct {
+    char path[PROTO_PATH_MAX]; /* "" when not resuming */
+    int64_t step, seq, epoch_seq0;
+    int epoch, epoch_step, epoch_done;
+} Resume;
+
+/* arg: a checkpoint path, or `latest` (the newest valid one in the config's
+ * checkpoint dir; skipped invalid ones are reported on stderr). Verifies
+ * the file and that it was written for this model and W workers. */
+int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen);
+/* Restores the coordinator's view; returns the epoch to run next, with
+ * *resumed 1 (that epoch continues mid-way), -1 (the end of the epoch
+ * before it must be received first) or 0. */
+int resume_coordinator(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
+                       int *epochs_done, int64_t *next_step, int *resumed, double now_ms);
+
+#endif

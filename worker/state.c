@@ -1,0 +1,343 @@
+/* state: a worker's training position: in-memory snapshots for rollbacks,
+ * checkpoints on disk (gathered to worker 0, written by common/ckpt), and
+ * resuming from them. A checkpoint holds parameters, optimizer moments, the
+ * data cursors and carried hidden state of every stream, the detector and
+ * schedule state, and the counters, so a resumed run continues bit for bit. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/ckpt.h"
+#include "common/log.h"
+#include "common/safetensors.h"
+#include "worker/worker.h"
+
+/* Worker 0's gather buffers, allocated once. */
+static uint64_t *all_streams; /* (W*B, STREAM_WORDS) */
+static float *all_hidden;     /* (L, 2, W*B, H) */
+static double *det_state;     /* (detect_state_len) */
+
+static size_t hidden_len(const Worker *w) { return (size_t)w->model.B * (size_t)w->model.H; }
+
+int state_init(Worker *w)
+{
+    Snapshot *s = &w->snap;
+    size_t n = w->model.nparams, B = (size_t)w->model.B, L = (size_t)w->model.L;
+    s->params = malloc(n * sizeof(float));
+    s->m = w->opt.m ? malloc(n * sizeof(float)) : NULL;
+    s->v = w->opt.v ? malloc(n * sizeof(float)) : NULL;
+    s->streams = calloc(B * STREAM_WORDS, sizeof(uint64_t));
+    s->hidden = calloc(L * 2 * hidden_len(w), sizeof(float));
+    det_state = calloc(detect_state_len(&w->det) + 1, sizeof(double));
+    if (!s->params || (w->opt.m && !s->m) || (w->opt.v && !s->v) || !s->streams || !s->hidden ||
+        !det_state)
+        return -1;
+    if (w->rank == 0) {
+        all_streams = calloc((size_t)w->W * B * STREAM_WORDS, sizeof(uint64_t));
+        all_hidden = calloc(L * 2 * (size_t)w->W * hidden_len(w), sizeof(float));
+        if (!all_streams || !all_hidden) return -1;
+    }
+    return 0;
+}
+
+void state_free(Worker *w)
+{
+    Snapshot *s = &w->snap;
+    free(s->params), free(s->m), free(s->v), free(s->streams), free(s->hidden);
+    free(all_streams), free(all_hidden), free(det_state);
+    memset(s, 0, sizeof *s);
+    all_streams = NULL, all_hidden = NULL, det_state = NULL;
+}
+
+static void pack_streams(const Worker *w, uint64_t *out)
+{
+    const Batcher *d = &w->data;
+    for (int b = 0; b < d->B; b++) {
+        uint64_t *o = out + (size_t)b * STREAM_WORDS;
+        memcpy(o, d->rng[b].s, 4 * sizeof(uint64_t));
+        o[4] = d->ctx[b];
+        o[5] = (uint64_t)(int64_t)d->last[b];
+    }
+}
+
+static void unpack_streams(Worker *w, const uint64_t *in)
+{
+    Batcher *d = &w->data;
+    for (int b = 0; b < d->B; b++) {
+        const uint64_t *o = in + (size_t)b * STREAM_WORDS;
+        memcpy(d->rng[b].s, o, 4 * sizeof(uint64_t));
+        d->ctx[b] = (uint32_t)o[4];
+        d->last[b] = (int)(int64_t)o[5];
+    }
+}
+
+/* The carried state of layer l: h[T] (and c[T]) of this worker's streams. */
+static float *carried(const Worker *w, int l, int which)
+{
+    const Layer *y = &w->model.layer[l];
+    float *base = which == 0 ? y->h : y->c;
+    return base ? base + (size_t)w->model.T * hidden_len(w) : NULL;
+}
+
+static void copy_hidden(Worker *w, float *buf, int to_buf)
+{
+    size_t hl = hidden_len(w);
+    for (int l = 0; l < w->model.L; l++)
+        for (int k = 0; k < 2; k++) {
+            float *live = carried(w, l, k), *saved = buf + ((size_t)l * 2 + (size_t)k) * hl;
+            if (!live) continue;
+            if (to_buf) memcpy(saved, live, hl * sizeof(float));
+            else memcpy(live, saved, hl * sizeof(float));
+        }
+}
+
+void state_snapshot(Worker *w)
+{
+    Snapshot *s = &w->snap;
+    size_t bytes = w->model.nparams * sizeof(float);
+    memcpy(s->params, w->model.params, bytes);
+    if (s->m) memcpy(s->m, w->opt.m, bytes);
+    if (s->v) memcpy(s->v, w->opt.v, bytes);
+    s->opt_t = w->opt.t;
+    s->step = w->step;
+    s->epoch_step = w->epoch_step;
+    pack_streams(w, s->streams);
+    copy_hidden(w, s->hidden, 1);
+}
+
+void state_restore(Worker *w)
+{
+    Snapshot *s = &w->snap;
+    size_t bytes = w->model.nparams * sizeof(float);
+    memcpy(w->model.params, s->params, bytes);
+    if (s->m) memcpy(w->opt.m, s->m, bytes);
+    if (s->v) memcpy(w->opt.v, s->v, bytes);
+    w->opt.t = s->opt_t;
+    w->step = s->step;
+    w->epoch_step = s->epoch_step;
+    unpack_streams(w, s->streams);
+    copy_hidden(w, s->hidden, 0);
+}
+
+uint64_t state_hash(const Worker *w)
+{
+    size_t bytes = w->model.nparams * sizeof(float);
+    uint64_t h = fnv1a64(w->model.params, bytes, FNV1A64_INIT);
+    if (w->opt.m) h = fnv1a64(w->opt.m, bytes, h);
+    if (w->opt.v) h = fnv1a64(w->opt.v, bytes, h);
+    return h;
+}
+
+/* Gather every worker's streams and carried state (just snapshotted) into
+ * worker 0's buffers. */
+static void gather_position(Worker *w)
+{
+    int B = w->model.B;
+    const uint64_t *mine = w->snap.streams;
+    const float *hid = w->snap.hidden;
+    MPI_Gather(mine, B * STREAM_WORDS, MPI_UINT64_T, all_streams, B * STREAM_WORDS,
+               MPI_UINT64_T, 0, w->comm);
+    size_t hl = hidden_len(w);
+    for (int k = 0; k < w->model.L * 2; k++)
+        MPI_Gather(hid + (size_t)k * hl, (int)hl, MPI_FLOAT,
+                   all_hidden ? all_hidden + (size_t)k * hl * (size_t)w->W : NULL, (int)hl,
+                   MPI_FLOAT, 0, w->comm);
+}
+
+typedef struct {
+    CkTensor t[4 * MODEL_MAX_VIEWS + 2 * MODEL_MAX_LAYERS + 4];
+    char names[4 * MODEL_MAX_VIEWS + 2 * MODEL_MAX_LAYERS + 4][64];
+    int n;
+} TensorList;
+
+static void add_tensor(TensorList *tl, const char *prefix, const char *name, int dtype,
+                       const void *data, int ndim, long r, long c)
+{
+    snprintf(tl->names[tl->n], sizeof tl->names[0], "%s%s", prefix, name);
+    tl->t[tl->n] = (CkTensor){tl->names[tl->n], dtype, data, ndim, {r, ndim == 2 ? c : 1}};
+    tl->n++;
+}
+
+static void list_tensors(const Worker *w, TensorList *tl)
+{
+    const Model *m = &w->model;
+    tl->n = 0;
+    for (int v = 0; v < m->nviews; v++) {
+        const ParamView *pv = &m->views[v];
+        add_tensor(tl, "param.", pv->name, CK_F32, m->params + pv->off, pv->ndim, pv->rows, pv->cols);
+        if (w->opt.m)
+            add_tensor(tl, "opt.m.", pv->name, CK_F32, w->opt.m + pv->off, pv->ndim, pv->rows, pv->cols);
+        if (w->opt.v)
+            add_tensor(tl, "opt.v.", pv->name, CK_F32, w->opt.v + pv->off, pv->ndim, pv->rows, pv->cols);
+    }
+    long WB = (long)w->W * m->B;
+    add_tensor(tl, "", "data.streams", CK_U64, all_streams, 2, WB, STREAM_WORDS);
+    size_t hl = hidden_len(w) * (size_t)w->W;
+    char name[32];
+    for (int l = 0; l < m->L; l++)
+        for (int k = 0; k < (m->kind == MODEL_LSTM ? 2 : 1); k++) {
+            snprintf(name, sizeof name, "state.%s.%d", k ? "c" : "h", l);
+            add_tensor(tl, "", name, CK_F32, all_hidden + ((size_t)l * 2 + (size_t)k) * hl, 2, WB, m->H);
+        }
+    add_tensor(tl, "", "detect.state", CK_U64, det_state, 1, (long)detect_state_len(&w->det), 1);
+}
+
+int state_checkpoint(Worker *w, char *err, size_t errlen)
+{
+    /* The position written is also the one a rollback goes back to. */
+    state_snapshot(w);
+    gather_position(w);
+    int rc = 0;
+    char msg[512] = "";
+    if (w->rank == 0) {
+        detect_save(&w->det, det_state);
+        TensorList tl;
+        list_tensors(w, &tl);
+        char v[15][48], dir[CFG_STR_MAX + 16];
+        snprintf(v[0], 48, "%" PRId64, w->step);
+        snprintf(v[1], 48, "%" PRId64, w->seq);
+        snprintf(v[2], 48, "%d", w->epoch);
+        snprintf(v[3], 48, "%d", w->epoch_step);
+        snprintf(v[4], 48, "%" PRId64, w->epoch_seq0);
+        snprintf(v[5], 48, "%d", w->W);
+        snprintf(v[6], 48, "%d", w->model.B);
+        snprintf(v[7], 48, "%ld", w->opt.t);
+        snprintf(v[8], 48, "%a", w->lr_scale);
+        snprintf(v[9], 48, "%d", w->rollbacks);
+        snprintf(v[10], 48, "%" PRId64, w->nonfinite);
+        snprintf(v[11], 48, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
+        snprintf(v[12], 48, "%a,%a,%a,%a", w->sched.best_val, w->sched.plateau_scale,
+                 w->sched.bad_epochs, w->sched.since_best);
+        snprintf(v[13], 48, "%016llx", (unsigned long long)state_hash(w));
+        snprintf(v[14], 48, "%d", w->epoch_done);
+        CkMeta meta[] = {{"step", v[0]}, {"seq", v[1]}, {"epoch", v[2]}, {"epoch_step", v[3]},
+                         {"epoch_seq0", v[4]}, {"world_size", v[5]}, {"batch_per_worker", v[6]},
+                         {"opt_t", v[7]}, {"lr_scale", v[8]}, {"rollbacks", v[9]},
+                         {"nonfinite", v[10]}, {"config_hash", v[11]}, {"sched", v[12]},
+                         {"state_hash", v[13]}, {"epoch_done", v[14]}, {"run", w->cfg.run_name}};
+        cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
+        rc = ckpt_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
+                        w->cfg.checkpoint_keep, NULL, 0, msg, sizeof msg);
+    }
+    MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);
+    if (rc != 0) {
+        MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, w->comm);
+        snprintf(err, errlen, "%s", msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int meta_i64(const Ckpt *c, const char *key, int64_t *out, char *err, size_t errlen)
+{
+    const char *s = ckpt_meta(c, key);
+    char *end;
+    if (s) *out = strtoll(s, &end, 10);
+    if (!s || !*s || *end) {
+        snprintf(err, errlen, "%s: __metadata__.%s: missing or not an integer", c->path, key);
+        return -1;
+    }
+    return 0;
+}
+
+static int meta_double(const Ckpt *c, const char *key, double *out, int n, char *err, size_t errlen)
+{
+    const char *s = ckpt_meta(c, key);
+    for (int i = 0; s && i < n; i++) {
+        char *end;
+        out[i] = strtod(s, &end);
+        if (end == s || (i + 1 < n ? *end != ',' : *end != 0)) s = NULL;
+        else s = end + 1;
+    }
+    if (!s) snprintf(err, errlen, "%s: __metadata__.%s: missing or malformed", c->path, key);
+    return s ? 0 : -1;
+}
+
+/* Counters and schedule state from __metadata__. */
+static int resume_meta(Worker *w, const Ckpt *c, char *err, size_t errlen)
+{
+    int64_t v[11];
+    const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_seq0", "world_size",
+                          "batch_per_worker", "opt_t", "rollbacks", "nonfinite", "epoch_done"};
+    for (int i = 0; i < 11; i++)
+        if (meta_i64(c, keys[i], &v[i], err, errlen)) return -1;
+    if (v[5] != w->W || v[6] != w->model.B) {
+        snprintf(err, errlen, "%s: written by %lld workers x batch %lld; this job has %d x %d "
+                 "(resume with the same worker count and data.batch_per_worker)", c->path,
+                 (long long)v[5], (long long)v[6], w->W, w->model.B);
+        return -1;
+    }
+    double sched[4];
+    if (meta_double(c, "lr_scale", &w->lr_scale, 1, err, errlen) ||
+        meta_double(c, "sched", sched, 4, err, errlen))
+        return -1;
+    w->step = v[0], w->seq = v[1], w->epoch = (int)v[2], w->epoch_step = (int)v[3];
+    w->epoch_seq0 = v[4], w->opt.t = (long)v[7], w->rollbacks = (int)v[8], w->nonfinite = v[9];
+    w->epoch_done = (int)v[10];
+    w->sched = (SchedState){sched[0], sched[1], sched[2], sched[3]};
+    return 0;
+}
+
+/* Parameters and optimizer moments, tensor by tensor, shapes checked. */
+static int resume_tensors(Worker *w, const Ckpt *c, char *err, size_t errlen)
+{
+    const Model *m = &w->model;
+    char name[96];
+    for (int v = 0; v < m->nviews; v++) {
+        const ParamView *pv = &m->views[v];
+        snprintf(name, sizeof name, "param.%s", pv->name);
+        if (ckpt_get(c, name, CK_F32, m->params + pv->off, pv->n, err, errlen)) return -1;
+        snprintf(name, sizeof name, "opt.m.%s", pv->name);
+        if (w->opt.m && ckpt_get(c, name, CK_F32, w->opt.m + pv->off, pv->n, err, errlen)) return -1;
+        snprintf(name, sizeof name, "opt.v.%s", pv->name);
+        if (w->opt.v && ckpt_get(c, name, CK_F32, w->opt.v + pv->off, pv->n, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+/* This worker's rows of the streams and the carried state. */
+static int resume_position(Worker *w, const Ckpt *c, char *err, size_t errlen)
+{
+    size_t B = (size_t)w->model.B, hl = hidden_len(w), WB = (size_t)w->W * B;
+    uint64_t *streams = malloc(WB * STREAM_WORDS * sizeof *streams);
+    float *hid = malloc(WB * (size_t)w->model.H * sizeof *hid);
+    double *det = malloc((detect_state_len(&w->det) + 1) * sizeof *det);
+    int rc = -1;
+    if (!streams || !hid || !det) {
+        snprintf(err, errlen, "%s: out of memory", c->path);
+        goto out;
+    }
+    if (ckpt_get(c, "data.streams", CK_U64, streams, WB * STREAM_WORDS, err, errlen)) goto out;
+    unpack_streams(w, streams + (size_t)w->rank * B * STREAM_WORDS);
+    char name[32];
+    for (int l = 0; l < w->model.L; l++)
+        for (int k = 0; k < (w->model.kind == MODEL_LSTM ? 2 : 1); k++) {
+            snprintf(name, sizeof name, "state.%s.%d", k ? "c" : "h", l);
+            if (ckpt_get(c, name, CK_F32, hid, WB * (size_t)w->model.H, err, errlen)) goto out;
+            memcpy(carried(w, l, k), hid + (size_t)w->rank * hl, hl * sizeof(float));
+        }
+    size_t dl = detect_state_len(&w->det);
+    if (ckpt_get(c, "detect.state", CK_U64, det, dl, err, errlen)) goto out;
+    if (detect_load(&w->det, det, dl) != 0) {
+        snprintf(err, errlen, "%s: detect.state: inconsistent (another divergence.window?)", c->path);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(streams), free(hid), free(det);
+    return rc;
+}
+
+int state_resume(Worker *w, const char *path, char *err, size_t errlen)
+{
+    Ckpt c;
+    if (ckpt_read(&c, path, err, errlen) != 0) return -1;
+    int rc = resume_meta(w, &c, err, errlen);
+    if (!rc) rc = resume_tensors(w, &c, err, errlen);
+    if (!rc) rc = resume_position(w, &c, err, errlen);
+    ckpt_free(&c);
+    if (!rc) state_snapshot(w);
+    return rc;
+}

@@ -1,0 +1,70 @@
+/* worker: the state of one training process, shared by the training loop
+ * (main.c) and its checkpoint/rollback code (state.c). */
+#ifndef CLIPD_WORKER_H
+#define CLIPD_WORKER_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "common/cfg.h"
+#include "common/data.h"
+#include "common/detect.h"
+#include "common/sched.h"
+#include "worker/model.h"
+#include "worker/optim.h"
+#include "worker/sync.h"
+
+#define STREAM_WORDS 6 /* per stream: rng state (4), markov context, last token */
+
+/* A training position in memory: what a rollback restores. */
+typedef struct {
+    float *params, *m, *v;   /* (n) copies; m, v NULL when the optimizer has none */
+    long opt_t;
+    int64_t step;
+    int epoch_step;
+    uint64_t *streams;       /* (B, STREAM_WORDS) this worker's streams */
+    float *hidden;           /* (L, 2, B, H) carried h and c of this worker's streams */
+} Snapshot;
+
+typedef struct {
+    Config cfg;
+    MPI_Comm comm;          /* the workers' communicator */
+    int rank, W;            /* rank among the workers, number of workers */
+    Model model;
+    Batcher data, valid;    /* training streams; held-out streams */
+    Optim opt;
+    Sync sync;
+    Detector det;
+    SchedState sched;
+    Snapshot snap;
+    double *local, *global; /* (nstats) statistics before and after the collective */
+    /* position: saved in checkpoints */
+    int64_t step;           /* steps whose outcome stands (restored by a rollback) */
+    int64_t seq;            /* steps executed, rolled back or not */
+    int epoch, epoch_step;  /* current epoch (1-based) and its steps done */
+    int epoch_done;         /* the epoch's end (validation, schedule) has been applied */
+    int64_t epoch_seq0;     /* seq at the start of the epoch */
+    double lr_scale;        /* product of rollback lr factors */
+    int rollbacks;
+    int64_t nonfinite;
+    int pending_req;        /* worker 0: REQ_* bits received, not yet folded in */
+} Worker;
+
+/* Fatal error after MPI_Init: log why and take every rank down. */
+void worker_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+int state_init(Worker *w);
+void state_free(Worker *w);
+/* Copy the current position into the snapshot / back from it. */
+void state_snapshot(Worker *w);
+void state_restore(Worker *w);
+/* Collective over the workers: gather streams and hidden state to worker 0,
+ * which writes the checkpoint of the current position. Returns 0, or -1 on
+ * every rank with the reason in err (worker 0's error). */
+int state_checkpoint(Worker *w, char *err, size_t errlen);
+/* Every worker loads its part of a verified checkpoint. */
+int state_resume(Worker *w, const char *path, char *err, size_t errlen);
+/* FNV-1a 64 over parameters and optimizer state: replicas must agree. */
+uint64_t state_hash(const Worker *w);
+
+#endif
