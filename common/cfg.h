@@ -84,6 +84,7 @@ typedef struct {
     double debug_spike_scale;
     int64_t debug_lr_spike_step; /* the update of this step uses lr * debug.lr_spike_scale */
     double debug_lr_spike_scale;
+    int64_t debug_drift_step;    /* the last worker's weights drift from the others' after this step */
 } Config;
 
 /* Fill every field with its documented default. */

@@ -69,9 +69,8 @@ static void hex16(char out[17], unsigned long long h)
 
 /* ---- writer ---------------------------------------------------------- */
 
-/* Checks every tensor a caller passes; *total gets the bytes of all. */
-static int check_tensors(const char *path, const CkTensor *t, int nt, size_t *total, char *err,
-                         size_t errlen)
+/* Checks every tensor a caller passes, and that all fit in CK_MAX_FILE. */
+static int check_tensors(const char *path, const CkTensor *t, int nt, char *err, size_t errlen)
 {
     if (nt < 0 || nt > CK_MAX_TENSORS || (nt && !t))
         return fail(err, errlen, "%s: %d tensors (0 to %d)", path, nt, CK_MAX_TENSORS);
@@ -97,7 +96,6 @@ static int check_tensors(const char *path, const CkTensor *t, int nt, size_t *to
         if (nb && !x->data) return fail(err, errlen, "%s: tensor '%s': no data", path, nm);
         sum += nb;
     }
-    *total = sum;
     return 0;
 }
 
@@ -236,9 +234,9 @@ static int write_atomic(const char *path, const char *hdr, size_t hlen, const Ck
 int ckpt_write_file(const char *path, const CkTensor *t, int nt, const CkMeta *meta, int nmeta,
                     char *err, size_t errlen)
 {
-    size_t total, hlen;
+    size_t hlen;
     if (nmeta < 0 || (nmeta && !meta)) return fail(err, errlen, "%s: %d metadata entries", path, nmeta);
-    if (check_tensors(path, t, nt, &total, err, errlen)) return -1;
+    if (check_tensors(path, t, nt, err, errlen)) return -1;
     unsigned long long h = FNV1A64_INIT;
     for (int i = 0; i < nt; i++) h = fnv1a64(t[i].data, ck_tensor_bytes(&t[i]), h);
     char sum[17];

@@ -346,7 +346,7 @@ static int finish(Coord *co, int final, int checkpoint)
         MPI_Recv(&d, sizeof d, MPI_BYTE, w + 1, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (w == 0) first = d;
         if (d.status != 0) bad = 1;
-        if (d.param_hash != first.param_hash || d.steps != first.steps) {
+        if (!co->aborted && (d.param_hash != first.param_hash || d.steps != first.steps)) {
             double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
             LOG(LOG_ERROR, "worker %d ends with other parameters or steps than worker 0", w);

@@ -272,6 +272,8 @@ static void decide_step(Worker *w, StepRecord *r)
     if (r->nonfinite) w->nonfinite++;
     if (act != ACT_ROLLBACK && act != ACT_ABORT) {
         w->step++, w->epoch_step++;
+        if (w->step == c->debug_drift_step && w->rank == w->W - 1 && !w->rollbacks)
+            m->params[0] += 1e-3f; /* test hook: this replica now differs */
         unsigned dv = drift_check(w, info);
         if (dv) {
             record_events(r, dv, info);

@@ -31,7 +31,14 @@ run() {
 MPIRUN_BIN="$(type -P mpirun)"
 mpirun() { timeout 300 "$MPIRUN_BIN" "$@"; }
 
+# Arguments, if any, pick test files by name: bash tests/e2e/run.sh t_90 t_95
+pick=("$@")
 for f in tests/e2e/t_*.sh; do
+    if [ ${#pick[@]} -gt 0 ]; then
+        hit=0
+        for p in "${pick[@]}"; do case "$f" in *"$p"*) hit=1 ;; esac; done
+        [ "$hit" = 1 ] || continue
+    fi
     # shellcheck source=/dev/null
     source "$f"
 done

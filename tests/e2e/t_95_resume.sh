@@ -1,0 +1,114 @@
+# Checkpoints, resume and signals, end to end. A resumed run must continue
+# bit for bit: the same steps.jsonl (but timings) and the same weights as a
+# run that was never interrupted.
+RS=(--set train.steps_per_epoch=400 --set model.hidden=48 --set checkpoint.every_steps=50)
+strip_t() { jq -c 'del(.step_ms, .tokens_per_s, .seconds)' "$1"; }
+same_run() { # DIR_A DIR_B: identical logs (but timings) and weights
+    cmp <(strip_t "$1/steps.jsonl") <(strip_t "$2/steps.jsonl") || return 1
+    cmp <(strip_t "$1/epochs.jsonl") <(strip_t "$2/epochs.jsonl") || return 1
+    build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
+}
+wait_lines() { # FILE N: until FILE has N lines (at most 60 s)
+    for _ in $(seq 600); do
+        [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# start NAME [--set ...]: a job in the background; its pid in $bg
+start() {
+    local name="$1"; shift
+    $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/$name" "${RS[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    bg=$!
+}
+
+check "uninterrupted reference run" run ref 2 "${RS[@]}"
+
+resume_epoch() {
+    run rs_ep 2 "${RS[@]}" --set train.epochs=1 || return 1
+    run rs_ep 2 "${RS[@]}" --resume latest || return 1
+    same_run "$TMP/ref" "$TMP/rs_ep"
+}
+check "1 epoch, then --resume latest for the 2nd == 2 epochs straight" resume_epoch
+
+sigusr1() {
+    start rs_u1
+    wait_lines "$TMP/rs_u1/steps.jsonl" 120 || return 1
+    pkill -USR1 -x mpirun # as sbatch --signal=B:USR1 does; mpirun forwards it
+    wait "$bg" || { echo "stopped run exited $?"; return 1; }
+    grep -q "stopped by a signal" "$TMP/rs_u1.out" || return 1
+    local n; n=$(wc -l <"$TMP/rs_u1/steps.jsonl")
+    [ "$n" -lt 800 ] || { echo "signal came too late to test anything"; return 1; }
+    ls "$TMP/rs_u1/checkpoints/step-$(printf %08d "$n").safetensors" >/dev/null || return 1
+    run rs_u1 2 "${RS[@]}" --resume latest || return 1
+    same_run "$TMP/ref" "$TMP/rs_u1"
+}
+check "SIGUSR1 through mpirun: checkpoint at the next step, exit 0; resume == uninterrupted" sigusr1
+
+sigusr2() {
+    start rs_u2 --set checkpoint.every_steps=0
+    wait_lines "$TMP/rs_u2/steps.jsonl" 120 || return 1
+    pkill -USR2 -x mpirun
+    wait "$bg" || return 1
+    [ "$(ls "$TMP/rs_u2/checkpoints" | wc -l)" -ge 2 ] || return 1 # the requested one and the final one
+    cmp <(strip_t "$TMP/ref/steps.jsonl") <(strip_t "$TMP/rs_u2/steps.jsonl") &&
+        build/tests/stcmp "$TMP/ref/final.safetensors" "$TMP/rs_u2/final.safetensors" 0
+}
+check "SIGUSR2: a checkpoint mid-run, training unchanged" sigusr2
+
+sigterm() {
+    start rs_term
+    wait_lines "$TMP/rs_term/steps.jsonl" 120 || return 1
+    pkill -TERM -x clipd # reaching the coordinator itself, not through mpirun
+    wait "$bg" || { echo "exit $?"; return 1; }
+    grep -q "stopped by a signal" "$TMP/rs_term.out" && [ -n "$(ls "$TMP/rs_term/checkpoints")" ]
+}
+check "SIGTERM to the coordinator: the same graceful stop, exit 0" sigterm
+
+sighup() {
+    start rs_hup
+    wait_lines "$TMP/rs_hup/steps.jsonl" 120 || return 1
+    mv "$TMP/rs_hup/steps.jsonl" "$TMP/rs_hup/steps.jsonl.1"
+    pkill -HUP -x clipd
+    wait "$bg" || return 1
+    grep -q "log files reopened" "$TMP/rs_hup.err" || return 1
+    # old file and new file together hold every step exactly once, in order
+    cat "$TMP/rs_hup/steps.jsonl.1" "$TMP/rs_hup/steps.jsonl" | jq -s -e 'map(.step) == [range(1; 801)]' >/dev/null
+}
+check "SIGHUP: log files reopened after logrotate moved them, no line lost" sighup
+
+sigkill() {
+    start rs_kill
+    wait_lines "$TMP/rs_kill/steps.jsonl" 170 || return 1
+    local t0=$SECONDS
+    pkill -KILL -x clipd-worker -n # the newest worker
+    wait "$bg"
+    local rc=$?
+    [ "$rc" != 0 ] || { echo "killed job exited 0"; return 1; }
+    [ $((SECONDS - t0)) -lt 60 ] || { echo "took $((SECONDS - t0)) s to end"; return 1; }
+    run rs_kill 2 "${RS[@]}" --resume latest || return 1
+    same_run "$TMP/ref" "$TMP/rs_kill"
+}
+check "SIGKILL of a worker: job ends in seconds; --resume latest == uninterrupted" sigkill
+
+corrupt() {
+    local ck="$TMP/ref/checkpoints" newest
+    newest=$(ls "$ck" | sort | tail -1)
+    cp -r "$TMP/ref" "$TMP/rs_bad"
+    printf '\xff' | dd of="$TMP/rs_bad/checkpoints/$newest" bs=1 seek=5000 conv=notrunc status=none
+    expect_exit 2 "checksum" $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/rs_bad" "${RS[@]}" \
+        --resume "$TMP/rs_bad/checkpoints/$newest" || return 1
+    run rs_bad 2 "${RS[@]}" --resume latest || return 1
+    grep -q "skipping .*$newest.*checksum" "$TMP/rs_bad.err" || { cat "$TMP/rs_bad.err"; return 1; }
+    same_run "$TMP/ref" "$TMP/rs_bad" # redone from the previous checkpoint, bit for bit
+}
+check "a bit-flipped checkpoint: latest falls back saying why; by path: exit 2" corrupt
+
+wrong_job() {
+    expect_exit 2 "written by 2 workers" $LAUNCH -n 3 "$TINY" --set run.dir="$TMP/ref" "${RS[@]}" --resume latest || return 1
+    expect_exit 2 "model" $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/ref" "${RS[@]}" --set model.hidden=32 --resume latest
+}
+check "resume with another worker count or model: exit 2 naming why" wrong_job
+
+keep_k() { [ "$(ls "$TMP/ref/checkpoints" | wc -l)" = 3 ] && ! ls -a "$TMP/ref/checkpoints" | grep -q tmp; }
+check "checkpoint.keep=3 keeps the newest 3, no temporary files left" keep_k
