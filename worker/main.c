@@ -379,9 +379,11 @@ static void write_weights(Worker *w)
 {
     Model *m = &w->model;
     StTensor t[MODEL_MAX_VIEWS];
+    char names[MODEL_MAX_VIEWS][48]; /* param.<name>, as in checkpoints */
     for (int v = 0; v < m->nviews; v++) {
         ParamView *pv = &m->views[v];
-        t[v] = (StTensor){pv->name, m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
+        snprintf(names[v], sizeof names[v], "param.%s", pv->name);
+        t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
     }
     char path[CFG_STR_MAX + 64], step[32], hash[32], err[512];
     snprintf(path, sizeof path, "%s/final.safetensors", w->cfg.run_dir);

@@ -31,6 +31,16 @@ run() {
 MPIRUN_BIN="$(type -P mpirun)"
 mpirun() { timeout 300 "$MPIRUN_BIN" "$@"; }
 
+# expect_exit CODE PATTERN CMD...: exit code and a line matching PATTERN on stderr
+expect_exit() { # CODE PATTERN CMD...: exit code and a line matching PATTERN on stderr
+    local code="$1" pat="$2"; shift 2
+    "$@" >"$TMP/be.out" 2>"$TMP/be.err"
+    local rc=$?
+    cat "$TMP/be.err"
+    [ "$rc" = "$code" ] || { echo "exit $rc, wanted $code"; return 1; }
+    grep -q -- "$pat" "$TMP/be.err"
+}
+
 # Arguments, if any, pick test files by name: bash tests/e2e/run.sh t_90 t_95
 pick=("$@")
 for f in tests/e2e/t_*.sh; do

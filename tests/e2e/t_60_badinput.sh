@@ -1,13 +1,5 @@
 # Bad input: one clear line naming the file and line:col or field, exit 2,
 # under mpirun as well as with --check.
-expect_exit() { # CODE PATTERN CMD...: exit code and a line matching PATTERN on stderr
-    local code="$1" pat="$2"; shift 2
-    "$@" >"$TMP/be.out" 2>"$TMP/be.err"
-    local rc=$?
-    cat "$TMP/be.err"
-    [ "$rc" = "$code" ] || { echo "exit $rc, wanted $code"; return 1; }
-    grep -q -- "$pat" "$TMP/be.err"
-}
 printf 'run:\n  name: x\nmodel:\n  hidden: many\n' >"$TMP/badtype.yaml"
 printf 'model:\n  hiden: 3\n' >"$TMP/badkey.yaml"
 printf 'model:\n  layers: 99\n' >"$TMP/badrange.yaml"

@@ -79,3 +79,13 @@ healthy_quiet() {
     jq -s -e 'map(select(.kind != "clip_saturation")) | length == 0' "$TMP/dv_quiet/events.jsonl" >/dev/null
 }
 check "a healthy run fires no spike or non-finite event" healthy_quiet
+
+early_stop() {
+    # lr 1e-30 leaves every float weight as it was, so the validation loss
+    # never improves after the first epoch: early stopping after the second
+    run dv_early 2 --set train.epochs=5 --set train.lr=1e-30 --set train.early_stop=1 || return 1
+    grep -q "stopped early" "$TMP/dv_early.out" || return 1
+    jq -s -e 'length == 2 and .[0].val_loss == .[1].val_loss' "$TMP/dv_early/epochs.jsonl" >/dev/null &&
+        [ -s "$TMP/dv_early/final.safetensors" ]
+}
+check "train.early_stop: no better validation loss for N epochs stops the run cleanly" early_stop

@@ -112,3 +112,9 @@ check "resume with another worker count or model: exit 2 naming why" wrong_job
 
 keep_k() { [ "$(ls "$TMP/ref/checkpoints" | wc -l)" = 3 ] && ! ls -a "$TMP/ref/checkpoints" | grep -q tmp; }
 check "checkpoint.keep=3 keeps the newest 3, no temporary files left" keep_k
+
+numpy_reads() {
+    /usr/bin/python3 tests/tools/read_weights.py "$TMP/ref/final.safetensors" \
+        "$TMP/ref/checkpoints/step-00000800.safetensors" 16 8 48
+}
+check "NumPy alone reads final.safetensors and a checkpoint (docs/CHECKPOINTS.md)" numpy_reads
