@@ -646,3 +646,16 @@ void ckpt_free(Ckpt *c)
     json_decref(c->hdr);
     memset(c, 0, sizeof *c);
 }
+
+int ckpt_meta_i64(const Ckpt *c, const char *key, int64_t *out, char *err, size_t errlen)
+{
+    const char *s = ckpt_meta(c, key);
+    char *end = NULL;
+    errno = 0;
+    if (s) *out = strtoll(s, &end, 10);
+    if (!s || !*s || *end || errno == ERANGE) {
+        snprintf(err, errlen, "%s: __metadata__.%s: missing or not an integer", c->path, key);
+        return -1;
+    }
+    return 0;
+}

@@ -7,6 +7,7 @@
 #define CLIPD_CKPT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum { CK_F32 = 0, CK_U64 = 1, CK_I32 = 2 };
 
@@ -79,6 +80,8 @@ const void *ckpt_data(const Ckpt *c, const CkEntry *e);
 int ckpt_get(const Ckpt *c, const char *name, int dtype, void *dst, size_t count, char *err,
              size_t errlen);
 const char *ckpt_meta(const Ckpt *c, const char *key); /* NULL if absent */
+/* An integer in __metadata__; -1 with "PATH: __metadata__.KEY: ..." if absent or malformed. */
+int ckpt_meta_i64(const Ckpt *c, const char *key, int64_t *out, char *err, size_t errlen);
 void ckpt_free(Ckpt *c);
 
 /* The newest valid checkpoint in dir by the step number in its name. Each

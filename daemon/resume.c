@@ -12,18 +12,6 @@
 #include "common/ckpt.h"
 #include "common/log.h"
 
-static int meta_int(const Ckpt *k, const char *key, int64_t *out, char *err, size_t errlen)
-{
-    const char *s = ckpt_meta(k, key);
-    char *end;
-    if (s) *out = strtoll(s, &end, 10);
-    if (!s || !*s || *end) {
-        snprintf(err, errlen, "%s: __metadata__.%s: missing or not an integer", k->path, key);
-        return -1;
-    }
-    return 0;
-}
-
 /* The checkpoint's parameters must be this config's model. */
 static int check_model(const Ckpt *k, const Config *c, char *err, size_t errlen)
 {
@@ -68,7 +56,7 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
     const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_done", "epoch_seq0",
                           "world_size", "batch_per_worker"};
     int rc = 0;
-    for (int i = 0; i < 8 && !rc; i++) rc = meta_int(&k, keys[i], &v[i], err, errlen);
+    for (int i = 0; i < 8 && !rc; i++) rc = ckpt_meta_i64(&k, keys[i], &v[i], err, errlen);
     if (!rc && (v[6] != W || v[7] != c->data_batch_per_worker)) {
         snprintf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld; this job "
                  "has %d x %d: resume with the same", r->path, (long long)v[6], (long long)v[7],

@@ -230,18 +230,6 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
     return 0;
 }
 
-static int meta_i64(const Ckpt *c, const char *key, int64_t *out, char *err, size_t errlen)
-{
-    const char *s = ckpt_meta(c, key);
-    char *end;
-    if (s) *out = strtoll(s, &end, 10);
-    if (!s || !*s || *end) {
-        snprintf(err, errlen, "%s: __metadata__.%s: missing or not an integer", c->path, key);
-        return -1;
-    }
-    return 0;
-}
-
 static int meta_double(const Ckpt *c, const char *key, double *out, int n, char *err, size_t errlen)
 {
     const char *s = ckpt_meta(c, key);
@@ -262,7 +250,7 @@ static int resume_meta(Worker *w, const Ckpt *c, char *err, size_t errlen)
     const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_seq0", "world_size",
                           "batch_per_worker", "opt_t", "rollbacks", "nonfinite", "epoch_done"};
     for (int i = 0; i < 11; i++)
-        if (meta_i64(c, keys[i], &v[i], err, errlen)) return -1;
+        if (ckpt_meta_i64(c, keys[i], &v[i], err, errlen)) return -1;
     if (v[5] != w->W || v[6] != w->model.B) {
         snprintf(err, errlen, "%s: written by %lld workers x batch %lld; this job has %d x %d "
                  "(resume with the same worker count and data.batch_per_worker)", c->path,
