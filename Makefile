@@ -9,8 +9,9 @@ BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD -MP \
            -I. $(BLAS_CFLAGS) -DCLIPD_VERSION='"$(VERSION)"'
-LDLIBS_COMMON := -lyaml -ljansson -lm
-LDLIBS_WORKER := $(BLAS_LIBS) -lyaml -ljansson -lm
+MHD_LIBS    := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
+LDLIBS_COMMON := $(MHD_LIBS) -lyaml -ljansson -lm -pthread
+LDLIBS_WORKER := $(BLAS_LIBS) $(MHD_LIBS) -lyaml -ljansson -lm -pthread
 
 COMMON_SRC := $(wildcard common/*.c)
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))

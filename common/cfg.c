@@ -128,6 +128,9 @@ static const CfgKey cfg_keys[] = {
     KINT(checkpoint, every_steps, 0, 1000000000, "100", "steps between checkpoints, 0 off"),
     KINT(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
     KSTR(checkpoint, dir, 0, 255, 0, "", "empty: RUN_DIR/checkpoints"),
+    KINT(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
+    KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:9464", "HTTP endpoint HOST:PORT, or off"),
+    KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN, "60", "/healthz 503 after this long idle"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
     KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
@@ -460,12 +463,19 @@ static bool key_ok(const Config *c, const CfgKey *k)
 
 /* ---- formatting ---- */
 
-/* Shortest %.Ng that reads back to exactly x (at most %.17g). */
+/* Shortest %.Ng that reads back to exactly x (at most %.17g); plain
+ * digits rather than an exponent where that is no longer (60, not 6e+01). */
 static void fmt_double(char *buf, size_t n, double x)
 {
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, n, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) return;
+        if (strtod(buf, NULL) != x) continue;
+        char plain[64];
+        snprintf(plain, sizeof plain, "%.*f", 0, x);
+        if (strchr(buf, 'e') && strlen(plain) <= strlen(buf) && strtod(plain, NULL) == x &&
+            strlen(plain) < n)
+            memcpy(buf, plain, strlen(plain) + 1);
+        return;
     }
 }
 
@@ -911,6 +921,16 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         msg_add(&m, ", got ");
         msg_value(&m, c, k);
         return CFG_ERR;
+    }
+    if (strcmp(c->metrics_listen, "off")) {
+        const char *colon = strrchr(c->metrics_listen, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        int dots = 0;
+        for (const char *p = c->metrics_listen; p < colon; p++) dots += *p == '.';
+        if (!colon || !colon[1] || *end || port < 0 || port > 65535 || dots != 3)
+            return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
+                                     "or off, got '%s'", c->metrics_listen);
     }
     if (c->divergence_action == ACT_INHERIT)
         return validate_fail(&m, "divergence.action: expected one of log, skip, rollback, "

@@ -76,6 +76,11 @@ typedef struct {
     int checkpoint_every_steps; /* 0: only when stopping or asked by a signal */
     int checkpoint_keep;
     char checkpoint_dir[CFG_STR_MAX]; /* empty: RUN_DIR/checkpoints */
+    /* log */
+    int log_tensor_norms_every; /* steps between tensors.jsonl lines; 0 off */
+    /* metrics */
+    char metrics_listen[64];    /* HOST:PORT of the HTTP endpoint, or "off" */
+    double metrics_stall_seconds; /* /healthz says 503 after this long without a step */
     /* worker */
     int worker_threads;      /* BLAS threads per worker */
     /* debug: test hooks that inject faults; each fires only before the first rollback */

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
+#include "daemon/metrics.h"
 #include "daemon/resume.h"
 #include "daemon/runlog.h"
 #include "daemon/stats.h"
@@ -49,6 +50,9 @@ typedef struct {
     int ntensors;
     Resume res;              /* where a resumed run starts */
     int stop_sent, stopped, aborted, early_stop;
+    Metrics *metrics;        /* NULL when metrics.listen is off */
+    unsigned char *clip_ring;/* (divergence.window) clipped flags of recent steps */
+    int clip_n, clip_pos, clip_sum;
 } Coord;
 
 static volatile sig_atomic_t sig_stop, sig_ckpt, sig_hup;
@@ -230,6 +234,7 @@ static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t
             write_failed(co, "events.jsonl");
         co->events++;
         co->event_count[k]++;
+        metrics_event(co->metrics, k, step, cfg_action_name(action));
         LOG(k == EV_CLIP_INACTIVE ? LOG_INFO : LOG_WARN, "step %lld: %s (value %.4g, threshold %.4g): %s",
             (long long)step, detect_kind_name(k), info[k][0], info[k][3], cfg_action_name(action));
     }
@@ -265,7 +270,18 @@ static int receive_step(Coord *co)
     if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
     log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->action,
                r->rollback_to, r);
+    int every = co->cfg.log_tensor_norms_every;
+    if (every > 0 && r->seq % every == 0 && runlog_tensors(&co->log, r, co->names, co->ntensors) != 0)
+        write_failed(co, "tensors.jsonl");
     co->nonfinite += r->nonfinite != 0;
+    int win = co->cfg.divergence_window; /* clip rate over the recent window, for /metrics */
+    if (co->clip_n == win) co->clip_sum -= co->clip_ring[co->clip_pos];
+    else co->clip_n++;
+    co->clip_ring[co->clip_pos] = r->clipped != 0;
+    co->clip_sum += r->clipped != 0;
+    co->clip_pos = (co->clip_pos + 1) % win;
+    metrics_step(co->metrics, co->recs, co->W, (double)co->clip_sum / co->clip_n);
+    if (r->flags & STEP_CHECKPOINT) metrics_checkpoint(co->metrics, r->step);
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
     if (r->flags & STEP_CHECKPOINT) co->checkpoints++, co->last_ckpt_step = r->step;
     if (r->action == ACT_ROLLBACK) {
@@ -298,6 +314,7 @@ static int receive_epoch(Coord *co, int epoch)
     if (runlog_epoch(&co->log, l) != 0) write_failed(co, "epochs.jsonl");
     log_events(co, e.seq, e.step, epoch, e.events, (const double (*)[4])e.info, e.action, -1, NULL);
     co->epochs_done = epoch;
+    metrics_epoch(co->metrics, epoch, l->val_loss, l->s.tokens_per_s);
     LOG(LOG_INFO, "epoch %d/%d: train loss %.4f, val loss %.4f, clip rate %.3f, grad norm p50 %.3g max %.3g, %.0f tokens/s",
         epoch, co->cfg.train_epochs, l->s.train_loss, l->val_loss, l->s.clip_rate, l->s.norm_p50,
         l->s.norm_max, l->s.tokens_per_s);
@@ -422,7 +439,21 @@ static int coordinate(Coord *co)
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     co->ntensors = cfg_tensor_names(c, co->names, PROTO_MAX_TENSORS);
+    co->clip_ring = calloc((size_t)c->divergence_window, 1);
+    if (!co->clip_ring) MPI_Abort(MPI_COMM_WORLD, 1);
     install_signals();
+    char err[512];
+    int port = 0;
+    co->metrics = metrics_start(c, co->W, co->names, co->ntensors, &port, err, sizeof err);
+    if (co->metrics) {
+        char host[64];
+        snprintf(host, sizeof host, "%s", c->metrics_listen);
+        *strrchr(host, ':') = 0;
+        LOG(strcmp(host, "127.0.0.1") ? LOG_WARN : LOG_INFO, "metrics: http://%s:%d/metrics%s",
+            host, port, strcmp(host, "127.0.0.1") ? " (not loopback: reachable from other hosts)" : "");
+    } else if (err[0]) {
+        LOG(LOG_WARN, "%s: training without the metrics endpoint", err);
+    }
     int epoch = 1, resumed = 0;
     co->next_step = 1;
     if (co->res.path[0]) epoch = resume_coordinator(co->res.path[0] ? &co->res : NULL, c, &co->st,
@@ -446,10 +477,12 @@ static int coordinate(Coord *co)
     }
     int done = !co->aborted && !co->stopped;
     int wrote_in_step = co->stopped && co->stop_sent && co->recs[0].flags & STEP_STOPPING;
+    metrics_state(co->metrics, co->aborted ? "aborted" : co->stopped ? "stopped" : "finishing");
     int bad = finish(co, done, !co->aborted && !wrote_in_step);
+    metrics_stop(co->metrics);
     print_summary(co, (now_ms() - co->t0_ms) / 1e3);
     stats_free(&co->st);
-    free(co->epochs), free(co->recs);
+    free(co->epochs), free(co->recs), free(co->clip_ring);
     runlog_close(&co->log);
     return co->aborted || bad ? 1 : 0;
 }
@@ -484,6 +517,10 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
         kp = &keep;
     }
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
+    if (runlog_config(&co->log, &co->cfg) != 0) {
+        snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
+        return 2;
+    }
     return 0;
 }
 

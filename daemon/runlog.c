@@ -75,7 +75,8 @@ static int open_all(RunLog *l, const char *mode, char *err, size_t errlen)
 {
     if (!(l->steps = open_log(l->dir, "steps.jsonl", mode, err, errlen)) ||
         !(l->epochs = open_log(l->dir, "epochs.jsonl", mode, err, errlen)) ||
-        !(l->events = open_log(l->dir, "events.jsonl", mode, err, errlen))) {
+        !(l->events = open_log(l->dir, "events.jsonl", mode, err, errlen)) ||
+        !(l->tensors = open_log(l->dir, "tensors.jsonl", mode, err, errlen))) {
         runlog_close(l);
         return -1;
     }
@@ -95,6 +96,8 @@ int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size
     if (cut_file(path, keep->epochs, -1, err, errlen)) return -1;
     snprintf(path, sizeof path, "%s/events.jsonl", dir);
     if (cut_file(path, 0, keep->seq, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/tensors.jsonl", dir);
+    if (cut_file(path, 0, keep->seq, err, errlen)) return -1;
     return open_all(l, "a", err, errlen);
 }
 
@@ -109,7 +112,8 @@ void runlog_close(RunLog *l)
     if (l->steps) fclose(l->steps);
     if (l->epochs) fclose(l->epochs);
     if (l->events) fclose(l->events);
-    l->steps = l->epochs = l->events = NULL;
+    if (l->tensors) fclose(l->tensors);
+    l->steps = l->epochs = l->events = l->tensors = NULL;
 }
 
 static int line_done(FILE *f) { return f && fflush(f) == 0 && !ferror(f) ? 0 : -1; }
@@ -169,4 +173,26 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
     }
     fprintf(l->events, "}\n");
     return line_done(l->events);
+}
+
+int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
+{
+    char a[32];
+    if (!l->tensors) return -1;
+    fprintf(l->tensors, "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"norms\":{",
+            (long long)r->seq, (long long)r->step, r->epoch);
+    for (int k = 0; k < n && k < r->ntensors; k++)
+        fprintf(l->tensors, "%s\"%s\":%s", k ? "," : "", names[k], json_num(a, 32, r->tensor_norm[k]));
+    fprintf(l->tensors, "}}\n");
+    return line_done(l->tensors);
+}
+
+int runlog_config(const RunLog *l, const Config *c)
+{
+    char path[CFG_STR_MAX + 32];
+    snprintf(path, sizeof path, "%s/config.yaml", l->dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    cfg_print(c, f);
+    return fclose(f) == 0 ? 0 : -1;
 }

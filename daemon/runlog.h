@@ -1,6 +1,6 @@
 /* runlog: the run's machine-readable output in run.dir, as JSON lines, one
  * object per line, flushed per line: steps.jsonl, epochs.jsonl,
- * events.jsonl. Non-finite numbers are written as null. On resume the
+ * events.jsonl, tensors.jsonl. Non-finite numbers are written as null. On resume the
  * files are cut back to what the checkpoint covers, then appended to. */
 #ifndef CLIPD_RUNLOG_H
 #define CLIPD_RUNLOG_H
@@ -14,7 +14,7 @@
 
 typedef struct {
     char dir[CFG_STR_MAX];
-    FILE *steps, *epochs, *events;
+    FILE *steps, *epochs, *events, *tensors;
 } RunLog;
 
 /* What a resumed run keeps of the old files. */
@@ -44,6 +44,10 @@ int runlog_epoch(RunLog *l, const EpochLine *e);
 int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
                  const double info[4], const char *action, int64_t rollback_to,
                  const char *const *tensors, const float *norms, int n, const char *extra);
+/* Per-tensor pre-clip norms of a step, in model order (tensors.jsonl). */
+int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n);
+/* The effective config, as YAML, in RUN_DIR/config.yaml. */
+int runlog_config(const RunLog *l, const Config *c);
 /* JSON number: %.17g, or null when not finite. */
 const char *json_num(char *buf, size_t len, double x);
 

@@ -3,7 +3,8 @@
 # (as root, or through sudo). .ci/run installs the same list.
 set -euo pipefail
 PACKAGES=(build-essential pkg-config openmpi-bin libopenmpi-dev libopenblas-dev
-          libyaml-dev libjansson-dev libcmocka-dev jq python3-numpy)
+          libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev jq python3-numpy
+          curl prometheus)
 as_root=()
 if [ "$(id -u)" != 0 ]; then as_root=(sudo); fi
 "${as_root[@]}" apt-get update -qq

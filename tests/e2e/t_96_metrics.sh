@@ -1,0 +1,102 @@
+# The live HTTP endpoint, with real HTTP clients against a real job: the
+# Prometheus exposition (checked by promtool, scraped by a real Prometheus
+# server where Debian's package is installed), /status, /healthz with a
+# stalled job, and hostile clients that must not stall training.
+metrics_job() { # start a long job serving metrics on a free port; sets $mport, $mbg
+    $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/met" --set train.steps_per_epoch=200000 \
+        --set metrics.listen=127.0.0.1:0 --set metrics.stall_seconds=2 \
+        --set checkpoint.every_steps=0 >"$TMP/met.out" 2>"$TMP/met.err" &
+    mbg=$!
+    for _ in $(seq 300); do
+        mport=$(grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/met.err" | grep -o '[0-9]*$')
+        [ -n "$mport" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+get() { curl -s --max-time 5 "http://127.0.0.1:$mport$1"; }
+steps_now() { get /metrics | awk '$1 == "clipd_steps_total" { print $2 }'; }
+
+check "a job serves metrics on the port it logs" metrics_job
+
+exposition() {
+    get /metrics >"$TMP/m1.txt" || return 1
+    grep -q '^clipd_grad_norm_preclip_bucket{le="+Inf"}' "$TMP/m1.txt" || return 1
+    grep -q '^clipd_divergence_events_total{kind="loss_spike"}' "$TMP/m1.txt" || return 1
+    grep -q '^clipd_worker_step_seconds{worker="1"}' "$TMP/m1.txt" || return 1
+    [ "$(awk '$1 == "clipd_steps_total" { print ($2 > 0) }' "$TMP/m1.txt")" = 1 ] || return 1
+    if command -v promtool >/dev/null; then promtool check metrics <"$TMP/m1.txt"; else echo "promtool not installed: format not linted"; fi
+}
+check "GET /metrics: Prometheus text format (promtool check metrics), counters moving" exposition
+
+status() {
+    get /status | jq -e '.run == "tiny" and .world_size == 2 and .state == "training" and .step > 0
+        and (.uptime_s | type) == "number" and (.config_hash | length) == 16'
+}
+check "GET /status: JSON with run, world size, step, uptime, config hash" status
+
+health() {
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/healthz")" = 200 ] || return 1
+    pkill -STOP -x clipd-worker
+    sleep 3.5
+    local code; code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$mport/healthz")
+    pkill -CONT -x clipd-worker
+    [ "$code" = 503 ] || { echo "stalled job answered $code"; return 1; }
+    sleep 0.5
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/healthz")" = 200 ]
+}
+check "GET /healthz: 200 while steps arrive, 503 once stalled past metrics.stall_seconds, 200 again" health
+
+not_found() {
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/../../etc/passwd")" = 404 ] &&
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$mport/metrics")" = 405 ]
+}
+check "other paths 404, other methods 405; nothing reads files" not_found
+
+hostile() {
+    local before after
+    before=$(steps_now)
+    # 300 slowloris connections: half a request each, held open
+    for i in $(seq 300); do
+        { exec 3<>"/dev/tcp/127.0.0.1/$mport" && printf 'GET /metrics HTTP/1.1\r\nHost: x\r\n' >&3 && sleep 4; } 2>/dev/null &
+    done
+    sleep 1
+    # an oversized header, and many quick requests at once
+    curl -s -o /dev/null -w '%{http_code}\n' --max-time 5 -H "X-Big: $(head -c 200000 /dev/zero | tr '\0' a)" \
+        "http://127.0.0.1:$mport/metrics" >"$TMP/big.code"
+    for i in $(seq 50); do curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$mport/metrics" & done
+    wait_pids=$(jobs -p | grep -v "^$mbg$")
+    sleep 5
+    kill $wait_pids 2>/dev/null
+    after=$(steps_now)
+    echo "oversized header answered $(cat "$TMP/big.code"); steps $before -> $after under load"
+    [ -n "$after" ] && [ "$after" -gt "$before" ] && [ "$(cat "$TMP/big.code")" != 200 ]
+}
+check "hostile clients (300 slowloris, 200 kB header, 50 at once): endpoint answers, training goes on" hostile
+
+prometheus_scrapes() {
+    if ! command -v prometheus >/dev/null; then echo "prometheus not installed: skipped"; return 0; fi
+    local pport=$((20000 + RANDOM % 20000))
+    cat >"$TMP/prom.yml" <<YML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs: [{job_name: clipd, static_configs: [{targets: ["127.0.0.1:$mport"]}]}]
+YML
+    prometheus --config.file="$TMP/prom.yml" --storage.tsdb.path="$TMP/promdata" \
+        --web.listen-address="127.0.0.1:$pport" >"$TMP/prom.log" 2>&1 &
+    local ppid=$! ok=1
+    for _ in $(seq 60); do
+        sleep 0.5
+        curl -s "http://127.0.0.1:$pport/api/v1/query?query=clipd_steps_total" >"$TMP/q.json" 2>/dev/null || continue
+        if jq -e '.status == "success" and (.data.result[0].value[1] | tonumber) > 0' "$TMP/q.json" >/dev/null 2>&1; then ok=0; break; fi
+    done
+    kill "$ppid"; wait "$ppid" 2>/dev/null
+    jq -c '.data.result[0]' "$TMP/q.json" 2>/dev/null
+    return $ok
+}
+check "a real Prometheus server scrapes clipd_steps_total" prometheus_scrapes
+
+stop_metrics_job() { pkill -USR1 -x mpirun; wait "$mbg"; }
+check "the metrics job stops cleanly on SIGUSR1" stop_metrics_job
+
+bad_listen() { expect_exit 2 "metrics.listen" build/clipd --check "$TINY" --set metrics.listen=localhost; }
+check "metrics.listen that is not HOST:PORT or off: exit 2" bad_listen
