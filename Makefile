@@ -15,7 +15,7 @@ LDLIBS_WORKER := $(BLAS_LIBS) $(MHD_LIBS) -lyaml -ljansson -lm -pthread
 
 COMMON_SRC := $(wildcard common/*.c)
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
-DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c daemon/report.c,$(wildcard daemon/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
@@ -23,7 +23,7 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync
 
-all: $(BUILD)/clipd $(BUILD)/clipd-worker
+all: $(BUILD)/clipd $(BUILD)/clipd-worker $(BUILD)/clipd-report
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -34,6 +34,10 @@ $(BUILD)/clipd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(COMMON_OBJ)
 
 $(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
+
+# The report reads a run directory's files; it needs no MPI and no other object.
+$(BUILD)/clipd-report: $(BUILD)/daemon/report.o
+	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
 
 # Unit tests link every non-main object, plus cmocka.
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(WORKER_OBJ) $(DAEMON_OBJ) $(COMMON_OBJ)

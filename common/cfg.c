@@ -932,6 +932,10 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
             return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
                                      "or off, got '%s'", c->metrics_listen);
     }
+    if (c->divergence_val_loss_rise_action == ACT_SKIP ||
+        c->divergence_val_loss_rise_action == ACT_ROLLBACK)
+        return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "
+                                 "(an epoch's end has no update to skip or roll back)");
     if (c->divergence_action == ACT_INHERIT)
         return validate_fail(&m, "divergence.action: expected one of log, skip, rollback, "
                                  "abort (inherit is for the per-kind actions)");

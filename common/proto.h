@@ -50,7 +50,8 @@ typedef struct {
 } ReqMsg;
 
 /* StepRecord.flags */
-enum { STEP_EPOCH_LAST = 1, STEP_STOPPING = 2, STEP_ABORT = 4, STEP_CHECKPOINT = 8 };
+enum { STEP_EPOCH_LAST = 1, STEP_STOPPING = 2, STEP_ABORT = 4, STEP_CHECKPOINT = 8,
+       STEP_CKPT_FAILED = 16 };
 
 typedef struct {
     int64_t step;       /* global step, 1-based (repeats after a rollback) */
@@ -92,7 +93,7 @@ typedef struct {
 } EpochRecord;
 
 typedef struct {
-    int32_t status;     /* 0 ok */
+    int32_t status;     /* 0 ok; 1: the checkpoint or weights asked for could not be written */
     int32_t wrank;
     int64_t steps;
     uint64_t param_hash; /* FNV-1a 64 of the final parameter bytes */

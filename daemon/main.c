@@ -50,6 +50,7 @@ typedef struct {
     int ntensors;
     Resume res;              /* where a resumed run starts */
     int stop_sent, stopped, aborted, early_stop;
+    int64_t steps_seen;      /* step records received in this session */
     Metrics *metrics;        /* NULL when metrics.listen is off */
     unsigned char *clip_ring;/* (divergence.window) clipped flags of recent steps */
     int clip_n, clip_pos, clip_sum;
@@ -222,6 +223,7 @@ static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t
                        const double (*info)[4], int action, int64_t rollback_to,
                        const StepRecord *r)
 {
+    const char *extra = r ? NULL : "\"at\":\"epoch_end\""; /* no record: an epoch's end */
     for (int k = 0; k < EV_COUNT; k++) {
         if (!(events & (1u << k))) continue;
         const char *names[PROTO_MAX_TENSORS];
@@ -230,7 +232,7 @@ static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t
         int n = r && spike ? sort_tensors(co, r, names, norms) : 0;
         if (runlog_event(&co->log, seq, step, epoch, detect_kind_name(k), info[k],
                          cfg_action_name(action), action == ACT_ROLLBACK ? rollback_to : -1,
-                         names, norms, n, NULL) != 0)
+                         names, norms, n, extra) != 0)
             write_failed(co, "events.jsonl");
         co->events++;
         co->event_count[k]++;
@@ -282,6 +284,10 @@ static int receive_step(Coord *co)
     co->clip_pos = (co->clip_pos + 1) % win;
     metrics_step(co->metrics, co->recs, co->W, (double)co->clip_sum / co->clip_n);
     if (r->flags & STEP_CHECKPOINT) metrics_checkpoint(co->metrics, r->step);
+    if (r->flags & STEP_CKPT_FAILED && co->write_errors++ == 0)
+        LOG(LOG_ERROR, "step %lld: the checkpoint could not be written (see worker 0's message); "
+                       "training goes on, the exit code will be 1", (long long)r->step);
+    co->steps_seen++;
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
     if (r->flags & STEP_CHECKPOINT) co->checkpoints++, co->last_ckpt_step = r->step;
     if (r->action == ACT_ROLLBACK) {
@@ -362,7 +368,7 @@ static int finish(Coord *co, int final, int checkpoint)
         wait_message(NULL, w + 1, TAG_DONE, &st);
         MPI_Recv(&d, sizeof d, MPI_BYTE, w + 1, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (w == 0) first = d;
-        if (d.status != 0) bad = 1;
+        if (d.status != 0) bad = 1, checkpoint = 0;
         if (!co->aborted && (d.param_hash != first.param_hash || d.steps != first.steps)) {
             double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
@@ -441,7 +447,6 @@ static int coordinate(Coord *co)
     co->ntensors = cfg_tensor_names(c, co->names, PROTO_MAX_TENSORS);
     co->clip_ring = calloc((size_t)c->divergence_window, 1);
     if (!co->clip_ring) MPI_Abort(MPI_COMM_WORLD, 1);
-    install_signals();
     char err[512];
     int port = 0;
     co->metrics = metrics_start(c, co->W, co->names, co->ntensors, &port, err, sizeof err);
@@ -456,7 +461,7 @@ static int coordinate(Coord *co)
     }
     int epoch = 1, resumed = 0;
     co->next_step = 1;
-    if (co->res.path[0]) epoch = resume_coordinator(co->res.path[0] ? &co->res : NULL, c, &co->st,
+    if (co->res.path[0]) epoch = resume_coordinator(&co->res, c, &co->st,
                                                      co->epochs, &co->epochs_done, &co->next_step,
                                                      &resumed, now_ms());
     LOG(LOG_INFO, "run '%s': %d workers, logs in %s%s", c->run_name, co->W, c->run_dir,
@@ -476,9 +481,12 @@ static int coordinate(Coord *co)
         resumed = 0;
     }
     int done = !co->aborted && !co->stopped;
-    int wrote_in_step = co->stopped && co->stop_sent && co->recs[0].flags & STEP_STOPPING;
+    /* A checkpoint at the end, unless the stopping step wrote one, the run
+     * aborted, or no step ran at all in this session. */
+    int wrote_in_step = co->stopped && (co->recs[0].flags & STEP_CHECKPOINT);
+    int ckpt = !co->aborted && !wrote_in_step && co->steps_seen > 0;
     metrics_state(co->metrics, co->aborted ? "aborted" : co->stopped ? "stopped" : "finishing");
-    int bad = finish(co, done, !co->aborted && !wrote_in_step);
+    int bad = finish(co, done, ckpt);
     metrics_stop(co->metrics);
     print_summary(co, (now_ms() - co->t0_ms) / 1e3);
     stats_free(&co->st);
@@ -513,8 +521,10 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
     LogKeep keep, *kp = NULL;
     if (a->resume) {
         if (resume_find(&co->res, &co->cfg, a->resume, co->W, err, errlen) != 0) return 2;
-        keep = (LogKeep){co->res.seq, co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1};
+        keep = (LogKeep){co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1,
+                         !co->res.epoch_done};
         kp = &keep;
+        if (resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     }
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
     if (runlog_config(&co->log, &co->cfg) != 0) {
@@ -530,6 +540,7 @@ int main(int argc, char **argv)
     static ConfigMsg msg;
     char err[2048] = "";
     Args a;
+    install_signals(); /* a signal during start-up must not kill the coordinator */
     int rc = parse_args(&a, argc, argv, err, sizeof err);
     int train = rc < 0 && !a.check;
     if (rc < 0) {

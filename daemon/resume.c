@@ -12,6 +12,9 @@
 #include "common/ckpt.h"
 #include "common/log.h"
 
+#include <dirent.h>
+#include <errno.h>
+
 /* The checkpoint's parameters must be this config's model. */
 static int check_model(const Ckpt *k, const Config *c, char *err, size_t errlen)
 {
@@ -61,6 +64,11 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
         snprintf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld; this job "
                  "has %d x %d: resume with the same", r->path, (long long)v[6], (long long)v[7],
                  W, c->data_batch_per_worker);
+        rc = -1;
+    }
+    if (!rc && (v[2] < 1 || v[3] < 0)) {
+        snprintf(err, errlen, "%s: epoch %lld, step %lld of the epoch: not a training position",
+                 r->path, (long long)v[2], (long long)v[3]);
         rc = -1;
     }
     if (!rc && (v[3] > c->train_steps_per_epoch || v[2] > c->train_epochs)) {
@@ -138,4 +146,32 @@ int resume_coordinator(const Resume *r, const Config *c, EpochStats *st, EpochLi
     }
     *resumed = at_end ? -1 : 1;
     return at_end ? r->epoch + 1 : r->epoch;
+}
+
+int resume_abandon_newer(const Resume *r, const Config *c, char *err, size_t errlen)
+{
+    char dir[CFG_STR_MAX + 16];
+    cfg_checkpoint_dir(c, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) && !rc) {
+        long long step;
+        char tail[32];
+        if (sscanf(e->d_name, "step-%lld.safetensor%31s", &step, tail) != 2 || strcmp(tail, "s") ||
+            step <= r->step)
+            continue;
+        char from[CFG_STR_MAX + 300], to[CFG_STR_MAX + 320];
+        snprintf(from, sizeof from, "%s/%s", dir, e->d_name);
+        snprintf(to, sizeof to, "%s.abandoned", from);
+        if (rename(from, to) != 0) {
+            snprintf(err, errlen, "%s: cannot set aside: %s", from, strerror(errno));
+            rc = -1;
+        } else {
+            fprintf(stderr, "clipd: set aside %s (newer than the resume point)\n", from);
+        }
+    }
+    closedir(d);
+    return rc;
 }

@@ -22,6 +22,9 @@ typedef struct {
  * checkpoint dir; skipped invalid ones are reported on stderr). Verifies
  * the file and that it was written for this model and W workers. */
 int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen);
+/* Renames checkpoints newer than the resume point (a timeline this run
+ * abandons) to step-*.safetensors.abandoned, so `latest` never picks them. */
+int resume_abandon_newer(const Resume *r, const Config *c, char *err, size_t errlen);
 /* Restores the coordinator's view; returns the epoch to run next, with
  * *resumed 1 (that epoch continues mid-way), -1 (the end of the epoch
  * before it must be received first) or 0. */

@@ -16,16 +16,20 @@ const char *json_num(char *buf, size_t len, double x)
     return buf;
 }
 
-/* The "seq" of an events line, or -1. */
-static int64_t line_seq(const char *line)
+/* The integer field `key` of a JSON line, or -1. */
+static int64_t line_field(const char *line, const char *key)
 {
-    const char *p = strstr(line, "\"seq\":");
-    return p ? strtoll(p + 6, NULL, 10) : -1;
+    char pat[32];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
 }
 
-/* Keep the first `lines` lines (or, with max_seq >= 0, the lines whose seq
- * is <= max_seq): written to a temporary file and renamed over the old. */
-static int cut_file(const char *path, int64_t lines, int64_t max_seq, char *err, size_t errlen)
+/* Keep the lines whose field `key` is <= max; with drop_epoch_end, not the
+ * epoch-end events at exactly max (the resumed run logs them again). The
+ * result is written to a temporary file, fsynced and renamed over the old. */
+static int cut_file(const char *path, const char *key, int64_t max, int drop_epoch_end,
+                    char *err, size_t errlen)
 {
     FILE *in = fopen(path, "r");
     if (!in) return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
@@ -39,18 +43,18 @@ static int cut_file(const char *path, int64_t lines, int64_t max_seq, char *err,
     }
     char *line = NULL;
     size_t cap = 0;
-    int64_t n = 0;
     while (getline(&line, &cap, in) > 0) {
         if (!strchr(line, '\n')) break; /* a torn last line from a crash */
-        int keep = max_seq >= 0 ? line_seq(line) <= max_seq : n < lines;
+        int64_t v = line_field(line, key);
+        int keep = v >= 0 && v <= max;
+        if (keep && drop_epoch_end && v == max && strstr(line, "\"at\":\"epoch_end\"")) keep = 0;
         if (keep) fputs(line, out);
-        n++;
     }
     free(line);
     fclose(in);
     int bad = fflush(out) != 0 || fsync(fileno(out)) != 0;
     bad |= fclose(out) != 0;
-    if (bad || rename(tmp, path) != 0) {
+    if (bad || rename(tmp, path) != 0 || fs_fsync_parent(path) != 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         unlink(tmp);
         return -1;
@@ -89,15 +93,14 @@ int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size
     snprintf(l->dir, sizeof l->dir, "%s", dir);
     if (fs_mkdir_p(dir, err, errlen) != 0) return -1;
     if (!keep) return open_all(l, "w", err, errlen);
-    char path[CFG_STR_MAX + 32];
-    snprintf(path, sizeof path, "%s/steps.jsonl", dir);
-    if (cut_file(path, keep->steps, -1, err, errlen)) return -1;
-    snprintf(path, sizeof path, "%s/epochs.jsonl", dir);
-    if (cut_file(path, keep->epochs, -1, err, errlen)) return -1;
-    snprintf(path, sizeof path, "%s/events.jsonl", dir);
-    if (cut_file(path, 0, keep->seq, err, errlen)) return -1;
-    snprintf(path, sizeof path, "%s/tensors.jsonl", dir);
-    if (cut_file(path, 0, keep->seq, err, errlen)) return -1;
+    const char *files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl"};
+    const char *keys[] = {"seq", "epoch", "seq", "seq"};
+    int64_t max[] = {keep->seq, keep->epochs, keep->seq, keep->seq};
+    for (int i = 0; i < 4; i++) {
+        char path[CFG_STR_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (cut_file(path, keys[i], max[i], i == 2 && keep->drop_epoch_end, err, errlen)) return -1;
+    }
     return open_all(l, "a", err, errlen);
 }
 
@@ -155,6 +158,7 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
                  const double info[4], const char *action, int64_t rollback_to,
                  const char *const *tensors, const float *norms, int n, const char *extra)
 {
+    /* extra: more "key":value pairs, e.g. "at":"epoch_end" */
     char a[32], b[32], c[32], d[32];
     if (!l->events) return -1;
     fprintf(l->events,

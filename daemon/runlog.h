@@ -19,9 +19,9 @@ typedef struct {
 
 /* What a resumed run keeps of the old files. */
 typedef struct {
-    int64_t steps;   /* first lines of steps.jsonl (one per executed step: seq) */
-    int64_t seq;     /* events.jsonl lines with "seq" <= this */
-    int64_t epochs;  /* first lines of epochs.jsonl */
+    int64_t seq;        /* steps, events, tensors: lines with "seq" <= this */
+    int64_t epochs;     /* epochs.jsonl: lines with "epoch" <= this */
+    int drop_epoch_end; /* also drop epoch-end events at seq (the epoch's end is redone) */
 } LogKeep;
 
 typedef struct {

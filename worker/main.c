@@ -304,10 +304,12 @@ static int train_step(Worker *w, StepRecord *r)
               w->step % w->cfg.checkpoint_every_steps == 0;
     if (!(r->flags & STEP_ABORT) && (due || req)) {
         char err[512];
-        if (state_checkpoint(w, err, sizeof err) != 0)
-            LOG(LOG_ERROR, "checkpoint at step %lld failed: %s", (long long)w->step, err);
-        else
+        if (state_checkpoint(w, err, sizeof err) == 0) {
             r->flags |= STEP_CHECKPOINT;
+        } else {
+            r->flags |= STEP_CKPT_FAILED;
+            if (w->rank == 0) LOG(LOG_ERROR, "checkpoint at step %lld failed: %s", (long long)w->step, err);
+        }
     }
     if (req & REQ_STOP) r->flags |= STEP_STOPPING;
     if (w->epoch_step == w->cfg.train_steps_per_epoch) r->flags |= STEP_EPOCH_LAST;
@@ -354,6 +356,7 @@ static int epoch_end(Worker *w)
             e.info[k][2] = info[k].std, e.info[k][3] = info[k].threshold;
         }
     e.action = resolve_action(&w->cfg, e.events);
+    if (e.action != ACT_ABORT) e.action = ACT_LOG; /* nothing to skip or roll back at an epoch's end */
     if (e.action == ACT_ABORT) e.flags |= EPOCH_ABORT;
     e.lr = sched_lr(&w->cfg, &w->sched, w->step, w->epoch) * w->lr_scale;
     if (sched_epoch_end(&w->cfg, &w->sched, e.val_loss)) e.flags |= EPOCH_EARLY_STOP;
@@ -365,7 +368,7 @@ static int epoch_end(Worker *w)
 
 static void start_epoch(Worker *w, const CtrlMsg *ctl)
 {
-    if (w->epoch_step > 0 && ctl->epoch == w->epoch) return; /* resumed mid-epoch */
+    if (ctl->epoch == w->epoch && !w->epoch_done) return; /* resumed inside this epoch */
     w->epoch = ctl->epoch;
     w->epoch_step = 0;
     w->epoch_done = 0;
@@ -375,7 +378,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
     state_snapshot(w); /* a rollback never crosses an epoch boundary */
 }
 
-static void write_weights(Worker *w)
+static int write_weights(Worker *w)
 {
     Model *m = &w->model;
     StTensor t[MODEL_MAX_VIEWS];
@@ -390,8 +393,11 @@ static void write_weights(Worker *w)
     snprintf(step, sizeof step, "%lld", (long long)w->step);
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
     StMeta meta[] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
-    if (st_write(path, t, m->nviews, meta, 3, err, sizeof err) != 0)
-        worker_fatal("cannot write final weights: %s", err);
+    if (st_write(path, t, m->nviews, meta, 3, err, sizeof err) != 0) {
+        LOG(LOG_ERROR, "cannot write the final weights: %s", err);
+        return -1;
+    }
+    return 0;
 }
 
 /* Epochs until the coordinator says stop; returns the STOP message. */
@@ -416,12 +422,15 @@ static CtrlMsg worker_loop(Worker *w)
 static void worker_finish(Worker *w, const CtrlMsg *stop)
 {
     char err[512];
-    if (stop->checkpoint && state_checkpoint(w, err, sizeof err) != 0)
-        LOG(LOG_ERROR, "final checkpoint failed: %s", err);
-    if (stop->final && w->rank == 0) write_weights(w);
+    int status = 0;
+    if (stop->checkpoint && state_checkpoint(w, err, sizeof err) != 0) {
+        if (w->rank == 0) LOG(LOG_ERROR, "final checkpoint failed: %s", err);
+        status = 1;
+    }
+    if (stop->final && w->rank == 0 && write_weights(w) != 0) status = 1;
     MPI_Barrier(w->comm); /* the files are on disk before anyone says done */
     poll_requests(w);     /* drop requests that came too late to matter */
-    DoneMsg done = {0, w->rank, w->step,
+    DoneMsg done = {status, w->rank, w->step,
                     fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT)};
     MPI_Send(&done, sizeof done, MPI_BYTE, 0, TAG_DONE, MPI_COMM_WORLD);
 }

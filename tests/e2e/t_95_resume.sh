@@ -6,7 +6,21 @@ strip_t() { jq -c 'del(.step_ms, .tokens_per_s, .seconds)' "$1"; }
 same_run() { # DIR_A DIR_B: identical logs (but timings) and weights
     cmp <(strip_t "$1/steps.jsonl") <(strip_t "$2/steps.jsonl") || return 1
     cmp <(strip_t "$1/epochs.jsonl") <(strip_t "$2/epochs.jsonl") || return 1
+    cmp "$1/events.jsonl" "$2/events.jsonl" || return 1
+    cmp "$1/tensors.jsonl" "$2/tensors.jsonl" || return 1
     build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
+}
+job_pids() { # PID NAME: the descendants of PID whose command name is NAME
+    local p
+    for p in $(pgrep -P "$1"); do
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && echo "$p"
+        job_pids "$p" "$2"
+    done
+}
+sig_job() { # SIGNAL NAME: signal this test's job's processes called NAME (not other jobs)
+    local pids; pids=$(job_pids "$bg" "$2")
+    [ -n "$pids" ] || { echo "no $2 in the job"; return 1; }
+    kill -"$1" $pids
 }
 wait_lines() { # FILE N: until FILE has N lines (at most 60 s)
     for _ in $(seq 600); do
@@ -34,7 +48,7 @@ check "1 epoch, then --resume latest for the 2nd == 2 epochs straight" resume_ep
 sigusr1() {
     start rs_u1
     wait_lines "$TMP/rs_u1/steps.jsonl" 120 || return 1
-    pkill -USR1 -x mpirun # as sbatch --signal=B:USR1 does; mpirun forwards it
+    sig_job USR1 mpirun || return 1 # as sbatch --signal=B:USR1 does; mpirun forwards it
     wait "$bg" || { echo "stopped run exited $?"; return 1; }
     grep -q "stopped by a signal" "$TMP/rs_u1.out" || return 1
     local n; n=$(wc -l <"$TMP/rs_u1/steps.jsonl")
@@ -48,7 +62,7 @@ check "SIGUSR1 through mpirun: checkpoint at the next step, exit 0; resume == un
 sigusr2() {
     start rs_u2 --set checkpoint.every_steps=0
     wait_lines "$TMP/rs_u2/steps.jsonl" 120 || return 1
-    pkill -USR2 -x mpirun
+    sig_job USR2 mpirun || return 1
     wait "$bg" || return 1
     [ "$(ls "$TMP/rs_u2/checkpoints" | wc -l)" -ge 2 ] || return 1 # the requested one and the final one
     cmp <(strip_t "$TMP/ref/steps.jsonl") <(strip_t "$TMP/rs_u2/steps.jsonl") &&
@@ -59,9 +73,13 @@ check "SIGUSR2: a checkpoint mid-run, training unchanged" sigusr2
 sigterm() {
     start rs_term
     wait_lines "$TMP/rs_term/steps.jsonl" 120 || return 1
-    pkill -TERM -x clipd # reaching the coordinator itself, not through mpirun
+    sig_job TERM clipd || return 1 # reaching the coordinator itself, not through mpirun
     wait "$bg" || { echo "exit $?"; return 1; }
-    grep -q "stopped by a signal" "$TMP/rs_term.out" && [ -n "$(ls "$TMP/rs_term/checkpoints")" ]
+    grep -q "stopped by a signal" "$TMP/rs_term.out" || return 1
+    local n; n=$(wc -l <"$TMP/rs_term/steps.jsonl")
+    ls "$TMP/rs_term/checkpoints/step-$(printf %08d "$n").safetensors" >/dev/null || return 1
+    run rs_term 2 "${RS[@]}" --resume latest || return 1
+    same_run "$TMP/ref" "$TMP/rs_term"
 }
 check "SIGTERM to the coordinator: the same graceful stop, exit 0" sigterm
 
@@ -69,7 +87,7 @@ sighup() {
     start rs_hup
     wait_lines "$TMP/rs_hup/steps.jsonl" 120 || return 1
     mv "$TMP/rs_hup/steps.jsonl" "$TMP/rs_hup/steps.jsonl.1"
-    pkill -HUP -x clipd
+    sig_job HUP clipd || return 1
     wait "$bg" || return 1
     grep -q "log files reopened" "$TMP/rs_hup.err" || return 1
     # old file and new file together hold every step exactly once, in order
@@ -81,7 +99,7 @@ sigkill() {
     start rs_kill
     wait_lines "$TMP/rs_kill/steps.jsonl" 170 || return 1
     local t0=$SECONDS
-    pkill -KILL -x clipd-worker -n # the newest worker
+    kill -KILL "$(job_pids "$bg" clipd-worker | tail -1)" # one worker
     wait "$bg"
     local rc=$?
     [ "$rc" != 0 ] || { echo "killed job exited 0"; return 1; }
@@ -118,3 +136,30 @@ numpy_reads() {
         "$TMP/ref/checkpoints/step-00000800.safetensors" 16 8 48
 }
 check "NumPy alone reads final.safetensors and a checkpoint (docs/CHECKPOINTS.md)" numpy_reads
+
+end_of_epoch() {
+    # keep every checkpoint; resume from the one at the last step of epoch 1,
+    # written before that epoch's validation: the resumed run redoes the
+    # epoch's end, logs its events once, and sets aside the newer checkpoints
+    run rs_end 2 "${RS[@]}" --set checkpoint.keep=100 --set clip.max_norm=1e9 || return 1
+    cp -r "$TMP/rs_end" "$TMP/rs_end2"
+    run rs_end2 2 "${RS[@]}" --set checkpoint.keep=100 --set clip.max_norm=1e9 \
+        --resume "$TMP/rs_end2/checkpoints/step-00000400.safetensors" || return 1
+    grep -q "set aside .*step-00000450" "$TMP/rs_end2.err" || return 1
+    jq -s -e 'map(select(.kind == "clip_inactive")) | length == 2' "$TMP/rs_end2/events.jsonl" >/dev/null || return 1
+    same_run "$TMP/rs_end" "$TMP/rs_end2"
+}
+check "resume at an epoch's last step: its end is redone once; newer checkpoints set aside" end_of_epoch
+
+rollback_resume() {
+    local RB=(--set debug.spike_step=620 --set divergence.action=rollback)
+    run rb_ref 2 "${RS[@]}" "${RB[@]}" || return 1
+    jq -s -e 'any(.[]; .action == "rollback" and .rollback_to == 600)' "$TMP/rb_ref/events.jsonl" >/dev/null || return 1
+    start rb_kill "${RB[@]}"
+    wait_lines "$TMP/rb_kill/steps.jsonl" 470 || return 1
+    kill -KILL "$(job_pids "$bg" clipd-worker | tail -1)"
+    wait "$bg"
+    run rb_kill 2 "${RS[@]}" "${RB[@]}" --resume latest || return 1
+    same_run "$TMP/rb_ref" "$TMP/rb_kill"
+}
+check "a run with a rollback, killed and resumed, == the uninterrupted run" rollback_resume
