@@ -4,7 +4,7 @@
 set -euo pipefail
 PACKAGES=(build-essential pkg-config openmpi-bin libopenmpi-dev libopenblas-dev
           libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev jq python3-numpy
-          curl prometheus)
+          curl prometheus libxml2-utils)
 as_root=()
 if [ "$(id -u)" != 0 ]; then as_root=(sudo); fi
 "${as_root[@]}" apt-get update -qq
