@@ -134,7 +134,8 @@ static void prom_histogram(Buf *b, const Metrics *m, const Snap *s)
     uint64_t acc = 0;
     for (int i = 0; i < NBUCKETS; i++) {
         acc += s->hist[i];
-        put(b, "clipd_grad_norm_preclip_bucket{le=\"%s\"} %llu\n", num(t, bucket_factor[i] * m->max_norm),
+        snprintf(t, sizeof t, "%.6g", bucket_factor[i] * m->max_norm);
+        put(b, "clipd_grad_norm_preclip_bucket{le=\"%s\"} %llu\n", t,
             (unsigned long long)acc);
     }
     acc += s->hist[NBUCKETS];

@@ -56,8 +56,8 @@ check "other paths 404, other methods 405; nothing reads files" not_found
 hostile() {
     local before after
     before=$(steps_now)
-    # 300 slowloris connections: half a request each, held open
-    for i in $(seq 300); do
+    # 1000 slowloris connections: half a request each, held open
+    for i in $(seq 1000); do
         { exec 3<>"/dev/tcp/127.0.0.1/$mport" && printf 'GET /metrics HTTP/1.1\r\nHost: x\r\n' >&3 && sleep 4; } 2>/dev/null &
     done
     sleep 1
@@ -72,7 +72,7 @@ hostile() {
     echo "oversized header answered $(cat "$TMP/big.code"); steps $before -> $after under load"
     [ -n "$after" ] && [ "$after" -gt "$before" ] && [ "$(cat "$TMP/big.code")" != 200 ]
 }
-check "hostile clients (300 slowloris, 200 kB header, 50 at once): endpoint answers, training goes on" hostile
+check "hostile clients (1000 slowloris, 200 kB header, 50 at once): endpoint answers, training goes on" hostile
 
 prometheus_scrapes() {
     if ! command -v prometheus >/dev/null; then echo "prometheus not installed: skipped"; return 0; fi
