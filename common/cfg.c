@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <yaml.h>
 
 #define CFG_FILE_MAX (1u << 20) /* bytes; a config is a few hundred */
@@ -926,9 +927,11 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         const char *colon = strrchr(c->metrics_listen, ':');
         char *end = NULL;
         long port = colon ? strtol(colon + 1, &end, 10) : -1;
-        int dots = 0;
-        for (const char *p = c->metrics_listen; p < colon; p++) dots += *p == '.';
-        if (!colon || !colon[1] || *end || port < 0 || port > 65535 || dots != 3)
+        char host[64] = "";
+        struct in_addr ip;
+        if (colon && (size_t)(colon - c->metrics_listen) < sizeof host)
+            memcpy(host, c->metrics_listen, (size_t)(colon - c->metrics_listen));
+        if (!colon || !colon[1] || *end || port < 0 || port > 65535 || inet_pton(AF_INET, host, &ip) != 1)
             return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
                                      "or off, got '%s'", c->metrics_listen);
     }

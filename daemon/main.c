@@ -262,6 +262,7 @@ static int receive_step(Coord *co)
         if (w > 0 && !same_record(&co->recs[0], r)) {
             double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
+            metrics_event(co->metrics, EV_REPLICA_DRIFT, r->step, "log");
             LOG(LOG_ERROR, "step %lld: worker %d disagrees with worker 0", (long long)r->step, w);
             if (runlog_event(&co->log, r->seq, r->step, r->epoch, "replica_drift", info, "log",
                              -1, NULL, NULL, 0, "\"what\":\"step_record\"") != 0)
@@ -372,6 +373,7 @@ static int finish(Coord *co, int final, int checkpoint)
         if (!co->aborted && (d.param_hash != first.param_hash || d.steps != first.steps)) {
             double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
+            metrics_event(co->metrics, EV_REPLICA_DRIFT, d.steps, "log");
             LOG(LOG_ERROR, "worker %d ends with other parameters or steps than worker 0", w);
             if (runlog_event(&co->log, -1, d.steps, co->epochs_done, "replica_drift", info, "log",
                              -1, NULL, NULL, 0, "\"what\":\"final_params\"") != 0)
@@ -454,8 +456,9 @@ static int coordinate(Coord *co)
         char host[64];
         snprintf(host, sizeof host, "%s", c->metrics_listen);
         *strrchr(host, ':') = 0;
-        LOG(strcmp(host, "127.0.0.1") ? LOG_WARN : LOG_INFO, "metrics: http://%s:%d/metrics%s",
-            host, port, strcmp(host, "127.0.0.1") ? " (not loopback: reachable from other hosts)" : "");
+        int loopback = !strncmp(host, "127.", 4);
+        LOG(loopback ? LOG_INFO : LOG_WARN, "metrics: http://%s:%d/metrics%s", host, port,
+            loopback ? "" : " (not loopback: reachable from other hosts)");
     } else if (err[0]) {
         LOG(LOG_WARN, "%s: training without the metrics endpoint", err);
     }

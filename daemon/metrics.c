@@ -16,6 +16,7 @@
 #include "common/detect.h"
 
 #define NBUCKETS 12
+#define WORKER_GAUGES 256 /* workers shown one by one; the max covers them all */
 static const double bucket_factor[NBUCKETS] = {0.125, 0.25, 0.5, 0.75, 0.9, 1.0,
                                                1.1, 1.5, 2.0, 4.0, 16.0, 256.0};
 
@@ -29,11 +30,13 @@ typedef struct {
     uint64_t hist[NBUCKETS + 1]; /* pre-clip norm histogram, last = +Inf */
     double hist_sum;
     int64_t hist_count;
-    double worker_ms[3][PROTO_MAX_TENSORS]; /* step, compute, sync per worker (first W) */
+    double worker_ms[3][WORKER_GAUGES]; /* step, compute, sync per worker (the first ones) */
+    double worker_max_ms;   /* slowest worker's step time, over all workers */
 } Snap;
 
 struct Metrics {
     struct MHD_Daemon *d;
+    double bound[NBUCKETS]; /* histogram upper bounds, exactly as printed */
     pthread_mutex_t mu;
     Snap s;
     int W;
@@ -121,9 +124,11 @@ static void prom_gauges(Buf *b, const Metrics *m, const Snap *s)
     for (int k = 0; k < 3; k++) {
         put(b, "# HELP clipd_worker_%s_seconds Each worker's %s time in the last step.\n"
                "# TYPE clipd_worker_%s_seconds gauge\n", what[k], what[k], what[k]);
-        for (int w = 0; w < m->W && w < PROTO_MAX_TENSORS; w++)
+        for (int w = 0; w < m->W && w < WORKER_GAUGES; w++)
             put(b, "clipd_worker_%s_seconds{worker=\"%d\"} %.6f\n", what[k], w, s->worker_ms[k][w] / 1e3);
     }
+    metric(b, "clipd_worker_step_seconds_max", "gauge", "The slowest worker's time in the last step.",
+           s->worker_max_ms / 1e3);
 }
 
 static void prom_histogram(Buf *b, const Metrics *m, const Snap *s)
@@ -134,7 +139,7 @@ static void prom_histogram(Buf *b, const Metrics *m, const Snap *s)
     uint64_t acc = 0;
     for (int i = 0; i < NBUCKETS; i++) {
         acc += s->hist[i];
-        snprintf(t, sizeof t, "%.6g", bucket_factor[i] * m->max_norm);
+        snprintf(t, sizeof t, "%.6g", m->bound[i]);
         put(b, "clipd_grad_norm_preclip_bucket{le=\"%s\"} %llu\n", t,
             (unsigned long long)acc);
     }
@@ -203,9 +208,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (!strcmp(url, "/healthz")) {
         double idle = mono_s() - s.last_step_time;
-        int ok = idle <= m->stall || strcmp(s.state, "training");
+        /* Healthy while steps (or epoch ends) keep coming, in every state
+         * but aborted: a job stuck before its first step, or in shutdown,
+         * is stalled too. */
+        int ok = idle <= m->stall && strcmp(s.state, "aborted");
         if (ok) put(&b, "ok: %s, step %lld\n", s.state, (long long)s.step);
-        else put(&b, "stalled: no step for %.0f s\n", idle);
+        else if (!strcmp(s.state, "aborted")) put(&b, "aborted at step %lld\n", (long long)s.step);
+        else put(&b, "stalled: no step for %.0f s (%s)\n", idle, s.state);
         return reply(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", &b);
     }
     put(&b, "not found: /metrics, /status, /healthz\n");
@@ -252,11 +261,18 @@ Metrics *metrics_start(const Config *c, int W, char names[][32], int ntensors, i
     snprintf(m->s.state, sizeof m->s.state, "starting");
     snprintf(m->run, sizeof m->run, "%s", c->run_name);
     snprintf(m->hash, sizeof m->hash, "%016llx", (unsigned long long)cfg_hash(c));
-    m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
+    for (int i = 0; i < NBUCKETS; i++) { /* bucket by the bounds as printed */
+        char t[32];
+        snprintf(t, sizeof t, "%.6g", bucket_factor[i] * m->max_norm);
+        m->bound[i] = strtod(t, NULL);
+    }
+    /* One thread, epoll: thousands of idle or slow connections cost a file
+     * descriptor and 16 kB each, and an idle one is dropped after 5 s. No
+     * per-IP limit: on loopback every client shares one address. Without
+     * SO_REUSEPORT, a port another job holds is an error, not a shared one. */
+    m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
                             &handle, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);
     if (!m->d) {
@@ -295,10 +311,13 @@ void metrics_step(Metrics *m, const StepRecord *recs, int W, double clip_rate_wi
     snprintf(s->state, sizeof s->state, "training");
     if (isfinite(r->grad_norm)) {
         int i = 0;
-        while (i < NBUCKETS && r->grad_norm > bucket_factor[i] * m->max_norm) i++;
+        while (i < NBUCKETS && r->grad_norm > m->bound[i]) i++;
         s->hist[i]++, s->hist_sum += r->grad_norm, s->hist_count++;
     }
-    for (int w = 0; w < W && w < PROTO_MAX_TENSORS; w++) {
+    s->worker_max_ms = 0;
+    for (int w = 0; w < W; w++) {
+        if (recs[w].step_ms > s->worker_max_ms) s->worker_max_ms = recs[w].step_ms;
+        if (w >= WORKER_GAUGES) continue;
         s->worker_ms[0][w] = recs[w].step_ms;
         s->worker_ms[1][w] = recs[w].compute_ms;
         s->worker_ms[2][w] = recs[w].sync_ms;
@@ -311,6 +330,7 @@ void metrics_epoch(Metrics *m, int epoch, double val_loss, double tokens_per_s)
     if (!m) return;
     pthread_mutex_lock(&m->mu);
     m->s.epoch = epoch, m->s.val_loss = val_loss;
+    m->s.last_step_time = mono_s(); /* validation took its time: that is progress */
     (void)tokens_per_s;
     pthread_mutex_unlock(&m->mu);
 }
@@ -338,5 +358,6 @@ void metrics_state(Metrics *m, const char *state)
     if (!m) return;
     pthread_mutex_lock(&m->mu);
     snprintf(m->s.state, sizeof m->s.state, "%s", state);
+    m->s.last_step_time = mono_s();
     pthread_mutex_unlock(&m->mu);
 }

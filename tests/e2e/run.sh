@@ -20,7 +20,7 @@ fail() { failed=$((failed + 1)); echo "FAIL $*"; }
 # check NAME CMD...: the command's exit status decides.
 check() {
     local name="$1"; shift
-    if "$@" >"$TMP/out" 2>&1; then ok "$name"; else fail "$name"; sed 's/^/     /' "$TMP/out" | tail -20; fi
+    if "$@" >"$TMP/out" 2>&1; then ok "$name"; [ -n "${E2E_VERBOSE:-}" ] && sed 's/^/     /' "$TMP/out" | tail -5; else fail "$name"; sed 's/^/     /' "$TMP/out" | tail -20; fi
 }
 # run DIR W [--set ...]: train the tiny config into $TMP/DIR with W workers.
 run() {
@@ -39,6 +39,21 @@ expect_exit() { # CODE PATTERN CMD...: exit code and a line matching PATTERN on 
     cat "$TMP/be.err"
     [ "$rc" = "$code" ] || { echo "exit $rc, wanted $code"; return 1; }
     grep -q -- "$pat" "$TMP/be.err"
+}
+
+job_pids() { # PID NAME: the descendants of PID whose command name is NAME
+    local p
+    for p in $(pgrep -P "$1"); do
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && echo "$p"
+        job_pids "$p" "$2"
+    done
+}
+# sig_job SIGNAL NAME [ROOT]: signal the processes called NAME of this test's
+# background job (ROOT, default $bg), never other jobs on the machine
+sig_job() {
+    local pids; pids=$(job_pids "${3:-$bg}" "$2")
+    [ -n "$pids" ] || { echo "no $2 in the job"; return 1; }
+    kill -"$1" $pids
 }
 
 # Arguments, if any, pick test files by name: bash tests/e2e/run.sh t_90 t_95

@@ -10,18 +10,6 @@ same_run() { # DIR_A DIR_B: identical logs (but timings) and weights
     cmp "$1/tensors.jsonl" "$2/tensors.jsonl" || return 1
     build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
 }
-job_pids() { # PID NAME: the descendants of PID whose command name is NAME
-    local p
-    for p in $(pgrep -P "$1"); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && echo "$p"
-        job_pids "$p" "$2"
-    done
-}
-sig_job() { # SIGNAL NAME: signal this test's job's processes called NAME (not other jobs)
-    local pids; pids=$(job_pids "$bg" "$2")
-    [ -n "$pids" ] || { echo "no $2 in the job"; return 1; }
-    kill -"$1" $pids
-}
 wait_lines() { # FILE N: until FILE has N lines (at most 60 s)
     for _ in $(seq 600); do
         [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
