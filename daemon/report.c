@@ -1,7 +1,10 @@
 /* report: the clipd-report tool (see report.h). Reading a run directory into
  * a Report, a summary of it, and three outputs: text, JSON (jansson) and SVG.
  * Exit 0 on success or an empty run, 2 when the input is not a readable run
- * (one line naming the file and line), 1 when the SVG cannot be written. */
+ * (one line naming the file and line), 1 when the SVG or standard output
+ * cannot be written. The files may be hostile: text from them is escaped and
+ * kept valid UTF-8, numbers are range-checked, and the work and the output
+ * stay linear in the input (lines up to 1 MiB, 256 tensor names). */
 #include "daemon/report.h"
 
 #include <errno.h>
@@ -18,6 +21,10 @@
 
 #define REP_LIST_CAP 8    /* steps listed per event kind in the text */
 #define REP_EPOCH_ROWS 20 /* epoch table rows before the middle is elided */
+#define REP_LINE_MAX (1L << 20)      /* bytes in one line of a .jsonl file */
+#define REP_SEQ_MAX (INT64_C(1) << 53) /* seq and step numbers: exact as doubles on the step axis */
+#define REP_EPOCH_MAX 10000000       /* epoch numbers (a table is indexed by them) */
+#define REP_TENSOR_NAMES 256         /* distinct tensor names in tensors.jsonl */
 
 /* ------------------------------------------------------------------ reading */
 
@@ -49,11 +56,37 @@ static void *rep_grow(void *p, long *cap, long need, size_t size)
     return q;
 }
 
-/* dst = src, cut to len - 1 bytes. */
+/* The length (1 to 4) of the well-formed UTF-8 sequence at s, 0 when s does
+ * not start one (a stray or truncated byte, an overlong form, a surrogate, past
+ * U+10FFFF); *cp the code point. */
+static int utf8_seq(const char *s, unsigned *cp)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned c = u[0];
+    int n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n == 0) return 0;
+    if (n > 1) c &= 0x3f >> (n - 1);
+    for (int i = 1; i < n; i++) {
+        if ((u[i] & 0xc0) != 0x80) return 0;
+        c = c << 6 | (u[i] & 0x3f);
+    }
+    if ((n == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (n == 4 && (c < 0x10000 || c > 0x10ffff)))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+/* dst = src, cut to at most len - 1 bytes, never inside a UTF-8 sequence. */
 static void copy_str(char *dst, size_t len, const char *src)
 {
-    size_t n = strlen(src);
-    if (n >= len) n = len - 1;
+    size_t n = 0;
+    unsigned cp;
+    while (src[n]) {
+        int k = utf8_seq(src + n, &cp);
+        if (k == 0) k = 1; /* not UTF-8 (config.yaml is read raw): one byte, replaced on output */
+        if (n + (size_t)k > len - 1) break;
+        n += (size_t)k;
+    }
     memcpy(dst, src, n);
     dst[n] = '\0';
 }
@@ -84,7 +117,12 @@ static int get_int(json_t *o, const char *key, bool need, int64_t lo, int64_t hi
     if (!v) return need ? field_err(w, key, "missing") : 0;
     if (!json_is_integer(v)) return field_err(w, key, "expected an integer");
     json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi) return field_err(w, key, "out of range");
+    if (x < lo || x > hi) {
+        char what[96];
+        snprintf(what, sizeof what, "%lld out of range [%lld, %lld]", (long long)x, (long long)lo,
+                 (long long)hi);
+        return field_err(w, key, what);
+    }
     *out = (int64_t)x;
     return 0;
 }
@@ -118,9 +156,9 @@ static int on_step(Report *r, json_t *o, const Where *w)
 {
     RepStep s = {.seq = r->nst ? r->st[r->nst - 1].seq + 1 : 1};
     int64_t ep = 0;
-    if (get_int(o, "step", true, 0, INT64_MAX, &s.step, w) ||
-        get_int(o, "epoch", true, 0, INT_MAX, &ep, w) ||
-        get_int(o, "seq", false, 1, INT64_MAX, &s.seq, w) ||
+    if (get_int(o, "step", true, 0, REP_SEQ_MAX, &s.step, w) ||
+        get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
+        get_int(o, "seq", false, 1, REP_SEQ_MAX, &s.seq, w) ||
         get_int(o, "tokens", false, 0, INT64_MAX, &s.tokens, w) ||
         get_num(o, "loss", true, &s.loss, w) || get_num(o, "grad_norm", true, &s.norm, w) ||
         get_num(o, "clip_coef", false, &s.coef, w) || get_num(o, "lr", false, &s.lr, w) ||
@@ -134,6 +172,7 @@ static int on_step(Report *r, json_t *o, const Where *w)
                  (long long)s.seq, (long long)r->st[r->nst - 1].seq);
         return field_err(w, "seq", what);
     }
+    if (s.seq > REP_SEQ_MAX) return field_err(w, "seq", "missing, and the one before is the largest allowed");
     RepStep *p = rep_grow(r->st, &r->capst, r->nst + 1, sizeof *p);
     if (!p) return oom(w);
     r->st = p;
@@ -145,7 +184,7 @@ static int on_epoch(Report *r, json_t *o, const Where *w)
 {
     RepEpoch e = {0};
     int64_t ep = 0;
-    if (get_int(o, "epoch", true, 0, INT_MAX, &ep, w) ||
+    if (get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
         get_int(o, "steps", false, 0, INT64_MAX, &e.steps, w) ||
         get_int(o, "clipped_steps", false, 0, INT64_MAX, &e.clipped, w) ||
         get_int(o, "skipped_steps", false, 0, INT64_MAX, &e.skipped, w) ||
@@ -204,13 +243,13 @@ static int on_event(Report *r, json_t *o, const Where *w)
 {
     RepEvent e = {.rollback_to = -1, .top_norm = NAN, .top_share = NAN};
     int64_t ep = 0;
-    if (get_int(o, "seq", true, 0, INT64_MAX, &e.seq, w) ||
-        get_int(o, "step", true, 0, INT64_MAX, &e.step, w) ||
-        get_int(o, "epoch", false, 0, INT_MAX, &ep, w) ||
+    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &e.seq, w) ||
+        get_int(o, "step", true, 0, REP_SEQ_MAX, &e.step, w) ||
+        get_int(o, "epoch", false, 0, REP_EPOCH_MAX, &ep, w) ||
         get_str(o, "kind", true, e.kind, sizeof e.kind, w) ||
         get_str(o, "action", false, e.action, sizeof e.action, w) ||
         get_num(o, "value", false, &e.value, w) || get_num(o, "threshold", false, &e.threshold, w) ||
-        get_int(o, "rollback_to", false, 0, INT64_MAX, &e.rollback_to, w))
+        get_int(o, "rollback_to", false, 0, REP_SEQ_MAX, &e.rollback_to, w))
         return -1;
     e.epoch = (int)ep;
     e.kind_idx = event_kind(r, e.kind);
@@ -223,16 +262,22 @@ static int on_event(Report *r, json_t *o, const Where *w)
     return 0;
 }
 
-/* The index of a tensor name in the table, added when new; -1 out of memory. */
-static int tensor_index(RepTensors *t, const char *name)
+/* The index of a tensor name in the table, added when new; -1 out of memory,
+ * -2 past REP_TENSOR_NAMES names. Rows name their tensors in the same order,
+ * so the name at a row's position hint is looked at first. */
+static int tensor_index(RepTensors *t, const char *name, long hint)
 {
+    char key[REP_NAME_MAX];
+    copy_str(key, sizeof key, name); /* as stored: a longer name is cut */
+    if (hint < t->nnames && strcmp(t->names[hint], key) == 0) return (int)hint;
     for (int i = 0; i < t->nnames; i++)
-        if (strcmp(t->names[i], name) == 0) return i;
+        if (strcmp(t->names[i], key) == 0) return i;
+    if (t->nnames >= REP_TENSOR_NAMES) return -2;
     long cap = t->capnames;
     char(*p)[REP_NAME_MAX] = rep_grow(t->names, &cap, t->nnames + 1, sizeof *p);
     if (!p) return -1;
     t->names = p, t->capnames = (int)cap;
-    copy_str(t->names[t->nnames], REP_NAME_MAX, name);
+    memcpy(t->names[t->nnames], key, sizeof key);
     return t->nnames++;
 }
 
@@ -241,9 +286,15 @@ static int on_tensors(Report *r, json_t *o, const Where *w)
     RepTensors *t = &r->t;
     RepTRow row = {.first = t->nent};
     json_t *norms = json_object_get(o, "norms");
-    if (get_int(o, "seq", true, 0, INT64_MAX, &row.seq, w) ||
-        get_int(o, "step", false, 0, INT64_MAX, &row.step, w))
+    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &row.seq, w) ||
+        get_int(o, "step", false, 0, REP_SEQ_MAX, &row.step, w))
         return -1;
+    if (t->nrows && row.seq <= t->rows[t->nrows - 1].seq) {
+        char what[96];
+        snprintf(what, sizeof what, "%lld does not follow %lld (seq never repeats)",
+                 (long long)row.seq, (long long)t->rows[t->nrows - 1].seq);
+        return field_err(w, "seq", what);
+    }
     if (!norms) return field_err(w, "norms", "missing");
     if (!json_is_object(norms)) return field_err(w, "norms", "expected an object {tensor: norm}");
     const char *name;
@@ -251,7 +302,12 @@ static int on_tensors(Report *r, json_t *o, const Where *w)
     json_object_foreach(norms, name, v) {
         if (!json_is_number(v) && !json_is_null(v)) return field_err(w, name, "expected a number or null");
         double x = json_is_null(v) ? NAN : json_number_value(v);
-        int idx = tensor_index(t, name);
+        int idx = tensor_index(t, name, t->nent - row.first);
+        if (idx == -2) {
+            char what[64];
+            snprintf(what, sizeof what, "more than %d distinct tensor names", REP_TENSOR_NAMES);
+            return field_err(w, "norms", what);
+        }
         RepTEnt *p = idx < 0 ? NULL : rep_grow(t->ent, &t->capent, t->nent + 1, sizeof *p);
         if (!p) return oom(w);
         t->ent = p;
@@ -268,19 +324,57 @@ static int on_tensors(Report *r, json_t *o, const Where *w)
 
 typedef int (*RepLineFn)(Report *r, json_t *o, const Where *w);
 
+/* The next line of f into *buf, NUL-terminated, without its newline (*whole:
+ * it had one), *len bytes: 1, or 0 at the end of the file, -1 when the line is
+ * longer than REP_LINE_MAX bytes, -2 out of memory. */
+static int read_line(FILE *f, char **buf, size_t *cap, size_t *len, bool *whole)
+{
+    size_t n = 0;
+    int c;
+    *whole = false;
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (c == '\n') {
+            *whole = true;
+            break;
+        }
+        if (n >= (size_t)REP_LINE_MAX) return -1;
+        if (n + 2 > *cap) {
+            size_t nc = *cap ? 2 * *cap : 4096;
+            char *p = realloc(*buf, nc);
+            if (!p) return -2;
+            *buf = p, *cap = nc;
+        }
+        (*buf)[n++] = (char)c;
+    }
+    if (n == 0 && !*whole) return 0;
+    if (!*buf) { /* an empty line: still a string */
+        if (!(*buf = malloc(*cap = 4096))) return -2;
+    }
+    (*buf)[n] = '\0';
+    *len = n;
+    return 1;
+}
+
 /* One JSON object per line through fn. A last line without its newline that
  * does not parse is being written, or was cut by a crash: skipped, noted. */
 static int read_lines(Report *r, FILE *f, const char *name, RepLineFn fn, Where *w)
 {
     char *buf = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int rc = 0;
-    while (rc == 0 && (len = getline(&buf, &cap, f)) >= 0) {
+    size_t cap = 0, len;
+    bool whole;
+    int rc = 0, got;
+    while (rc == 0 && (got = read_line(f, &buf, &cap, &len, &whole)) != 0) {
         w->line++;
-        bool whole = len > 0 && buf[len - 1] == '\n';
-        if (whole) buf[--len] = '\0';
-        if (strspn(buf, " \t\r") == (size_t)len) continue;
+        if (got == -1) {
+            snprintf(w->err, w->errlen, "%s:%ld: line longer than %ld bytes", w->path, w->line, REP_LINE_MAX);
+            rc = -1;
+            break;
+        }
+        if (got == -2) {
+            rc = oom(w);
+            break;
+        }
+        if (strspn(buf, " \t\r") == len) continue;
         json_error_t je;
         json_t *o = json_loadb(buf, (size_t)len, 0, &je);
         if (!o && !whole) {
@@ -335,6 +429,11 @@ int rep_yaml_scan(const char *path, const char *section, const char *key, char *
     bool in = false;
     int found = 0;
     while (!found && fgets(line, sizeof line, f)) {
+        size_t ll = strlen(line);
+        if (ll == sizeof line - 1 && line[ll - 1] != '\n') { /* a longer line: its rest is no line */
+            int c;
+            while ((c = getc(f)) != EOF && c != '\n') {}
+        }
         line[strcspn(line, "\r\n")] = '\0';
         if (line[0] != ' ' && line[0] != '#' && line[0] != '\0')
             in = strncmp(line, section, sl) == 0 && line[sl] == ':';
@@ -530,10 +629,11 @@ void rep_window_rate(double *out, const bool *flag, long n, long w)
     }
 }
 
+/* The pixel column of x on [x0, x1] in cols columns, clamped; 0 for NAN. */
 static int column(double x, double x0, double x1, int cols)
 {
     double c = floor((x - x0) / (x1 - x0) * cols);
-    return c < 0 ? 0 : c >= cols ? cols - 1 : (int)c;
+    return !(c >= 0) ? 0 : c >= cols ? cols - 1 : (int)c;
 }
 
 long rep_decimate(double *ox, double *oy, const double *x, const double *y, long n,
@@ -571,7 +671,7 @@ int rep_ticks(double *t, int max, double lo, double hi, int target)
             break;
         }
     int n = 0;
-    for (double k = ceil(lo / step - 1e-9); n < max && k * step <= hi + 1e-9 * step; k++)
+    for (double k = ceil(lo / step - 1e-9); n < max && k * step <= hi + 1e-9 * step && k + 1 != k; k++)
         t[n++] = fabs(k * step) < 1e-12 * step ? 0 : k * step;
     return n;
 }
@@ -832,136 +932,184 @@ void rep_print_text(const Report *r, const RepSummary *s)
 
 /* -------------------------------------------------------------------- JSON */
 
+/* Each helper counts a failure (out of memory, a key jansson refuses) in *bad
+ * and never touches a value it handed over: jansson owns it either way. */
+static void jset(json_t *o, const char *key, json_t *v, int *bad)
+{
+    if (json_object_set_new(o, key, v) != 0) ++*bad;
+}
+
+static void jpush(json_t *a, json_t *v, int *bad)
+{
+    if (json_array_append_new(a, v) != 0) ++*bad;
+}
+
 static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 static json_t *jint(int64_t x) { return json_integer((json_int_t)x); }
 
-static json_t *json_epoch(const RepEpoch *e)
+/* s, with each byte that is not part of well-formed UTF-8 (a run directory
+ * path, or a name from config.yaml) as U+FFFD; NULL out of memory. */
+static char *utf8_clean(const char *s)
+{
+    size_t n = strlen(s), o = 0;
+    char *out = malloc(3 * n + 1);
+    unsigned cp;
+    for (size_t i = 0; out && i < n;) {
+        int k = utf8_seq(s + i, &cp);
+        if (k == 0) memcpy(out + o, "\xef\xbf\xbd", 3), o += 3, i++;
+        else memcpy(out + o, s + i, (size_t)k), o += (size_t)k, i += (size_t)k;
+    }
+    if (out) out[o] = '\0';
+    return out;
+}
+
+static json_t *jstr(const char *s)
+{
+    json_t *v = json_string(s);
+    if (v) return v;
+    char *c = utf8_clean(s);
+    v = c ? json_string(c) : NULL;
+    free(c);
+    return v;
+}
+
+static json_t *json_epoch(const RepEpoch *e, int *bad)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "epoch", jint(e->epoch));
-    json_object_set_new(o, "steps", jint(e->steps));
-    json_object_set_new(o, "train_loss", jnum(e->train_loss));
-    json_object_set_new(o, "val_loss", jnum(e->val_loss));
-    json_object_set_new(o, "clip_rate", jnum(e->clip_rate));
-    json_object_set_new(o, "clipped_steps", jint(e->clipped));
-    json_object_set_new(o, "skipped_steps", jint(e->skipped));
-    json_object_set_new(o, "grad_norm_p50", jnum(e->p50));
-    json_object_set_new(o, "grad_norm_p90", jnum(e->p90));
-    json_object_set_new(o, "grad_norm_max", jnum(e->max));
-    json_object_set_new(o, "lr", jnum(e->lr));
-    json_object_set_new(o, "tokens_per_s", jnum(e->tokens_per_s));
-    json_object_set_new(o, "end_seq", jint(e->end_seq));
+    jset(o, "epoch", jint(e->epoch), bad);
+    jset(o, "steps", jint(e->steps), bad);
+    jset(o, "train_loss", jnum(e->train_loss), bad);
+    jset(o, "val_loss", jnum(e->val_loss), bad);
+    jset(o, "clip_rate", jnum(e->clip_rate), bad);
+    jset(o, "clipped_steps", jint(e->clipped), bad);
+    jset(o, "skipped_steps", jint(e->skipped), bad);
+    jset(o, "grad_norm_p50", jnum(e->p50), bad);
+    jset(o, "grad_norm_p90", jnum(e->p90), bad);
+    jset(o, "grad_norm_max", jnum(e->max), bad);
+    jset(o, "lr", jnum(e->lr), bad);
+    jset(o, "tokens_per_s", jnum(e->tokens_per_s), bad);
+    jset(o, "end_seq", jint(e->end_seq), bad);
     return o;
 }
 
-static json_t *json_event(const RepEvent *e)
+static json_t *json_event(const RepEvent *e, int *bad)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "seq", jint(e->seq));
-    json_object_set_new(o, "step", jint(e->step));
-    json_object_set_new(o, "epoch", jint(e->epoch));
-    json_object_set_new(o, "kind", json_string(e->kind));
-    json_object_set_new(o, "action", json_string(e->action));
-    json_object_set_new(o, "value", jnum(e->value));
-    json_object_set_new(o, "threshold", jnum(e->threshold));
-    if (e->rollback_to >= 0) json_object_set_new(o, "rollback_to", jint(e->rollback_to));
+    jset(o, "seq", jint(e->seq), bad);
+    jset(o, "step", jint(e->step), bad);
+    jset(o, "epoch", jint(e->epoch), bad);
+    jset(o, "kind", jstr(e->kind), bad);
+    jset(o, "action", jstr(e->action), bad);
+    jset(o, "value", jnum(e->value), bad);
+    jset(o, "threshold", jnum(e->threshold), bad);
+    if (e->rollback_to >= 0) jset(o, "rollback_to", jint(e->rollback_to), bad);
     if (e->top[0]) {
-        json_object_set_new(o, "top_tensor", json_string(e->top));
-        json_object_set_new(o, "top_tensor_norm", jnum(e->top_norm));
-        json_object_set_new(o, "top_tensor_share", jnum(e->top_share));
+        jset(o, "top_tensor", jstr(e->top), bad);
+        jset(o, "top_tensor_norm", jnum(e->top_norm), bad);
+        jset(o, "top_tensor_share", jnum(e->top_share), bad);
     }
     return o;
 }
 
 /* events: the list, and by kind {count, steps}. */
-static void json_events(json_t *root, const Report *r)
+static void json_events(json_t *root, const Report *r, int *bad)
 {
     json_t *list = json_array(), *by = json_object();
     for (long i = 0; i < r->nev; i++) {
         const RepEvent *e = &r->ev[i];
-        json_array_append_new(list, json_event(e));
+        jpush(list, json_event(e, bad), bad);
         json_t *k = json_object_get(by, e->kind);
         if (!k) {
             k = json_object();
-            json_object_set_new(k, "count", json_integer(0));
-            json_object_set_new(k, "steps", json_array());
-            json_object_set_new(by, e->kind, k);
+            jset(k, "count", json_integer(0), bad);
+            jset(k, "steps", json_array(), bad);
+            if (json_object_set_new(by, e->kind, k) != 0) { /* k is gone */
+                ++*bad;
+                continue;
+            }
         }
-        json_integer_set(json_object_get(k, "count"), json_integer_value(json_object_get(k, "count")) + 1);
-        json_array_append_new(json_object_get(k, "steps"), jint(e->step));
+        json_t *count = json_object_get(k, "count"), *steps = json_object_get(k, "steps");
+        if (!count || !steps || json_integer_set(count, json_integer_value(count) + 1)) ++*bad;
+        jpush(steps, jint(e->step), bad);
     }
-    json_object_set_new(root, "events_total", jint(r->nev));
-    json_object_set_new(root, "events_by_kind", by);
-    json_object_set_new(root, "events", list);
+    jset(root, "events_total", jint(r->nev), bad);
+    jset(root, "events_by_kind", by, bad);
+    jset(root, "events", list, bad);
 }
 
-static json_t *json_tensors(const Report *r, const RepSummary *s)
+static json_t *json_tensors(const Report *r, const RepSummary *s, int *bad)
 {
     if (!r->has_tensors) return json_null();
     json_t *o = json_object(), *top = json_array();
-    json_object_set_new(o, "samples", jint(s->tsamples));
-    json_object_set_new(o, "rows", jint(r->t.nrows));
+    jset(o, "samples", jint(s->tsamples), bad);
+    jset(o, "rows", jint(r->t.nrows), bad);
     for (int i = 0; i < s->ntop; i++) {
         json_t *t = json_object();
-        json_object_set_new(t, "tensor", json_string(r->t.names[s->top[i].idx]));
-        json_object_set_new(t, "share", jnum(s->top[i].share));
-        json_object_set_new(t, "share_first_quarter", jnum(s->top[i].early));
-        json_object_set_new(t, "share_last_quarter", jnum(s->top[i].late));
-        json_object_set_new(t, "max_norm", jnum(s->top[i].max_norm));
-        json_array_append_new(top, t);
+        jset(t, "tensor", jstr(r->t.names[s->top[i].idx]), bad);
+        jset(t, "share", jnum(s->top[i].share), bad);
+        jset(t, "share_first_quarter", jnum(s->top[i].early), bad);
+        jset(t, "share_last_quarter", jnum(s->top[i].late), bad);
+        jset(t, "max_norm", jnum(s->top[i].max_norm), bad);
+        jpush(top, t, bad);
     }
-    json_object_set_new(o, "top", top);
+    jset(o, "top", top, bad);
     return o;
 }
 
-static void json_steps(json_t *root, const Report *r, const RepSummary *s)
+static void json_steps(json_t *root, const Report *r, const RepSummary *s, int *bad)
 {
-    json_object_set_new(root, "steps_executed", jint(r->nst));
-    json_object_set_new(root, "steps_distinct", jint(s->distinct));
-    json_object_set_new(root, "first_step", jint(s->first_step));
-    json_object_set_new(root, "last_step", jint(s->last_step));
-    json_object_set_new(root, "clipped_steps", jint(s->clipped));
-    json_object_set_new(root, "skipped_steps", jint(s->skipped));
-    json_object_set_new(root, "nonfinite_steps", jint(s->nonfinite));
-    json_object_set_new(root, "rollbacks", jint(s->rollbacks));
-    json_object_set_new(root, "clip_rate", jnum(s->clip_rate));
-    json_object_set_new(root, "clip_mode", json_string(r->clip_mode));
-    json_object_set_new(root, "max_norm", jnum(r->max_norm));
-    json_object_set_new(root, "max_norm_source", r->max_norm_src[0] ? json_string(r->max_norm_src) : json_null());
+    jset(root, "steps_executed", jint(r->nst), bad);
+    jset(root, "steps_distinct", jint(s->distinct), bad);
+    jset(root, "first_step", jint(s->first_step), bad);
+    jset(root, "last_step", jint(s->last_step), bad);
+    jset(root, "clipped_steps", jint(s->clipped), bad);
+    jset(root, "skipped_steps", jint(s->skipped), bad);
+    jset(root, "nonfinite_steps", jint(s->nonfinite), bad);
+    jset(root, "rollbacks", jint(s->rollbacks), bad);
+    jset(root, "clip_rate", jnum(s->clip_rate), bad);
+    jset(root, "clip_mode", jstr(r->clip_mode), bad);
+    jset(root, "max_norm", jnum(r->max_norm), bad);
+    jset(root, "max_norm_source", r->max_norm_src[0] ? jstr(r->max_norm_src) : json_null(), bad);
     json_t *g = json_object();
-    json_object_set_new(g, "n", jint(s->finite_norms));
-    json_object_set_new(g, "p50", jnum(s->p50));
-    json_object_set_new(g, "p90", jnum(s->p90));
-    json_object_set_new(g, "p99", jnum(s->p99));
-    json_object_set_new(g, "max", jnum(s->pmax));
-    json_object_set_new(root, "grad_norm", g);
+    jset(g, "n", jint(s->finite_norms), bad);
+    jset(g, "p50", jnum(s->p50), bad);
+    jset(g, "p90", jnum(s->p90), bad);
+    jset(g, "p99", jnum(s->p99), bad);
+    jset(g, "max", jnum(s->pmax), bad);
+    jset(root, "grad_norm", g, bad);
 }
 
+/* The summary as one JSON object on stdout: 0, or -1 when it could not be
+ * built whole (out of memory) or written. */
 int rep_print_json(const Report *r, const RepSummary *s)
 {
+    int bad = 0;
     json_t *root = json_object(), *eps = json_array(), *notes = json_array();
-    json_object_set_new(root, "run_dir", json_string(r->dir));
-    json_object_set_new(root, "run_name", json_string(r->name));
-    json_object_set_new(root, "finished", json_boolean(r->finished));
-    json_steps(root, r, s);
-    for (long i = 0; i < r->nep; i++) json_array_append_new(eps, json_epoch(&r->ep[i]));
-    json_object_set_new(root, "epochs", eps);
-    json_object_set_new(root, "epoch_in_progress", s->has_cur ? json_epoch(&s->cur) : json_null());
-    json_object_set_new(root, "val_loss_final", jnum(s->final_val));
-    json_object_set_new(root, "val_loss_final_epoch", s->final_epoch ? jint(s->final_epoch) : json_null());
-    json_object_set_new(root, "val_loss_best", jnum(s->best_val));
-    json_object_set_new(root, "val_loss_best_epoch", s->best_epoch ? jint(s->best_epoch) : json_null());
-    json_events(root, r);
+    jset(root, "run_dir", jstr(r->dir), &bad);
+    jset(root, "run_name", jstr(r->name), &bad);
+    jset(root, "finished", json_boolean(r->finished), &bad);
+    json_steps(root, r, s, &bad);
+    for (long i = 0; i < r->nep; i++) jpush(eps, json_epoch(&r->ep[i], &bad), &bad);
+    jset(root, "epochs", eps, &bad);
+    jset(root, "epoch_in_progress", s->has_cur ? json_epoch(&s->cur, &bad) : json_null(), &bad);
+    jset(root, "val_loss_final", jnum(s->final_val), &bad);
+    jset(root, "val_loss_final_epoch", s->final_epoch ? jint(s->final_epoch) : json_null(), &bad);
+    jset(root, "val_loss_best", jnum(s->best_val), &bad);
+    jset(root, "val_loss_best_epoch", s->best_epoch ? jint(s->best_epoch) : json_null(), &bad);
+    json_events(root, r, &bad);
     json_t *tp = json_object();
-    json_object_set_new(tp, "tokens_per_s_median", jnum(s->tok_s));
-    json_object_set_new(tp, "source", json_string(s->tok_src ? s->tok_src : "steps.jsonl"));
-    json_object_set_new(tp, "step_ms_median", jnum(s->step_ms));
-    json_object_set_new(root, "throughput", tp);
-    json_object_set_new(root, "tensors", json_tensors(r, s));
-    for (int i = 0; i < r->nnotes; i++) json_array_append_new(notes, json_string(r->notes[i]));
-    json_object_set_new(root, "notes", notes);
-    int rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
-    printf("\n");
+    jset(tp, "tokens_per_s_median", jnum(s->tok_s), &bad);
+    jset(tp, "source", jstr(s->tok_src ? s->tok_src : "steps.jsonl"), &bad);
+    jset(tp, "step_ms_median", jnum(s->step_ms), &bad);
+    jset(root, "throughput", tp, &bad);
+    jset(root, "tensors", json_tensors(r, s, &bad), &bad);
+    for (int i = 0; i < r->nnotes; i++) jpush(notes, jstr(r->notes[i]), &bad);
+    jset(root, "notes", notes, &bad);
+    int rc = -1;
+    if (bad == 0 && root) {
+        rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+        if (putchar('\n') == EOF) rc = -1;
+    }
     json_decref(root);
     return rc;
 }
@@ -974,6 +1122,7 @@ int rep_print_json(const Report *r, const RepSummary *s)
 #define SVG_COLS (SVG_W - SVG_ML - SVG_MR) /* plot width, one decimation column per px */
 #define SVG_FONT "DejaVu Sans, Helvetica, Arial, sans-serif"
 #define SVG_EVENT_LINES 30 /* a kind with more events is drawn as ticks above the panels */
+#define SVG_BANDS 200      /* rollback bands drawn; the legend says when there are more */
 
 /* Okabe-Ito: distinguishable with the common colour-vision deficiencies. */
 #define C_BLUE "#0072B2"
@@ -999,24 +1148,35 @@ typedef struct {
     double *x, *y;     /* (nst) seq, and a scratch series */
     double *ox, *oy;   /* (2 * SVG_COLS + 2) decimated points */
     int clip_id;
+    double band[SVG_BANDS][2]; /* seq range of each band of steps re-run after a rollback */
+    long nbands, bands_total;  /* drawn, found */
 } Svg;
 
 static double sx(const Svg *v, double seq) { return SVG_ML + (seq - v->x0) / (v->x1 - v->x0) * SVG_COLS; }
 
+/* The y of a value in a panel; far off-scale values (the panel clips them)
+ * are held 1e6 px off it, so no coordinate is infinite or NaN. */
 static double py(const Panel *p, double y)
 {
     double t = p->log ? log10(y > 0 ? y : pow(10, p->y0)) : y;
-    return p->y + p->h - (t - p->y0) / (p->y1 - p->y0) * p->h;
+    double v = p->y + p->h - (t - p->y0) / (p->y1 - p->y0) * p->h;
+    return isnan(v) ? p->y + p->h : fmax(p->y - 1e6, fmin(v, p->y + p->h + 1e6));
 }
 
+/* s as XML character data: markup escaped, control characters dropped, and
+ * what XML may not hold (bytes that are not UTF-8, U+FFFE, U+FFFF) as U+FFFD. */
 static void xml_text(FILE *f, const char *s)
 {
-    for (; *s; s++) {
-        if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else if (*s == '&') fputs("&amp;", f);
-        else if (*s == '"') fputs("&quot;", f);
-        else if ((unsigned char)*s >= 0x20 || *s == '\t') fputc(*s, f);
+    unsigned cp;
+    while (*s) {
+        int k = utf8_seq(s, &cp);
+        if (k == 0 || cp == 0xfffe || cp == 0xffff) fputs("\xef\xbf\xbd", f);
+        else if (cp == '<') fputs("&lt;", f);
+        else if (cp == '>') fputs("&gt;", f);
+        else if (cp == '&') fputs("&amp;", f);
+        else if (cp == '"') fputs("&quot;", f);
+        else if (cp >= 0x20 || cp == '\t') fwrite(s, 1, (size_t)k, f);
+        s += k ? k : 1;
     }
 }
 
@@ -1100,17 +1260,34 @@ static bool event_first_in_column(const Svg *v, long i)
     return true;
 }
 
-/* Behind a panel's data: the steps re-run after each rollback (from the first
- * step whose number is not after the one before, to where the run is back at
- * that number) as a band, and each event as a line in its kind's style. */
-static void svg_marks(Svg *v, const Panel *p)
+/* The steps re-run after each rollback: from the first step whose number is
+ * not after the one before, to where the run is back at that number. A
+ * rollback inside such a range re-runs steps within it, so the ranges found in
+ * one pass, each scanned once, cover every rollback's; the first SVG_BANDS are
+ * kept. */
+static void svg_find_bands(Svg *v)
 {
     const Report *r = v->r;
     for (long i = 1; i < r->nst; i++) {
         if (r->st[i].step > r->st[i - 1].step) continue;
         long j = i;
         while (j + 1 < r->nst && r->st[j].step < r->st[i - 1].step) j++;
-        double a = sx(v, (double)r->st[i].seq - 0.5), b = sx(v, (double)r->st[j].seq + 0.5);
+        if (v->nbands < SVG_BANDS) {
+            v->band[v->nbands][0] = (double)r->st[i].seq;
+            v->band[v->nbands++][1] = (double)r->st[j].seq;
+        }
+        v->bands_total++;
+        i = j; /* the next rollback is after j */
+    }
+}
+
+/* Behind a panel's data: the rollback bands, and each event as a line in its
+ * kind's style. */
+static void svg_marks(Svg *v, const Panel *p)
+{
+    const Report *r = v->r;
+    for (long k = 0; k < v->nbands; k++) {
+        double a = sx(v, v->band[k][0] - 0.5), b = sx(v, v->band[k][1] + 0.5);
         fprintf(v->f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#000\" fill-opacity=\"0.08\"/>\n",
                 a, p->y, fmax(b - a, 1), p->h);
     }
@@ -1201,6 +1378,7 @@ static void svg_loss(Svg *v, Panel *p)
             lo = fmin(lo, r->ep[i].val_loss), hi = fmax(hi, r->ep[i].val_loss);
     if (!(hi > lo)) hi = lo + 1, lo -= 1;
     if (!isfinite(lo)) lo = 0, hi = 1;
+    lo = fmax(lo, -1e300), hi = fmin(hi, 1e300); /* hi - lo stays finite */
     p->y0 = lo - 0.05 * (hi - lo), p->y1 = hi + 0.05 * (hi - lo);
     svg_panel(v, p, "Loss", "loss (nats/token)", false);
     svg_series(v, p, raw, "stroke=\"" C_SKY "\" stroke-width=\"0.9\" stroke-opacity=\"0.75\"");
@@ -1254,15 +1432,28 @@ static void svg_norm(Svg *v, Panel *p)
         fprintf(v->f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"" C_VERMILLION
                       "\" stroke-width=\"2\" stroke-dasharray=\"8 5\"/>\n",
                 p->x, py(p, thr), p->x + p->w, py(p, thr));
+    /* a cross per pixel column; up to 4 rings per column, 2 px apart at least */
+    int cross_col = -1, ring_col = -1, nring = 0;
+    double ring_y[4];
     for (long i = 0; i < n; i++) {
         const RepStep *s = &r->st[i];
         double x = sx(v, (double)s->seq);
-        if (!isfinite(s->norm) || !isfinite(s->loss))
+        int c = column((double)s->seq, v->x0, v->x1, SVG_COLS);
+        if (!isfinite(s->norm) || !isfinite(s->loss)) {
+            if (c == cross_col) continue;
+            cross_col = c;
             fprintf(v->f, "<path d=\"M%.1f %.1fl8 8m0 -8l-8 8\" stroke=\"" C_VERMILLION "\" stroke-width=\"2\"/>\n",
                     x - 4, p->y + 4);
-        else if (s->skipped)
+        } else if (s->skipped) {
+            double y = py(p, s->norm);
+            if (c != ring_col) ring_col = c, nring = 0;
+            bool near = nring == 4;
+            for (int k = 0; k < nring && !near; k++) near = fabs(y - ring_y[k]) < 2;
+            if (near) continue;
+            ring_y[nring++] = y;
             fprintf(v->f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4.5\" fill=\"none\" stroke=\"" C_VERMILLION
-                          "\" stroke-width=\"1.6\"/>\n", x, py(p, s->norm));
+                          "\" stroke-width=\"1.6\"/>\n", x, y);
+        }
     }
     svg_panel_end(v, p);
     char tl[64], sl[64];
@@ -1331,7 +1522,7 @@ static long tensor_buckets(const Svg *v, const int *layer, int k, double *x, dou
         const RepTRow *row = &t->rows[i];
         if (!(isfinite(row->sumsq) && row->sumsq > 0)) continue;
         int c = column((double)row->seq, v->x0, v->x1, (int)cols);
-        if (c != last) {
+        if (c != last && nb < cols) { /* seq ascends, so columns do: nb stays <= cols */
             if (cnt) x[nb - 1] /= (double)cnt;
             for (int j = 0; cnt && j <= k; j++) sh[(nb - 1) * (k + 1) + j] /= (double)cnt;
             last = c, cnt = 0, x[nb] = 0;
@@ -1408,7 +1599,7 @@ static void svg_events(Svg *v, double strip)
             continue;
         }
         fprintf(v->f, "<path d=\"M%.1f %.1fl-5 -8h10z\" fill=\"%s\"/>\n", x, strip, ks.color);
-        char label[96];
+        char label[128];
         if (e->rollback_to >= 0)
             snprintf(label, sizeof label, "%s @%lld \xe2\x86\x92 rollback to %lld", e->kind, (long long)e->step,
                      (long long)e->rollback_to);
@@ -1421,8 +1612,9 @@ static void svg_events(Svg *v, double strip)
             fprintf(v->f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.2\"%s%s%s/>\n",
                     x, row_y[k] - 10, x, strip - 8, ks.color, ks.dash ? " stroke-dasharray=\"" : "",
                     ks.dash ? ks.dash : "", ks.dash ? "\"" : "");
-            fprintf(v->f, "<text class=\"ev\" x=\"%.1f\" y=\"%.1f\">%s</text>\n", lx + (lx > x ? 2 : -2),
-                    row_y[k], label);
+            fprintf(v->f, "<text class=\"ev\" x=\"%.1f\" y=\"%.1f\">", lx + (lx > x ? 2 : -2), row_y[k]);
+            xml_text(v->f, label);
+            fprintf(v->f, "</text>\n");
             row_end[k] = fmax(lx + w, x);
             break;
         }
@@ -1498,7 +1690,11 @@ static void svg_event_legend(Svg *v, double y)
         it[n] = (LgItem){LG_LINE, ks.color, ks.dash, 2, lab[n]};
         n++;
     }
-    if (v->s->rollbacks) it[n++] = (LgItem){LG_AREA, "#000", NULL, 0.12, "steps re-run after a rollback"};
+    char bl[96] = "steps re-run after a rollback";
+    if (v->bands_total > v->nbands)
+        snprintf(bl, sizeof bl, "steps re-run after a rollback (first %ld of %ld ranges drawn)", v->nbands,
+                 v->bands_total);
+    if (v->bands_total) it[n++] = (LgItem){LG_AREA, "#000", NULL, 0.12, bl};
     if (n == 0) it[n++] = (LgItem){LG_LINE, "#bbb", "1 3", 1, "no divergence events"};
     fprintf(v->f, "<text class=\"lg\" x=\"%d\" y=\"%.1f\" font-weight=\"bold\">Events</text>\n", SVG_ML, y);
     svg_legend(v->f, SVG_W - SVG_MR, y, it, n);
@@ -1567,6 +1763,7 @@ int rep_write_svg(const Report *r, const RepSummary *s, const char *path, char *
         for (long i = 0; i < r->nst; i++) v.x[i] = (double)r->st[i].seq;
         v.x0 = r->st[0].seq > 1 ? (double)r->st[0].seq - 1 : 0;
         v.x1 = fmax((double)r->st[r->nst - 1].seq, v.x0 + 1);
+        svg_find_bands(&v);
         svg_draw(&v);
     }
     if ((ferror(f) | fclose(f)) && rc == 0) {
@@ -1586,7 +1783,7 @@ static void usage(FILE *f)
                "  --json        the summary as one JSON object on stdout\n"
                "  --svg FILE    also draw the run as one self-contained SVG\n"
                "  --max-norm X  the clip threshold (default: clip.max_norm of RUN_DIR/config.yaml)\n"
-               "Exit 0 on success, 2 when RUN_DIR is not a readable run, 1 when FILE cannot be written.\n");
+               "Exit 0 on success, 2 when RUN_DIR is not a readable run, 1 when FILE or stdout cannot be written.\n");
 }
 
 static int parse_args(int argc, char **argv, const char **dir, const char **svg, bool *json, double *max_norm)
@@ -1616,13 +1813,23 @@ static int parse_args(int argc, char **argv, const char **dir, const char **svg,
     return 0;
 }
 
+/* Everything printed reached stdout; else says why on stderr. */
+static bool stdout_ok(void)
+{
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return true;
+    fprintf(stderr, "clipd-report: writing standard output: %s\n", strerror(errno ? errno : EIO));
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *svg = NULL;
     bool json = false;
     double max_norm = NAN;
     int rc = parse_args(argc, argv, &dir, &svg, &json, &max_norm);
-    if (rc) return rc > 0 ? 0 : 2;
+    if (rc > 0) return stdout_ok() ? 0 : 1;
+    if (rc) return 2;
     static Report r;
     RepSummary s;
     char err[REP_PATH_MAX + 512];
@@ -1637,10 +1844,15 @@ int main(int argc, char **argv)
         rc = 1;
     }
     if (r.nst == 0) rep_note(&r, "no steps yet: %s/steps.jsonl is empty", r.dir);
-    if (json) rep_print_json(&r, &s);
-    else if (r.nst == 0) printf("clipd report: %s: no steps yet (steps.jsonl is empty)\n", r.dir);
+    if (json) {
+        if (rep_print_json(&r, &s) && !ferror(stdout)) {
+            fprintf(stderr, "clipd-report: out of memory building the JSON summary\n");
+            rc = 1;
+        }
+    } else if (r.nst == 0) printf("clipd report: %s: no steps yet (steps.jsonl is empty)\n", r.dir);
     else rep_print_text(&r, &s);
     if (svg && rc == 0) fprintf(json ? stderr : stdout, "svg: wrote %s\n", svg);
+    if (!stdout_ok()) rc = 1;
     rep_free(&r);
     return rc;
 }

@@ -4,6 +4,8 @@
  * out by hand, errors naming file and line, a crashed run's partial line, and
  * the numeric helpers (smoothing, window rate, decimation, ticks) against
  * naive references. Run from the repository root. */
+#include <ctype.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -213,6 +215,417 @@ static void test_yaml_scan(void **state)
     assert_int_equal(rep_yaml_scan(DATA "nope.yaml", "clip", "max_norm", v, sizeof v), -1);
 }
 
+/* ---- hostile run directories, made in a temporary directory ---- */
+
+typedef struct {
+    char dir[64];
+} TmpRun;
+
+static const char *const run_files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
+                                        "config.yaml", "out.svg",     "out.json"};
+
+/* A run directory holding name, text pairs (NULL-terminated). */
+static void tmp_run(TmpRun *t, const char *const *files)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    for (; files[0]; files += 2) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", t->dir, files[0]);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_int_equal(fputs(files[1], f) >= 0, 1);
+        assert_int_equal(fclose(f), 0);
+    }
+}
+
+static void tmp_run_rm(TmpRun *t)
+{
+    char path[128];
+    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", t->dir, run_files[i]);
+        unlink(path);
+    }
+    rmdir(t->dir);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *buf = NULL;
+    size_t cap = 0, n = 0, got;
+    do {
+        if (n + 65536 + 1 > cap) assert_non_null(buf = realloc(buf, cap = 2 * cap + 65536 + 1));
+        got = fread(buf + n, 1, 65536, f);
+        n += got;
+    } while (got > 0);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The SVG of a loaded run, as a string to free. */
+static char *svg_string(const Report *r, const char *dir)
+{
+    RepSummary s;
+    char path[128], err[512] = "";
+    snprintf(path, sizeof path, "%s/out.svg", dir);
+    rep_summarise(r, &s);
+    int rc = rep_write_svg(r, &s, path, err, sizeof err);
+    if (rc) fprintf(stderr, "rep_write_svg: %s\n", err);
+    assert_int_equal(rc, 0);
+    return slurp(path);
+}
+
+/* The --json summary of a loaded run, parsed. */
+static json_t *json_of(const Report *r, const char *dir)
+{
+    RepSummary s;
+    char path[128];
+    snprintf(path, sizeof path, "%s/out.json", dir);
+    rep_summarise(r, &s);
+    fflush(stdout);
+    int saved = dup(1), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 1);
+    close(fd);
+    int rc = rep_print_json(r, &s);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    assert_int_equal(rc, 0);
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    if (!o) fprintf(stderr, "%s:%d: %s\n", path, je.line, je.text);
+    assert_non_null(o);
+    return o;
+}
+
+static long count_of(const char *s, const char *pat)
+{
+    long n = 0;
+    for (const char *p = s; (p = strstr(p, pat)); p += strlen(pat)) n++;
+    return n;
+}
+
+/* Every & starts an entity and every < a tag: text from the files was escaped. */
+static void assert_xml_escaped(const char *svg)
+{
+    for (const char *p = svg; *p; p++) {
+        if (*p == '&')
+            assert_true(strncmp(p, "&amp;", 5) == 0 || strncmp(p, "&lt;", 4) == 0 ||
+                        strncmp(p, "&gt;", 4) == 0 || strncmp(p, "&quot;", 6) == 0);
+        if (*p == '<')
+            assert_true(p[1] == '/' || p[1] == '?' || p[1] == '!' || (p[1] >= 'a' && p[1] <= 'z'));
+    }
+}
+
+/* Lines of steps.jsonl: step(i) at seq i + 1, i < n; skipped when asked. */
+static char *steps_text(long n, long (*step)(long), bool skipped)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    for (long i = 0; i < n; i++)
+        fprintf(f, "{\"seq\":%ld,\"step\":%ld,\"epoch\":1,\"loss\":%g,\"grad_norm\":%g,\"skipped\":%s}\n", i + 1,
+                step(i), 1 + 0.5 * (double)(i % 7), i % 2 ? 0.5 : 50.0, skipped ? "true" : "false");
+    fclose(f);
+    return buf;
+}
+
+static long step_up(long i) { return i + 1; }
+
+#define KIND30 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" /* 30 bytes: with "\u00e9", one past kind[32] */
+#define B62 "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define C62 "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+
+/* 1: a kind or tensor name cut to its buffer stays valid UTF-8, so --json
+ * keeps it (it used to leave half a character, and json_events used the
+ * by-kind object after jansson refused it); bytes of config.yaml that are
+ * not UTF-8 come out as U+FFFD. */
+static void test_utf8_names(void **state)
+{
+    (void)state;
+    char b[8];
+    copy_str(b, 4, "a\xc3\xa9\xe2\x82\xac"); /* a, e acute (2 bytes), euro (3 bytes) */
+    assert_string_equal(b, "a\xc3\xa9");
+    copy_str(b, 3, "a\xe2\x82\xac");
+    assert_string_equal(b, "a");
+    TmpRun t;
+    const char *files[] = {
+        "steps.jsonl", "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
+                       "{\"seq\":2,\"step\":2,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n",
+        "events.jsonl", "{\"seq\":1,\"step\":1,\"kind\":\"" KIND30 "\\u00e9\",\"tensor_norms\":"
+                        "[{\"tensor\":\"" B62 "\\u00e9\",\"norm\":3}]}\n"
+                        "{\"seq\":2,\"step\":2,\"kind\":\"" KIND30 "\\u00e9\"}\n",
+        "tensors.jsonl", "{\"seq\":1,\"norms\":{\"" C62 "\\u20ac\":1,\"d\":2}}\n",
+        "config.yaml", "run:\n  name: x\xff<y>\n",
+        NULL};
+    tmp_run(&t, files);
+    Report r;
+    char err[512] = "";
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+    assert_string_equal(r.ev[0].kind, KIND30);
+    assert_string_equal(r.ev[0].top, B62);
+    assert_string_equal(r.t.names[0], C62);
+    json_t *o = json_of(&r, t.dir);
+    json_t *k = json_object_get(json_object_get(o, "events_by_kind"), KIND30);
+    assert_non_null(k);
+    assert_int_equal(json_integer_value(json_object_get(k, "count")), 2);
+    assert_int_equal(json_array_size(json_object_get(k, "steps")), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(o, "events"), 0), "top_tensor")), B62);
+    assert_string_equal(json_string_value(json_object_get(o, "run_name")), "x\xef\xbf\xbd<y>");
+    json_decref(o);
+    char *svg = svg_string(&r, t.dir);
+    assert_non_null(strstr(svg, "x\xef\xbf\xbd&lt;y&gt;"));
+    assert_xml_escaped(svg);
+    free(svg);
+    rep_free(&r);
+    tmp_run_rm(&t);
+}
+
+/* 2: tensors.jsonl rows must come in increasing seq (tensor_buckets wrote past
+ * its columns on rows that went back and forth); the buckets stay in bounds. */
+static void test_tensors_seq(void **state)
+{
+    (void)state;
+    TmpRun t;
+    const char *files[] = {
+        "steps.jsonl", "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n",
+        "tensors.jsonl", "{\"seq\":2,\"norms\":{\"a\":1}}\n{\"seq\":4,\"norms\":{\"a\":1}}\n"
+                         "{\"seq\":3,\"norms\":{\"a\":1}}\n",
+        NULL};
+    tmp_run(&t, files);
+    char want[128];
+    snprintf(want, sizeof want, "%s/tensors.jsonl:3: seq: 3 does not follow 4", t.dir);
+    expect_error(t.dir, want);
+    tmp_run_rm(&t);
+    /* in memory, rows out of order: at most SVG_COLS / 2 buckets (ASan checks) */
+    enum { N = 3000 };
+    char *steps = steps_text(N, step_up, false), *tens = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&tens, &len);
+    for (long i = 0; i < N; i++) fprintf(f, "{\"seq\":%ld,\"norms\":{\"a\":%ld,\"b\":1}}\n", i + 1, i % 5);
+    fclose(f);
+    const char *files2[] = {"steps.jsonl", steps, "tensors.jsonl", tens, NULL};
+    tmp_run(&t, files2);
+    free(steps), free(tens);
+    Report r;
+    char err[512] = "";
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+    assert_int_equal(r.t.nrows, N);
+    for (long i = 0; i < N; i++) r.t.rows[i].seq = i % 2 ? 1 : N;
+    char *svg = svg_string(&r, t.dir);
+    assert_non_null(strstr(svg, "by tensor</text>"));
+    free(svg);
+    rep_free(&r);
+    tmp_run_rm(&t);
+}
+
+/* 3: kinds, tensor names and the run name reach the SVG escaped. */
+static void test_svg_escaped(void **state)
+{
+    (void)state;
+    TmpRun t;
+    const char *files[] = {
+        "steps.jsonl", "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
+                       "{\"seq\":2,\"step\":2,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
+                       "{\"seq\":3,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n",
+        "events.jsonl", "{\"seq\":2,\"step\":2,\"kind\":\"a&b<i>\",\"rollback_to\":0,"
+                        "\"tensor_norms\":[{\"tensor\":\"w<&>\\\"\",\"norm\":3}]}\n"
+                        "{\"seq\":3,\"step\":1,\"kind\":\"\\\"q'\\u0007\\uffff\"}\n",
+        "tensors.jsonl", "{\"seq\":1,\"norms\":{\"t<1>&\":1,\"u\\\"\":2}}\n",
+        "config.yaml", "run:\n  name: \"r&d <x>\"\n",
+        NULL};
+    tmp_run(&t, files);
+    Report r;
+    char err[512] = "";
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+    char *svg = svg_string(&r, t.dir);
+    assert_non_null(strstr(svg, ">a&amp;b&lt;i&gt; @2 \xe2\x86\x92 rollback to 0</text>"));
+    assert_non_null(strstr(svg, ">a&amp;b&lt;i&gt; (1)</text>")); /* the legend */
+    assert_non_null(strstr(svg, ">&quot;q'\xef\xbf\xbd @1</text>"));
+    assert_non_null(strstr(svg, ">t&lt;1&gt;&amp;</text>"));
+    assert_non_null(strstr(svg, ">u&quot;</text>"));
+    assert_non_null(strstr(svg, "r&amp;d &lt;x&gt;"));
+    assert_null(strstr(svg, "a&b"));
+    assert_xml_escaped(svg);
+    free(svg);
+    rep_free(&r);
+    tmp_run_rm(&t);
+}
+
+/* 4: seq and step numbers past 2^53 are refused (every x was NaN, and NaN
+ * was cast to int); up to 2^53 they plot, as do losses, norms and clip rates
+ * near the largest doubles, without a NaN or infinite coordinate. */
+static void test_seq_range(void **state)
+{
+    (void)state;
+    assert_int_equal(column(NAN, 0, 1, 10), 0);
+    assert_int_equal(column(INFINITY, 0, 1, 10), 9);
+    assert_int_equal(column(-INFINITY, 0, 1, 10), 0);
+    char *steps = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&steps, &len);
+    for (int64_t i = 9; i >= 0; i--)
+        fprintf(f, "{\"seq\":%lld,\"step\":%lld,\"epoch\":1,\"loss\":%g,\"grad_norm\":%g}\n",
+                (long long)(REP_SEQ_MAX - i), (long long)(REP_SEQ_MAX - i),
+                i == 3 ? 1e308 : i == 4 ? -1e308 : 2.0 + (double)i, i == 5 ? 1e308 : i == 6 ? 1e-308 : 1.0);
+    fclose(f);
+    TmpRun t;
+    const char *files[] = {"steps.jsonl", steps, "events.jsonl",
+                           "{\"seq\":9007199254740990,\"step\":9007199254740990,\"kind\":\"loss_spike\"}\n",
+                           "tensors.jsonl", "{\"seq\":9007199254740991,\"norms\":{\"a\":1}}\n",
+                           "epochs.jsonl", "{\"epoch\":1,\"clip_rate\":1e308,\"val_loss\":-1e308}\n", NULL};
+    tmp_run(&t, files);
+    free(steps);
+    Report r;
+    char err[512] = "";
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+    char *svg = svg_string(&r, t.dir);
+    for (char *p = svg; *p; p++) *p = (char)tolower((unsigned char)*p);
+    assert_null(strstr(svg, "nan"));
+    assert_null(strstr(svg, "inf"));
+    free(svg);
+    rep_free(&r);
+    tmp_run_rm(&t);
+    const char *over[][2] = {
+        {"steps.jsonl", "{\"seq\":9007199254740993,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"},
+        {"steps.jsonl", "{\"seq\":1,\"step\":9007199254740993,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"},
+        {"events.jsonl", "{\"seq\":1,\"step\":1,\"kind\":\"x\",\"rollback_to\":9007199254740993}\n"},
+        {"tensors.jsonl", "{\"seq\":9007199254740993,\"norms\":{\"a\":1}}\n"},
+    };
+    const char *key[] = {"seq", "step", "rollback_to", "seq"};
+    for (int k = 0; k < 4; k++) {
+        const char *fs[] = {"steps.jsonl", "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n",
+                            over[k][0], over[k][1], NULL};
+        tmp_run(&t, fs);
+        char want[160];
+        snprintf(want, sizeof want, "%s/%s:1: %s: 9007199254740993 out of range", t.dir, over[k][0], key[k]);
+        expect_error(t.dir, want);
+        tmp_run_rm(&t);
+    }
+    /* the step after 2^53 without a seq of its own */
+    const char *fs[] = {"steps.jsonl", "{\"seq\":9007199254740992,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
+                                       "{\"step\":2,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n", NULL};
+    tmp_run(&t, fs);
+    char want[160];
+    snprintf(want, sizeof want, "%s/steps.jsonl:2: seq:", t.dir);
+    expect_error(t.dir, want);
+    tmp_run_rm(&t);
+}
+
+static long step_down(long i) { return 100000 - i; }
+static long step_zigzag(long i) { return 1 + i % 2; }
+
+/* 5: work and output linear in the input. Steps numbered downwards used to
+ * take O(n^2) and a rect per step for the rollback bands; alternating steps
+ * give a band each, of which SVG_BANDS are drawn and the legend says so. */
+static void test_hostile_sizes(void **state)
+{
+    (void)state;
+    TmpRun t;
+    Report r;
+    char err[512] = "";
+    char *steps = steps_text(100000, step_down, true);
+    const char *files[] = {"steps.jsonl", steps, NULL};
+    tmp_run(&t, files);
+    free(steps);
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+    char *svg = svg_string(&r, t.dir);
+    assert_int_equal(count_of(svg, "fill-opacity=\"0.08\""), 3); /* one band, in each of 3 panels */
+    assert_true(count_of(svg, "<circle") <= 4 * SVG_COLS);      /* skipped-step rings: a few per pixel */
+    assert_true(strlen(svg) < 1000000);
+    printf("100000 steps numbered downwards, all skipped: an SVG of %zu bytes\n", strlen(svg));
+    free(svg);
+    rep_free(&r);
+    tmp_run_rm(&t);
+
+    steps = steps_text(20000, step_zigzag, false);
+    const char *files2[] = {"steps.jsonl", steps, NULL};
+    tmp_run(&t, files2);
+    free(steps);
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+    svg = svg_string(&r, t.dir);
+    assert_int_equal(count_of(svg, "fill-opacity=\"0.08\""), 3 * SVG_BANDS);
+    assert_non_null(strstr(svg, "steps re-run after a rollback (first 200 of 9999 ranges drawn)"));
+    free(svg);
+    rep_free(&r);
+    tmp_run_rm(&t);
+
+    /* tensor names: at most REP_TENSOR_NAMES */
+    for (int names = REP_TENSOR_NAMES; names <= REP_TENSOR_NAMES + 1; names++) {
+        char *tens = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&tens, &len);
+        for (int row = 0; row < 2; row++) {
+            fprintf(f, "{\"seq\":%d,\"norms\":{", row + 1);
+            for (int i = 0; i < names; i++) fprintf(f, "%s\"t%d\":1", i ? "," : "", (i * 7 + row) % names);
+            fprintf(f, "}}\n");
+        }
+        fclose(f);
+        const char *fs[] = {"steps.jsonl", "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n",
+                            "tensors.jsonl", tens, NULL};
+        tmp_run(&t, fs);
+        free(tens);
+        if (names == REP_TENSOR_NAMES) {
+            assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+            assert_int_equal(r.t.nnames, REP_TENSOR_NAMES);
+            assert_int_equal(r.t.nent, 2 * REP_TENSOR_NAMES);
+            rep_free(&r);
+        } else {
+            char want[160];
+            snprintf(want, sizeof want, "%s/tensors.jsonl:1: norms: more than 256 distinct tensor names", t.dir);
+            expect_error(t.dir, want);
+        }
+        tmp_run_rm(&t);
+    }
+}
+
+/* Lines over 1 MiB, absurd epoch numbers, and config.yaml lines longer than
+ * its line buffer. */
+static void test_input_limits(void **state)
+{
+    (void)state;
+    TmpRun t;
+    size_t n = REP_LINE_MAX + 100;
+    char *steps = malloc(n + 200);
+    assert_non_null(steps);
+    int k = snprintf(steps, 200, "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n{\"pad\":\"");
+    memset(steps + k, 'x', n);
+    strcpy(steps + k + n, "\"}\n");
+    const char *files[] = {"steps.jsonl", steps, NULL};
+    tmp_run(&t, files);
+    free(steps);
+    char want[160];
+    snprintf(want, sizeof want, "%s/steps.jsonl:2: line longer than 1048576 bytes", t.dir);
+    expect_error(t.dir, want);
+    tmp_run_rm(&t);
+
+    const char *files2[] = {"steps.jsonl", "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n",
+                            "epochs.jsonl", "{\"epoch\":10000001,\"clip_rate\":0}\n", NULL};
+    tmp_run(&t, files2);
+    snprintf(want, sizeof want, "%s/epochs.jsonl:1: epoch: 10000001 out of range", t.dir);
+    expect_error(t.dir, want);
+    tmp_run_rm(&t);
+
+    /* a line of 2047 + 13 bytes: its tail is no line "  max_norm: 9" */
+    char cfg[4096];
+    k = snprintf(cfg, sizeof cfg, "clip:\n  mode: global_norm\n  note: ");
+    memset(cfg + k, 'x', 2047 - 8);
+    snprintf(cfg + k + 2047 - 8, sizeof cfg - (size_t)(k + 2047 - 8), "  max_norm: 9\n  other: 1\n");
+    const char *files3[] = {"config.yaml", cfg, NULL};
+    tmp_run(&t, files3);
+    char path[128], v[64];
+    snprintf(path, sizeof path, "%s/config.yaml", t.dir);
+    assert_int_equal(rep_yaml_scan(path, "clip", "other", v, sizeof v), 1);
+    assert_string_equal(v, "1");
+    assert_int_equal(rep_yaml_scan(path, "clip", "max_norm", v, sizeof v), 0);
+    tmp_run_rm(&t);
+}
+
 /* ---- numeric helpers against naive references ---- */
 
 static uint64_t rng_state = 12345;
@@ -323,6 +736,12 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_partial_and_empty),
         cmocka_unit_test(test_yaml_scan),
+        cmocka_unit_test(test_utf8_names),
+        cmocka_unit_test(test_tensors_seq),
+        cmocka_unit_test(test_svg_escaped),
+        cmocka_unit_test(test_seq_range),
+        cmocka_unit_test(test_hostile_sizes),
+        cmocka_unit_test(test_input_limits),
         cmocka_unit_test(test_smooth),
         cmocka_unit_test(test_window_rate),
         cmocka_unit_test(test_decimate),

@@ -1,7 +1,7 @@
 # build/clipd-report end to end: a real tiny job with an injected gradient
 # spike and rollback, then the text, --json and --svg outputs checked against
 # the job's own logs (jq, xmllint); a crashed run's cut last line, a run still
-# being written, and directories that are not runs.
+# being written, directories that are not runs, and crafted hostile files.
 REPORT=build/clipd-report
 RP=(--set metrics.listen=off --set train.steps_per_epoch=60 --set checkpoint.every_steps=20
     --set divergence.window=20 --set divergence.warmup=20 --set debug.spike_step=45
@@ -133,3 +133,31 @@ report_errors() {
     $REPORT "$TMP/rp_empty" | grep -q "no steps yet" && $REPORT "$TMP/rp_empty" --json | jq -e '.steps_executed == 0' >/dev/null
 }
 check "report errors: not a run, no dir, malformed middle lines (file:line), bad option: exit 2; empty run: exit 0" report_errors
+
+report_hostile() {
+    # crafted files: markup and a cut multi-byte character in kinds and tensor
+    # names, invalid UTF-8 in config.yaml, seq past 2^53, tensors.jsonl going
+    # back, a full stdout
+    local d="$TMP/rp_hostile" k30=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+    mkdir -p "$d" || return 1
+    printf '%s\n' '{"seq":1,"step":1,"epoch":1,"loss":2,"grad_norm":1}' \
+        '{"seq":2,"step":2,"epoch":1,"loss":2,"grad_norm":1}' \
+        '{"seq":3,"step":1,"epoch":1,"loss":2,"grad_norm":1}' >"$d/steps.jsonl"
+    printf '%s\n' '{"seq":2,"step":2,"kind":"a&b<i>","rollback_to":0,"tensor_norms":[{"tensor":"w<&>","norm":3}]}' \
+        '{"seq":3,"step":1,"kind":"'$k30'\u00e9"}' >"$d/events.jsonl"
+    printf '%s\n' '{"seq":1,"norms":{"t<1>&":1,"u\"":2}}' >"$d/tensors.jsonl"
+    printf 'run:\n  name: r&d <x> \xff\n' >"$d/config.yaml"
+    $REPORT "$d" --json | jq -e --arg k "$k30" '.events_by_kind | has($k) and has("a&b<i>")' >/dev/null ||
+        { echo "--json lacks the kinds"; return 1; }
+    $REPORT "$d" --svg "$TMP/hostile.svg" >/dev/null && xmllint --noout "$TMP/hostile.svg" || return 1
+    grep -qF 'a&amp;b&lt;i&gt; @2' "$TMP/hostile.svg" || { echo "label not escaped"; return 1; }
+    $REPORT "$d" >/dev/full 2>"$TMP/full.err"; [ $? = 1 ] && grep -q "writing standard output" "$TMP/full.err" ||
+        { echo "text to a full stdout: not exit 1"; return 1; }
+    $REPORT "$d" --json >/dev/full 2>/dev/null; [ $? = 1 ] || { echo "--json to a full stdout: not exit 1"; return 1; }
+    printf '%s\n' '{"seq":5,"norms":{"a":1}}' '{"seq":4,"norms":{"a":1}}' >"$d/tensors.jsonl"
+    expect_exit 2 "rp_hostile/tensors.jsonl:2: seq: 4 does not follow 5" $REPORT "$d" --svg "$TMP/hostile.svg" || return 1
+    rm "$d/tensors.jsonl"
+    printf '%s\n' '{"seq":9007199254740993,"step":1,"epoch":1,"loss":2,"grad_norm":1}' >"$d/steps.jsonl"
+    expect_exit 2 "rp_hostile/steps.jsonl:1: seq: 9007199254740993 out of range" $REPORT "$d" --svg "$TMP/hostile.svg"
+}
+check "report on hostile files: escaped SVG (xmllint), UTF-8 kept whole in --json, bad seq refused, full stdout: exit 1" report_hostile
