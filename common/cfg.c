@@ -40,9 +40,12 @@ typedef struct {
     const char *doc;
 } CfgKey;
 
-static const char *const model_names[] = {[MODEL_RNN] = "rnn", [MODEL_LSTM] = "lstm"};
-static const char *const source_names[] = {[DATA_MARKOV] = "markov", [DATA_ADDING] = "adding"};
-static const char *const opt_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam"};
+static const char *const model_names[] = {[MODEL_RNN] = "rnn", [MODEL_LSTM] = "lstm",
+                                          [MODEL_GRU] = "gru"};
+static const char *const source_names[] = {[DATA_MARKOV] = "markov", [DATA_ADDING] = "adding",
+                                           [DATA_TEXT] = "text"};
+static const char *const tok_names[] = {[TOK_BYTES] = "bytes", [TOK_WORDS] = "words"};
+static const char *const opt_names[] = {[OPT_SGD] = "sgd", [OPT_ADAM] = "adam", [OPT_ADAMW] = "adamw"};
 static const char *const clip_names[] = {[CLIP_GLOBAL_NORM] = "global_norm",
                                          [CLIP_PER_TENSOR] = "per_tensor",
                                          [CLIP_VALUE] = "value", [CLIP_NONE] = "none"};
@@ -83,6 +86,10 @@ static const CfgKey cfg_keys[] = {
     KINT(data, markov_order, 1, 4, "2", "context length of the chain"),
     KINT(data, markov_branch, 1, 1000000, "3", "successors per context"),
     KINT(data, valid_batches, 0, 1000000, "8", "held-out batches per evaluation, 0 off"),
+    KSTR(data, path, 0, 255, 0, "", "text: a file, or a dir of train/valid/test"),
+    KENUM(data, tokenizer, tok_names, "bytes", "text: bytes or words"),
+    KINT(data, min_count, 1, 1000000000, "1", "words: rarer words become <unk>"),
+    KDBL(data, valid_fraction, 0, 0.5, F_MAX_OPEN, "0.1", "text in one file: held-out tail"),
     KINT(train, epochs, 1, 1000000, "8", "number of epochs"),
     KINT(train, steps_per_epoch, 1, 1000000000, "100", "optimizer steps per epoch"),
     KENUM(train, optimizer, opt_names, "adam", "update rule"),
@@ -93,6 +100,8 @@ static const CfgKey cfg_keys[] = {
     KDBL(train, eps, 1e-30, 1, 0, "1e-8", "adam denominator epsilon"),
     KDBL(train, lr_decay, 0, 1, F_MIN_OPEN, "1", "lr multiplier per decayed epoch"),
     KINT(train, lr_decay_start, 1, 1000000, "1", "first decayed epoch (1-based)"),
+    KDBL(train, weight_decay, 0, 10, 0, "0", "adamw: decoupled weight decay"),
+    KINT(train, accumulate, 1, 1000000, "1", "micro-batches per optimizer step"),
     KENUM(train, lr_schedule, sched_names, "constant", "learning-rate schedule"),
     KINT(train, warmup_steps, 0, 1000000000, "0", "cosine: linear warm-up steps"),
     KDBL(train, lr_min, 0, 1000, 0, "0", "cosine: final learning rate"),
@@ -935,6 +944,14 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
             return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
                                      "or off, got '%s'", c->metrics_listen);
     }
+    /* Accepted names whose implementation has not landed yet (issue 6). */
+    if (c->model_kind == MODEL_GRU)
+        return validate_fail(&m, "model.kind: gru is not implemented in this version yet");
+    if (c->data_source == DATA_TEXT)
+        return validate_fail(&m, "data.source: text is not implemented in this version yet");
+    if (c->train_optimizer == OPT_ADAMW || c->train_weight_decay != 0 || c->train_accumulate != 1)
+        return validate_fail(&m, "train.optimizer adamw, train.weight_decay and train.accumulate "
+                                 "are not implemented in this version yet");
     if (c->divergence_val_loss_rise_action == ACT_SKIP ||
         c->divergence_val_loss_rise_action == ACT_ROLLBACK)
         return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "

@@ -11,9 +11,10 @@
 
 enum { CFG_OK = 0, CFG_ERR = 2 }; /* CFG_ERR doubles as the exit code for bad input */
 
-typedef enum { MODEL_RNN = 0, MODEL_LSTM = 1 } ModelKind;
-typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1 } DataSource;
-typedef enum { OPT_SGD = 0, OPT_ADAM = 1 } OptKind;
+typedef enum { MODEL_RNN = 0, MODEL_LSTM = 1, MODEL_GRU = 2 } ModelKind;
+typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1, DATA_TEXT = 2 } DataSource;
+typedef enum { TOK_BYTES = 0, TOK_WORDS = 1 } Tokenizer;
+typedef enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 } OptKind;
 typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP = 1, SCHED_COSINE = 2, SCHED_PLATEAU = 3 } LrSchedule;
 /* Divergence actions, mildest first; INHERIT: take divergence.action. */
@@ -41,6 +42,10 @@ typedef struct {
     int data_markov_order;   /* context length of the synthetic chain */
     int data_markov_branch;  /* successors per context */
     int data_valid_batches;  /* held-out global batches evaluated at each epoch end */
+    char data_path[CFG_STR_MAX]; /* text: a file, or a directory with train/valid/test files */
+    int data_tokenizer;      /* Tokenizer */
+    int data_min_count;      /* words: rarer words become <unk> */
+    double data_valid_fraction; /* text from one file: the tail fraction held out */
     /* train */
     int train_epochs;
     int train_steps_per_epoch;
@@ -51,6 +56,8 @@ typedef struct {
     double train_beta2;
     double train_eps;
     double train_lr_decay;   /* lr multiplier per epoch, from epoch lr_decay_start on */
+    double train_weight_decay; /* adamw: decoupled weight decay */
+    int train_accumulate;    /* micro-batches per optimizer step (clip once on their sum) */
     int train_lr_decay_start;/* first epoch (1-based) whose lr is decayed */
     int train_lr_schedule;   /* LrSchedule */
     int train_warmup_steps;  /* cosine: linear warm-up steps */

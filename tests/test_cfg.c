@@ -239,7 +239,7 @@ static void test_enum_names(void **state)
     assert_string_equal(cfg_clip_name(CLIP_PER_TENSOR), "per_tensor");
     assert_string_equal(cfg_clip_name(CLIP_VALUE), "value");
     assert_string_equal(cfg_clip_name(CLIP_NONE), "none");
-    assert_string_equal(cfg_model_name(2), "?");
+    assert_string_equal(cfg_model_name(3), "?");
     assert_string_equal(cfg_clip_name(-1), "?");
 }
 
@@ -463,7 +463,7 @@ static void test_err_quoted_number(void **state)
 static void test_err_enum(void **state)
 {
     (void)state;
-    LOAD_ERR("model:\n  kind: gru\n", "t.yaml:2:9: model.kind: expected one of rnn, lstm, got 'gru'");
+    LOAD_ERR("model:\n  kind: transformer\n", "t.yaml:2:9: model.kind: expected one of rnn, lstm, gru, got 'transformer'");
     LOAD_ERR("model:\n  kind: LSTM\n", "t.yaml:2:9: model.kind: ", "got 'LSTM'");
     LOAD_ERR("clip:\n  mode: 0\n", "t.yaml:2:9: clip.mode: expected one of global_norm, per_tensor, value, none");
 }
@@ -528,7 +528,7 @@ static void test_err_missing_value(void **state)
     LOAD_ERR("model:\n  hidden:\n  layers: 2\n", "t.yaml:2:10: model.hidden: missing value");
     LOAD_ERR("model:\n  hidden: ~\n", "t.yaml:2:11: model.hidden: missing value");
     LOAD_ERR("run:\n  name:\n", "t.yaml:2:8: run.name: missing value");
-    LOAD_ERR("model:\n  kind: null\n", "t.yaml:2:9: model.kind: missing value (expected one of rnn, lstm)");
+    LOAD_ERR("model:\n  kind: null\n", "t.yaml:2:9: model.kind: missing value (expected one of rnn, lstm, gru)");
 }
 
 static void test_failed_load_is_atomic(void **state)
@@ -688,7 +688,7 @@ static void test_set_bad(void **state)
     SET_ERR("model.layers=0", "--set model.layers=0: model.layers: ", "got '0'");
     SET_ERR("model.layers= 4", "model.layers: ", "got ' 4'");
     SET_ERR("model.layers=", "--set model.layers=: model.layers: missing value");
-    SET_ERR("model.kind=gru", "model.kind: expected one of rnn, lstm, got 'gru'");
+    SET_ERR("model.kind=transformer", "model.kind: expected one of rnn, lstm, gru, got 'transformer'");
     SET_ERR("model.init_scale=0", "model.init_scale: expected a number in (0, 10], got '0'");
     SET_ERR("run.name=a/b", "run.name: ", "got 'a/b'");
     SET_ERR("=4", "--set =4: expected section.key=value");
@@ -781,7 +781,7 @@ static void test_validate_fields(void **state)
     VALIDATE_ERR(&c, "config: model.layers: expected an integer in [1, 16], got 40");
     cfg_defaults(&c);
     c.model_kind = 7;
-    VALIDATE_ERR(&c, "config: model.kind: expected one of rnn, lstm, got 7");
+    VALIDATE_ERR(&c, "config: model.kind: expected one of rnn, lstm, gru, got 7");
     cfg_defaults(&c);
     c.train_lr = INFINITY;
     VALIDATE_ERR(&c, "config: train.lr: expected a number in (0, 1000], got inf");
