@@ -949,9 +949,6 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "model.kind: gru is not implemented in this version yet");
     if (c->data_source == DATA_TEXT)
         return validate_fail(&m, "data.source: text is not implemented in this version yet");
-    if (c->train_optimizer == OPT_ADAMW || c->train_weight_decay != 0 || c->train_accumulate != 1)
-        return validate_fail(&m, "train.optimizer adamw, train.weight_decay and train.accumulate "
-                                 "are not implemented in this version yet");
     if (c->divergence_val_loss_rise_action == ACT_SKIP ||
         c->divergence_val_loss_rise_action == ACT_ROLLBACK)
         return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "

@@ -101,6 +101,39 @@ static void test_adam(void **state)
     optim_free(&o);
 }
 
+/* AdamW, lr 0.1, weight decay 0.5, g = 0.5 from p = 1: p is first scaled by
+ * 1 - 0.1*0.5 = 0.95, then Adam's first step moves it by lr: 0.85. Adam with
+ * coupled L2 0.5: g' = 0.5 + 0.5*1 = 1, the first step still moves by lr: 0.9;
+ * SGD with L2 0.5, lr 0.1: 1 - 0.1*(0.5 + 0.5) = 0.9. */
+static void test_weight_decay(void **state)
+{
+    (void)state;
+    Optim o;
+    float p[1] = {1}, g[1] = {0.5f};
+    assert_int_equal(optim_init(&o, OPT_ADAMW, 0, 0.9, 0.999, 1e-8, 1), 0);
+    o.weight_decay = 0.5;
+    optim_begin(&o);
+    optim_update(&o, p, g, 0, 1, 1.0f, 0, 0.1);
+    NEAR(p[0], 0.85, 1e-6);
+    optim_free(&o);
+    p[0] = 1;
+    assert_int_equal(optim_init(&o, OPT_SGD, 0, 0.9, 0.999, 1e-8, 1), 0);
+    o.weight_decay = 0.5;
+    optim_begin(&o);
+    optim_update(&o, p, g, 0, 1, 1.0f, 0, 0.1);
+    NEAR(p[0], 0.9, 1e-6);
+    optim_free(&o);
+    /* AdamW second step, g = -0.5: p = 0.85*0.95 + 0.1*0.0263158/0.5 (as in test_adam) */
+    p[0] = 1, g[0] = 0.5f;
+    assert_int_equal(optim_init(&o, OPT_ADAMW, 0, 0.9, 0.999, 1e-8, 1), 0);
+    o.weight_decay = 0.5;
+    optim_begin(&o), optim_update(&o, p, g, 0, 1, 1.0f, 0, 0.1);
+    g[0] = -0.5f;
+    optim_begin(&o), optim_update(&o, p, g, 0, 1, 1.0f, 0, 0.1);
+    NEAR(p[0], 0.85 * 0.95 + 0.0052632, 2e-6);
+    optim_free(&o);
+}
+
 /* Fused clip inside the update equals clipping first, then updating. */
 static void test_fused_equals_separate(void **state)
 {
@@ -182,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_value_clip),     cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_momentum),       cmocka_unit_test(test_adam),
         cmocka_unit_test(test_fused_equals_separate), cmocka_unit_test(test_clip_update_modes),
+        cmocka_unit_test(test_weight_decay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

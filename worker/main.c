@@ -105,6 +105,7 @@ static void worker_setup(Worker *w)
     if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
                    c->train_beta2, c->train_eps, w->model.nparams) != 0)
         worker_fatal("out of memory allocating optimizer state");
+    w->opt.weight_decay = c->train_weight_decay;
     if (sync_init(&w->sync, w->comm, w->model.nparams, w->model.nviews) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
     w->local = calloc((size_t)w->sync.nstats, sizeof(double));
@@ -175,11 +176,16 @@ static void compute_step(Worker *w, StepRecord *r)
     Batcher *d = &w->data;
     double t0 = now_ms();
     poll_requests(w);
-    batcher_next(d);
     model_zero_grad(m);
-    long terms = model_terms(m);
+    /* train.accumulate micro-batches add into one gradient, clipped once. */
+    int K = w->cfg.train_accumulate;
+    long terms = model_terms(m) * K;
     float scale = (float)(1.0 / ((double)terms * w->W));
-    double loss = model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
+    double loss = 0;
+    for (int k = 0; k < K; k++) {
+        batcher_next(d);
+        loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
+    }
     inject_faults(w, w->step + 1);
     double t1 = now_ms();
     if (sync_grads(&w->sync, m->grads, m, w->local) != 0) worker_fatal("gradient sync failed");
@@ -197,7 +203,7 @@ static void compute_step(Worker *w, StepRecord *r)
                    (w->global[ST_NONFINITE] != 0 || !isfinite(r->grad_norm) ? 2 : 0);
     r->ntensors = m->nviews;
     for (int v = 0; v < m->nviews; v++) r->tensor_norm[v] = (float)sqrt(w->global[ST_TENSOR0 + v]);
-    r->tokens = (int64_t)m->T * m->B * w->W;
+    r->tokens = (int64_t)m->T * m->B * w->W * K;
 }
 
 static void record_events(StepRecord *r, unsigned events, const EventInfo *info)

@@ -13,7 +13,8 @@ int optim_init(Optim *o, int kind, double momentum, double beta1, double beta2, 
     memset(o, 0, sizeof *o);
     o->kind = kind, o->momentum = momentum, o->beta1 = beta1, o->beta2 = beta2, o->eps = eps;
     o->n = n;
-    int need_m = kind == OPT_ADAM || momentum > 0, need_v = kind == OPT_ADAM;
+    int adam = kind == OPT_ADAM || kind == OPT_ADAMW;
+    int need_m = adam || momentum > 0, need_v = adam;
     if (need_m && !(o->m = calloc(n ? n : 1, sizeof(float)))) return -1;
     if (need_v && !(o->v = calloc(n ? n : 1, sizeof(float)))) {
         optim_free(o);
@@ -41,15 +42,16 @@ void optim_update(Optim *o, float *p, const float *g, size_t off, size_t len, fl
                   float clip_value, double lr)
 {
     p += off, g += off;
+    float wd = o->kind == OPT_ADAMW ? 0.0f : (float)o->weight_decay; /* coupled L2 */
     if (o->kind == OPT_SGD) {
         float flr = (float)lr;
         if (!o->m) {
-            for (size_t i = 0; i < len; i++) p[i] -= flr * clipped(g[i], coef, clip_value);
+            for (size_t i = 0; i < len; i++) p[i] -= flr * (clipped(g[i], coef, clip_value) + wd * p[i]);
             return;
         }
         float mu = (float)o->momentum, *m = o->m + off;
         for (size_t i = 0; i < len; i++) {
-            m[i] = mu * m[i] + clipped(g[i], coef, clip_value);
+            m[i] = mu * m[i] + clipped(g[i], coef, clip_value) + wd * p[i];
             p[i] -= flr * m[i];
         }
         return;
@@ -59,8 +61,10 @@ void optim_update(Optim *o, float *p, const float *g, size_t off, size_t len, fl
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
     float step = (float)(lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));
+    float keep = o->kind == OPT_ADAMW ? (float)(1.0 - lr * o->weight_decay) : 1.0f; /* decoupled */
     for (size_t i = 0; i < len; i++) {
-        float x = clipped(g[i], coef, clip_value);
+        float x = clipped(g[i], coef, clip_value) + wd * p[i];
+        p[i] *= keep;
         m[i] = b1 * m[i] + (1.0f - b1) * x;
         v[i] = b2 * v[i] + (1.0f - b2) * x * x;
         p[i] -= step * m[i] / (sqrtf(v[i]) * rbc2 + eps);

@@ -1,4 +1,4 @@
-/* optim: SGD (with optional momentum, PyTorch convention) and Adam over
+/* optim: SGD (with optional momentum, PyTorch convention), Adam and AdamW over
  * flat ranges of parameters. Each update reads the raw averaged gradient
  * and applies the clip coefficient (and clamp, for clip-by-value) in the
  * same pass, so clipping adds no pass over memory. The moment buffers are
@@ -11,6 +11,8 @@
 typedef struct {
     int kind;            /* OptKind */
     double momentum, beta1, beta2, eps;
+    double weight_decay;  /* SGD, Adam: coupled L2 (added to the clipped gradient);
+                             AdamW: decoupled (Loshchilov and Hutter 2019) */
     long t;              /* updates applied so far */
     size_t n;
     float *m;            /* (n) momentum / Adam first moment */
