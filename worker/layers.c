@@ -1,9 +1,9 @@
 /* layers: forward and backward kernels of the worker's model (embedding,
- * linear, tanh RNN, LSTM, softmax cross-entropy) over raw float pointers.
+ * linear, tanh RNN, LSTM, GRU, softmax cross-entropy) over raw float pointers.
  * Matrix products are OpenBLAS cblas_sgemm calls (row-major); the rest is
  * one fused loop per step. No kernel allocates: scratch comes from the caller.
  * Sizes: N rows, I/O linear in/out, V vocab, E embedding, T time, B batch,
- * Ein recurrent input, H hidden, G gates per unit (1 RNN, 4 LSTM). */
+ * Ein recurrent input, H hidden, G gates per unit (1 RNN, 4 LSTM, 3 GRU). */
 #include "worker/layers.h"
 
 #include <assert.h>
@@ -83,7 +83,7 @@ void linear_backward(float *dx, float *dw, float *db, const float *dy, const flo
 }
 
 /* ---------------------------------------------------------------- recurrent steps
- * Shared by the RNN (G = 1) and the LSTM (G = 4); GH = G*H. */
+ * Shared by the RNN (G = 1), the LSTM (G = 4) and the GRU (G = 3); GH = G*H. */
 
 /* pre (T*B, GH) = x (T*B, Ein) wx (Ein, GH): the input projection of all steps */
 static void seq_input_proj(float *pre, const float *x, const float *wx, int TB, int Ein, int GH)
@@ -108,6 +108,14 @@ static void step_dh_prev_add(float *dh_prev, const float *da_t, const float *wh,
                 1.0f, da_t, GH, wh, GH, 1.0f, dh_prev, H);
 }
 
+/* dwh (H, GH) += h[0..T-1]^T (H, T*B) du (T*B, GH): after the time loop, from
+ * the gradients w.r.t. the recurrent terms */
+static void seq_dwh_add(float *dwh, const float *du, const float *h, int TB, int H, int GH)
+{
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, GH, TB,
+                1.0f, h, H, du, GH, 1.0f, dwh, GH);
+}
+
 /* After the time loop, from the pre-activation gradients da (T*B, GH):
  * dwx += x^T da; db += sum da; dx = da wx^T (if dx); dwh += h[0..T-1]^T da. */
 static void seq_weight_grads(float *dx /* (T*B, Ein) */, float *dwx /* (Ein, GH) */,
@@ -117,8 +125,7 @@ static void seq_weight_grads(float *dx /* (T*B, Ein) */, float *dwx /* (Ein, GH)
                              const float *wx /* (Ein, GH) */, int TB, int Ein, int H, int GH)
 {
     linear_backward(dx, dwx, db, da, x, wx, TB, Ein, GH);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, GH, TB,
-                1.0f, h, H, da, GH, 1.0f, dwh, GH);
+    seq_dwh_add(dwh, da, h, TB, H, GH);
 }
 
 /* ---------------------------------------------------------------- RNN */
@@ -250,6 +257,118 @@ void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, floa
         }
     }
     seq_weight_grads(dx, dwx, dwh, db, dgates, x, h, wx, T * B, Ein, H, 4 * H);
+}
+
+/* ---------------------------------------------------------------- GRU */
+
+/* Before the step's recurrent sgemm: move a_n (the n block of g, without bias)
+ * out into un_t and zero the block, so that the one sgemm over all 3H columns
+ * leaves a_r + u_r, a_z + u_z and exactly u_n (0 + u_n) in g. */
+static void gru_step_split_n(float *un_t /* (B, H), out: a_n */,
+                             float *g /* (B, 3H), in: input projection */, int B, int H)
+{
+    for (int n = 0; n < B; n++) {
+        float *gn = g + (size_t)n * 3 * H + 2 * H;       // (H): the n block
+        memcpy(un_t + (size_t)n * H, gn, (size_t)H * sizeof(float));
+        memset(gn, 0, (size_t)H * sizeof(float));
+    }
+}
+
+/* One step's fused pass after the recurrent sgemm: bias, gates (written back
+ * into g as post-activation r,z,n), state update; un_t swaps a_n for u_n. */
+static void gru_step_forward(float *h_next /* (B, H) */,
+                             float *g /* (B, 3H), in: a_r+u_r, a_z+u_z, u_n */,
+                             float *un_t /* (B, H), in: a_n, out: u_n */,
+                             const float *h_prev /* (B, H) */, const float *b /* (3H) */,
+                             int B, int H)
+{
+    for (int n = 0; n < B; n++) {
+        float *gn = g + (size_t)n * 3 * H;               // (3H)
+        float *un = un_t + (size_t)n * H;                // (H)
+        const float *hp = h_prev + (size_t)n * H;        // (H)
+        float *hn = h_next + (size_t)n * H;              // (H)
+        for (int j = 0; j < H; j++) {
+            const float r = sigmoidf(gn[j] + b[j]);
+            const float z = sigmoidf(gn[H + j] + b[H + j]);
+            const float u = gn[2 * H + j];
+            const float nn = tanhf(un[j] + b[2 * H + j] + r * u);
+            gn[j] = r;
+            gn[H + j] = z;
+            gn[2 * H + j] = nn;
+            un[j] = u;
+            hn[j] = (1.0f - z) * nn + z * hp[j];
+        }
+    }
+}
+
+/* One step's gradients w.r.t. a (dg) and u (du) from dh_t = dL/dh[t+1];
+ * dh_prev (may be NULL at t = 0) gets the direct term dh_t * z added. */
+static void gru_step_backward(float *dg /* (B, 3H) */, float *du /* (B, 3H) */,
+                              float *dh_prev /* (B, H) */, const float *dh_t /* (B, H) */,
+                              const float *g /* (B, 3H) */, const float *un_t /* (B, H) */,
+                              const float *h_prev /* (B, H) */, int B, int H)
+{
+    for (int n = 0; n < B; n++) {
+        float *dgn = dg + (size_t)n * 3 * H;             // (3H)
+        float *dun = du + (size_t)n * 3 * H;             // (3H)
+        const float *gn = g + (size_t)n * 3 * H;         // (3H)
+        const float *dhn = dh_t + (size_t)n * H;         // (H)
+        const float *un = un_t + (size_t)n * H;          // (H)
+        const float *hp = h_prev + (size_t)n * H;        // (H)
+        for (int j = 0; j < H; j++) {
+            const float r = gn[j], z = gn[H + j], nn = gn[2 * H + j];
+            const float dan = dhn[j] * (1.0f - z) * (1.0f - nn * nn);
+            const float daz = dhn[j] * (hp[j] - nn) * z * (1.0f - z);
+            const float dar = dan * un[j] * r * (1.0f - r);
+            dgn[j] = dar;
+            dgn[H + j] = daz;
+            dgn[2 * H + j] = dan;
+            dun[j] = dar;
+            dun[H + j] = daz;
+            dun[2 * H + j] = dan * r;
+        }
+        if (dh_prev) {
+            float *dpn = dh_prev + (size_t)n * H;        // (H)
+            for (int j = 0; j < H; j++) {
+                dpn[j] += dhn[j] * gn[H + j];
+            }
+        }
+    }
+}
+
+void gru_forward(float *h, float *gates, float *un, const float *x, const float *wx,
+                 const float *wh, const float *b, int T, int B, int Ein, int H)
+{
+    const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
+    // gates (T*B, 3H) holds the input projections, activated in place per step
+    seq_input_proj(gates, x, wx, T * B, Ein, 3 * H);
+    for (int t = 0; t < T; t++) {
+        float *gt = gates + (size_t)t * BG; // (B, 3H)
+        float *ut = un + (size_t)t * BH;    // (B, H)
+        gru_step_split_n(ut, gt, B, H);
+        step_recurrent_add(gt, h + (size_t)t * BH, wh, B, H, 3 * H);
+        gru_step_forward(h + (size_t)(t + 1) * BH, gt, ut, h + (size_t)t * BH, b, B, H);
+    }
+}
+
+void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
+                  float *du, const float *x, const float *h, const float *gates,
+                  const float *un, const float *wx, const float *wh,
+                  int T, int B, int Ein, int H)
+{
+    const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
+    for (int t = T - 1; t >= 0; t--) {
+        float *dgt = dgates + (size_t)t * BG; // (B, 3H)
+        float *dut = du + (size_t)t * BG;     // (B, 3H)
+        float *dh_prev = t > 0 ? dh + (size_t)(t - 1) * BH : NULL; // (B, H)
+        gru_step_backward(dgt, dut, dh_prev, dh + (size_t)t * BH, gates + (size_t)t * BG,
+                          un + (size_t)t * BH, h + (size_t)t * BH, B, H);
+        if (dh_prev) {
+            step_dh_prev_add(dh_prev, dut, wh, B, H, 3 * H);
+        }
+    }
+    linear_backward(dx, dwx, db, dgates, x, wx, T * B, Ein, 3 * H);
+    seq_dwh_add(dwh, du, h, T * B, H, 3 * H);
 }
 
 /* ---------------------------------------------------------------- softmax cross-entropy */

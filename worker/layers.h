@@ -54,6 +54,28 @@ void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
                    const float *gates /* (T, B, 4H) */, const float *wx /* (Ein, 4H) */,
                    const float *wh /* (H, 4H) */, int T, int B, int Ein, int H);
 
+/* GRU, gates in the order r, z, n along the 3H axis. One bias, on the input
+ * side only (no recurrent bias; the reset gate scales the whole recurrent
+ * projection u_n, as in PyTorch's GRU with b_hn = 0):
+ *   a = x[t] wx + b; u = h[t] wh
+ *   r = sigmoid(a_r + u_r); z = sigmoid(a_z + u_z); n = tanh(a_n + r*u_n)
+ *   h[t+1] = (1 - z)*n + z*h[t]
+ * gates stores the post-activation r,z,n and un stores u_n for backward.
+ * h[0] given. */
+void gru_forward(float *h /* (T+1, B, H) */, float *gates /* (T, B, 3H) */,
+                 float *un /* (T, B, H) */, const float *x /* (T, B, Ein) */,
+                 const float *wx /* (Ein, 3H) */, const float *wh /* (H, 3H) */,
+                 const float *b /* (3H) */, int T, int B, int Ein, int H);
+/* dh as in rnn_backward (in/scratch). dgates (gradient w.r.t. a) and du
+ * (w.r.t. u) are scratch. dx may be NULL. */
+void gru_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 3H) */,
+                  float *dwh /* (H, 3H) */, float *db /* (3H) */,
+                  float *dh /* (T, B, H), in/scratch */, float *dgates /* (T, B, 3H) */,
+                  float *du /* (T, B, 3H) */, const float *x /* (T, B, Ein) */,
+                  const float *h /* (T+1, B, H) */, const float *gates /* (T, B, 3H) */,
+                  const float *un /* (T, B, H) */, const float *wx /* (Ein, 3H) */,
+                  const float *wh /* (H, 3H) */, int T, int B, int Ein, int H);
+
 /* Softmax cross-entropy. probs gets softmax(logits) (may alias logits).
  * Returns the SUM over rows of -log p[target], accumulated in double. */
 double softmax_ce_forward(float *probs /* (N, V) */, const float *logits /* (N, V) */,
