@@ -221,7 +221,8 @@ static double ref_ce(double *probs, const double *logits, const int *tgt, int N,
     return loss;
 }
 
-/* One recurrent layer in double; G = 1 (tanh RNN) or 4 (LSTM, gates i,f,g,o). */
+/* One recurrent layer in double; G = 1 (tanh RNN), 4 (LSTM, gates i,f,g,o)
+ * or 3 (GRU, gates r,z,n). */
 typedef struct {
     int T, B, Ein, H, G;
     double *x;      // (T, B, Ein)
@@ -230,23 +231,37 @@ typedef struct {
     double *b;      // (G*H)
     double *h;      // (T+1, B, H), h[0] given
     double *c;      // (T+1, B, H), c[0] given (LSTM)
-    double *gates;  // (T, B, G*H), post-activation (LSTM)
+    double *gates;  // (T, B, G*H), post-activation (LSTM, GRU)
+    double *un;     // (T, B, H), u_n = (h[t] wh)_n (GRU)
 } RefSeq;
 
-/* b[col] + x[t,n,:] . wx[:,col] + h[t,n,:] . wh[:,col] */
-static double ref_preact(const RefSeq *r, int t, int n, int col)
+/* input side: b[col] + x[t,n,:] . wx[:,col] */
+static double ref_proj_x(const RefSeq *r, int t, int n, int col)
 {
     const int GH = r->G * r->H;
     const double *xt = r->x + ((size_t)t * r->B + n) * r->Ein; // (Ein)
-    const double *ht = r->h + ((size_t)t * r->B + n) * r->H;   // (H)
     double a = r->b[col];
     for (int k = 0; k < r->Ein; k++) {
         a += xt[k] * r->wx[k * GH + col];
     }
-    for (int k = 0; k < r->H; k++) {
-        a += ht[k] * r->wh[k * GH + col];
-    }
     return a;
+}
+
+/* recurrent side: h[t,n,:] . wh[:,col] */
+static double ref_proj_h(const RefSeq *r, int t, int n, int col)
+{
+    const int GH = r->G * r->H;
+    const double *ht = r->h + ((size_t)t * r->B + n) * r->H; // (H)
+    double u = 0.0;
+    for (int k = 0; k < r->H; k++) {
+        u += ht[k] * r->wh[k * GH + col];
+    }
+    return u;
+}
+
+static double ref_preact(const RefSeq *r, int t, int n, int col)
+{
+    return ref_proj_x(r, t, n, col) + ref_proj_h(r, t, n, col);
 }
 
 static double sigmoid(double a) { return 1.0 / (1.0 + exp(-a)); }
@@ -268,6 +283,23 @@ static void ref_lstm_unit(RefSeq *r, int t, int n, int j)
     gt[3 * H + j] = o;
 }
 
+/* r = sig(a_r + u_r); z = sig(a_z + u_z); n = tanh(a_n + r u_n); h' = (1-z) n + z h */
+static void ref_gru_unit(RefSeq *r, int t, int n, int j)
+{
+    const int H = r->H;
+    const size_t prev = ((size_t)t * r->B + n) * H + j, next = prev + (size_t)r->B * H;
+    const double rr = sigmoid(ref_preact(r, t, n, j));
+    const double z = sigmoid(ref_preact(r, t, n, H + j));
+    const double un = ref_proj_h(r, t, n, 2 * H + j);
+    const double nn = tanh(ref_proj_x(r, t, n, 2 * H + j) + rr * un);
+    r->h[next] = (1.0 - z) * nn + z * r->h[prev];
+    r->un[prev] = un;
+    double *gt = r->gates + ((size_t)t * r->B + n) * 3 * H; // (3H)
+    gt[j] = rr;
+    gt[H + j] = z;
+    gt[2 * H + j] = nn;
+}
+
 static void ref_seq_forward(RefSeq *r)
 {
     const size_t BH = (size_t)r->B * r->H;
@@ -276,8 +308,10 @@ static void ref_seq_forward(RefSeq *r)
             for (int j = 0; j < r->H; j++) {
                 if (r->G == 1) {
                     r->h[(t + 1) * BH + (size_t)n * r->H + j] = tanh(ref_preact(r, t, n, j));
-                } else {
+                } else if (r->G == 4) {
                     ref_lstm_unit(r, t, n, j);
+                } else {
+                    ref_gru_unit(r, t, n, j);
                 }
             }
         }
@@ -319,6 +353,7 @@ typedef struct {
     float *b;       // (G*H)
     float *h, *c;   // (T+1, B, H) each
     float *gates;   // (T, B, G*H)
+    float *un;      // (T, B, H), GRU
     float *grad;    // (ngrad): dwx | dwh | db
     float *dwx;     // (Ein, G*H)
     float *dwh;     // (H, G*H)
@@ -326,7 +361,8 @@ typedef struct {
     float *dx;      // (T, B, Ein)
     float *dh;      // (T, B, H)
     float *dgates;  // (T, B, G*H)
-    float *dc;      // (B, H)
+    float *dc;      // (B, H), LSTM
+    float *du;      // (T, B, G*H), GRU
     size_t nwx, nwh, nb, ngrad;
     RefSeq ref;
 } Layer;
@@ -349,6 +385,7 @@ static void layer_alloc(Arena *a, Layer *L, uint64_t *s)
         L->c[i] = rng_unif(s, -0.5f, 0.5f);
     }
     L->gates = arena_f(a, TB * GH);
+    L->un = arena_f(a, TB * L->H);
     L->grad = arena_f(a, L->ngrad);
     L->dwx = L->grad;
     L->dwh = L->dwx + L->nwx;
@@ -357,6 +394,7 @@ static void layer_alloc(Arena *a, Layer *L, uint64_t *s)
     L->dh = arena_f(a, TB * L->H);
     L->dgates = arena_f(a, TB * GH);
     L->dc = arena_f(a, BH);
+    L->du = arena_f(a, TB * GH);
 }
 
 /* x and xref NULL: own random input; else the layer reads the given buffers */
@@ -376,6 +414,7 @@ static void layer_new(Arena *a, Layer *L, int T, int B, int Ein, int H, int G, u
     r->h = arena_d(a, (T + 1) * BH);
     r->c = arena_d(a, (T + 1) * BH);
     r->gates = arena_d(a, TB * G * H);
+    r->un = arena_d(a, TB * H);
     for (size_t i = 0; i < BH; i++) {
         r->h[i] = L->h[i];
         r->c[i] = L->c[i];
@@ -386,9 +425,12 @@ static void layer_forward(Layer *L)
 {
     if (L->G == 1) {
         rnn_forward(L->h, L->x, L->wx, L->wh, L->b, L->T, L->B, L->Ein, L->H);
-    } else {
+    } else if (L->G == 4) {
         lstm_forward(L->h, L->c, L->gates, L->x, L->wx, L->wh, L->b,
                      L->T, L->B, L->Ein, L->H);
+    } else {
+        gru_forward(L->h, L->gates, L->un, L->x, L->wx, L->wh, L->b,
+                    L->T, L->B, L->Ein, L->H);
     }
 }
 
@@ -398,23 +440,32 @@ static void layer_backward(Layer *L, float *dx)
     if (L->G == 1) {
         rnn_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->x, L->h, L->wx, L->wh,
                      L->T, L->B, L->Ein, L->H);
-    } else {
+    } else if (L->G == 4) {
         lstm_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->dc, L->x, L->h, L->c,
                       L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H);
+    } else {
+        gru_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->du, L->x, L->h,
+                     L->gates, L->un, L->wx, L->wh, L->T, L->B, L->Ein, L->H);
     }
 }
 
-/* dh = R (fresh copy, the kernel scribbles on it), then backward; scratch
- * and dx start as NaN */
-static void layer_backward_from(Layer *L, const float *R, float *dx)
+/* scratch and dx (if any) start as NaN */
+static void layer_fill_scratch(Layer *L, float *dx)
 {
     const size_t TB = (size_t)L->T * L->B;
-    memcpy(L->dh, R, TB * L->H * sizeof(float));
     fill_nan(L->dgates, TB * L->G * L->H);
+    fill_nan(L->du, TB * L->G * L->H);
     fill_nan(L->dc, (size_t)L->B * L->H);
     if (dx) {
         fill_nan(dx, TB * L->Ein);
     }
+}
+
+/* dh = R (fresh copy, the kernel scribbles on it), then backward from NaN scratch */
+static void layer_backward_from(Layer *L, const float *R, float *dx)
+{
+    memcpy(L->dh, R, (size_t)L->T * L->B * L->H * sizeof(float));
+    layer_fill_scratch(L, dx);
     layer_backward(L, dx);
 }
 
@@ -564,7 +615,7 @@ static void test_softmax_ce(void **state)
     check_same("softmax_ce in-place dlogits", inplace, dl, N * V, ALIAS_TOL);
 }
 
-/* ---------------------------------------------------------------- tests: RNN, LSTM */
+/* ---------------------------------------------------------------- tests: RNN, LSTM, GRU */
 
 /* forward vs reference, backward vs FD, for one layer fed by random x */
 static void check_layer(const char *name, Arena *a, Layer *L, uint64_t *s)
@@ -579,7 +630,13 @@ static void check_layer(const char *name, Arena *a, Layer *L, uint64_t *s)
     check_fwd(name2(buf, sizeof buf, name, "h"), L->h, L->ref.h, n + BH);
     if (L->G == 4) {
         check_fwd(name2(buf, sizeof buf, name, "c"), L->c, L->ref.c, n + BH);
-        check_fwd(name2(buf, sizeof buf, name, "gates"), L->gates, L->ref.gates, 4 * n);
+    }
+    if (L->G > 1) {
+        check_fwd(name2(buf, sizeof buf, name, "gates"), L->gates, L->ref.gates,
+                  (size_t)L->G * n);
+    }
+    if (L->G == 3) {
+        check_fwd(name2(buf, sizeof buf, name, "un"), L->un, L->ref.un, n);
     }
     layer_backward_from(L, R, L->dx);
     check_layer_grads(name, L, &ctx, 1);
@@ -601,31 +658,50 @@ static void test_lstm(void **state)
     check_layer("lstm", *state, &L, &s);
 }
 
-/* Two LSTM layers; the upper one reads the lower one's h[1..T], and its dx is
- * the lower one's dh. FD runs through both layers. */
-static void test_lstm_stacked(void **state)
+static void test_gru(void **state)
 {
-    Arena *a = *state;
-    uint64_t s = 6;
+    uint64_t s = 10;
+    Layer L;
+    layer_new(*state, &L, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 3, &s, NULL, NULL);
+    check_layer("gru", *state, &L, &s);
+}
+
+/* Two layers of G gates; the upper one reads the lower one's h[1..T], and its
+ * dx is the lower one's dh. FD runs through both layers. */
+static void check_stacked(const char *name, Arena *a, int G, uint64_t *s)
+{
+    char buf[64], up[32], low[32];
     Layer lo, hi;
-    layer_new(a, &lo, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 4, &s, NULL, NULL);
+    layer_new(a, &lo, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, G, s, NULL, NULL);
     const size_t BH = (size_t)SEQ_B * SEQ_H, n = (size_t)SEQ_T * SEQ_B * SEQ_H2;
-    layer_new(a, &hi, SEQ_T, SEQ_B, SEQ_H, SEQ_H2, 4, &s, lo.h + BH, lo.ref.h + BH);
-    float *R = arena_rand(a, n, &s, -1, 1);
+    layer_new(a, &hi, SEQ_T, SEQ_B, SEQ_H, SEQ_H2, G, s, lo.h + BH, lo.ref.h + BH);
+    float *R = arena_rand(a, n, s, -1, 1);
     SeqLoss ctx = {&lo.ref, &hi.ref, arena_dbl(a, R, n)};
+    name2(up, sizeof up, name, "stack upper");
+    name2(low, sizeof low, name, "stack lower");
 
     layer_forward(&lo);
     layer_forward(&hi);
     seq_loss(&ctx);
-    check_fwd("stack upper h", hi.h, hi.ref.h, n + (size_t)SEQ_B * SEQ_H2);
+    check_fwd(name2(buf, sizeof buf, up, "h"), hi.h, hi.ref.h, n + (size_t)SEQ_B * SEQ_H2);
     fill_nan(lo.dh, (size_t)SEQ_T * BH);
     layer_backward_from(&hi, R, lo.dh); // upper dx overwrites lower dh
-    fill_nan(lo.dgates, (size_t)SEQ_T * SEQ_B * 4 * SEQ_H);
-    fill_nan(lo.dc, BH);
-    fill_nan(lo.dx, (size_t)SEQ_T * SEQ_B * SEQ_EIN);
+    layer_fill_scratch(&lo, lo.dx);
     layer_backward(&lo, lo.dx);
-    check_layer_grads("stack upper", &hi, &ctx, 0);
-    check_layer_grads("stack lower", &lo, &ctx, 1);
+    check_layer_grads(up, &hi, &ctx, 0);
+    check_layer_grads(low, &lo, &ctx, 1);
+}
+
+static void test_lstm_stacked(void **state)
+{
+    uint64_t s = 6;
+    check_stacked("lstm", *state, 4, &s);
+}
+
+static void test_gru_stacked(void **state)
+{
+    uint64_t s = 11;
+    check_stacked("gru", *state, 3, &s);
 }
 
 /* ---------------------------------------------------------------- tests: accumulation, dx NULL */
@@ -666,6 +742,9 @@ static void test_recurrent_accum_and_null_dx(void **state)
     layer_new(*state, &lstm, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 4, &s, NULL, NULL);
     check_layer_accum("rnn", *state, &rnn, &s);
     check_layer_accum("lstm", *state, &lstm, &s);
+    Layer gru;
+    layer_new(*state, &gru, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, 3, &s, NULL, NULL);
+    check_layer_accum("gru", *state, &gru, &s);
 }
 
 static void test_linear_accum_and_null_dx(void **state)
@@ -713,6 +792,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rnn, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_lstm, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_lstm_stacked, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru_stacked, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_recurrent_accum_and_null_dx, arena_setup,
                                         arena_teardown),
         cmocka_unit_test_setup_teardown(test_linear_accum_and_null_dx, arena_setup,
