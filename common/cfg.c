@@ -901,7 +901,7 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen)
 uint64_t cfg_param_count(const Config *c)
 {
     uint64_t V = (uint64_t)c->model_vocab, E = (uint64_t)c->model_embed, H = (uint64_t)c->model_hidden;
-    uint64_t G = c->model_kind == MODEL_LSTM ? 4 : 1;
+    uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
     bool markov = c->data_source == DATA_MARKOV;
     uint64_t in = markov ? E : 2, out = markov ? V : 1;
     uint64_t n = markov ? V * E : 0;
@@ -945,8 +945,6 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
                                      "or off, got '%s'", c->metrics_listen);
     }
     /* Accepted names whose implementation has not landed yet (issue 6). */
-    if (c->model_kind == MODEL_GRU)
-        return validate_fail(&m, "model.kind: gru is not implemented in this version yet");
     if (c->data_source == DATA_TEXT)
         return validate_fail(&m, "data.source: text is not implemented in this version yet");
     if (c->divergence_val_loss_rise_action == ACT_SKIP ||
@@ -976,7 +974,8 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "data.seq_len (%d) must be >= 2 when data.source is adding",
                              c->data_seq_len);
     }
-    uint64_t G = c->model_kind == MODEL_LSTM ? 4 : 1, wide = G * (uint64_t)c->model_hidden;
+    uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
+    uint64_t wide = G * (uint64_t)c->model_hidden;
     if ((uint64_t)c->model_vocab > wide) wide = (uint64_t)c->model_vocab;
     if ((uint64_t)c->model_embed > wide) wide = (uint64_t)c->model_embed;
     uint64_t act = (uint64_t)c->data_seq_len * (uint64_t)c->data_batch_per_worker * wide;

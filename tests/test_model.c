@@ -91,6 +91,8 @@ static void test_lstm_markov(void **s) { (void)s; check_model(MODEL_LSTM, DATA_M
 static void test_rnn_markov(void **s) { (void)s; check_model(MODEL_RNN, DATA_MARKOV, 3); }
 static void test_rnn_adding(void **s) { (void)s; check_model(MODEL_RNN, DATA_ADDING, 1); }
 static void test_lstm_adding(void **s) { (void)s; check_model(MODEL_LSTM, DATA_ADDING, 2); }
+static void test_gru_markov(void **s) { (void)s; check_model(MODEL_GRU, DATA_MARKOV, 2); }
+static void test_gru_adding(void **s) { (void)s; check_model(MODEL_GRU, DATA_ADDING, 1); }
 
 /* The hidden state carries across steps within an epoch and resets between. */
 static void test_state_carry(void **state)
@@ -122,6 +124,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lstm_markov), cmocka_unit_test(test_rnn_markov),
         cmocka_unit_test(test_rnn_adding),  cmocka_unit_test(test_lstm_adding),
+        cmocka_unit_test(test_gru_markov),  cmocka_unit_test(test_gru_adding),
         cmocka_unit_test(test_state_carry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -62,7 +62,7 @@ int model_init(Model *m, const Config *c, int B)
     memset(m, 0, sizeof *m);
     m->kind = c->model_kind, m->source = c->data_source;
     m->L = c->model_layers, m->V = c->model_vocab, m->E = c->model_embed, m->H = c->model_hidden;
-    m->G = m->kind == MODEL_LSTM ? 4 : 1;
+    m->G = m->kind == MODEL_LSTM ? 4 : m->kind == MODEL_GRU ? 3 : 1;
     m->T = c->data_seq_len, m->B = B;
     m->Ein0 = m->source == DATA_MARKOV ? m->E : 2;
     m->O = m->source == DATA_MARKOV ? m->V : 1;
@@ -82,6 +82,11 @@ int model_init(Model *m, const Config *c, int B)
             y->gates = falloc(TB * 4 * H);
             if (!y->c || !y->gates) goto fail;
         }
+        if (m->kind == MODEL_GRU) {
+            y->gates = falloc(TB * 3 * H);
+            y->un = falloc(TB * H);
+            if (!y->gates || !y->un) goto fail;
+        }
     }
     size_t wide = (size_t)(m->E > m->H ? m->E : m->H);
     if (m->Ein0 > (int)wide) wide = (size_t)m->Ein0;
@@ -89,9 +94,10 @@ int model_init(Model *m, const Config *c, int B)
     m->out = falloc((m->source == DATA_MARKOV ? TB : (size_t)B) * (size_t)m->O);
     m->dA = falloc(TB * wide);
     m->dB = falloc(TB * wide);
-    m->dgates = falloc(m->kind == MODEL_LSTM ? TB * 4 * H : 0);
+    m->dgates = falloc(m->kind != MODEL_RNN ? TB * (size_t)m->G * H : 0);
+    m->du = falloc(m->kind == MODEL_GRU ? TB * 3 * H : 0);
     m->dc = falloc((size_t)B * H);
-    if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->dc) goto fail;
+    if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
     return 0;
 fail:
     model_free(m);
@@ -101,10 +107,10 @@ fail:
 void model_free(Model *m)
 {
     for (int l = 0; l < MODEL_MAX_LAYERS; l++) {
-        free(m->layer[l].h), free(m->layer[l].c), free(m->layer[l].gates);
+        free(m->layer[l].h), free(m->layer[l].c), free(m->layer[l].gates), free(m->layer[l].un);
     }
     free(m->params), free(m->grads), free(m->x0), free(m->out);
-    free(m->dA), free(m->dB), free(m->dgates), free(m->dc);
+    free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc);
     memset(m, 0, sizeof *m);
 }
 
@@ -161,6 +167,8 @@ static void layers_forward(Model *m)
         const float *x = l == 0 ? m->x0 : m->layer[l - 1].h + (size_t)m->B * m->H; /* (T, B, Ein) */
         if (m->kind == MODEL_LSTM)
             lstm_forward(y->h, y->c, y->gates, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
+        else if (m->kind == MODEL_GRU)
+            gru_forward(y->h, y->gates, y->un, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
         else
             rnn_forward(y->h, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
     }
@@ -178,6 +186,9 @@ static float *layers_backward(Model *m, float *dh)
         if (m->kind == MODEL_LSTM)
             lstm_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->dc, x, y->h, y->c,
                           y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
+        else if (m->kind == MODEL_GRU)
+            gru_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->du, x, y->h, y->gates,
+                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
         else
             rnn_backward(dx, y->dwx, y->dwh, y->db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
                          y->Ein, m->H);

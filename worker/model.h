@@ -28,7 +28,8 @@ typedef struct {
     float *dwx, *dwh, *db;    /* same shapes, in the gradient buffer */
     float *h;                 /* (T+1, B, H); h[0] is the carried state */
     float *c;                 /* (T+1, B, H); LSTM only */
-    float *gates;             /* (T, B, 4H); LSTM only */
+    float *gates;             /* (T, B, G*H); LSTM (4H: i,f,g,o) and GRU (3H: r,z,n) */
+    float *un;                /* (T, B, H); GRU: the recurrent n projection */
     int Ein;
 } Layer;
 
@@ -45,7 +46,8 @@ typedef struct {
     float *x0;                /* (T, B, E) embedded inputs (markov) */
     float *out;               /* (T*B, O) logits then probs (markov) or (B, O) */
     float *dA, *dB;           /* (T, B, max(E, H)) ping-pong activation grads */
-    float *dgates;            /* (T, B, 4H) LSTM scratch */
+    float *dgates;            /* (T, B, G*H) LSTM and GRU scratch */
+    float *du;                /* (T, B, 3H) GRU scratch */
     float *dc;                /* (B, H) LSTM scratch */
     int carry;                /* 1: h[0] of the next step is h[T] of this one */
 } Model;

@@ -39,3 +39,12 @@ adding() {
     jq -s -e 'length == 40 and all(.[]; .loss != null) and any(.[]; .clipped)' "$TMP/add/steps.jsonl" >/dev/null
 }
 check "adding problem (configs/adding.yaml) runs and clips" adding
+
+gru() {
+    run gru1 1 --set model.kind=gru --set data.batch_per_worker=6 || return 1
+    run gru3 3 --set model.kind=gru --set data.batch_per_worker=2 || return 1
+    jq -s -e '.[0].loss > .[-1].loss' "$TMP/gru3/steps.jsonl" >/dev/null || return 1
+    build/tests/stcmp "$TMP/gru1/final.safetensors" "$TMP/gru3/final.safetensors" 1e-5 || return 1
+    build/clipd-report "$TMP/gru3" >/dev/null
+}
+check "GRU learns, and 3 workers x 2 == 1 worker x 6" gru
