@@ -1,0 +1,205 @@
+# Deploy: deploy/clipd-launch (the exact mpirun line, a hostfile, a Slurm
+# allocation, bad usage) and the shell logic of deploy/slurm/clipd.sbatch with
+# a fake Slurm (environment, scontrol, srun from tests/tools/fake-slurm):
+# SIGUSR1 to the batch shell -> checkpoint, exit 0, requeue -> the requeued
+# start resumes with --resume latest and ends like an uninterrupted run.
+DP_RS=(--set train.steps_per_epoch=400 --set model.hidden=48 --set checkpoint.every_steps=50)
+DP_BIN="$PWD/deploy/../build" # as clipd-launch names the binaries
+DP_NODE="$(uname -n)"
+# A one-node Slurm allocation of 3 tasks on this machine, as sbatch sets it up,
+# for env: mpirun's Slurm support reads it (and needs no srun on one node), and
+# its 3 slots are all there is (run.sh's oversubscription is turned off).
+DP_SLURM=(-u OMPI_MCA_rmaps_base_oversubscribe SLURM_JOB_ID=4242 SLURM_JOBID=4242 SLURM_JOB_NAME=clipd SLURM_SUBMIT_DIR="$PWD"
+          SLURM_NTASKS=3 SLURM_NPROCS=3 SLURM_JOB_NUM_NODES=1 SLURM_NNODES=1
+          SLURM_JOB_NODELIST="$DP_NODE" SLURM_NODELIST="$DP_NODE" SLURM_TASKS_PER_NODE=3
+          SLURM_JOB_CPUS_PER_NODE=3 PATH="$PWD/tests/tools/fake-slurm:$PATH"
+          FAKE_SLURM_LOG="$TMP/slurm.calls")
+# Outside Slurm even if the tests themselves run inside a Slurm job.
+DP_NOSLURM=(env -u SLURM_JOB_ID -u SLURM_JOBID -u SLURM_NTASKS)
+
+dp_wait_lines() { # FILE N: until FILE has N lines (at most 60 s)
+    for _ in $(seq 600); do
+        [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    echo "$1: fewer than $2 lines after 60 s"
+    return 1
+}
+dp_strip() { jq -c 'del(.step_ms, .tokens_per_s, .seconds)' "$1"; }
+dp_printed() { # FILE: the mpirun line clipd-launch printed on stderr into FILE
+    sed -n 's/^clipd-launch: mpirun /mpirun /p' "$1"
+}
+
+# A fake mpirun that writes its own command line, quoted as clipd-launch
+# prints it: what ran must be exactly what was printed.
+mkdir -p "$TMP/fake-mpirun"
+cat >"$TMP/fake-mpirun/mpirun" <<'EOF'
+#!/usr/bin/env bash
+{ printf 'mpirun'; printf ' %q' "$@"; printf '\n'; } >"${FAKE_MPIRUN_LOG:?}"
+EOF
+chmod +x "$TMP/fake-mpirun/mpirun"
+printf '# as in deploy/hostfile.example, this machine only\nlocalhost slots=4\n' >"$TMP/hosts"
+
+dp_exact() {
+    local root="" want
+    [ "$(id -u)" = 0 ] && root=" --allow-run-as-root"
+    "${DP_NOSLURM[@]}" PATH="$TMP/fake-mpirun:$PATH" FAKE_MPIRUN_LOG="$TMP/dp_ex.ran" \
+        deploy/clipd-launch -n 2 --hostfile "$TMP/hosts" "$TINY" --set "run.dir=$TMP/a dir" \
+        --resume latest -- --bind-to none 2>"$TMP/dp_ex.err" || return 1
+    want="mpirun$root --hostfile $TMP/hosts --bind-to none -np 1 $DP_BIN/clipd $TINY"
+    want+=" --set run.dir=$TMP/a\\ dir --resume latest : -np 2 $DP_BIN/clipd-worker"
+    echo "printed: $(dp_printed "$TMP/dp_ex.err")"
+    echo "ran:     $(cat "$TMP/dp_ex.ran")"
+    echo "wanted:  $want"
+    [ "$(dp_printed "$TMP/dp_ex.err")" = "$(cat "$TMP/dp_ex.ran")" ] &&
+        [ "$(cat "$TMP/dp_ex.ran")" = "$want" ]
+}
+check "clipd-launch prints the exact line it runs: --hostfile, --set, --resume, -- mpirun options" dp_exact
+
+dp_hostfile() {
+    # 3 workers + the coordinator = 4 ranks on this machine: the hostfile's
+    # 4 slots allow it without --oversubscribe (which the launcher must not add)
+    "${DP_NOSLURM[@]}" -u OMPI_MCA_rmaps_base_oversubscribe $LAUNCH -n 3 --hostfile "$TMP/hosts" \
+        "$TINY" --set run.dir="$TMP/dp_hf" >"$TMP/dp_hf.out" 2>"$TMP/dp_hf.err" || { cat "$TMP/dp_hf.err"; return 1; }
+    dp_printed "$TMP/dp_hf.err"
+    dp_printed "$TMP/dp_hf.err" | grep -q -- "--hostfile $TMP/hosts -np 1 " || return 1
+    ! grep -q -- --oversubscribe "$TMP/dp_hf.err" || return 1
+    grep -q "done: 2 of 2 epochs, step 30, 3 workers" "$TMP/dp_hf.out" &&
+        [ -s "$TMP/dp_hf/final.safetensors" ]
+}
+check "clipd-launch --hostfile (localhost slots=4): a real run of 3 workers, no --oversubscribe" dp_hostfile
+
+dp_slurm() {
+    : >"$TMP/slurm.calls"
+    env "${DP_SLURM[@]}" $LAUNCH "$TINY" --set run.dir="$TMP/dp_sl" >"$TMP/dp_sl.out" 2>"$TMP/dp_sl.err" ||
+        { cat "$TMP/dp_sl.err"; return 1; }
+    dp_printed "$TMP/dp_sl.err"
+    dp_printed "$TMP/dp_sl.err" | grep -q -- " : -np 2 $DP_BIN/clipd-worker\$" || return 1
+    ! grep -q -- --oversubscribe "$TMP/dp_sl.err" || return 1
+    grep -q "done: 2 of 2 epochs, step 30, 2 workers" "$TMP/dp_sl.out" || return 1
+    [ ! -s "$TMP/slurm.calls" ] || { echo "unexpected:"; cat "$TMP/slurm.calls"; return 1; }
+    # and -n still wins inside an allocation
+    env "${DP_SLURM[@]}" SLURM_NTASKS=9 PATH="$TMP/fake-mpirun:$PATH" FAKE_MPIRUN_LOG="$TMP/dp_sl.ran" \
+        deploy/clipd-launch "$TINY" 2>/dev/null || return 1
+    grep -q -- " : -np 8 $DP_BIN/clipd-worker\$" "$TMP/dp_sl.ran" || return 1
+    env "${DP_SLURM[@]}" SLURM_NTASKS=9 PATH="$TMP/fake-mpirun:$PATH" FAKE_MPIRUN_LOG="$TMP/dp_sl.ran" \
+        deploy/clipd-launch -n 3 "$TINY" 2>/dev/null || return 1
+    grep -q -- " : -np 3 $DP_BIN/clipd-worker\$" "$TMP/dp_sl.ran" || return 1
+    # mpirun, not the launcher, places the ranks: 4 do not fit in 3 tasks
+    ! env "${DP_SLURM[@]}" $LAUNCH -n 3 "$TINY" --set run.dir="$TMP/dp_sl4" >"$TMP/dp_sl4.out" 2>&1 &&
+        grep -q "not enough slots" "$TMP/dp_sl4.out"
+}
+check "clipd-launch in a Slurm allocation (SLURM_NTASKS=3): 2 workers by default, a real run, no srun" dp_slurm
+
+dp_one_line() { # CODE PATTERN CMD...: expect_exit, and stderr is that one line
+    expect_exit "$@" || return 1
+    [ "$(wc -l <"$TMP/be.err")" = 1 ] || { echo "more than one line"; return 1; }
+}
+dp_bad() {
+    local L=("${DP_NOSLURM[@]}" deploy/clipd-launch)
+    dp_one_line 2 "unknown option '--bogus'" "${L[@]}" -n 2 --bogus "$TINY" || return 1
+    dp_one_line 2 "positive number of workers, got '0'" "${L[@]}" -n 0 "$TINY" || return 1
+    dp_one_line 2 "positive number of workers, got 'two'" "${L[@]}" -n two "$TINY" || return 1
+    dp_one_line 2 "-n needs a value" "${L[@]}" "$TINY" -n || return 1
+    dp_one_line 2 "is required outside a Slurm allocation" "${L[@]}" "$TINY" || return 1
+    dp_one_line 2 "missing CONFIG" "${L[@]}" -n 2 || return 1
+    dp_one_line 2 "unexpected argument 'b.yaml'" "${L[@]}" -n 2 a.yaml b.yaml || return 1
+    dp_one_line 2 "--hostfile '$TMP/none': no such readable file" "${L[@]}" -n 2 --hostfile "$TMP/none" "$TINY" || return 1
+    dp_one_line 2 "has 1 task(s): clipd needs at least 2" env "${DP_SLURM[@]}" SLURM_NTASKS=1 deploy/clipd-launch "$TINY" || return 1
+    dp_one_line 2 "SLURM_NTASKS is not set" env "${DP_SLURM[@]}" env -u SLURM_NTASKS deploy/clipd-launch "$TINY"
+}
+check "clipd-launch bad usage: exit 2 and one line saying what is wrong" dp_bad
+
+# The batch script, run as Slurm would run it (bash, in the submit directory,
+# with the job's environment) but under timeout, so a hang fails the check.
+dp_sbatch() { # NAME [ENV=VALUE ...]: in the background; $bg is timeout, $dp_sb the batch shell
+    local name="$1"; shift
+    timeout -k 10 300 env "${DP_SLURM[@]}" CLIPD_CONFIG="$TINY" CLIPD_RUN_DIR="$TMP/dp_sb" "$@" \
+        bash deploy/slurm/clipd.sbatch "${DP_RS[@]}" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    bg=$!
+}
+dp_sbatch_shell() { # the batch shell: timeout's child, running bash
+    local p
+    for p in $(pgrep -P "$bg"); do
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = bash ] && { echo "$p"; return 0; }
+    done
+    echo "no batch shell under timeout (pid $bg)" >&2
+    return 1
+}
+
+check "uninterrupted reference run for the sbatch tests" run dp_ref 2 "${DP_RS[@]}"
+
+dp_sbatch_signal() { # SIGNAL RUN_DIR: once RUN_DIR has 120 steps, SIGNAL to the batch shell
+    local sh
+    for _ in $(seq 100); do sh=$(dp_sbatch_shell 2>/dev/null) && break; sleep 0.05; done
+    [ -n "$sh" ] || { dp_sbatch_shell; return 1; }
+    dp_wait_lines "$2/steps.jsonl" 120 || return 1
+    kill -"$1" "$sh" # only the batch shell, as --signal=B:USR1 does
+}
+
+dp_sb_stop() {
+    : >"$TMP/slurm.calls"
+    dp_sbatch dp_sb1
+    dp_sbatch_signal USR1 "$TMP/dp_sb" || return 1
+    wait "$bg" || { echo "batch script exited $?"; cat "$TMP/dp_sb1.err"; return 1; }
+    cat "$TMP/dp_sb1.err"
+    grep -q "starting fresh" "$TMP/dp_sb1.err" || return 1
+    dp_printed "$TMP/dp_sb1.err" | grep -q -- " --set run.dir=$TMP/dp_sb --set train.steps_per_epoch" || return 1
+    ! dp_printed "$TMP/dp_sb1.err" | grep -q -- --resume || { echo "first start resumed"; return 1; }
+    grep -q "stopped by a signal" "$TMP/dp_sb1.out" || return 1
+    local n; n=$(wc -l <"$TMP/dp_sb/steps.jsonl")
+    [ "$n" -lt 800 ] || { echo "the signal came after the end"; return 1; }
+    ls "$TMP/dp_sb/checkpoints/step-$(printf %08d "$n").safetensors" || return 1
+    [ ! -e "$TMP/dp_sb/final.safetensors" ] || return 1
+    [ "$(cat "$TMP/slurm.calls")" = "scontrol requeue 4242" ] || { cat "$TMP/slurm.calls"; return 1; }
+}
+check "sbatch script, 1st start: no --resume; SIGUSR1 to the batch shell -> checkpoint, exit 0, scontrol requeue" dp_sb_stop
+
+dp_sb_requeued() {
+    [ -d "$TMP/dp_sb/checkpoints" ] || { echo "needs the check before"; return 1; }
+    : >"$TMP/slurm.calls"
+    dp_sbatch dp_sb2 SLURM_RESTART_COUNT=1
+    wait "$bg" || { echo "batch script exited $?"; cat "$TMP/dp_sb2.err"; return 1; }
+    cat "$TMP/dp_sb2.err"
+    dp_printed "$TMP/dp_sb2.err" | grep -q -- " --resume latest " || return 1
+    grep -q "run finished" "$TMP/dp_sb2.err" || return 1
+    [ ! -s "$TMP/slurm.calls" ] || { echo "requeued a finished run:"; cat "$TMP/slurm.calls"; return 1; }
+    cmp <(dp_strip "$TMP/dp_ref/steps.jsonl") <(dp_strip "$TMP/dp_sb/steps.jsonl") || return 1
+    cmp <(dp_strip "$TMP/dp_ref/epochs.jsonl") <(dp_strip "$TMP/dp_sb/epochs.jsonl") || return 1
+    build/tests/stcmp "$TMP/dp_ref/final.safetensors" "$TMP/dp_sb/final.safetensors" 0
+}
+check "sbatch script, requeued start: --resume latest, finishes, no requeue; == uninterrupted run" dp_sb_requeued
+
+dp_sb_term() {
+    : >"$TMP/slurm.calls"
+    dp_sbatch dp_sbt CLIPD_RUN_DIR="$TMP/dp_sbt"
+    dp_sbatch_signal TERM "$TMP/dp_sbt" || return 1
+    wait "$bg" || { echo "batch script exited $?"; cat "$TMP/dp_sbt.err"; return 1; }
+    cat "$TMP/dp_sbt.err"
+    grep -q "stopped by a signal" "$TMP/dp_sbt.out" || return 1
+    local n; n=$(wc -l <"$TMP/dp_sbt/steps.jsonl")
+    ls "$TMP/dp_sbt/checkpoints/step-$(printf %08d "$n").safetensors" || return 1
+    [ ! -s "$TMP/slurm.calls" ] || { echo "requeued after SIGTERM:"; cat "$TMP/slurm.calls"; return 1; }
+}
+check "sbatch script, SIGTERM to the batch shell (scancel): checkpoint, exit 0, no requeue" dp_sb_term
+
+dp_sb_outside() {
+    expect_exit 2 "not inside a Slurm job" "${DP_NOSLURM[@]}" bash deploy/slurm/clipd.sbatch
+}
+check "sbatch script outside Slurm: exit 2 saying so" dp_sb_outside
+
+dp_static() {
+    local f
+    for f in deploy/clipd-launch deploy/slurm/clipd.sbatch deploy/setup-debian.sh; do
+        bash -n "$f" || return 1
+    done
+    for f in "--signal=B:USR1@120" "--requeue" "--open-mode=append"; do
+        grep -q "^#SBATCH $f\$" deploy/slurm/clipd.sbatch || { echo "no #SBATCH $f"; return 1; }
+    done
+    # the container installs the packages by running setup-debian.sh itself
+    grep -q '^RUN bash /tmp/setup-debian.sh' deploy/Dockerfile || { echo "Dockerfile does not run setup-debian.sh"; return 1; }
+    # the k8s launcher runs the MPMD line: 1 coordinator : W workers
+    grep -q 'exec mpirun -np 1 /opt/clipd/build/clipd .*"\$@"' deploy/k8s/mpijob.yaml &&
+        grep -q ': -np [0-9]* /opt/clipd/build/clipd-worker$' deploy/k8s/mpijob.yaml
+}
+check "deploy files: scripts parse, sbatch directives, Dockerfile and MPIJob consistent" dp_static
