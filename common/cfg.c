@@ -902,7 +902,7 @@ uint64_t cfg_param_count(const Config *c)
 {
     uint64_t V = (uint64_t)c->model_vocab, E = (uint64_t)c->model_embed, H = (uint64_t)c->model_hidden;
     uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
-    bool markov = c->data_source == DATA_MARKOV;
+    bool markov = c->data_source != DATA_ADDING; /* token input and softmax output */
     uint64_t in = markov ? E : 2, out = markov ? V : 1;
     uint64_t n = markov ? V * E : 0;
     for (int l = 0; l < c->model_layers; l++) n += ((l ? H : in) + H + 1) * G * H;
@@ -945,8 +945,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
                                      "or off, got '%s'", c->metrics_listen);
     }
     /* Accepted names whose implementation has not landed yet (issue 6). */
-    if (c->data_source == DATA_TEXT)
-        return validate_fail(&m, "data.source: text is not implemented in this version yet");
+    if (c->data_source == DATA_TEXT && !c->data_path[0])
+        return validate_fail(&m, "data.path: missing: data.source text needs a file or a "
+                                 "directory with train.txt and valid.txt");
     if (c->divergence_val_loss_rise_action == ACT_SKIP ||
         c->divergence_val_loss_rise_action == ACT_ROLLBACK)
         return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "
@@ -1066,7 +1067,7 @@ int cfg_tensor_names(const Config *c, char names[][32], int max)
         ADD("layers.%d.wh", l);
         ADD("layers.%d.bias", l);
     }
-    if (c->data_source == DATA_MARKOV) ADD("embed.weight");
+    if (c->data_source != DATA_ADDING) ADD("embed.weight");
 #undef ADD
     return n;
 }

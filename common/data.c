@@ -1,8 +1,11 @@
-/* data: built-in sources (seeded Markov chain, adding problem) and the
- * per-worker stream batcher. See data.h for the layout contract. */
+/* data: built-in sources (seeded Markov chain, adding problem), real text
+ * through common/text.c, and the per-worker stream batcher. See data.h for
+ * the layout contract. */
 #include "common/data.h"
 
+#include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,17 +114,58 @@ int markov_next(const Markov *m, uint32_t *ctx, Rng *r)
 
 uint64_t data_chain_seed(const Config *c) { return rng_derive((uint64_t)c->run_seed, 0xC4A1u, 0); }
 
+/* Text: map the split and check the layout fits it. */
+static int text_init(Batcher *bt, const Config *c, int W, int split)
+{
+    uint64_t S = (uint64_t)W * (uint64_t)bt->B;
+    if (W < 1 || bt->first_stream < 0 || (uint64_t)bt->first_stream + (uint64_t)bt->B > S) {
+        snprintf(bt->err, sizeof bt->err, "data: streams [%d, %d) are not among the %" PRIu64
+                 " streams of %d workers", bt->first_stream, bt->first_stream + bt->B, S, W);
+        return -1;
+    }
+    if (text_open(&bt->text, c, split, bt->err, sizeof bt->err) != 0) return -1;
+    bt->stream_len = text_stream_len(bt->text.n, S);
+    if (bt->stream_len < (uint64_t)bt->T) {
+        snprintf(bt->err, sizeof bt->err, "data: the %s split has %zu tokens, %" PRIu64 " per stream "
+                 "for %" PRIu64 " streams, fewer than data.seq_len %d (did the data change since "
+                 "the coordinator checked it?)", split == TEXT_VALID ? "valid" : "train",
+                 bt->text.n, bt->stream_len, S, bt->T);
+        return -1;
+    }
+    bt->pos = calloc((size_t)bt->B, sizeof *bt->pos);
+    if (!bt->pos) {
+        snprintf(bt->err, sizeof bt->err, "out of memory allocating data");
+        return -1;
+    }
+    return 0;
+}
+
 int batcher_init(Batcher *bt, const Config *c, int first_stream, int B)
+{
+    if (c->data_source == DATA_TEXT) {
+        memset(bt, 0, sizeof *bt);
+        snprintf(bt->err, sizeof bt->err, "data: text needs batcher_init_split (the worker count)");
+        return -1;
+    }
+    return batcher_init_split(bt, c, first_stream, B, 1, TEXT_TRAIN);
+}
+
+int batcher_init_split(Batcher *bt, const Config *c, int first_stream, int B, int W, int split)
 {
     memset(bt, 0, sizeof *bt);
     bt->source = c->data_source, bt->T = c->data_seq_len, bt->B = B;
     bt->first_stream = first_stream;
     size_t TB = (size_t)bt->T * (size_t)B;
+    snprintf(bt->err, sizeof bt->err, "out of memory allocating data");
     bt->rng = calloc((size_t)B, sizeof *bt->rng);
     bt->ctx = calloc((size_t)B, sizeof *bt->ctx);
     bt->last = calloc((size_t)B, sizeof *bt->last);
     if (!bt->rng || !bt->ctx || !bt->last) goto fail;
-    if (bt->source == DATA_MARKOV) {
+    if (bt->source == DATA_TEXT) {
+        bt->inputs = calloc(TB, sizeof *bt->inputs);
+        bt->targets = calloc(TB, sizeof *bt->targets);
+        if (!bt->inputs || !bt->targets || text_init(bt, c, W, split) != 0) goto fail;
+    } else if (bt->source == DATA_MARKOV) {
         if (markov_init(&bt->chain, c->model_vocab, c->data_markov_order, c->data_markov_branch,
                         data_chain_seed(c)) != 0)
             goto fail;
@@ -133,22 +177,31 @@ int batcher_init(Batcher *bt, const Config *c, int first_stream, int B)
         bt->ytarget = calloc((size_t)B, sizeof *bt->ytarget);
         if (!bt->features || !bt->ytarget) goto fail;
     }
+    bt->err[0] = 0;
     return 0;
-fail:
+fail:;
+    char why[sizeof bt->err];
+    memcpy(why, bt->err, sizeof why);
     batcher_free(bt);
+    memcpy(bt->err, why, sizeof why);
     return -1;
 }
 
 void batcher_free(Batcher *bt)
 {
     markov_free(&bt->chain);
-    free(bt->rng), free(bt->ctx), free(bt->last);
+    text_close(&bt->text);
+    free(bt->rng), free(bt->ctx), free(bt->last), free(bt->pos);
     free(bt->inputs), free(bt->targets), free(bt->features), free(bt->ytarget);
     memset(bt, 0, sizeof *bt);
 }
 
 void batcher_epoch(Batcher *bt, uint64_t epoch_seed)
 {
+    if (bt->source == DATA_TEXT) {
+        memset(bt->pos, 0, (size_t)bt->B * sizeof *bt->pos);
+        return;
+    }
     for (int b = 0; b < bt->B; b++) {
         uint64_t j = (uint64_t)(bt->first_stream + b);
         rng_init(&bt->rng[b], rng_derive(epoch_seed, j, 0x5354u));
@@ -178,8 +231,32 @@ static void adding_next(Batcher *bt)
     }
 }
 
+/* Text: T more tokens of each stream; stream j starts at token j*L. */
+static void text_next(Batcher *bt)
+{
+    int T = bt->T, B = bt->B;
+    uint64_t L = bt->stream_len;
+    for (int b = 0; b < B; b++) {
+        if (bt->pos[b] + (uint64_t)T > L) bt->pos[b] = 0; /* only after skipped batches */
+        size_t at = (size_t)((uint64_t)(bt->first_stream + b) * L + bt->pos[b]);
+        int cur = text_token(&bt->text, at);
+        for (int t = 0; t < T; t++) {
+            int next = text_token(&bt->text, at + (size_t)t + 1);
+            bt->inputs[(size_t)t * B + b] = cur;
+            bt->targets[(size_t)t * B + b] = next;
+            cur = next;
+        }
+        bt->last[b] = cur;
+        bt->pos[b] += (uint64_t)T;
+    }
+}
+
 void batcher_next(Batcher *bt)
 {
+    if (bt->source == DATA_TEXT) {
+        text_next(bt);
+        return;
+    }
     if (bt->source != DATA_MARKOV) {
         adding_next(bt);
         return;

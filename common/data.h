@@ -4,7 +4,9 @@
  * what is learned does not depend on how streams are spread over workers.
  * Sources: `markov`, a seeded random Markov chain over V symbols whose
  * entropy rate is known (the floor of the loss), and `adding`, the adding
- * problem of Hochreiter and Schmidhuber 1997 as used by Pascanu et al. 2013. */
+ * problem of Hochreiter and Schmidhuber 1997 as used by Pascanu et al. 2013,
+ * and `text`, real text (common/text.h): stream j of a split is the slice
+ * [j*L, j*L + L] of its tokens, the same every epoch (the seed is unused). */
 #ifndef CLIPD_DATA_H
 #define CLIPD_DATA_H
 
@@ -13,6 +15,7 @@
 
 #include "common/cfg.h"
 #include "common/rng.h"
+#include "common/text.h"
 
 /* Order-k chain: the next symbol depends on the last k symbols (a context
  * ctx in [0, V^k)); each context has `branch` distinct successors with
@@ -45,14 +48,26 @@ typedef struct {
     int *targets;       /* (T, B) markov next tokens */
     float *features;    /* (T, B, 2) adding: (value, marker) */
     float *ytarget;     /* (B) adding: sum of the two marked values */
+    TokenSeq text;      /* text: the split's tokens, memory-mapped */
+    uint64_t stream_len;/* text: L, tokens per stream of the W*B streams */
+    uint64_t *pos;      /* (B) text: offset of the next input in each stream */
+    char err[512];      /* why batcher_init or batcher_init_split failed */
 } Batcher;
 
-/* Streams [first_stream, first_stream + B). Returns 0, or -1 on no memory. */
+/* Streams [first_stream, first_stream + B) of markov or adding. Returns 0,
+ * or -1 (no memory, or text: use batcher_init_split) with bt->err set. */
 int batcher_init(Batcher *bt, const Config *c, int first_stream, int B);
+/* Streams [first_stream, first_stream + B) of the W*B streams of a split
+ * (TEXT_TRAIN or TEXT_VALID; markov and adding ignore W and split). For text,
+ * text_prepare must have run. Returns 0, or -1 with bt->err set (no memory,
+ * a data file that cannot be mapped, a split too short for seq_len). */
+int batcher_init_split(Batcher *bt, const Config *c, int first_stream, int B, int W, int split);
 void batcher_free(Batcher *bt);
-/* Restart every stream for an epoch with its data seed. */
+/* Restart every stream for an epoch with its data seed (text: at offset 0). */
 void batcher_epoch(Batcher *bt, uint64_t epoch_seed);
-/* Fill inputs/targets (or features/ytarget) for the next step. */
+/* Fill inputs/targets (or features/ytarget) for the next step. Text: advance
+ * each stream by T; a stream with fewer than T inputs left (only after
+ * skipped batches) starts over at its beginning. */
 void batcher_next(Batcher *bt);
 /* Seed of the chain's structure, fixed by the run seed. */
 uint64_t data_chain_seed(const Config *c);

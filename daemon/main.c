@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
+#include "common/text.h"
 #include "daemon/metrics.h"
 #include "daemon/resume.h"
 #include "daemon/runlog.h"
@@ -315,7 +316,7 @@ static int receive_epoch(Coord *co, int epoch)
     l->epoch = epoch;
     stats_end(&co->st, now_ms(), &l->s);
     l->val_loss = e.val_loss;
-    l->val_ppl = co->cfg.data_source == DATA_MARKOV ? exp(e.val_loss) : NAN;
+    l->val_ppl = co->cfg.data_source != DATA_ADDING ? exp(e.val_loss) : NAN;
     l->val_tokens = e.val_tokens;
     l->lr = e.lr;
     if (runlog_epoch(&co->log, l) != 0) write_failed(co, "epochs.jsonl");
@@ -386,7 +387,11 @@ static int finish(Coord *co, int final, int checkpoint)
 
 static void print_floor(const Config *c, double last)
 {
-    if (c->data_source != DATA_MARKOV) {
+    if (c->data_source == DATA_TEXT) {
+        printf("final train loss %.4f nats/token (perplexity %.2f)\n", last, exp(last));
+        return;
+    }
+    if (c->data_source == DATA_ADDING) {
         printf("final train loss %.4f (mean squared error; predicting 1 scores about 0.167)\n", last);
         return;
     }
@@ -530,6 +535,8 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
         if (resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     }
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
+    if (co->cfg.data_source == DATA_TEXT && text_prepare(&co->cfg, co->W, err, errlen) != 0)
+        return 2; /* every data problem is found before a worker trains */
     if (runlog_config(&co->log, &co->cfg) != 0) {
         snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
         return 2;

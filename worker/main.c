@@ -21,6 +21,7 @@
 #include "common/proto.h"
 #include "common/rng.h"
 #include "common/safetensors.h"
+#include "common/text.h"
 #include "worker/clip.h"
 #include "worker/worker.h"
 
@@ -99,9 +100,11 @@ static void worker_setup(Worker *w)
     if (model_init(&w->model, c, B) != 0) worker_fatal("out of memory allocating the model");
     if (w->model.nviews > PROTO_MAX_TENSORS) worker_fatal("too many tensors (%d)", w->model.nviews);
     model_init_params(&w->model, (uint64_t)c->run_seed, c->model_init_scale);
-    if (batcher_init(&w->data, c, w->rank * B, B) != 0 ||
-        batcher_init(&w->valid, c, w->rank * B, B) != 0)
-        worker_fatal("out of memory allocating data");
+    if (batcher_init_split(&w->data, c, w->rank * B, B, w->W, TEXT_TRAIN) != 0)
+        worker_fatal("cannot set up the training data: %s", w->data.err);
+    if (batcher_init_split(&w->valid, c, w->rank * B, B, w->W,
+                           c->data_valid_batches > 0 ? TEXT_VALID : TEXT_TRAIN) != 0)
+        worker_fatal("cannot set up the validation data: %s", w->valid.err);
     if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
                    c->train_beta2, c->train_eps, w->model.nparams) != 0)
         worker_fatal("out of memory allocating optimizer state");

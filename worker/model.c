@@ -38,7 +38,7 @@ static void model_layout(Model *m)
         snprintf(name, sizeof name, "layers.%d.bias", l);
         y->b = add_view(m, name, m->G * m->H, 1, 1, &y->db);
     }
-    if (m->source == DATA_MARKOV) m->emb = add_view(m, "embed.weight", m->V, m->E, 2, &m->demb);
+    if (m->source != DATA_ADDING) m->emb = add_view(m, "embed.weight", m->V, m->E, 2, &m->demb);
 }
 
 #define REBASE(p, base) ((p) = (base) + (size_t)(uintptr_t)(p))
@@ -64,9 +64,9 @@ int model_init(Model *m, const Config *c, int B)
     m->L = c->model_layers, m->V = c->model_vocab, m->E = c->model_embed, m->H = c->model_hidden;
     m->G = m->kind == MODEL_LSTM ? 4 : m->kind == MODEL_GRU ? 3 : 1;
     m->T = c->data_seq_len, m->B = B;
-    m->Ein0 = m->source == DATA_MARKOV ? m->E : 2;
-    m->O = m->source == DATA_MARKOV ? m->V : 1;
-    m->carry = m->source == DATA_MARKOV;
+    m->Ein0 = m->source != DATA_ADDING ? m->E : 2;
+    m->O = m->source != DATA_ADDING ? m->V : 1;
+    m->carry = m->source != DATA_ADDING;
     for (int l = 0; l < m->L; l++) m->layer[l].Ein = l == 0 ? m->Ein0 : m->H;
     model_layout(m);
     m->params = falloc(m->nparams);
@@ -91,7 +91,7 @@ int model_init(Model *m, const Config *c, int B)
     size_t wide = (size_t)(m->E > m->H ? m->E : m->H);
     if (m->Ein0 > (int)wide) wide = (size_t)m->Ein0;
     m->x0 = falloc(TB * (size_t)m->Ein0);
-    m->out = falloc((m->source == DATA_MARKOV ? TB : (size_t)B) * (size_t)m->O);
+    m->out = falloc((m->source != DATA_ADDING ? TB : (size_t)B) * (size_t)m->O);
     m->dA = falloc(TB * wide);
     m->dB = falloc(TB * wide);
     m->dgates = falloc(m->kind != MODEL_RNN ? TB * (size_t)m->G * H : 0);
@@ -142,7 +142,7 @@ void model_reset_state(Model *m)
 
 void model_zero_grad(Model *m) { memset(m->grads, 0, m->nparams * sizeof(float)); }
 
-long model_terms(const Model *m) { return m->source == DATA_MARKOV ? (long)m->T * m->B : m->B; }
+long model_terms(const Model *m) { return m->source != DATA_ADDING ? (long)m->T * m->B : m->B; }
 
 /* h[0] <- h[T] (carried state) or 0. */
 static void model_start_state(Model *m)
@@ -182,7 +182,7 @@ static float *layers_backward(Model *m, float *dh)
     for (int l = m->L - 1; l >= 0; l--) {
         Layer *y = &m->layer[l];
         const float *x = l == 0 ? m->x0 : m->layer[l - 1].h + (size_t)m->B * m->H;
-        float *dx = (l == 0 && m->source != DATA_MARKOV) ? NULL : other;
+        float *dx = (l == 0 && m->source == DATA_ADDING) ? NULL : other;
         if (m->kind == MODEL_LSTM)
             lstm_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->dc, x, y->h, y->c,
                           y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
@@ -250,7 +250,7 @@ double model_step(Model *m, const int *inputs, const int *targets, const float *
                   const float *ytarget, float scale)
 {
     model_start_state(m);
-    if (m->source == DATA_MARKOV) {
+    if (m->source != DATA_ADDING) {
         double loss = markov_forward(m, inputs, targets);
         markov_backward(m, inputs, targets, scale);
         return loss;
@@ -264,6 +264,6 @@ double model_eval(Model *m, const int *inputs, const int *targets, const float *
                   const float *ytarget)
 {
     model_start_state(m);
-    if (m->source == DATA_MARKOV) return markov_forward(m, inputs, targets);
+    if (m->source != DATA_ADDING) return markov_forward(m, inputs, targets);
     return adding_forward(m, features, ytarget);
 }

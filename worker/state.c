@@ -57,7 +57,7 @@ static void pack_streams(const Worker *w, uint64_t *out)
     for (int b = 0; b < d->B; b++) {
         uint64_t *o = out + (size_t)b * STREAM_WORDS;
         memcpy(o, d->rng[b].s, 4 * sizeof(uint64_t));
-        o[4] = d->ctx[b];
+        o[4] = d->source == DATA_TEXT ? d->pos[b] : d->ctx[b]; /* text: the stream's offset */
         o[5] = (uint64_t)(int64_t)d->last[b];
     }
 }
@@ -68,7 +68,8 @@ static void unpack_streams(Worker *w, const uint64_t *in)
     for (int b = 0; b < d->B; b++) {
         const uint64_t *o = in + (size_t)b * STREAM_WORDS;
         memcpy(d->rng[b].s, o, 4 * sizeof(uint64_t));
-        d->ctx[b] = (uint32_t)o[4];
+        if (d->source == DATA_TEXT) d->pos[b] = o[4];
+        else d->ctx[b] = (uint32_t)o[4];
         d->last[b] = (int)(int64_t)o[5];
     }
 }
