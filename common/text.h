@@ -34,8 +34,10 @@ enum { TEXT_TRAIN = 0, TEXT_VALID = 1 };
  * [r*B, (r+1)*B). An epoch restarts every stream at its beginning. */
 
 /* Check the data and write the words files. Returns 0, or CFG_ERR (2) with a
- * message naming the file (file:line:col for a byte that is not UTF-8 text)
- * or the config fields at fault. W is the number of workers. */
+ * message naming the file (file:line:col, col counting characters, for the
+ * first byte that is not UTF-8 text or is NUL) or the config fields at
+ * fault. W is the number of workers. An empty valid split, or one too short
+ * for data.valid_batches, is an error only when data.valid_batches > 0. */
 int text_prepare(const Config *c, int W, char *err, size_t errlen);
 
 /* One split's tokens, memory-mapped read-only; pages are read on first touch,
