@@ -40,16 +40,82 @@ static int check_model(const Ckpt *k, const Config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* The seq of the last complete line of steps.jsonl, or -1 without one. */
+static int64_t logged_seq(const Config *c)
+{
+    char path[CFG_STR_MAX + 32], *line = NULL;
+    size_t cap = 0;
+    int64_t last = -1;
+    snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
+    FILE *f = fopen(path, "r");
+    while (f && getline(&line, &cap, f) > 0) {
+        const char *p = strstr(line, "\"seq\":");
+        if (strchr(line, '\n') && p) last = strtoll(p + 6, NULL, 10);
+    }
+    if (f) fclose(f);
+    free(line);
+    return last;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x < y) - (x > y);
+}
+
+/* `--resume latest`: the newest checkpoint that reads back intact and that
+ * the logs reach. A job killed right after worker 0 wrote a checkpoint may
+ * not have logged that step; resuming from it would leave a hole in
+ * steps.jsonl, so the one before is taken (saying why). */
+static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
+{
+    char dir[CFG_STR_MAX + 16];
+    cfg_checkpoint_dir(c, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (!d) return snprintf(err, errlen, "--resume latest: %s: %s", dir, strerror(errno)), -1;
+    long long steps[4096];
+    int n = 0, bad = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096) {
+        long long step;
+        char tail[32];
+        if (sscanf(e->d_name, "step-%lld.safetensor%31s", &step, tail) == 2 && !strcmp(tail, "s"))
+            steps[n++] = step;
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
+    int64_t logged = logged_seq(c);
+    for (int i = 0; i < n; i++) {
+        char why[1024];
+        Ckpt k;
+        int64_t seq = -1;
+        ckpt_path(r->path, sizeof r->path, dir, steps[i]);
+        if (ckpt_read(&k, r->path, why, sizeof why) != 0) {
+            fprintf(stderr, "clipd: --resume latest: skipping %s\n", why);
+            bad++;
+            continue;
+        }
+        int rc = ckpt_meta_i64(&k, "seq", &seq, why, sizeof why);
+        ckpt_free(&k);
+        if (rc == 0 && logged >= 0 && seq > logged) {
+            fprintf(stderr, "clipd: --resume latest: skipping %s: it is at step %lld of the run, "
+                    "the logs end at %lld (the job ended before logging it)\n", r->path,
+                    (long long)seq, (long long)logged);
+            continue;
+        }
+        if (rc == 0) return 0;
+        fprintf(stderr, "clipd: --resume latest: skipping %s\n", why);
+        bad++;
+    }
+    snprintf(err, errlen, "--resume latest: no usable checkpoint in %s (%d found, %d invalid)", dir, n, bad);
+    return -1;
+}
+
 int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
     if (!strcmp(arg, "latest")) {
-        char dir[CFG_STR_MAX + 16], notes[4096] = "";
-        cfg_checkpoint_dir(c, dir, sizeof dir);
-        int rc = ckpt_latest(dir, r->path, sizeof r->path, notes, sizeof notes, err, errlen);
-        if (notes[0]) fprintf(stderr, "clipd: --resume latest: %s%s", notes,
-                              notes[strlen(notes) - 1] == '\n' ? "" : "\n");
-        if (rc != 0) return -1;
+        if (latest_logged(r, c, err, errlen) != 0) return -1;
     } else {
         snprintf(r->path, sizeof r->path, "%s", arg);
     }

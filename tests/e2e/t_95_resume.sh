@@ -151,3 +151,15 @@ rollback_resume() {
     same_run "$TMP/rb_ref" "$TMP/rb_kill"
 }
 check "a run with a rollback, killed and resumed, == the uninterrupted run" rollback_resume
+
+ahead_of_logs() {
+    # a job killed after worker 0 wrote step 400's checkpoint but before the
+    # coordinator logged step 400: latest must take the checkpoint before
+    run rs_ahead 2 "${RS[@]}" --set checkpoint.keep=100 --set train.epochs=1 || return 1
+    head -380 "$TMP/rs_ahead/steps.jsonl" >"$TMP/cut" && mv "$TMP/cut" "$TMP/rs_ahead/steps.jsonl"
+    run rs_ahead 2 "${RS[@]}" --set checkpoint.keep=100 --resume latest || return 1
+    grep -q "skipping .*step-00000400.*the logs end at 380" "$TMP/rs_ahead.err" || return 1
+    grep -q "resuming from .*step-00000350" "$TMP/rs_ahead.err" || return 1
+    same_run "$TMP/ref" "$TMP/rs_ahead"
+}
+check "a checkpoint ahead of the logs (killed before logging it): latest takes the one before" ahead_of_logs
