@@ -80,6 +80,7 @@ static const CfgKey cfg_keys[] = {
     KINT(model, hidden, 1, 65536, "128", "H, hidden state width"),
     KINT(model, layers, 1, 16, "2", "L, stacked recurrent layers"),
     KDBL(model, init_scale, 0, 10, F_MIN_OPEN, "0.1", "weights ~ U(-s, s)"),
+    KDBL(model, dropout, 0, 1, F_MAX_OPEN, "0", "dropout between layers, token models"),
     KENUM(data, source, source_names, "markov", "synthetic task"),
     KINT(data, seq_len, 1, 100000, "32", "T, unroll length of truncated BPTT"),
     KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
@@ -971,7 +972,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
             return validate_fail(&m, "model.vocab^data.markov_order * data.markov_branch "
                                      "(%" PRIu64 ") must be <= 67108864 (2^26), the chain's "
                                      "transition table", nctx * (uint64_t)c->data_markov_branch);
-    } else if (c->data_seq_len < 2) {
+    } else if (c->data_source == DATA_ADDING && c->data_seq_len < 2) {
         return validate_fail(&m, "data.seq_len (%d) must be >= 2 when data.source is adding",
                              c->data_seq_len);
     }

@@ -35,6 +35,7 @@ typedef struct {
     int model_hidden;        /* H */
     int model_layers;        /* L */
     double model_init_scale; /* weights ~ U(-s, s) */
+    double model_dropout;    /* dropout on the non-recurrent connections (Zaremba et al. 2014) */
     /* data */
     int data_source;         /* DataSource */
     int data_seq_len;        /* T, unroll length of truncated BPTT */

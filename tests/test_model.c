@@ -30,7 +30,10 @@ static double loss_at(Fixture *f, float scale)
     return model_step(&f->m, f->d.inputs, f->d.targets, f->d.features, f->d.ytarget, scale);
 }
 
-static void check_model(int kind, int source, int layers)
+static void check_model_p(int kind, int source, int layers, double dropout);
+static void check_model(int kind, int source, int layers) { check_model_p(kind, source, layers, 0); }
+
+static void check_model_p(int kind, int source, int layers, double dropout)
 {
     Fixture f;
     memset(&f, 0, sizeof f);
@@ -38,7 +41,9 @@ static void check_model(int kind, int source, int layers)
     f.c.model_kind = kind, f.c.data_source = source, f.c.model_layers = layers;
     f.c.model_vocab = 7, f.c.model_embed = 5, f.c.model_hidden = 6, f.c.data_seq_len = 5;
     f.c.data_markov_order = 1, f.c.data_markov_branch = 3;
+    f.c.model_dropout = dropout;
     assert_int_equal(model_init(&f.m, &f.c, 3), 0);
+    f.m.first_stream = 0, f.m.drop_seed = 5, f.m.drop_step = 1; /* the same masks on every call */
     model_init_params(&f.m, 11, 0.5);
     assert_int_equal(batcher_init(&f.d, &f.c, 0, 3), 0);
     batcher_epoch(&f.d, 5);
@@ -79,8 +84,8 @@ static void check_model(int kind, int source, int layers)
         if (err > 2e-2) printf("  %s: analytic %.6g vs central difference %.6g\n", pv->name, gd, fd);
         free(dir);
     }
-    printf("model kind=%d source=%d layers=%d: worst directional rel err %.2g (tol 2e-2)\n", kind,
-           source, layers, worst);
+    printf("model kind=%d source=%d layers=%d dropout=%.1f: worst directional rel err %.2g (tol 2e-2)\n",
+           kind, source, layers, dropout, worst);
     assert_true(worst <= 2e-2);
     free(g), free(p0);
     batcher_free(&f.d);
@@ -93,6 +98,49 @@ static void test_rnn_adding(void **s) { (void)s; check_model(MODEL_RNN, DATA_ADD
 static void test_lstm_adding(void **s) { (void)s; check_model(MODEL_LSTM, DATA_ADDING, 2); }
 static void test_gru_markov(void **s) { (void)s; check_model(MODEL_GRU, DATA_MARKOV, 2); }
 static void test_gru_adding(void **s) { (void)s; check_model(MODEL_GRU, DATA_ADDING, 1); }
+static void test_lstm_dropout(void **s) { (void)s; check_model_p(MODEL_LSTM, DATA_MARKOV, 2, 0.3); }
+
+/* Dropout is on in training only, and its masks depend on the global stream,
+ * not on which worker holds it: streams 2..3 of a 4-stream batch see the
+ * masks a worker holding streams 2..3 sees. */
+static void test_dropout_masks(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_defaults(&c);
+    c.model_vocab = 7, c.model_embed = 4, c.model_hidden = 5, c.data_seq_len = 3;
+    c.data_markov_order = 1, c.data_markov_branch = 2, c.model_dropout = 0.5;
+    Model all, part;
+    Batcher d;
+    assert_int_equal(model_init(&all, &c, 4), 0);
+    assert_int_equal(model_init(&part, &c, 2), 0);
+    model_init_params(&all, 1, 0.5), model_init_params(&part, 1, 0.5);
+    all.drop_seed = part.drop_seed = 9, all.drop_step = part.drop_step = 3;
+    all.first_stream = 0, part.first_stream = 2;
+    assert_int_equal(batcher_init(&d, &c, 0, 4), 0);
+    batcher_epoch(&d, 1), batcher_next(&d);
+    int in2[6], tg2[6]; /* streams 2, 3 of the (T, 4) batch */
+    for (int t = 0; t < 3; t++)
+        for (int b = 0; b < 2; b++) in2[t * 2 + b] = d.inputs[t * 4 + 2 + b], tg2[t * 2 + b] = d.targets[t * 4 + 2 + b];
+    model_step(&all, d.inputs, d.targets, NULL, NULL, 1.0f);
+    model_step(&part, in2, tg2, NULL, NULL, 1.0f);
+    int zeros = 0;
+    for (int t = 0; t < 3; t++)
+        for (int b = 0; b < 2; b++)
+            for (int i = 0; i < 4; i++) {
+                float a = all.mask[0][(t * 4 + 2 + b) * 4 + i], p = part.mask[0][(t * 2 + b) * 4 + i];
+                assert_true(a == p);
+                zeros += a == 0;
+            }
+    assert_true(zeros > 0 && zeros < 24); /* some dropped, not all */
+    model_reset_state(&all);
+    double e1 = model_eval(&all, d.inputs, d.targets, NULL, NULL);
+    all.drop_step = 4; /* other masks would change a training loss, not an evaluation */
+    model_reset_state(&all);
+    double e2 = model_eval(&all, d.inputs, d.targets, NULL, NULL);
+    assert_true(e1 == e2);
+    batcher_free(&d), model_free(&all), model_free(&part);
+}
 
 /* The hidden state carries across steps within an epoch and resets between. */
 static void test_state_carry(void **state)
@@ -125,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_lstm_markov), cmocka_unit_test(test_rnn_markov),
         cmocka_unit_test(test_rnn_adding),  cmocka_unit_test(test_lstm_adding),
         cmocka_unit_test(test_gru_markov),  cmocka_unit_test(test_gru_adding),
+        cmocka_unit_test(test_lstm_dropout), cmocka_unit_test(test_dropout_masks),
         cmocka_unit_test(test_state_carry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -100,6 +100,8 @@ static void worker_setup(Worker *w)
     if (model_init(&w->model, c, B) != 0) worker_fatal("out of memory allocating the model");
     if (w->model.nviews > PROTO_MAX_TENSORS) worker_fatal("too many tensors (%d)", w->model.nviews);
     model_init_params(&w->model, (uint64_t)c->run_seed, c->model_init_scale);
+    w->model.first_stream = w->rank * B;
+    w->model.drop_seed = rng_derive((uint64_t)c->run_seed, 0xD409u, 0);
     if (batcher_init_split(&w->data, c, w->rank * B, B, w->W, TEXT_TRAIN) != 0)
         worker_fatal("cannot set up the training data: %s", w->data.err);
     if (batcher_init_split(&w->valid, c, w->rank * B, B, w->W,
@@ -187,6 +189,7 @@ static void compute_step(Worker *w, StepRecord *r)
     double loss = 0;
     for (int k = 0; k < K; k++) {
         batcher_next(d);
+        m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
         loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
     inject_faults(w, w->step + 1);

@@ -98,6 +98,11 @@ int model_init(Model *m, const Config *c, int B)
     m->du = falloc(m->kind == MODEL_GRU ? TB * 3 * H : 0);
     m->dc = falloc((size_t)B * H);
     if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
+    m->dropout = m->source != DATA_ADDING ? (float)c->model_dropout : 0.0f;
+    for (int k = 0; m->dropout > 0 && k <= m->L; k++) {
+        size_t width = (size_t)(k == 0 ? m->Ein0 : m->H);
+        if (!(m->din[k] = falloc(TB * width)) || !(m->mask[k] = falloc(TB * width))) goto fail;
+    }
     return 0;
 fail:
     model_free(m);
@@ -111,6 +116,7 @@ void model_free(Model *m)
     }
     free(m->params), free(m->grads), free(m->x0), free(m->out);
     free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc);
+    for (int k = 0; k <= MODEL_MAX_LAYERS; k++) free(m->din[k]), free(m->mask[k]);
     memset(m, 0, sizeof *m);
 }
 
@@ -160,11 +166,55 @@ static void model_start_state(Model *m)
     }
 }
 
+static int dropping(const Model *m) { return m->dropout > 0 && m->training; }
+
+/* The output feeding site k (0: embeddings; l: layer l-1's h[1..T]; L: the
+ * top layer's, for the head), before dropout. (T, B, width) */
+static const float *site_source(const Model *m, int k)
+{
+    return k == 0 ? m->x0 : m->layer[k - 1].h + (size_t)m->B * m->H;
+}
+
+/* din[k] = source * mask, with a fresh mask for this step. */
+static void dropout_forward(Model *m, int k)
+{
+    int width = k == 0 ? m->Ein0 : m->H;
+    const float *src = site_source(m, k);
+    float keep = 1.0f / (1.0f - m->dropout), *mk = m->mask[k], *out = m->din[k];
+    double p = m->dropout;
+    for (int b = 0; b < m->B; b++) {
+        uint64_t key = rng_derive(m->drop_seed ^ ((uint64_t)k << 56), (uint64_t)m->drop_step,
+                                  (uint64_t)(m->first_stream + b));
+        for (int t = 0; t < m->T; t++) {
+            size_t row = ((size_t)t * m->B + b) * (size_t)width;
+            for (int i = 0; i < width; i++) {
+                uint64_t r = rng_mix(key + (uint64_t)t * (uint64_t)width + (uint64_t)i);
+                mk[row + i] = (double)(r >> 11) * 0x1.0p-53 < p ? 0.0f : keep;
+                out[row + i] = src[row + i] * mk[row + i];
+            }
+        }
+    }
+}
+
+/* The gradient w.r.t. din[k] (in g) becomes the gradient w.r.t. its source. */
+static void dropout_backward(const Model *m, int k, float *g)
+{
+    size_t n = (size_t)m->T * m->B * (size_t)(k == 0 ? m->Ein0 : m->H);
+    for (size_t i = 0; i < n; i++) g[i] *= m->mask[k][i];
+}
+
+/* What site k feeds forward: the dropped copy while training with dropout. */
+static const float *site_input(const Model *m, int k)
+{
+    return dropping(m) ? m->din[k] : site_source(m, k);
+}
+
 static void layers_forward(Model *m)
 {
     for (int l = 0; l < m->L; l++) {
         Layer *y = &m->layer[l];
-        const float *x = l == 0 ? m->x0 : m->layer[l - 1].h + (size_t)m->B * m->H; /* (T, B, Ein) */
+        if (dropping(m)) dropout_forward(m, l);
+        const float *x = site_input(m, l); /* (T, B, Ein) */
         if (m->kind == MODEL_LSTM)
             lstm_forward(y->h, y->c, y->gates, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
         else if (m->kind == MODEL_GRU)
@@ -181,7 +231,7 @@ static float *layers_backward(Model *m, float *dh)
     float *other = dh == m->dA ? m->dB : m->dA;
     for (int l = m->L - 1; l >= 0; l--) {
         Layer *y = &m->layer[l];
-        const float *x = l == 0 ? m->x0 : m->layer[l - 1].h + (size_t)m->B * m->H;
+        const float *x = site_input(m, l);
         float *dx = (l == 0 && m->source == DATA_ADDING) ? NULL : other;
         if (m->kind == MODEL_LSTM)
             lstm_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->dc, x, y->h, y->c,
@@ -192,6 +242,7 @@ static float *layers_backward(Model *m, float *dh)
         else
             rnn_backward(dx, y->dwx, y->dwh, y->db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
                          y->Ein, m->H);
+        if (dx && dropping(m)) dropout_backward(m, l, dx);
         other = dh;
         dh = dx;
     }
@@ -203,7 +254,8 @@ static double markov_forward(Model *m, const int *inputs, const int *targets)
     int N = m->T * m->B;
     embedding_forward(m->x0, inputs, m->emb, N, m->E);
     layers_forward(m);
-    const float *top = m->layer[m->L - 1].h + (size_t)m->B * m->H; /* (T*B, H) */
+    if (dropping(m)) dropout_forward(m, m->L);
+    const float *top = site_input(m, m->L); /* (T*B, H) */
     linear_forward(m->out, top, m->hw, m->hb, N, m->H, m->V);
     return softmax_ce_forward(m->out, m->out, targets, N, m->V);
 }
@@ -211,9 +263,10 @@ static double markov_forward(Model *m, const int *inputs, const int *targets)
 static void markov_backward(Model *m, const int *inputs, const int *targets, float scale)
 {
     int N = m->T * m->B;
-    const float *top = m->layer[m->L - 1].h + (size_t)m->B * m->H;
+    const float *top = site_input(m, m->L);
     softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
     linear_backward(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
+    if (dropping(m)) dropout_backward(m, m->L, m->dA);
     float *dx0 = layers_backward(m, m->dA);
     embedding_backward(m->demb, dx0, inputs, N, m->E);
 }
@@ -250,6 +303,7 @@ double model_step(Model *m, const int *inputs, const int *targets, const float *
                   const float *ytarget, float scale)
 {
     model_start_state(m);
+    m->training = 1;
     if (m->source != DATA_ADDING) {
         double loss = markov_forward(m, inputs, targets);
         markov_backward(m, inputs, targets, scale);
@@ -264,6 +318,7 @@ double model_eval(Model *m, const int *inputs, const int *targets, const float *
                   const float *ytarget)
 {
     model_start_state(m);
+    m->training = 0;
     if (m->source != DATA_ADDING) return markov_forward(m, inputs, targets);
     return adding_forward(m, features, ytarget);
 }

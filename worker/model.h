@@ -50,6 +50,17 @@ typedef struct {
     float *du;                /* (T, B, 3H) GRU scratch */
     float *dc;                /* (B, H) LSTM scratch */
     int carry;                /* 1: h[0] of the next step is h[T] of this one */
+    /* Dropout on the non-recurrent connections (embedding -> layer 0, layer
+     * l-1 -> l, top -> head), token models only, training only. The mask
+     * of an element depends on (drop_seed, site, drop_step, global stream,
+     * t, unit), so it does not depend on how streams are spread over workers. */
+    float dropout;
+    int training;             /* set by model_step, cleared by model_eval */
+    uint64_t drop_seed;
+    int64_t drop_step;        /* set by the caller before each model_step */
+    int first_stream;         /* global index of this worker's first stream */
+    float *din[MODEL_MAX_LAYERS + 1]; /* (T, B, Ein) dropped layer inputs; [L]: head input */
+    float *mask[MODEL_MAX_LAYERS + 1];/* same shapes: 0 or 1/(1-p) */
 } Model;
 
 int model_init(Model *m, const Config *c, int B);

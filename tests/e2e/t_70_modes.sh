@@ -48,3 +48,13 @@ gru() {
     build/clipd-report "$TMP/gru3" >/dev/null
 }
 check "GRU learns, and 3 workers x 2 == 1 worker x 6" gru
+
+dropout() {
+    run dr1 1 --set model.dropout=0.3 --set data.batch_per_worker=6 || return 1
+    run dr2 2 --set model.dropout=0.3 --set data.batch_per_worker=3 || return 1
+    build/tests/stcmp "$TMP/dr1/final.safetensors" "$TMP/dr2/final.safetensors" 1e-5 || return 1
+    run dr0 2 --set data.batch_per_worker=3 || return 1
+    build/tests/stcmp "$TMP/dr0/final.safetensors" "$TMP/dr2/final.safetensors" 1e-5
+    [ $? = 1 ] # dropout changes training
+}
+check "model.dropout: masks follow the global stream, so 2 workers == 1 worker" dropout
