@@ -68,8 +68,18 @@ bench: all
 run: all
 	deploy/clipd-launch -n 2 configs/default.yaml
 
+# make install PREFIX=/opt/clipd: binaries and the launcher in bin/, configs
+# in share/clipd/configs/, the --help text (every config key with its
+# default) in share/doc/clipd/clipd.txt.
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/clipd/configs $(DESTDIR)$(PREFIX)/share/doc/clipd
+	install -m 755 $(BUILD)/clipd $(BUILD)/clipd-worker $(BUILD)/clipd-report deploy/clipd-launch $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 configs/*.yaml $(DESTDIR)$(PREFIX)/share/clipd/configs/
+	$(BUILD)/clipd --help > $(DESTDIR)$(PREFIX)/share/doc/clipd/clipd.txt
+
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test asan bench run clean
+.PHONY: all unit e2e test asan bench run install clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

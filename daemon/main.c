@@ -106,7 +106,11 @@ static void usage(FILE *f)
             "  --help, --version\n"
             "Signals: USR1, TERM, INT: checkpoint at the next step and stop (exit 0);\n"
             "USR2: checkpoint at the next step and go on; HUP: reopen the log files.\n"
-            "Exit codes: 0 success, 2 bad input (config, command line, checkpoint), 1 anything else.\n");
+            "Exit codes: 0 success, 2 bad input (config, command line, checkpoint), 1 anything else.\n"
+            "\nEvery config key, with its default (a config may set any of them; --set any):\n\n");
+    Config d;
+    cfg_defaults(&d);
+    cfg_print(&d, f);
 }
 
 /* Returns -1 to go on, or an exit code. */

@@ -1,0 +1,18 @@
+# make install PREFIX=...: binaries, launcher, configs and the --help text
+# with every config key; the installed launcher runs the installed binaries.
+install_tree() {
+    make -s install PREFIX="$TMP/inst" >/dev/null || return 1
+    local i="$TMP/inst"
+    for f in bin/clipd bin/clipd-worker bin/clipd-report bin/clipd-launch share/clipd/configs/default.yaml \
+             share/doc/clipd/clipd.txt; do
+        [ -s "$i/$f" ] || { echo "missing $f"; return 1; }
+    done
+    # every key the config knows is documented, with its default, in the --help text
+    build/clipd --check /dev/null | grep -E '^  [a-z_.]+:' | sed 's/ *#.*//' >"$TMP/keys"
+    [ "$(wc -l <"$TMP/keys")" -gt 60 ] || return 1
+    grep -v -F -x -f <(sed 's/ *#.*//' "$i/share/doc/clipd/clipd.txt") "$TMP/keys" && return 1
+    timeout 300 "$i/bin/clipd-launch" -n 2 "$i/share/clipd/configs/default.yaml" --set run.dir="$TMP/inst-run" \
+        --set train.epochs=1 --set train.steps_per_epoch=5 --set model.hidden=16 >"$TMP/inst.out" 2>&1 || return 1
+    grep -q "$i/bin/clipd " "$TMP/inst.out" && [ -s "$TMP/inst-run/final.safetensors" ]
+}
+check "make install PREFIX: runs from the installed tree; --help documents every key" install_tree
