@@ -68,6 +68,12 @@ bench: all
 run: all
 	deploy/clipd-launch -n 2 configs/default.yaml
 
+# Fuzz the parsers of untrusted bytes with libFuzzer (needs clang); not part
+# of `make test` yet. FUZZ_SECONDS per harness.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
 # make install PREFIX=/opt/clipd: binaries and the launcher in bin/, configs
 # in share/clipd/configs/, the --help text (every config key with its
 # default) in share/doc/clipd/clipd.txt.
@@ -81,5 +87,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test asan bench run install clean
+.PHONY: all unit e2e test asan bench run install fuzz clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
