@@ -43,12 +43,28 @@ for h in "${harnesses[@]}"; do
     "$cc" "${cflags[@]}" ${extra[$h]:-} -o "$out/$h" "tests/fuzz/$h.c" ${srcs[$h]} ${libs[$h]}
 done
 
+# Seeds made from the project's own files and writer rather than committed copies.
+"$cc" -std=c11 -D_POSIX_C_SOURCE=200809L -I. -o "$out/mkseeds" tests/fuzz/mkseeds.c \
+    common/ckpt.c common/safetensors.c common/fsutil.c -ljansson -lm
+seed_corpus() { # HARNESS DIR
+    case "$1" in
+        fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;
+        fuzz_ckpt) "$out/mkseeds" "$2" ;;
+        fuzz_report) # steps, events, epochs, tensors joined by NUL bytes, as the harness splits them
+            local r=tests/data/report/run
+            { cat "$r/steps.jsonl"; printf '\0'; cat "$r/events.jsonl"; printf '\0'
+              cat "$r/epochs.jsonl"; printf '\0'; cat "$r/tensors.jsonl"; } >"$2/run.seed"
+            cp "$r/steps.jsonl" "$2/steps-only.seed" ;;
+    esac
+}
+
 work=$(mktemp -d /tmp/clipd-fuzz-corpus-XXXXXX)
 trap 'rm -rf -- "$work"' EXIT
 failed=()
 for h in "${harnesses[@]}"; do
     mkdir -p "$work/$h"
     if [[ -d tests/fuzz/corpus/$h ]]; then cp -R tests/fuzz/corpus/"$h"/. "$work/$h/"; fi
+    seed_corpus "$h" "$work/$h"
     log=$out/artifacts/$h.log
     echo "== run $h for ${secs}s"
     rc=0
