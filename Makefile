@@ -35,8 +35,8 @@ $(BUILD)/clipd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(COMMON_OBJ)
 $(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
 
-# The report reads a run directory's files; it needs no MPI and no other object.
-$(BUILD)/clipd-report: $(BUILD)/daemon/report.o
+# The report reads a run directory's files; it needs no MPI, only the statistics.
+$(BUILD)/clipd-report: $(BUILD)/daemon/report.o $(BUILD)/daemon/stats.o
 	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
 
 # Unit tests link every non-main object, plus cmocka.

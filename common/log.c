@@ -34,3 +34,10 @@ void log_write(int level, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s\n", line); /* one write per line, so ranks do not interleave mid-line */
 }
+
+double log_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}

@@ -10,6 +10,8 @@ enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 extern int log_level;
 
 void log_set_role(const char *role, int rank);
+/* Monotonic clock in milliseconds, for step timings and stall detection. */
+double log_clock_ms(void);
 void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LOG(level, ...) \

@@ -76,13 +76,6 @@ static void install_signals(void)
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 static double cpu_seconds(void)
 {
     struct rusage ru;
@@ -318,7 +311,7 @@ static int receive_epoch(Coord *co, int epoch)
     }
     EpochLine *l = &co->epochs[epoch - 1];
     l->epoch = epoch;
-    stats_end(&co->st, now_ms(), &l->s);
+    stats_end(&co->st, log_clock_ms(), &l->s);
     l->val_loss = e.val_loss;
     l->val_ppl = co->cfg.data_source != DATA_ADDING ? exp(e.val_loss) : NAN;
     l->val_tokens = e.val_tokens;
@@ -343,7 +336,7 @@ static int run_epoch(Coord *co, int epoch, int resumed)
 {
     const Config *c = &co->cfg;
     CtrlMsg m = {CTRL_EPOCH, epoch, rng_derive((uint64_t)c->run_seed, 0xE90Cu, (uint64_t)epoch), 0, 0};
-    if (!resumed) stats_begin(&co->st, epoch, now_ms());
+    if (!resumed) stats_begin(&co->st, epoch, log_clock_ms());
     send_ctrl(co, &m);
     for (;;) {
         int flags = receive_step(co);
@@ -447,7 +440,7 @@ static void print_summary(Coord *co, double seconds)
 static int coordinate(Coord *co)
 {
     const Config *c = &co->cfg;
-    co->t0_ms = now_ms();
+    co->t0_ms = log_clock_ms();
     co->cpu0 = cpu_seconds();
     co->epochs = calloc((size_t)c->train_epochs, sizeof *co->epochs);
     co->recs = calloc((size_t)co->W, sizeof *co->recs);
@@ -475,7 +468,7 @@ static int coordinate(Coord *co)
     co->next_step = 1;
     if (co->res.path[0]) epoch = resume_coordinator(&co->res, c, &co->st,
                                                      co->epochs, &co->epochs_done, &co->next_step,
-                                                     &resumed, now_ms());
+                                                     &resumed, log_clock_ms());
     LOG(LOG_INFO, "run '%s': %d workers, logs in %s%s", c->run_name, co->W, c->run_dir,
         co->res.path[0] ? " (resumed)" : "");
     if (resumed < 0) { /* resumed at an epoch's end: its record comes first */
@@ -500,7 +493,7 @@ static int coordinate(Coord *co)
     metrics_state(co->metrics, co->aborted ? "aborted" : co->stopped ? "stopped" : "finishing");
     int bad = finish(co, done, ckpt);
     metrics_stop(co->metrics);
-    print_summary(co, (now_ms() - co->t0_ms) / 1e3);
+    print_summary(co, (log_clock_ms() - co->t0_ms) / 1e3);
     stats_free(&co->st);
     free(co->epochs), free(co->recs), free(co->clip_ring);
     runlog_close(&co->log);

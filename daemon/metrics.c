@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "common/detect.h"
+#include "common/log.h"
 
 #define NBUCKETS 12
 #define WORKER_GAUGES 256 /* workers shown one by one; the max covers them all */
@@ -44,12 +45,7 @@ struct Metrics {
     char run[64], hash[24];
 };
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double mono_s(void) { return log_clock_ms() / 1e3; }
 
 /* Growable text buffer for one response. */
 typedef struct { char *p; size_t n, cap; } Buf;

@@ -6,6 +6,7 @@
  * kept valid UTF-8, numbers are range-checked, and the work and the output
  * stay linear in the input (lines up to 1 MiB, 256 tensor names). */
 #include "daemon/report.h"
+#include "daemon/stats.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -464,17 +465,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Nearest-rank percentile (q in [0, 1]) of v[0..n), sorting v in place: the
- * definition of stats_percentile, which fills epochs.jsonl (repeated here so
- * that clipd-report links no other object). */
-static double rep_percentile(double *v, long n, double q)
-{
-    if (n <= 0) return NAN;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    long k = (long)ceil(q * (double)n);
-    return v[(k < 1 ? 1 : k) - 1];
-}
-
 /* The clip threshold c of clipped steps is coef x norm (coef = c / norm):
  * the median over them, when they agree to 1e-4. */
 static double infer_max_norm(const Report *r)
@@ -744,8 +734,8 @@ static void summarise_steps(const Report *r, RepSummary *s)
         u[i] = (double)p->step;
     }
     s->finite_norms = nv;
-    s->p50 = rep_percentile(v, nv, 0.5), s->p90 = rep_percentile(v, nv, 0.9);
-    s->p99 = rep_percentile(v, nv, 0.99), s->pmax = nv ? v[nv - 1] : NAN;
+    s->p50 = stats_percentile(v, nv, 0.5), s->p90 = stats_percentile(v, nv, 0.9);
+    s->p99 = stats_percentile(v, nv, 0.99), s->pmax = nv ? v[nv - 1] : NAN;
     qsort(u, (size_t)r->nst, sizeof *u, cmp_double);
     for (long i = 0; i < r->nst; i++) s->distinct += i == 0 || u[i] != u[i - 1];
     s->clip_rate = r->nst ? (double)s->clipped / (double)r->nst : NAN;
@@ -758,11 +748,11 @@ static void summarise_steps(const Report *r, RepSummary *s)
             if (isfinite(r->st[i].step_ms) && r->st[i].step_ms > 0)
                 u[nu++] = (double)r->st[i].tokens / r->st[i].step_ms * 1e3;
     }
-    s->tok_s = rep_percentile(u, nu, 0.5);
+    s->tok_s = stats_percentile(u, nu, 0.5);
     nv = 0;
     for (long i = 0; i < r->nst; i++)
         if (isfinite(r->st[i].step_ms) && r->st[i].step_ms > 0) v[nv++] = r->st[i].step_ms;
-    s->step_ms = rep_percentile(v, nv, 0.5);
+    s->step_ms = stats_percentile(v, nv, 0.5);
 done:
     free(v);
     free(u);
@@ -1370,7 +1360,7 @@ static void svg_loss(Svg *v, Panel *p)
         if (isfinite(raw[i])) v->y[nq++] = raw[i], lo = fmin(lo, raw[i]);
     }
     rep_smooth(sm, raw, n, w);
-    hi = rep_percentile(v->y, nq, 0.995);
+    hi = stats_percentile(v->y, nq, 0.995);
     for (long i = 0; i < n; i++)
         if (isfinite(sm[i])) hi = fmax(hi, sm[i]);
     for (long i = 0; i < r->nep; i++)

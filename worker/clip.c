@@ -49,9 +49,17 @@ ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamV
                        double clip_value, double lr)
 {
     ClipResult r = clip_decide(views, nviews, stats, mode, max_norm, clip_value);
+    clip_apply_update(o, params, grads, views, nviews, n, stats, mode, max_norm, clip_value, lr, &r);
+    return r;
+}
+
+void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
+                       int nviews, size_t n, const double *stats, int mode, double max_norm,
+                       double clip_value, double lr, const ClipResult *d)
+{
     optim_begin(o);
     if (mode == CLIP_GLOBAL_NORM) {
-        optim_update(o, params, grads, 0, n, (float)r.coef, 0, lr);
+        optim_update(o, params, grads, 0, n, (float)d->coef, 0, lr);
     } else if (mode == CLIP_PER_TENSOR) {
         for (int v = 0; v < nviews; v++) {
             double coef = clip_coef(clip_norm_from_sumsq(stats[ST_TENSOR0 + v]), max_norm);
@@ -62,5 +70,4 @@ ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamV
     } else {
         optim_update(o, params, grads, 0, n, 1.0f, 0, lr);
     }
-    return r;
 }

@@ -32,6 +32,11 @@ typedef struct {
  * counts clipped steps before the update is decided). */
 ClipResult clip_decide(const ParamView *views, int nviews, const double *stats, int mode,
                        double max_norm, double clip_value);
+/* The update of clip_update with its decision d already taken (the training
+ * step decides once, for the detector and for the update). */
+void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
+                       int nviews, size_t n, const double *stats, int mode, double max_norm,
+                       double clip_value, double lr, const ClipResult *d);
 /* One optimizer step over the model's flat buffers with the clip of `mode`
  * applied inside the update. stats is the global statistics vector of
  * sync_stats (sums of squares overall and per view, max |g|). The caller has

@@ -37,13 +37,6 @@ void worker_fatal(const char *fmt, ...)
     exit(1);
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mpirun -np 1 clipd CONFIG [--set key=value ...] : -np W clipd-worker\n"
@@ -179,7 +172,7 @@ static void compute_step(Worker *w, StepRecord *r)
 {
     Model *m = &w->model;
     Batcher *d = &w->data;
-    double t0 = now_ms();
+    double t0 = log_clock_ms();
     poll_requests(w);
     model_zero_grad(m);
     /* train.accumulate micro-batches add into one gradient, clipped once. */
@@ -193,7 +186,7 @@ static void compute_step(Worker *w, StepRecord *r)
         loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
     inject_faults(w, w->step + 1);
-    double t1 = now_ms();
+    double t1 = log_clock_ms();
     if (sync_grads(&w->sync, m->grads, m, w->local) != 0) worker_fatal("gradient sync failed");
     w->local[ST_LOSS] = loss;
     w->local[ST_TERMS] = (double)terms;
@@ -201,7 +194,7 @@ static void compute_step(Worker *w, StepRecord *r)
     w->pending_req = 0;
     if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("statistics collective failed");
     r->compute_ms = t1 - t0;
-    r->sync_ms = now_ms() - t1;
+    r->sync_ms = log_clock_ms() - t1;
     r->loss = w->global[ST_LOSS] / w->global[ST_TERMS];
     r->grad_norm = clip_norm_from_sumsq(w->global[ST_SUMSQ]);
     r->max_abs = w->global[ST_MAXABS];
@@ -273,11 +266,10 @@ static void decide_step(Worker *w, StepRecord *r)
     if (step == c->debug_lr_spike_step && !w->rollbacks) lr *= c->debug_lr_spike_scale;
     r->clip_coef = NAN;
     if (act == ACT_LOG) {
-        ClipResult cr = clip_update(&w->opt, m->params, m->grads, m->views, m->nviews,
-                                    m->nparams, w->global, c->clip_mode, c->clip_max_norm,
-                                    c->clip_clip_value, lr);
-        r->clip_coef = cr.coef;
-        r->clipped = cr.clipped;
+        clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, m->nparams, w->global,
+                          c->clip_mode, c->clip_max_norm, c->clip_clip_value, lr, &cd);
+        r->clip_coef = cd.coef;
+        r->clipped = cd.clipped;
     } else {
         r->skipped = 1;
     }
@@ -303,7 +295,7 @@ static void decide_step(Worker *w, StepRecord *r)
 /* One step; returns the flags that end the epoch loop early. */
 static int train_step(Worker *w, StepRecord *r)
 {
-    double t0 = now_ms();
+    double t0 = log_clock_ms();
     memset(r, 0, sizeof *r);
     r->wrank = w->rank;
     r->epoch = w->epoch;
@@ -325,7 +317,7 @@ static int train_step(Worker *w, StepRecord *r)
     }
     if (req & REQ_STOP) r->flags |= STEP_STOPPING;
     if (w->epoch_step == w->cfg.train_steps_per_epoch) r->flags |= STEP_EPOCH_LAST;
-    r->step_ms = now_ms() - t0;
+    r->step_ms = log_clock_ms() - t0;
     return r->flags & (STEP_STOPPING | STEP_ABORT);
 }
 

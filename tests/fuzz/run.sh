@@ -26,7 +26,7 @@ declare -A srcs=(
     [fuzz_cfg]="common/cfg.c"
     [fuzz_ckpt]="common/ckpt.c common/safetensors.c common/fsutil.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
-    [fuzz_report]="daemon/report.c"
+    [fuzz_report]="daemon/report.c daemon/stats.c"
 )
 declare -A extra=([fuzz_report]="-Dmain=report_main")
 declare -A libs=(
