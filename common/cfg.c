@@ -51,6 +51,8 @@ static const char *const clip_names[] = {[CLIP_GLOBAL_NORM] = "global_norm",
                                          [CLIP_VALUE] = "value", [CLIP_NONE] = "none"};
 static const char *const sched_names[] = {[SCHED_CONSTANT] = "constant", [SCHED_STEP] = "step",
                                           [SCHED_COSINE] = "cosine", [SCHED_PLATEAU] = "plateau"};
+static const char *const sync_names[] = {[SYNC_REPLICATED] = "replicated",
+                                         [SYNC_SHARDED] = "sharded"};
 static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "log",
                                         [ACT_SKIP] = "skip", [ACT_ROLLBACK] = "rollback",
                                         [ACT_ABORT] = "abort"};
@@ -143,6 +145,8 @@ static const CfgKey cfg_keys[] = {
     KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:9464", "HTTP endpoint HOST:PORT, or off"),
     KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN, "60", "/healthz 503 after this long idle"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
+    KENUM(sync, mode, sync_names, "replicated", "optimizer state: replicated or sharded (ZeRO-1)"),
+    KINT(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
     KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
     KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),

@@ -16,6 +16,7 @@ typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1, DATA_TEXT = 2 } DataSource;
 typedef enum { TOK_BYTES = 0, TOK_WORDS = 1 } Tokenizer;
 typedef enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 } OptKind;
 typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
+typedef enum { SYNC_REPLICATED = 0, SYNC_SHARDED = 1 } SyncMode;
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP = 1, SCHED_COSINE = 2, SCHED_PLATEAU = 3 } LrSchedule;
 /* Divergence actions, mildest first; INHERIT: take divergence.action. */
 typedef enum { ACT_INHERIT = 0, ACT_LOG = 1, ACT_SKIP = 2, ACT_ROLLBACK = 3, ACT_ABORT = 4 } Action;
@@ -91,6 +92,9 @@ typedef struct {
     double metrics_stall_seconds; /* /healthz says 503 after this long without a step */
     /* worker */
     int worker_threads;      /* BLAS threads per worker */
+    /* sync */
+    int sync_mode;           /* SyncMode */
+    int sync_bucket_kb;      /* gradient bucket size; 0: one collective after backward */
     /* debug: test hooks that inject faults; each fires only before the first rollback */
     int64_t debug_nan_step;      /* a NaN in one worker's gradient at this step */
     int64_t debug_spike_step;    /* every worker's gradient times debug.spike_scale */

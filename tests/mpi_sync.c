@@ -1,12 +1,15 @@
 /* mpi_sync: the gradient sync and norm collective under a real mpirun with
  * W ranks, against an independent float64 recomputation.
- *   mpirun -np W build/tests/mpi_sync N
+ *   mpirun -np W build/tests/mpi_sync N [BUCKET]
  * Each rank fills a gradient of N floats from (rank, seed); after sync_grads
  * every rank must hold identical bits equal to the rank-order float sum, and
  * the global norm from sync_stats must match a float64 (long double)
  * recomputation of the norm of that sum, on every rank bit for bit. Sizes
  * that do not divide by W, and N < W (ranks owning nothing), are covered by
- * the callers. Prints the worst errors; exits non-zero on any failure. */
+ * the callers. BUCKET (floats, default 0: one bucket) cuts the reduction into
+ * buckets, started as the "backward" marks prefixes of the buffer final
+ * (in 5 uneven steps, with progress calls between): the bits must not
+ * depend on it. Prints the worst errors; exits non-zero on any failure. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -39,10 +42,18 @@ int main(int argc, char **argv)
     m.views[0].off = 0, m.views[0].n = n / 3;
     m.views[1].off = n / 3, m.views[1].n = n - n / 3;
     Sync s;
-    if (sync_init(&s, MPI_COMM_WORLD, n, 2) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
+    size_t bucket = argc > 2 ? (size_t)atol(argv[2]) : 0;
+    if (sync_init(&s, MPI_COMM_WORLD, n, 2, bucket, 0) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     float *g = malloc(n * sizeof *g), *ref = malloc(n * sizeof *ref);
     double *loc = calloc((size_t)s.nstats, sizeof *loc), *glob = calloc((size_t)s.nstats, sizeof *glob);
-    for (size_t i = 0; i < n; i++) g[i] = value(rank, i);
+    for (size_t i = 0; i < n; i++) g[i] = -1e30f; /* not final yet: must never be sent */
+    sync_begin(&s, g);
+    size_t done = 0, marks[5] = {n / 7, n / 3, n / 3 + 1, (3 * n) / 4, n};
+    for (int k = 0; k < 5; k++) {
+        for (; done < marks[k]; done++) g[done] = value(rank, done);
+        sync_ready(&s, done);
+        for (int p = 0; p < 3; p++) sync_progress(&s);
+    }
     if (sync_grads(&s, g, &m, loc) != 0 || sync_stats(&s, loc, glob) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     /* Reference: float sum in rank order, norm in long double. */
     long double sq = 0, sq0 = 0;
@@ -66,9 +77,9 @@ int main(int argc, char **argv)
     int fail = bad != 0 || !(relerr <= 1e-12) || !(relerr0 <= 1e-12);
     if (rank == 0) {
         for (int r = 1; r < W; r++) fail |= all[2 * r] != all[0] || all[2 * r + 1] != all[1];
-        printf("mpi_sync W=%d n=%zu: %d elements differ from the rank-order sum; norm %.17g vs "
+        printf("mpi_sync W=%d n=%zu bucket=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
                "float64 reference %.17g, rel err %.2g (tol 1e-12); tensor 0 rel err %.2g; "
-               "ranks identical: %s\n", W, n, bad, norm, refnorm, relerr, relerr0,
+               "ranks identical: %s\n", W, n, bucket, s.nb, bad, norm, refnorm, relerr, relerr0,
                fail ? "no or FAILED" : "yes");
     }
     int anyfail = 0;

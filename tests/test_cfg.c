@@ -406,7 +406,7 @@ static void test_err_unknown_section(void **state)
 {
     (void)state;
     LOAD_ERR("model:\n  hidden: 4\nmodle:\n  hidden: 4\n", "t.yaml:3:1: unknown section 'modle'",
-             "run, model, data, train, clip, divergence, checkpoint, log, metrics, worker, debug");
+             "run, model, data, train, clip, divergence, checkpoint, log, metrics, worker, sync, debug");
 }
 
 static void test_err_unknown_key(void **state)

@@ -208,9 +208,58 @@ static void test_clip_update_modes(void **state)
     check_mode(CLIP_NONE, 0, 0, 0);
 }
 
+/* Sharded (ZeRO-1) updates: three shards, each with optimizer state for its
+ * range only (Optim.base), cutting through a tensor, give the same bits as
+ * one update of everything, for every optimizer and clip mode, over steps. */
+static void test_sharded_update(void **state)
+{
+    (void)state;
+    enum { N = 11, S = 3 };
+    ParamView views[2] = {{"a", 0, 4, 4, 1, 1}, {"b", 4, 7, 7, 1, 1}};
+    const int opts[] = {OPT_SGD, OPT_SGD, OPT_ADAM, OPT_ADAMW};
+    const double mom[] = {0, 0.9, 0, 0};
+    const int modes[] = {CLIP_GLOBAL_NORM, CLIP_PER_TENSOR, CLIP_VALUE, CLIP_NONE};
+    for (int oi = 0; oi < 4; oi++)
+        for (int mi = 0; mi < 4; mi++) {
+            float pf[N], ps[N], g[N];
+            for (int i = 0; i < N; i++) pf[i] = ps[i] = 0.1f * (float)i;
+            Optim full, sh[S];
+            size_t off[S], len[S];
+            assert_int_equal(optim_init(&full, opts[oi], mom[oi], 0.9, 0.999, 1e-8, N), 0);
+            full.weight_decay = 0.01;
+            for (int r = 0; r < S; r++) {
+                shard_range(N, S, r, &off[r], &len[r]);
+                assert_int_equal(optim_init(&sh[r], opts[oi], mom[oi], 0.9, 0.999, 1e-8, len[r]), 0);
+                sh[r].base = off[r], sh[r].weight_decay = 0.01;
+            }
+            for (int step = 1; step <= 3; step++) {
+                double stats[ST_TENSOR0 + 2] = {0};
+                for (int i = 0; i < N; i++) g[i] = sinf((float)(i * step)) * 4.0f;
+                for (int v = 0; v < 2; v++)
+                    for (size_t i = views[v].off; i < views[v].off + views[v].n; i++) {
+                        stats[ST_TENSOR0 + v] += (double)g[i] * g[i];
+                        stats[ST_MAXABS] = fmax(stats[ST_MAXABS], fabs(g[i]));
+                    }
+                stats[ST_SUMSQ] = stats[ST_TENSOR0] + stats[ST_TENSOR0 + 1];
+                ClipResult d = clip_decide(views, 2, stats, modes[mi], 3.0, 1.5);
+                clip_apply_update(&full, pf, g, views, 2, 0, N, stats, modes[mi], 3.0, 1.5, 0.05, &d);
+                for (int r = 0; r < S; r++)
+                    clip_apply_update(&sh[r], ps, g, views, 2, off[r], off[r] + len[r], stats,
+                                      modes[mi], 3.0, 1.5, 0.05, &d);
+            }
+            assert_memory_equal(pf, ps, sizeof pf);
+            int moved = 0;
+            for (int i = 0; i < N; i++) moved |= pf[i] != 0.1f * (float)i;
+            assert_true(moved);
+            optim_free(&full);
+            for (int r = 0; r < S; r++) optim_free(&sh[r]);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sharded_update),
         cmocka_unit_test(test_coef_formula),   cmocka_unit_test(test_global_and_per_tensor),
         cmocka_unit_test(test_value_clip),     cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_momentum),       cmocka_unit_test(test_adam),

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <cblas.h>
+
 #include "common/data.h"
 #include "common/rng.h"
 #include "worker/model.h"
@@ -167,6 +169,52 @@ static void test_state_carry(void **state)
     model_free(&m);
 }
 
+/* Every sgemm the model issues goes through this wrapper (linked with
+ * -Wl,--wrap=cblas_sgemm), which counts 2*M*N*K: model_flops must agree. */
+static double sgemm_flops;
+void __real_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint M, blasint N, blasint K, float alpha, const float *A, blasint lda,
+                        const float *B, blasint ldb, float beta, float *C, blasint ldc);
+void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint M, blasint N, blasint K, float alpha, const float *A, blasint lda,
+                        const float *B, blasint ldb, float beta, float *C, blasint ldc);
+void __wrap_cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb,
+                        blasint M, blasint N, blasint K, float alpha, const float *A, blasint lda,
+                        const float *B, blasint ldb, float beta, float *C, blasint ldc)
+{
+    sgemm_flops += 2.0 * M * N * K;
+    __real_cblas_sgemm(o, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void test_flops(void **state)
+{
+    (void)state;
+    const int kinds[] = {MODEL_RNN, MODEL_LSTM, MODEL_GRU};
+    const int sources[] = {DATA_MARKOV, DATA_ADDING};
+    for (int k = 0; k < 3; k++)
+        for (int s = 0; s < 2; s++)
+            for (int L = 1; L <= 3; L += 2) {
+                Config c;
+                cfg_defaults(&c);
+                c.model_kind = kinds[k], c.data_source = sources[s], c.model_layers = L;
+                c.model_vocab = 9, c.model_embed = 4, c.model_hidden = 6, c.data_seq_len = 5;
+                c.data_markov_order = 1, c.data_markov_branch = 2;
+                Model m;
+                Batcher d;
+                assert_int_equal(model_init(&m, &c, 3), 0);
+                model_init_params(&m, 1, 0.5);
+                assert_int_equal(batcher_init(&d, &c, 0, 3), 0);
+                batcher_epoch(&d, 1);
+                batcher_next(&d);
+                sgemm_flops = 0;
+                model_step(&m, d.inputs, d.targets, d.features, d.ytarget, 1.0f);
+                assert_true(sgemm_flops > 0);
+                assert_true(model_flops(&m) == sgemm_flops);
+                batcher_free(&d);
+                model_free(&m);
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,7 +222,7 @@ int main(void)
         cmocka_unit_test(test_rnn_adding),  cmocka_unit_test(test_lstm_adding),
         cmocka_unit_test(test_gru_markov),  cmocka_unit_test(test_gru_adding),
         cmocka_unit_test(test_lstm_dropout), cmocka_unit_test(test_dropout_masks),
-        cmocka_unit_test(test_state_carry),
+        cmocka_unit_test(test_state_carry), cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -49,25 +49,28 @@ ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamV
                        double clip_value, double lr)
 {
     ClipResult r = clip_decide(views, nviews, stats, mode, max_norm, clip_value);
-    clip_apply_update(o, params, grads, views, nviews, n, stats, mode, max_norm, clip_value, lr, &r);
+    clip_apply_update(o, params, grads, views, nviews, 0, n, stats, mode, max_norm, clip_value, lr, &r);
     return r;
 }
 
 void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
-                       int nviews, size_t n, const double *stats, int mode, double max_norm,
-                       double clip_value, double lr, const ClipResult *d)
+                       int nviews, size_t lo, size_t hi, const double *stats, int mode,
+                       double max_norm, double clip_value, double lr, const ClipResult *d)
 {
     optim_begin(o);
     if (mode == CLIP_GLOBAL_NORM) {
-        optim_update(o, params, grads, 0, n, (float)d->coef, 0, lr);
+        optim_update(o, params, grads, lo, hi - lo, (float)d->coef, 0, lr);
     } else if (mode == CLIP_PER_TENSOR) {
         for (int v = 0; v < nviews; v++) {
+            size_t a = views[v].off > lo ? views[v].off : lo;
+            size_t b = views[v].off + views[v].n < hi ? views[v].off + views[v].n : hi;
+            if (b <= a) continue;
             double coef = clip_coef(clip_norm_from_sumsq(stats[ST_TENSOR0 + v]), max_norm);
-            optim_update(o, params, grads, views[v].off, views[v].n, (float)coef, 0, lr);
+            optim_update(o, params, grads, a, b - a, (float)coef, 0, lr);
         }
     } else if (mode == CLIP_VALUE) {
-        optim_update(o, params, grads, 0, n, 1.0f, (float)clip_value, lr);
+        optim_update(o, params, grads, lo, hi - lo, 1.0f, (float)clip_value, lr);
     } else {
-        optim_update(o, params, grads, 0, n, 1.0f, 0, lr);
+        optim_update(o, params, grads, lo, hi - lo, 1.0f, 0, lr);
     }
 }

@@ -33,10 +33,11 @@ typedef struct {
 ClipResult clip_decide(const ParamView *views, int nviews, const double *stats, int mode,
                        double max_norm, double clip_value);
 /* The update of clip_update with its decision d already taken (the training
- * step decides once, for the detector and for the update). */
+ * step decides once, for the detector and for the update), applied to the
+ * parameters in [lo, hi) only (all of them, or a shard). */
 void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
-                       int nviews, size_t n, const double *stats, int mode, double max_norm,
-                       double clip_value, double lr, const ClipResult *d);
+                       int nviews, size_t lo, size_t hi, const double *stats, int mode,
+                       double max_norm, double clip_value, double lr, const ClipResult *d);
 /* One optimizer step over the model's flat buffers with the clip of `mode`
  * applied inside the update. stats is the global statistics vector of
  * sync_stats (sums of squares overall and per view, max |g|). The caller has

@@ -19,6 +19,16 @@
 /* ---------------------------------------------------------------- helpers */
 
 /* db (C) += sum over the R rows of a (R, C) */
+static void (*progress_fn)(void *);
+static void *progress_ctx;
+
+void layers_set_progress(void (*fn)(void *ctx), void *ctx) { progress_fn = fn, progress_ctx = ctx; }
+
+static void progress(void)
+{
+    if (progress_fn) progress_fn(progress_ctx);
+}
+
 static void col_sum_add(float *db, const float *a, int R, int C)
 {
     for (int r = 0; r < R; r++) {
@@ -160,6 +170,7 @@ void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const
 {
     const size_t BH = (size_t)B * H;
     for (int t = T - 1; t >= 0; t--) {
+        progress();
         float *da = dh + (size_t)t * BH;                 // (B, H): dh[t] -> da in place
         const float *ht = h + (size_t)(t + 1) * BH;      // (B, H): output of step t
         for (size_t k = 0; k < BH; k++) {
@@ -249,6 +260,7 @@ void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, floa
     const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
     memset(dc, 0, BH * sizeof(float)); // nothing flows back from beyond the last step
     for (int t = T - 1; t >= 0; t--) {
+        progress();
         float *dgt = dgates + (size_t)t * BG; // (B, 4H)
         lstm_step_backward(dgt, dc, dh + (size_t)t * BH, gates + (size_t)t * BG,
                            c + (size_t)t * BH, c + (size_t)(t + 1) * BH, B, H);
@@ -358,6 +370,7 @@ void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
     for (int t = T - 1; t >= 0; t--) {
+        progress();
         float *dgt = dgates + (size_t)t * BG; // (B, 3H)
         float *dut = du + (size_t)t * BG;     // (B, 3H)
         float *dh_prev = t > 0 ? dh + (size_t)(t - 1) * BH : NULL; // (B, H)

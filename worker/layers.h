@@ -8,6 +8,10 @@
 #ifndef CLIPD_LAYERS_H
 #define CLIPD_LAYERS_H
 
+/* A function the backward time loops call once per step (NULL: none), so a
+ * caller can keep non-blocking communication moving during backward. */
+void layers_set_progress(void (*fn)(void *ctx), void *ctx);
+
 /* out[n,:] = w[tok[n],:] */
 void embedding_forward(float *out /* (N, E) */, const int *tok /* (N) */,
                        const float *w /* (V, E) */, int N, int E);

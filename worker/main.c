@@ -7,6 +7,7 @@
 #include <math.h>
 #include <mpi.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,12 +101,19 @@ static void worker_setup(Worker *w)
     if (batcher_init_split(&w->valid, c, w->rank * B, B, w->W,
                            c->data_valid_batches > 0 ? TEXT_VALID : TEXT_TRAIN) != 0)
         worker_fatal("cannot set up the validation data: %s", w->valid.err);
-    if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
-                   c->train_beta2, c->train_eps, w->model.nparams) != 0)
-        worker_fatal("out of memory allocating optimizer state");
-    w->opt.weight_decay = c->train_weight_decay;
-    if (sync_init(&w->sync, w->comm, w->model.nparams, w->model.nviews) != 0)
+    size_t bucket = (size_t)c->sync_bucket_kb * 1024 / sizeof(float);
+    if (sync_init(&w->sync, w->comm, w->model.nparams, w->model.nviews, bucket,
+                  c->sync_mode == SYNC_SHARDED) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
+    /* Sharded: optimizer state for this worker's shard only. */
+    size_t lo = w->sync.sharded ? w->sync.own_off : 0;
+    size_t nopt = w->sync.sharded ? w->sync.own_len : w->model.nparams;
+    if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
+                   c->train_beta2, c->train_eps, nopt) != 0)
+        worker_fatal("out of memory allocating optimizer state");
+    w->opt.base = lo;
+    w->opt.weight_decay = c->train_weight_decay;
+    w->model.hook_ctx = &w->sync;
     w->local = calloc((size_t)w->sync.nstats, sizeof(double));
     w->global = calloc((size_t)w->sync.nstats, sizeof(double));
     if (!w->local || !w->global) worker_fatal("out of memory");
@@ -114,8 +122,9 @@ static void worker_setup(Worker *w)
     w->lr_scale = 1.0;
     if (state_init(w) != 0) worker_fatal("out of memory allocating snapshots");
     if (w->rank == 0)
-        LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each", w->W,
-            w->model.nparams, w->model.nviews, openblas_get_num_threads());
+        LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each, sync %s "
+            "in %d bucket%s", w->W, w->model.nparams, w->model.nviews, openblas_get_num_threads(),
+            w->sync.sharded ? "sharded" : "replicated", w->sync.nb, w->sync.nb == 1 ? "" : "s");
 }
 
 /* The action for the events of a step: the most severe of each kind's. */
@@ -167,7 +176,12 @@ static void inject_faults(Worker *w, int64_t step)
         for (size_t i = 0; i < m->nparams; i++) m->grads[i] *= (float)c->debug_spike_scale;
 }
 
-/* Forward, backward, gradient sync and the statistics collective. */
+static void hook_ready(void *ctx, size_t upto) { sync_ready(ctx, upto); }
+static void hook_progress(void *ctx) { sync_progress(ctx); }
+
+/* Forward, backward, gradient sync and the statistics collective. The last
+ * micro-batch's backward starts the sync of each bucket as it completes
+ * (not when a test hook will still change the gradient after backward). */
 static void compute_step(Worker *w, StepRecord *r)
 {
     Model *m = &w->model;
@@ -180,9 +194,15 @@ static void compute_step(Worker *w, StepRecord *r)
     long terms = model_terms(m) * K;
     float scale = (float)(1.0 / ((double)terms * w->W));
     double loss = 0;
+    int64_t next = w->step + 1;
+    int hooked = !w->rollbacks && (next == w->cfg.debug_nan_step || next == w->cfg.debug_spike_step);
     for (int k = 0; k < K; k++) {
         batcher_next(d);
         m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
+        int overlap = k == K - 1 && !hooked;
+        if (overlap) sync_begin(&w->sync, m->grads);
+        m->grad_ready = overlap ? hook_ready : NULL;
+        m->progress = overlap ? hook_progress : NULL;
         loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
     inject_faults(w, w->step + 1);
@@ -266,8 +286,13 @@ static void decide_step(Worker *w, StepRecord *r)
     if (step == c->debug_lr_spike_step && !w->rollbacks) lr *= c->debug_lr_spike_scale;
     r->clip_coef = NAN;
     if (act == ACT_LOG) {
-        clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, m->nparams, w->global,
+        /* Replicated: every worker updates everything; sharded: its shard,
+         * then the parameters are gathered. */
+        Sync *s = &w->sync;
+        size_t lo = s->sharded ? s->own_off : 0, hi = s->sharded ? lo + s->own_len : m->nparams;
+        clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, lo, hi, w->global,
                           c->clip_mode, c->clip_max_norm, c->clip_clip_value, lr, &cd);
+        if (s->sharded && sync_params(s, m->params) != 0) worker_fatal("parameter all-gather failed");
         r->clip_coef = cd.coef;
         r->clipped = cd.clipped;
     } else {
@@ -432,6 +457,9 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
         status = 1;
     }
     if (stop->final && w->rank == 0 && write_weights(w) != 0) status = 1;
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) /* for make bench: memory against the analytic minimum */
+        LOG(LOG_INFO, "peak RSS %ld KiB", ru.ru_maxrss);
     MPI_Barrier(w->comm); /* the files are on disk before anyone says done */
     poll_requests(w);     /* drop requests that came too late to matter */
     DoneMsg done = {status, w->rank, w->step,

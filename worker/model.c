@@ -150,6 +150,19 @@ void model_zero_grad(Model *m) { memset(m->grads, 0, m->nparams * sizeof(float))
 
 long model_terms(const Model *m) { return m->source != DATA_ADDING ? (long)m->T * m->B : m->B; }
 
+double model_flops(const Model *m)
+{
+    double T = m->T, B = m->B, TB = T * B, H = m->H, GH = (double)m->G * m->H, f = 0;
+    for (int l = 0; l < m->L; l++) {
+        double Ein = m->layer[l].Ein;
+        int has_dx = !(l == 0 && m->source == DATA_ADDING);
+        f += 2 * TB * Ein * GH + 2 * TB * H * GH;                          /* forward */
+        f += 2 * TB * Ein * GH * (1 + has_dx) + 2 * TB * H * GH + 2 * (T - 1) * B * H * GH;
+    }
+    double N = m->source != DATA_ADDING ? TB : B;
+    return f + 6 * N * H * m->O;
+}
+
 /* h[0] <- h[T] (carried state) or 0. */
 static void model_start_state(Model *m)
 {
@@ -226,9 +239,15 @@ static void layers_forward(Model *m)
 
 /* dh (T, B, H) holds the gradient w.r.t. the top layer's outputs. Returns
  * the buffer holding the gradient w.r.t. x0 (T, B, Ein0). */
+static void grads_ready(const Model *m, const float *end)
+{
+    if (m->grad_ready) m->grad_ready(m->hook_ctx, (size_t)(end - m->grads));
+}
+
 static float *layers_backward(Model *m, float *dh)
 {
     float *other = dh == m->dA ? m->dB : m->dA;
+    layers_set_progress(m->progress, m->hook_ctx);
     for (int l = m->L - 1; l >= 0; l--) {
         Layer *y = &m->layer[l];
         const float *x = site_input(m, l);
@@ -242,10 +261,12 @@ static float *layers_backward(Model *m, float *dh)
         else
             rnn_backward(dx, y->dwx, y->dwh, y->db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
                          y->Ein, m->H);
+        grads_ready(m, y->db + (size_t)m->G * m->H); /* layer l's views end with its bias */
         if (dx && dropping(m)) dropout_backward(m, l, dx);
         other = dh;
         dh = dx;
     }
+    layers_set_progress(NULL, NULL);
     return dh;
 }
 
@@ -266,9 +287,11 @@ static void markov_backward(Model *m, const int *inputs, const int *targets, flo
     const float *top = site_input(m, m->L);
     softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
     linear_backward(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
+    grads_ready(m, m->dhb + m->O);
     if (dropping(m)) dropout_backward(m, m->L, m->dA);
     float *dx0 = layers_backward(m, m->dA);
     embedding_backward(m->demb, dx0, inputs, N, m->E);
+    grads_ready(m, m->grads + m->nparams);
 }
 
 /* Adding problem: regress the target from the top layer's last output,
@@ -296,6 +319,7 @@ static void adding_backward(Model *m, const float *ytarget, float scale)
         m->out[b] = (float)(2.0 * ((double)m->out[b] - (double)ytarget[b])) * scale; /* dL/dy */
     memset(m->dA, 0, (size_t)(T - 1) * B * H * sizeof(float));
     linear_backward(m->dA + (size_t)(T - 1) * B * H, m->dhw, m->dhb, m->out, last, m->hw, B, H, 1);
+    grads_ready(m, m->dhb + m->O);
     layers_backward(m, m->dA);
 }
 

@@ -59,6 +59,13 @@ typedef struct {
     uint64_t drop_seed;
     int64_t drop_step;        /* set by the caller before each model_step */
     int first_stream;         /* global index of this worker's first stream */
+    /* Gradient readiness, for a sync that overlaps backward: grad_ready is
+     * called with `upto` each time grads[0, upto) are final (after the head,
+     * after each layer, after the embedding); progress is called once per
+     * time step of backward. Both may be NULL. */
+    void (*grad_ready)(void *ctx, size_t upto);
+    void (*progress)(void *ctx);
+    void *hook_ctx;
     float *din[MODEL_MAX_LAYERS + 1]; /* (T, B, Ein) dropped layer inputs; [L]: head input */
     float *mask[MODEL_MAX_LAYERS + 1];/* same shapes: 0 or 1/(1-p) */
 } Model;
@@ -83,5 +90,15 @@ double model_eval(Model *m, const int *inputs, const int *targets, const float *
                   const float *ytarget);
 /* Loss terms per step per worker: T*B for markov, B for adding. */
 long model_terms(const Model *m);
+/* Floating-point operations of one model_step on this worker, counted as
+ * the matrix products it issues (2*M*N*K per sgemm; the elementwise work,
+ * a few percent, is not counted). Per layer of input width Ein, hidden H,
+ * GH = G*H (G = 1 rnn, 3 gru, 4 lstm), TB = T*B:
+ *   forward   2*TB*Ein*GH (input projection) + 2*TB*H*GH (recurrent)
+ *   backward  2*TB*Ein*GH (dwx) + 2*TB*Ein*GH (dx; not for the adding
+ *             problem's first layer) + 2*TB*H*GH (dwh) + 2*(T-1)*B*H*GH (dh)
+ * head (N rows: TB for token models, B for the adding problem; O outputs):
+ *   2*N*H*O forward, 4*N*H*O backward. Tested against counted sgemm calls. */
+double model_flops(const Model *m);
 
 #endif

@@ -49,7 +49,7 @@ void optim_update(Optim *o, float *p, const float *g, size_t off, size_t len, fl
             for (size_t i = 0; i < len; i++) p[i] -= flr * (clipped(g[i], coef, clip_value) + wd * p[i]);
             return;
         }
-        float mu = (float)o->momentum, *m = o->m + off;
+        float mu = (float)o->momentum, *m = o->m + (off - o->base);
         for (size_t i = 0; i < len; i++) {
             m[i] = mu * m[i] + clipped(g[i], coef, clip_value) + wd * p[i];
             p[i] -= flr * m[i];
@@ -57,7 +57,7 @@ void optim_update(Optim *o, float *p, const float *g, size_t off, size_t len, fl
         return;
     }
     /* Adam (Kingma and Ba 2015) with bias correction folded into the step. */
-    float *m = o->m + off, *v = o->v + off;
+    float *m = o->m + (off - o->base), *v = o->v + (off - o->base);
     float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
     float step = (float)(lr / bc1), rbc2 = (float)(1.0 / sqrt(bc2));

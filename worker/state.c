@@ -21,19 +21,34 @@ static double *det_state;     /* (detect_state_len) */
 
 static size_t hidden_len(const Worker *w) { return (size_t)w->model.B * (size_t)w->model.H; }
 
+/* Can any event of this config be answered with a rollback? Only then is a
+ * copy of the parameters and optimizer state kept in memory. */
+static int can_roll_back(const Config *c)
+{
+    const int kinds[] = {c->divergence_nonfinite_action, c->divergence_loss_spike_action,
+                         c->divergence_grad_norm_spike_action, c->divergence_clip_saturation_action,
+                         c->divergence_replica_drift_action};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        int a = kinds[k] == ACT_INHERIT ? c->divergence_action : kinds[k];
+        if (a == ACT_ROLLBACK) return 1;
+    }
+    return 0;
+}
+
 int state_init(Worker *w)
 {
     Snapshot *s = &w->snap;
     size_t n = w->model.nparams, B = (size_t)w->model.B, L = (size_t)w->model.L;
-    s->params = malloc(n * sizeof(float));
-    s->m = w->opt.m ? malloc(n * sizeof(float)) : NULL;
-    s->v = w->opt.v ? malloc(n * sizeof(float)) : NULL;
+    if (can_roll_back(&w->cfg)) {
+        s->params = malloc(n * sizeof(float));
+        s->m = w->opt.m ? malloc(w->opt.n * sizeof(float)) : NULL;
+        s->v = w->opt.v ? malloc(w->opt.n * sizeof(float)) : NULL;
+        if (!s->params || (w->opt.m && !s->m) || (w->opt.v && !s->v)) return -1;
+    }
     s->streams = calloc(B * STREAM_WORDS, sizeof(uint64_t));
     s->hidden = calloc(L * 2 * hidden_len(w), sizeof(float));
     det_state = calloc(detect_state_len(&w->det) + 1, sizeof(double));
-    if (!s->params || (w->opt.m && !s->m) || (w->opt.v && !s->v) || !s->streams || !s->hidden ||
-        !det_state)
-        return -1;
+    if (!s->streams || !s->hidden || !det_state) return -1;
     if (w->rank == 0) {
         all_streams = calloc((size_t)w->W * B * STREAM_WORDS, sizeof(uint64_t));
         all_hidden = calloc(L * 2 * (size_t)w->W * hidden_len(w), sizeof(float));
@@ -97,8 +112,8 @@ static void copy_hidden(Worker *w, float *buf, int to_buf)
 void state_snapshot(Worker *w)
 {
     Snapshot *s = &w->snap;
-    size_t bytes = w->model.nparams * sizeof(float);
-    memcpy(s->params, w->model.params, bytes);
+    size_t bytes = w->opt.n * sizeof(float);
+    if (s->params) memcpy(s->params, w->model.params, w->model.nparams * sizeof(float));
     if (s->m) memcpy(s->m, w->opt.m, bytes);
     if (s->v) memcpy(s->v, w->opt.v, bytes);
     s->opt_t = w->opt.t;
@@ -111,8 +126,12 @@ void state_snapshot(Worker *w)
 void state_restore(Worker *w)
 {
     Snapshot *s = &w->snap;
-    size_t bytes = w->model.nparams * sizeof(float);
-    memcpy(w->model.params, s->params, bytes);
+    size_t bytes = w->opt.n * sizeof(float);
+    if (!s->params) { /* unreachable: can_roll_back said no action is rollback */
+        LOG(LOG_ERROR, "rollback without a snapshot");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    memcpy(w->model.params, s->params, w->model.nparams * sizeof(float));
     if (s->m) memcpy(w->opt.m, s->m, bytes);
     if (s->v) memcpy(w->opt.v, s->v, bytes);
     w->opt.t = s->opt_t;
@@ -124,11 +143,28 @@ void state_restore(Worker *w)
 
 uint64_t state_hash(const Worker *w)
 {
-    size_t bytes = w->model.nparams * sizeof(float);
-    uint64_t h = fnv1a64(w->model.params, bytes, FNV1A64_INIT);
-    if (w->opt.m) h = fnv1a64(w->opt.m, bytes, h);
-    if (w->opt.v) h = fnv1a64(w->opt.v, bytes, h);
+    uint64_t h = fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
+    if (w->sync.sharded) return h; /* each worker holds different optimizer state */
+    if (w->opt.m) h = fnv1a64(w->opt.m, w->opt.n * sizeof(float), h);
+    if (w->opt.v) h = fnv1a64(w->opt.v, w->opt.n * sizeof(float), h);
     return h;
+}
+
+/* Sharded: worker 0 gathers the shards of a moment buffer into a whole one
+ * (allocated here, for the checkpoint only); replicated: the buffer itself. */
+static float *gather_moment(Worker *w, float *mine, int *allocated)
+{
+    *allocated = 0;
+    if (!mine || !w->sync.sharded) return mine;
+    float *all = NULL;
+    int ok = 1;
+    if (w->rank == 0 && !(all = malloc(w->model.nparams * sizeof(float)))) ok = 0;
+    MPI_Bcast(&ok, 1, MPI_INT, 0, w->comm);
+    if (!ok) return NULL;
+    MPI_Gatherv(mine, (int)w->sync.own_len, MPI_FLOAT, all, w->sync.counts, w->sync.displs,
+                MPI_FLOAT, 0, w->comm);
+    *allocated = w->rank == 0;
+    return all;
 }
 
 /* Gather every worker's streams and carried state (just snapshotted) into
@@ -161,17 +197,16 @@ static void add_tensor(TensorList *tl, const char *prefix, const char *name, int
     tl->n++;
 }
 
-static void list_tensors(const Worker *w, TensorList *tl)
+/* om, ov: whole moment buffers (or NULL). */
+static void list_tensors(const Worker *w, TensorList *tl, const float *om, const float *ov)
 {
     const Model *m = &w->model;
     tl->n = 0;
     for (int v = 0; v < m->nviews; v++) {
         const ParamView *pv = &m->views[v];
         add_tensor(tl, "param.", pv->name, CK_F32, m->params + pv->off, pv->ndim, pv->rows, pv->cols);
-        if (w->opt.m)
-            add_tensor(tl, "opt.m.", pv->name, CK_F32, w->opt.m + pv->off, pv->ndim, pv->rows, pv->cols);
-        if (w->opt.v)
-            add_tensor(tl, "opt.v.", pv->name, CK_F32, w->opt.v + pv->off, pv->ndim, pv->rows, pv->cols);
+        if (om) add_tensor(tl, "opt.m.", pv->name, CK_F32, om + pv->off, pv->ndim, pv->rows, pv->cols);
+        if (ov) add_tensor(tl, "opt.v.", pv->name, CK_F32, ov + pv->off, pv->ndim, pv->rows, pv->cols);
     }
     long WB = (long)w->W * m->B;
     add_tensor(tl, "", "data.streams", CK_U64, all_streams, 2, WB, STREAM_WORDS);
@@ -190,12 +225,17 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
     /* The position written is also the one a rollback goes back to. */
     state_snapshot(w);
     gather_position(w);
+    int own_m, own_v;
+    float *om = gather_moment(w, w->opt.m, &own_m), *ov = gather_moment(w, w->opt.v, &own_v);
     int rc = 0;
     char msg[512] = "";
-    if (w->rank == 0) {
+    if ((w->opt.m && !om && w->rank == 0) || (w->opt.v && !ov && w->rank == 0)) {
+        rc = -1;
+        snprintf(msg, sizeof msg, "out of memory gathering the optimizer state");
+    } else if (w->rank == 0) {
         detect_save(&w->det, det_state);
         TensorList tl;
-        list_tensors(w, &tl);
+        list_tensors(w, &tl, om, ov);
         char v[15][48], dir[CFG_STR_MAX + 16];
         snprintf(v[0], 48, "%" PRId64, w->step);
         snprintf(v[1], 48, "%" PRId64, w->seq);
@@ -222,6 +262,8 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
         rc = ckpt_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
                         w->cfg.checkpoint_keep, NULL, 0, msg, sizeof msg);
     }
+    if (own_m) free(om);
+    if (own_v) free(ov);
     MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);
     if (rc != 0) {
         MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, w->comm);
@@ -269,7 +311,29 @@ static int resume_meta(Worker *w, const Ckpt *c, char *err, size_t errlen)
     return 0;
 }
 
-/* Parameters and optimizer moments, tensor by tensor, shapes checked. */
+/* A moment buffer: whole, or (sharded) this worker's shard of it, read
+ * through a whole-size scratch buffer. */
+static int resume_moment(Worker *w, const Ckpt *c, const char *prefix, float *mine, char *err,
+                         size_t errlen)
+{
+    const Model *m = &w->model;
+    float *all = w->sync.sharded ? malloc(m->nparams * sizeof(float)) : mine;
+    if (!all) return snprintf(err, errlen, "%s: out of memory", c->path), -1;
+    char name[96];
+    int rc = 0;
+    for (int v = 0; v < m->nviews && !rc; v++) {
+        snprintf(name, sizeof name, "%s%s", prefix, m->views[v].name);
+        rc = ckpt_get(c, name, CK_F32, all + m->views[v].off, m->views[v].n, err, errlen);
+    }
+    if (all != mine) {
+        if (!rc) memcpy(mine, all + w->sync.own_off, w->sync.own_len * sizeof(float));
+        free(all);
+    }
+    return rc;
+}
+
+/* Parameters and optimizer moments, tensor by tensor, shapes checked. A
+ * checkpoint of either sync mode resumes in either. */
 static int resume_tensors(Worker *w, const Ckpt *c, char *err, size_t errlen)
 {
     const Model *m = &w->model;
@@ -278,11 +342,9 @@ static int resume_tensors(Worker *w, const Ckpt *c, char *err, size_t errlen)
         const ParamView *pv = &m->views[v];
         snprintf(name, sizeof name, "param.%s", pv->name);
         if (ckpt_get(c, name, CK_F32, m->params + pv->off, pv->n, err, errlen)) return -1;
-        snprintf(name, sizeof name, "opt.m.%s", pv->name);
-        if (w->opt.m && ckpt_get(c, name, CK_F32, w->opt.m + pv->off, pv->n, err, errlen)) return -1;
-        snprintf(name, sizeof name, "opt.v.%s", pv->name);
-        if (w->opt.v && ckpt_get(c, name, CK_F32, w->opt.v + pv->off, pv->n, err, errlen)) return -1;
     }
+    if (w->opt.m && resume_moment(w, c, "opt.m.", w->opt.m, err, errlen)) return -1;
+    if (w->opt.v && resume_moment(w, c, "opt.v.", w->opt.v, err, errlen)) return -1;
     return 0;
 }
 

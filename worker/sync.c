@@ -1,7 +1,9 @@
-/* sync: fixed-order gradient reduction and statistics collective (sync.h). */
+/* sync: bucketed fixed-order gradient reduction and the statistics
+ * collective (sync.h). */
 #include "worker/sync.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,85 +14,188 @@ void shard_range(size_t n, int W, int r, size_t *off, size_t *len)
     *off = ur * base + (ur < extra ? ur : extra);
 }
 
-int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors)
+static size_t overlap(size_t a, size_t b, size_t c, size_t d, size_t *start)
+{
+    size_t lo = a > c ? a : c, hi = b < d ? b : d;
+    *start = lo;
+    return hi > lo ? hi - lo : 0;
+}
+
+/* Counts and offsets of bucket k: rank r gets the part of [lo, hi) inside
+ * its shard; I receive my part from everyone, into my shard's receive area. */
+static int bucket_init(Sync *s, Bucket *b, size_t lo, size_t hi)
+{
+    int W = s->W;
+    b->lo = lo, b->hi = hi;
+    b->len = overlap(lo, hi, s->own_off, s->own_off + s->own_len, &b->mine);
+    if (!b->len) b->mine = s->own_off;
+    b->recv = s->recv + (size_t)W * (b->mine - s->own_off);
+    b->sc = calloc((size_t)W * 4, sizeof(int));
+    if (!b->sc) return -1;
+    b->sd = b->sc + W, b->rc = b->sc + 2 * W, b->rd = b->sc + 3 * W;
+    for (int r = 0; r < W; r++) {
+        size_t off, len, start;
+        shard_range(s->n, W, r, &off, &len);
+        b->sc[r] = (int)overlap(lo, hi, off, off + len, &start);
+        b->sd[r] = b->sc[r] ? (int)start : 0;
+        b->rc[r] = (int)b->len;
+        b->rd[r] = r * (int)b->len;
+    }
+    b->req = MPI_REQUEST_NULL;
+    return 0;
+}
+
+int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, int sharded)
 {
     memset(s, 0, sizeof *s);
-    s->comm = comm, s->n = n;
+    s->comm = comm, s->n = n, s->sharded = sharded;
     MPI_Comm_rank(comm, &s->rank);
     MPI_Comm_size(comm, &s->W);
-    if (n / (size_t)s->W + 1 > (size_t)INT32_MAX) return -1;
+    if (n > (size_t)INT32_MAX) return -1; /* MPI counts and offsets are ints */
     shard_range(n, s->W, s->rank, &s->own_off, &s->own_len);
+    if (bucket == 0 || bucket > n) bucket = n ? n : 1;
+    s->nb = n ? (int)((n + bucket - 1) / bucket) : 0;
+    s->nstats = ST_TENSOR0 + ntensors;
     s->counts = calloc((size_t)s->W, sizeof *s->counts);
     s->displs = calloc((size_t)s->W, sizeof *s->displs);
-    s->rcounts = calloc((size_t)s->W, sizeof *s->rcounts);
-    s->rdispls = calloc((size_t)s->W, sizeof *s->rdispls);
     s->recv = calloc((size_t)s->W * (s->own_len ? s->own_len : 1), sizeof *s->recv);
-    s->nstats = ST_TENSOR0 + ntensors;
+    s->b = calloc((size_t)(s->nb ? s->nb : 1), sizeof *s->b);
     s->all = calloc((size_t)s->W * (size_t)s->nstats, sizeof *s->all);
-    if (!s->counts || !s->displs || !s->rcounts || !s->rdispls || !s->recv || !s->all) {
-        sync_free(s);
-        return -1;
-    }
+    s->acc = calloc(4 * (size_t)(ntensors > 0 ? ntensors : 1), sizeof *s->acc);
+    if (!s->counts || !s->displs || !s->recv || !s->b || !s->all || !s->acc) goto fail;
     for (int r = 0; r < s->W; r++) {
         size_t off, len;
         shard_range(n, s->W, r, &off, &len);
         s->counts[r] = (int)len, s->displs[r] = (int)off;
-        s->rcounts[r] = (int)s->own_len, s->rdispls[r] = r * (int)s->own_len;
+    }
+    for (int k = 0; k < s->nb; k++) {
+        size_t lo = (size_t)k * bucket, hi = lo + bucket < n ? lo + bucket : n;
+        if (bucket_init(s, &s->b[k], lo, hi) != 0) goto fail;
     }
     return 0;
+fail:
+    sync_free(s);
+    return -1;
 }
 
 void sync_free(Sync *s)
 {
-    free(s->counts), free(s->displs), free(s->rcounts), free(s->rdispls);
-    free(s->recv), free(s->all);
-    s->counts = s->displs = s->rcounts = s->rdispls = NULL, s->recv = NULL, s->all = NULL;
+    for (int k = 0; s->b && k < s->nb; k++) free(s->b[k].sc);
+    free(s->counts), free(s->displs), free(s->recv), free(s->b), free(s->all), free(s->acc);
+    memset(s, 0, sizeof *s);
 }
 
-/* Sum of squares, max |g| and a non-finite flag over my shard, overall and
- * per tensor view (views clipped to the shard). */
-static void shard_stats(const Sync *s, const float *g, const Model *m, double *st)
+void sync_begin(Sync *s, float *grads)
 {
-    size_t lo = s->own_off, hi = s->own_off + s->own_len;
-    double total = 0, maxabs = 0;
-    for (int v = 0; v < m->nviews; v++) {
-        size_t a = m->views[v].off, b = a + m->views[v].n;
-        if (a < lo) a = lo;
-        if (b > hi) b = hi;
-        double sq = 0;
-        for (size_t i = a; i < b; i++) {
-            double x = (double)g[i];
-            sq += x * x;
-            if (fabs(x) > maxabs) maxabs = fabs(x);
-        }
-        st[ST_TENSOR0 + v] = sq;
-        total += sq;
+    s->grads = grads;
+    s->nstarted = 0;
+}
+
+void sync_ready(Sync *s, size_t upto)
+{
+    if (!s->grads) return;
+    while (s->nstarted < s->nb && s->b[s->nstarted].hi <= upto) {
+        Bucket *b = &s->b[s->nstarted++];
+        if (s->W > 1)
+            MPI_Ialltoallv(s->grads, b->sc, b->sd, MPI_FLOAT, b->recv, b->rc, b->rd, MPI_FLOAT,
+                           s->comm, &b->req);
     }
-    st[ST_SUMSQ] = total;
-    st[ST_MAXABS] = maxabs;
-    st[ST_NONFINITE] = isfinite(total) ? 0.0 : 1.0;
+}
+
+void sync_progress(Sync *s)
+{
+    if (s->W == 1) return;
+    for (int k = 0; k < s->nstarted; k++) {
+        if (s->b[k].req == MPI_REQUEST_NULL) continue;
+        int done;
+        MPI_Test(&s->b[k].req, &done, MPI_STATUS_IGNORE);
+    }
+}
+
+/* Adds the squares of x[0, n), whose flat index starts at `at`, into four
+ * double accumulators chosen by flat index mod 4 (independent chains; every
+ * element lands in the same chain in the same order however the buffer is
+ * cut into buckets), and tracks the max |x|. */
+static void sumsq_acc(const float *x, size_t at, size_t n, double a[4], double *maxabs)
+{
+    double mx = *maxabs;
+    size_t i = 0;
+    for (; i < n && ((at + i) & 3); i++) {
+        double v = (double)x[i];
+        a[(at + i) & 3] += v * v;
+        if (fabs(v) > mx) mx = fabs(v);
+    }
+    double a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    for (; i + 4 <= n; i += 4) {
+        double v0 = x[i], v1 = x[i + 1], v2 = x[i + 2], v3 = x[i + 3];
+        a0 += v0 * v0, a1 += v1 * v1, a2 += v2 * v2, a3 += v3 * v3;
+        double m01 = fmax(fabs(v0), fabs(v1)), m23 = fmax(fabs(v2), fabs(v3));
+        mx = fmax(mx, fmax(m01, m23));
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
+    for (; i < n; i++) {
+        double v = (double)x[i];
+        a[(at + i) & 3] += v * v;
+        if (fabs(v) > mx) mx = fabs(v);
+    }
+    *maxabs = mx;
+}
+
+/* Bucket b has landed: add the pieces in rank order into my part of grads
+ * and add its squares, view by view, into s->acc. */
+static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m)
+{
+    size_t len = b->len;
+    float *own = grads + b->mine;
+    if (s->W > 1 && len) {
+        memcpy(own, b->recv, len * sizeof(float));
+        for (int r = 1; r < s->W; r++) {
+            const float *piece = b->recv + (size_t)r * len;
+            for (size_t i = 0; i < len; i++) own[i] += piece[i];
+        }
+    }
+    for (int v = 0; v < m->nviews; v++) {
+        size_t start, cnt = overlap(m->views[v].off, m->views[v].off + m->views[v].n, b->mine,
+                                    b->mine + len, &start);
+        if (cnt) sumsq_acc(grads + start, start, cnt, s->acc + 4 * (size_t)v, &s->maxabs);
+    }
 }
 
 int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
-    size_t len = s->own_len;
-    if (s->W > 1) {
-        /* Each rank sends piece r of its gradient to rank r. */
-        if (MPI_Alltoallv(grads, s->counts, s->displs, MPI_FLOAT, s->recv, s->rcounts,
-                          s->rdispls, MPI_FLOAT, s->comm) != MPI_SUCCESS)
-            return -1;
-        float *own = grads + s->own_off;
-        memcpy(own, s->recv, len * sizeof(float));
-        for (int r = 1; r < s->W; r++) {
-            const float *piece = s->recv + (size_t)r * len;
-            for (size_t i = 0; i < len; i++) own[i] += piece[i];
-        }
+    if (s->grads != grads) sync_begin(s, grads);
+    sync_ready(s, s->n);
+    int rc = 0;
+    memset(s->acc, 0, 4 * (size_t)m->nviews * sizeof *s->acc);
+    s->maxabs = 0;
+    for (int k = 0; k < s->nb; k++) {
+        Bucket *b = &s->b[k];
+        if (s->W > 1 && MPI_Wait(&b->req, MPI_STATUS_IGNORE) != MPI_SUCCESS) rc = -1;
+        bucket_reduce(s, b, grads, m);
     }
-    shard_stats(s, grads, m, stats);
-    if (s->W > 1 && MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->counts, s->displs,
-                                   MPI_FLOAT, s->comm) != MPI_SUCCESS)
+    s->grads = NULL;
+    if (rc) return -1;
+    double total = 0;
+    for (int v = 0; v < m->nviews; v++) {
+        const double *a = s->acc + 4 * (size_t)v;
+        stats[ST_TENSOR0 + v] = (a[0] + a[1]) + (a[2] + a[3]);
+        total += stats[ST_TENSOR0 + v];
+    }
+    stats[ST_SUMSQ] = total;
+    stats[ST_MAXABS] = s->maxabs;
+    stats[ST_NONFINITE] = isfinite(total) ? 0.0 : 1.0;
+    if (!s->sharded && s->W > 1 &&
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->counts, s->displs, MPI_FLOAT,
+                       s->comm) != MPI_SUCCESS)
         return -1;
     return 0;
+}
+
+int sync_params(Sync *s, float *params)
+{
+    if (s->W == 1) return 0;
+    return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, params, s->counts, s->displs, MPI_FLOAT,
+                          s->comm) == MPI_SUCCESS ? 0 : -1;
 }
 
 int sync_stats(Sync *s, const double *local, double *global)

@@ -1,16 +1,31 @@
 /* sync: gradient averaging and the global-norm collective, in the workers'
  * own communicator (the coordinator is never in it).
  *
- * Gradients: a fixed-order reduce-scatter (each rank owns one shard of the
- * flat buffer, receives every rank's piece of it and adds them in rank order
- * 0..W-1) followed by an all-gather of the reduced shards. Every rank ends
- * with the same bits whatever MPI's own reduction algorithms would do.
+ * Gradients: a fixed-order reduce-scatter (each rank owns one contiguous
+ * shard of the flat buffer, receives every rank's piece of it and adds them
+ * in rank order 0..W-1), then, replicated, an all-gather of the reduced
+ * shards. Every rank ends with the same bits whatever MPI's own reduction
+ * algorithms would do.
+ *
+ * Buckets: the flat buffer is cut into buckets of sync.bucket_kb. Backward
+ * completes gradients from offset 0 upwards (head first), and says so with
+ * sync_ready(upto); each bucket below `upto` starts at once as a
+ * non-blocking all-to-all of its pieces, and sync_progress() (called from
+ * the backward time loops) moves them along. sync_grads waits for the
+ * buckets in order, adds each one's pieces as it lands and takes its sums
+ * of squares right after, so the global norm is known as soon as the last
+ * bucket is in. Neither the shards nor the order of any sum depend on the
+ * bucket size: every bucket size gives the same bits, gradient and norm.
+ *
+ * Sharded (ZeRO-1): no all-gather of gradients; each rank updates only the
+ * parameters of its shard, with optimizer state for those only, then
+ * sync_params all-gathers the parameters.
  *
  * Statistics: each rank fills a few doubles (loss sum, loss terms,
  * non-finite flag, max |g|, requests from the coordinator (worker 0 only),
- * sum of squares of the gradient it owns, overall
- * and per tensor); one all-gather brings every rank's vector to every rank,
- * and each combines them in rank order, so all ranks get identical sums. */
+ * sum of squares of the gradient it owns, overall and per tensor); one
+ * all-gather brings every rank's vector to every rank, and each combines
+ * them in rank order, so all ranks get identical sums. */
 #ifndef CLIPD_SYNC_H
 #define CLIPD_SYNC_H
 
@@ -22,28 +37,51 @@
 enum { ST_LOSS = 0, ST_TERMS, ST_NONFINITE, ST_MAXABS, ST_REQ, ST_SUMSQ, ST_TENSOR0 };
 
 typedef struct {
+    size_t lo, hi;            /* [lo, hi) of the flat buffer */
+    size_t mine, len;         /* my shard's part of it: [mine, mine + len) */
+    int *sc, *sd, *rc, *rd;   /* (W) send counts/offsets (into grads), receive counts/offsets */
+    float *recv;              /* (W, len) every rank's piece of my part */
+    MPI_Request req;
+} Bucket;
+
+typedef struct {
     MPI_Comm comm;
-    int rank, W;
+    int rank, W, sharded;
     size_t n;
     size_t own_off, own_len;  /* this rank's shard of the flat buffer */
     int *counts, *displs;     /* (W) shard sizes and offsets, in floats */
-    int *rcounts, *rdispls;   /* (W) pieces of my shard received from each rank */
-    float *recv;              /* (W, own_len) every rank's piece of my shard */
+    float *recv;              /* (W, own_len) every rank's piece of my shard, bucket by bucket */
+    Bucket *b;
+    int nb, nstarted;         /* buckets; buckets started this step */
+    float *grads;             /* the buffer of the step in flight (sync_begin) */
     int nstats;               /* ST_TENSOR0 + number of tensors */
     double *all;              /* (W, nstats) gathered statistics */
+    double *acc;              /* (ntensors, 4) sums of squares of my shard, as buckets land */
+    double maxabs;
 } Sync;
 
 /* The one function that splits a flat range of n over W ranks: the first
  * n % W ranks get one more element. */
 void shard_range(size_t n, int W, int r, size_t *off, size_t *len);
 
-int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors);
+/* bucket: floats per bucket, 0 for one bucket of everything. */
+int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, int sharded);
 void sync_free(Sync *s);
-/* grads (n): in, this rank's scaled local gradient; out, the sum over ranks
- * (the averaged gradient), identical on every rank. Also fills the owned
+/* A step's gradient is being computed into grads: no bucket started yet. */
+void sync_begin(Sync *s, float *grads);
+/* grads[0, upto) are final: start every bucket inside it. */
+void sync_ready(Sync *s, size_t upto);
+/* Let MPI move the started buckets along (cheap; call it often). */
+void sync_progress(Sync *s);
+/* Finish the step's reduction (starting what is left): grads (n) in, this
+ * rank's scaled local gradient; out, the sum over ranks of its own shard,
+ * and, replicated, of every shard, identical on every rank. Fills the owned
  * part's statistics into stats (ST_NONFINITE, ST_MAXABS, ST_SUMSQ,
- * ST_TENSOR0..) using the model's views. */
+ * ST_TENSOR0..) using the model's views. sync_begin is implied if the step
+ * has not begun. */
 int sync_grads(Sync *s, float *grads, const Model *m, double *stats);
+/* Sharded: every rank's updated shard of params to every rank. */
+int sync_params(Sync *s, float *params);
 /* local (nstats) -> global (nstats), identical bits on every rank. */
 int sync_stats(Sync *s, const double *local, double *global);
 

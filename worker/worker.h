@@ -64,7 +64,8 @@ void state_restore(Worker *w);
 int state_checkpoint(Worker *w, char *err, size_t errlen);
 /* Every worker loads its part of a verified checkpoint. */
 int state_resume(Worker *w, const char *path, char *err, size_t errlen);
-/* FNV-1a 64 over parameters and optimizer state: replicas must agree. */
+/* FNV-1a 64 over parameters and optimizer state (sharded: parameters only,
+ * the state differs by design): replicas must agree. */
 uint64_t state_hash(const Worker *w);
 
 #endif

@@ -6,3 +6,18 @@ for w in 1 2 3 4; do
             mpirun -np "$w" build/tests/mpi_sync "$n"
     done
 done
+# Buckets: the reduction cut into buckets of 1, 100 and 4096 floats, started
+# as the buffer becomes final, gives the same gradient bits (checked inside)
+# and the same norm bits as one bucket.
+buckets_same_norm() {
+    local w="$1" ref="" b norm
+    for b in 0 1 100 4096; do
+        norm=$(mpirun -np "$w" build/tests/mpi_sync 100003 "$b" | grep -o 'norm [0-9.e+-]*') || return 1
+        echo "bucket $b: $norm"
+        [ -z "$ref" ] && ref="$norm"
+        [ "$norm" = "$ref" ] || { echo "norm differs from one bucket's: $ref"; return 1; }
+    done
+}
+for w in 2 3; do
+    check "sync W=$w in buckets of 1, 100, 4096 floats: same bits as one bucket" buckets_same_norm "$w"
+done
