@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/fastmath.h"
 #include "worker/layers.h"
 
 #define FWD_TOL 1e-5    /* float kernel vs double loops, scaled by max(1, |ref|) */
@@ -783,9 +784,39 @@ static void test_embedding_accum(void **state)
     check_accum("embedding dw accumulates", g, g0, gz, V * E);
 }
 
+/* fastmath against double libm on a dense grid over [-20, 20] (every
+ * 2^-12, plus tiny and huge values), and the special values: NaN stays
+ * NaN (divergence detection depends on it), +-inf give the limits. */
+static void test_fastmath(void **state)
+{
+    (void)state;
+    double we = 0, wt = 0, ws = 0, wr = 0;
+    for (int k = -20 * 4096; k <= 20 * 4096; k++) {
+        float xs[3] = {(float)k / 4096.0f, (float)k * 1e-9f, (float)k * 1e-3f};
+        for (int q = 0; q < 3; q++) {
+            float x = xs[q];
+            double e = exp((double)x), t = tanh((double)x), sg = 1.0 / (1.0 + exp(-(double)x));
+            we = fmax(we, fabs(fm_expf(x) - e) / e);
+            wt = fmax(wt, fabs(fm_tanhf(x) - t));
+            if (x != 0 && fabs(x) < 0.25) wr = fmax(wr, fabs(fm_tanhf(x) - t) / fabs(t));
+            ws = fmax(ws, fabs(fm_sigmoidf(x) - sg));
+        }
+    }
+    printf("fastmath vs double over [-20, 20]: exp rel err %.2g (tol 5e-7), tanh abs err %.2g "
+           "(tol 3e-7), below 0.25 rel err %.2g (tol 3e-7), sigmoid abs err %.2g (tol 3e-7)\n",
+           we, wt, wr, ws);
+    assert_true(we <= 5e-7 && wt <= 3e-7 && wr <= 3e-7 && ws <= 3e-7);
+    assert_true(isnan(fm_expf(NAN)) && isnan(fm_tanhf(NAN)) && isnan(fm_sigmoidf(NAN)));
+    assert_true(fm_tanhf(INFINITY) == 1.0f && fm_tanhf(-INFINITY) == -1.0f);
+    assert_true(fm_tanhf(30.0f) == 1.0f && fm_tanhf(-30.0f) == -1.0f && fm_tanhf(0.0f) == 0.0f);
+    assert_true(fm_sigmoidf(INFINITY) == 1.0f && fm_sigmoidf(-INFINITY) < 1e-37f);
+    assert_true(fm_expf(-INFINITY) < 1e-37f && fm_expf(100.0f) > 1e38f && isfinite(fm_expf(100.0f)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fastmath),
         cmocka_unit_test_setup_teardown(test_linear, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_embedding, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_softmax_ce, arena_setup, arena_teardown),

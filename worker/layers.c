@@ -12,13 +12,14 @@
 #include <string.h>
 
 #include <cblas.h>
+
+#include "worker/fastmath.h"
 /* OpenBLAS's config header pulls in <complex.h>, whose macro I (the imaginary
  * unit) would clash with the linear layer's input size I. */
 #undef I
 
 /* ---------------------------------------------------------------- helpers */
 
-/* db (C) += sum over the R rows of a (R, C) */
 static void (*progress_fn)(void *);
 static void *progress_ctx;
 
@@ -29,6 +30,7 @@ static void progress(void)
     if (progress_fn) progress_fn(progress_ctx);
 }
 
+/* db (C) += sum over the R rows of a (R, C) */
 static void col_sum_add(float *db, const float *a, int R, int C)
 {
     for (int r = 0; r < R; r++) {
@@ -39,10 +41,6 @@ static void col_sum_add(float *db, const float *a, int R, int C)
     }
 }
 
-static float sigmoidf(float a)
-{
-    return 1.0f / (1.0f + expf(-a));
-}
 
 /* ---------------------------------------------------------------- embedding */
 
@@ -146,7 +144,7 @@ static void rnn_step_activate(float *a, const float *b /* (H) */, int B, int H)
     for (int n = 0; n < B; n++) {
         float *an = a + (size_t)n * H; // (H)
         for (int j = 0; j < H; j++) {
-            an[j] = tanhf(an[j] + b[j]);
+            an[j] = fm_tanhf(an[j] + b[j]);
         }
     }
 }
@@ -185,34 +183,57 @@ void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const
 
 /* ---------------------------------------------------------------- LSTM */
 
-/* One step's fused pass: bias, gate nonlinearities (written back into g as
- * post-activation i,f,g,o), cell update and output. */
+/* One row of one step's fused pass (the four gate blocks of g passed apart,
+ * restrict, so that the loop vectorises): bias, gate nonlinearities
+ * (written back as post-activation i,f,g,o), cell update and output. */
+static void lstm_row_forward(float *restrict gi, float *restrict gf, float *restrict gg,
+                             float *restrict go, float *restrict cn, float *restrict hn,
+                             const float *restrict cp, const float *restrict b, int H)
+{
+    for (int j = 0; j < H; j++) {
+        const float i = fm_sigmoidf(gi[j] + b[j]);
+        const float f = fm_sigmoidf(gf[j] + b[H + j]);
+        const float g = fm_tanhf(gg[j] + b[2 * H + j]);
+        const float o = fm_sigmoidf(go[j] + b[3 * H + j]);
+        gi[j] = i, gf[j] = f, gg[j] = g, go[j] = o;
+        cn[j] = f * cp[j] + i * g;
+        hn[j] = o * fm_tanhf(cn[j]);
+    }
+}
+
 static void lstm_step_forward(float *h_next /* (B, H) */, float *c_next /* (B, H) */,
                               float *g /* (B, 4H), in: pre-act without bias */,
                               const float *c_prev /* (B, H) */, const float *b /* (4H) */,
                               int B, int H)
 {
     for (int n = 0; n < B; n++) {
-        float *gn = g + (size_t)n * 4 * H;               // (4H)
-        const float *cp = c_prev + (size_t)n * H;        // (H)
-        float *cn = c_next + (size_t)n * H;              // (H)
-        float *hn = h_next + (size_t)n * H;              // (H)
-        for (int j = 0; j < H; j++) {
-            const float i = sigmoidf(gn[j] + b[j]);
-            const float f = sigmoidf(gn[H + j] + b[H + j]);
-            const float gg = tanhf(gn[2 * H + j] + b[2 * H + j]);
-            const float o = sigmoidf(gn[3 * H + j] + b[3 * H + j]);
-            gn[j] = i;
-            gn[H + j] = f;
-            gn[2 * H + j] = gg;
-            gn[3 * H + j] = o;
-            cn[j] = f * cp[j] + i * gg;
-            hn[j] = o * tanhf(cn[j]);
-        }
+        float *gn = g + (size_t)n * 4 * H; // (4H)
+        lstm_row_forward(gn, gn + H, gn + 2 * H, gn + 3 * H, c_next + (size_t)n * H,
+                         h_next + (size_t)n * H, c_prev + (size_t)n * H, b, H);
     }
 }
 
-/* One step's gate gradients. dc carries dL/dc[t+1] in and dL/dc[t] out. */
+/* One row of one step's gate gradients; dc carries dL/dc[t+1] in and
+ * dL/dc[t] out. Gate blocks passed apart, restrict, as in the forward. */
+static void lstm_row_backward(float *restrict di, float *restrict df, float *restrict dgg,
+                              float *restrict dout, float *restrict dc,
+                              const float *restrict gi, const float *restrict gf,
+                              const float *restrict gg, const float *restrict go,
+                              const float *restrict dh, const float *restrict cp,
+                              const float *restrict cn, int H)
+{
+    for (int j = 0; j < H; j++) {
+        const float i = gi[j], f = gf[j], g = gg[j], o = go[j];
+        const float tc = fm_tanhf(cn[j]);
+        const float dct = dc[j] + dh[j] * o * (1.0f - tc * tc);
+        di[j] = dct * g * i * (1.0f - i);
+        df[j] = dct * cp[j] * f * (1.0f - f);
+        dgg[j] = dct * i * (1.0f - g * g);
+        dout[j] = dh[j] * tc * o * (1.0f - o);
+        dc[j] = dct * f;
+    }
+}
+
 static void lstm_step_backward(float *dg /* (B, 4H) */, float *dc /* (B, H), in/out */,
                                const float *dh_t /* (B, H) */, const float *g /* (B, 4H) */,
                                const float *c_prev /* (B, H) */,
@@ -221,20 +242,9 @@ static void lstm_step_backward(float *dg /* (B, 4H) */, float *dc /* (B, H), in/
     for (int n = 0; n < B; n++) {
         float *dgn = dg + (size_t)n * 4 * H;             // (4H)
         const float *gn = g + (size_t)n * 4 * H;         // (4H)
-        float *dcn = dc + (size_t)n * H;                 // (H)
-        const float *dhn = dh_t + (size_t)n * H;         // (H)
-        const float *cp = c_prev + (size_t)n * H;        // (H)
-        const float *cn = c_next + (size_t)n * H;        // (H)
-        for (int j = 0; j < H; j++) {
-            const float i = gn[j], f = gn[H + j], gg = gn[2 * H + j], o = gn[3 * H + j];
-            const float tc = tanhf(cn[j]);
-            const float dct = dcn[j] + dhn[j] * o * (1.0f - tc * tc);
-            dgn[j] = dct * gg * i * (1.0f - i);
-            dgn[H + j] = dct * cp[j] * f * (1.0f - f);
-            dgn[2 * H + j] = dct * i * (1.0f - gg * gg);
-            dgn[3 * H + j] = dhn[j] * tc * o * (1.0f - o);
-            dcn[j] = dct * f;
-        }
+        size_t r = (size_t)n * H;
+        lstm_row_backward(dgn, dgn + H, dgn + 2 * H, dgn + 3 * H, dc + r, gn, gn + H, gn + 2 * H,
+                          gn + 3 * H, dh_t + r, c_prev + r, c_next + r, H);
     }
 }
 
@@ -286,8 +296,24 @@ static void gru_step_split_n(float *un_t /* (B, H), out: a_n */,
     }
 }
 
-/* One step's fused pass after the recurrent sgemm: bias, gates (written back
- * into g as post-activation r,z,n), state update; un_t swaps a_n for u_n. */
+/* One row of one step's fused pass after the recurrent sgemm: bias, gates
+ * (written back as post-activation r,z,n), state update; un swaps a_n for
+ * u_n. Blocks passed apart, restrict, so that the loop vectorises. */
+static void gru_row_forward(float *restrict hn, float *restrict gr, float *restrict gz,
+                            float *restrict gn, float *restrict un, const float *restrict hp,
+                            const float *restrict b, int H)
+{
+    for (int j = 0; j < H; j++) {
+        const float r = fm_sigmoidf(gr[j] + b[j]);
+        const float z = fm_sigmoidf(gz[j] + b[H + j]);
+        const float u = gn[j];
+        const float nn = fm_tanhf(un[j] + b[2 * H + j] + r * u);
+        gr[j] = r, gz[j] = z, gn[j] = nn;
+        un[j] = u;
+        hn[j] = (1.0f - z) * nn + z * hp[j];
+    }
+}
+
 static void gru_step_forward(float *h_next /* (B, H) */,
                              float *g /* (B, 3H), in: a_r+u_r, a_z+u_z, u_n */,
                              float *un_t /* (B, H), in: a_n, out: u_n */,
@@ -295,21 +321,9 @@ static void gru_step_forward(float *h_next /* (B, H) */,
                              int B, int H)
 {
     for (int n = 0; n < B; n++) {
-        float *gn = g + (size_t)n * 3 * H;               // (3H)
-        float *un = un_t + (size_t)n * H;                // (H)
-        const float *hp = h_prev + (size_t)n * H;        // (H)
-        float *hn = h_next + (size_t)n * H;              // (H)
-        for (int j = 0; j < H; j++) {
-            const float r = sigmoidf(gn[j] + b[j]);
-            const float z = sigmoidf(gn[H + j] + b[H + j]);
-            const float u = gn[2 * H + j];
-            const float nn = tanhf(un[j] + b[2 * H + j] + r * u);
-            gn[j] = r;
-            gn[H + j] = z;
-            gn[2 * H + j] = nn;
-            un[j] = u;
-            hn[j] = (1.0f - z) * nn + z * hp[j];
-        }
+        float *gn = g + (size_t)n * 3 * H; // (3H)
+        size_t r = (size_t)n * H;
+        gru_row_forward(h_next + r, gn, gn + H, gn + 2 * H, un_t + r, h_prev + r, b, H);
     }
 }
 
@@ -386,21 +400,40 @@ void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float
 
 /* ---------------------------------------------------------------- softmax cross-entropy */
 
+/* max of x[0, n), n >= 1, in 8 lanes (vectorises without -ffast-math). */
+static float row_max(const float *x, int n)
+{
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = x[0];
+    int v = 0;
+    for (; v + 8 <= n; v += 8)
+        for (int j = 0; j < 8; j++) m[j] = x[v + j] > m[j] ? x[v + j] : m[j];
+    for (; v < n; v++) m[0] = x[v] > m[0] ? x[v] : m[0];
+    for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
+    return m[0];
+}
+
+/* sum of x[0, n) in double, 4 interleaved partial sums in a fixed order */
+static double row_sum(const float *x, int n)
+{
+    double a[4] = {0, 0, 0, 0};
+    int v = 0;
+    for (; v + 4 <= n; v += 4)
+        for (int j = 0; j < 4; j++) a[j] += (double)x[v + j];
+    for (; v < n; v++) a[0] += (double)x[v];
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
 /* One row: p (V) = softmax(l (V)); returns -log p[tgt] in double. p may alias l. */
 static double softmax_ce_row(float *p, const float *l, int tgt, int V)
 {
     assert(tgt >= 0 && tgt < V);
-    float maxv = l[0];
-    for (int v = 1; v < V; v++) {
-        maxv = l[v] > maxv ? l[v] : maxv;
-    }
+    const float maxv = row_max(l, V);
     const double zt = (double)(l[tgt] - maxv); // read before p (maybe l) is written
-    double sum = 0.0;
     for (int v = 0; v < V; v++) {
-        const float e = expf(l[v] - maxv);
-        p[v] = e;
-        sum += e;
+        p[v] = fm_expf(l[v] - maxv);
     }
+    const double sum = row_sum(p, V);
     const float inv = (float)(1.0 / sum);
     for (int v = 0; v < V; v++) {
         p[v] *= inv;
