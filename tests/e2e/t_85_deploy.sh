@@ -203,3 +203,29 @@ dp_static() {
         grep -q ': -np [0-9]* /opt/clipd/build/clipd-worker$' deploy/k8s/mpijob.yaml
 }
 check "deploy files: scripts parse, sbatch directives, Dockerfile and MPIJob consistent" dp_static
+
+# Thread placement on one node: no core binding (Open MPI would pin a small
+# job's ranks to one core each, so 1 worker x 2 BLAS threads would share
+# one core), and workers x threads never above the cores.
+dp_placement() {
+    local all; all=$(cat /sys/fs/cgroup/cpuset.cpus.effective 2>/dev/null || true)
+    $LAUNCH -n 1 "$TINY" --set run.dir="$TMP/dp_pl" --set worker.threads=2 \
+        --set train.steps_per_epoch=3000 --set metrics.listen=off >"$TMP/dp_pl.out" 2>"$TMP/dp_pl.err" &
+    bg=$!
+    local pid="" i
+    for i in $(seq 100); do pid=$(job_pids "$bg" clipd-worker); [ -n "$pid" ] && break; sleep 0.1; done
+    [ -n "$pid" ] || { echo "no worker"; return 1; }
+    sleep 1
+    local allowed; allowed=$(awk '/^Cpus_allowed_list/ { print $2 }' "/proc/$pid/status")
+    local mine; mine=$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/self/status)
+    kill -TERM "$bg" 2>/dev/null; wait "$bg"
+    echo "worker may run on CPUs $allowed; this shell on $mine (cgroup ${all:-?})"
+    grep -q -- "--bind-to none" "$TMP/dp_pl.err" || { echo "no --bind-to none"; return 1; }
+    [ "$allowed" = "$mine" ] || return 1
+    grep -q "2 BLAS threads each" "$TMP/dp_pl.err" || { echo "not 2 threads"; return 1; }
+    # 3 workers x 2 threads on $(nproc) cores: lowered, with a warning
+    $LAUNCH -n 3 "$TINY" --set run.dir="$TMP/dp_pl3" --set worker.threads=2 --set metrics.listen=off \
+        >/dev/null 2>"$TMP/dp_pl3.err" || return 1
+    grep -q "worker.threads 2 x 3 workers on this node > $(nproc) cores: using 1 BLAS thread each" "$TMP/dp_pl3.err"
+}
+check "clipd-launch on one node: no core binding (1 worker x 2 threads may use every core); threads lowered when workers x threads > cores" dp_placement

@@ -1,0 +1,102 @@
+/* bench_tool: the numbers tests/bench/bench.sh needs besides the runs.
+ *   bench_tool peak THREADS      cblas_sgemm peak GFLOP/s with THREADS OpenBLAS
+ *                                threads: the best of square products of
+ *                                1024, 1536 and 2048, each repeated for about
+ *                                a second, best repetition counted.
+ *   bench_tool model CONFIG W [--set k=v ...]
+ *                                prints JSON: flops per optimizer step summed
+ *                                over W workers (model_flops x accumulate x W),
+ *                                tokens per step, parameters, and the analytic
+ *                                minimum memory of one rank in bytes
+ *                                (parameters, gradients, optimizer state, the
+ *                                model's activations; sharded: the optimizer
+ *                                state of one shard). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "common/cfg.h"
+#include "worker/model.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int peak(int threads)
+{
+    openblas_set_num_threads(threads);
+    const int sizes[] = {1024, 1536, 2048};
+    double best = 0;
+    for (int s = 0; s < 3; s++) {
+        int n = sizes[s];
+        float *a = malloc((size_t)n * n * sizeof *a), *b = malloc((size_t)n * n * sizeof *b),
+              *c = calloc((size_t)n * n, sizeof *c);
+        if (!a || !b || !c) return fprintf(stderr, "bench_tool: out of memory\n"), 1;
+        for (size_t i = 0; i < (size_t)n * n; i++) a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
+        double t_end = now() + 1.0;
+        do {
+            double t0 = now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            double g = 2.0 * n * n * (double)n / (now() - t0) / 1e9;
+            if (g > best) best = g;
+        } while (now() < t_end);
+        free(a), free(b), free(c);
+    }
+    printf("%.2f\n", best);
+    return 0;
+}
+
+static int model(int argc, char **argv)
+{
+    Config c;
+    char err[1024];
+    cfg_defaults(&c);
+    if (cfg_load_file(&c, argv[0], err, sizeof err) != 0) return fprintf(stderr, "%s\n", err), 2;
+    int W = atoi(argv[1]);
+    for (int i = 2; i < argc; i++) {
+        const char *kv = argv[i];
+        if (!strcmp(kv, "--set") && i + 1 < argc) kv = argv[++i];
+        if (cfg_set_arg(&c, kv, err, sizeof err) != 0) return fprintf(stderr, "%s\n", err), 2;
+    }
+    if (W < 1 || cfg_validate(&c, err, sizeof err) != 0) return fprintf(stderr, "%s\n", err), 2;
+    Model m;
+    if (model_init(&m, &c, c.data_batch_per_worker) != 0) return fprintf(stderr, "out of memory\n"), 1;
+    double flops = model_flops(&m) * c.train_accumulate * W;
+    double tokens = (double)m.T * m.B * W * c.train_accumulate;
+    /* Activations: what model_init allocates besides the parameter and
+     * gradient buffers, counted from the same shapes. */
+    double TB = (double)m.T * m.B, H = m.H, acts = 0;
+    for (int l = 0; l < m.L; l++) {
+        acts += (TB + m.B) * H;                                   /* h */
+        if (m.kind == MODEL_LSTM) acts += (TB + m.B) * H + TB * 4 * H; /* c, gates */
+        if (m.kind == MODEL_GRU) acts += TB * 3 * H + TB * H;     /* gates, un */
+    }
+    double wide = m.E > m.H ? m.E : m.H;
+    if (m.Ein0 > wide) wide = m.Ein0;
+    acts += TB * m.Ein0 + (m.source != DATA_ADDING ? TB : m.B) * m.O + 2 * TB * wide;
+    if (m.kind != MODEL_RNN) acts += TB * m.G * H;
+    if (m.kind == MODEL_GRU) acts += TB * 3 * H;
+    acts += m.B * H;
+    double P = (double)m.nparams;
+    double moments = c.train_optimizer == OPT_SGD ? (c.train_momentum > 0 ? 1 : 0) : 2;
+    double shard = c.sync_mode == SYNC_SHARDED ? 1.0 / W : 1.0;
+    double bytes = 4 * (P + P + moments * P * shard + acts);
+    printf("{\"flops_per_step\":%.0f,\"tokens_per_step\":%.0f,\"params\":%.0f,"
+           "\"min_bytes_per_rank\":%.0f}\n", flops, tokens, P, bytes);
+    model_free(&m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "peak")) return peak(atoi(argv[2]));
+    if (argc >= 4 && !strcmp(argv[1], "model")) return model(argc - 2, argv + 2);
+    fprintf(stderr, "usage: bench_tool peak THREADS | bench_tool model CONFIG W [--set k=v ...]\n");
+    return 2;
+}
