@@ -10,7 +10,11 @@
  *                                minimum memory of one rank in bytes
  *                                (parameters, gradients, optimizer state, the
  *                                model's activations; sharded: the optimizer
- *                                state of one shard). */
+ *                                state of one shard).
+ *   bench_tool step CONFIG STEPS THREADS
+ *                                median ms of model_step alone (forward and
+ *                                backward of one worker's batch, no MPI, no
+ *                                optimizer): the compute floor of a step. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +23,7 @@
 #include <cblas.h>
 
 #include "common/cfg.h"
+#include "common/data.h"
 #include "worker/model.h"
 
 static double now(void)
@@ -93,10 +98,50 @@ static int model(int argc, char **argv)
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int step(const char *path, int steps, int threads)
+{
+    Config c;
+    char err[1024];
+    cfg_defaults(&c);
+    if (cfg_load_file(&c, path, err, sizeof err) != 0 || cfg_validate(&c, err, sizeof err) != 0)
+        return fprintf(stderr, "%s\n", err), 2;
+    openblas_set_num_threads(threads);
+    Model m;
+    Batcher d;
+    if (model_init(&m, &c, c.data_batch_per_worker) != 0 ||
+        batcher_init(&d, &c, 0, c.data_batch_per_worker) != 0)
+        return fprintf(stderr, "cannot set up the model or data\n"), 1;
+    model_init_params(&m, 1, c.model_init_scale);
+    batcher_epoch(&d, 1);
+    double *ms = calloc((size_t)steps, sizeof *ms);
+    if (!ms) return 1;
+    for (int i = 0; i < steps; i++) {
+        batcher_next(&d);
+        model_zero_grad(&m);
+        double t0 = now();
+        model_step(&m, d.inputs, d.targets, d.features, d.ytarget, 1e-3f);
+        ms[i] = (now() - t0) * 1e3;
+    }
+    qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+    printf("%.4f\n", ms[steps / 2]);
+    free(ms);
+    batcher_free(&d);
+    model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && !strcmp(argv[1], "step")) return step(argv[2], atoi(argv[3]), atoi(argv[4]));
     if (argc == 3 && !strcmp(argv[1], "peak")) return peak(atoi(argv[2]));
     if (argc >= 4 && !strcmp(argv[1], "model")) return model(argc - 2, argv + 2);
-    fprintf(stderr, "usage: bench_tool peak THREADS | bench_tool model CONFIG W [--set k=v ...]\n");
+    fprintf(stderr, "usage: bench_tool peak THREADS | bench_tool model CONFIG W [--set k=v ...] | "
+                    "bench_tool step CONFIG STEPS THREADS\n");
     return 2;
 }
