@@ -54,6 +54,9 @@ static const char *const sched_names[] = {[SCHED_CONSTANT] = "constant", [SCHED_
 static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "log",
                                         [ACT_SKIP] = "skip", [ACT_ROLLBACK] = "rollback",
                                         [ACT_ABORT] = "abort"};
+static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
+                                          [CRASH_BEFORE_RENAME] = "before_rename",
+                                          [CRASH_AFTER_RENAME] = "after_rename"};
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 /* section.key lives in Config as section_key */
@@ -149,6 +152,8 @@ static const CfgKey cfg_keys[] = {
     KINT(debug, lr_spike_step, 0, INT64_C(1) << 62, "0", "test hook: lr spike at step"),
     KDBL(debug, lr_spike_scale, 0, 1e30, F_MIN_OPEN, "1000", "test hook: lr factor"),
     KINT(debug, drift_step, 0, INT64_C(1) << 62, "0", "test hook: a replica drifts at step"),
+    KINT(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
+    KENUM(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
 };
 #define NKEYS NELEM(cfg_keys)
 

@@ -91,6 +91,11 @@ void ckpt_free(Ckpt *c);
 int ckpt_latest(const char *dir, char *path, size_t path_len, char *notes, size_t notes_len,
                 char *err, size_t errlen);
 
+/* Test hook: the next write kills its own process with SIGKILL at this point
+ * (CK_CRASH_NONE: never). Set by a worker for debug.ckpt_crash_step. */
+enum { CK_CRASH_NONE = 0, CK_CRASH_DURING_WRITE, CK_CRASH_BEFORE_RENAME, CK_CRASH_AFTER_RENAME };
+void ckpt_test_crash(int point);
+
 /* DIR/step-%08lld.safetensors */
 void ckpt_path(char *out, size_t len, const char *dir, long long step);
 const char *ckpt_dtype_name(int dtype); /* "F32", "U64", "I32", or NULL */
