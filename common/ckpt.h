@@ -40,6 +40,10 @@ typedef struct {
 int ckpt_write(const char *dir, long long step, const CkTensor *t, int nt, const CkMeta *meta,
                int nmeta, int keep, char *path_out, size_t path_len, char *err, size_t errlen);
 
+/* The temporary files of the atomic writer, `.NAME.tmp.PID` beside NAME:
+ * one left behind means its writer died before renaming it into place. */
+#define CK_TMP_PATTERN ".*.tmp.*"
+
 /* Write any safetensors file atomically (temporary `.NAME.tmp.PID` beside
  * it). Tensors are stored in the order given, contiguously. Adds metadata
  * "checksum" = FNV-1a 64 of all tensor bytes and "header_checksum" = FNV-1a

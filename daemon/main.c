@@ -17,6 +17,7 @@
 #include "common/cfg.h"
 #include "common/ckpt.h"
 #include "common/data.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
@@ -515,6 +516,25 @@ static int release_workers(int rc)
     return rc;
 }
 
+/* Temporary files of writers that a crash killed before their rename (a
+ * checkpoint, final.safetensors, a token file, a log being cut back): no
+ * process writes in the run yet, so any there is stale. Never read: the
+ * readers only take complete, renamed files. */
+static void remove_stale(const Config *c)
+{
+    static const char *const in_run[] = {CK_TMP_PATTERN, "*.u32.tmp.*", "vocab.txt.tmp.*", "*.jsonl.cut.*"};
+    static const char *const in_ckpt[] = {CK_TMP_PATTERN};
+    char dir[CFG_STR_MAX + 16], notes[4096];
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);
+        else cfg_checkpoint_dir(c, dir, sizeof dir);
+        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : 4, notes, sizeof notes) < 0 && errno != ENOTDIR)
+            LOG(LOG_WARN, "cannot list %s for stale temporary files: %s", dir, strerror(errno));
+        for (char *line = strtok(notes, "\n"); line; line = strtok(NULL, "\n"))
+            LOG(LOG_WARN, "%s (a temporary file left by an interrupted write)", line);
+    }
+}
+
 /* Checks that need the job: workers present, run dir, resume point. */
 static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
 {
@@ -529,11 +549,23 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
         keep = (LogKeep){co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1,
                          !co->res.epoch_done};
         kp = &keep;
-        if (resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     }
-    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
+    /* Every directory and every input is checked before anything in the run
+     * changes: a start that fails leaves the logs and checkpoints as they were. */
+    char ck[CFG_STR_MAX + 16], why[512];
+    cfg_checkpoint_dir(&co->cfg, ck, sizeof ck);
+    if (fs_mkdir_p(co->cfg.run_dir, err, errlen) != 0 || fs_probe_writable(co->cfg.run_dir, err, errlen) != 0)
+        return 2;
+    if (fs_mkdir_p(ck, why, sizeof why) != 0 || fs_probe_writable(ck, why, sizeof why) != 0) {
+        /* fsutil says run.dir; here the directory is checkpoint.dir's */
+        snprintf(err, errlen, "checkpoint.dir: %s", why + (strncmp(why, "run.dir: ", 9) ? 0 : 9));
+        return 2;
+    }
     if (co->cfg.data_source == DATA_TEXT && text_prepare(&co->cfg, co->W, err, errlen) != 0)
         return 2; /* every data problem is found before a worker trains */
+    if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
+    remove_stale(&co->cfg);
+    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
     if (runlog_config(&co->log, &co->cfg) != 0) {
         snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
         return 2;
