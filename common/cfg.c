@@ -54,6 +54,7 @@ static const char *const sched_names[] = {[SCHED_CONSTANT] = "constant", [SCHED_
 static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "log",
                                         [ACT_SKIP] = "skip", [ACT_ROLLBACK] = "rollback",
                                         [ACT_ABORT] = "abort"};
+static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
                                           [CRASH_BEFORE_RENAME] = "before_rename",
                                           [CRASH_AFTER_RENAME] = "after_rename"};
@@ -142,6 +143,7 @@ static const CfgKey cfg_keys[] = {
     KINT(checkpoint, every_steps, 0, 1000000000, "100", "steps between checkpoints, 0 off"),
     KINT(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
     KSTR(checkpoint, dir, 0, 255, 0, "", "empty: RUN_DIR/checkpoints"),
+    KENUM(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
     KINT(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
     KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:9464", "HTTP endpoint HOST:PORT, or off"),
     KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN, "60", "/healthz 503 after this long idle"),

@@ -19,6 +19,8 @@ typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_N
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP = 1, SCHED_COSINE = 2, SCHED_PLATEAU = 3 } LrSchedule;
 /* Divergence actions, mildest first; INHERIT: take divergence.action. */
 typedef enum { ACT_INHERIT = 0, ACT_LOG = 1, ACT_SKIP = 2, ACT_ROLLBACK = 3, ACT_ABORT = 4 } Action;
+/* checkpoint.on_failure: what a checkpoint that cannot be written does to the run. */
+typedef enum { CKFAIL_ABORT = 0, CKFAIL_CONTINUE = 1 } CkptFailPolicy;
 /* debug.ckpt_crash_at: where the checkpoint writer kills its process (test hook). */
 typedef enum { CRASH_DURING_WRITE = 0, CRASH_BEFORE_RENAME = 1, CRASH_AFTER_RENAME = 2 } CkptCrashAt;
 
@@ -86,6 +88,7 @@ typedef struct {
     int checkpoint_every_steps; /* 0: only when stopping or asked by a signal */
     int checkpoint_keep;
     char checkpoint_dir[CFG_STR_MAX]; /* empty: RUN_DIR/checkpoints */
+    int checkpoint_on_failure;  /* CkptFailPolicy */
     /* log */
     int log_tensor_norms_every; /* steps between tensors.jsonl lines; 0 off */
     /* metrics */

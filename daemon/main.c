@@ -42,7 +42,8 @@ typedef struct {
     EpochStats st;
     StepRecord *recs;        /* (W) this step's record from each worker */
     int64_t next_step;       /* step number the next record must carry */
-    long nonfinite, drift, write_errors, events, rollbacks, checkpoints;
+    long nonfinite, drift, write_errors, events, rollbacks, checkpoints, ckpt_failures;
+    unsigned failed_logs;    /* bit per log file that failed a write (said once each) */
     long event_count[EV_COUNT];
     int64_t last_ckpt_step;
     EpochLine *epochs;       /* (train_epochs) */
@@ -151,13 +152,61 @@ static int load_config(Config *c, const Args *a, char *err, size_t errlen)
     return 0;
 }
 
-/* A write to run.dir failed (disk full, file removed): say so once, keep
- * training, and make the exit code 1. */
+/* A log line could not be written (disk full, read-only file system): say
+ * so once per file, as an error and an event (unless events.jsonl is the
+ * file), count every lost line, keep training, and make the exit code 1.
+ * The training state does not depend on the logs. */
 static void write_failed(Coord *co, const char *file)
 {
-    if (co->write_errors++ == 0)
-        LOG(LOG_ERROR, "cannot write %s/%s: %s; training goes on, the exit code will be 1",
-            co->cfg.run_dir, file, strerror(errno));
+    static const char *const files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl"};
+    int e = errno;
+    unsigned bit = 1u << 4;
+    for (unsigned i = 0; i < 4; i++)
+        if (!strcmp(file, files[i])) bit = 1u << i;
+    co->write_errors++;
+    metrics_write_error(co->metrics);
+    if (co->failed_logs & bit) return;
+    co->failed_logs |= bit;
+    LOG(LOG_ERROR, "cannot write %s/%s: %s; training goes on, the exit code will be 1",
+        co->cfg.run_dir, file, strerror(e));
+    if (bit == 1u << 2) return; /* no event about events.jsonl in events.jsonl */
+    const StepRecord *r = &co->recs[0];
+    double none[4] = {NAN, NAN, NAN, NAN};
+    char extra[512], why[256];
+    snprintf(extra, sizeof extra, "\"file\":\"%s\",\"error\":\"%s\"", file,
+             json_escape(why, sizeof why, strerror(e)));
+    if (runlog_event(&co->log, r->seq, r->step, r->epoch, "log_write_failed", none, "continue", -1,
+                     NULL, NULL, 0, extra) != 0)
+        write_failed(co, "events.jsonl");
+}
+
+/* Worker 0 could not write a checkpoint (or, at = "end", the final
+ * checkpoint or weights): an error, an event with its message, a counter,
+ * and by checkpoint.on_failure either the run goes on or (the workers set
+ * STEP_ABORT) it stops with the last good checkpoint intact. Exit code 1. */
+static void checkpoint_failed(Coord *co, int64_t seq, int64_t step, int epoch, const char *error,
+                              const char *at)
+{
+    int stop = co->cfg.checkpoint_on_failure == CKFAIL_ABORT && !at;
+    double none[4] = {NAN, NAN, NAN, NAN};
+    char extra[PROTO_ERR_MAX * 2 + 64], why[PROTO_ERR_MAX * 2];
+    co->ckpt_failures++;
+    metrics_checkpoint_failed(co->metrics);
+    snprintf(extra, sizeof extra, "\"error\":\"%s\"%s%s%s", json_escape(why, sizeof why, error),
+             at ? ",\"at\":\"" : "", at ? at : "", at ? "\"" : "");
+    if (runlog_event(&co->log, seq, step, epoch, "checkpoint_failed", none,
+                     at ? "log" : stop ? "abort" : "continue", -1, NULL, NULL, 0, extra) != 0)
+        write_failed(co, "events.jsonl");
+    if (at)
+        LOG(LOG_ERROR, "at the %s: the final checkpoint or weights could not be written: %s; "
+                       "the exit code will be 1", at, error);
+    else if (stop)
+        LOG(LOG_ERROR, "step %lld: checkpoint failed: %s; checkpoint.on_failure is abort: stopping "
+                       "(the last good checkpoint stays; free space, then --resume latest)",
+            (long long)step, error);
+    else
+        LOG(LOG_ERROR, "step %lld: checkpoint failed: %s; checkpoint.on_failure is continue: "
+                       "training goes on, the exit code will be 1", (long long)step, error);
 }
 
 /* Signals become requests to worker 0, which folds them into a step. */
@@ -284,17 +333,15 @@ static int receive_step(Coord *co)
     co->clip_pos = (co->clip_pos + 1) % win;
     metrics_step(co->metrics, co->recs, co->W, (double)co->clip_sum / co->clip_n);
     if (r->flags & STEP_CHECKPOINT) metrics_checkpoint(co->metrics, r->step);
-    if (r->flags & STEP_CKPT_FAILED && co->write_errors++ == 0)
-        LOG(LOG_ERROR, "step %lld: the checkpoint could not be written (see worker 0's message); "
-                       "training goes on, the exit code will be 1", (long long)r->step);
+    if (r->flags & STEP_CKPT_FAILED) checkpoint_failed(co, r->seq, r->step, r->epoch, r->ckpt_error, NULL);
     co->steps_seen++;
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
     if (r->flags & STEP_CHECKPOINT) co->checkpoints++, co->last_ckpt_step = r->step;
     if (r->action == ACT_ROLLBACK) {
         co->rollbacks++;
         co->next_step = r->rollback_to + 1;
-    } else if (!(r->flags & STEP_ABORT)) {
-        co->next_step = r->step + 1;
+    } else if (!(r->flags & STEP_ABORT) || r->action != ACT_ABORT) {
+        co->next_step = r->step + 1; /* applied (an abort for a failed checkpoint comes after it) */
     }
     return r->flags;
 }
@@ -360,15 +407,16 @@ static int finish(Coord *co, int final, int checkpoint)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
-    DoneMsg first = {0, 0, 0, 0};
+    static DoneMsg first, d;
     int bad = 0;
     for (int w = 0; w < co->W; w++) {
         MPI_Status st;
-        DoneMsg d;
         wait_message(NULL, w + 1, TAG_DONE, &st);
         MPI_Recv(&d, sizeof d, MPI_BYTE, w + 1, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (w == 0) first = d;
         if (d.status != 0) bad = 1, checkpoint = 0;
+        if (w == 0 && d.status != 0)
+            checkpoint_failed(co, co->recs[0].seq, d.steps, co->epochs_done, d.error, "end");
         if (!co->aborted && (d.param_hash != first.param_hash || d.steps != first.steps)) {
             double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
@@ -380,7 +428,7 @@ static int finish(Coord *co, int final, int checkpoint)
         }
     }
     if (checkpoint) co->checkpoints++, co->last_ckpt_step = first.steps;
-    return bad || co->drift || co->write_errors;
+    return bad || co->drift || co->write_errors || co->ckpt_failures;
 }
 
 static void print_floor(const Config *c, double last)
@@ -432,9 +480,9 @@ static void print_summary(Coord *co, double seconds)
     for (int k = 0; k < EV_COUNT; k++)
         if (co->event_count[k]) printf(" %s %ld", detect_kind_name(k), co->event_count[k]);
     double cpu = cpu_seconds() - co->cpu0;
-    printf("\nnon-finite steps %ld, rollbacks %ld, replica mismatches %ld, log write errors %ld; "
-           "coordinator cpu %.2f s over %.2f s\n",
-           co->nonfinite, co->rollbacks, co->drift, co->write_errors, cpu, seconds);
+    printf("\nnon-finite steps %ld, rollbacks %ld, replica mismatches %ld, log write errors %ld, "
+           "checkpoint failures %ld; coordinator cpu %.2f s over %.2f s\n",
+           co->nonfinite, co->rollbacks, co->drift, co->write_errors, co->ckpt_failures, cpu, seconds);
     fflush(stdout);
 }
 

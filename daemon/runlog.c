@@ -16,6 +16,19 @@ const char *json_num(char *buf, size_t len, double x)
     return buf;
 }
 
+const char *json_escape(char *buf, size_t len, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') buf[n++] = '\\', buf[n++] = (char)ch;
+        else if (ch < 0x20) n += (size_t)snprintf(buf + n, len - n, "\\u%04x", ch);
+        else buf[n++] = (char)ch;
+    }
+    if (len) buf[n < len ? n : len - 1] = 0;
+    return buf;
+}
+
 /* The integer field `key` of a JSON line, or -1. */
 static int64_t line_field(const char *line, const char *key)
 {

@@ -48,6 +48,9 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n);
 /* The effective config, as YAML, in RUN_DIR/config.yaml. */
 int runlog_config(const RunLog *l, const Config *c);
+/* s as the body of a JSON string (quotes, backslashes and control bytes
+ * escaped), cut to fit len. */
+const char *json_escape(char *buf, size_t len, const char *s);
 /* JSON number: %.17g, or null when not finite. */
 const char *json_num(char *buf, size_t len, double x);
 
