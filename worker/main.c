@@ -37,6 +37,36 @@ void worker_fatal(const char *fmt, ...)
     exit(1);
 }
 
+/* A memory-mapped data file that shrinks (truncated, rewritten in place)
+ * under a running job raises SIGBUS on the next page read. Say which file
+ * in one line (write(2): async-signal-safe), then let the signal kill the
+ * worker as it would have: mpirun ends the job; no checkpoint is touched. */
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+    (void)ctx;
+    static char msg[4096 + 256];
+    const char *path = text_map_path(si->si_addr), *parts[] = {
+        "clipd-worker: bus error reading ", path ? path : "memory (not a data file)",
+        path ? ": the file shrank or was rewritten under the running job (data files must not "
+               "change while it runs); the job ends, checkpoints are intact\n"
+             : "\n"};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
+        for (const char *p = parts[i]; *p && n + 1 < sizeof msg; p++) msg[n++] = *p;
+    ssize_t w = write(STDERR_FILENO, msg, n);
+    (void)w, (void)sig; /* SA_RESETHAND: the faulting read runs again and the default action ends us */
+}
+
+static void catch_sigbus(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mpirun -np 1 clipd CONFIG [--set key=value ...] : -np W clipd-worker\n"
@@ -488,6 +518,7 @@ int main(int argc, char **argv)
         return msg.status;
     }
     w.cfg = msg.cfg;
+    catch_sigbus(); /* after MPI_Init, whose handler prints a backtrace that names no file */
     worker_setup(&w);
     char err[1024];
     if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)
