@@ -23,6 +23,7 @@ default_yaml_documents_all() {
     build/clipd --check /dev/null | awk "$keyed" | sort >"$TMP/keys.all"
     awk "$keyed" configs/default.yaml | sort >"$TMP/keys.doc"
     [ "$(wc -l <"$TMP/keys.all")" -gt 60 ] || return 1
-    ! comm -23 "$TMP/keys.all" "$TMP/keys.doc" | grep .
+    comm -23 "$TMP/keys.all" "$TMP/keys.doc" >"$TMP/keys.missing"
+    [ ! -s "$TMP/keys.missing" ] || { echo "not in configs/default.yaml:"; cat "$TMP/keys.missing"; return 1; }
 }
 check "configs/default.yaml documents every config key" default_yaml_documents_all

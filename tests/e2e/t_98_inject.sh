@@ -47,7 +47,7 @@ fi_start() {
 fi_rank_pid() { # NAME RANK: pid of the job's process NAME with MPI world rank RANK
     local p
     for p in $(job_pids "$bg" "$1"); do
-        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+        if grep -qxz "OMPI_COMM_WORLD_RANK=$2" "/proc/$p/environ" 2>/dev/null; then
             echo "$p"
             return 0
         fi

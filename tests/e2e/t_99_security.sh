@@ -24,10 +24,10 @@ sc_listen_addrs() { # PID PORT: the addresses PID listens on at TCP PORT, from /
 # sc_job NAME ARGS...: a long job in the background ($bg); waits until it says
 # where it serves metrics; sets $sport and $spid (the coordinator)
 sc_job() {
-    local name="$1" i; shift
+    local name="$1"; shift
     $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/$name" "${SC_RUN[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     bg=$!
-    for i in $(seq 300); do
+    for _ in $(seq 300); do
         sport=$(grep -o 'metrics: http://[0-9.]*:[0-9]*' "$TMP/$name.err" | grep -o '[0-9]*$')
         [ -n "$sport" ] && break
         grep -q "cannot serve" "$TMP/$name.err" && return 2
@@ -40,9 +40,10 @@ sc_job() {
 sc_stop() { sig_job USR1 mpirun && wait "$bg"; }
 
 default_loopback() {
-    build/clipd --check /dev/null | grep -q '^  listen: "127.0.0.1:9464" ' || { echo "the default is not loopback"; return 1; }
-    local rc i addrs
-    for i in 1 2 3 4 5; do # 9464 is the default of every job: another may hold it for a while
+    build/clipd --check /dev/null >"$TMP/sc_defaults" || return 1
+    grep -q '^  listen: "127.0.0.1:9464" ' "$TMP/sc_defaults" || { echo "the default is not loopback"; return 1; }
+    local rc addrs
+    for _ in 1 2 3 4 5; do # 9464 is the default of every job: another may hold it for a while
         sc_job sc_def; rc=$?
         [ "$rc" != 2 ] && break
         echo "port 9464 in use by another job, trying again"
