@@ -56,6 +56,10 @@ static const char *const sync_names[] = {[SYNC_REPLICATED] = "replicated",
 static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "log",
                                         [ACT_SKIP] = "skip", [ACT_ROLLBACK] = "rollback",
                                         [ACT_ABORT] = "abort"};
+static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
+static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
+                                          [CRASH_BEFORE_RENAME] = "before_rename",
+                                          [CRASH_AFTER_RENAME] = "after_rename"};
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 /* section.key lives in Config as section_key */
@@ -141,6 +145,7 @@ static const CfgKey cfg_keys[] = {
     KINT(checkpoint, every_steps, 0, 1000000000, "100", "steps between checkpoints, 0 off"),
     KINT(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
     KSTR(checkpoint, dir, 0, 255, 0, "", "empty: RUN_DIR/checkpoints"),
+    KENUM(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
     KINT(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
     KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:9464", "HTTP endpoint HOST:PORT, or off"),
     KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN, "60", "/healthz 503 after this long idle"),
@@ -153,6 +158,8 @@ static const CfgKey cfg_keys[] = {
     KINT(debug, lr_spike_step, 0, INT64_C(1) << 62, "0", "test hook: lr spike at step"),
     KDBL(debug, lr_spike_scale, 0, 1e30, F_MIN_OPEN, "1000", "test hook: lr factor"),
     KINT(debug, drift_step, 0, INT64_C(1) << 62, "0", "test hook: a replica drifts at step"),
+    KINT(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
+    KENUM(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
 };
 #define NKEYS NELEM(cfg_keys)
 

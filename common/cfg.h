@@ -20,6 +20,10 @@ typedef enum { SYNC_REPLICATED = 0, SYNC_SHARDED = 1 } SyncMode;
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP = 1, SCHED_COSINE = 2, SCHED_PLATEAU = 3 } LrSchedule;
 /* Divergence actions, mildest first; INHERIT: take divergence.action. */
 typedef enum { ACT_INHERIT = 0, ACT_LOG = 1, ACT_SKIP = 2, ACT_ROLLBACK = 3, ACT_ABORT = 4 } Action;
+/* checkpoint.on_failure: what a checkpoint that cannot be written does to the run. */
+typedef enum { CKFAIL_ABORT = 0, CKFAIL_CONTINUE = 1 } CkptFailPolicy;
+/* debug.ckpt_crash_at: where the checkpoint writer kills its process (test hook). */
+typedef enum { CRASH_DURING_WRITE = 0, CRASH_BEFORE_RENAME = 1, CRASH_AFTER_RENAME = 2 } CkptCrashAt;
 
 #define CFG_STR_MAX 256
 
@@ -85,6 +89,7 @@ typedef struct {
     int checkpoint_every_steps; /* 0: only when stopping or asked by a signal */
     int checkpoint_keep;
     char checkpoint_dir[CFG_STR_MAX]; /* empty: RUN_DIR/checkpoints */
+    int checkpoint_on_failure;  /* CkptFailPolicy */
     /* log */
     int log_tensor_norms_every; /* steps between tensors.jsonl lines; 0 off */
     /* metrics */
@@ -102,6 +107,8 @@ typedef struct {
     int64_t debug_lr_spike_step; /* the update of this step uses lr * debug.lr_spike_scale */
     double debug_lr_spike_scale;
     int64_t debug_drift_step;    /* the last worker's weights drift from the others' after this step */
+    int64_t debug_ckpt_crash_step; /* worker 0 kills itself (SIGKILL) writing this step's checkpoint */
+    int debug_ckpt_crash_at;     /* CkptCrashAt: where in the write */
 } Config;
 
 /* Fill every field with its documented default. */

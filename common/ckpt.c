@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -199,6 +200,17 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* Test hook (debug.ckpt_crash_*): the point at which the next write kills
+ * its own process, as a power cut or the OOM killer would. */
+static int crash_point = CK_CRASH_NONE;
+
+void ckpt_test_crash(int point) { crash_point = point; }
+
+static void crash_if(int point)
+{
+    if (crash_point == point) raise(SIGKILL);
+}
+
 /* Temporary file `.NAME.tmp.PID` beside path: write, fsync, rename, fsync dir. */
 static int write_atomic(const char *path, const char *hdr, size_t hlen, const CkTensor *t, int nt,
                         char *err, size_t errlen)
@@ -214,6 +226,7 @@ static int write_atomic(const char *path, const char *hdr, size_t hlen, const Ck
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     int bad = write_all(fd, len8, 8) || write_all(fd, hdr, hlen);
+    crash_if(CK_CRASH_DURING_WRITE); /* header on disk, tensors not */
     for (int i = 0; i < nt && !bad; i++) bad = write_all(fd, t[i].data, ck_tensor_bytes(&t[i]));
     if (bad || fsync(fd) != 0) {
         int e = errno;
@@ -221,11 +234,18 @@ static int write_atomic(const char *path, const char *hdr, size_t hlen, const Ck
         unlink(tmp);
         return fail(err, errlen, "%s: cannot write: %s", tmp, strerror(e));
     }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
+    if (close(fd) != 0) {
         int e = errno;
         unlink(tmp);
-        return fail(err, errlen, "%s: cannot close or rename into place: %s", tmp, strerror(e));
+        return fail(err, errlen, "%s: cannot close: %s", tmp, strerror(e));
     }
+    crash_if(CK_CRASH_BEFORE_RENAME);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return fail(err, errlen, "%s: cannot rename into place: %s", tmp, strerror(e));
+    }
+    crash_if(CK_CRASH_AFTER_RENAME);
     if (fs_fsync_parent(path) != 0)
         return fail(err, errlen, "%s: fsync of its directory failed: %s", path, strerror(errno));
     return 0;

@@ -40,6 +40,10 @@ typedef struct {
 int ckpt_write(const char *dir, long long step, const CkTensor *t, int nt, const CkMeta *meta,
                int nmeta, int keep, char *path_out, size_t path_len, char *err, size_t errlen);
 
+/* The temporary files of the atomic writer, `.NAME.tmp.PID` beside NAME:
+ * one left behind means its writer died before renaming it into place. */
+#define CK_TMP_PATTERN ".*.tmp.*"
+
 /* Write any safetensors file atomically (temporary `.NAME.tmp.PID` beside
  * it). Tensors are stored in the order given, contiguously. Adds metadata
  * "checksum" = FNV-1a 64 of all tensor bytes and "header_checksum" = FNV-1a
@@ -90,6 +94,11 @@ void ckpt_free(Ckpt *c);
  * with err ("no valid checkpoint in DIR: ..." saying how many were invalid). */
 int ckpt_latest(const char *dir, char *path, size_t path_len, char *notes, size_t notes_len,
                 char *err, size_t errlen);
+
+/* Test hook: the next write kills its own process with SIGKILL at this point
+ * (CK_CRASH_NONE: never). Set by a worker for debug.ckpt_crash_step. */
+enum { CK_CRASH_NONE = 0, CK_CRASH_DURING_WRITE, CK_CRASH_BEFORE_RENAME, CK_CRASH_AFTER_RENAME };
+void ckpt_test_crash(int point);
 
 /* DIR/step-%08lld.safetensors */
 void ckpt_path(char *out, size_t len, const char *dir, long long step);

@@ -1,8 +1,11 @@
-/* fsutil: mkdir -p, writability probe, directory fsync (see fsutil.h). */
+/* fsutil: mkdir -p, writability probe, directory fsync, stale temporary
+ * files (see fsutil.h). */
 #include "common/fsutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,4 +63,33 @@ int fs_fsync_parent(const char *path)
     int rc = fsync(fd);
     close(fd);
     return rc;
+}
+
+static void add_note(char *notes, size_t cap, const char *what, const char *path, const char *why)
+{
+    size_t n = notes && cap ? strlen(notes) : cap;
+    if (n + 1 < cap) snprintf(notes + n, cap - n, "%s %s%s%s\n", what, path, why ? ": " : "", why ? why : "");
+}
+
+int fs_remove_stale(const char *dir, const char *const *patterns, int npatterns, char *notes,
+                    size_t notes_len)
+{
+    if (notes && notes_len) notes[0] = 0;
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : -1;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int hit = 0;
+        for (int i = 0; i < npatterns && !hit; i++) hit = fnmatch(patterns[i], de->d_name, 0) == 0;
+        char path[4096 + 256];
+        struct stat st;
+        if (!hit || snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path ||
+            lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (unlink(path) == 0) removed++, add_note(notes, notes_len, "removed", path, NULL);
+        else if (errno != ENOENT) add_note(notes, notes_len, "cannot remove", path, strerror(errno));
+    }
+    closedir(d);
+    return removed;
 }

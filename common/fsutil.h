@@ -1,5 +1,6 @@
 /* fsutil: small file-system helpers shared by the coordinator and workers:
- * mkdir -p, a writability probe, and fsync of a directory. */
+ * mkdir -p, a writability probe, fsync of a directory, and removing the
+ * temporary files a crash left behind. */
 #ifndef CLIPD_FSUTIL_H
 #define CLIPD_FSUTIL_H
 
@@ -11,5 +12,13 @@ int fs_mkdir_p(const char *dir, char *err, size_t errlen);
 int fs_probe_writable(const char *dir, char *err, size_t errlen);
 /* fsync the directory holding path (after a rename into it). */
 int fs_fsync_parent(const char *path);
+/* Delete the regular files in dir whose names match one of the fnmatch(3)
+ * patterns: temporary files of writers that died before renaming them into
+ * place. Call it only while nothing writes in dir. Each file adds a line
+ * "removed PATH" (or "cannot remove PATH: why") to notes, which always ends
+ * up a string. Returns the number removed (0 when dir does not exist), or -1
+ * with errno when dir cannot be read. */
+int fs_remove_stale(const char *dir, const char *const *patterns, int npatterns, char *notes,
+                    size_t notes_len);
 
 #endif

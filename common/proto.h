@@ -25,6 +25,7 @@
 
 #define PROTO_MAX_TENSORS 51
 #define PROTO_PATH_MAX 4096
+#define PROTO_ERR_MAX 512 /* bytes of an error message carried in a record */
 enum { TAG_CTRL = 11, TAG_STEP = 12, TAG_DONE = 13, TAG_EPOCH = 14, TAG_REQ = 15 };
 enum { CTRL_EPOCH = 1, CTRL_STOP = 2 };
 enum { REQ_CHECKPOINT = 1, REQ_STOP = 2 }; /* bits: signals turned into requests */
@@ -76,6 +77,7 @@ typedef struct {
     int64_t rollback_to;/* after a rollback: the step training continues from */
     double info[EV_COUNT][4];  /* per event kind: value, mean, std, threshold */
     float tensor_norm[PROTO_MAX_TENSORS]; /* per-tensor pre-clip norms, model view order */
+    char ckpt_error[PROTO_ERR_MAX]; /* STEP_CKPT_FAILED: why (worker 0's message, sent to all) */
 } StepRecord;
 
 /* After each completed epoch, from worker 0 (all workers know the same). */
@@ -97,6 +99,7 @@ typedef struct {
     int32_t wrank;
     int64_t steps;
     uint64_t param_hash; /* FNV-1a 64 of the final parameter bytes */
+    char error[PROTO_ERR_MAX]; /* status 1: why (worker 0 only) */
 } DoneMsg;
 
 /* 1 when this process was started by mpirun/srun (then it must take part in

@@ -567,6 +567,34 @@ done:
 
 /* ---- workers ---- */
 
+/* The files workers have mapped, for text_map_path (read in a signal
+ * handler: plain static data, written only outside it). */
+#define MAPS_MAX 8
+static struct {
+    const uint8_t *p;
+    size_t n;
+    char path[PATH_LEN + 32]; /* RUN_DIR/tokens-*.u32 or data.path */
+} maps[MAPS_MAX];
+
+static void maps_add(const void *p, size_t n, const char *path)
+{
+    for (int i = 0; i < MAPS_MAX; i++)
+        if (!maps[i].p) {
+            snprintf(maps[i].path, sizeof maps[i].path, "%s", path);
+            maps[i].n = n;
+            maps[i].p = p;
+            return;
+        }
+}
+
+const char *text_map_path(const void *addr)
+{
+    const uint8_t *a = addr;
+    for (int i = 0; i < MAPS_MAX; i++)
+        if (maps[i].p && a >= maps[i].p && a < maps[i].p + maps[i].n) return maps[i].path;
+    return NULL;
+}
+
 int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
@@ -582,6 +610,7 @@ int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen)
                         path, m.n);
         }
         s->width = 4, s->n = m.n / 4, s->base = m.p;
+        maps_add(m.p, m.n, path);
     } else {
         Source src;
         if (source_resolve(&src, c, err, errlen) != 0) return -1;
@@ -590,6 +619,7 @@ int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen)
         size_t first = src.one_file && split == TEXT_VALID ? m.n - tail : 0;
         s->width = 1, s->n = src.one_file ? (split == TEXT_VALID ? tail : m.n - tail) : m.n;
         s->base = m.p ? m.p + first : NULL;
+        maps_add(m.p, m.n, src.path[split]);
     }
     s->map = (void *)m.p, s->maplen = m.n;
     return 0;
@@ -597,6 +627,8 @@ int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen)
 
 void text_close(TokenSeq *s)
 {
+    for (int i = 0; i < MAPS_MAX && s->map; i++)
+        if (maps[i].p == s->map) maps[i].p = NULL;
     if (s->map) munmap(s->map, s->maplen);
     memset(s, 0, sizeof *s);
 }

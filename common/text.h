@@ -54,6 +54,10 @@ typedef struct {
  * or -1 with a message naming the file. */
 int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen);
 void text_close(TokenSeq *s);
+/* The file mapped at addr by text_open, or NULL: a worker's SIGBUS handler
+ * names the data file that shrank under the running job. Safe to call in a
+ * signal handler. */
+const char *text_map_path(const void *addr);
 
 static inline int text_token(const TokenSeq *s, size_t i)
 {

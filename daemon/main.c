@@ -17,6 +17,7 @@
 #include "common/cfg.h"
 #include "common/ckpt.h"
 #include "common/data.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
@@ -41,7 +42,8 @@ typedef struct {
     EpochStats st;
     StepRecord *recs;        /* (W) this step's record from each worker */
     int64_t next_step;       /* step number the next record must carry */
-    long nonfinite, drift, write_errors, events, rollbacks, checkpoints;
+    long nonfinite, drift, write_errors, events, rollbacks, checkpoints, ckpt_failures;
+    unsigned failed_logs;    /* bit per log file that failed a write (said once each) */
     long event_count[EV_COUNT];
     int64_t last_ckpt_step;
     EpochLine *epochs;       /* (train_epochs) */
@@ -150,13 +152,61 @@ static int load_config(Config *c, const Args *a, char *err, size_t errlen)
     return 0;
 }
 
-/* A write to run.dir failed (disk full, file removed): say so once, keep
- * training, and make the exit code 1. */
+/* A log line could not be written (disk full, read-only file system): say
+ * so once per file, as an error and an event (unless events.jsonl is the
+ * file), count every lost line, keep training, and make the exit code 1.
+ * The training state does not depend on the logs. */
 static void write_failed(Coord *co, const char *file)
 {
-    if (co->write_errors++ == 0)
-        LOG(LOG_ERROR, "cannot write %s/%s: %s; training goes on, the exit code will be 1",
-            co->cfg.run_dir, file, strerror(errno));
+    static const char *const files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl"};
+    int e = errno;
+    unsigned bit = 1u << 4;
+    for (unsigned i = 0; i < 4; i++)
+        if (!strcmp(file, files[i])) bit = 1u << i;
+    co->write_errors++;
+    metrics_write_error(co->metrics);
+    if (co->failed_logs & bit) return;
+    co->failed_logs |= bit;
+    LOG(LOG_ERROR, "cannot write %s/%s: %s; training goes on, the exit code will be 1",
+        co->cfg.run_dir, file, strerror(e));
+    if (bit == 1u << 2) return; /* no event about events.jsonl in events.jsonl */
+    const StepRecord *r = &co->recs[0];
+    double none[4] = {NAN, NAN, NAN, NAN};
+    char extra[512], why[256];
+    snprintf(extra, sizeof extra, "\"file\":\"%s\",\"error\":\"%s\"", file,
+             json_escape(why, sizeof why, strerror(e)));
+    if (runlog_event(&co->log, r->seq, r->step, r->epoch, "log_write_failed", none, "continue", -1,
+                     NULL, NULL, 0, extra) != 0)
+        write_failed(co, "events.jsonl");
+}
+
+/* Worker 0 could not write a checkpoint (or, at = "end", the final
+ * checkpoint or weights): an error, an event with its message, a counter,
+ * and by checkpoint.on_failure either the run goes on or (the workers set
+ * STEP_ABORT) it stops with the last good checkpoint intact. Exit code 1. */
+static void checkpoint_failed(Coord *co, int64_t seq, int64_t step, int epoch, const char *error,
+                              const char *at)
+{
+    int stop = co->cfg.checkpoint_on_failure == CKFAIL_ABORT && !at;
+    double none[4] = {NAN, NAN, NAN, NAN};
+    char extra[PROTO_ERR_MAX * 2 + 64], why[PROTO_ERR_MAX * 2];
+    co->ckpt_failures++;
+    metrics_checkpoint_failed(co->metrics);
+    snprintf(extra, sizeof extra, "\"error\":\"%s\"%s%s%s", json_escape(why, sizeof why, error),
+             at ? ",\"at\":\"" : "", at ? at : "", at ? "\"" : "");
+    if (runlog_event(&co->log, seq, step, epoch, "checkpoint_failed", none,
+                     at ? "log" : stop ? "abort" : "continue", -1, NULL, NULL, 0, extra) != 0)
+        write_failed(co, "events.jsonl");
+    if (at)
+        LOG(LOG_ERROR, "at the %s: the final checkpoint or weights could not be written: %s; "
+                       "the exit code will be 1", at, error);
+    else if (stop)
+        LOG(LOG_ERROR, "step %lld: checkpoint failed: %s; checkpoint.on_failure is abort: stopping "
+                       "(the last good checkpoint stays; free space, then --resume latest)",
+            (long long)step, error);
+    else
+        LOG(LOG_ERROR, "step %lld: checkpoint failed: %s; checkpoint.on_failure is continue: "
+                       "training goes on, the exit code will be 1", (long long)step, error);
 }
 
 /* Signals become requests to worker 0, which folds them into a step. */
@@ -283,17 +333,15 @@ static int receive_step(Coord *co)
     co->clip_pos = (co->clip_pos + 1) % win;
     metrics_step(co->metrics, co->recs, co->W, (double)co->clip_sum / co->clip_n);
     if (r->flags & STEP_CHECKPOINT) metrics_checkpoint(co->metrics, r->step);
-    if (r->flags & STEP_CKPT_FAILED && co->write_errors++ == 0)
-        LOG(LOG_ERROR, "step %lld: the checkpoint could not be written (see worker 0's message); "
-                       "training goes on, the exit code will be 1", (long long)r->step);
+    if (r->flags & STEP_CKPT_FAILED) checkpoint_failed(co, r->seq, r->step, r->epoch, r->ckpt_error, NULL);
     co->steps_seen++;
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
     if (r->flags & STEP_CHECKPOINT) co->checkpoints++, co->last_ckpt_step = r->step;
     if (r->action == ACT_ROLLBACK) {
         co->rollbacks++;
         co->next_step = r->rollback_to + 1;
-    } else if (!(r->flags & STEP_ABORT)) {
-        co->next_step = r->step + 1;
+    } else if (!(r->flags & STEP_ABORT) || r->action != ACT_ABORT) {
+        co->next_step = r->step + 1; /* applied (an abort for a failed checkpoint comes after it) */
     }
     return r->flags;
 }
@@ -359,15 +407,16 @@ static int finish(Coord *co, int final, int checkpoint)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
-    DoneMsg first = {0, 0, 0, 0};
+    static DoneMsg first, d;
     int bad = 0;
     for (int w = 0; w < co->W; w++) {
         MPI_Status st;
-        DoneMsg d;
         wait_message(NULL, w + 1, TAG_DONE, &st);
         MPI_Recv(&d, sizeof d, MPI_BYTE, w + 1, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         if (w == 0) first = d;
         if (d.status != 0) bad = 1, checkpoint = 0;
+        if (w == 0 && d.status != 0)
+            checkpoint_failed(co, co->recs[0].seq, d.steps, co->epochs_done, d.error, "end");
         if (!co->aborted && (d.param_hash != first.param_hash || d.steps != first.steps)) {
             double info[4] = {(double)w, 0, 0, 0};
             co->drift++;
@@ -379,7 +428,7 @@ static int finish(Coord *co, int final, int checkpoint)
         }
     }
     if (checkpoint) co->checkpoints++, co->last_ckpt_step = first.steps;
-    return bad || co->drift || co->write_errors;
+    return bad || co->drift || co->write_errors || co->ckpt_failures;
 }
 
 static void print_floor(const Config *c, double last)
@@ -431,9 +480,9 @@ static void print_summary(Coord *co, double seconds)
     for (int k = 0; k < EV_COUNT; k++)
         if (co->event_count[k]) printf(" %s %ld", detect_kind_name(k), co->event_count[k]);
     double cpu = cpu_seconds() - co->cpu0;
-    printf("\nnon-finite steps %ld, rollbacks %ld, replica mismatches %ld, log write errors %ld; "
-           "coordinator cpu %.2f s over %.2f s\n",
-           co->nonfinite, co->rollbacks, co->drift, co->write_errors, cpu, seconds);
+    printf("\nnon-finite steps %ld, rollbacks %ld, replica mismatches %ld, log write errors %ld, "
+           "checkpoint failures %ld; coordinator cpu %.2f s over %.2f s\n",
+           co->nonfinite, co->rollbacks, co->drift, co->write_errors, co->ckpt_failures, cpu, seconds);
     fflush(stdout);
 }
 
@@ -515,6 +564,25 @@ static int release_workers(int rc)
     return rc;
 }
 
+/* Temporary files of writers that a crash killed before their rename (a
+ * checkpoint, final.safetensors, a token file, a log being cut back): no
+ * process writes in the run yet, so any there is stale. Never read: the
+ * readers only take complete, renamed files. */
+static void remove_stale(const Config *c)
+{
+    static const char *const in_run[] = {CK_TMP_PATTERN, "*.u32.tmp.*", "vocab.txt.tmp.*", "*.jsonl.cut.*"};
+    static const char *const in_ckpt[] = {CK_TMP_PATTERN};
+    char dir[CFG_STR_MAX + 16], notes[4096];
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);
+        else cfg_checkpoint_dir(c, dir, sizeof dir);
+        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : 4, notes, sizeof notes) < 0 && errno != ENOTDIR)
+            LOG(LOG_WARN, "cannot list %s for stale temporary files: %s", dir, strerror(errno));
+        for (char *line = strtok(notes, "\n"); line; line = strtok(NULL, "\n"))
+            LOG(LOG_WARN, "%s (a temporary file left by an interrupted write)", line);
+    }
+}
+
 /* Checks that need the job: workers present, run dir, resume point. */
 static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
 {
@@ -529,11 +597,23 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
         keep = (LogKeep){co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1,
                          !co->res.epoch_done};
         kp = &keep;
-        if (resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     }
-    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
+    /* Every directory and every input is checked before anything in the run
+     * changes: a start that fails leaves the logs and checkpoints as they were. */
+    char ck[CFG_STR_MAX + 16], why[512];
+    cfg_checkpoint_dir(&co->cfg, ck, sizeof ck);
+    if (fs_mkdir_p(co->cfg.run_dir, err, errlen) != 0 || fs_probe_writable(co->cfg.run_dir, err, errlen) != 0)
+        return 2;
+    if (fs_mkdir_p(ck, why, sizeof why) != 0 || fs_probe_writable(ck, why, sizeof why) != 0) {
+        /* fsutil says run.dir; here the directory is checkpoint.dir's */
+        snprintf(err, errlen, "checkpoint.dir: %s", why + (strncmp(why, "run.dir: ", 9) ? 0 : 9));
+        return 2;
+    }
     if (co->cfg.data_source == DATA_TEXT && text_prepare(&co->cfg, co->W, err, errlen) != 0)
         return 2; /* every data problem is found before a worker trains */
+    if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
+    remove_stale(&co->cfg);
+    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
     if (runlog_config(&co->log, &co->cfg) != 0) {
         snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
         return 2;

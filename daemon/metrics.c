@@ -23,6 +23,7 @@ static const double bucket_factor[NBUCKETS] = {0.125, 0.25, 0.5, 0.75, 0.9, 1.0,
 
 typedef struct {
     int64_t steps, clipped, skipped, rollbacks, checkpoints, tokens, events[EV_COUNT];
+    int64_t checkpoint_failures, write_errors;
     int64_t step, seq, last_ckpt_step, last_event_step;
     int epoch, last_event_kind;
     char last_event_action[16], state[16];
@@ -91,6 +92,10 @@ static void prom_counters(Buf *b, const Metrics *m, const Snap *s)
     metric(b, "clipd_skipped_steps_total", "counter", "Steps whose update was not applied.", (double)s->skipped);
     metric(b, "clipd_rollbacks_total", "counter", "Rollbacks to a checkpoint.", (double)s->rollbacks);
     metric(b, "clipd_checkpoints_total", "counter", "Checkpoints written.", (double)s->checkpoints);
+    metric(b, "clipd_checkpoint_failures_total", "counter",
+           "Checkpoints (or final weights) that could not be written.", (double)s->checkpoint_failures);
+    metric(b, "clipd_log_write_errors_total", "counter", "Log lines that could not be written.",
+           (double)s->write_errors);
     metric(b, "clipd_tokens_total", "counter", "Tokens processed by all workers.", (double)s->tokens);
     put(b, "# HELP clipd_divergence_events_total Divergence events by kind.\n"
            "# TYPE clipd_divergence_events_total counter\n");
@@ -346,6 +351,22 @@ void metrics_checkpoint(Metrics *m, int64_t step)
     if (!m) return;
     pthread_mutex_lock(&m->mu);
     m->s.checkpoints++, m->s.last_ckpt_step = step;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_checkpoint_failed(Metrics *m)
+{
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    m->s.checkpoint_failures++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_write_error(Metrics *m)
+{
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    m->s.write_errors++;
     pthread_mutex_unlock(&m->mu);
 }
 

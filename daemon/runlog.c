@@ -2,7 +2,9 @@
 #include "daemon/runlog.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +15,19 @@ const char *json_num(char *buf, size_t len, double x)
 {
     if (!isfinite(x)) snprintf(buf, len, "null");
     else snprintf(buf, len, "%.17g", x);
+    return buf;
+}
+
+const char *json_escape(char *buf, size_t len, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') buf[n++] = '\\', buf[n++] = (char)ch;
+        else if (ch < 0x20) n += (size_t)snprintf(buf + n, len - n, "\\u%04x", ch);
+        else buf[n++] = (char)ch;
+    }
+    if (len) buf[n < len ? n : len - 1] = 0;
     return buf;
 }
 
@@ -32,13 +47,14 @@ static int cut_file(const char *path, const char *key, int64_t max, int drop_epo
                     char *err, size_t errlen)
 {
     FILE *in = fopen(path, "r");
-    if (!in) return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    if (!in) return errno == ENOENT ? 0 : (snprintf(err, errlen, "run.dir: cannot read '%s': %s", path, strerror(errno)), -1);
     char tmp[CFG_STR_MAX + 64];
     snprintf(tmp, sizeof tmp, "%s.cut.%ld", path, (long)getpid());
     FILE *out = fopen(tmp, "w");
     if (!out) {
         fclose(in);
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        snprintf(err, errlen, "run.dir: cannot cut '%s' back to the checkpoint: cannot create '%s': %s",
+                 path, tmp, strerror(errno));
         return -1;
     }
     char *line = NULL;
@@ -55,34 +71,38 @@ static int cut_file(const char *path, const char *key, int64_t max, int drop_epo
     int bad = fflush(out) != 0 || fsync(fileno(out)) != 0;
     bad |= fclose(out) != 0;
     if (bad || rename(tmp, path) != 0 || fs_fsync_parent(path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        snprintf(err, errlen, "run.dir: cannot cut '%s' back to the checkpoint: %s", path, strerror(errno));
         unlink(tmp);
         return -1;
     }
     return 0;
 }
 
-static FILE *open_log(const char *dir, const char *name, const char *mode, char *err, size_t errlen)
+#define LINE_MAX_BYTES (64 * 1024) /* the longest line: an event with every tensor's norm */
+
+static const char *const log_names[LOG_FILES] = {"steps.jsonl", "epochs.jsonl", "events.jsonl",
+                                                 "tensors.jsonl"};
+
+static void close_all(RunLog *l)
 {
-    char path[CFG_STR_MAX + 32];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, mode);
-    if (!f) {
-        snprintf(err, errlen, "run.dir: cannot open '%s': %s", path, strerror(errno));
-        return NULL;
+    for (int i = 0; i < LOG_FILES; i++) {
+        if (l->fd[i] >= 0) close(l->fd[i]);
+        l->fd[i] = -1;
     }
-    setvbuf(f, NULL, _IOLBF, 0);
-    return f;
 }
 
-static int open_all(RunLog *l, const char *mode, char *err, size_t errlen)
+static int open_all(RunLog *l, int truncate, char *err, size_t errlen)
 {
-    if (!(l->steps = open_log(l->dir, "steps.jsonl", mode, err, errlen)) ||
-        !(l->epochs = open_log(l->dir, "epochs.jsonl", mode, err, errlen)) ||
-        !(l->events = open_log(l->dir, "events.jsonl", mode, err, errlen)) ||
-        !(l->tensors = open_log(l->dir, "tensors.jsonl", mode, err, errlen))) {
-        runlog_close(l);
-        return -1;
+    for (int i = 0; i < LOG_FILES; i++) {
+        char path[CFG_STR_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s", l->dir, log_names[i]);
+        l->fd[i] = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);
+        l->torn[i] = 0;
+        if (l->fd[i] < 0) {
+            snprintf(err, errlen, "run.dir: cannot open '%s': %s", path, strerror(errno));
+            close_all(l);
+            return -1;
+        }
     }
     return 0;
 }
@@ -90,68 +110,106 @@ static int open_all(RunLog *l, const char *mode, char *err, size_t errlen)
 int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size_t errlen)
 {
     memset(l, 0, sizeof *l);
+    for (int i = 0; i < LOG_FILES; i++) l->fd[i] = -1;
     snprintf(l->dir, sizeof l->dir, "%s", dir);
-    if (fs_mkdir_p(dir, err, errlen) != 0) return -1;
-    if (!keep) return open_all(l, "w", err, errlen);
-    const char *files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl"};
+    if (!(l->line = malloc(LINE_MAX_BYTES))) return snprintf(err, errlen, "out of memory"), -1;
+    l->cap = LINE_MAX_BYTES;
+    if (fs_mkdir_p(dir, err, errlen) != 0) return runlog_close(l), -1;
+    if (!keep) return open_all(l, 1, err, errlen) ? (runlog_close(l), -1) : 0;
     const char *keys[] = {"seq", "epoch", "seq", "seq"};
     int64_t max[] = {keep->seq, keep->epochs, keep->seq, keep->seq};
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < LOG_FILES; i++) {
         char path[CFG_STR_MAX + 32];
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        if (cut_file(path, keys[i], max[i], i == 2 && keep->drop_epoch_end, err, errlen)) return -1;
+        snprintf(path, sizeof path, "%s/%s", dir, log_names[i]);
+        if (cut_file(path, keys[i], max[i], i == LOG_EVENTS && keep->drop_epoch_end, err, errlen))
+            return runlog_close(l), -1;
     }
-    return open_all(l, "a", err, errlen);
+    return open_all(l, 0, err, errlen) ? (runlog_close(l), -1) : 0;
 }
 
 int runlog_reopen(RunLog *l, char *err, size_t errlen)
 {
-    runlog_close(l);
-    return open_all(l, "a", err, errlen);
+    close_all(l);
+    return open_all(l, 0, err, errlen);
 }
 
 void runlog_close(RunLog *l)
 {
-    if (l->steps) fclose(l->steps);
-    if (l->epochs) fclose(l->epochs);
-    if (l->events) fclose(l->events);
-    if (l->tensors) fclose(l->tensors);
-    l->steps = l->epochs = l->events = l->tensors = NULL;
+    close_all(l);
+    free(l->line);
+    l->line = NULL;
+    l->cap = 0;
 }
 
-static int line_done(FILE *f) { return f && fflush(f) == 0 && !ferror(f) ? 0 : -1; }
+/* ---- one line: formatted into l->line, then written whole ---- */
+
+static void put(RunLog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(RunLog *l, const char *fmt, ...)
+{
+    if (l->len >= l->cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(l->line + l->len, l->cap - l->len, fmt, ap);
+    va_end(ap);
+    l->len = n < 0 ? l->cap : l->len + (size_t)n; /* >= cap: cut, not written */
+}
+
+/* Append the formatted line to file i with one write; if only part of it
+ * reached the file, cut the file back to where the line began. */
+static int put_line(RunLog *l, int i)
+{
+    int fd = l->fd[i];
+    size_t n = l->len, done = 0;
+    l->len = 0;
+    if (fd < 0 || !l->line) return errno = EBADF, -1;
+    if (n >= l->cap) return errno = EOVERFLOW, -1;
+    if (l->torn[i]) { /* an old partial line is still there: end it first */
+        if (write(fd, "\n", 1) != 1) return -1;
+        l->torn[i] = 0;
+    }
+    off_t start = lseek(fd, 0, SEEK_END); /* O_APPEND: where this line begins */
+    while (done < n) {
+        ssize_t w = write(fd, l->line + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            if (done && (start < 0 || ftruncate(fd, start) != 0)) l->torn[i] = 1;
+            errno = e;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return 0;
+}
 
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms)
 {
     char a[32], b[32], c[32], d[32];
-    if (!l->steps) return -1;
-    fprintf(l->steps,
-            "{\"step\":%lld,\"epoch\":%d,\"loss\":%s,\"grad_norm\":%s,\"clip_coef\":%s,"
-            "\"clipped\":%s,\"lr\":%s,\"tokens\":%lld,\"step_ms\":%.3f,\"skipped\":%s,"
-            "\"seq\":%lld}\n",
-            (long long)r->step, r->epoch, json_num(a, 32, r->loss), json_num(b, 32, r->grad_norm),
-            json_num(c, 32, r->clip_coef), r->clipped ? "true" : "false",
-            json_num(d, 32, r->lr), (long long)r->tokens, step_ms,
-            r->skipped ? "true" : "false", (long long)r->seq);
-    return line_done(l->steps);
+    put(l,
+        "{\"step\":%lld,\"epoch\":%d,\"loss\":%s,\"grad_norm\":%s,\"clip_coef\":%s,"
+        "\"clipped\":%s,\"lr\":%s,\"tokens\":%lld,\"step_ms\":%.3f,\"skipped\":%s,"
+        "\"seq\":%lld}\n",
+        (long long)r->step, r->epoch, json_num(a, 32, r->loss), json_num(b, 32, r->grad_norm),
+        json_num(c, 32, r->clip_coef), r->clipped ? "true" : "false", json_num(d, 32, r->lr),
+        (long long)r->tokens, step_ms, r->skipped ? "true" : "false", (long long)r->seq);
+    return put_line(l, LOG_STEPS);
 }
 
 int runlog_epoch(RunLog *l, const EpochLine *e)
 {
     char a[32], b[32], c[32], d[32], f[32], g[32], h[32], i[32], j[32];
     const EpochSummary *s = &e->s;
-    if (!l->epochs) return -1;
-    fprintf(l->epochs,
-            "{\"epoch\":%d,\"steps\":%ld,\"train_loss\":%s,\"clip_rate\":%s,\"clipped_steps\":%ld,"
-            "\"skipped_steps\":%ld,\"grad_norm_p50\":%s,\"grad_norm_p90\":%s,"
-            "\"grad_norm_max\":%s,\"val_loss\":%s,\"val_ppl\":%s,\"val_tokens\":%lld,\"lr\":%s,"
-            "\"tokens_per_s\":%s,\"seconds\":%.3f}\n",
-            e->epoch, s->steps, json_num(a, 32, s->train_loss), json_num(b, 32, s->clip_rate),
-            s->clipped, s->skipped, json_num(c, 32, s->norm_p50), json_num(d, 32, s->norm_p90),
-            json_num(f, 32, s->norm_max), json_num(h, 32, e->val_loss), json_num(i, 32, e->val_ppl),
-            (long long)e->val_tokens, json_num(j, 32, e->lr), json_num(g, 32, s->tokens_per_s),
-            s->seconds);
-    return line_done(l->epochs);
+    put(l,
+        "{\"epoch\":%d,\"steps\":%ld,\"train_loss\":%s,\"clip_rate\":%s,\"clipped_steps\":%ld,"
+        "\"skipped_steps\":%ld,\"grad_norm_p50\":%s,\"grad_norm_p90\":%s,"
+        "\"grad_norm_max\":%s,\"val_loss\":%s,\"val_ppl\":%s,\"val_tokens\":%lld,\"lr\":%s,"
+        "\"tokens_per_s\":%s,\"seconds\":%.3f}\n",
+        e->epoch, s->steps, json_num(a, 32, s->train_loss), json_num(b, 32, s->clip_rate),
+        s->clipped, s->skipped, json_num(c, 32, s->norm_p50), json_num(d, 32, s->norm_p90),
+        json_num(f, 32, s->norm_max), json_num(h, 32, e->val_loss), json_num(i, 32, e->val_ppl),
+        (long long)e->val_tokens, json_num(j, 32, e->lr), json_num(g, 32, s->tokens_per_s),
+        s->seconds);
+    return put_line(l, LOG_EPOCHS);
 }
 
 int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
@@ -160,35 +218,32 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
 {
     /* extra: more "key":value pairs, e.g. "at":"epoch_end" */
     char a[32], b[32], c[32], d[32];
-    if (!l->events) return -1;
-    fprintf(l->events,
-            "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"kind\":\"%s\",\"value\":%s,\"mean\":%s,"
-            "\"std\":%s,\"threshold\":%s,\"action\":\"%s\"",
-            (long long)seq, (long long)step, epoch, kind, json_num(a, 32, info[0]),
-            json_num(b, 32, info[1]), json_num(c, 32, info[2]), json_num(d, 32, info[3]), action);
-    if (rollback_to >= 0) fprintf(l->events, ",\"rollback_to\":%lld", (long long)rollback_to);
-    if (extra) fprintf(l->events, ",%s", extra);
+    put(l,
+        "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"kind\":\"%s\",\"value\":%s,\"mean\":%s,"
+        "\"std\":%s,\"threshold\":%s,\"action\":\"%s\"",
+        (long long)seq, (long long)step, epoch, kind, json_num(a, 32, info[0]),
+        json_num(b, 32, info[1]), json_num(c, 32, info[2]), json_num(d, 32, info[3]), action);
+    if (rollback_to >= 0) put(l, ",\"rollback_to\":%lld", (long long)rollback_to);
+    if (extra) put(l, ",%s", extra);
     if (tensors && n > 0) {
-        fprintf(l->events, ",\"tensor_norms\":[");
+        put(l, ",\"tensor_norms\":[");
         for (int k = 0; k < n; k++)
-            fprintf(l->events, "%s{\"tensor\":\"%s\",\"norm\":%s}", k ? "," : "", tensors[k],
-                    json_num(a, 32, norms[k]));
-        fprintf(l->events, "]");
+            put(l, "%s{\"tensor\":\"%s\",\"norm\":%s}", k ? "," : "", tensors[k], json_num(a, 32, norms[k]));
+        put(l, "]");
     }
-    fprintf(l->events, "}\n");
-    return line_done(l->events);
+    put(l, "}\n");
+    return put_line(l, LOG_EVENTS);
 }
 
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
 {
     char a[32];
-    if (!l->tensors) return -1;
-    fprintf(l->tensors, "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"norms\":{",
-            (long long)r->seq, (long long)r->step, r->epoch);
+    put(l, "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"norms\":{", (long long)r->seq,
+        (long long)r->step, r->epoch);
     for (int k = 0; k < n && k < r->ntensors; k++)
-        fprintf(l->tensors, "%s\"%s\":%s", k ? "," : "", names[k], json_num(a, 32, r->tensor_norm[k]));
-    fprintf(l->tensors, "}}\n");
-    return line_done(l->tensors);
+        put(l, "%s\"%s\":%s", k ? "," : "", names[k], json_num(a, 32, r->tensor_norm[k]));
+    put(l, "}}\n");
+    return put_line(l, LOG_TENSORS);
 }
 
 int runlog_config(const RunLog *l, const Config *c)

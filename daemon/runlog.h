@@ -1,7 +1,10 @@
 /* runlog: the run's machine-readable output in run.dir, as JSON lines, one
- * object per line, flushed per line: steps.jsonl, epochs.jsonl,
- * events.jsonl, tensors.jsonl. Non-finite numbers are written as null. On resume the
- * files are cut back to what the checkpoint covers, then appended to. */
+ * object per line, each written whole with one write(2): steps.jsonl,
+ * epochs.jsonl, events.jsonl, tensors.jsonl. Non-finite numbers are written
+ * as null. A line the disk takes only in part (full, read-only) is cut off
+ * again, so the files never hold a torn line; later lines are written when
+ * there is room again. On resume the files are cut back to what the
+ * checkpoint covers, then appended to. */
 #ifndef CLIPD_RUNLOG_H
 #define CLIPD_RUNLOG_H
 
@@ -12,9 +15,14 @@
 #include "common/proto.h"
 #include "daemon/stats.h"
 
+enum { LOG_STEPS, LOG_EPOCHS, LOG_EVENTS, LOG_TENSORS, LOG_FILES };
+
 typedef struct {
     char dir[CFG_STR_MAX];
-    FILE *steps, *epochs, *events, *tensors;
+    int fd[LOG_FILES];    /* O_APPEND descriptors, -1 when closed */
+    int torn[LOG_FILES];  /* a partial line could not be cut off: begin the next one on a new line */
+    char *line;           /* (cap) the line being formatted, allocated by runlog_open */
+    size_t len, cap;
 } RunLog;
 
 /* What a resumed run keeps of the old files. */
@@ -31,12 +39,13 @@ typedef struct {
     int64_t val_tokens;
 } EpochLine;
 
-/* mkdir -p dir, then create (truncate) the three files, or with keep, cut
+/* mkdir -p dir, then create (truncate) the four files, or with keep, cut
  * them back and append. */
 int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size_t errlen);
 /* SIGHUP: close and reopen for appending (after logrotate moved them). */
 int runlog_reopen(RunLog *l, char *err, size_t errlen);
-void runlog_close(RunLog *l);
+void runlog_close(RunLog *l); /* also frees the line buffer */
+/* Each writer returns 0, or -1 with errno when the line was not written. */
 /* step_ms: the slowest worker's step time. */
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms);
 int runlog_epoch(RunLog *l, const EpochLine *e);
@@ -48,6 +57,9 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n);
 /* The effective config, as YAML, in RUN_DIR/config.yaml. */
 int runlog_config(const RunLog *l, const Config *c);
+/* s as the body of a JSON string (quotes, backslashes and control bytes
+ * escaped), cut to fit len. */
+const char *json_escape(char *buf, size_t len, const char *s);
 /* JSON number: %.17g, or null when not finite. */
 const char *json_num(char *buf, size_t len, double x);
 

@@ -169,6 +169,9 @@ static const char *const all_keys_set[] = {
     "clip.max_norm=1e30",
     "clip.clip_value=3.14159",
     "worker.threads=256",
+    "checkpoint.on_failure=continue",
+    "debug.ckpt_crash_step=7",
+    "debug.ckpt_crash_at=after_rename",
 };
 
 static void set_all_keys(Config *c)
@@ -213,6 +216,9 @@ static void test_defaults_valid(void **state)
     assert_true(c.clip_max_norm == 1.0);
     assert_true(c.clip_clip_value == 1.0);
     assert_int_equal(c.worker_threads, 1);
+    assert_int_equal(c.checkpoint_on_failure, CKFAIL_ABORT);
+    assert_int_equal(c.debug_ckpt_crash_step, 0);
+    assert_int_equal(c.debug_ckpt_crash_at, CRASH_BEFORE_RENAME);
 }
 
 static void test_defaults_bytes_deterministic(void **state)

@@ -1,5 +1,6 @@
 /* Unit tests of checkpoints (common/ckpt.c) and st_write: round trips,
- * atomic writing, keep-K, stale temporary files, and a verifying reader that
+ * atomic writing, keep-K, stale temporary files, a crash at each point of a
+ * write (in a child process that kills itself), and a verifying reader that
  * rejects every truncation, every single-bit flip and each kind of malformed
  * header with a message naming the file and the fault. Each test works in
  * its own mkdtemp directory, removed in teardown. */
@@ -13,12 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "tests/testutil.h"
 
 #include "common/ckpt.h"
+#include "common/fsutil.h"
 #include "common/safetensors.h"
 
 typedef struct {
@@ -283,6 +286,75 @@ static void test_stale_temps_removed(void **state)
     assert_int_equal(count_entries(f->dir, ".step-"), 0);
     assert_int_equal(access(p, F_OK), 0);
     assert_int_equal(count_entries(f->dir, "step-"), 1);
+}
+
+/* A process killed (SIGKILL) at each point of a checkpoint write, as by
+ * debug.ckpt_crash_at: before the rename there is a temporary file and no
+ * checkpoint of that step, after it the complete file; the checkpoint before
+ * stays valid and is what latest returns until the new one is complete; the
+ * temporary file is what fs_remove_stale (run at a job's start) deletes. */
+static void test_crash_points(void **state)
+{
+    Fx *f = *state;
+    const int points[] = {CK_CRASH_DURING_WRITE, CK_CRASH_BEFORE_RENAME, CK_CRASH_AFTER_RENAME};
+    const char *const tmp_pattern[] = {CK_TMP_PATTERN};
+    char prev[512], next[512], got[512], err[512], notes[1024];
+    for (int i = 0; i < 3; i++) {
+        rm_rf(f->dir);
+        assert_int_equal(mkdir(f->dir, 0755), 0);
+        write_sample(f, 10, 3, prev, sizeof prev);
+        fflush(stdout);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            ckpt_test_crash(points[i]);
+            ckpt_write(f->dir, 20, s_tensors, 3, s_meta, 3, 3, NULL, 0, err, sizeof err);
+            _exit(3); /* not reached: the hook kills the process */
+        }
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        ckpt_path(next, sizeof next, f->dir, 20);
+        int renamed = points[i] == CK_CRASH_AFTER_RENAME;
+        assert_int_equal(access(next, F_OK) == 0, renamed);
+        assert_int_equal(count_entries(f->dir, ".step-00000020.safetensors.tmp."), !renamed);
+        Ckpt c;
+        assert_int_equal(ckpt_read(&c, prev, err, sizeof err), 0);
+        ckpt_free(&c);
+        assert_int_equal(ckpt_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
+        assert_string_equal(got, renamed ? next : prev);
+        assert_string_equal(notes, "");
+        assert_int_equal(fs_remove_stale(f->dir, tmp_pattern, 1, notes, sizeof notes), !renamed);
+        assert_int_equal(count_entries(f->dir, "."), 2); /* "." and "..": nothing hidden left */
+        assert_true(renamed ? !notes[0] : !strncmp(notes, "removed ", 8));
+    }
+}
+
+/* fs_remove_stale deletes regular files matching a pattern, nothing else. */
+static void test_remove_stale_only_matches(void **state)
+{
+    Fx *f = *state;
+    const char *const pats[] = {CK_TMP_PATTERN, "*.jsonl.cut.*"};
+    const char *names[] = {".final.safetensors.tmp.77", "steps.jsonl.cut.9", "steps.jsonl",
+                           "step-00000001.safetensors", ".step-x.tmpfile"};
+    char p[512], notes[2048];
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
+        spit(p, "x", 1);
+    }
+    snprintf(p, sizeof p, "%s/.dir.tmp.5", f->dir); /* a directory is never removed */
+    assert_int_equal(mkdir(p, 0755), 0);
+    assert_int_equal(fs_remove_stale(f->dir, pats, 2, notes, sizeof notes), 2);
+    assert_int_equal(access(p, F_OK), 0);
+    for (int i = 0; i < 5; i++) {
+        char line[600];
+        snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
+        snprintf(line, sizeof line, "removed %s\n", p);
+        assert_int_equal(access(p, F_OK) == 0, i >= 2);
+        assert_int_equal(strstr(notes, line) != NULL, i < 2);
+    }
+    snprintf(p, sizeof p, "%s/none", f->dir);
+    assert_int_equal(fs_remove_stale(p, pats, 2, notes, sizeof notes), 0); /* no such dir */
 }
 
 /* The directory is created, parents included. */
@@ -609,6 +681,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_atomic_no_temp_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_two_of_five, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_temps_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_stale_only_matches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_creates_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_every_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_bitflips, setup, teardown),

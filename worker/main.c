@@ -38,6 +38,36 @@ void worker_fatal(const char *fmt, ...)
     exit(1);
 }
 
+/* A memory-mapped data file that shrinks (truncated, rewritten in place)
+ * under a running job raises SIGBUS on the next page read. Say which file
+ * in one line (write(2): async-signal-safe), then let the signal kill the
+ * worker as it would have: mpirun ends the job; no checkpoint is touched. */
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+    (void)ctx;
+    static char msg[4096 + 256];
+    const char *path = text_map_path(si->si_addr), *parts[] = {
+        "clipd-worker: bus error reading ", path ? path : "memory (not a data file)",
+        path ? ": the file shrank or was rewritten under the running job (data files must not "
+               "change while it runs); the job ends, checkpoints are intact\n"
+             : "\n"};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
+        for (const char *p = parts[i]; *p && n + 1 < sizeof msg; p++) msg[n++] = *p;
+    ssize_t w = write(STDERR_FILENO, msg, n);
+    (void)w, (void)sig; /* SA_RESETHAND: the faulting read runs again and the default action ends us */
+}
+
+static void catch_sigbus(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mpirun -np 1 clipd CONFIG [--set key=value ...] : -np W clipd-worker\n"
@@ -336,8 +366,13 @@ static int train_step(Worker *w, StepRecord *r)
         if (state_checkpoint(w, err, sizeof err) == 0) {
             r->flags |= STEP_CHECKPOINT;
         } else {
-            r->flags |= STEP_CKPT_FAILED;
-            if (w->rank == 0) LOG(LOG_ERROR, "checkpoint at step %lld failed: %s", (long long)w->step, err);
+            /* Every worker has worker 0's message and the same policy. */
+            int stop = w->cfg.checkpoint_on_failure == CKFAIL_ABORT;
+            r->flags |= STEP_CKPT_FAILED | (stop ? STEP_ABORT : 0);
+            snprintf(r->ckpt_error, sizeof r->ckpt_error, "%s", err);
+            if (w->rank == 0)
+                LOG(LOG_ERROR, "checkpoint at step %lld failed: %s (checkpoint.on_failure: %s)",
+                    (long long)w->step, err, stop ? "abort" : "continue");
         }
     }
     if (req & REQ_STOP) r->flags |= STEP_STOPPING;
@@ -407,7 +442,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
     state_snapshot(w); /* a rollback never crosses an epoch boundary */
 }
 
-static int write_weights(Worker *w)
+static int write_weights(Worker *w, char *err, size_t errlen)
 {
     Model *m = &w->model;
     StTensor t[MODEL_MAX_VIEWS];
@@ -417,12 +452,12 @@ static int write_weights(Worker *w)
         snprintf(names[v], sizeof names[v], "param.%s", pv->name);
         t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
     }
-    char path[CFG_STR_MAX + 64], step[32], hash[32], err[512];
+    char path[CFG_STR_MAX + 64], step[32], hash[32];
     snprintf(path, sizeof path, "%s/final.safetensors", w->cfg.run_dir);
     snprintf(step, sizeof step, "%lld", (long long)w->step);
     snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
     StMeta meta[] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
-    if (st_write(path, t, m->nviews, meta, 3, err, sizeof err) != 0) {
+    if (st_write(path, t, m->nviews, meta, 3, err, errlen) != 0) {
         LOG(LOG_ERROR, "cannot write the final weights: %s", err);
         return -1;
     }
@@ -450,20 +485,25 @@ static CtrlMsg worker_loop(Worker *w)
 
 static void worker_finish(Worker *w, const CtrlMsg *stop)
 {
-    char err[512];
-    int status = 0;
-    if (stop->checkpoint && state_checkpoint(w, err, sizeof err) != 0) {
-        if (w->rank == 0) LOG(LOG_ERROR, "final checkpoint failed: %s", err);
-        status = 1;
+    static DoneMsg done;
+    done.status = 0;
+    if (stop->checkpoint && state_checkpoint(w, done.error, sizeof done.error) != 0) {
+        if (w->rank == 0) LOG(LOG_ERROR, "final checkpoint failed: %s", done.error);
+        done.status = 1;
     }
-    if (stop->final && w->rank == 0 && write_weights(w) != 0) status = 1;
+    char err[PROTO_ERR_MAX];
+    if (stop->final && w->rank == 0 && write_weights(w, err, sizeof err) != 0) {
+        if (!done.status) snprintf(done.error, sizeof done.error, "%s", err);
+        done.status = 1;
+    }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) /* for make bench: memory against the analytic minimum */
         LOG(LOG_INFO, "peak RSS %ld KiB", ru.ru_maxrss);
     MPI_Barrier(w->comm); /* the files are on disk before anyone says done */
     poll_requests(w);     /* drop requests that came too late to matter */
-    DoneMsg done = {status, w->rank, w->step,
-                    fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT)};
+    done.wrank = w->rank;
+    done.steps = w->step;
+    done.param_hash = fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
     MPI_Send(&done, sizeof done, MPI_BYTE, 0, TAG_DONE, MPI_COMM_WORLD);
 }
 
@@ -506,6 +546,7 @@ int main(int argc, char **argv)
         return msg.status;
     }
     w.cfg = msg.cfg;
+    catch_sigbus(); /* after MPI_Init, whose handler prints a backtrace that names no file */
     worker_setup(&w);
     char err[1024];
     if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)

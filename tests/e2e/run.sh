@@ -9,7 +9,15 @@ if [ "$(id -u)" = 0 ]; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 TMP="$(mktemp -d /tmp/clipd-e2e.XXXXXX)"
-trap 'rm -rf "$TMP"' EXIT
+# Test files add cleanup commands (e.g. unmounting what they mounted) to
+# AT_EXIT; they run before $TMP is removed, however the run ends.
+AT_EXIT=()
+at_exit() {
+    local c
+    for c in ${AT_EXIT[@]+"${AT_EXIT[@]}"}; do $c; done
+    rm -rf "$TMP"
+}
+trap at_exit EXIT
 TINY=tests/e2e/tiny.yaml
 LAUNCH="timeout 300 deploy/clipd-launch" # a hung job fails its check, not CI
 passed=0

@@ -16,3 +16,14 @@ install_tree() {
     grep -q "$i/bin/clipd " "$TMP/inst.out" && [ -s "$TMP/inst-run/final.safetensors" ]
 }
 check "make install PREFIX: runs from the installed tree; --help documents every key" install_tree
+
+# configs/default.yaml documents every key the config knows, in its section
+default_yaml_documents_all() {
+    local keyed='/^[a-z]/ { sec = $1 } /^  [a-z_.]+:/ { print sec $1 }'
+    build/clipd --check /dev/null | awk "$keyed" | sort >"$TMP/keys.all"
+    awk "$keyed" configs/default.yaml | sort >"$TMP/keys.doc"
+    [ "$(wc -l <"$TMP/keys.all")" -gt 60 ] || return 1
+    comm -23 "$TMP/keys.all" "$TMP/keys.doc" >"$TMP/keys.missing"
+    [ ! -s "$TMP/keys.missing" ] || { echo "not in configs/default.yaml:"; cat "$TMP/keys.missing"; return 1; }
+}
+check "configs/default.yaml documents every config key" default_yaml_documents_all
