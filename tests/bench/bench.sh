@@ -80,12 +80,13 @@ for wl in W1 W2 W3; do
     model=$($TOOL model "${CFG[$wl]}" "$NP")
     flops=$(jq .flops_per_step <<<"$model"); tokens=$(jq .tokens_per_step <<<"$model")
     p10=$(pct "$wl" "$name" 0.1); p90=$(pct "$wl" "$name" 0.9)
+    floor=$($TOOL step "${CFG[$wl]}" 20 1) # one worker's forward+backward alone
     tps=$(calc "$tokens / ($clip / 1000)"); sps=$(calc "1000 / $clip")
     gf=$(calc "$flops / ($clip / 1000) / 1e9"); frac=$(calc "$gf / $peak")
     ov=$(calc "$clip / $none - 1")
-    printf '%s %s: step %.2f ms median (p10 %.2f, p90 %.2f), %.0f tokens/s, %.1f steps/s, %.1f GFLOP/s = %.3f of sgemm peak; clip overhead %+.2f%% (none: %.2f ms)\n' \
-        "$wl" "${CFG[$wl]}" "$clip" "$p10" "$p90" "$tps" "$sps" "$gf" "$frac" "$(calc "$ov * 100")" "$none"
-    json+=",\"$wl\":{\"config\":\"${CFG[$wl]}\",\"step_ms\":$clip,\"step_ms_p10\":$p10,\"step_ms_p90\":$p90,\"tokens_per_s\":$tps,\"steps_per_s\":$sps,\"flops_per_step\":$flops,\"gflops\":$gf,\"peak_fraction\":$frac,\"clip_overhead\":$ov,\"step_ms_clip_none\":$none"
+    printf '%s %s: step %.2f ms median (p10 %.2f, p90 %.2f), %.0f tokens/s, %.1f steps/s, %.1f GFLOP/s = %.3f of sgemm peak; clip overhead %+.2f%% (none: %.2f ms); forward+backward alone %.2f ms\n' \
+        "$wl" "${CFG[$wl]}" "$clip" "$p10" "$p90" "$tps" "$sps" "$gf" "$frac" "$(calc "$ov * 100")" "$none" "$floor"
+    json+=",\"$wl\":{\"config\":\"${CFG[$wl]}\",\"step_ms\":$clip,\"step_ms_p10\":$p10,\"step_ms_p90\":$p90,\"tokens_per_s\":$tps,\"steps_per_s\":$sps,\"flops_per_step\":$flops,\"gflops\":$gf,\"peak_fraction\":$frac,\"clip_overhead\":$ov,\"step_ms_clip_none\":$none,\"compute_only_ms\":$floor"
     if [ "$wl" != W3 ]; then
         read -r _ shard < <(best "$wl" shard)
         json+=",\"sharded_vs_replicated\":$(calc "$shard / $clip")"
