@@ -7,8 +7,10 @@
 # hang) or goes on as its policy says, with one clear error; no file that
 # `--resume latest` would take is corrupt; and the resumed run ends with the
 # same weights, bit for bit, as a run that was never disturbed.
-# Random cases print their seed: FI_SEEDS="7 8" reruns chosen seeds.
-FI=(--set train.steps_per_epoch=300 --set model.hidden=32 --set checkpoint.every_steps=25
+# Random cases print their seed: FI_SEEDS="7 8" reruns chosen seeds. The
+# job is made slow enough (seq_len 32, a few ms a step) that a kill at a
+# random step lands while it still runs.
+FI=(--set train.steps_per_epoch=300 --set model.hidden=32 --set data.seq_len=32 --set checkpoint.every_steps=25
     --set metrics.listen=off)
 read -ra FI_SEEDS <<<"${FI_SEEDS:-1 2 3}"
 
@@ -205,14 +207,20 @@ fi_fill() { # DIR: fill its file system to the last byte
 }
 fi_pause() { sig_job STOP clipd-worker; }
 fi_resume_job() { sig_job CONT clipd-worker; }
-fi_metric() { # PORT NAME: a counter's value from the job's endpoint
-    curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'
+fi_metric() { # PORT NAME: a counter's value from the job's endpoint (3 tries: CI is loaded)
+    local i v
+    for i in 1 2 3; do
+        v=$(curl -s --max-time 10 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }')
+        [ -n "$v" ] && break
+        echo "no $2 from port $1 (try $i)" >&2
+    done
+    echo "$v"
 }
 fi_port() { # NAME: the metrics port the job logged
     fi_wait_grep "$TMP/$1.err" 'metrics: http://127.0.0.1:' >/dev/null || return 1
     grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/$1.err" | grep -o '[0-9]*$'
 }
-FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25)
+FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25 --set data.seq_len=32) # slow enough to pause mid-run
 check "reference run for the small-disk cases" run fi_dref 2 "${FD[@]}" --set metrics.listen=off
 
 # The whole run directory on a disk that fills up mid-run, default policy
