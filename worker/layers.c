@@ -20,6 +20,15 @@
 
 /* ---------------------------------------------------------------- helpers */
 
+/* The elementwise kernels are built twice, for AVX2 and for the baseline,
+ * and the loader picks by CPU: twice the vector width where there is one,
+ * the same bits either way (no FMA: in ISO C mode GCC contracts nothing). */
+#if defined(__x86_64__) && !defined(__clang__)
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
 static void (*progress_fn)(void *);
 static void *progress_ctx;
 
@@ -139,6 +148,7 @@ static void seq_weight_grads(float *dx /* (T*B, Ein) */, float *dwx /* (Ein, GH)
 /* ---------------------------------------------------------------- RNN */
 
 /* a (B, H): pre-activation without bias, overwritten with tanh(a + b) */
+VEC_CLONES
 static void rnn_step_activate(float *a, const float *b /* (H) */, int B, int H)
 {
     for (int n = 0; n < B; n++) {
@@ -186,6 +196,7 @@ void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const
 /* One row of one step's fused pass (the four gate blocks of g passed apart,
  * restrict, so that the loop vectorises): bias, gate nonlinearities
  * (written back as post-activation i,f,g,o), cell update and output. */
+VEC_CLONES
 static void lstm_row_forward(float *restrict gi, float *restrict gf, float *restrict gg,
                              float *restrict go, float *restrict cn, float *restrict hn,
                              const float *restrict cp, const float *restrict b, int H)
@@ -215,6 +226,7 @@ static void lstm_step_forward(float *h_next /* (B, H) */, float *c_next /* (B, H
 
 /* One row of one step's gate gradients; dc carries dL/dc[t+1] in and
  * dL/dc[t] out. Gate blocks passed apart, restrict, as in the forward. */
+VEC_CLONES
 static void lstm_row_backward(float *restrict di, float *restrict df, float *restrict dgg,
                               float *restrict dout, float *restrict dc,
                               const float *restrict gi, const float *restrict gf,
@@ -299,6 +311,7 @@ static void gru_step_split_n(float *un_t /* (B, H), out: a_n */,
 /* One row of one step's fused pass after the recurrent sgemm: bias, gates
  * (written back as post-activation r,z,n), state update; un swaps a_n for
  * u_n. Blocks passed apart, restrict, so that the loop vectorises. */
+VEC_CLONES
 static void gru_row_forward(float *restrict hn, float *restrict gr, float *restrict gz,
                             float *restrict gn, float *restrict un, const float *restrict hp,
                             const float *restrict b, int H)
@@ -425,6 +438,7 @@ static double row_sum(const float *x, int n)
 }
 
 /* One row: p (V) = softmax(l (V)); returns -log p[tgt] in double. p may alias l. */
+VEC_CLONES
 static double softmax_ce_row(float *p, const float *l, int tgt, int V)
 {
     assert(tgt >= 0 && tgt < V);
