@@ -43,7 +43,8 @@ static int check_step_ints(const StepRecord *r, const ProtoLimits *lim, char *er
     if (r->seq < 1) BAD("step record: seq %lld, expected >= 1", (long long)r->seq);
     if (r->epoch < 1 || r->epoch > lim->epochs)
         BAD("step record: epoch %d, expected 1..%d", r->epoch, lim->epochs);
-    if (r->ntensors != lim->ntensors) BAD("step record: ntensors %d, expected %d", r->ntensors, lim->ntensors);
+    if (r->ntensors != lim->ntensors || r->ntensors < 0 || r->ntensors > PROTO_MAX_TENSORS)
+        BAD("step record: ntensors %d, expected %d", r->ntensors, lim->ntensors);
     if ((r->clipped | r->skipped) & ~1)
         BAD("step record: clipped %d, skipped %d, expected 0 or 1", r->clipped, r->skipped);
     if (r->nonfinite & ~3) BAD("step record: nonfinite %d, expected 0..3", r->nonfinite);

@@ -27,15 +27,17 @@ declare -A srcs=(
     [fuzz_ckpt]="common/ckpt.c common/safetensors.c common/fsutil.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
     [fuzz_report]="daemon/report.c daemon/stats.c"
+    [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
 )
-declare -A extra=([fuzz_report]="-Dmain=report_main")
+declare -A extra=([fuzz_report]="-Dmain=report_main" [fuzz_proto]='-DCLIPD_VERSION="fuzz"')
 declare -A libs=(
     [fuzz_cfg]="-lyaml -lm"
     [fuzz_ckpt]="-ljansson -lm"
     [fuzz_text]="-lyaml -lm"
     [fuzz_report]="-ljansson -lm"
+    [fuzz_proto]="-Wl,--wrap=log_write -lmicrohttpd -lyaml -ljansson -lm -pthread $(mpicc --showme:link)"
 )
-harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report})
+harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report fuzz_proto})
 
 for h in "${harnesses[@]}"; do
     echo "== build $h"
@@ -45,11 +47,12 @@ done
 
 # Seeds made from the project's own files and writer rather than committed copies.
 "$cc" -std=c11 -D_POSIX_C_SOURCE=200809L -I. -o "$out/mkseeds" tests/fuzz/mkseeds.c \
-    common/ckpt.c common/safetensors.c common/fsutil.c -ljansson -lm
+    common/ckpt.c common/safetensors.c common/fsutil.c common/proto.c common/cfg.c -lyaml -ljansson -lm
 seed_corpus() { # HARNESS DIR
     case "$1" in
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;
-        fuzz_ckpt) "$out/mkseeds" "$2" ;;
+        fuzz_ckpt) "$out/mkseeds" ckpt "$2" ;;
+        fuzz_proto) "$out/mkseeds" proto "$2" ;;
         fuzz_report) # steps, events, epochs, tensors joined by NUL bytes, as the harness splits them
             local r=tests/data/report/run
             { cat "$r/steps.jsonl"; printf '\0'; cat "$r/events.jsonl"; printf '\0'
