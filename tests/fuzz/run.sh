@@ -28,6 +28,7 @@ declare -A srcs=(
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
     [fuzz_report]="daemon/report.c daemon/stats.c"
     [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
+    [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c"
 )
 declare -A extra=([fuzz_report]="-Dmain=report_main" [fuzz_proto]='-DCLIPD_VERSION="fuzz"')
 declare -A libs=(
@@ -36,8 +37,9 @@ declare -A libs=(
     [fuzz_text]="-lyaml -lm"
     [fuzz_report]="-ljansson -lm"
     [fuzz_proto]="-Wl,--wrap=log_write -lmicrohttpd -lyaml -ljansson -lm -pthread $(mpicc --showme:link)"
+    [fuzz_metrics]="-lmicrohttpd -lyaml -lm -pthread"
 )
-harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report fuzz_proto})
+harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report fuzz_proto fuzz_metrics})
 
 for h in "${harnesses[@]}"; do
     echo "== build $h"
@@ -71,7 +73,9 @@ for h in "${harnesses[@]}"; do
     log=$out/artifacts/$h.log
     echo "== run $h for ${secs}s"
     rc=0
-    "$out/$h" -seed=1 -max_len=65536 -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    dict=()
+    if [[ -f tests/fuzz/$h.dict ]]; then dict=(-dict="tests/fuzz/$h.dict"); fi
+    "$out/$h" "${dict[@]}" -seed=1 -max_len=65536 -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$out/artifacts/$h-" "$work/$h" >"$log" 2>&1 || rc=$?
     runs=$(grep -Eo '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 || true)
     stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
