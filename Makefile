@@ -57,9 +57,14 @@ e2e: all $(TOOLS)
 
 test: unit asan e2e
 
-# The unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Under AddressSanitizer and UndefinedBehaviorSanitizer, leaks checked: the
+# unit tests, then real mpirun jobs with the coordinator and workers built
+# the same way (tests/asan/run.sh; suppressions for Open MPI's libraries
+# only, in tests/asan/lsan.supp).
+ASAN_OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan:
-	$(MAKE) BUILD=$(BUILD)/asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+	$(MAKE) BUILD=$(BUILD)/asan OPT="$(ASAN_OPT)" unit all
+	bash tests/asan/run.sh $(BUILD)/asan
 
 # Speed figures as ratios measured in the same run (see tests/bench/bench.sh).
 bench: all

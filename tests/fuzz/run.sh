@@ -42,6 +42,12 @@ declare -A libs=(
 harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report fuzz_proto fuzz_metrics})
 
 for h in "${harnesses[@]}"; do
+    # Rebuilt when any source or header of the project's C parts, or this script, is newer.
+    if [[ -x $out/$h ]] && [[ -z $(find common daemon tests/fuzz -newer "$out/$h" \
+            \( -name '*.[ch]' -o -name run.sh \) -print -quit) ]]; then
+        echo "== $h is up to date"
+        continue
+    fi
     echo "== build $h"
     # shellcheck disable=SC2086
     "$cc" "${cflags[@]}" ${extra[$h]:-} -o "$out/$h" "tests/fuzz/$h.c" ${srcs[$h]} ${libs[$h]}
