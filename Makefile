@@ -66,6 +66,11 @@ asan:
 	$(MAKE) BUILD=$(BUILD)/asan OPT="$(ASAN_OPT)" unit all
 	bash tests/asan/run.sh $(BUILD)/asan
 
+# One real job, coordinator and workers under valgrind memcheck (about 40 s;
+# suppressions for Open MPI's libraries only, tests/valgrind/openmpi.supp).
+valgrind: all
+	bash tests/valgrind/run.sh $(BUILD)
+
 # Speed figures as ratios measured in the same run (see tests/bench/bench.sh).
 bench: all
 	bash tests/bench/bench.sh
@@ -92,5 +97,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test asan bench run install fuzz clean
+.PHONY: all unit e2e test asan valgrind bench run install fuzz fuzz-smoke clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
