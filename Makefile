@@ -1,6 +1,7 @@
 # clipd build. `make` builds the coordinator and the worker, `make test` runs
-# the cmocka unit tests then the real mpirun end-to-end tests, `make run`
-# trains the default config, `make bench` measures speed.
+# the cmocka unit tests, the sanitizer builds (unit tests and real jobs),
+# the real mpirun end-to-end tests, a job under valgrind and a short fuzzing
+# pass; `make run` trains the default config, `make bench` measures speed.
 CC      := mpicc
 BUILD   := build
 VERSION := 0.1.0
@@ -55,7 +56,7 @@ unit: $(UNIT_TESTS)
 e2e: all $(TOOLS)
 	bash tests/e2e/run.sh
 
-test: unit asan e2e
+test: unit asan e2e valgrind fuzz-smoke
 
 # Under AddressSanitizer and UndefinedBehaviorSanitizer, leaks checked: the
 # unit tests, then real mpirun jobs with the coordinator and workers built
@@ -78,11 +79,15 @@ bench: all
 run: all
 	deploy/clipd-launch -n 2 configs/default.yaml
 
-# Fuzz the parsers of untrusted bytes with libFuzzer (needs clang); not part
-# of `make test` yet. FUZZ_SECONDS per harness.
+# Fuzz what reads untrusted bytes (config, checkpoints, text, run dirs,
+# worker messages, HTTP requests) with libFuzzer (clang, libclang-rt-14-dev):
+# FUZZ_SECONDS per harness. fuzz-smoke, in `make test`: 5 s each, seeds and
+# committed regression inputs replayed first.
 FUZZ_SECONDS ?= 60
 fuzz:
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+fuzz-smoke:
+	bash tests/fuzz/run.sh 5
 
 # make install PREFIX=/opt/clipd: binaries and the launcher in bin/, configs
 # in share/clipd/configs/, the --help text (every config key with its
