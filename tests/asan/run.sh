@@ -109,7 +109,8 @@ scraped_and_stopped() {
             curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port$path" || { echo "GET $path failed"; kill "$bg"; return 1; }
         done
         curl -s -o /dev/null --max-time 5 -X POST -d x "http://127.0.0.1:$port/metrics"
-        { exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /m\r\nX: \0\xff\r\n\r\n' >&3 && exec 3>&-; } 2>/dev/null
+        # in a subshell: the server may close first, and SIGPIPE must end only that
+        (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /m\r\nX: \0\xff\r\n\r\n' >&3) 2>/dev/null
     done
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/metrics")
     kill -TERM $(job_pids "$bg" clipd) || return 1
