@@ -62,7 +62,7 @@ test: unit asan e2e valgrind fuzz-smoke
 # unit tests, then real mpirun jobs with the coordinator and workers built
 # the same way (tests/asan/run.sh; suppressions for Open MPI's libraries
 # only, in tests/asan/lsan.supp).
-ASAN_OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+ASAN_OPT := -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan:
 	$(MAKE) BUILD=$(BUILD)/asan OPT="$(ASAN_OPT)" unit all
 	bash tests/asan/run.sh $(BUILD)/asan

@@ -192,6 +192,14 @@ static double num(json_t *o, const char *key)
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
+/* A count from a log line: a whole number in [0, 2^53), else 0 (a damaged
+ * or edited line must not reach a float-to-integer conversion out of range). */
+static int64_t count(json_t *o, const char *key)
+{
+    double x = num(o, key);
+    return x >= 0 && x < (double)RESUME_MAX_COUNT ? (int64_t)x : 0;
+}
+
 /* Feed the kept steps.jsonl lines of the current epoch back into st, and
  * the kept epochs.jsonl lines into epochs[]. */
 static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
@@ -206,7 +214,7 @@ static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochL
         if (o && num(o, "seq") > (double)r->epoch_seq0)
             stats_add(st, num(o, "loss"), num(o, "grad_norm"),
                       json_is_true(json_object_get(o, "clipped")),
-                      json_is_true(json_object_get(o, "skipped")), (int64_t)num(o, "tokens"));
+                      json_is_true(json_object_get(o, "skipped")), count(o, "tokens"));
         json_decref(o);
     }
     if (f) fclose(f);

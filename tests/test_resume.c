@@ -101,10 +101,39 @@ static void test_counters(void **state)
     expect_key(f, "nonfinite", "-3");
 }
 
+/* The kept log lines are read back as they are: a line with a missing or
+ * absurd number (a hand-edited or damaged file) is counted without one. */
+static void test_replay_hostile_lines(void **state)
+{
+    Fix *f = *state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/steps.jsonl", f->dir);
+    FILE *o = fopen(path, "w");
+    assert_non_null(o);
+    fputs("{\"seq\":26,\"loss\":2.5,\"grad_norm\":1,\"clipped\":true,\"skipped\":false,\"tokens\":1e300}\n"
+          "{\"seq\":27,\"loss\":2.5,\"grad_norm\":1,\"clipped\":false,\"skipped\":false}\n"
+          "{\"seq\":28,\"loss\":2.5,\"grad_norm\":1,\"tokens\":-1e30}\n"
+          "{\"seq\":29,\"tokens\":64}\n"
+          "not json\n", o);
+    fclose(o);
+    Resume r = {.step = 30, .seq = 29, .epoch_seq0 = 25, .epoch = 2, .epoch_step = 4};
+    EpochStats st;
+    EpochLine ep[4];
+    int done, resumed;
+    int64_t next;
+    assert_int_equal(stats_init(&st, 100), 0);
+    assert_int_equal(resume_coordinator(&r, &f->c, &st, ep, &done, &next, &resumed, 0), 2);
+    assert_int_equal(next, 31);
+    assert_int_equal(st.steps, 4);
+    assert_int_equal(st.tokens, 64);
+    stats_free(&st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_hostile_lines, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
