@@ -1,6 +1,7 @@
 # clipd build. `make` builds the coordinator and the worker, `make test` runs
-# the cmocka unit tests then the real mpirun end-to-end tests, `make run`
-# trains the default config, `make bench` measures speed.
+# the cmocka unit tests, the sanitizer builds (unit tests and real jobs),
+# the real mpirun end-to-end tests, a job under valgrind and a short fuzzing
+# pass; `make run` trains the default config, `make bench` measures speed.
 CC      := mpicc
 BUILD   := build
 VERSION := 0.1.0
@@ -65,11 +66,21 @@ unit: $(UNIT_TESTS)
 e2e: all $(TOOLS)
 	bash tests/e2e/run.sh
 
-test: unit asan e2e
+test: unit asan e2e valgrind fuzz-smoke
 
-# The unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Under AddressSanitizer and UndefinedBehaviorSanitizer, leaks checked: the
+# unit tests, then real mpirun jobs with the coordinator and workers built
+# the same way (tests/asan/run.sh; suppressions for Open MPI's libraries
+# only, in tests/asan/lsan.supp).
+ASAN_OPT := -O1 -g -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan:
-	$(MAKE) BUILD=$(BUILD)/asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+	$(MAKE) BUILD=$(BUILD)/asan OPT="$(ASAN_OPT)" unit all
+	bash tests/asan/run.sh $(BUILD)/asan
+
+# One real job, coordinator and workers under valgrind memcheck (about 40 s;
+# suppressions for Open MPI's libraries only, tests/valgrind/openmpi.supp).
+valgrind: all
+	bash tests/valgrind/run.sh $(BUILD)
 
 # Speed figures as ratios measured in the same run (see tests/bench/bench.sh).
 bench: all $(TOOLS)
@@ -78,11 +89,15 @@ bench: all $(TOOLS)
 run: all
 	deploy/clipd-launch -n 2 configs/default.yaml
 
-# Fuzz the parsers of untrusted bytes with libFuzzer (needs clang); not part
-# of `make test` yet. FUZZ_SECONDS per harness.
+# Fuzz what reads untrusted bytes (config, checkpoints, text, run dirs,
+# worker messages, HTTP requests) with libFuzzer (clang, libclang-rt-14-dev):
+# FUZZ_SECONDS per harness. fuzz-smoke, in `make test`: 5 s each, seeds and
+# committed regression inputs replayed first.
 FUZZ_SECONDS ?= 60
 fuzz:
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+fuzz-smoke:
+	bash tests/fuzz/run.sh 5
 
 # make install PREFIX=/opt/clipd: binaries and the launcher in bin/, configs
 # in share/clipd/configs/, the --help text (every config key with its
@@ -97,5 +112,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test asan bench run install fuzz clean
+.PHONY: all unit e2e test asan valgrind bench run install fuzz fuzz-smoke clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -102,6 +102,41 @@ typedef struct {
     char error[PROTO_ERR_MAX]; /* status 1: why (worker 0 only) */
 } DoneMsg;
 
+/* What the coordinator expects of every message it receives: set once from
+ * the config and the worker count (proto_limits), then each message is
+ * decoded against it. */
+typedef struct {
+    int W;              /* workers: wrank in [0, W) */
+    int ntensors;       /* the model's tensors (cfg_tensor_names) */
+    int epochs;         /* train.epochs: epoch in [1, epochs] */
+    int64_t step_tokens;/* tokens of one step: T * B * W * train.accumulate */
+} ProtoLimits;
+
+void proto_limits(ProtoLimits *lim, const Config *c, int W);
+
+/* Decode a message of len bytes received as MPI_BYTE (buf needs no
+ * alignment) into *out and validate every field the coordinator uses. A
+ * StepRecord must have: the exact size; wrank in [0, W); step, seq >= 1;
+ * epoch in [1, epochs]; ntensors = the model's; clipped, skipped 0 or 1;
+ * nonfinite in [0, 3], bit 0 set iff the loss is not finite, bit 1 set if
+ * the norm is not; loss, grad_norm, max_abs, tensor norms not negative (NaN
+ * and +Inf allowed, flagged); clip_coef in [0, 1], or NaN when skipped; lr
+ * finite >= 0; tokens = step_tokens; timings finite >= 0; only step-level
+ * event bits; action in [ACT_LOG, ACT_ABORT]; only STEP_* flags, not both
+ * CHECKPOINT and CKPT_FAILED, STEP_ABORT iff action is abort; rollbacks >= 0;
+ * rollback_to >= 0 and, for a rollback, < step. An EpochRecord: size; epoch
+ * in [1, epochs]; only EPOCH_* flags, EPOCH_ABORT iff action is abort (the
+ * only action but log); only clip_inactive and val_loss_rise events; val_loss
+ * not negative; lr finite >= 0; val_tokens, step, seq >= 0. A DoneMsg: size;
+ * status 0 or 1; wrank in [0, W); steps >= 0. Returns 0, or -1 with one line
+ * in err naming the message and the field; *out is then undefined. */
+int proto_decode_step(StepRecord *out, const void *buf, size_t len, const ProtoLimits *lim,
+                      char *err, size_t errlen);
+int proto_decode_epoch(EpochRecord *out, const void *buf, size_t len, const ProtoLimits *lim,
+                       char *err, size_t errlen);
+int proto_decode_done(DoneMsg *out, const void *buf, size_t len, const ProtoLimits *lim,
+                      char *err, size_t errlen);
+
 /* 1 when this process was started by mpirun/srun (then it must take part in
  * MPI_Init and the start-up broadcast even if it has nothing to do, or the
  * other ranks wait for it forever). */

@@ -51,6 +51,7 @@ typedef struct {
     double t0_ms, cpu0;      /* wall clock and own cpu time at the start */
     char names[PROTO_MAX_TENSORS][32];
     int ntensors;
+    ProtoLimits lim;         /* what every worker message is checked against */
     Resume res;              /* where a resumed run starts */
     int stop_sent, stopped, aborted, early_stop;
     int64_t steps_seen;      /* step records received in this session */
@@ -245,6 +246,31 @@ static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
     }
 }
 
+/* Receive the message a probe found whole, whatever its size, so MPI never
+ * truncates it: into buf when it fits in cap bytes, else into *scratch (the
+ * caller frees it). Returns where it is and sets *len to its size. */
+static const void *recv_whole(void *buf, size_t cap, const MPI_Status *st, size_t *len, void **scratch)
+{
+    int n = 0;
+    MPI_Get_count(st, MPI_BYTE, &n);
+    *scratch = NULL;
+    *len = n > 0 ? (size_t)n : 0;
+    void *dst = buf;
+    if (*len > cap && !(dst = *scratch = malloc(*len))) {
+        LOG(LOG_ERROR, "out of memory receiving a %zu-byte message from rank %d", *len, st->MPI_SOURCE);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Recv(dst, (int)*len, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    return dst;
+}
+
+/* A message that breaks the protocol ends the job with one line saying why. */
+static void protocol_error(int w, const char *what)
+{
+    LOG(LOG_ERROR, "protocol error: worker %d: %s", w, what);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
 /* Every worker must report the same record but for its rank and timings. */
 static int same_record(const StepRecord *a, const StepRecord *b)
 {
@@ -298,13 +324,19 @@ static int receive_step(Coord *co)
     double slowest = 0;
     for (int w = 0; w < co->W; w++) {
         MPI_Status st;
-        StepRecord *r = &co->recs[w];
+        StepRecord *r = &co->recs[w], raw;
+        char err[256];
+        void *big;
+        size_t n;
         wait_message(co, w + 1, TAG_STEP, &st);
-        MPI_Recv(r, sizeof *r, MPI_BYTE, w + 1, TAG_STEP, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
+        int bad = proto_decode_step(r, p, n, &co->lim, err, sizeof err);
+        free(big);
+        if (bad) protocol_error(w, err);
         if (r->step != co->next_step || r->wrank != w) {
-            LOG(LOG_ERROR, "protocol error: worker %d sent step %lld as worker %d, expected step %lld",
-                w, (long long)r->step, r->wrank, (long long)co->next_step);
-            MPI_Abort(MPI_COMM_WORLD, 1);
+            snprintf(err, sizeof err, "step %lld as worker %d, expected step %lld as worker %d",
+                     (long long)r->step, r->wrank, (long long)co->next_step, w);
+            protocol_error(w, err);
         }
         if (r->step_ms > slowest) slowest = r->step_ms;
         if (w > 0 && !same_record(&co->recs[0], r)) {
@@ -350,12 +382,18 @@ static int receive_step(Coord *co)
 static int receive_epoch(Coord *co, int epoch)
 {
     MPI_Status st;
-    EpochRecord e;
+    EpochRecord e, raw;
+    char err[256];
+    void *big;
+    size_t n;
     wait_message(co, 1, TAG_EPOCH, &st);
-    MPI_Recv(&e, sizeof e, MPI_BYTE, 1, TAG_EPOCH, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
+    int bad = proto_decode_epoch(&e, p, n, &co->lim, err, sizeof err);
+    free(big);
+    if (bad) protocol_error(0, err);
     if (e.epoch != epoch) {
-        LOG(LOG_ERROR, "protocol error: epoch record %d, expected %d", e.epoch, epoch);
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        snprintf(err, sizeof err, "epoch record %d, expected %d", e.epoch, epoch);
+        protocol_error(0, err);
     }
     EpochLine *l = &co->epochs[epoch - 1];
     l->epoch = epoch;
@@ -407,12 +445,22 @@ static int finish(Coord *co, int final, int checkpoint)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
-    static DoneMsg first, d;
+    static DoneMsg first, d, raw; /* large: they carry an error text */
     int bad = 0;
     for (int w = 0; w < co->W; w++) {
         MPI_Status st;
+        char err[256];
+        void *big;
+        size_t n;
         wait_message(NULL, w + 1, TAG_DONE, &st);
-        MPI_Recv(&d, sizeof d, MPI_BYTE, w + 1, TAG_DONE, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
+        int malformed = proto_decode_done(&d, p, n, &co->lim, err, sizeof err);
+        free(big);
+        if (malformed) protocol_error(w, err);
+        if (d.wrank != w) {
+            snprintf(err, sizeof err, "done message as worker %d", d.wrank);
+            protocol_error(w, err);
+        }
         if (w == 0) first = d;
         if (d.status != 0) bad = 1, checkpoint = 0;
         if (w == 0 && d.status != 0)
@@ -498,6 +546,7 @@ static int coordinate(Coord *co)
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     co->ntensors = cfg_tensor_names(c, co->names, PROTO_MAX_TENSORS);
+    proto_limits(&co->lim, c, co->W);
     co->clip_ring = calloc((size_t)c->divergence_window, 1);
     if (!co->clip_ring) MPI_Abort(MPI_COMM_WORLD, 1);
     char err[512];

@@ -111,6 +111,32 @@ static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
     return -1;
 }
 
+/* Counters are below 2^53: exact in the doubles the logs are read back as,
+ * and far from overflowing when the run goes on. */
+#define RESUME_MAX_COUNT (INT64_C(1) << 53)
+
+/* The counters the coordinator and the workers take from __metadata__
+ * (keys of resume_find) must describe a position a run can be at:
+ * 0 <= epoch_seq0 <= seq, 0 <= step <= seq, seq < 2^53, epoch_done 0 or 1,
+ * opt_t, nonfinite in [0, seq], rollbacks in [0, INT32_MAX]. */
+static int check_counters(const char *path, const int64_t *v, char *err, size_t errlen)
+{
+    int64_t step = v[0], seq = v[1], done = v[4], seq0 = v[5], opt_t = v[8], rb = v[9], nf = v[10];
+    const char *what = seq < 0 || seq >= RESUME_MAX_COUNT ? "seq"
+                     : step < 0 || step > seq ? "step"
+                     : seq0 < 0 || seq0 > seq ? "epoch_seq0"
+                     : done != 0 && done != 1 ? "epoch_done"
+                     : opt_t < 0 || opt_t > seq ? "opt_t"
+                     : rb < 0 || rb > INT32_MAX ? "rollbacks"
+                     : nf < 0 || nf > seq ? "nonfinite" : NULL;
+    if (!what) return 0;
+    snprintf(err, errlen, "%s: __metadata__.%s out of range (step %lld, seq %lld, epoch_seq0 %lld, "
+             "epoch_done %lld, opt_t %lld, rollbacks %lld, nonfinite %lld)", path, what,
+             (long long)step, (long long)seq, (long long)seq0, (long long)done, (long long)opt_t,
+             (long long)rb, (long long)nf);
+    return -1;
+}
+
 int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
@@ -121,11 +147,12 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
     }
     Ckpt k;
     if (ckpt_read(&k, r->path, err, errlen) != 0) return -1;
-    int64_t v[8];
+    int64_t v[11];
     const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_done", "epoch_seq0",
-                          "world_size", "batch_per_worker"};
+                          "world_size", "batch_per_worker", "opt_t", "rollbacks", "nonfinite"};
     int rc = 0;
-    for (int i = 0; i < 8 && !rc; i++) rc = ckpt_meta_i64(&k, keys[i], &v[i], err, errlen);
+    for (int i = 0; i < 11 && !rc; i++) rc = ckpt_meta_i64(&k, keys[i], &v[i], err, errlen);
+    if (!rc) rc = check_counters(r->path, v, err, errlen);
     if (!rc && (v[6] != W || v[7] != c->data_batch_per_worker)) {
         snprintf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld; this job "
                  "has %d x %d: resume with the same", r->path, (long long)v[6], (long long)v[7],
@@ -165,6 +192,14 @@ static double num(json_t *o, const char *key)
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
+/* A count from a log line: a whole number in [0, 2^53), else 0 (a damaged
+ * or edited line must not reach a float-to-integer conversion out of range). */
+static int64_t count(json_t *o, const char *key)
+{
+    double x = num(o, key);
+    return x >= 0 && x < (double)RESUME_MAX_COUNT ? (int64_t)x : 0;
+}
+
 /* Feed the kept steps.jsonl lines of the current epoch back into st, and
  * the kept epochs.jsonl lines into epochs[]. */
 static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
@@ -179,7 +214,7 @@ static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochL
         if (o && num(o, "seq") > (double)r->epoch_seq0)
             stats_add(st, num(o, "loss"), num(o, "grad_norm"),
                       json_is_true(json_object_get(o, "clipped")),
-                      json_is_true(json_object_get(o, "skipped")), (int64_t)num(o, "tokens"));
+                      json_is_true(json_object_get(o, "skipped")), count(o, "tokens"));
         json_decref(o);
     }
     if (f) fclose(f);

@@ -17,7 +17,7 @@ char *mkdtemp(char *tmpl); /* POSIX 2008; glibc hides it without _DEFAULT_SOURCE
 
 /* Make a fresh directory /tmp/clipd-fuzz-XXXXXX into out; aborts on failure
  * (a harness that cannot make a temp dir finds nothing). */
-static void fz_mkdtemp(char *out, size_t len)
+static inline void fz_mkdtemp(char *out, size_t len)
 {
     snprintf(out, len, "/tmp/clipd-fuzz-XXXXXX");
     if (!mkdtemp(out)) {
@@ -27,7 +27,7 @@ static void fz_mkdtemp(char *out, size_t len)
 }
 
 /* Write n bytes to dir/name; returns 0 or -1. */
-static int fz_write(const char *dir, const char *name, const void *p, size_t n)
+static inline int fz_write(const char *dir, const char *name, const void *p, size_t n)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -47,7 +47,7 @@ static int fz_write(const char *dir, const char *name, const void *p, size_t n)
 }
 
 /* Remove dirfd/name and everything under it (no symlink is followed). */
-static void fz_rm_at(int dirfd, const char *name)
+static inline void fz_rm_at(int dirfd, const char *name)
 {
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return;
@@ -64,7 +64,7 @@ static void fz_rm_at(int dirfd, const char *name)
     } else unlinkat(dirfd, name, 0);
 }
 
-static void fz_rm_rf(const char *path)
+static inline void fz_rm_rf(const char *path)
 {
     if (strncmp(path, "/tmp/clipd-fuzz-", 16) != 0) abort(); /* never anything else */
     fz_rm_at(AT_FDCWD, path);

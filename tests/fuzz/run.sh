@@ -27,17 +27,27 @@ declare -A srcs=(
     [fuzz_ckpt]="common/ckpt.c common/safetensors.c common/fsutil.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
     [fuzz_report]="daemon/report.c daemon/stats.c"
+    [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
+    [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c"
 )
-declare -A extra=([fuzz_report]="-Dmain=report_main")
+declare -A extra=([fuzz_report]="-Dmain=report_main" [fuzz_proto]='-DCLIPD_VERSION="fuzz"')
 declare -A libs=(
     [fuzz_cfg]="-lyaml -lm"
     [fuzz_ckpt]="-ljansson -lm"
     [fuzz_text]="-lyaml -lm"
     [fuzz_report]="-ljansson -lm"
+    [fuzz_proto]="-Wl,--wrap=log_write -lmicrohttpd -lyaml -ljansson -lm -pthread $(mpicc --showme:link)"
+    [fuzz_metrics]="-lmicrohttpd -lyaml -lm -pthread"
 )
-harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report})
+harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report fuzz_proto fuzz_metrics})
 
 for h in "${harnesses[@]}"; do
+    # Rebuilt when any source or header of the project's C parts, or this script, is newer.
+    if [[ -x $out/$h ]] && [[ -z $(find common daemon tests/fuzz -newer "$out/$h" \
+            \( -name '*.[ch]' -o -name run.sh \) -print -quit) ]]; then
+        echo "== $h is up to date"
+        continue
+    fi
     echo "== build $h"
     # shellcheck disable=SC2086
     "$cc" "${cflags[@]}" ${extra[$h]:-} -o "$out/$h" "tests/fuzz/$h.c" ${srcs[$h]} ${libs[$h]}
@@ -45,11 +55,12 @@ done
 
 # Seeds made from the project's own files and writer rather than committed copies.
 "$cc" -std=c11 -D_POSIX_C_SOURCE=200809L -I. -o "$out/mkseeds" tests/fuzz/mkseeds.c \
-    common/ckpt.c common/safetensors.c common/fsutil.c -ljansson -lm
+    common/ckpt.c common/safetensors.c common/fsutil.c common/proto.c common/cfg.c -lyaml -ljansson -lm
 seed_corpus() { # HARNESS DIR
     case "$1" in
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;
-        fuzz_ckpt) "$out/mkseeds" "$2" ;;
+        fuzz_ckpt) "$out/mkseeds" ckpt "$2" ;;
+        fuzz_proto) "$out/mkseeds" proto "$2" ;;
         fuzz_report) # steps, events, epochs, tensors joined by NUL bytes, as the harness splits them
             local r=tests/data/report/run
             { cat "$r/steps.jsonl"; printf '\0'; cat "$r/events.jsonl"; printf '\0'
@@ -68,7 +79,9 @@ for h in "${harnesses[@]}"; do
     log=$out/artifacts/$h.log
     echo "== run $h for ${secs}s"
     rc=0
-    "$out/$h" -seed=1 -max_len=65536 -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    dict=()
+    if [[ -f tests/fuzz/$h.dict ]]; then dict=(-dict="tests/fuzz/$h.dict"); fi
+    "$out/$h" "${dict[@]}" -seed=1 -max_len=65536 -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$out/artifacts/$h-" "$work/$h" >"$log" 2>&1 || rc=$?
     runs=$(grep -Eo '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 || true)
     stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)

@@ -1,0 +1,139 @@
+/* Unit tests of the coordinator's resume checks (daemon/resume.c) on
+ * crafted checkpoints: the counters a resumed run takes from __metadata__
+ * must describe a position a run can be at, else one line names the key
+ * (before, a step of 2^63-1 reached the coordinator's next_step = step + 1, a
+ * signed overflow). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/ckpt.h"
+#include "daemon/resume.h"
+#include "tests/testutil.h"
+
+char *mkdtemp(char *tmpl);
+
+typedef struct {
+    char dir[64];
+    Config c;
+} Fix;
+
+static int setup(void **state)
+{
+    Fix *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/clipd-resume-XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    cfg_defaults(&f->c);
+    snprintf(f->c.run_dir, sizeof f->c.run_dir, "%s", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    Fix *f = *state;
+    rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Write a checkpoint whose metadata is a good position but for key=value
+ * (key NULL: all good); resume_find must give want (0 or -1). Returns err. */
+static const char *try_resume(Fix *f, const char *key, const char *value, int want)
+{
+    static char err[1024];
+    const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_done", "epoch_seq0",
+                          "world_size", "batch_per_worker", "opt_t", "rollbacks", "nonfinite"};
+    const char *vals[] = {"30", "35", "2", "10", "0", "25", "2", "4", "28", "1", "2"};
+    CkMeta m[11];
+    char b[4];
+    snprintf(b, sizeof b, "%d", f->c.data_batch_per_worker);
+    vals[7] = b;
+    for (int i = 0; i < 11; i++)
+        m[i] = (CkMeta){keys[i], key && !strcmp(key, keys[i]) ? value : vals[i]};
+    float w[4] = {1, 2, 3, 4};
+    CkTensor t[] = {{"param.head.weight", CK_F32, w, 2, {2, 2}}};
+    char path[512];
+    if (ckpt_write(f->dir, 30, t, 1, m, 11, 3, path, sizeof path, err, sizeof err) != 0)
+        fail_msg("ckpt_write: %s", err);
+    Resume r;
+    err[0] = 0;
+    int rc = resume_find(&r, &f->c, path, 2, err, sizeof err);
+    if (rc != want) fail_msg("%s=%s: resume_find %d, wanted %d (%s)", key ? key : "-", value ? value : "", rc, want, err);
+    return err;
+}
+
+static void expect_key(Fix *f, const char *key, const char *value)
+{
+    const char *err = try_resume(f, key, value, -1);
+    char want[64];
+    snprintf(want, sizeof want, "__metadata__.%s out of range", key);
+    if (!strstr(err, want)) fail_msg("%s=%s: '%s' does not say '%s'", key, value, err, want);
+    assert_null(strchr(err, '\n'));
+}
+
+static void test_counters(void **state)
+{
+    Fix *f = *state;
+    /* A good position gets past the counters to the model check (this
+     * one-tensor file is no model of the config). */
+    const char *err = try_resume(f, NULL, NULL, -1);
+    assert_non_null(strstr(err, "no tensor"));
+    expect_key(f, "step", "9223372036854775807");
+    expect_key(f, "seq", "9223372036854775807");
+    expect_key(f, "seq", "9007199254740992"); /* 2^53 */
+    expect_key(f, "seq", "-1");
+    expect_key(f, "step", "-5");
+    expect_key(f, "step", "36"); /* > seq */
+    expect_key(f, "epoch_seq0", "36");
+    expect_key(f, "epoch_seq0", "-1");
+    expect_key(f, "epoch_done", "2");
+    expect_key(f, "opt_t", "-1");
+    expect_key(f, "opt_t", "9223372036854775807");
+    expect_key(f, "rollbacks", "2147483648");
+    expect_key(f, "rollbacks", "-1");
+    expect_key(f, "nonfinite", "-3");
+}
+
+/* The kept log lines are read back as they are: a line with a missing or
+ * absurd number (a hand-edited or damaged file) is counted without one. */
+static void test_replay_hostile_lines(void **state)
+{
+    Fix *f = *state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/steps.jsonl", f->dir);
+    FILE *o = fopen(path, "w");
+    assert_non_null(o);
+    fputs("{\"seq\":26,\"loss\":2.5,\"grad_norm\":1,\"clipped\":true,\"skipped\":false,\"tokens\":1e300}\n"
+          "{\"seq\":27,\"loss\":2.5,\"grad_norm\":1,\"clipped\":false,\"skipped\":false}\n"
+          "{\"seq\":28,\"loss\":2.5,\"grad_norm\":1,\"tokens\":-1e30}\n"
+          "{\"seq\":29,\"tokens\":64}\n"
+          "not json\n", o);
+    fclose(o);
+    Resume r = {.step = 30, .seq = 29, .epoch_seq0 = 25, .epoch = 2, .epoch_step = 4};
+    EpochStats st;
+    EpochLine ep[4];
+    int done, resumed;
+    int64_t next;
+    assert_int_equal(stats_init(&st, 100), 0);
+    assert_int_equal(resume_coordinator(&r, &f->c, &st, ep, &done, &next, &resumed, 0), 2);
+    assert_int_equal(next, 31);
+    assert_int_equal(st.steps, 4);
+    assert_int_equal(st.tokens, 64);
+    stats_free(&st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_hostile_lines, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
