@@ -8,7 +8,7 @@ VERSION := 0.1.0
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 OPT     ?= -O2 -g
-CFLAGS  := $(OPT) -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD -MP \
+CFLAGS  := $(OPT) -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Werror -MMD -MP \
            -I. $(BLAS_CFLAGS) -DCLIPD_VERSION='"$(VERSION)"'
 MHD_LIBS    := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 LDLIBS_COMMON := $(MHD_LIBS) -lyaml -ljansson -lm -pthread
