@@ -26,10 +26,11 @@ TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync $(BUILD)/tests/bench_
 
 all: $(BUILD)/clipd $(BUILD)/clipd-worker $(BUILD)/clipd-report
 
-# The kernels: -O3 so the gate and softmax loops vectorise (no -ffast-math:
+# The kernels: -O3 so the gate, softmax, optimizer and norm loops vectorise (no -ffast-math:
 # the same bits on every worker, vectorised or not; -fno-trapping-math lets
-# the selects of fastmath.h become blends, values unchanged).
-$(BUILD)/worker/layers.o: CFLAGS += -O3 -fno-trapping-math
+# the selects of fastmath.h become blends, -fno-math-errno lets sqrtf
+# vectorise; values unchanged).
+$(BUILD)/worker/layers.o $(BUILD)/worker/optim.o $(BUILD)/worker/sync.o: CFLAGS += -O3 -fno-trapping-math -fno-math-errno
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -158,7 +158,7 @@ static void test_epoch(void **state)
 static void test_done(void **state)
 {
     (void)state;
-    DoneMsg d = {0, 1, 30, 0x1234}, out;
+    DoneMsg d = {.status = 0, .wrank = 1, .steps = 30, .param_hash = 0x1234, .error = ""}, out;
     char err[256];
     assert_int_equal(proto_decode_done(&out, &d, sizeof d, &lim, err, sizeof err), 0);
     assert_memory_equal(&out, &d, sizeof d);

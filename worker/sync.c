@@ -2,6 +2,8 @@
  * collective (sync.h). */
 #include "worker/sync.h"
 
+#include "worker/fastmath.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -115,28 +117,31 @@ void sync_progress(Sync *s)
 /* Adds the squares of x[0, n), whose flat index starts at `at`, into four
  * double accumulators chosen by flat index mod 4 (independent chains; every
  * element lands in the same chain in the same order however the buffer is
- * cut into buckets), and tracks the max |x|. */
-static void sumsq_acc(const float *x, size_t at, size_t n, double a[4], double *maxabs)
+ * cut into buckets), and tracks the max |x| (NaN is left to the sums). */
+VEC_CLONES
+static void sumsq_acc(const float *x, size_t at, size_t n, double a[4], float *maxabs)
 {
-    double mx = *maxabs;
+    float mx = *maxabs;
     size_t i = 0;
     for (; i < n && ((at + i) & 3); i++) {
-        double v = (double)x[i];
-        a[(at + i) & 3] += v * v;
-        if (fabs(v) > mx) mx = fabs(v);
+        float v = fabsf(x[i]);
+        a[(at + i) & 3] += (double)v * v;
+        mx = v > mx ? v : mx;
     }
     double a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    float m0 = mx, m1 = mx, m2 = mx, m3 = mx;
     for (; i + 4 <= n; i += 4) {
-        double v0 = x[i], v1 = x[i + 1], v2 = x[i + 2], v3 = x[i + 3];
+        float f0 = fabsf(x[i]), f1 = fabsf(x[i + 1]), f2 = fabsf(x[i + 2]), f3 = fabsf(x[i + 3]);
+        double v0 = f0, v1 = f1, v2 = f2, v3 = f3;
         a0 += v0 * v0, a1 += v1 * v1, a2 += v2 * v2, a3 += v3 * v3;
-        double m01 = fmax(fabs(v0), fabs(v1)), m23 = fmax(fabs(v2), fabs(v3));
-        mx = fmax(mx, fmax(m01, m23));
+        m0 = f0 > m0 ? f0 : m0, m1 = f1 > m1 ? f1 : m1, m2 = f2 > m2 ? f2 : m2, m3 = f3 > m3 ? f3 : m3;
     }
     a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
+    m0 = m1 > m0 ? m1 : m0, m2 = m3 > m2 ? m3 : m2, mx = m2 > m0 ? m2 : m0;
     for (; i < n; i++) {
-        double v = (double)x[i];
-        a[(at + i) & 3] += v * v;
-        if (fabs(v) > mx) mx = fabs(v);
+        float v = fabsf(x[i]);
+        a[(at + i) & 3] += (double)v * v;
+        mx = v > mx ? v : mx;
     }
     *maxabs = mx;
 }
@@ -182,7 +187,7 @@ int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
         total += stats[ST_TENSOR0 + v];
     }
     stats[ST_SUMSQ] = total;
-    stats[ST_MAXABS] = s->maxabs;
+    stats[ST_MAXABS] = (double)s->maxabs;
     stats[ST_NONFINITE] = isfinite(total) ? 0.0 : 1.0;
     if (!s->sharded && s->W > 1 &&
         MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->counts, s->displs, MPI_FLOAT,

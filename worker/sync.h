@@ -57,7 +57,7 @@ typedef struct {
     int nstats;               /* ST_TENSOR0 + number of tensors */
     double *all;              /* (W, nstats) gathered statistics */
     double *acc;              /* (ntensors, 4) sums of squares of my shard, as buckets land */
-    double maxabs;
+    float maxabs;
 } Sync;
 
 /* The one function that splits a flat range of n over W ranks: the first
