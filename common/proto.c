@@ -55,7 +55,10 @@ static int check_step_ints(const StepRecord *r, const ProtoLimits *lim, char *er
     if (r->flags & ~STEP_FLAGS) BAD("step record: flags 0x%x has unknown bits", (unsigned)r->flags);
     if ((r->flags & STEP_CHECKPOINT) && (r->flags & STEP_CKPT_FAILED))
         BAD("step record: flags 0x%x: checkpoint both written and failed", (unsigned)r->flags);
-    if (!(r->flags & STEP_ABORT) != (r->action != ACT_ABORT))
+    /* A step aborts for a divergence (action abort) or because its
+     * checkpoint failed under checkpoint.on_failure: abort. */
+    if ((r->action == ACT_ABORT && !(r->flags & STEP_ABORT)) ||
+        ((r->flags & STEP_ABORT) && r->action != ACT_ABORT && !(r->flags & STEP_CKPT_FAILED)))
         BAD("step record: flags 0x%x and action %d disagree on abort", (unsigned)r->flags, r->action);
     if (r->rollbacks < 0) BAD("step record: rollbacks %d, expected >= 0", r->rollbacks);
     if (r->rollback_to < 0 || (r->action == ACT_ROLLBACK && r->rollback_to >= r->step))

@@ -123,7 +123,8 @@ void proto_limits(ProtoLimits *lim, const Config *c, int W);
  * and +Inf allowed, flagged); clip_coef in [0, 1], or NaN when skipped; lr
  * finite >= 0; tokens = step_tokens; timings finite >= 0; only step-level
  * event bits; action in [ACT_LOG, ACT_ABORT]; only STEP_* flags, not both
- * CHECKPOINT and CKPT_FAILED, STEP_ABORT iff action is abort; rollbacks >= 0;
+ * CHECKPOINT and CKPT_FAILED, STEP_ABORT iff action is abort or CKPT_FAILED
+ * is set (checkpoint.on_failure: abort); rollbacks >= 0;
  * rollback_to >= 0 and, for a rollback, < step. An EpochRecord: size; epoch
  * in [1, epochs]; only EPOCH_* flags, EPOCH_ABORT iff action is abort (the
  * only action but log); only clip_inactive and val_loss_rise events; val_loss

@@ -57,6 +57,10 @@ static void test_step_good(void **state)
     assert_int_equal(proto_decode_step(&out, &r, sizeof r, &lim, err, sizeof err), 0);
     r.action = ACT_ABORT, r.flags = STEP_ABORT, r.rollback_to = 0;
     assert_int_equal(proto_decode_step(&out, &r, sizeof r, &lim, err, sizeof err), 0);
+    /* a checkpoint that failed under checkpoint.on_failure: abort (action log) */
+    r = good_step();
+    r.flags = STEP_ABORT | STEP_CKPT_FAILED;
+    assert_int_equal(proto_decode_step(&out, &r, sizeof r, &lim, err, sizeof err), 0);
 }
 
 static void test_step_sizes(void **state)

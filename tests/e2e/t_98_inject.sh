@@ -239,7 +239,8 @@ fi_full_abort() {
     t0=$SECONDS
     fi_resume_job
     fi_ended "$t0" || return 1
-    grep -q "checkpoint failed: .*No space left on device; checkpoint.on_failure is abort: stopping" "$TMP/fi_fa.err" || return 1
+    grep -q "checkpoint failed: .*No space left on device; checkpoint.on_failure is abort: stopping" "$TMP/fi_fa.err" ||
+        { grep -i "error\|fail\|abort" "$TMP/fi_fa.err" | head -5; return 1; }
     grep -q "aborted" "$TMP/fi_fa.out" && grep -q "checkpoint failures 1" "$TMP/fi_fa.out" || return 1
     fi_no_tmp "$d" "$d/checkpoints" && fi_lines_whole "$d" || return 1
     rm "$m/.filler"
@@ -351,7 +352,8 @@ fi_ro_mid() {
     t0=$SECONDS
     fi_resume_job
     fi_ended "$t0" || return 1
-    grep -q "checkpoint failed: .*Read-only file system; checkpoint.on_failure is abort" "$TMP/fi_rm.err" || return 1
+    grep -q "checkpoint failed: .*Read-only file system; checkpoint.on_failure is abort" "$TMP/fi_rm.err" ||
+        { grep -i "error\|fail\|abort" "$TMP/fi_rm.err" | head -5; return 1; }
     jq -s -e 'any(.[]; .kind == "checkpoint_failed" and .action == "abort" and (.error | test("Read-only")))' \
         "$d/events.jsonl" >/dev/null || return 1
     umount "$ck" || return 1
