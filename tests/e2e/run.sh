@@ -49,6 +49,27 @@ expect_exit() { # CODE PATTERN CMD...: exit code and a line matching PATTERN on 
     grep -q -- "$pat" "$TMP/be.err"
 }
 
+# strip_t FILE: a JSON-lines log without its timings
+strip_t() { jq -c 'del(.step_ms, .tokens_per_s, .seconds, .compute_ms, .sync_ms)' "$1"; }
+# same_run DIR_A DIR_B: identical logs (but timings) and final weights, bit for bit
+same_run() {
+    cmp <(strip_t "$1/steps.jsonl") <(strip_t "$2/steps.jsonl") || { echo "steps.jsonl differs"; return 1; }
+    cmp <(strip_t "$1/epochs.jsonl") <(strip_t "$2/epochs.jsonl") || { echo "epochs.jsonl differs"; return 1; }
+    cmp "$1/events.jsonl" "$2/events.jsonl" || return 1
+    cmp "$1/tensors.jsonl" "$2/tensors.jsonl" || return 1
+    build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
+}
+# wait_lines FILE N: until FILE has N lines (at most 60 s; says so if not)
+wait_lines() {
+    local _i
+    for _i in $(seq 3000); do
+        [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
+        sleep 0.02
+    done
+    echo "$1: fewer than $2 lines after 60 s"
+    return 1
+}
+
 job_pids() { # PID NAME: the descendants of PID whose command name is NAME
     local p
     for p in $(pgrep -P "$1"); do

@@ -1,7 +1,6 @@
 # Sync modes: gradient buckets overlapped with backward, and sharded
 # (ZeRO-1) optimizer state, against the plain replicated run.
 SM=(--set checkpoint.every_steps=10 --set train.momentum=0.5)
-strip_t() { jq -c 'del(.step_ms, .tokens_per_s, .seconds, .compute_ms, .sync_ms)' "$1"; }
 # same_logs A B: identical steps/epochs/events (but timings)
 same_logs() {
     cmp <(strip_t "$1/steps.jsonl") <(strip_t "$2/steps.jsonl") || { echo "steps.jsonl differ"; return 1; }

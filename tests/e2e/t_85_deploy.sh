@@ -17,15 +17,6 @@ DP_SLURM=(-u OMPI_MCA_rmaps_base_oversubscribe SLURM_JOB_ID=4242 SLURM_JOBID=424
 # Outside Slurm even if the tests themselves run inside a Slurm job.
 DP_NOSLURM=(env -u SLURM_JOB_ID -u SLURM_JOBID -u SLURM_NTASKS)
 
-dp_wait_lines() { # FILE N: until FILE has N lines (at most 60 s)
-    for _ in $(seq 600); do
-        [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
-        sleep 0.1
-    done
-    echo "$1: fewer than $2 lines after 60 s"
-    return 1
-}
-dp_strip() { jq -c 'del(.step_ms, .tokens_per_s, .seconds)' "$1"; }
 dp_printed() { # FILE: the mpirun line clipd-launch printed on stderr into FILE
     sed -n 's/^clipd-launch: mpirun /mpirun /p' "$1"
 }
@@ -133,7 +124,7 @@ dp_sbatch_signal() { # SIGNAL RUN_DIR: once RUN_DIR has 120 steps, SIGNAL to the
     local sh
     for _ in $(seq 100); do sh=$(dp_sbatch_shell 2>/dev/null) && break; sleep 0.05; done
     [ -n "$sh" ] || { dp_sbatch_shell; return 1; }
-    dp_wait_lines "$2/steps.jsonl" 120 || return 1
+    wait_lines "$2/steps.jsonl" 120 || return 1
     kill -"$1" "$sh" # only the batch shell, as --signal=B:USR1 does
 }
 
@@ -164,8 +155,8 @@ dp_sb_requeued() {
     dp_printed "$TMP/dp_sb2.err" | grep -q -- " --resume latest " || return 1
     grep -q "run finished" "$TMP/dp_sb2.err" || return 1
     [ ! -s "$TMP/slurm.calls" ] || { echo "requeued a finished run:"; cat "$TMP/slurm.calls"; return 1; }
-    cmp <(dp_strip "$TMP/dp_ref/steps.jsonl") <(dp_strip "$TMP/dp_sb/steps.jsonl") || return 1
-    cmp <(dp_strip "$TMP/dp_ref/epochs.jsonl") <(dp_strip "$TMP/dp_sb/epochs.jsonl") || return 1
+    cmp <(strip_t "$TMP/dp_ref/steps.jsonl") <(strip_t "$TMP/dp_sb/steps.jsonl") || return 1
+    cmp <(strip_t "$TMP/dp_ref/epochs.jsonl") <(strip_t "$TMP/dp_sb/epochs.jsonl") || return 1
     build/tests/stcmp "$TMP/dp_ref/final.safetensors" "$TMP/dp_sb/final.safetensors" 0
 }
 check "sbatch script, requeued start: --resume latest, finishes, no requeue; == uninterrupted run" dp_sb_requeued

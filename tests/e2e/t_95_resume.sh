@@ -2,21 +2,6 @@
 # bit for bit: the same steps.jsonl (but timings) and the same weights as a
 # run that was never interrupted.
 RS=(--set train.steps_per_epoch=400 --set model.hidden=48 --set checkpoint.every_steps=50)
-strip_t() { jq -c 'del(.step_ms, .tokens_per_s, .seconds)' "$1"; }
-same_run() { # DIR_A DIR_B: identical logs (but timings) and weights
-    cmp <(strip_t "$1/steps.jsonl") <(strip_t "$2/steps.jsonl") || return 1
-    cmp <(strip_t "$1/epochs.jsonl") <(strip_t "$2/epochs.jsonl") || return 1
-    cmp "$1/events.jsonl" "$2/events.jsonl" || return 1
-    cmp "$1/tensors.jsonl" "$2/tensors.jsonl" || return 1
-    build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
-}
-wait_lines() { # FILE N: until FILE has N lines (at most 60 s)
-    for _ in $(seq 600); do
-        [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 # start NAME [--set ...]: a job in the background; its pid in $bg
 start() {
     local name="$1"; shift

@@ -14,23 +14,6 @@ FI=(--set train.steps_per_epoch=300 --set model.hidden=32 --set data.seq_len=32 
     --set metrics.listen=off)
 read -ra FI_SEEDS <<<"${FI_SEEDS:-1 2 3}"
 
-fi_strip() { jq -c 'del(.step_ms, .tokens_per_s, .seconds)' "$1"; }
-fi_same_run() { # DIR_A DIR_B: identical logs (but timings) and final weights
-    cmp <(fi_strip "$1/steps.jsonl") <(fi_strip "$2/steps.jsonl") || { echo "steps.jsonl differs"; return 1; }
-    cmp <(fi_strip "$1/epochs.jsonl") <(fi_strip "$2/epochs.jsonl") || { echo "epochs.jsonl differs"; return 1; }
-    cmp "$1/events.jsonl" "$2/events.jsonl" || return 1
-    cmp "$1/tensors.jsonl" "$2/tensors.jsonl" || return 1
-    build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
-}
-fi_wait_lines() { # FILE N: until FILE has N lines (at most 60 s)
-    local i
-    for i in $(seq 3000); do
-        [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ] && return 0
-        sleep 0.02
-    done
-    echo "$1: fewer than $2 lines after 60 s"
-    return 1
-}
 fi_wait_grep() { # FILE PATTERN [N]: until N lines (default 1) of FILE match (at most 60 s)
     local i
     for i in $(seq 3000); do
@@ -98,10 +81,10 @@ fi_kill() {
     if [ "$what" = worker ]; then name=clipd-worker rank=$((1 + (RANDOM >> 5) % 2)); else name=clipd rank=0; fi
     local d="fi_k${what:0:1}$seed"
     fi_start "$d" "${FI[@]}"
-    fi_wait_lines "$TMP/$d/steps.jsonl" 1 || return 1
+    wait_lines "$TMP/$d/steps.jsonl" 1 || return 1
     pid=$(fi_rank_pid "$name" "$rank") || return 1
     pids=$(job_pids "$bg" clipd-worker; job_pids "$bg" clipd)
-    fi_wait_lines "$TMP/$d/steps.jsonl" "$at" || return 1
+    wait_lines "$TMP/$d/steps.jsonl" "$at" || return 1
     t0=$SECONDS
     kill -KILL "$pid"
     fi_ended "$t0" || return 1
@@ -115,7 +98,7 @@ fi_kill() {
     done
     run "$d" 2 "${FI[@]}" --resume latest || { tail -5 "$TMP/$d.err"; return 1; }
     grep -o 'resuming from .*' "$TMP/$d.err"
-    fi_no_tmp "$TMP/$d" "$TMP/$d/checkpoints" && fi_same_run "$TMP/fi_ref" "$TMP/$d"
+    fi_no_tmp "$TMP/$d" "$TMP/$d/checkpoints" && same_run "$TMP/fi_ref" "$TMP/$d"
 }
 for s in "${FI_SEEDS[@]}"; do
     check "SIGKILL of a random worker at a random step (seed $s): ends in seconds; resume == undisturbed" fi_kill "$s" worker
@@ -166,7 +149,7 @@ fi_crash() {
             grep -q "removed $tmpf (a temporary file left by an interrupted write)" "$TMP/$d.err" ||
                 { echo "the temporary file was not removed, or not said so"; return 1; } ;;
     esac
-    fi_no_tmp "$TMP/$d" "$ck" && fi_same_run "$TMP/fi_ref" "$TMP/$d"
+    fi_no_tmp "$TMP/$d" "$ck" && same_run "$TMP/fi_ref" "$TMP/$d"
 }
 for at in during_write before_rename after_rename; do
     check "killed $at in a checkpoint write: the previous one loads, leftovers cleaned; resume == undisturbed" \
@@ -233,7 +216,7 @@ fi_full_abort() {
     d="$m/run"
     $LAUNCH -n 2 "$TINY" --set run.dir="$d" "${FD[@]}" --set metrics.listen=off >"$TMP/fi_fa.out" 2>"$TMP/fi_fa.err" &
     bg=$!
-    fi_wait_lines "$d/steps.jsonl" 60 || return 1
+    wait_lines "$d/steps.jsonl" 60 || return 1
     fi_pause || return 1
     fi_fill "$m" || { fi_resume_job; return 1; }
     t0=$SECONDS
@@ -249,7 +232,7 @@ fi_full_abort() {
     grep -o 'resuming from .*' "$TMP/fi_fa2.err"
     # every checkpoint there is whole: latest skipped none as corrupt
     if grep "skipping" "$TMP/fi_fa2.err" | grep -v "the logs end at"; then return 1; fi
-    fi_same_run "$TMP/fi_dref" "$d"
+    same_run "$TMP/fi_dref" "$d"
 }
 check "disk full mid-run (run.dir on a tmpfs), on_failure abort: exit 1, last checkpoint intact, logs whole; resume == undisturbed" fi_full_abort
 
@@ -263,7 +246,7 @@ fi_full_continue() {
     fi_start fi_fc "${FD[@]}" --set checkpoint.dir="$m/ck" --set checkpoint.on_failure=continue \
         --set metrics.listen=127.0.0.1:0
     port=$(fi_port fi_fc) || return 1
-    fi_wait_lines "$d/steps.jsonl" 60 || return 1
+    wait_lines "$d/steps.jsonl" 60 || return 1
     fi_pause || return 1
     fi_fill "$m" || { fi_resume_job; return 1; }
     fi_resume_job
@@ -281,7 +264,7 @@ fi_full_continue() {
         and (.error | test("No space left on device")))' "$d/events.jsonl" >/dev/null || { cat "$d/events.jsonl"; return 1; }
     grep -q "checkpoint.on_failure is continue: training goes on" "$TMP/fi_fc.err" || return 1
     fi_no_tmp "$m/ck" || return 1
-    cmp <(fi_strip "$TMP/fi_dref/steps.jsonl") <(fi_strip "$d/steps.jsonl") || return 1
+    cmp <(strip_t "$TMP/fi_dref/steps.jsonl") <(strip_t "$d/steps.jsonl") || return 1
     cmp <(fi_ckpt_data "$TMP/fi_dref/checkpoints/step-00000600.safetensors") \
         <(fi_ckpt_data "$m/ck/step-00000600.safetensors") || { echo "last checkpoint differs"; return 1; }
     build/tests/stcmp "$TMP/fi_dref/final.safetensors" "$d/final.safetensors" 0
@@ -298,7 +281,7 @@ fi_full_logs() {
         --set metrics.listen=127.0.0.1:0 >"$TMP/fi_fl.out" 2>"$TMP/fi_fl.err" &
     bg=$!
     port=$(fi_port fi_fl) || return 1
-    fi_wait_lines "$d/steps.jsonl" 60 || return 1
+    wait_lines "$d/steps.jsonl" 60 || return 1
     fi_pause || return 1
     fi_fill "$m" || { fi_resume_job; return 1; }
     fi_resume_job
@@ -342,7 +325,7 @@ fi_ro_mid() {
     local d="$TMP/fi_rm" ck t0 ok=""
     ck="$d/checkpoints"
     fi_start fi_rm "${FD[@]}" --set metrics.listen=off
-    fi_wait_lines "$d/steps.jsonl" 60 || return 1
+    wait_lines "$d/steps.jsonl" 60 || return 1
     fi_pause || return 1
     if mount --bind "$ck" "$ck"; then
         FI_MNT+=("$ck")
@@ -360,7 +343,7 @@ fi_ro_mid() {
     # a write caught by the change could not even delete its temporary file:
     # the next start does
     run fi_rm 2 "${FD[@]}" --set metrics.listen=off --resume latest || return 1
-    fi_no_tmp "$ck" && fi_same_run "$TMP/fi_dref" "$d"
+    fi_no_tmp "$ck" && same_run "$TMP/fi_dref" "$d"
 }
 check "checkpoint.dir read-only mid-run: abort at the next checkpoint with an event; resume == undisturbed" fi_ro_mid
 
@@ -384,14 +367,14 @@ fi_tokens_cut() {
     local d="$TMP/fi_tc" t0
     run fi_wref 2 "${FW[@]}" || return 1
     fi_start fi_tc "${FW[@]}"
-    fi_wait_lines "$d/steps.jsonl" 50 || return 1
+    wait_lines "$d/steps.jsonl" 50 || return 1
     t0=$SECONDS
     : >"$d/tokens-train.u32"
     fi_ended "$t0" || return 1
     grep -q "clipd-worker: bus error reading $d/tokens-train.u32: the file shrank" "$TMP/fi_tc.err" || return 1
     fi_no_tmp "$d" "$d/checkpoints" || return 1
     run fi_tc 2 "${FW[@]}" --resume latest || return 1
-    fi_same_run "$TMP/fi_wref" "$d"
+    same_run "$TMP/fi_wref" "$d"
 }
 check "words: the token file truncated under a running job: one line naming it, the job ends; resume == undisturbed" fi_tokens_cut
 
@@ -403,7 +386,7 @@ fi_data_gone() {
     cp "$FI_TXT/one.txt" "$TMP/fi_gone.txt"
     run fi_bref 2 "${FB[@]}" --set data.path="$FI_TXT/one.txt" || return 1
     fi_start fi_dg "${FB[@]}" --set data.path="$TMP/fi_gone.txt"
-    fi_wait_lines "$d/steps.jsonl" 50 || return 1
+    wait_lines "$d/steps.jsonl" 50 || return 1
     rm "$TMP/fi_gone.txt"
     wait "$bg" || { echo "exit $? after the data file was deleted"; return 1; }
     build/tests/stcmp "$TMP/fi_bref/final.safetensors" "$d/final.safetensors" 0 || return 1
@@ -434,7 +417,7 @@ check "a data file unreadable at start: exit 2 with one line naming it" fi_data_
 fi_log_removed() {
     local d="$TMP/fi_lr"
     fi_start fi_lr "${FI[@]}" --set train.steps_per_epoch=1000
-    fi_wait_lines "$d/steps.jsonl" 100 || return 1
+    wait_lines "$d/steps.jsonl" 100 || return 1
     rm "$d/steps.jsonl"
     sig_job HUP clipd || return 1
     wait "$bg" || { echo "exit $?"; return 1; }
