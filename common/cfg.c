@@ -5,6 +5,7 @@
  * strict libyaml event loop (Suricata style): it owns at most one event at a
  * time and deletes it on every path, and reports `path:line+1:col+1:`. */
 #include "common/cfg.h"
+#include "common/detect.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -1082,4 +1083,20 @@ int cfg_tensor_names(const Config *c, char names[][32], int max)
     if (c->data_source != DATA_ADDING) ADD("embed.weight");
 #undef ADD
     return n;
+}
+
+int cfg_event_action(const Config *c, int kind)
+{
+    int a = ACT_LOG;
+    switch (kind) {
+    case EV_NONFINITE_LOSS:
+    case EV_NONFINITE_GRAD: a = c->divergence_nonfinite_action; break;
+    case EV_LOSS_SPIKE: a = c->divergence_loss_spike_action; break;
+    case EV_GRAD_NORM_SPIKE: a = c->divergence_grad_norm_spike_action; break;
+    case EV_CLIP_SATURATION: a = c->divergence_clip_saturation_action; break;
+    case EV_REPLICA_DRIFT: a = c->divergence_replica_drift_action; break;
+    case EV_VAL_LOSS_RISE: a = c->divergence_val_loss_rise_action; break;
+    default: break; /* clip_inactive: always logged */
+    }
+    return a == ACT_INHERIT ? c->divergence_action : a;
 }

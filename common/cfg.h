@@ -136,6 +136,9 @@ const char *cfg_action_name(int act);
 const char *cfg_schedule_name(int s);
 /* Number of parameters of the model the config describes. */
 uint64_t cfg_param_count(const Config *c);
+/* The configured action of one divergence event kind (EV_* of
+ * common/detect.h), with inherit resolved to divergence.action. */
+int cfg_event_action(const Config *c, int kind);
 /* Names of the model's tensors in the order of its flat buffer (the same
  * layout worker/model.c builds; tests/test_model.c checks they agree).
  * Returns the count; fills at most max. */

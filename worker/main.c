@@ -135,13 +135,13 @@ static void worker_setup(Worker *w)
     if (sync_init(&w->sync, w->comm, w->model.nparams, w->model.nviews, bucket,
                   c->sync_mode == SYNC_SHARDED) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
-    /* Sharded: optimizer state for this worker's shard only. */
-    size_t lo = w->sync.sharded ? w->sync.own_off : 0;
-    size_t nopt = w->sync.sharded ? w->sync.own_len : w->model.nparams;
+    /* Sharded: optimizer state for this worker's shard only; the update
+     * covers [opt.base, opt.base + opt.n). */
     if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
-                   c->train_beta2, c->train_eps, nopt) != 0)
+                   c->train_beta2, c->train_eps,
+                   w->sync.sharded ? w->sync.own_len : w->model.nparams) != 0)
         worker_fatal("out of memory allocating optimizer state");
-    w->opt.base = lo;
+    w->opt.base = w->sync.sharded ? w->sync.own_off : 0;
     w->opt.weight_decay = c->train_weight_decay;
     w->model.hook_ctx = &w->sync;
     w->local = calloc((size_t)w->sync.nstats, sizeof(double));
@@ -160,20 +160,10 @@ static void worker_setup(Worker *w)
 /* The action for the events of a step: the most severe of each kind's. */
 static int resolve_action(const Config *c, unsigned events)
 {
-    const int per_kind[EV_COUNT] = {
-        [EV_NONFINITE_LOSS] = c->divergence_nonfinite_action,
-        [EV_NONFINITE_GRAD] = c->divergence_nonfinite_action,
-        [EV_LOSS_SPIKE] = c->divergence_loss_spike_action,
-        [EV_GRAD_NORM_SPIKE] = c->divergence_grad_norm_spike_action,
-        [EV_CLIP_SATURATION] = c->divergence_clip_saturation_action,
-        [EV_CLIP_INACTIVE] = ACT_LOG,
-        [EV_REPLICA_DRIFT] = c->divergence_replica_drift_action,
-        [EV_VAL_LOSS_RISE] = c->divergence_val_loss_rise_action,
-    };
     int act = ACT_LOG;
     for (int k = 0; k < EV_COUNT; k++) {
         if (!(events & (1u << k))) continue;
-        int a = per_kind[k] == ACT_INHERIT ? c->divergence_action : per_kind[k];
+        int a = cfg_event_action(c, k);
         if (a > act) act = a;
     }
     if ((events & ((1u << EV_NONFINITE_LOSS) | (1u << EV_NONFINITE_GRAD))) && act < ACT_SKIP)
@@ -195,12 +185,19 @@ static void poll_requests(Worker *w)
     }
 }
 
-/* Test hooks (debug.*): each fires only before the first rollback. */
+/* Test hooks (debug.*) that change the gradient after backward; each fires
+ * only before the first rollback. */
+static int faults_due(const Worker *w, int64_t step)
+{
+    const Config *c = &w->cfg;
+    return !w->rollbacks && (step == c->debug_nan_step || step == c->debug_spike_step);
+}
+
 static void inject_faults(Worker *w, int64_t step)
 {
     const Config *c = &w->cfg;
     Model *m = &w->model;
-    if (w->rollbacks) return;
+    if (!faults_due(w, step)) return;
     if (step == c->debug_nan_step && w->rank == w->W - 1) m->grads[m->nparams - 1] = NAN;
     if (step == c->debug_spike_step)
         for (size_t i = 0; i < m->nparams; i++) m->grads[i] *= (float)c->debug_spike_scale;
@@ -224,8 +221,7 @@ static void compute_step(Worker *w, StepRecord *r)
     long terms = model_terms(m) * K;
     float scale = (float)(1.0 / ((double)terms * w->W));
     double loss = 0;
-    int64_t next = w->step + 1;
-    int hooked = !w->rollbacks && (next == w->cfg.debug_nan_step || next == w->cfg.debug_spike_step);
+    int hooked = faults_due(w, w->step + 1);
     for (int k = 0; k < K; k++) {
         batcher_next(d);
         m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
@@ -316,13 +312,13 @@ static void decide_step(Worker *w, StepRecord *r)
     if (step == c->debug_lr_spike_step && !w->rollbacks) lr *= c->debug_lr_spike_scale;
     r->clip_coef = NAN;
     if (act == ACT_LOG) {
-        /* Replicated: every worker updates everything; sharded: its shard,
-         * then the parameters are gathered. */
-        Sync *s = &w->sync;
-        size_t lo = s->sharded ? s->own_off : 0, hi = s->sharded ? lo + s->own_len : m->nparams;
-        clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, lo, hi, w->global,
-                          c->clip_mode, c->clip_max_norm, c->clip_clip_value, lr, &cd);
-        if (s->sharded && sync_params(s, m->params) != 0) worker_fatal("parameter all-gather failed");
+        /* The parameters the optimizer holds state for: all (replicated), or
+         * the worker's shard, then gathered (sharded). */
+        clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, w->opt.base,
+                          w->opt.base + w->opt.n, w->global, c->clip_mode, c->clip_max_norm,
+                          c->clip_clip_value, lr, &cd);
+        if (w->sync.sharded && sync_params(&w->sync, m->params) != 0)
+            worker_fatal("parameter all-gather failed");
         r->clip_coef = cd.coef;
         r->clipped = cd.clipped;
     } else {

@@ -55,7 +55,12 @@ static void model_rebase(Model *m)
     if (m->emb) REBASE(m->emb, m->params), REBASE(m->demb, m->grads);
 }
 
-static float *falloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+/* Every buffer of the model, counted in m->nfloats. */
+static float *falloc(Model *m, size_t n)
+{
+    m->nfloats += n;
+    return calloc(n ? n : 1, sizeof(float));
+}
 
 int model_init(Model *m, const Config *c, int B)
 {
@@ -69,39 +74,39 @@ int model_init(Model *m, const Config *c, int B)
     m->carry = m->source != DATA_ADDING;
     for (int l = 0; l < m->L; l++) m->layer[l].Ein = l == 0 ? m->Ein0 : m->H;
     model_layout(m);
-    m->params = falloc(m->nparams);
-    m->grads = falloc(m->nparams);
+    m->params = falloc(m, m->nparams);
+    m->grads = falloc(m, m->nparams);
     if (!m->params || !m->grads) goto fail;
     model_rebase(m);
     size_t TB = (size_t)m->T * (size_t)B, H = (size_t)m->H;
     for (int l = 0; l < m->L; l++) {
         Layer *y = &m->layer[l];
-        if (!(y->h = falloc((TB + (size_t)B) * H))) goto fail;
+        if (!(y->h = falloc(m, (TB + (size_t)B) * H))) goto fail;
         if (m->kind == MODEL_LSTM) {
-            y->c = falloc((TB + (size_t)B) * H);
-            y->gates = falloc(TB * 4 * H);
+            y->c = falloc(m, (TB + (size_t)B) * H);
+            y->gates = falloc(m, TB * 4 * H);
             if (!y->c || !y->gates) goto fail;
         }
         if (m->kind == MODEL_GRU) {
-            y->gates = falloc(TB * 3 * H);
-            y->un = falloc(TB * H);
+            y->gates = falloc(m, TB * 3 * H);
+            y->un = falloc(m, TB * H);
             if (!y->gates || !y->un) goto fail;
         }
     }
     size_t wide = (size_t)(m->E > m->H ? m->E : m->H);
     if (m->Ein0 > (int)wide) wide = (size_t)m->Ein0;
-    m->x0 = falloc(TB * (size_t)m->Ein0);
-    m->out = falloc((m->source != DATA_ADDING ? TB : (size_t)B) * (size_t)m->O);
-    m->dA = falloc(TB * wide);
-    m->dB = falloc(TB * wide);
-    m->dgates = falloc(m->kind != MODEL_RNN ? TB * (size_t)m->G * H : 0);
-    m->du = falloc(m->kind == MODEL_GRU ? TB * 3 * H : 0);
-    m->dc = falloc((size_t)B * H);
+    m->x0 = falloc(m, TB * (size_t)m->Ein0);
+    m->out = falloc(m, (m->source != DATA_ADDING ? TB : (size_t)B) * (size_t)m->O);
+    m->dA = falloc(m, TB * wide);
+    m->dB = falloc(m, TB * wide);
+    m->dgates = falloc(m, m->kind != MODEL_RNN ? TB * (size_t)m->G * H : 0);
+    m->du = falloc(m, m->kind == MODEL_GRU ? TB * 3 * H : 0);
+    m->dc = falloc(m, (size_t)B * H);
     if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
     m->dropout = m->source != DATA_ADDING ? (float)c->model_dropout : 0.0f;
     for (int k = 0; m->dropout > 0 && k <= m->L; k++) {
         size_t width = (size_t)(k == 0 ? m->Ein0 : m->H);
-        if (!(m->din[k] = falloc(TB * width)) || !(m->mask[k] = falloc(TB * width))) goto fail;
+        if (!(m->din[k] = falloc(m, TB * width)) || !(m->mask[k] = falloc(m, TB * width))) goto fail;
     }
     return 0;
 fail:

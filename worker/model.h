@@ -36,6 +36,7 @@ typedef struct {
 typedef struct {
     int kind, source, L, V, E, H, G, T, B, Ein0, O; /* O: outputs of the head (V, or 1) */
     size_t nparams;
+    size_t nfloats;           /* floats model_init allocated: params, grads, activations */
     float *params;            /* (nparams) */
     float *grads;             /* (nparams) */
     ParamView views[MODEL_MAX_VIEWS];

@@ -25,13 +25,8 @@ static size_t hidden_len(const Worker *w) { return (size_t)w->model.B * (size_t)
  * copy of the parameters and optimizer state kept in memory. */
 static int can_roll_back(const Config *c)
 {
-    const int kinds[] = {c->divergence_nonfinite_action, c->divergence_loss_spike_action,
-                         c->divergence_grad_norm_spike_action, c->divergence_clip_saturation_action,
-                         c->divergence_replica_drift_action};
-    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-        int a = kinds[k] == ACT_INHERIT ? c->divergence_action : kinds[k];
-        if (a == ACT_ROLLBACK) return 1;
-    }
+    for (int k = 0; k < EV_COUNT; k++)
+        if (cfg_event_action(c, k) == ACT_ROLLBACK) return 1;
     return 0;
 }
 

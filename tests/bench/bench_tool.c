@@ -74,24 +74,12 @@ static int model(int argc, char **argv)
     if (model_init(&m, &c, c.data_batch_per_worker) != 0) return fprintf(stderr, "out of memory\n"), 1;
     double flops = model_flops(&m) * c.train_accumulate * W;
     double tokens = (double)m.T * m.B * W * c.train_accumulate;
-    /* Activations: what model_init allocates besides the parameter and
-     * gradient buffers, counted from the same shapes. */
-    double TB = (double)m.T * m.B, H = m.H, acts = 0;
-    for (int l = 0; l < m.L; l++) {
-        acts += (TB + m.B) * H;                                   /* h */
-        if (m.kind == MODEL_LSTM) acts += (TB + m.B) * H + TB * 4 * H; /* c, gates */
-        if (m.kind == MODEL_GRU) acts += TB * 3 * H + TB * H;     /* gates, un */
-    }
-    double wide = m.E > m.H ? m.E : m.H;
-    if (m.Ein0 > wide) wide = m.Ein0;
-    acts += TB * m.Ein0 + (m.source != DATA_ADDING ? TB : m.B) * m.O + 2 * TB * wide;
-    if (m.kind != MODEL_RNN) acts += TB * m.G * H;
-    if (m.kind == MODEL_GRU) acts += TB * 3 * H;
-    acts += m.B * H;
     double P = (double)m.nparams;
     double moments = c.train_optimizer == OPT_SGD ? (c.train_momentum > 0 ? 1 : 0) : 2;
     double shard = c.sync_mode == SYNC_SHARDED ? 1.0 / W : 1.0;
-    double bytes = 4 * (P + P + moments * P * shard + acts);
+    /* model_init's buffers (parameters, gradients, activations) and the
+     * optimizer state. */
+    double bytes = 4 * ((double)m.nfloats + moments * P * shard);
     printf("{\"flops_per_step\":%.0f,\"tokens_per_step\":%.0f,\"params\":%.0f,"
            "\"min_bytes_per_rank\":%.0f}\n", flops, tokens, P, bytes);
     model_free(&m);
