@@ -85,20 +85,29 @@ check "a port another job serves on: a clear warning, training without metrics, 
 
 prometheus_scrapes() {
     if ! command -v prometheus >/dev/null; then echo "prometheus not installed: skipped"; return 0; fi
-    local pport=$((20000 + RANDOM % 20000))
+    local pport ppid="" ok=1 try
     cat >"$TMP/prom.yml" <<YML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
 scrape_configs: [{job_name: clipd, static_configs: [{targets: ["127.0.0.1:$mport"]}]}]
 YML
-    prometheus --config.file="$TMP/prom.yml" --storage.tsdb.path="$TMP/promdata" \
-        --web.listen-address="127.0.0.1:$pport" >"$TMP/prom.log" 2>&1 &
-    local ppid=$! ok=1
-    for _ in $(seq 60); do
-        sleep 0.5
-        curl -s "http://127.0.0.1:$pport/api/v1/query?query=clipd_steps_total" >"$TMP/q.json" 2>/dev/null || continue
-        if jq -e '.status == "success" and (.data.result[0].value[1] | tonumber) > 0' "$TMP/q.json" >/dev/null 2>&1; then ok=0; break; fi
+    # A random port may be taken: a server that exits at once is started
+    # again on another (at most 3 times), its log shown if all fail.
+    for try in 1 2 3; do
+        pport=$((20000 + RANDOM % 20000))
+        rm -rf "$TMP/promdata"
+        prometheus --config.file="$TMP/prom.yml" --storage.tsdb.path="$TMP/promdata" \
+            --web.listen-address="127.0.0.1:$pport" >"$TMP/prom.log" 2>&1 &
+        ppid=$!
+        for _ in $(seq 60); do
+            sleep 0.5
+            kill -0 "$ppid" 2>/dev/null || break
+            curl -s "http://127.0.0.1:$pport/api/v1/query?query=clipd_steps_total" >"$TMP/q.json" 2>/dev/null || continue
+            if jq -e '.status == "success" and (.data.result[0].value[1] | tonumber) > 0' "$TMP/q.json" >/dev/null 2>&1; then ok=0; break; fi
+        done
+        if kill -0 "$ppid" 2>/dev/null; then kill "$ppid"; wait "$ppid" 2>/dev/null; break; fi
+        wait "$ppid" 2>/dev/null
+        echo "prometheus (try $try, port $pport) exited early:"; tail -3 "$TMP/prom.log"
     done
-    kill "$ppid"; wait "$ppid" 2>/dev/null
     jq -c '.data.result[0]' "$TMP/q.json" 2>/dev/null
     return $ok
 }
