@@ -933,6 +933,25 @@ static int validate_fail(Msg *m, const char *fmt, ...)
     return CFG_ERR;
 }
 
+int cfg_parse_listen(const char *s, uint32_t *ip_be, int *port)
+{
+    if (!strcmp(s, "off")) return 1;
+    const char *colon = strrchr(s, ':');
+    size_t hl = colon ? (size_t)(colon - s) : 0, nd = colon ? strlen(colon + 1) : 0;
+    char host[64];
+    struct in_addr ip;
+    if (!colon || hl == 0 || hl >= sizeof host || nd < 1 || nd > 5 ||
+        strspn(colon + 1, "0123456789") != nd) /* digits only: no sign, blank or 0x */
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = 0;
+    long p = strtol(colon + 1, NULL, 10);
+    if (p > 65535 || inet_pton(AF_INET, host, &ip) != 1) return -1;
+    if (ip_be) *ip_be = ip.s_addr;
+    if (port) *port = (int)p;
+    return 0;
+}
+
 int cfg_validate(const Config *c, char *err, size_t errlen)
 {
     Msg m = msg_init(err, errlen);
@@ -945,18 +964,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         msg_value(&m, c, k);
         return CFG_ERR;
     }
-    if (strcmp(c->metrics_listen, "off")) {
-        const char *colon = strrchr(c->metrics_listen, ':');
-        char *end = NULL;
-        long port = colon ? strtol(colon + 1, &end, 10) : -1;
-        char host[64] = "";
-        struct in_addr ip;
-        if (colon && (size_t)(colon - c->metrics_listen) < sizeof host)
-            memcpy(host, c->metrics_listen, (size_t)(colon - c->metrics_listen));
-        if (!colon || !colon[1] || *end || port < 0 || port > 65535 || inet_pton(AF_INET, host, &ip) != 1)
-            return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
-                                     "or off, got '%s'", c->metrics_listen);
-    }
+    if (cfg_parse_listen(c->metrics_listen, NULL, NULL) < 0)
+        return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
+                                 "or off, got '%s'", c->metrics_listen);
     /* Accepted names whose implementation has not landed yet (issue 6). */
     if (c->data_source == DATA_TEXT && !c->data_path[0])
         return validate_fail(&m, "data.path: missing: data.source text needs a file or a "

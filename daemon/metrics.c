@@ -224,23 +224,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 static int parse_listen(const char *s, struct sockaddr_in *a, char *err, size_t errlen)
 {
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == s || (size_t)(colon - s) >= sizeof host || !colon[1] || *end || port < 0 || port > 65535) {
+    uint32_t ip;
+    int port;
+    if (cfg_parse_listen(s, &ip, &port) != 0) {
         snprintf(err, errlen, "metrics.listen: expected HOST:PORT (IPv4) or off, got '%s'", s);
         return -1;
     }
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = 0;
     memset(a, 0, sizeof *a);
     a->sin_family = AF_INET;
     a->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &a->sin_addr) != 1) {
-        snprintf(err, errlen, "metrics.listen: '%s' is not an IPv4 address", host);
-        return -1;
-    }
+    a->sin_addr.s_addr = ip;
     return 0;
 }
 

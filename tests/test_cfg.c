@@ -798,6 +798,30 @@ static void test_validate_fields(void **state)
     VALIDATE_ERR(&c, "config: run.name: ");
 }
 
+/* metrics.listen is parsed strictly, by one parser (cfg_parse_listen) that
+ * the validation and the endpoint share: no sign, blank or empty port. */
+static void test_validate_listen_strict(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"127.0.0.1:+80", "127.0.0.1: 80", "127.0.0.1:-0", "127.0.0.1:",
+                                      "127.0.0.1:80 ", "127.0.0.1:0x50", "127.0.0.1:65536",
+                                      "127.0.0.1:000080", ":80", "127.0.0.1", " 127.0.0.1:80",
+                                      "localhost:80", "127.0.0.1:80:80", "OFF"};
+    Config c;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cfg_defaults(&c);
+        snprintf(c.metrics_listen, sizeof c.metrics_listen, "%s", bad[i]);
+        VALIDATE_ERR(&c, "metrics.listen: expected IPv4:PORT");
+    }
+    static const char *const good[] = {"127.0.0.1:0", "127.0.0.1:80", "0.0.0.0:65535", "off", "10.1.2.3:09464"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        char err[256] = "";
+        cfg_defaults(&c);
+        snprintf(c.metrics_listen, sizeof c.metrics_listen, "%s", good[i]);
+        if (cfg_validate(&c, err, sizeof err) != CFG_OK) fail_msg("%s: %s", good[i], err);
+    }
+}
+
 /* ---- print, round trip, hash ---- */
 
 static void test_print_shape(void **state)
@@ -942,6 +966,7 @@ int main(void)
         cmocka_unit_test(test_validate_adding),
         cmocka_unit_test(test_validate_param_count),
         cmocka_unit_test(test_validate_fields),
+        cmocka_unit_test(test_validate_listen_strict),
         cmocka_unit_test(test_print_shape),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_hash),
