@@ -6,6 +6,7 @@
  * time and deletes it on every path, and reports `path:line+1:col+1:`. */
 #include "common/cfg.h"
 #include "common/detect.h"
+#include "common/fsutil.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include <arpa/inet.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #define CFG_FILE_MAX (1u << 20) /* bytes; a config is a few hundred */
@@ -827,9 +829,13 @@ int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, c
 /* Whole file into a malloc'd buffer, at most CFG_FILE_MAX bytes. */
 static int read_file(const char *path, char **out, size_t *outlen, Msg *m)
 {
-    FILE *f = fopen(path, "rb");
+    const char *why;
+    int fd = fs_open_regular(path, 1, &why); /* a FIFO must not hang --check */
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
-        msg_add(m, "%s: cannot open: %s", path, strerror(errno));
+        int type = fd < 0 && errno == EINVAL; /* not a regular file */
+        if (fd >= 0) why = strerror(errno), close(fd);
+        msg_add(m, "%s: %s%s", path, type ? "" : "cannot open: ", why);
         return CFG_ERR;
     }
     size_t cap = 0, n = 0;

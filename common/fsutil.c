@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 int fs_mkdir_p(const char *dir, char *err, size_t errlen)
@@ -51,6 +52,27 @@ int fs_probe_writable(const char *dir, char *err, size_t errlen)
     close(fd);
     unlink(path);
     return 0;
+}
+
+int fs_open_regular(const char *path, int allow_null, const char **why)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        *why = strerror(errno);
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    int null_dev = S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3);
+    *why = S_ISDIR(st.st_mode) ? "a directory, expected a file"
+         : !S_ISREG(st.st_mode) && !(allow_null && null_dev) ? "not a regular file" : NULL;
+    if (*why || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        if (!*why) *why = strerror(errno);
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    return fd;
 }
 
 int fs_fsync_parent(const char *path)

@@ -10,6 +10,14 @@
 int fs_mkdir_p(const char *dir, char *err, size_t errlen);
 /* Create and remove a file in dir, to fail early rather than at the end. */
 int fs_probe_writable(const char *dir, char *err, size_t errlen);
+/* Open an input file read-only without ever blocking on it: O_NONBLOCK (a
+ * FIFO nobody writes to would wait forever), then fstat of the open file (no
+ * race with a rename). Anything but a regular file (a FIFO, socket, device,
+ * directory) is refused: -1 with *why "not a regular file" or "a directory,
+ * expected a file" (errno EINVAL), or the open error. With allow_null the
+ * null device (/dev/null, an empty input) is taken too. The descriptor is
+ * blocking again and close-on-exec. */
+int fs_open_regular(const char *path, int allow_null, const char **why);
 /* fsync the directory holding path (after a rename into it). */
 int fs_fsync_parent(const char *path);
 /* Delete the regular files in dir whose names match one of the fnmatch(3)

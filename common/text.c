@@ -44,16 +44,11 @@ typedef struct {
 static int map_open(Map *m, const char *path, const char *what, char *err, size_t errlen)
 {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(err, errlen, "%s: cannot read '%s': %s", what, path, strerror(errno));
+    const char *why;
+    int fd = fs_open_regular(path, 0, &why); /* a FIFO must not hang the start */
     struct stat st;
-    const char *why = fstat(fd, &st) != 0 ? strerror(errno)
-                      : S_ISDIR(st.st_mode) ? "a directory, expected a file"
-                      : !S_ISREG(st.st_mode) ? "not a regular file" : NULL;
-    if (why) {
-        close(fd);
-        return fail(err, errlen, "%s: cannot read '%s': %s", what, path, why);
-    }
+    if (fd >= 0 && fstat(fd, &st) != 0) why = strerror(errno), close(fd), fd = -1;
+    if (fd < 0) return fail(err, errlen, "%s: cannot read '%s': %s", what, path, why);
     if (st.st_size > 0) {
         void *b = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (b == MAP_FAILED) {
