@@ -38,6 +38,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 typedef struct {
     const uint8_t *p; /* (n) file bytes */
     size_t n;
+    unsigned mode;    /* the file's permission bits: files derived from it get no more */
 } Map;
 
 /* `what` names the config key the file comes from, for the message. */
@@ -49,6 +50,7 @@ static int map_open(Map *m, const char *path, const char *what, char *err, size_
     struct stat st;
     if (fd >= 0 && fstat(fd, &st) != 0) why = strerror(errno), close(fd), fd = -1;
     if (fd < 0) return fail(err, errlen, "%s: cannot read '%s': %s", what, path, why);
+    m->mode = (unsigned)st.st_mode & 0777;
     if (st.st_size > 0) {
         void *b = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (b == MAP_FAILED) {
@@ -339,14 +341,24 @@ typedef struct {
     char tmp[PATH_LEN + 32], path[PATH_LEN];
 } Out;
 
-static int out_open(Out *o, const char *dir, const char *name, char *err, size_t errlen)
+/* mode: the permission bits of the data it derives from (private data
+ * stays private), narrowed further by the umask. */
+static int out_open(Out *o, const char *dir, const char *name, unsigned mode, char *err, size_t errlen)
 {
     memset(o, 0, sizeof *o);
     if (snprintf(o->path, sizeof o->path, "%s/%s", dir, name) >= (int)sizeof o->path)
         return fail(err, errlen, "run.dir: path too long");
     snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", o->path, (long)getpid());
-    o->f = fopen(o->tmp, "wb");
-    if (!o->f) return fail(err, errlen, "run.dir: cannot write '%s': %s", o->tmp, strerror(errno));
+    mode_t um = umask(0);
+    umask(um);
+    int fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, (mode_t)(mode & 0666));
+    if (fd >= 0 && fchmod(fd, (mode_t)(mode & 0666) & ~um) != 0) close(fd), fd = -1;
+    o->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!o->f) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return fail(err, errlen, "run.dir: cannot write '%s': %s", o->tmp, strerror(e));
+    }
     setvbuf(o->f, NULL, _IOFBF, 1 << 20);
     return 0;
 }
@@ -373,10 +385,11 @@ static int out_commit(Out *o, char *err, size_t errlen)
     return 0;
 }
 
-static int vocab_write(const Config *c, Entry **kept, size_t nkept, char *err, size_t errlen)
+static int vocab_write(const Config *c, Entry **kept, size_t nkept, unsigned mode, char *err,
+                       size_t errlen)
 {
     Out o;
-    if (out_open(&o, c->run_dir, VOCAB_FILE, err, errlen) != 0) return -1;
+    if (out_open(&o, c->run_dir, VOCAB_FILE, mode, err, errlen) != 0) return -1;
     fputs("<unk>\n<eos>\n", o.f);
     for (size_t i = 0; i < nkept; i++) fwrite(kept[i]->w, 1, kept[i]->len, o.f), fputc('\n', o.f);
     return out_commit(&o, err, errlen);
@@ -488,6 +501,7 @@ static int prepare_words(const Config *c, int W, const Source *s, Map f[2], char
 {
     int nf = s->one_file ? 1 : 2;
     size_t n[2], total = 0;
+    unsigned mode = f[0].mode & (nf == 2 ? f[1].mode : 0777); /* of the derived files */
     if (s->one_file) {
         total = count_tokens(&f[0]);
         n[1] = valid_tail(total, c->data_valid_fraction), n[0] = total - n[1];
@@ -514,12 +528,12 @@ static int prepare_words(const Config *c, int W, const Source *s, Map f[2], char
             vocab_too_big(c, split_desc(s, TEXT_TRAIN, d, sizeof d), kept, nkept, err, errlen);
             goto done;
         }
-        if (vocab_write(c, kept, nkept, err, errlen) != 0) goto done;
+        if (vocab_write(c, kept, nkept, mode, err, errlen) != 0) goto done;
         free(kept), kept = NULL; /* entry pointers die when specials grow the table */
         if (vocab_add_specials(&t, err, errlen) != 0) goto done;
     }
-    if (out_open(o[0], c->run_dir, tokens_file[0], err, errlen) != 0 ||
-        out_open(o[1], c->run_dir, tokens_file[1], err, errlen) != 0)
+    if (out_open(o[0], c->run_dir, tokens_file[0], mode, err, errlen) != 0 ||
+        out_open(o[1], c->run_dir, tokens_file[1], mode, err, errlen) != 0)
         goto done;
     for (int k = 0; k < nf; k++) {
         Out *dst[2] = {o[k], o[1]};

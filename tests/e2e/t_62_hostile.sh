@@ -16,3 +16,21 @@ check "a FIFO as data.path: the launch exits 2, not a hang" \
     expect_exit 2 "data.path: cannot read '$HT/fifo.txt': not a regular file" \
     timeout 60 deploy/clipd-launch -n 1 "$TINY" --set run.dir="$HT/fifo_run" --set metrics.listen=off \
     --set data.source=text --set data.path="$HT/fifo.txt" --set model.vocab=256
+
+# Files derived from the data (vocab.txt, tokens-*.u32) are no more readable
+# than the data itself: a 0600 corpus gives 0600 files, whatever the umask.
+private_data() {
+    awk 'BEGIN { for (i = 0; i < 4000; i++) printf "w%d%s", i % 13, (i % 9 == 8 ? "\n" : " ") }' >"$HT/private.txt"
+    chmod 600 "$HT/private.txt"
+    (umask 022 && $LAUNCH -n 1 "$TINY" --set run.dir="$HT/priv" --set metrics.listen=off --set train.epochs=1 \
+        --set train.steps_per_epoch=3 --set data.source=text --set data.tokenizer=words --set model.vocab=16 \
+        --set data.path="$HT/private.txt" --set data.valid_batches=0 >"$HT/priv.out" 2>&1) || { cat "$HT/priv.out"; return 1; }
+    local f m bad=0
+    for f in vocab.txt tokens-train.u32 tokens-valid.u32; do
+        m=$(stat -c %a "$HT/priv/$f") || return 1
+        echo "$f: $m"
+        [ "$m" = 600 ] || bad=1
+    done
+    return $bad
+}
+check "vocab.txt and tokens-*.u32 of a 0600 corpus are 0600" private_data
