@@ -211,17 +211,15 @@ static void crash_if(int point)
     if (crash_point == point) raise(SIGKILL);
 }
 
-/* Temporary file `.NAME.tmp.PID` beside path: write, fsync, rename, fsync dir. */
+/* Temporary file `.NAME.tmp.clipd-RUN.PID` beside path (fs_tmp_path): write,
+ * fsync, rename, fsync dir. A symlink planted at the temporary's name is
+ * not followed. */
 static int write_atomic(const char *path, const char *hdr, size_t hlen, const CkTensor *t, int nt,
                         char *err, size_t errlen)
 {
     char tmp[4096];
-    const char *slash = strrchr(path, '/');
-    int w = slash ? snprintf(tmp, sizeof tmp, "%.*s/.%s.tmp.%ld", (int)(slash - path), path, slash + 1,
-                             (long)getpid())
-                  : snprintf(tmp, sizeof tmp, ".%s.tmp.%ld", path, (long)getpid());
-    if (w < 0 || (size_t)w >= sizeof tmp) return fail(err, errlen, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fs_tmp_path(tmp, sizeof tmp, path) != 0) return fail(err, errlen, "%s: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) return fail(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
@@ -298,7 +296,7 @@ static int newest_first(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-/* The checkpoints (newest first) and temporary files `.step-*.tmp*` (last)
+/* The checkpoints (newest first) and this run's temporary files of them (last)
  * in dir. -1 with errno if dir cannot be read. */
 static int scan_dir(const char *dir, DirEnt **out, int *n)
 {
@@ -309,7 +307,7 @@ static int scan_dir(const char *dir, DirEnt **out, int *n)
     struct dirent *de;
     while ((de = readdir(d))) {
         long long step = -1;
-        int tmp = !strncmp(de->d_name, ".step-", 6) && strstr(de->d_name, ".tmp");
+        int tmp = fs_is_own_tmp(de->d_name, (const char *const[]){CK_STEP_GLOB}, 1);
         if (!tmp && !step_of(de->d_name, &step)) continue;
         if (strlen(de->d_name) >= sizeof v->name) continue;
         if (cnt == cap) {

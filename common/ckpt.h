@@ -34,18 +34,20 @@ typedef struct {
  * "format" = CK_FORMAT, "checksum" and "header_checksum" (see
  * ckpt_write_file); the caller may not pass those keys. Then deletes
  * step-*.safetensors files beyond the newest `keep` by step number (never
- * the one just written) and temporary files `.step-*.tmp*` left by a crash.
+ * the one just written) and this run's temporary files of checkpoints left by a crash.
  * path_out (may be NULL) gets the final path. Returns 0, or -1 with err.
  * On success err is "" or, if an old file could not be deleted, a warning. */
 int ckpt_write(const char *dir, long long step, const CkTensor *t, int nt, const CkMeta *meta,
                int nmeta, int keep, char *path_out, size_t path_len, char *err, size_t errlen);
 
-/* The temporary files of the atomic writer, `.NAME.tmp.PID` beside NAME:
- * one left behind means its writer died before renaming it into place. */
-#define CK_TMP_PATTERN ".*.tmp.*"
+/* Final names of checkpoints, as an fnmatch(3) pattern. Their temporaries
+ * (and those of any file ckpt_write_file writes) are named by fs_tmp_path:
+ * `.NAME.tmp.clipd-RUN.PID` beside NAME; one left behind means its writer
+ * died before renaming it into place. */
+#define CK_STEP_GLOB "step-*.safetensors"
 
-/* Write any safetensors file atomically (temporary `.NAME.tmp.PID` beside
- * it). Tensors are stored in the order given, contiguously. Adds metadata
+/* Write any safetensors file atomically (temporary beside it, see
+ * CK_STEP_GLOB). Tensors are stored in the order given, contiguously. Adds metadata
  * "checksum" = FNV-1a 64 of all tensor bytes and "header_checksum" = FNV-1a
  * 64 of the padded header with its own 16 digits read as '0' (both 16
  * lowercase hex digits), so a bit flip anywhere is found by ckpt_read. */

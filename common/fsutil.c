@@ -93,7 +93,39 @@ static void add_note(char *notes, size_t cap, const char *what, const char *path
     if (n + 1 < cap) snprintf(notes + n, cap - n, "%s %s%s%s\n", what, path, why ? ": " : "", why ? why : "");
 }
 
-int fs_remove_stale(const char *dir, const char *const *patterns, int npatterns, char *notes,
+static char run_tag[64] = "default";
+
+void fs_set_run_tag(const char *run_name)
+{
+    snprintf(run_tag, sizeof run_tag, "%s", run_name);
+}
+
+int fs_tmp_path(char *out, size_t len, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path) + 1 : 0;
+    int w = snprintf(out, len, "%.*s.%s.tmp.clipd-%s.%ld", dl, path, path + dl, run_tag, (long)getpid());
+    return w < 0 || (size_t)w >= len ? -1 : 0;
+}
+
+int fs_is_own_tmp(const char *name, const char *const *finals, int nfinals)
+{
+    char mid[96], final[256];
+    size_t n = strlen(name), d = 0;
+    while (d < n && d < 12 && name[n - 1 - d] >= '0' && name[n - 1 - d] <= '9') d++;
+    int ml = snprintf(mid, sizeof mid, ".tmp.clipd-%s.", run_tag);
+    if (name[0] != '.' || d == 0 || d >= 12 || ml < 0 || (size_t)ml >= sizeof mid || n < 2 + (size_t)ml + d)
+        return 0;
+    size_t fl = n - d - (size_t)ml - 1; /* FINAL, between the dot and mid */
+    if (fl >= sizeof final || strncmp(name + 1 + fl, mid, (size_t)ml) != 0) return 0;
+    memcpy(final, name + 1, fl);
+    final[fl] = 0;
+    for (int i = 0; i < nfinals; i++)
+        if (fnmatch(finals[i], final, 0) == 0) return 1;
+    return 0;
+}
+
+int fs_remove_stale(const char *dir, const char *const *finals, int nfinals, char *notes,
                     size_t notes_len)
 {
     if (notes && notes_len) notes[0] = 0;
@@ -102,11 +134,10 @@ int fs_remove_stale(const char *dir, const char *const *patterns, int npatterns,
     int removed = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
-        int hit = 0;
-        for (int i = 0; i < npatterns && !hit; i++) hit = fnmatch(patterns[i], de->d_name, 0) == 0;
         char path[4096 + 256];
         struct stat st;
-        if (!hit || snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path ||
+        if (!fs_is_own_tmp(de->d_name, finals, nfinals) ||
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path ||
             lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
             continue;
         if (unlink(path) == 0) removed++, add_note(notes, notes_len, "removed", path, NULL);

@@ -20,13 +20,23 @@ int fs_probe_writable(const char *dir, char *err, size_t errlen);
 int fs_open_regular(const char *path, int allow_null, const char **why);
 /* fsync the directory holding path (after a rename into it). */
 int fs_fsync_parent(const char *path);
-/* Delete the regular files in dir whose names match one of the fnmatch(3)
- * patterns: temporary files of writers that died before renaming them into
- * place. Call it only while nothing writes in dir. Each file adds a line
- * "removed PATH" (or "cannot remove PATH: why") to notes, which always ends
- * up a string. Returns the number removed (0 when dir does not exist), or -1
- * with errno when dir cannot be read. */
-int fs_remove_stale(const char *dir, const char *const *patterns, int npatterns, char *notes,
+/* Temporary files of atomic writes carry the run's identity: for DIR/NAME,
+ * DIR/.NAME.tmp.clipd-RUN.PID, RUN being run.name (set once per process by
+ * fs_set_run_tag before any write; "default" until then). Only names of that
+ * form, with this run's tag, are ever deleted as stale. */
+void fs_set_run_tag(const char *run_name);
+/* The temporary path for path, as above. -1 if it does not fit in len. */
+int fs_tmp_path(char *out, size_t len, const char *path);
+/* 1 if name (no directory) is `.FINAL.tmp.clipd-RUN.DIGITS` with this
+ * process's tag and FINAL matching one of the fnmatch(3) patterns in finals. */
+int fs_is_own_tmp(const char *name, const char *const *finals, int nfinals);
+/* Delete the regular files in dir that fs_is_own_tmp says are temporaries
+ * of this run's writers that died before renaming them into place. Call it
+ * only while nothing writes in dir. Each file adds a line "removed PATH"
+ * (or "cannot remove PATH: why") to notes, which always ends up a string.
+ * Returns the number removed (0 when dir does not exist), or -1 with errno
+ * when dir cannot be read. */
+int fs_remove_stale(const char *dir, const char *const *finals, int nfinals, char *notes,
                     size_t notes_len);
 
 #endif

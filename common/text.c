@@ -338,7 +338,7 @@ static int vocab_too_big(const Config *c, const char *desc, Entry **kept, size_t
 /* Temporary file, renamed over its final name once complete and synced. */
 typedef struct {
     FILE *f;
-    char tmp[PATH_LEN + 32], path[PATH_LEN];
+    char tmp[PATH_LEN + 128], path[PATH_LEN];
 } Out;
 
 /* mode: the permission bits of the data it derives from (private data
@@ -348,7 +348,7 @@ static int out_open(Out *o, const char *dir, const char *name, unsigned mode, ch
     memset(o, 0, sizeof *o);
     if (snprintf(o->path, sizeof o->path, "%s/%s", dir, name) >= (int)sizeof o->path)
         return fail(err, errlen, "run.dir: path too long");
-    snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", o->path, (long)getpid());
+    if (fs_tmp_path(o->tmp, sizeof o->tmp, o->path) != 0) return fail(err, errlen, "run.dir: path too long");
     mode_t um = umask(0);
     umask(um);
     int fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, (mode_t)(mode & 0666));

@@ -615,17 +615,20 @@ static int release_workers(int rc)
 
 /* Temporary files of writers that a crash killed before their rename (a
  * checkpoint, final.safetensors, a token file, a log being cut back): no
- * process writes in the run yet, so any there is stale. Never read: the
+ * process writes in the run yet, so any there is stale. Only names that
+ * clipd's own naming with this run's name proves it wrote
+ * (`.NAME.tmp.clipd-RUN.PID`, fs_tmp_path) are deleted. Never read: the
  * readers only take complete, renamed files. */
 static void remove_stale(const Config *c)
 {
-    static const char *const in_run[] = {CK_TMP_PATTERN, "*.u32.tmp.*", "vocab.txt.tmp.*", "*.jsonl.cut.*"};
-    static const char *const in_ckpt[] = {CK_TMP_PATTERN};
+    static const char *const in_run[] = {CK_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
+                                         "*.jsonl", "config.yaml"};
+    static const char *const in_ckpt[] = {CK_STEP_GLOB};
     char dir[CFG_STR_MAX + 16], notes[4096];
     for (int k = 0; k < 2; k++) {
         if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);
         else cfg_checkpoint_dir(c, dir, sizeof dir);
-        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : 4, notes, sizeof notes) < 0 && errno != ENOTDIR)
+        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : 6, notes, sizeof notes) < 0 && errno != ENOTDIR)
             LOG(LOG_WARN, "cannot list %s for stale temporary files: %s", dir, strerror(errno));
         for (char *line = strtok(notes, "\n"); line; line = strtok(NULL, "\n"))
             LOG(LOG_WARN, "%s (a temporary file left by an interrupted write)", line);
@@ -698,6 +701,7 @@ int main(int argc, char **argv)
                         "mpirun -np 1 clipd CONFIG : -np W clipd-worker\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
+    fs_set_run_tag(co.cfg.run_name); /* temporaries carry the run's name */
     if (rc == 0) rc = job_checks(&co, &a, wsize, err, sizeof err);
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none); /* workers split off their own */

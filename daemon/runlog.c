@@ -46,12 +46,16 @@ static int64_t line_field(const char *line, const char *key)
 static int cut_file(const char *path, const char *key, int64_t max, int drop_epoch_end,
                     char *err, size_t errlen)
 {
-    FILE *in = fopen(path, "r");
-    if (!in) return errno == ENOENT ? 0 : (snprintf(err, errlen, "run.dir: cannot read '%s': %s", path, strerror(errno)), -1);
-    char tmp[CFG_STR_MAX + 64];
-    snprintf(tmp, sizeof tmp, "%s.cut.%ld", path, (long)getpid());
-    FILE *out = fopen(tmp, "w");
+    int ifd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), ofd = -1;
+    FILE *in = ifd >= 0 ? fdopen(ifd, "r") : NULL;
+    if (!in) return errno == ENOENT ? 0 : (snprintf(err, errlen, "run.dir: cannot read '%s': %s%s", path,
+                                                     strerror(errno), errno == ELOOP ? " (a symlink: refused)" : ""), -1);
+    char tmp[CFG_STR_MAX + 128];
+    if (fs_tmp_path(tmp, sizeof tmp, path) == 0)
+        ofd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *out = ofd >= 0 ? fdopen(ofd, "w") : NULL;
     if (!out) {
+        if (ofd >= 0) close(ofd);
         fclose(in);
         snprintf(err, errlen, "run.dir: cannot cut '%s' back to the checkpoint: cannot create '%s': %s",
                  path, tmp, strerror(errno));
@@ -96,10 +100,12 @@ static int open_all(RunLog *l, int truncate, char *err, size_t errlen)
     for (int i = 0; i < LOG_FILES; i++) {
         char path[CFG_STR_MAX + 32];
         snprintf(path, sizeof path, "%s/%s", l->dir, log_names[i]);
-        l->fd[i] = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);
+        /* O_NOFOLLOW: a symlink planted as a log never redirects the writes */
+        l->fd[i] = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (truncate ? O_TRUNC : 0), 0644);
         l->torn[i] = 0;
         if (l->fd[i] < 0) {
-            snprintf(err, errlen, "run.dir: cannot open '%s': %s", path, strerror(errno));
+            snprintf(err, errlen, "run.dir: cannot open '%s': %s%s", path, strerror(errno),
+                     errno == ELOOP ? " (a symlink: refused)" : "");
             close_all(l);
             return -1;
         }
@@ -246,12 +252,20 @@ int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
     return put_line(l, LOG_TENSORS);
 }
 
+/* Written to a temporary and renamed into place: a symlink planted as
+ * config.yaml is replaced, never followed. */
 int runlog_config(const RunLog *l, const Config *c)
 {
-    char path[CFG_STR_MAX + 32];
+    char path[CFG_STR_MAX + 32], tmp[CFG_STR_MAX + 128];
     snprintf(path, sizeof path, "%s/config.yaml", l->dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
+    if (fs_tmp_path(tmp, sizeof tmp, path) != 0) return -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        if (fd >= 0) close(fd), unlink(tmp);
+        return -1;
+    }
     cfg_print(c, f);
-    return fclose(f) == 0 ? 0 : -1;
+    if (fclose(f) != 0 || rename(tmp, path) != 0) return unlink(tmp), -1;
+    return 0;
 }

@@ -274,16 +274,21 @@ static void test_keep_two_of_five(void **state)
 static void test_stale_temps_removed(void **state)
 {
     Fx *f = *state;
-    const char *stale[] = {".step-00000003.safetensors.tmp.12345", ".step-00000009.tmp"};
+    const char *stale[] = {".step-00000003.safetensors.tmp.clipd-default.12345",
+                           ".step-00000004.safetensors.tmp.clipd-default.1"};
+    const char *theirs[] = {".step-00000009.tmp", ".step-00000003.safetensors.tmp.12345",
+                            ".step-00000003.safetensors.tmp.clipd-other.5"};
     char p[512], path[512];
-    for (int i = 0; i < 2; i++) {
-        snprintf(p, sizeof p, "%s/%s", f->dir, stale[i]);
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", f->dir, i < 2 ? stale[i] : theirs[i - 2]);
         spit(p, "torn", 4);
     }
     snprintf(p, sizeof p, "%s/notes.txt", f->dir); /* not ours: left alone */
     spit(p, "x", 1);
     write_sample(f, 10, 2, path, sizeof path);
-    assert_int_equal(count_entries(f->dir, ".step-"), 0);
+    /* only this run's own temporaries go; names clipd's writer never makes stay */
+    assert_int_equal(count_entries(f->dir, ".step-"), 3);
+    assert_int_equal(count_entries(f->dir, ".step-00000003.safetensors.tmp.clipd-default"), 0);
     assert_int_equal(access(p, F_OK), 0);
     assert_int_equal(count_entries(f->dir, "step-"), 1);
 }
@@ -297,7 +302,7 @@ static void test_crash_points(void **state)
 {
     Fx *f = *state;
     const int points[] = {CK_CRASH_DURING_WRITE, CK_CRASH_BEFORE_RENAME, CK_CRASH_AFTER_RENAME};
-    const char *const tmp_pattern[] = {CK_TMP_PATTERN};
+    const char *const tmp_pattern[] = {CK_STEP_GLOB};
     char prev[512], next[512], got[512], err[512], notes[1024];
     for (int i = 0; i < 3; i++) {
         rm_rf(f->dir);
@@ -330,23 +335,30 @@ static void test_crash_points(void **state)
     }
 }
 
-/* fs_remove_stale deletes regular files matching a pattern, nothing else. */
+/* fs_remove_stale deletes regular files that clipd's temporary naming with
+ * this run's tag proves it wrote (.FINAL.tmp.clipd-RUN.PID, FINAL matching a
+ * pattern), nothing else. */
 static void test_remove_stale_only_matches(void **state)
 {
     Fx *f = *state;
-    const char *const pats[] = {CK_TMP_PATTERN, "*.jsonl.cut.*"};
-    const char *names[] = {".final.safetensors.tmp.77", "steps.jsonl.cut.9", "steps.jsonl",
-                           "step-00000001.safetensors", ".step-x.tmpfile"};
+    const char *const pats[] = {"final.safetensors", "*.jsonl"};
+    fs_set_run_tag("r1");
+    const char *names[] = {".final.safetensors.tmp.clipd-r1.77", ".steps.jsonl.tmp.clipd-r1.9", "steps.jsonl",
+                           "step-00000001.safetensors", ".step-x.tmpfile", ".final.safetensors.tmp.77",
+                           "steps.jsonl.cut.9", ".steps.jsonl.tmp.clipd-r2.9", ".steps.jsonl.tmp.clipd-r1.",
+                           ".steps.jsonl.tmp.clipd-r1.9x", ".x.tmp.clipd-r1.3", "a.jsonl.tmp.clipd-r1.3"};
+    const int n = (int)(sizeof names / sizeof *names);
     char p[512], notes[2048];
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < n; i++) {
         snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
         spit(p, "x", 1);
     }
-    snprintf(p, sizeof p, "%s/.dir.tmp.5", f->dir); /* a directory is never removed */
+    snprintf(p, sizeof p, "%s/.d.jsonl.tmp.clipd-r1.5", f->dir); /* a directory is never removed */
     assert_int_equal(mkdir(p, 0755), 0);
     assert_int_equal(fs_remove_stale(f->dir, pats, 2, notes, sizeof notes), 2);
     assert_int_equal(access(p, F_OK), 0);
-    for (int i = 0; i < 5; i++) {
+    fs_set_run_tag("default");
+    for (int i = 0; i < n; i++) {
         char line[600];
         snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
         snprintf(line, sizeof line, "removed %s\n", p);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/ckpt.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/safetensors.h"
 #include "worker/worker.h"
@@ -34,6 +35,7 @@ int state_init(Worker *w)
 {
     Snapshot *s = &w->snap;
     size_t n = w->model.nparams, B = (size_t)w->model.B, L = (size_t)w->model.L;
+    fs_set_run_tag(w->cfg.run_name); /* the temporaries of its checkpoint writes */
     if (can_roll_back(&w->cfg)) {
         s->params = malloc(n * sizeof(float));
         s->m = w->opt.m ? malloc(w->opt.n * sizeof(float)) : NULL;
