@@ -1116,3 +1116,50 @@ int cfg_event_action(const Config *c, int kind)
     }
     return a == ACT_INHERIT ? c->divergence_action : a;
 }
+
+int cfg_tensor_shape(const Config *c, int i, long shape[2])
+{
+    long V = c->model_vocab, E = c->model_embed, H = c->model_hidden, L = c->model_layers;
+    long G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
+    int markov = c->data_source != DATA_ADDING;
+    long O = markov ? V : 1, in = markov ? E : 2;
+    shape[1] = 1;
+    if (i == 0) return shape[0] = H, shape[1] = O, 2;
+    if (i == 1) return shape[0] = O, 1;
+    if (i >= 2 && i < 2 + 3 * L) {
+        long l = L - 1 - (i - 2) / 3;
+        int k = (i - 2) % 3;
+        if (k == 2) return shape[0] = G * H, 1;
+        return shape[0] = k ? H : l ? H : in, shape[1] = G * H, 2;
+    }
+    if (i == 2 + 3 * L && markov) return shape[0] = V, shape[1] = E, 2;
+    return 0;
+}
+
+uint64_t cfg_model_floats(const Config *c, int B)
+{
+    uint64_t T = (uint64_t)c->data_seq_len, H = (uint64_t)c->model_hidden, TB = T * (uint64_t)B;
+    uint64_t E = (uint64_t)c->model_embed, V = (uint64_t)c->model_vocab, L = (uint64_t)c->model_layers;
+    int markov = c->data_source != DATA_ADDING, lstm = c->model_kind == MODEL_LSTM, gru = c->model_kind == MODEL_GRU;
+    uint64_t G = lstm ? 4 : gru ? 3 : 1, in = markov ? E : 2, O = markov ? V : 1;
+    uint64_t wide = E > H ? E : H;
+    if (in > wide) wide = in;
+    uint64_t per_layer = (TB + (uint64_t)B) * H * (lstm ? 2 : 1) + (lstm || gru ? TB * G * H : 0) + (gru ? TB * H : 0);
+    uint64_t n = 2 * cfg_param_count(c) + L * per_layer + TB * in + (markov ? TB : (uint64_t)B) * O + 2 * TB * wide +
+                 (c->model_kind != MODEL_RNN ? TB * G * H : 0) + (gru ? TB * 3 * H : 0) + (uint64_t)B * H;
+    if (markov && c->model_dropout > 0) n += 2 * TB * (in + L * H);
+    return n;
+}
+
+uint64_t cfg_worker_bytes(const Config *c, int W)
+{
+    uint64_t P = cfg_param_count(c), B = (uint64_t)c->data_batch_per_worker, H = (uint64_t)c->model_hidden;
+    int adam = c->train_optimizer != OPT_SGD, moments = adam ? 2 : c->train_momentum > 0 ? 1 : 0;
+    uint64_t own = c->sync_mode == SYNC_SHARDED && W > 0 ? (P + (uint64_t)W - 1) / (uint64_t)W : P;
+    int rollback = 0;
+    for (int k = 0; k < EV_COUNT; k++) rollback |= cfg_event_action(c, k) == ACT_ROLLBACK;
+    uint64_t floats = cfg_model_floats(c, (int)B) + (uint64_t)moments * own + /* sync: a shard per rank */ P +
+                      (rollback ? P * (uint64_t)(1 + moments) : 0) +
+                      2 * (uint64_t)c->model_layers * (uint64_t)(W > 0 ? W : 1) * B * H; /* worker 0's gather */
+    return 4 * floats;
+}

@@ -148,6 +148,17 @@ int cfg_event_action(const Config *c, int kind);
  * layout worker/model.c builds; tests/test_model.c checks they agree).
  * Returns the count; fills at most max. */
 int cfg_tensor_names(const Config *c, char names[][32], int max);
+/* Shape of tensor i of cfg_tensor_names: returns ndim (1 or 2) with
+ * shape[0] (and shape[1], 1 for 1-D), or 0 past the last tensor. */
+int cfg_tensor_shape(const Config *c, int i, long shape[2]);
+/* Floats of the model's buffers for B streams: parameters, gradients and
+ * activations, exactly what worker/model.c's model_init allocates
+ * (Model.nfloats; tests/test_model.c checks they agree). */
+uint64_t cfg_model_floats(const Config *c, int B);
+/* Bytes one of W workers needs at least: the model's buffers, optimizer
+ * moments (its shard when sharded), the gradient shard, the rollback copy
+ * when any action is rollback, worker 0's gather of the carried state. */
+uint64_t cfg_worker_bytes(const Config *c, int W);
 /* Checkpoint directory: checkpoint.dir, or RUN_DIR/checkpoints. */
 void cfg_checkpoint_dir(const Config *c, char *out, size_t len);
 

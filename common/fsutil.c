@@ -40,6 +40,27 @@ int fs_mkdir_p(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+int fs_check_dir(const char *dir, const char *key, char *err, size_t errlen)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return snprintf(err, errlen, "%s: path too long", key), -1;
+    struct stat st;
+    while (stat(path, &st) != 0) {
+        char *slash = strrchr(path, '/');
+        if (errno != ENOENT || !slash || slash == path) {
+            if (errno == ENOENT) snprintf(path, sizeof path, "%s", slash == path ? "/" : ".");
+            else return snprintf(err, errlen, "%s: cannot create '%s': %s", key, dir, strerror(errno)), -1;
+            continue;
+        }
+        *slash = 0; /* the parent would be created */
+    }
+    if (!S_ISDIR(st.st_mode)) return snprintf(err, errlen, "%s: '%s' is not a directory", key, path), -1;
+    if (access(path, W_OK | X_OK) != 0)
+        return snprintf(err, errlen, "%s: cannot write in '%s': %s", key, path, strerror(errno)), -1;
+    return 0;
+}
+
 int fs_probe_writable(const char *dir, char *err, size_t errlen)
 {
     char path[4096];

@@ -8,6 +8,11 @@
 
 /* Create dir and its parents. Errors: `run.dir: cannot create 'PATH': why`. */
 int fs_mkdir_p(const char *dir, char *err, size_t errlen);
+/* Without creating anything (clipd --check): dir is a directory this
+ * process may write in, or does not exist and its nearest existing ancestor
+ * is one. Errors: `KEY: 'PATH' is not a directory` or `KEY: cannot write in
+ * 'PATH': why`. */
+int fs_check_dir(const char *dir, const char *key, char *err, size_t errlen);
 /* Create and remove a file in dir, to fail early rather than at the end. */
 int fs_probe_writable(const char *dir, char *err, size_t errlen);
 /* Open an input file read-only without ever blocking on it: O_NONBLOCK (a

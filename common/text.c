@@ -497,7 +497,8 @@ static int check_splits(const Config *c, int W, const Source *s, const size_t n[
 
 /* ---- prepare ---- */
 
-static int prepare_words(const Config *c, int W, const Source *s, Map f[2], char *err, size_t errlen)
+/* write 0: every check, nothing written (clipd --check). */
+static int prepare_words(const Config *c, int W, const Source *s, Map f[2], int write, char *err, size_t errlen)
 {
     int nf = s->one_file ? 1 : 2;
     size_t n[2], total = 0;
@@ -509,7 +510,7 @@ static int prepare_words(const Config *c, int W, const Source *s, Map f[2], char
         n[0] = count_tokens(&f[0]), n[1] = count_tokens(&f[1]);
     }
     if (check_splits(c, W, s, n, total, err, errlen) != 0) return -1;
-    if (fs_mkdir_p(c->run_dir, err, errlen) != 0) return -1;
+    if (write && fs_mkdir_p(c->run_dir, err, errlen) != 0) return -1;
     char vpath[PATH_LEN + 16], d[PATH_LEN + 64];
     snprintf(vpath, sizeof vpath, "%s/%s", c->run_dir, VOCAB_FILE);
     Table t = {0};
@@ -520,12 +521,20 @@ static int prepare_words(const Config *c, int W, const Source *s, Map f[2], char
     int rc = -1, reuse = access(vpath, F_OK) == 0;
     if (reuse) {
         if (vocab_load(&t, &vm, vpath, c, err, errlen) != 0) goto done;
+        if (!write) {
+            rc = 0;
+            goto done;
+        }
     } else {
         if (count_words(&t, &f[0], n[0], err, errlen) != 0 ||
             vocab_build(&t, c->data_min_count, &kept, &nkept, err, errlen) != 0)
             goto done;
         if (nkept + 2 > (size_t)c->model_vocab) {
             vocab_too_big(c, split_desc(s, TEXT_TRAIN, d, sizeof d), kept, nkept, err, errlen);
+            goto done;
+        }
+        if (!write) {
+            rc = 0;
             goto done;
         }
         if (vocab_write(c, kept, nkept, mode, err, errlen) != 0) goto done;
@@ -549,7 +558,7 @@ done:
     return rc;
 }
 
-int text_prepare(const Config *c, int W, char *err, size_t errlen)
+static int prepare(const Config *c, int W, int write, char *err, size_t errlen)
 {
     if (c->data_tokenizer == TOK_BYTES && c->model_vocab < 256)
         return fail(err, errlen, "model.vocab %d must be >= 256 when data.tokenizer is bytes "
@@ -563,7 +572,7 @@ int text_prepare(const Config *c, int W, char *err, size_t errlen)
             utf8_check(f[k].p, f[k].n, s.path[k], err, errlen) != 0)
             goto done;
     if (c->data_tokenizer == TOK_WORDS) {
-        rc = prepare_words(c, W, &s, f, err, errlen);
+        rc = prepare_words(c, W, &s, f, write, err, errlen);
     } else {
         size_t n[2] = {f[0].n, nf == 2 ? f[1].n : 0};
         if (s.one_file) n[1] = valid_tail(f[0].n, c->data_valid_fraction), n[0] = f[0].n - n[1];
@@ -573,6 +582,10 @@ done:
     map_close(&f[0]), map_close(&f[1]);
     return rc == 0 ? 0 : CFG_ERR;
 }
+
+int text_prepare(const Config *c, int W, char *err, size_t errlen) { return prepare(c, W, 1, err, errlen); }
+
+int text_check(const Config *c, int W, char *err, size_t errlen) { return prepare(c, W, 0, err, errlen); }
 
 /* ---- workers ---- */
 

@@ -39,6 +39,8 @@ enum { TEXT_TRAIN = 0, TEXT_VALID = 1 };
  * fault. W is the number of workers. An empty valid split, or one too short
  * for data.valid_batches, is an error only when data.valid_batches > 0. */
 int text_prepare(const Config *c, int W, char *err, size_t errlen);
+/* The same checks, writing nothing (clipd --check). */
+int text_check(const Config *c, int W, char *err, size_t errlen);
 
 /* One split's tokens, memory-mapped read-only; pages are read on first touch,
  * so a worker reads only the pages of its own streams. */

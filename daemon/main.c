@@ -33,6 +33,7 @@ typedef struct {
     const char *config_path, *resume;
     const char *sets[MAX_SETS];
     int nsets, check;
+    int workers; /* --check --workers W: the worker count to check for */
 } Args;
 
 typedef struct {
@@ -92,10 +93,14 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mpirun -np 1 clipd CONFIG [--set section.key=value ...] [--resume PATH|latest]\n"
             "              : -np W clipd-worker\n"
-            "       clipd --check CONFIG [--set section.key=value ...]\n"
+            "       clipd --check CONFIG [--set section.key=value ...] [--resume PATH|latest] [--workers W]\n"
             "Trains a recurrent network data-parallel on W workers with exact global-norm\n"
             "clipping; this process is the coordinator (world rank 0).\n"
-            "  --check          validate CONFIG (and overrides) without MPI, print the effective config\n"
+            "  --check          validate CONFIG (and overrides) without MPI, print the effective config;\n"
+            "                   runs every check a start runs (resume point, directories, data,\n"
+            "                   memory) and writes nothing\n"
+            "  --workers W      with --check: the worker count to check for (default: the\n"
+            "                   checkpoint's, else 1)\n"
             "  --set k=v        override one config key, e.g. --set train.epochs=2\n"
             "  --resume PATH    continue from a checkpoint file; `latest`: the newest valid one\n"
             "                   in checkpoint.dir (RUN_DIR/checkpoints)\n"
@@ -119,6 +124,12 @@ static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
         if (!strcmp(s, "--version")) return printf("clipd %s\n", CLIPD_VERSION), 0;
         if (!strcmp(s, "--check")) {
             a->check = 1;
+        } else if (!strcmp(s, "--workers")) {
+            char *end = NULL;
+            long w = i + 1 < argc ? strtol(argv[++i], &end, 10) : 0;
+            if (!end || *end || w < 1 || w > 1 << 20)
+                return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), 2;
+            a->workers = (int)w;
         } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6) || !strcmp(s, "--resume") ||
                    !strncmp(s, "--resume=", 9)) {
             int set = s[2] == 's';
@@ -635,7 +646,80 @@ static void remove_stale(const Config *c)
     }
 }
 
-/* Checks that need the job: workers present, run dir, resume point. */
+/* Bytes this machine can still give: MemAvailable, or what the cgroup's
+ * limit leaves if that is less (cgroup v2, then v1). 0 when unknown. */
+static uint64_t mem_available(void)
+{
+    unsigned long long kb = 0, lim = 0, cur = 0;
+    char line[256];
+    FILE *f = fopen("/proc/meminfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    uint64_t avail = (uint64_t)kb * 1024;
+    static const char *const lims[][2] = {{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+                                          {"/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                           "/sys/fs/cgroup/memory/memory.usage_in_bytes"}};
+    for (int i = 0; i < 2; i++) {
+        FILE *a = fopen(lims[i][0], "r"), *b = fopen(lims[i][1], "r");
+        int ok = a && b && fscanf(a, "%llu", &lim) == 1 && fscanf(b, "%llu", &cur) == 1;
+        if (a) fclose(a);
+        if (b) fclose(b);
+        if (ok && lim > cur && (!avail || lim - cur < avail)) avail = lim - cur;
+        if (ok) break;
+    }
+    return avail;
+}
+
+/* The workers that will share this machine must fit in its memory:
+ * `local` of them (the launch: the ranks Open MPI put on this node but the
+ * coordinator; --check: one, and the total for W is said). */
+static int check_memory(const Config *c, int W, int local, int dry, char *err, size_t errlen)
+{
+    uint64_t need = cfg_worker_bytes(c, W), avail = mem_available();
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    if (dry) fprintf(stderr, "clipd: memory: about %.3g GiB per worker, %.3g GiB for %d on one machine; "
+                             "%.3g GiB available here\n", (double)need / gib, (double)need * W / gib, W,
+                     (double)avail / gib);
+    if (!avail || (double)need * local <= (double)avail) return 0;
+    snprintf(err, errlen, "memory: %d worker%s x about %.3g GiB (model.*, data.batch_per_worker, "
+             "data.seq_len, train.optimizer) need %.3g GiB, this machine has %.3g GiB available",
+             local, local == 1 ? "" : "s", (double)need / gib, (double)need * local / gib, (double)avail / gib);
+    return 2;
+}
+
+/* Every check a start makes before it changes anything in the run, for the
+ * launch and for --check alike (dry: creates nothing, not even run.dir): the
+ * resume point (every key and tensor the workers will read), run.dir and
+ * checkpoint.dir, the data, the memory of the workers on this machine. W:
+ * the job's workers; --check: --workers, else the checkpoint's global batch
+ * over data.batch_per_worker, else 1. */
+static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t errlen)
+{
+    Config *c = &co->cfg;
+    if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return 2;
+    if (W <= 0) W = co->res.global_batch ? (int)(co->res.global_batch / c->data_batch_per_worker) : 1;
+    const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks on this node, the coordinator's too */
+    int local = dry ? 1 : ls && atoi(ls) >= 2 && atoi(ls) - 1 < W ? atoi(ls) - 1 : W;
+    if (check_memory(c, W, local, dry, err, errlen) != 0) return 2;
+    char ck[CFG_STR_MAX + 16], why[512];
+    cfg_checkpoint_dir(c, ck, sizeof ck);
+    if (dry ? fs_check_dir(c->run_dir, "run.dir", err, errlen) != 0
+            : fs_mkdir_p(c->run_dir, err, errlen) != 0 || fs_probe_writable(c->run_dir, err, errlen) != 0)
+        return 2;
+    if (dry ? fs_check_dir(ck, "checkpoint.dir", err, errlen) != 0
+            : fs_mkdir_p(ck, why, sizeof why) != 0 || fs_probe_writable(ck, why, sizeof why) != 0) {
+        /* fsutil says run.dir; here the directory is checkpoint.dir's */
+        if (!dry) snprintf(err, errlen, "checkpoint.dir: %s", why + (strncmp(why, "run.dir: ", 9) ? 0 : 9));
+        return 2;
+    }
+    if (c->data_source == DATA_TEXT && (dry ? text_check : text_prepare)(c, W, err, errlen) != 0)
+        return 2; /* every data problem is found before a worker trains */
+    return 0;
+}
+
+/* Checks that need the job (workers present, then preflight), then the
+ * changes a start makes in the run. */
 static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
 {
     if (wsize < 2) {
@@ -643,26 +727,16 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
         return 2;
     }
     co->W = wsize - 1;
+    /* Every directory and every input is checked before anything in the run
+     * changes: a start that fails leaves the logs and checkpoints as they were. */
+    int rc = preflight(co, a, co->W, 0, err, errlen);
+    if (rc) return rc;
     LogKeep keep, *kp = NULL;
     if (a->resume) {
-        if (resume_find(&co->res, &co->cfg, a->resume, co->W, err, errlen) != 0) return 2;
         keep = (LogKeep){co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1,
                          !co->res.epoch_done};
         kp = &keep;
     }
-    /* Every directory and every input is checked before anything in the run
-     * changes: a start that fails leaves the logs and checkpoints as they were. */
-    char ck[CFG_STR_MAX + 16], why[512];
-    cfg_checkpoint_dir(&co->cfg, ck, sizeof ck);
-    if (fs_mkdir_p(co->cfg.run_dir, err, errlen) != 0 || fs_probe_writable(co->cfg.run_dir, err, errlen) != 0)
-        return 2;
-    if (fs_mkdir_p(ck, why, sizeof why) != 0 || fs_probe_writable(ck, why, sizeof why) != 0) {
-        /* fsutil says run.dir; here the directory is checkpoint.dir's */
-        snprintf(err, errlen, "checkpoint.dir: %s", why + (strncmp(why, "run.dir: ", 9) ? 0 : 9));
-        return 2;
-    }
-    if (co->cfg.data_source == DATA_TEXT && text_prepare(&co->cfg, co->W, err, errlen) != 0)
-        return 2; /* every data problem is found before a worker trains */
     if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     remove_stale(&co->cfg);
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
@@ -684,6 +758,7 @@ int main(int argc, char **argv)
     int train = rc < 0 && !a.check;
     if (rc < 0) {
         rc = load_config(&co.cfg, &a, err, sizeof err);
+        if (rc == 0 && a.check) rc = preflight(&co, &a, a.workers, 1, err, sizeof err);
         if (rc == 0 && a.check) cfg_print(&co.cfg, stdout);
     }
     if (!train) {

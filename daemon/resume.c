@@ -10,35 +10,12 @@
 #include <string.h>
 
 #include "common/ckpt.h"
+#include "common/ckstate.h"
+#include "common/text.h"
 #include "common/log.h"
 
 #include <dirent.h>
 #include <errno.h>
-
-/* The checkpoint's parameters must be this config's model. */
-static int check_model(const Ckpt *k, const Config *c, char *err, size_t errlen)
-{
-    char names[PROTO_MAX_TENSORS][32], full[64];
-    _Static_assert(sizeof full > sizeof names[0] + 6, "param.NAME fits");
-    int n = cfg_tensor_names(c, names, PROTO_MAX_TENSORS);
-    uint64_t total = 0;
-    for (int i = 0; i < n && i < PROTO_MAX_TENSORS; i++) {
-        memcpy(full, "param.", 6);
-        memcpy(full + 6, names[i], sizeof names[i]);
-        const CkEntry *e = ckpt_find(k, full);
-        if (!e) {
-            snprintf(err, errlen, "%s: no tensor '%s': written for another model", k->path, full);
-            return -1;
-        }
-        total += e->nbytes / 4;
-    }
-    if (total != cfg_param_count(c)) {
-        snprintf(err, errlen, "%s: %" PRIu64 " parameters, the config's model has %" PRIu64
-                 " (model.* settings differ)", k->path, total, cfg_param_count(c));
-        return -1;
-    }
-    return 0;
-}
 
 /* The seq of the last complete line of steps.jsonl, or -1 without one. */
 static int64_t logged_seq(const Config *c)
@@ -111,30 +88,19 @@ static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
     return -1;
 }
 
-/* Counters are below 2^53: exact in the doubles the logs are read back as,
- * and far from overflowing when the run goes on. */
+/* Counters are below 2^53: exact in the doubles the logs are read back as. */
 #define RESUME_MAX_COUNT (INT64_C(1) << 53)
 
-/* The counters the coordinator and the workers take from __metadata__
- * (keys of resume_find) must describe a position a run can be at:
- * 0 <= epoch_seq0 <= seq, 0 <= step <= seq, seq < 2^53, epoch_done 0 or 1,
- * opt_t, nonfinite in [0, seq], rollbacks in [0, INT32_MAX]. */
-static int check_counters(const char *path, const int64_t *v, char *err, size_t errlen)
+/* Text: tokens per stream of the train split for a global batch of S
+ * streams (the files as the last start left them), or 0 when not known. */
+static uint64_t text_train_stream_len(const Config *c, int64_t S)
 {
-    int64_t step = v[0], seq = v[1], done = v[4], seq0 = v[5], opt_t = v[8], rb = v[9], nf = v[10];
-    const char *what = seq < 0 || seq >= RESUME_MAX_COUNT ? "seq"
-                     : step < 0 || step > seq ? "step"
-                     : seq0 < 0 || seq0 > seq ? "epoch_seq0"
-                     : done != 0 && done != 1 ? "epoch_done"
-                     : opt_t < 0 || opt_t > seq ? "opt_t"
-                     : rb < 0 || rb > INT32_MAX ? "rollbacks"
-                     : nf < 0 || nf > seq ? "nonfinite" : NULL;
-    if (!what) return 0;
-    snprintf(err, errlen, "%s: __metadata__.%s out of range (step %lld, seq %lld, epoch_seq0 %lld, "
-             "epoch_done %lld, opt_t %lld, rollbacks %lld, nonfinite %lld)", path, what,
-             (long long)step, (long long)seq, (long long)seq0, (long long)done, (long long)opt_t,
-             (long long)rb, (long long)nf);
-    return -1;
+    TokenSeq t;
+    char why[512];
+    if (c->data_source != DATA_TEXT || S <= 0 || text_open(&t, c, TEXT_TRAIN, why, sizeof why) != 0) return 0;
+    uint64_t L = text_stream_len(t.n, (uint64_t)S);
+    text_close(&t);
+    return L;
 }
 
 int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen)
@@ -147,30 +113,22 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
     }
     Ckpt k;
     if (ckpt_read(&k, r->path, err, errlen) != 0) return -1;
-    int64_t v[11];
-    const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_done", "epoch_seq0",
-                          "world_size", "batch_per_worker", "opt_t", "rollbacks", "nonfinite"};
-    int rc = 0;
-    for (int i = 0; i < 11 && !rc; i++) rc = ckpt_meta_i64(&k, keys[i], &v[i], err, errlen);
-    if (!rc) rc = check_counters(r->path, v, err, errlen);
-    if (!rc && (v[6] != W || v[7] != c->data_batch_per_worker)) {
-        snprintf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld; this job "
-                 "has %d x %d: resume with the same", r->path, (long long)v[6], (long long)v[7],
+    /* Every key and tensor the workers will read, before anything in the
+     * run changes: a checkpoint that would fail (or crash) a worker is
+     * refused here, with the newer checkpoints and the logs as they were. */
+    int64_t ws = 0, bpw = 0; /* --check (W unknown): the checkpoint's global batch */
+    if (W <= 0 && (ckpt_meta_i64(&k, "world_size", &ws, err, errlen) || ckpt_meta_i64(&k, "batch_per_worker", &bpw, err, errlen) ||
+                   ws < 1 || ws > (1 << 24) || bpw < 1 || bpw > (1 << 24)))
+        ws = bpw = 0;
+    uint64_t L = text_train_stream_len(c, W > 0 ? (int64_t)W * c->data_batch_per_worker : ws * bpw);
+    CkState s;
+    int rc = ckstate_check(&k, c, W, L, &s, err, errlen);
+    if (!rc && W > 0 && (s.world_size != W || s.batch_per_worker != c->data_batch_per_worker)) {
+        snprintf(err, errlen, "%s: written by %d workers x data.batch_per_worker %d; this job "
+                 "has %d x %d: resume with the same", r->path, s.world_size, s.batch_per_worker,
                  W, c->data_batch_per_worker);
         rc = -1;
     }
-    if (!rc && (v[2] < 1 || v[3] < 0)) {
-        snprintf(err, errlen, "%s: epoch %lld, step %lld of the epoch: not a training position",
-                 r->path, (long long)v[2], (long long)v[3]);
-        rc = -1;
-    }
-    if (!rc && (v[3] > c->train_steps_per_epoch || v[2] > c->train_epochs)) {
-        snprintf(err, errlen, "%s: at epoch %lld step %lld of the epoch, beyond train.epochs %d x "
-                 "train.steps_per_epoch %d", r->path, (long long)v[2], (long long)v[3],
-                 c->train_epochs, c->train_steps_per_epoch);
-        rc = -1;
-    }
-    if (!rc) rc = check_model(&k, c, err, errlen);
     const char *hash = ckpt_meta(&k, "config_hash");
     char mine[32];
     snprintf(mine, sizeof mine, "%016llx", (unsigned long long)cfg_hash(c));
@@ -179,8 +137,9 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
                 "resuming with the new settings\n", r->path, hash ? hash : "none", mine);
     ckpt_free(&k);
     if (rc) return -1;
-    r->step = v[0], r->seq = v[1], r->epoch = (int)v[2], r->epoch_step = (int)v[3];
-    r->epoch_done = (int)v[4], r->epoch_seq0 = v[5];
+    r->step = s.step, r->seq = s.seq, r->epoch = s.epoch, r->epoch_step = s.epoch_step;
+    r->epoch_done = s.epoch_done, r->epoch_seq0 = s.epoch_seq0;
+    r->global_batch = (int64_t)s.world_size * s.batch_per_worker;
     fprintf(stderr, "clipd: resuming from %s (epoch %d, step %lld)\n", r->path, r->epoch,
             (long long)r->step);
     return 0;

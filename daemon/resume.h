@@ -16,11 +16,13 @@ typedef struct {
     char path[PROTO_PATH_MAX]; /* "" when not resuming */
     int64_t step, seq, epoch_seq0;
     int epoch, epoch_step, epoch_done;
+    int64_t global_batch; /* streams: world_size x batch_per_worker it was written with */
 } Resume;
 
 /* arg: a checkpoint path, or `latest` (the newest valid one in the config's
  * checkpoint dir; skipped invalid ones are reported on stderr). Verifies
- * the file and that it was written for this model and W workers. */
+ * the file and everything in it the workers will read (common/ckstate.h)
+ * against this config and W workers (0: not known, clipd --check). */
 int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen);
 /* Renames checkpoints newer than the resume point (a timeline this run
  * abandons) to step-*.safetensors.abandoned, so `latest` never picks them. */

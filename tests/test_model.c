@@ -60,7 +60,16 @@ static void check_model_p(int kind, int source, int layers, double dropout)
     assert_string_equal(f.m.views[0].name, "head.weight");
     char names[MODEL_MAX_VIEWS][32]; /* the coordinator's copy of the layout */
     assert_int_equal(cfg_tensor_names(&f.c, names, MODEL_MAX_VIEWS), f.m.nviews);
-    for (int v = 0; v < f.m.nviews; v++) assert_string_equal(names[v], f.m.views[v].name);
+    for (int v = 0; v < f.m.nviews; v++) {
+        long shape[2];
+        assert_string_equal(names[v], f.m.views[v].name);
+        assert_int_equal(cfg_tensor_shape(&f.c, v, shape), f.m.views[v].ndim);
+        assert_int_equal(shape[0], f.m.views[v].rows);
+        assert_int_equal(shape[1], f.m.views[v].ndim == 2 ? f.m.views[v].cols : 1);
+    }
+    long none[2];
+    assert_int_equal(cfg_tensor_shape(&f.c, f.m.nviews, none), 0);
+    assert_int_equal(cfg_model_floats(&f.c, f.m.B), f.m.nfloats); /* the coordinator's memory estimate */
     float scale = (float)(1.0 / (double)model_terms(&f.m));
     double base = loss_at(&f, scale) * scale;
     assert_true(isfinite(base));

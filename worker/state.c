@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/ckpt.h"
+#include "common/ckstate.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/safetensors.h"
@@ -243,7 +244,7 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
         detect_save(&w->det, det_state);
         TensorList tl;
         list_tensors(w, &tl, om, ov);
-        char v[15][48], dir[CFG_STR_MAX + 16];
+        char v[16][48], dir[CFG_STR_MAX + 16];
         snprintf(v[0], 48, "%" PRId64, w->step);
         snprintf(v[1], 48, "%" PRId64, w->seq);
         snprintf(v[2], 48, "%d", w->epoch);
@@ -260,11 +261,13 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
                  w->sched.bad_epochs, w->sched.since_best);
         snprintf(v[13], 48, "%016llx", (unsigned long long)state_hash(w));
         snprintf(v[14], 48, "%d", w->epoch_done);
+        snprintf(v[15], 48, "%d", w->model.T);
         CkMeta meta[] = {{"step", v[0]}, {"seq", v[1]}, {"epoch", v[2]}, {"epoch_step", v[3]},
                          {"epoch_seq0", v[4]}, {"world_size", v[5]}, {"batch_per_worker", v[6]},
                          {"opt_t", v[7]}, {"lr_scale", v[8]}, {"rollbacks", v[9]},
                          {"nonfinite", v[10]}, {"config_hash", v[11]}, {"sched", v[12]},
-                         {"state_hash", v[13]}, {"epoch_done", v[14]}, {"run", w->cfg.run_name}};
+                         {"state_hash", v[13]}, {"epoch_done", v[14]}, {"run", w->cfg.run_name},
+                         {"seq_len", v[15]}};
         cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
         ckpt_test_crash(crash_point(&w->cfg, w->step, w->rollbacks));
         rc = ckpt_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
@@ -281,41 +284,20 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
     return 0;
 }
 
-static int meta_double(const Ckpt *c, const char *key, double *out, int n, char *err, size_t errlen)
+/* Counters and schedule state, from __metadata__ as ckstate_check read
+ * and checked them. */
+static int resume_meta(Worker *w, const Ckpt *c, const CkState *s, char *err, size_t errlen)
 {
-    const char *s = ckpt_meta(c, key);
-    for (int i = 0; s && i < n; i++) {
-        char *end;
-        out[i] = strtod(s, &end);
-        if (end == s || (i + 1 < n ? *end != ',' : *end != 0)) s = NULL;
-        else s = end + 1;
-    }
-    if (!s) snprintf(err, errlen, "%s: __metadata__.%s: missing or malformed", c->path, key);
-    return s ? 0 : -1;
-}
-
-/* Counters and schedule state from __metadata__. */
-static int resume_meta(Worker *w, const Ckpt *c, char *err, size_t errlen)
-{
-    int64_t v[11];
-    const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_seq0", "world_size",
-                          "batch_per_worker", "opt_t", "rollbacks", "nonfinite", "epoch_done"};
-    for (int i = 0; i < 11; i++)
-        if (ckpt_meta_i64(c, keys[i], &v[i], err, errlen)) return -1;
-    if (v[5] != w->W || v[6] != w->model.B) {
-        snprintf(err, errlen, "%s: written by %lld workers x batch %lld; this job has %d x %d "
+    if (s->world_size != w->W || s->batch_per_worker != w->model.B) {
+        snprintf(err, errlen, "%s: written by %d workers x batch %d; this job has %d x %d "
                  "(resume with the same worker count and data.batch_per_worker)", c->path,
-                 (long long)v[5], (long long)v[6], w->W, w->model.B);
+                 s->world_size, s->batch_per_worker, w->W, w->model.B);
         return -1;
     }
-    double sched[4];
-    if (meta_double(c, "lr_scale", &w->lr_scale, 1, err, errlen) ||
-        meta_double(c, "sched", sched, 4, err, errlen))
-        return -1;
-    w->step = v[0], w->seq = v[1], w->epoch = (int)v[2], w->epoch_step = (int)v[3];
-    w->epoch_seq0 = v[4], w->opt.t = (long)v[7], w->rollbacks = (int)v[8], w->nonfinite = v[9];
-    w->epoch_done = (int)v[10];
-    w->sched = (SchedState){sched[0], sched[1], sched[2], sched[3]};
+    w->step = s->step, w->seq = s->seq, w->epoch = s->epoch, w->epoch_step = s->epoch_step;
+    w->epoch_seq0 = s->epoch_seq0, w->opt.t = (long)s->opt_t, w->rollbacks = s->rollbacks;
+    w->nonfinite = s->nonfinite, w->epoch_done = s->epoch_done, w->lr_scale = s->lr_scale;
+    w->sched = (SchedState){s->sched[0], s->sched[1], s->sched[2], s->sched[3]};
     return 0;
 }
 
@@ -392,8 +374,14 @@ out:
 int state_resume(Worker *w, const char *path, char *err, size_t errlen)
 {
     Ckpt c;
+    CkState s;
     if (ckpt_read(&c, path, err, errlen) != 0) return -1;
-    int rc = resume_meta(w, &c, err, errlen);
+    /* The coordinator checked the file before the start; checked again here,
+     * against this worker's own view (its data's stream length), before any
+     * of it is unpacked: a file swapped in between fails cleanly. */
+    uint64_t L = w->data.source == DATA_TEXT ? w->data.stream_len : 0;
+    int rc = ckstate_check(&c, &w->cfg, w->W, L, &s, err, errlen);
+    if (!rc) rc = resume_meta(w, &c, &s, err, errlen);
     if (!rc) rc = resume_tensors(w, &c, err, errlen);
     if (!rc) rc = resume_position(w, &c, err, errlen);
     ckpt_free(&c);
