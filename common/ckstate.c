@@ -243,7 +243,7 @@ static int check_streams(const Ckpt *k, const Config *c, uint64_t stream_len, ch
         }
         if (what)
             return bad(err, errlen, "%s: tensor 'data.streams': stream %ld: %s %" PRIu64 " out of range, must be %s",
-                       k->path, r, what, what[0] == 'l' ? o[5] : o[4], bound);
+                       k->path, r, what, what[0] == 'l' ? o[5] : what[0] == 'R' ? 0 : o[4], bound);
     }
     return 0;
 }
@@ -267,7 +267,7 @@ static int check_detector(const Ckpt *k, const Config *c, char *err, size_t errl
     detect_free(&d);
     if (rc)
         return bad(err, errlen, "%s: tensor 'detect.state': %zu values, not a detector history of "
-                   "divergence.window %d (%zu values, counts within the window)", k->path, n,
+                   "divergence.window %d (that is %zu values, counts within the window)", k->path, n,
                    c->divergence_window, len);
     return 0;
 }

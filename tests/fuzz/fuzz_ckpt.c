@@ -1,5 +1,7 @@
 /* fuzz_ckpt: the checkpoint reader (safetensors length, JSON header, entries,
- * offsets, sizes, checksums) on untrusted bytes. Each input is read twice:
+ * offsets, sizes, checksums) and the checks of its contents before a resume
+ * (ckstate_check, under fzc_config with 1 worker and with W unknown) on
+ * untrusted bytes. Each input is read twice:
  * as is, and with both checksums recomputed where clipd writes them, so the
  * fuzzer also reaches the accessors behind a passing checksum. */
 #include <stdint.h>
@@ -8,7 +10,9 @@
 #include <string.h>
 
 #include "common/ckpt.h"
+#include "common/ckstate.h"
 #include "common/safetensors.h"
+#include "tests/fuzz/fuzz_ckstate.h"
 #include "tests/fuzz/fuzz_util.h"
 
 static char dir[64], path[128];
@@ -46,6 +50,12 @@ static void exercise(const Ckpt *c)
     }
     int64_t v;
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) (void)ckpt_meta_i64(c, keys[i], &v, err, sizeof err);
+    static Config cfg;
+    static int have_cfg;
+    if (!have_cfg) fzc_config(&cfg), have_cfg = 1;
+    CkState s;
+    (void)ckstate_check(c, &cfg, 1, 0, &s, err, sizeof err);
+    (void)ckstate_check(c, &cfg, 0, 100, &s, err, sizeof err);
 }
 
 static void read_one(const uint8_t *p, size_t n)

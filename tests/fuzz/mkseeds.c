@@ -1,6 +1,9 @@
 /* mkseeds ckpt|proto OUTDIR: write small, valid seeds so no binary file
  * needs to be committed. ckpt (fuzz_ckpt): a checkpoint with F32/U64
- * tensors and metadata, and a final-weights file, by the real writer.
+ * tensors and metadata, and a final-weights file, by the real writer; and a
+ * complete checkpoint of fzc_config with its crafted variants (valid
+ * checksums, tests/fuzz/fuzz_ckstate.h), so fuzzing starts past the
+ * checksums and inside ckstate_check.
  * proto (fuzz_proto): message sequences of whole jobs as workers send them
  * (tests/fuzz/fuzz_proto.h): a clean run, a run with a spike rolled back, a
  * non-finite step, a checkpoint and epoch events, an abort, a signal stop. */
@@ -12,6 +15,7 @@
 #include "common/ckpt.h"
 #include "common/proto.h"
 #include "common/safetensors.h"
+#include "tests/fuzz/fuzz_ckstate.h"
 #include "tests/fuzz/fuzz_proto.h"
 
 static int seed_ckpt(const char *out)
@@ -30,6 +34,10 @@ static int seed_ckpt(const char *out)
     StMeta fm[] = {{"format", "clipd-weights-1"}};
     if (st_write(path, f, 1, fm, 1, err, sizeof err) != 0)
         return fprintf(stderr, "mkseeds: %s\n", err), 1;
+    for (int v = 0; v < FZC_NVARIANTS; v++) {
+        snprintf(path, sizeof path, "%s/state-%s.safetensors", out, fzc_variants[v].name);
+        if (fzc_write(path, v, err, sizeof err) != 0) return fprintf(stderr, "mkseeds: %s\n", err), 1;
+    }
     return 0;
 }
 
