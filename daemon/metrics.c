@@ -2,6 +2,7 @@
 #include "daemon/metrics.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -38,6 +39,7 @@ typedef struct {
 
 struct Metrics {
     struct MHD_Daemon *d;
+    int open;               /* connections open now (the server thread's count) */
     double bound[NBUCKETS]; /* histogram upper bounds, exactly as printed */
     pthread_mutex_t mu;
     Snap s;
@@ -237,6 +239,19 @@ static int parse_listen(const char *s, struct sockaddr_in *a, char *err, size_t 
     return 0;
 }
 
+/* Connections come and go in the server's thread. Their memory (at most
+ * the 16 kB limit each) goes back to the allocator on close; once none is
+ * open, the allocator's free pages go back to the system (malloc_trim), so
+ * a burst of slow clients does not leave the coordinator megabytes larger. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    Metrics *m = cls;
+    (void)c, (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) m->open++;
+    else if (--m->open == 0) malloc_trim(0);
+}
+
 Metrics *metrics_start(const Config *c, int W, char names[][32], int ntensors, int *port,
                        char *err, size_t errlen)
 {
@@ -268,7 +283,8 @@ Metrics *metrics_start(const Config *c, int W, char names[][32], int ntensors, i
                             &handle, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)5,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+                            MHD_OPTION_NOTIFY_CONNECTION, &on_connection, m, MHD_OPTION_END);
     if (!m->d) {
         snprintf(err, errlen, "metrics.listen: cannot serve on %s (in use or not this host's)", c->metrics_listen);
         pthread_mutex_destroy(&m->mu);

@@ -164,3 +164,31 @@ seq_len_at_epoch_end() {
     jq -s -e 'length == 30 and .[29].tokens == 16' "$d/steps.jsonl" >/dev/null
 }
 check "another data.seq_len at an epoch's end resumes (the next epoch restarts the streams)" seq_len_at_epoch_end
+
+# The coordinator's memory under slow HTTP clients is bounded and returned:
+# each connection may hold at most the 16 kB libmicrohttpd gives it (its
+# memory pool is mapped per connection and unmapped when it closes; up to
+# 4096 connections: at most about 70 MB), and rounds of 300 slow clients do
+# not make it grow round over round. Measured from /proc (VmRSS), with
+# tests/tools/slowclients.py sending 30 kB of headers 1 kB at a time.
+slow_clients_bounded() {
+    local d="$HT/slow" port pid _ rounds
+    $LAUNCH -n 1 "$TINY" --set run.dir="$d" --set metrics.listen=127.0.0.1:0 --set train.epochs=1000 \
+        --set train.steps_per_epoch=2000 --set checkpoint.every_steps=0 >"$d.out" 2>"$d.err" &
+    bg=$!
+    for _ in $(seq 300); do
+        port=$(grep -o 'metrics: http://[0-9.]*:[0-9]*' "$d.err" | grep -o '[0-9]*$')
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    pid=$(job_pids "$bg" clipd)
+    [ -n "$port" ] && [ -n "$pid" ] || { echo "no job serving metrics"; sig_job TERM mpirun; wait "$bg"; return 1; }
+    rounds=$(python3 tests/tools/slowclients.py "$port" "$pid" 6 300)
+    sig_job USR1 mpirun; wait "$bg"
+    echo "$rounds"
+    # peak - before <= 300 x 24 kB; after - before <= 512 kB each round;
+    # the last round ends within 1 MB of where the second ended
+    jq -s -e '(all(.[]; .peak - .before <= 7200 and .after - .before <= 512 and .fds == .fds0))
+              and (.[5].after - .[1].after <= 1024)' <<<"$rounds" >/dev/null
+}
+check "300 slow metrics clients: at most 16 kB each, returned on close, no growth over 6 rounds" slow_clients_bounded
