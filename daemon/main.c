@@ -713,6 +713,7 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
         if (!dry) snprintf(err, errlen, "checkpoint.dir: %s", why + (strncmp(why, "run.dir: ", 9) ? 0 : 9));
         return 2;
     }
+    if (runlog_check(c->run_dir, err, errlen) != 0) return 2;
     if (c->data_source == DATA_TEXT && (dry ? text_check : text_prepare)(c, W, err, errlen) != 0)
         return 2; /* every data problem is found before a worker trains */
     return 0;

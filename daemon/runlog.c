@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fsutil.h"
@@ -109,6 +110,20 @@ static int open_all(RunLog *l, int truncate, char *err, size_t errlen)
             close_all(l);
             return -1;
         }
+    }
+    return 0;
+}
+
+int runlog_check(const char *dir, char *err, size_t errlen)
+{
+    for (int i = 0; i <= LOG_FILES; i++) {
+        char path[CFG_STR_MAX + 32];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, i < LOG_FILES ? log_names[i] : "config.yaml");
+        if (lstat(path, &st) != 0 || S_ISREG(st.st_mode)) continue;
+        snprintf(err, errlen, "run.dir: '%s' is %s, not a file clipd wrote: refused (remove it)", path,
+                 S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
+        return -1;
     }
     return 0;
 }

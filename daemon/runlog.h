@@ -42,6 +42,10 @@ typedef struct {
 /* mkdir -p dir, then create (truncate) the four files, or with keep, cut
  * them back and append. */
 int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size_t errlen);
+/* Before anything changes: each log in dir, and config.yaml, is absent or a
+ * regular file (a symlink or FIFO planted there is refused, never followed
+ * or waited on). Returns 0, or -1 with `run.dir: 'PATH': why`. */
+int runlog_check(const char *dir, char *err, size_t errlen);
 /* SIGHUP: close and reopen for appending (after logrotate moved them). */
 int runlog_reopen(RunLog *l, char *err, size_t errlen);
 void runlog_close(RunLog *l); /* also frees the line buffer */

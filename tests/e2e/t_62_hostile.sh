@@ -54,6 +54,16 @@ planted_link() { # NAME: plant run.dir/NAME -> a victim file, start a run
 for f in steps.jsonl events.jsonl config.yaml; do
     check "a symlink planted as run.dir/$f is not followed" planted_link "$f"
 done
+planted_on_resume() { # a symlink or FIFO planted as a log before a resume: refused before anything changes
+    local d="$HT/plant_res"
+    rm -rf "$d" && cp -a "$CKB" "$d" || return 1
+    rm "$d/$1" && if [ "$2" = fifo ]; then mkfifo "$d/$1"; else ln -s "$HT/victim_steps.jsonl" "$d/$1"; fi
+    fingerprint "$d" >"$d.before"
+    expect_exit 2 "run.dir: '$d/$1' is .*refused" timeout 60 deploy/clipd-launch -n 1 "$TINY" --set run.dir="$d" \
+        --set metrics.listen=off --set checkpoint.every_steps=5 --set checkpoint.keep=10 \
+        --resume "$d/checkpoints/step-00000010.safetensors" || return 1
+    fingerprint "$d" | diff "$d.before" - || { echo "the run dir changed"; return 1; }
+}
 
 # Start-up clean-up removes only temporaries clipd's own naming proves it
 # wrote (a dot, the final name, .tmp.clipd-RUN_NAME.PID); a user's files that
@@ -155,6 +165,9 @@ check "another divergence.window"             refused win "detect.state': .*dive
 check "another data.seq_len inside an epoch"  refused seqlen "__metadata__.seq_len 8, the config's data.seq_len is 4" -- --set data.seq_len=4
 check "another model.hidden"                  refused hid "tensor 'param.head.weight': F32 \[16, 16\], this config needs F32 \[24, 16\]" -- --set model.hidden=24
 check "another global batch"                  refused gb "written by 1 workers x data.batch_per_worker 4 (.*global batch of 4 streams); this job has 1 x 5" -- --set data.batch_per_worker=5
+
+check "a symlink planted as steps.jsonl before a resume: exit 2, nothing set aside" planted_on_resume steps.jsonl link
+check "a FIFO planted as events.jsonl before a resume: exit 2, not a hang" planted_on_resume events.jsonl fifo
 
 seq_len_at_epoch_end() {
     local d="$HT/seq_end"
