@@ -681,7 +681,7 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
     if (dry) fprintf(stderr, "clipd: memory: about %.3g GiB per worker, %.3g GiB for %d on one machine; "
                              "%.3g GiB available here\n", (double)need / gib, (double)need * W / gib, W,
                      (double)avail / gib);
-    if (!avail || (double)need * local <= (double)avail) return 0;
+    if (!avail || !local || (double)need * local <= (double)avail) return 0;
     snprintf(err, errlen, "memory: %d worker%s x about %.3g GiB (model.*, data.batch_per_worker, "
              "data.seq_len, train.optimizer) need %.3g GiB, this machine has %.3g GiB available",
              local, local == 1 ? "" : "s", (double)need / gib, (double)need * local / gib, (double)avail / gib);
@@ -700,7 +700,8 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
     if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return 2;
     if (W <= 0) W = co->res.global_batch ? (int)(co->res.global_batch / c->data_batch_per_worker) : 1;
     const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks on this node, the coordinator's too */
-    int local = dry ? 1 : ls && atoi(ls) >= 2 && atoi(ls) - 1 < W ? atoi(ls) - 1 : W;
+    int local = dry ? 1 : ls ? atoi(ls) - 1 : W; /* 0: the workers are all on other nodes */
+    if (local < 0 || local > W) local = W;
     if (check_memory(c, W, local, dry, err, errlen) != 0) return 2;
     char ck[CFG_STR_MAX + 16], why[512];
     cfg_checkpoint_dir(c, ck, sizeof ck);
