@@ -19,6 +19,7 @@
 #include <yaml.h>
 
 #define CFG_FILE_MAX (1u << 20) /* bytes; a config is a few hundred */
+#define CFG_TENSORS_MAX 64 /* >= the most tensors a model has (16 layers: 51) */
 #define MSG_SHOW_MAX 48         /* bytes of offending text quoted in a message */
 
 typedef enum { T_INT, T_DOUBLE, T_STRING, T_ENUM } KeyType;
@@ -158,6 +159,11 @@ static const CfgKey cfg_keys[] = {
     KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),
     KINT(debug, lr_spike_step, 0, INT64_C(1) << 62, "0", "test hook: lr spike at step"),
     KDBL(debug, lr_spike_scale, 0, 1e30, F_MIN_OPEN, "1000", "test hook: lr factor"),
+    KINT(debug, lr_spike_len, 0, INT64_C(1) << 62, "1", "test hook: lr spike steps, 0 for good"),
+    KINT(debug, lr_ramp_step, 0, INT64_C(1) << 62, "0", "test hook: lr ramp from step"),
+    KDBL(debug, lr_ramp_rate, 1, 10, 0, "1.2", "test hook: lr factor per ramp step"),
+    KINT(debug, noise_step, 0, INT64_C(1) << 62, "0", "test hook: random batch at step"),
+    KSTR(debug, nan_tensor, 0, 31, F_NAME_CHARS, "", "test hook: tensor of the NaN, \"\": last"),
     KINT(debug, drift_step, 0, INT64_C(1) << 62, "0", "test hook: a replica drifts at step"),
     KINT(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
     KENUM(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
@@ -965,6 +971,14 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         c->divergence_val_loss_rise_action == ACT_ROLLBACK)
         return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "
                                  "(an epoch's end has no update to skip or roll back)");
+    if (c->debug_nan_tensor[0]) {
+        char names[CFG_TENSORS_MAX][32];
+        int n = cfg_tensor_names(c, names, CFG_TENSORS_MAX), found = 0;
+        for (int i = 0; i < n && i < CFG_TENSORS_MAX; i++) found |= !strcmp(names[i], c->debug_nan_tensor);
+        if (!found)
+            return validate_fail(&m, "debug.nan_tensor: no tensor '%s' in this model (names as in "
+                                     "tensors.jsonl)", c->debug_nan_tensor);
+    }
     if (c->divergence_action == ACT_INHERIT)
         return validate_fail(&m, "divergence.action: expected one of log, skip, rollback, "
                                  "abort (inherit is for the per-kind actions)");
