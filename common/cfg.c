@@ -58,6 +58,8 @@ static const char *const sync_names[] = {[SYNC_REPLICATED] = "replicated",
 static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "log",
                                         [ACT_SKIP] = "skip", [ACT_ROLLBACK] = "rollback",
                                         [ACT_ABORT] = "abort"};
+static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_ALWAYS] = "always",
+                                           [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
                                           [CRASH_BEFORE_RENAME] = "before_rename",
@@ -133,12 +135,19 @@ static const CfgKey cfg_keys[] = {
     KENUMN(divergence, val_loss_rise_action, "val_loss_rise.action", act_names, "log",
            "val_loss_rise action"),
     KINT(divergence, window, 2, 100000, "100", "steps of rolling history"),
-    KINT(divergence, warmup, 0, 1000000000, "100", "steps before spikes can fire"),
-    KDBL(divergence, loss_zscore, 0, 1e6, F_MIN_OPEN, "6", "loss_spike z-score"),
-    KDBL(divergence, loss_rel, 0, 1e6, 0, "0.1", "loss_spike: min rise over the mean"),
-    KDBL(divergence, norm_zscore, 0, 1e6, F_MIN_OPEN, "6", "grad_norm_spike z of log norm"),
-    KDBL(divergence, norm_rel, 0, 1e6, 0, "1", "grad_norm_spike: min rise over mean"),
+    KINT(divergence, warmup, 2, 100000, "8", "accepted steps before the recent checks"),
+    KDBL(divergence, loss_zscore, 0, 1e6, F_MIN_OPEN, "6", "loss_spike: robust z over the noise"),
+    KDBL(divergence, loss_rel, 0, 1e6, 0, "0.5", "loss_spike: min rise over the baseline"),
+    KDBL(divergence, norm_zscore, 0, 1e6, F_MIN_OPEN, "6", "grad_norm_spike: robust z of log norm"),
+    KDBL(divergence, norm_rel, 0, 1e6, 0, "1", "grad_norm_spike: min rise over baseline"),
+    KDBL(divergence, loss_uniform, 0, 1e6, 0, "1.5", "loss_spike: loss > k ln(vocab); 0 off"),
+    KDBL(divergence, loss_initial, 0, 1e6, 0, "1.5", "loss_spike: loss > k first loss; 0 off"),
+    KDBL(divergence, norm_clip, 0, 1e30, 0, "100", "grad_norm_spike: norm > k max_norm; 0 off"),
+    KINT(divergence, reset_steps, 0, 1000000, "5", "steps after a hidden-state reset"),
+    KDBL(divergence, reset_loss_rel, 0, 1e6, 0, "1", "loss_rel in those steps"),
+    KDBL(divergence, reset_norm_rel, 0, 1e6, 0, "3", "norm_rel in those steps"),
     KDBL(divergence, clip_saturation, 0, 1, F_MIN_OPEN, "0.9", "clip rate that saturates"),
+    KENUM(divergence, clip_events, clipev_names, "change", "clip_inactive/saturation events"),
     KINT(divergence, val_patience, 1, 1000000, "3", "val_loss_rise: epochs in a row"),
     KDBL(divergence, rollback_lr_factor, 0, 1, F_MIN_OPEN, "0.5", "lr multiplier per rollback"),
     KINT(divergence, rollback_skip_batches, 0, 1000000000, "20", "batches skipped on rollback"),
@@ -979,6 +988,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
             return validate_fail(&m, "debug.nan_tensor: no tensor '%s' in this model (names as in "
                                      "tensors.jsonl)", c->debug_nan_tensor);
     }
+    if (c->divergence_warmup > c->divergence_window)
+        return validate_fail(&m, "divergence.warmup (%d) must be <= divergence.window (%d)",
+                             c->divergence_warmup, c->divergence_window);
     if (c->divergence_action == ACT_INHERIT)
         return validate_fail(&m, "divergence.action: expected one of log, skip, rollback, "
                                  "abort (inherit is for the per-kind actions)");

@@ -83,6 +83,10 @@ typedef struct {
     double divergence_loss_zscore, divergence_loss_rel, divergence_norm_zscore,
         divergence_norm_rel, divergence_clip_saturation;
     int divergence_val_patience;
+    double divergence_loss_uniform, divergence_loss_initial, divergence_norm_clip;
+    int divergence_reset_steps;
+    double divergence_reset_loss_rel, divergence_reset_norm_rel;
+    int divergence_clip_events;  /* ClipEvents of common/detect.h */
     double divergence_rollback_lr_factor;
     int divergence_rollback_skip_batches, divergence_max_rollbacks, divergence_drift_check_every;
     /* checkpoint */

@@ -75,7 +75,8 @@ typedef struct {
     int32_t flags;      /* STEP_* */
     int32_t rollbacks;  /* rollbacks so far, this step's included */
     int64_t rollback_to;/* after a rollback: the step training continues from */
-    double info[EV_COUNT][4];  /* per event kind: value, mean, std, threshold */
+    double info[EV_COUNT][4];  /* per event kind: value, baseline, spread, threshold */
+    int32_t check[EV_COUNT];   /* per event kind: the DetectCheck that fired */
     float tensor_norm[PROTO_MAX_TENSORS]; /* per-tensor pre-clip norms, model view order */
     char ckpt_error[PROTO_ERR_MAX]; /* STEP_CKPT_FAILED: why (worker 0's message, sent to all) */
 } StepRecord;
@@ -92,6 +93,7 @@ typedef struct {
     int32_t action;
     int64_t step, seq;  /* position at the end of the epoch */
     double info[EV_COUNT][4];
+    int32_t check[EV_COUNT];
 } EpochRecord;
 
 typedef struct {

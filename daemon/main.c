@@ -294,12 +294,14 @@ static int sort_tensors(const Coord *co, const StepRecord *r, const char **names
 }
 
 static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t events,
-                       const double (*info)[4], int action, int64_t rollback_to,
-                       const StepRecord *r)
+                       const double (*info)[4], const int32_t *check, int action,
+                       int64_t rollback_to, const StepRecord *r)
 {
-    const char *extra = r ? NULL : "\"at\":\"epoch_end\""; /* no record: an epoch's end */
     for (int k = 0; k < EV_COUNT; k++) {
         if (!(events & (1u << k))) continue;
+        char extra[96]; /* which check fired; no record: an epoch's end */
+        snprintf(extra, sizeof extra, "\"check\":\"%s\"%s", detect_check_name(check[k]),
+                 r ? "" : ",\"at\":\"epoch_end\"");
         const char *names[PROTO_MAX_TENSORS];
         float norms[PROTO_MAX_TENSORS];
         int spike = k == EV_LOSS_SPIKE || k == EV_GRAD_NORM_SPIKE || k == EV_NONFINITE_GRAD;
@@ -351,8 +353,8 @@ static int receive_step(Coord *co)
     }
     const StepRecord *r = &co->recs[0];
     if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
-    log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->action,
-               r->rollback_to, r);
+    log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->check,
+               r->action, r->rollback_to, r);
     int every = co->cfg.log_tensor_norms_every;
     if (every > 0 && r->seq % every == 0 && runlog_tensors(&co->log, r, co->names, co->ntensors) != 0)
         write_failed(co, "tensors.jsonl");
@@ -376,6 +378,15 @@ static int receive_step(Coord *co)
         co->next_step = r->step + 1; /* applied (an abort for a failed checkpoint comes after it) */
     }
     return r->flags;
+}
+
+/* The epoch's clipping in one word: clip mode none, no step clipped, more than
+ * divergence.clip_saturation of the steps clipped, or in between. */
+static const char *clip_state(const Config *c, const EpochSummary *s)
+{
+    if (c->clip_mode == CLIP_NONE) return "off";
+    if (s->clipped == 0) return "inactive";
+    return s->clip_rate > c->divergence_clip_saturation ? "saturated" : "active";
 }
 
 /* The epoch record from worker 0 and the epochs.jsonl line. */
@@ -402,8 +413,10 @@ static int receive_epoch(Coord *co, int epoch)
     l->val_ppl = co->cfg.data_source != DATA_ADDING ? exp(e.val_loss) : NAN;
     l->val_tokens = e.val_tokens;
     l->lr = e.lr;
+    l->clip_state = clip_state(&co->cfg, &l->s);
     if (runlog_epoch(&co->log, l) != 0) write_failed(co, "epochs.jsonl");
-    log_events(co, e.seq, e.step, epoch, e.events, (const double (*)[4])e.info, e.action, -1, NULL);
+    log_events(co, e.seq, e.step, epoch, e.events, (const double (*)[4])e.info, e.check, e.action,
+               -1, NULL);
     co->epochs_done = epoch;
     metrics_epoch(co->metrics, epoch, l->val_loss, l->s.tokens_per_s);
     LOG(LOG_INFO, "epoch %d/%d: train loss %.4f, val loss %.4f, clip rate %.3f, grad norm p50 %.3g max %.3g, %.0f tokens/s",

@@ -106,7 +106,16 @@ static void detector_setup(Worker *w)
     p.loss_rel = c->divergence_loss_rel;
     p.norm_z = c->divergence_norm_zscore;
     p.norm_rel = c->divergence_norm_rel;
+    p.loss_uniform = c->divergence_loss_uniform;
+    p.loss_initial = c->divergence_loss_initial;
+    p.norm_clip = c->divergence_norm_clip;
+    p.reset_steps = c->divergence_reset_steps;
+    p.reset_loss_rel = c->divergence_reset_loss_rel;
+    p.reset_norm_rel = c->divergence_reset_norm_rel;
+    p.ln_vocab = c->data_source == DATA_ADDING ? 0 : log((double)c->model_vocab);
+    p.clip_max_norm = c->clip_mode == CLIP_GLOBAL_NORM || c->clip_mode == CLIP_PER_TENSOR ? c->clip_max_norm : 0;
     p.sat_rate = c->divergence_clip_saturation;
+    p.clip_events = c->divergence_clip_events;
     p.val_patience = c->divergence_val_patience;
     if (detect_init(&w->det, &p) != 0) worker_fatal("cannot set up the divergence detector");
 }
@@ -299,8 +308,9 @@ static void record_events(StepRecord *r, unsigned events, const EventInfo *info)
     r->events |= events;
     for (int k = 0; k < EV_COUNT; k++)
         if (events & (1u << k)) {
-            r->info[k][0] = info[k].value, r->info[k][1] = info[k].mean;
-            r->info[k][2] = info[k].std, r->info[k][3] = info[k].threshold;
+            r->info[k][0] = info[k].value, r->info[k][1] = info[k].baseline;
+            r->info[k][2] = info[k].spread, r->info[k][3] = info[k].threshold;
+            r->check[k] = info[k].check;
         }
 }
 
@@ -314,6 +324,7 @@ static void rollback(Worker *w, StepRecord *r)
     w->lr_scale *= c->divergence_rollback_lr_factor;
     for (int i = 0; i < c->divergence_rollback_skip_batches; i++) batcher_next(&w->data);
     if (c->divergence_rollback_skip_batches > 0) model_reset_state(&w->model); /* state no longer matches the data */
+    detect_reset(&w->det);
     r->rollback_to = w->step;
     r->rollbacks = w->rollbacks;
     if (w->rank == 0)
@@ -331,7 +342,7 @@ static unsigned drift_check(Worker *w, EventInfo *info)
     MPI_Allgather(&h, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, w->comm);
     for (int r = 1; r < w->W; r++)
         if (all[r] != all[0]) {
-            info[EV_REPLICA_DRIFT] = (EventInfo){(double)r, 0, 0, 0};
+            info[EV_REPLICA_DRIFT] = (EventInfo){(double)r, 0, 0, 0, CHK_CHECKSUM};
             return 1u << EV_REPLICA_DRIFT;
         }
     return 0;
@@ -455,8 +466,9 @@ static int epoch_end(Worker *w)
     e.events = detect_epoch_end(&w->det, clip_on, e.val_loss, info);
     for (int k = 0; k < EV_COUNT; k++)
         if (e.events & (1u << k)) {
-            e.info[k][0] = info[k].value, e.info[k][1] = info[k].mean;
-            e.info[k][2] = info[k].std, e.info[k][3] = info[k].threshold;
+            e.info[k][0] = info[k].value, e.info[k][1] = info[k].baseline;
+            e.info[k][2] = info[k].spread, e.info[k][3] = info[k].threshold;
+            e.check[k] = info[k].check;
         }
     e.action = resolve_action(&w->cfg, e.events);
     if (e.action != ACT_ABORT) e.action = ACT_LOG; /* nothing to skip or roll back at an epoch's end */
@@ -478,6 +490,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
     w->epoch_seq0 = w->seq;
     batcher_epoch(&w->data, ctl->seed);
     model_reset_state(&w->model);
+    detect_reset(&w->det); /* the first steps of an epoch start from a zero hidden state */
     state_snapshot(w); /* a rollback never crosses an epoch boundary */
 }
 

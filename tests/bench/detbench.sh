@@ -6,18 +6,22 @@
 # generated word corpus instead. Faulty runs: the default config with one
 # fault injected by the debug.* hooks at a step drawn per seed (seed 1: step
 # 1). A fault "must be caught" when it makes the loss at least 2x the clean
-# run's loss at the same step (same seed) or non-finite; it is caught when an
-# event fires within 2 steps of that. Writes build/detbench.json and prints
+# value before the fault (the clean run's, same seed: its median over the 5 steps
+# before; at step 1 its first loss) or non-finite; it is caught when an event
+# fires within 2 steps of the first such step. Writes build/detbench.json and prints
 # the table. DETBENCH_WORKERS (default 1), DETBENCH_SEEDS (default "1 2 3").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 command -v jq >/dev/null || { echo "detbench: jq is required" >&2; exit 1; }
 export OMPI_MCA_rmaps_base_oversubscribe=1
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
-OUT=build/detbench
+OUT="${DETBENCH_DIR:-build/detbench}"
+JSON="${DETBENCH_JSON:-build/detbench.json}"
 W="${DETBENCH_WORKERS:-1}"
 read -r -a SEEDS <<<"${DETBENCH_SEEDS:-1 2 3}"
-rm -rf "$OUT" && mkdir -p "$OUT/runs" "$OUT/corpus" || exit 1
+# DETBENCH_REANALYSE=1: no jobs, only the table again from the runs in $OUT.
+REUSE="${DETBENCH_REANALYSE:-}"
+if [ -z "$REUSE" ]; then rm -rf "$OUT" && mkdir -p "$OUT/runs" "$OUT/corpus" || exit 1; fi
 T0=$(date +%s)
 
 # A word corpus with structure (an order-1 chain over 400 words, Zipf-like
@@ -34,43 +38,45 @@ gen_words() { # SEED WORDS
             if (len >= 5 && (rand() < 0.08 || len >= 25)) { printf "\n"; len = 0 } else printf " "
         } }'
 }
-gen_words 1 120000 >"$OUT/corpus/train.txt"
-gen_words 2 12000 >"$OUT/corpus/valid.txt"
+if [ -z "$REUSE" ]; then
+    gen_words 1 120000 >"$OUT/corpus/train.txt"
+    gen_words 2 12000 >"$OUT/corpus/valid.txt"
+fi
 CORPUS=(--set data.path="$OUT/corpus")
 
 COMMON=(--set metrics.listen=off --set checkpoint.every_steps=0 --set log.tensor_norms_every=0)
 # NAME|CONFIG|overrides (small models, several epochs)
 HEALTHY=(
-    "default|configs/default.yaml|model.hidden=64 train.epochs=6 train.steps_per_epoch=100 data.valid_batches=2"
-    "adding|configs/adding.yaml|train.epochs=4 train.steps_per_epoch=150 data.valid_batches=2"
+    "default|configs/default.yaml|model.hidden=64 train.epochs=10 train.steps_per_epoch=100 data.valid_batches=2"
+    "adding|configs/adding.yaml|train.epochs=4 train.steps_per_epoch=150"
     "bench-adding|configs/bench-adding.yaml|train.epochs=3 train.steps_per_epoch=100"
     "bench-charlstm|configs/bench-charlstm.yaml|model.hidden=128 data.seq_len=32 data.batch_per_worker=8 train.epochs=3 train.steps_per_epoch=60"
     "bench-wordlstm|configs/bench-wordlstm.yaml|model.hidden=64 train.epochs=3 train.steps_per_epoch=60"
-    "brown-word|configs/brown-word.yaml|CORPUS model.vocab=512 model.hidden=64 model.embed=32 data.min_count=1 data.valid_batches=2 train.epochs=4 train.steps_per_epoch=100"
+    "brown-word|configs/brown-word.yaml|CORPUS model.vocab=512 model.hidden=64 model.embed=32 data.min_count=1 data.valid_batches=2 train.epochs=5 train.steps_per_epoch=200"
     "charlstm|configs/charlstm.yaml|CORPUS model.hidden=128 data.seq_len=32 data.batch_per_worker=8 data.valid_batches=2 train.epochs=3 train.steps_per_epoch=60"
     "zaremba-small|configs/zaremba-small.yaml|CORPUS model.hidden=64 data.valid_batches=2 train.epochs=3 train.steps_per_epoch=100"
 )
 # The faulty runs' base: the default config as above, 2 epochs.
-FBASE="model.hidden=64 train.epochs=2 train.steps_per_epoch=100 data.valid_batches=2"
-FSTEPS=200
+FBASE="model.hidden=64 train.epochs=4 train.steps_per_epoch=100 data.valid_batches=2"
 # NAME|overrides (@ is the fault step)|latest fault step drawn
 FAULTS=(
-    "lr_x10|debug.lr_spike_step=@ debug.lr_spike_scale=10 debug.lr_spike_len=0|150"
-    "lr_x100|debug.lr_spike_step=@ debug.lr_spike_scale=100 debug.lr_spike_len=0|150"
-    "lr_x1000|debug.lr_spike_step=@ debug.lr_spike_scale=1000 debug.lr_spike_len=0|150"
-    "lr_x10_once|debug.lr_spike_step=@ debug.lr_spike_scale=10|150"
-    "lr_x100_once|debug.lr_spike_step=@ debug.lr_spike_scale=100|150"
-    "lr_x1000_once|debug.lr_spike_step=@ debug.lr_spike_scale=1000|150"
-    "random_batch|debug.noise_step=@|150"
-    "grad_spike|debug.spike_step=@|150"
-    "nan|debug.nan_step=@|150"
+    "lr_x10|debug.lr_spike_step=@ debug.lr_spike_scale=10 debug.lr_spike_len=0|350"
+    "lr_x100|debug.lr_spike_step=@ debug.lr_spike_scale=100 debug.lr_spike_len=0|350"
+    "lr_x1000|debug.lr_spike_step=@ debug.lr_spike_scale=1000 debug.lr_spike_len=0|350"
+    "lr_x10_once|debug.lr_spike_step=@ debug.lr_spike_scale=10|350"
+    "lr_x100_once|debug.lr_spike_step=@ debug.lr_spike_scale=100|350"
+    "lr_x1000_once|debug.lr_spike_step=@ debug.lr_spike_scale=1000|350"
+    "random_batch|debug.noise_step=@|350"
+    "grad_spike|debug.spike_step=@|350"
+    "nan|debug.nan_step=@|350"
     "init_x100|model.init_scale=10|1"
-    "lr_ramp|debug.lr_ramp_step=@ debug.lr_ramp_rate=1.15|100"
+    "lr_ramp|debug.lr_ramp_step=@ debug.lr_ramp_rate=1.15|250"
 )
 
 # run NAME CONFIG OVERRIDES: one job into $OUT/runs/NAME; its exit code in NAME.rc
 run() {
     local name="$1" cfg="$2" sets=() kv
+    [ -n "$REUSE" ] && return 0
     for kv in $3; do
         if [ "$kv" = CORPUS ]; then sets+=("${CORPUS[@]}"); else sets+=(--set "$kv"); fi
     done
@@ -83,7 +89,7 @@ run() {
 # notices clip_inactive and clip_saturation).
 healthy_json() { # NAME CONFIG SEED
     local d="$OUT/runs/$1"
-    jq -n --arg cfg "$2" --argjson seed "$3" --argjson rc "$(cat "$d.rc")" \
+    jq -cn --arg cfg "$2" --argjson seed "$3" --argjson rc "$(cat "$d.rc")" \
         --slurpfile s "$d/steps.jsonl" --slurpfile e "$d/events.jsonl" '
         ($s | length) as $n
         | ($e | map(select(.kind != "clip_inactive" and .kind != "clip_saturation"))) as $fa
@@ -95,17 +101,17 @@ healthy_json() { # NAME CONFIG SEED
 
 fault_json() { # NAME FAULT SEED STEP REF
     local d="$OUT/runs/$1" ref="$OUT/runs/$5"
-    jq -n --arg fault "$2" --argjson seed "$3" --argjson at "$4" --argjson rc "$(cat "$d.rc")" \
+    jq -cn --arg fault "$2" --argjson seed "$3" --argjson at "$4" --argjson rc "$(cat "$d.rc")" \
         --slurpfile s "$d/steps.jsonl" --slurpfile e "$d/events.jsonl" --slurpfile r "$ref/steps.jsonl" '
-        ($r | map({key: (.step | tostring), value: .loss}) | from_entries) as $clean
-        | ([$s[] | select(.step >= $at and (.loss == null or
-              ($clean[.step | tostring] != null and .loss >= 2 * $clean[.step | tostring])))][0]) as $x
-        | ([$e[] | select(.step >= $at)][0]) as $ev
+        ([$r[] | select(if $at == 1 then .step == 1 else .step >= $at - 5 and .step < $at end) | .loss]
+           | sort | .[length / 2 | floor]) as $before
+        | ([$s[] | select(.step >= $at and (.loss == null or .grad_norm == null or .loss >= 2 * $before))][0]) as $x
+        | ([$e[] | select(.step >= $at and .kind != "clip_inactive" and .kind != "clip_saturation")][0]) as $ev
         | ([$e[] | select(.step < $at and .kind != "clip_inactive" and .kind != "clip_saturation")] | length) as $early
-        | {fault: $fault, seed: $seed, rc: $rc, at: $at,
+        | {fault: $fault, seed: $seed, rc: $rc, at: $at, loss_before: $before,
            loss_2x_step: ($x.step // null), must: ($x != null),
            detected: ($ev != null), event_step: ($ev.step // null), kind: ($ev.kind // null),
-           action: ($ev.action // null),
+           action: ($ev.action // null), check: ($ev.check // null),
            delay: (if $ev then $ev.step - $at else null end),
            delay_after_2x: (if $ev and $x then $ev.step - $x.step else null end),
            alarms_before: $early}
@@ -146,15 +152,16 @@ jq -n --slurpfile h "$OUT/healthy.jsonl" --slurpfile f "$OUT/faults.jsonl" --arg
                false_alarms_per_1000: (($h | map(.false_alarms) | add) * 1000 / ($h | map(.steps) | add)),
                fault_runs: ($f | length), must_catch: ($f | map(select(.must)) | length),
                caught_in_2: ($f | map(select(.must and .ok)) | length),
-               detected_any: ($f | map(select(.detected)) | length)}}' >build/detbench.json || exit 1
+               detected_any: ($f | map(select(.detected)) | length)}}' >"$JSON" || exit 1
 
 echo
-echo "== healthy runs: false alarms (events that would act) per 1000 steps"
-jq -r '"\("config" | .[0:16] | . + " " * (16 - length)) seed  steps  alarms  per_1000  kinds@step",
-       (.healthy[] | "\(.config + " " * (16 - (.config | length))) \(.seed)     \(.steps)    \(.false_alarms)       \(.per_1000 * 10 | round / 10)      \([.alarms[] | "\(.kind)@\(.step)"] | join(" "))")' build/detbench.json
+echo "== healthy runs: false alarms (events that would act: all but clip_inactive/clip_saturation)"
+PAD='def pad($n): tostring | . + " " * ([$n - length, 1] | max);'
+jq -r "$PAD"'"\("config" | pad(16))\("seed" | pad(6))\("steps" | pad(7))\("alarms" | pad(8))\("per_1000" | pad(10))kind@step",
+       (.healthy[] | "\(.config | pad(16))\(.seed | pad(6))\(.steps | pad(7))\(.false_alarms | pad(8))\(.per_1000 * 100 | round / 100 | pad(10))\([.alarms[] | "\(.kind)@\(.step)"] | join(" "))")' "$JSON"
 echo
-echo "== faults (default config): first event at or after the fault step"
-jq -r '"fault          seed  at  loss2x  event  kind              action    delay  ok",
-       (.faults[] | "\(.fault + " " * (14 - (.fault | length))) \(.seed)   \(.at)   \(.loss_2x_step // "-")   \(.event_step // "-")   \((.kind // "missed") + " " * (16 - ((.kind // "missed") | length)))  \(.action // "-")   \(.delay // "-")   \(if .ok then "ok" else "FAIL" end)")' build/detbench.json
-jq -r '.summary | "\nsummary: healthy \(.healthy_runs) runs, \(.healthy_steps) steps, \(.false_alarms) false alarms (\(.false_alarms_per_1000 * 1000 | round / 1000) per 1000 steps); faults \(.fault_runs) runs, \(.must_catch) made the loss >= 2x or non-finite, \(.caught_in_2) of them caught within 2 steps; \(.detected_any) runs with any event"' build/detbench.json
-echo "detbench: $(( $(date +%s) - T0 )) s; build/detbench.json"
+echo "== faults (default config): the first divergence event at or after the fault step"
+jq -r "$PAD"'"\("fault" | pad(15))\("seed" | pad(6))\("at" | pad(5))\("loss2x" | pad(8))\("event" | pad(7))\("kind/check" | pad(28))\("action" | pad(9))\("delay" | pad(7))target",
+       (.faults[] | "\(.fault | pad(15))\(.seed | pad(6))\(.at | pad(5))\(.loss_2x_step // "-" | pad(8))\(.event_step // "-" | pad(7))\((if .kind then "\(.kind)/\(.check // "-")" else "missed" end) | pad(28))\(.action // "-" | pad(9))\(.delay // "-" | pad(7))\(if .must | not then "(no 2x)" elif .ok then "ok" else "FAIL" end)")' "$JSON"
+jq -r '.summary | "\nsummary: healthy \(.healthy_runs) runs, \(.healthy_steps) steps, \(.false_alarms) false alarms (\(.false_alarms_per_1000 * 1000 | round / 1000) per 1000 steps); faults \(.fault_runs) runs, \(.must_catch) made the loss >= 2x or non-finite, \(.caught_in_2) of them caught within 2 steps; \(.detected_any) runs with an event"' "$JSON"
+echo "detbench: $(( $(date +%s) - T0 )) s; $JSON"
