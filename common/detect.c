@@ -49,13 +49,13 @@ void detect_defaults(DetectParams *p)
     p->loss_z = 6.0;
     p->loss_rel = 0.5;
     p->norm_z = 6.0;
-    p->norm_rel = 1.0;
+    p->norm_rel = 4.0;
     p->loss_uniform = 1.5;
     p->loss_initial = 1.5;
     p->norm_clip = 100.0;
     p->reset_steps = 5;
     p->reset_loss_rel = 1.0;
-    p->reset_norm_rel = 3.0;
+    p->reset_norm_rel = 9.0;
     p->ln_vocab = 0;
     p->clip_max_norm = 0;
     p->sat_rate = 0.9;
@@ -136,15 +136,16 @@ static void ring_push(DetectRing *r, int window, double x)
     r->seen++;
 }
 
-/* Robust baseline (the smaller of the short and the whole-window median) and noise (the
- * std of a normal whose successive differences have this median absolute value). */
+/* Robust baseline and noise (the std of a normal whose successive differences have this
+ * median absolute value). The loss's baseline is the smaller of the short and the
+ * whole-window median (a healthy loss does not creep up; a diverging one is measured from
+ * where it started); the log norm's is the short median (a healthy norm may grow). */
 static void series_stats(const Detector *d, const DetectSeries *s, double *base, double *noise)
 {
     int w = d->p.window, n = s->val.n;
     double *tmp = d->scratch;
-    double whole = ring_median(&s->val, w, n, tmp);
     double recent = ring_median(&s->val, w, n < DETECT_SHORT ? n : DETECT_SHORT, tmp);
-    *base = fmin(whole, recent);
+    *base = s == &d->loss ? fmin(ring_median(&s->val, w, n, tmp), recent) : recent;
     *noise = MAD_TO_SIGMA * ring_median(&s->diff, w, s->diff.n, tmp) / sqrt(2.0);
 }
 

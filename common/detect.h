@@ -45,10 +45,11 @@ typedef enum { CLIPEV_CHANGE = 0, CLIPEV_ALWAYS = 1, CLIPEV_OFF = 2 } ClipEvents
  * worse than a uniform guess (token models) or than the run's first loss; a pre-clip norm
  * far above the clip threshold. The recent checks compare with robust statistics of the
  * accepted history (median, and the noise from the median of successive differences, which
- * a trend does not inflate), from `warmup` steps on. Their baseline is the smaller of the
- * median of the last 15 accepted values (tracks a falling loss) and of the whole window
+ * a trend does not inflate), from `warmup` steps on. The loss's baseline is the smaller of
+ * the median of the last 15 accepted values (tracks a falling loss) and of the whole window
  * (does not follow a slow rise: a divergence that creeps up is still measured against
- * where it started). A step that fired stays out of the history. After a hidden-state
+ * where it started); the log norm's is the median of the last 15 (a healthy norm may grow
+ * for hundreds of steps). A step that fired stays out of the history. After a hidden-state
  * reset (an epoch's start, a rollback) the first `reset_steps` steps are naturally worse
  * (no context): there the relative margins are reset_loss_rel and reset_norm_rel, and the
  * reset's jump never enters the noise estimate. grad_norm_spike needs the norm above
@@ -60,12 +61,12 @@ typedef struct {
     double loss_z;       /* recent loss: loss > baseline + max(loss_z * noise, loss_rel * |baseline|) (default 6) */
     double loss_rel;     /* (default 0.5) */
     double norm_z;       /* recent norm, on log(norm): log norm > baseline + max(norm_z * noise, log(1 + norm_rel)) (default 6) */
-    double norm_rel;     /* (default 1: at least 2x) */
+    double norm_rel;     /* (default 4: at least 5x) */
     double loss_uniform; /* loss > loss_uniform * ln_vocab from step 1; 0 off (default 1.5) */
     double loss_initial; /* loss > loss_initial * the first finite loss, from step 2; 0 off (default 1.5) */
     double norm_clip;    /* norm > norm_clip * clip_max_norm from step 1; 0 off (default 100) */
     int reset_steps;     /* steps after a hidden-state reset with the reset margins (default 5) */
-    double reset_loss_rel, reset_norm_rel; /* the relative margins there (defaults 1 and 3) */
+    double reset_loss_rel, reset_norm_rel; /* the relative margins there (defaults 1 and 9) */
     double ln_vocab;     /* ln(V) of a token model, 0 for others (from the config) */
     double clip_max_norm;/* the norm threshold of clip modes global_norm and per_tensor, 0 for others */
     double sat_rate;     /* clip_saturation: fraction of clipped steps over the last `window` steps above

@@ -280,13 +280,20 @@ static int same_record(const StepRecord *a, const StepRecord *b)
     return memcmp(&x, &y, sizeof x) == 0;
 }
 
-/* Tensors by pre-clip norm, largest first: which layer exploded. */
+/* a goes before b: a non-finite norm (the tensor holding the NaN or Inf) first, then larger. */
+static int norm_before(float a, float b)
+{
+    int abad = !isfinite(a), bbad = !isfinite(b);
+    return abad != bbad ? abad : a > b;
+}
+
+/* Tensors by pre-clip norm, non-finite first, then largest first: which layer exploded. */
 static int sort_tensors(const Coord *co, const StepRecord *r, const char **names, float *norms)
 {
     int n = r->ntensors < co->ntensors ? r->ntensors : co->ntensors;
     for (int i = 0; i < n; i++) names[i] = co->names[i], norms[i] = r->tensor_norm[i];
-    for (int i = 1; i < n; i++) /* insertion sort: a few dozen tensors */
-        for (int j = i; j > 0 && !(norms[j] <= norms[j - 1]); j--) {
+    for (int i = 1; i < n; i++) /* insertion sort, stable: a few dozen tensors */
+        for (int j = i; j > 0 && norm_before(norms[j], norms[j - 1]); j--) {
             float t = norms[j]; norms[j] = norms[j - 1]; norms[j - 1] = t;
             const char *s = names[j]; names[j] = names[j - 1]; names[j - 1] = s;
         }

@@ -100,9 +100,9 @@ static void test_names_and_params(void **state)
     detect_defaults(&p);
     assert_int_equal(p.window, 100);
     assert_int_equal(p.warmup, 8);
-    assert_true(p.loss_z == 6 && p.loss_rel == 0.5 && p.norm_z == 6 && p.norm_rel == 1.0);
+    assert_true(p.loss_z == 6 && p.loss_rel == 0.5 && p.norm_z == 6 && p.norm_rel == 4.0);
     assert_true(p.loss_uniform == 1.5 && p.loss_initial == 1.5 && p.norm_clip == 100);
-    assert_true(p.reset_steps == 5 && p.reset_loss_rel == 1 && p.reset_norm_rel == 3);
+    assert_true(p.reset_steps == 5 && p.reset_loss_rel == 1 && p.reset_norm_rel == 9);
     assert_true(p.sat_rate == 0.9 && p.val_patience == 3 && p.clip_events == CLIPEV_CHANGE);
 
     Detector d;
@@ -257,7 +257,8 @@ static void test_recent_loss_spike(void **state)
     for (int t = 0; t < 7; t++) assert_int_equal(detect_step(f, 1.0, 1.0, 0, info), 0);
     assert_int_equal(detect_step(f, 1.45, 1.0, 0, info), 0); /* 7 held; under the initial 1.5x */
     assert_int_equal(detect_step(f, 1.0, 1.0, 0, info), 0);
-    assert_int_equal(detect_step(f, 1.0, 2.5, 0, info), GS);  /* 9 held: the norm check looks */
+    assert_int_equal(detect_step(f, 1.0, 4.5, 0, info), 0);   /* 9 held: under 5x */
+    assert_int_equal(detect_step(f, 1.0, 5.5, 0, info), GS);  /* the norm check looks */
     drop(f);
 }
 

@@ -9,7 +9,10 @@
 # value before the fault (the clean run's, same seed: its median over the 5 steps
 # before; at step 1 its first loss) or non-finite; it is caught when an event
 # fires within 2 steps of the first such step. Writes build/detbench.json and prints
-# the table. DETBENCH_WORKERS (default 1), DETBENCH_SEEDS (default "1 2 3").
+# the table. DETBENCH_WORKERS (default 1), DETBENCH_SEEDS (default "1 2 3"),
+# DETBENCH_CONFIGS (the configs' directory, default configs), DETBENCH_DIR and
+# DETBENCH_JSON (where the runs and the results go); CLIPD_BIN picks the
+# binaries (deploy/clipd-launch), e.g. an older build for a before/after table.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 command -v jq >/dev/null || { echo "detbench: jq is required" >&2; exit 1; }
@@ -17,6 +20,7 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 OUT="${DETBENCH_DIR:-build/detbench}"
 JSON="${DETBENCH_JSON:-build/detbench.json}"
+CFG="${DETBENCH_CONFIGS:-configs}"
 W="${DETBENCH_WORKERS:-1}"
 read -r -a SEEDS <<<"${DETBENCH_SEEDS:-1 2 3}"
 # DETBENCH_REANALYSE=1: no jobs, only the table again from the runs in $OUT.
@@ -47,14 +51,14 @@ CORPUS=(--set data.path="$OUT/corpus")
 COMMON=(--set metrics.listen=off --set checkpoint.every_steps=0 --set log.tensor_norms_every=0)
 # NAME|CONFIG|overrides (small models, several epochs)
 HEALTHY=(
-    "default|configs/default.yaml|model.hidden=64 train.epochs=10 train.steps_per_epoch=100 data.valid_batches=2"
-    "adding|configs/adding.yaml|train.epochs=4 train.steps_per_epoch=150"
-    "bench-adding|configs/bench-adding.yaml|train.epochs=3 train.steps_per_epoch=100"
-    "bench-charlstm|configs/bench-charlstm.yaml|model.hidden=128 data.seq_len=32 data.batch_per_worker=8 train.epochs=3 train.steps_per_epoch=60"
-    "bench-wordlstm|configs/bench-wordlstm.yaml|model.hidden=64 train.epochs=3 train.steps_per_epoch=60"
-    "brown-word|configs/brown-word.yaml|CORPUS model.vocab=512 model.hidden=64 model.embed=32 data.min_count=1 data.valid_batches=2 train.epochs=5 train.steps_per_epoch=200"
-    "charlstm|configs/charlstm.yaml|CORPUS model.hidden=128 data.seq_len=32 data.batch_per_worker=8 data.valid_batches=2 train.epochs=3 train.steps_per_epoch=60"
-    "zaremba-small|configs/zaremba-small.yaml|CORPUS model.hidden=64 data.valid_batches=2 train.epochs=3 train.steps_per_epoch=100"
+    "default|$CFG/default.yaml|model.hidden=64 train.epochs=10 train.steps_per_epoch=100 data.valid_batches=2"
+    "adding|$CFG/adding.yaml|train.epochs=4 train.steps_per_epoch=150"
+    "bench-adding|$CFG/bench-adding.yaml|train.epochs=3 train.steps_per_epoch=100"
+    "bench-charlstm|$CFG/bench-charlstm.yaml|model.hidden=128 data.seq_len=32 data.batch_per_worker=8 train.epochs=3 train.steps_per_epoch=60"
+    "bench-wordlstm|$CFG/bench-wordlstm.yaml|model.hidden=64 train.epochs=3 train.steps_per_epoch=60"
+    "brown-word|$CFG/brown-word.yaml|CORPUS model.vocab=512 model.hidden=64 model.embed=32 data.min_count=1 data.valid_batches=2 train.epochs=5 train.steps_per_epoch=200"
+    "charlstm|$CFG/charlstm.yaml|CORPUS model.hidden=128 data.seq_len=32 data.batch_per_worker=8 data.valid_batches=2 train.epochs=3 train.steps_per_epoch=60"
+    "zaremba-small|$CFG/zaremba-small.yaml|CORPUS model.hidden=64 data.valid_batches=2 train.epochs=3 train.steps_per_epoch=100"
 )
 # The faulty runs' base: the default config as above, 2 epochs.
 FBASE="model.hidden=64 train.epochs=4 train.steps_per_epoch=100 data.valid_batches=2"
@@ -130,14 +134,14 @@ done
 
 : >"$OUT/faults.jsonl"
 for seed in "${SEEDS[@]}"; do
-    run "ref-$seed" configs/default.yaml "$FBASE run.seed=$seed"
+    run "ref-$seed" "$CFG/default.yaml" "$FBASE run.seed=$seed"
     fi=0
     for f in "${FAULTS[@]}"; do
         IFS='|' read -r name sets last <<<"$f"
         fi=$((fi + 1))
         if [ "$seed" = 1 ] || [ "$last" = 1 ]; then at=1
         else at=$(awk -v s="$seed" -v i="$fi" -v m="$last" 'BEGIN { srand(s * 1000 + i); print 2 + int(rand() * (m - 1)) }'); fi
-        run "f-$name-$seed" configs/default.yaml "$FBASE run.seed=$seed ${sets//@/$at}"
+        run "f-$name-$seed" "$CFG/default.yaml" "$FBASE run.seed=$seed ${sets//@/$at}"
         fault_json "f-$name-$seed" "$name" "$seed" "$at" "ref-$seed" >>"$OUT/faults.jsonl"
         echo "fault $name seed $seed at $at: $(jq -r '"detected \(.detected) at \(.event_step) (\(.kind)), loss 2x at \(.loss_2x_step), ok \(.ok)"' <(tail -1 "$OUT/faults.jsonl"))"
     done
