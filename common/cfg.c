@@ -149,6 +149,7 @@ static const CfgKey cfg_keys[] = {
     KDBL(divergence, clip_saturation, 0, 1, F_MIN_OPEN, "0.9", "clip rate that saturates"),
     KENUM(divergence, clip_events, clipev_names, "change", "clip_inactive/saturation events"),
     KINT(divergence, val_patience, 1, 1000000, "3", "val_loss_rise: epochs in a row"),
+    KDBL(divergence, val_rel, 0, 1e6, 0, "0.01", "val_loss_rise: min rise over the last"),
     KDBL(divergence, rollback_lr_factor, 0, 1, F_MIN_OPEN, "0.5", "lr multiplier per rollback"),
     KINT(divergence, rollback_skip_batches, 0, 1000000000, "20", "batches skipped on rollback"),
     KINT(divergence, max_rollbacks, 0, 1000000, "3", "rollbacks before abort"),

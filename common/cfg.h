@@ -87,6 +87,7 @@ typedef struct {
     int divergence_reset_steps;
     double divergence_reset_loss_rel, divergence_reset_norm_rel;
     int divergence_clip_events;  /* ClipEvents of common/detect.h */
+    double divergence_val_rel;
     double divergence_rollback_lr_factor;
     int divergence_rollback_skip_batches, divergence_max_rollbacks, divergence_drift_check_every;
     /* checkpoint */

@@ -61,6 +61,7 @@ void detect_defaults(DetectParams *p)
     p->sat_rate = 0.9;
     p->clip_events = CLIPEV_CHANGE;
     p->val_patience = 3;
+    p->val_rel = 0.01;
 }
 
 static int nonneg(double x) { return isfinite(x) && x >= 0; }
@@ -74,7 +75,7 @@ static int params_ok(const DetectParams *p)
            nonneg(p->reset_loss_rel) && nonneg(p->reset_norm_rel) && nonneg(p->ln_vocab) &&
            nonneg(p->clip_max_norm) && isfinite(p->sat_rate) && p->sat_rate >= 0 &&
            p->sat_rate <= 1 && p->clip_events >= CLIPEV_CHANGE && p->clip_events <= CLIPEV_OFF &&
-           p->val_patience >= 1;
+           p->val_patience >= 1 && nonneg(p->val_rel);
 }
 
 int detect_init(Detector *d, const DetectParams *p)
@@ -282,7 +283,7 @@ unsigned detect_epoch_end(Detector *d, int clip_active, double val_loss, EventIn
     d->epoch_steps = 0;
     d->epoch_clipped = 0;
     if (!isfinite(val_loss)) return fired;
-    if (isfinite(d->val_prev) && val_loss > d->val_prev) {
+    if (isfinite(d->val_prev) && val_loss > d->val_prev + d->p.val_rel * fabs(d->val_prev)) {
         if (d->val_run == 0) d->val_base = d->val_prev;
         d->val_run++;
     } else {

@@ -73,6 +73,7 @@ typedef struct {
                           * this (default 0.9); needs a full window */
     int clip_events;     /* ClipEvents (default CLIPEV_CHANGE) */
     int val_patience;    /* val_loss_rise: validation loss rose this many epochs in a row (default 3) */
+    double val_rel;      /* ...each time by more than val_rel x the previous epoch's: not noise (default 0.01) */
 } DetectParams;
 void detect_defaults(DetectParams *p);
 
@@ -151,8 +152,8 @@ void detect_reset(Detector *d);
 /* End of an epoch: clip_inactive fires when clip_active != 0, the epoch had steps and none of
  * them clipped (counted by the detector since the last epoch end) and, with CLIPEV_CHANGE,
  * the previous epoch clipped (or this is the first); val_loss_rise fires when val_loss rose
- * strictly over the previous epoch's val_patience epochs in a row, then the count starts
- * again; a fall or a tie resets it. A non-finite val_loss (NAN: no validation) is ignored. */
+ * by more than val_rel x the previous epoch's val_patience epochs in a row, then the count
+ * starts again; a fall, a tie or a smaller rise resets it. A non-finite val_loss (NAN: no validation) is ignored. */
 unsigned detect_epoch_end(Detector *d, int clip_active, double val_loss, EventInfo info[EV_COUNT]);
 
 /* Robust recent baseline and noise of the loss (kind EV_LOSS_SPIKE) or the log norm

@@ -117,6 +117,7 @@ static void detector_setup(Worker *w)
     p.sat_rate = c->divergence_clip_saturation;
     p.clip_events = c->divergence_clip_events;
     p.val_patience = c->divergence_val_patience;
+    p.val_rel = c->divergence_val_rel;
     if (detect_init(&w->det, &p) != 0) worker_fatal("cannot set up the divergence detector");
 }
 
