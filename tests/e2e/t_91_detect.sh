@@ -97,3 +97,13 @@ nan_each_tensor() {
     return $bad
 }
 check "a NaN injected into each tensor in turn is blamed on that tensor (events.jsonl, clipd-report)" nan_each_tensor
+
+bad_detector_keys() {
+    expect_exit 2 "divergence.warmup (200) must be <= divergence.window (100)" \
+        build/clipd --check "$TINY" --set divergence.warmup=200 || return 1
+    expect_exit 2 "debug.nan_tensor: no tensor 'layers.5.wx' in this model" \
+        build/clipd --check "$TINY" --set debug.nan_tensor=layers.5.wx || return 1
+    expect_exit 2 "divergence.clip_events" build/clipd --check "$TINY" --set divergence.clip_events=sometimes || return 1
+    expect_exit 2 "divergence.val_rel" build/clipd --check "$TINY" --set divergence.val_rel=-1
+}
+check "bad detector keys: exit 2 with one line naming the key" bad_detector_keys
