@@ -306,16 +306,17 @@ static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t
 {
     for (int k = 0; k < EV_COUNT; k++) {
         if (!(events & (1u << k))) continue;
-        char extra[96]; /* which check fired; no record: an epoch's end */
-        snprintf(extra, sizeof extra, "\"check\":\"%s\"%s", detect_check_name(check[k]),
-                 r ? "" : ",\"at\":\"epoch_end\"");
+        char extra[96]; /* which check fired (if any); no record: an epoch's end */
+        const char *chk = detect_check_name(check[k]);
+        snprintf(extra, sizeof extra, "%s%s%s%s%s", chk ? "\"check\":\"" : "", chk ? chk : "",
+                 chk ? "\"" : "", chk && !r ? "," : "", r ? "" : "\"at\":\"epoch_end\"");
         const char *names[PROTO_MAX_TENSORS];
         float norms[PROTO_MAX_TENSORS];
         int spike = k == EV_LOSS_SPIKE || k == EV_GRAD_NORM_SPIKE || k == EV_NONFINITE_GRAD;
         int n = r && spike ? sort_tensors(co, r, names, norms) : 0;
         if (runlog_event(&co->log, seq, step, epoch, detect_kind_name(k), info[k],
                          cfg_action_name(action), action == ACT_ROLLBACK ? rollback_to : -1,
-                         names, norms, n, extra) != 0)
+                         names, norms, n, extra[0] ? extra : NULL) != 0)
             write_failed(co, "events.jsonl");
         co->events++;
         co->event_count[k]++;
