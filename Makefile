@@ -87,6 +87,11 @@ valgrind: all
 bench: all $(TOOLS)
 	bash tests/bench/bench.sh
 
+# Divergence detection through the real path: healthy runs of every shipped
+# config and injected faults; build/detbench.json (see tests/bench/detbench.sh).
+detbench: all
+	bash tests/bench/detbench.sh
+
 run: all
 	deploy/clipd-launch -n 2 configs/default.yaml
 
@@ -113,5 +118,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test asan valgrind bench run install fuzz fuzz-smoke clean
+.PHONY: all unit e2e test asan valgrind bench detbench run install fuzz fuzz-smoke clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -21,6 +21,7 @@
 #include <yaml.h>
 
 #define CFG_FILE_MAX (1u << 20) /* bytes; a config is a few hundred */
+#define CFG_TENSORS_MAX 64 /* >= the most tensors a model has (16 layers: 51) */
 #define MSG_SHOW_MAX 48         /* bytes of offending text quoted in a message */
 
 typedef enum { T_INT, T_DOUBLE, T_STRING, T_ENUM } KeyType;
@@ -59,6 +60,8 @@ static const char *const sync_names[] = {[SYNC_REPLICATED] = "replicated",
 static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "log",
                                         [ACT_SKIP] = "skip", [ACT_ROLLBACK] = "rollback",
                                         [ACT_ABORT] = "abort"};
+static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_ALWAYS] = "always",
+                                           [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
                                           [CRASH_BEFORE_RENAME] = "before_rename",
@@ -134,13 +137,21 @@ static const CfgKey cfg_keys[] = {
     KENUMN(divergence, val_loss_rise_action, "val_loss_rise.action", act_names, "log",
            "val_loss_rise action"),
     KINT(divergence, window, 2, 100000, "100", "steps of rolling history"),
-    KINT(divergence, warmup, 0, 1000000000, "100", "steps before spikes can fire"),
-    KDBL(divergence, loss_zscore, 0, 1e6, F_MIN_OPEN, "6", "loss_spike z-score"),
-    KDBL(divergence, loss_rel, 0, 1e6, 0, "0.1", "loss_spike: min rise over the mean"),
-    KDBL(divergence, norm_zscore, 0, 1e6, F_MIN_OPEN, "6", "grad_norm_spike z of log norm"),
-    KDBL(divergence, norm_rel, 0, 1e6, 0, "1", "grad_norm_spike: min rise over mean"),
+    KINT(divergence, warmup, 2, 100000, "8", "accepted steps before the recent checks"),
+    KDBL(divergence, loss_zscore, 0, 1e6, F_MIN_OPEN, "6", "loss_spike: robust z over the noise"),
+    KDBL(divergence, loss_rel, 0, 1e6, 0, "0.5", "loss_spike: min rise over the baseline"),
+    KDBL(divergence, norm_zscore, 0, 1e6, F_MIN_OPEN, "6", "grad_norm_spike: robust z of log norm"),
+    KDBL(divergence, norm_rel, 0, 1e6, 0, "4", "grad_norm_spike: min rise over baseline"),
+    KDBL(divergence, loss_uniform, 0, 1e6, 0, "1.5", "loss_spike: loss > k ln(vocab); 0 off"),
+    KDBL(divergence, loss_initial, 0, 1e6, 0, "1.5", "loss_spike: loss > k first loss; 0 off"),
+    KDBL(divergence, norm_clip, 0, 1e30, 0, "100", "grad_norm_spike: norm > k max_norm; 0 off"),
+    KINT(divergence, reset_steps, 0, 1000000, "5", "steps after a hidden-state reset"),
+    KDBL(divergence, reset_loss_rel, 0, 1e6, 0, "1", "loss_rel in those steps"),
+    KDBL(divergence, reset_norm_rel, 0, 1e6, 0, "9", "norm_rel in those steps"),
     KDBL(divergence, clip_saturation, 0, 1, F_MIN_OPEN, "0.9", "clip rate that saturates"),
+    KENUM(divergence, clip_events, clipev_names, "change", "clip_inactive/saturation events"),
     KINT(divergence, val_patience, 1, 1000000, "3", "val_loss_rise: epochs in a row"),
+    KDBL(divergence, val_rel, 0, 1e6, 0, "0.01", "val_loss_rise: min rise over the last"),
     KDBL(divergence, rollback_lr_factor, 0, 1, F_MIN_OPEN, "0.5", "lr multiplier per rollback"),
     KINT(divergence, rollback_skip_batches, 0, 1000000000, "20", "batches skipped on rollback"),
     KINT(divergence, max_rollbacks, 0, 1000000, "3", "rollbacks before abort"),
@@ -160,6 +171,11 @@ static const CfgKey cfg_keys[] = {
     KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),
     KINT(debug, lr_spike_step, 0, INT64_C(1) << 62, "0", "test hook: lr spike at step"),
     KDBL(debug, lr_spike_scale, 0, 1e30, F_MIN_OPEN, "1000", "test hook: lr factor"),
+    KINT(debug, lr_spike_len, 0, INT64_C(1) << 62, "1", "test hook: lr spike steps, 0 for good"),
+    KINT(debug, lr_ramp_step, 0, INT64_C(1) << 62, "0", "test hook: lr ramp from step"),
+    KDBL(debug, lr_ramp_rate, 1, 10, 0, "1.2", "test hook: lr factor per ramp step"),
+    KINT(debug, noise_step, 0, INT64_C(1) << 62, "0", "test hook: random batch at step"),
+    KSTR(debug, nan_tensor, 0, 31, F_NAME_CHARS, "", "test hook: tensor of the NaN, \"\": last"),
     KINT(debug, drift_step, 0, INT64_C(1) << 62, "0", "test hook: a replica drifts at step"),
     KINT(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
     KENUM(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
@@ -981,6 +997,17 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         c->divergence_val_loss_rise_action == ACT_ROLLBACK)
         return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "
                                  "(an epoch's end has no update to skip or roll back)");
+    if (c->debug_nan_tensor[0]) {
+        char names[CFG_TENSORS_MAX][32];
+        int n = cfg_tensor_names(c, names, CFG_TENSORS_MAX), found = 0;
+        for (int i = 0; i < n && i < CFG_TENSORS_MAX; i++) found |= !strcmp(names[i], c->debug_nan_tensor);
+        if (!found)
+            return validate_fail(&m, "debug.nan_tensor: no tensor '%s' in this model (names as in "
+                                     "tensors.jsonl)", c->debug_nan_tensor);
+    }
+    if (c->divergence_warmup > c->divergence_window)
+        return validate_fail(&m, "divergence.warmup (%d) must be <= divergence.window (%d)",
+                             c->divergence_warmup, c->divergence_window);
     if (c->divergence_action == ACT_INHERIT)
         return validate_fail(&m, "divergence.action: expected one of log, skip, rollback, "
                                  "abort (inherit is for the per-kind actions)");

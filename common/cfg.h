@@ -83,6 +83,11 @@ typedef struct {
     double divergence_loss_zscore, divergence_loss_rel, divergence_norm_zscore,
         divergence_norm_rel, divergence_clip_saturation;
     int divergence_val_patience;
+    double divergence_loss_uniform, divergence_loss_initial, divergence_norm_clip;
+    int divergence_reset_steps;
+    double divergence_reset_loss_rel, divergence_reset_norm_rel;
+    int divergence_clip_events;  /* ClipEvents of common/detect.h */
+    double divergence_val_rel;
     double divergence_rollback_lr_factor;
     int divergence_rollback_skip_batches, divergence_max_rollbacks, divergence_drift_check_every;
     /* checkpoint */
@@ -106,6 +111,11 @@ typedef struct {
     double debug_spike_scale;
     int64_t debug_lr_spike_step; /* the update of this step uses lr * debug.lr_spike_scale */
     double debug_lr_spike_scale;
+    int64_t debug_lr_spike_len;  /* steps the lr spike lasts; 0: to the end of the run */
+    int64_t debug_lr_ramp_step;  /* from this step the lr is multiplied by debug.lr_ramp_rate per step */
+    double debug_lr_ramp_rate;
+    int64_t debug_noise_step;    /* the batch of this step is uniform random tokens (features) */
+    char debug_nan_tensor[32];   /* debug.nan_step: the tensor that gets the NaN ("": the last) */
     int64_t debug_drift_step;    /* the last worker's weights drift from the others' after this step */
     int64_t debug_ckpt_crash_step; /* worker 0 kills itself (SIGKILL) writing this step's checkpoint */
     int debug_ckpt_crash_at;     /* CkptCrashAt: where in the write */

@@ -1,23 +1,27 @@
-/* detect: the divergence detector (see detect.h). Rolling statistics are recomputed
- * exactly by a two-pass loop in double over at most `window` values every step, in ring
- * storage order: no running sums to drift, and the same bits on every rank and after a
- * checkpoint round trip. */
+/* detect: the divergence detector (see detect.h). Medians are recomputed exactly from the
+ * rings every step (a sort of at most `window` doubles): no running sums to drift, and the
+ * same bits on every rank and after a checkpoint round trip. */
 #include "common/detect.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define DETECT_STD_FLOOR 1e-12            /* keeps the z-score finite on a flat series */
 #define DETECT_MAX_WINDOW (1 << 24)
-#define DETECT_MAGIC 1145394225.0         /* "DET1" as an integer */
-#define DETECT_HEADER 22                  /* doubles before the three rings */
+#define DETECT_SHORT 15                   /* the short baseline: median of the last 15 accepted values */
+#define DETECT_MAGIC 1145394226.0         /* "DET2" as an integer */
+#define DETECT_HEADER 32                  /* doubles before the five rings */
+#define MAD_TO_SIGMA 1.482602218505602    /* 1 / Phi^-1(3/4): MAD of a normal -> its std */
 #define SPIKE_MASK ((1u << EV_NONFINITE_LOSS) | (1u << EV_NONFINITE_GRAD) | \
                     (1u << EV_LOSS_SPIKE) | (1u << EV_GRAD_NORM_SPIKE))
 
 static const char *const kind_names[EV_COUNT] = {
     "nonfinite_loss", "nonfinite_grad", "loss_spike", "grad_norm_spike",
     "clip_saturation", "clip_inactive", "replica_drift", "val_loss_rise",
+};
+static const char *const check_names[CHK_COUNT] = {
+    NULL, "nonfinite", "uniform", "initial", "recent", "clip_limit", "window", "epoch",
+    "checksum", "rise",
 };
 
 const char *detect_kind_name(int kind)
@@ -33,24 +37,45 @@ int detect_kind_from_name(const char *name)
     return -1;
 }
 
+const char *detect_check_name(int check)
+{
+    return (check > CHK_NONE && check < CHK_COUNT) ? check_names[check] : NULL;
+}
+
 void detect_defaults(DetectParams *p)
 {
     p->window = 100;
-    p->warmup = 100;
+    p->warmup = 8;
     p->loss_z = 6.0;
-    p->loss_rel = 0.1;
+    p->loss_rel = 0.5;
     p->norm_z = 6.0;
-    p->norm_rel = 1.0;
+    p->norm_rel = 4.0;
+    p->loss_uniform = 1.5;
+    p->loss_initial = 1.5;
+    p->norm_clip = 100.0;
+    p->reset_steps = 5;
+    p->reset_loss_rel = 1.0;
+    p->reset_norm_rel = 9.0;
+    p->ln_vocab = 0;
+    p->clip_max_norm = 0;
     p->sat_rate = 0.9;
+    p->clip_events = CLIPEV_CHANGE;
     p->val_patience = 3;
+    p->val_rel = 0.01;
 }
+
+static int nonneg(double x) { return isfinite(x) && x >= 0; }
 
 static int params_ok(const DetectParams *p)
 {
     return p->window >= 2 && p->window <= DETECT_MAX_WINDOW && p->warmup >= 2 &&
-           isfinite(p->loss_z) && p->loss_z > 0 && isfinite(p->loss_rel) && p->loss_rel >= 0 &&
-           isfinite(p->norm_z) && p->norm_z > 0 && isfinite(p->norm_rel) && p->norm_rel >= 0 &&
-           isfinite(p->sat_rate) && p->sat_rate >= 0 && p->sat_rate <= 1 && p->val_patience >= 1;
+           p->warmup <= p->window && isfinite(p->loss_z) && p->loss_z > 0 && nonneg(p->loss_rel) &&
+           isfinite(p->norm_z) && p->norm_z > 0 && nonneg(p->norm_rel) && nonneg(p->loss_uniform) &&
+           nonneg(p->loss_initial) && nonneg(p->norm_clip) && p->reset_steps >= 0 &&
+           nonneg(p->reset_loss_rel) && nonneg(p->reset_norm_rel) && nonneg(p->ln_vocab) &&
+           nonneg(p->clip_max_norm) && isfinite(p->sat_rate) && p->sat_rate >= 0 &&
+           p->sat_rate <= 1 && p->clip_events >= CLIPEV_CHANGE && p->clip_events <= CLIPEV_OFF &&
+           p->val_patience >= 1 && nonneg(p->val_rel);
 }
 
 int detect_init(Detector *d, const DetectParams *p)
@@ -58,16 +83,21 @@ int detect_init(Detector *d, const DetectParams *p)
     memset(d, 0, sizeof *d);
     if (!p) return -1;
     d->p = *p;
-    if (d->p.warmup == 0) d->p.warmup = d->p.window;
     if (!params_ok(&d->p)) return -1;
     size_t w = (size_t)d->p.window;
-    d->loss.v = calloc(w, sizeof(double));
-    d->lnorm.v = calloc(w, sizeof(double));
+    d->loss.val.v = calloc(w, sizeof(double));
+    d->loss.diff.v = calloc(w, sizeof(double));
+    d->lnorm.val.v = calloc(w, sizeof(double));
+    d->lnorm.diff.v = calloc(w, sizeof(double));
+    d->scratch = calloc(w, sizeof(double));
     d->clip = calloc(w, 1);
-    if (!d->loss.v || !d->lnorm.v || !d->clip) {
+    if (!d->loss.val.v || !d->loss.diff.v || !d->lnorm.val.v || !d->lnorm.diff.v || !d->scratch ||
+        !d->clip) {
         detect_free(d);
         return -1;
     }
+    d->loss.prev = d->lnorm.prev = NAN;
+    d->first_loss = NAN;
     d->val_prev = NAN;
     d->val_base = NAN;
     return 0;
@@ -75,26 +105,28 @@ int detect_init(Detector *d, const DetectParams *p)
 
 void detect_free(Detector *d)
 {
-    free(d->loss.v);
-    free(d->lnorm.v);
+    free(d->loss.val.v);
+    free(d->loss.diff.v);
+    free(d->lnorm.val.v);
+    free(d->lnorm.diff.v);
+    free(d->scratch);
     free(d->clip);
     memset(d, 0, sizeof *d);
 }
 
-/* Mean and population std of the values held (0, 0 when empty). */
-static void ring_stats(const DetectRing *r, double *mean, double *std)
+static int cmp_double(const void *a, const void *b)
 {
-    double sum = 0, sq = 0;
-    if (r->n == 0) {
-        *mean = 0;
-        *std = 0;
-        return;
-    }
-    for (int i = 0; i < r->n; i++) sum += r->v[i];
-    double m = sum / r->n;
-    for (int i = 0; i < r->n; i++) sq += (r->v[i] - m) * (r->v[i] - m);
-    *mean = m;
-    *std = sqrt(sq / r->n);
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of the newest k values of r (k <= r->n), through scratch; 0 when k == 0. */
+static double ring_median(const DetectRing *r, int window, int k, double *scratch)
+{
+    if (k <= 0) return 0;
+    for (int i = 0; i < k; i++) scratch[i] = r->v[(r->pos - 1 - i + window) % window];
+    qsort(scratch, (size_t)k, sizeof *scratch, cmp_double);
+    return k % 2 ? scratch[k / 2] : 0.5 * (scratch[k / 2 - 1] + scratch[k / 2]);
 }
 
 static void ring_push(DetectRing *r, int window, double x)
@@ -105,50 +137,99 @@ static void ring_push(DetectRing *r, int window, double x)
     r->seen++;
 }
 
-static unsigned report(EventInfo *info, int kind, double value, double mean, double std, double thr)
+/* Robust baseline and noise (the std of a normal whose successive differences have this
+ * median absolute value). The loss's baseline is the smaller of the short and the
+ * whole-window median (a healthy loss does not creep up; a diverging one is measured from
+ * where it started); the log norm's is the short median (a healthy norm may grow). */
+static void series_stats(const Detector *d, const DetectSeries *s, double *base, double *noise)
 {
-    if (info) info[kind] = (EventInfo){ value, mean, std, thr };
+    int w = d->p.window, n = s->val.n;
+    double *tmp = d->scratch;
+    double recent = ring_median(&s->val, w, n < DETECT_SHORT ? n : DETECT_SHORT, tmp);
+    *base = s == &d->loss ? fmin(ring_median(&s->val, w, n, tmp), recent) : recent;
+    *noise = MAD_TO_SIGMA * ring_median(&s->diff, w, s->diff.n, tmp) / sqrt(2.0);
+}
+
+static void series_accept(DetectSeries *s, int window, double x)
+{
+    if (!isnan(s->prev)) ring_push(&s->diff, window, fabs(x - s->prev));
+    ring_push(&s->val, window, x);
+    s->prev = x;
+}
+
+static unsigned report(EventInfo *info, int kind, int check, double value, double base,
+                       double spread, double thr)
+{
+    if (info) info[kind] = (EventInfo){value, base, spread, thr, check};
     return 1u << kind;
 }
 
-int detect_stats(const Detector *d, int kind, double *mean, double *std, int *n)
+int detect_stats(const Detector *d, int kind, double *baseline, double *spread, int *n)
 {
-    const DetectRing *r = kind == EV_LOSS_SPIKE ? &d->loss : kind == EV_GRAD_NORM_SPIKE ? &d->lnorm : NULL;
-    double m, s;
-    if (!r) return -1;
-    ring_stats(r, &m, &s);
-    if (mean) *mean = m;
-    if (std) *std = s;
-    if (n) *n = r->n;
+    const DetectSeries *s = kind == EV_LOSS_SPIKE ? &d->loss : kind == EV_GRAD_NORM_SPIKE ? &d->lnorm : NULL;
+    double b, sp;
+    if (!s) return -1;
+    series_stats(d, s, &b, &sp);
+    if (baseline) *baseline = b;
+    if (spread) *spread = sp;
+    if (n) *n = s->val.n;
     return 0;
+}
+
+/* loss_spike: uniform, initial, recent, the first that fires. */
+static unsigned check_loss(const Detector *d, double loss, int in_reset, EventInfo *info)
+{
+    const DetectParams *p = &d->p;
+    double thr;
+    if (p->loss_uniform > 0 && p->ln_vocab > 0 && loss > (thr = p->loss_uniform * p->ln_vocab))
+        return report(info, EV_LOSS_SPIKE, CHK_UNIFORM, loss, p->ln_vocab, 0, thr);
+    if (p->loss_initial > 0 && d->first_loss > 0 && loss > (thr = p->loss_initial * d->first_loss))
+        return report(info, EV_LOSS_SPIKE, CHK_INITIAL, loss, d->first_loss, 0, thr);
+    if (d->loss.val.n < p->warmup) return 0;
+    double b, s, rel = in_reset ? p->reset_loss_rel : p->loss_rel;
+    series_stats(d, &d->loss, &b, &s);
+    thr = b + fmax(p->loss_z * s, rel * fabs(b));
+    return loss > thr ? report(info, EV_LOSS_SPIKE, CHK_RECENT, loss, b, s, thr) : 0;
+}
+
+/* grad_norm_spike: clip_limit, then recent (above the clip threshold only). */
+static unsigned check_norm(const Detector *d, double norm, int in_reset, EventInfo *info)
+{
+    const DetectParams *p = &d->p;
+    double thr, cap = p->clip_max_norm;
+    if (p->norm_clip > 0 && cap > 0 && norm > (thr = p->norm_clip * cap))
+        return report(info, EV_GRAD_NORM_SPIKE, CHK_CLIP_LIMIT, norm, cap, 0, thr);
+    if (d->lnorm.val.n < p->warmup || (cap > 0 && !(norm > cap))) return 0;
+    double b, s, rel = in_reset ? p->reset_norm_rel : p->norm_rel;
+    series_stats(d, &d->lnorm, &b, &s);
+    thr = b + fmax(p->norm_z * s, log1p(rel));
+    return log(norm) > thr ? report(info, EV_GRAD_NORM_SPIKE, CHK_RECENT, norm, exp(b), s, exp(thr)) : 0;
 }
 
 /* Non-finite and spike tests; the histories take the step only if none fired. */
 static unsigned step_values(Detector *d, double loss, double norm, EventInfo *info)
 {
-    const DetectParams *p = &d->p;
     unsigned fired = 0;
-    double lm, ls, nm, ns;
-    ring_stats(&d->loss, &lm, &ls);
-    ring_stats(&d->lnorm, &nm, &ns);
-    double gm = d->lnorm.n ? exp(nm) : 0; /* geometric mean of the norm */
     int loss_ok = isfinite(loss), norm_ok = isfinite(norm), norm_pos = norm_ok && norm > 0;
-    double lnorm = norm_pos ? log(norm) : 0;
-
-    if (!loss_ok) fired |= report(info, EV_NONFINITE_LOSS, loss, lm, ls, NAN);
-    if (!norm_ok) fired |= report(info, EV_NONFINITE_GRAD, norm, gm, ns, NAN);
-    if (loss_ok && d->loss.seen >= p->warmup) {
-        double thr = fmax(lm + p->loss_z * fmax(ls, DETECT_STD_FLOOR), lm + p->loss_rel * fabs(lm));
-        if (loss > thr) fired |= report(info, EV_LOSS_SPIKE, loss, lm, ls, thr);
+    int in_reset = d->since_reset < d->p.reset_steps;
+    if (!loss_ok) {
+        double b, s;
+        series_stats(d, &d->loss, &b, &s);
+        fired |= report(info, EV_NONFINITE_LOSS, CHK_NONFINITE, loss, b, s, NAN);
     }
-    if (norm_pos && d->lnorm.seen >= p->warmup) {
-        double thr = fmax(nm + p->norm_z * fmax(ns, DETECT_STD_FLOOR), nm + log1p(p->norm_rel));
-        if (lnorm > thr) fired |= report(info, EV_GRAD_NORM_SPIKE, norm, gm, ns, exp(thr));
+    if (!norm_ok) {
+        double b, s;
+        series_stats(d, &d->lnorm, &b, &s);
+        fired |= report(info, EV_NONFINITE_GRAD, CHK_NONFINITE, norm, d->lnorm.val.n ? exp(b) : 0, s, NAN);
     }
+    if (loss_ok) fired |= check_loss(d, loss, in_reset, info);
+    if (norm_pos) fired |= check_norm(d, norm, in_reset, info);
     if (!(fired & SPIKE_MASK)) {
-        ring_push(&d->loss, p->window, loss);
-        if (norm_pos) ring_push(&d->lnorm, p->window, lnorm);
+        series_accept(&d->loss, d->p.window, loss);
+        if (norm_pos) series_accept(&d->lnorm, d->p.window, log(norm));
     }
+    if (loss_ok && isnan(d->first_loss)) d->first_loss = loss;
+    d->since_reset++;
     return fired;
 }
 
@@ -167,10 +248,14 @@ static unsigned step_clip(Detector *d, int clipped, EventInfo *info)
     d->total_clipped += c;
     if (d->sat_cooldown > 0) d->sat_cooldown--;
     double rate = (double)d->clip_count / w;
-    if (d->clip_n < w || d->sat_cooldown > 0 || !(rate > d->p.sat_rate)) return 0;
+    int above = d->clip_n == w && rate > d->p.sat_rate, was = d->saturated, fire;
+    d->saturated = above;
+    if (d->p.clip_events == CLIPEV_ALWAYS) fire = above && d->sat_cooldown == 0;
+    else fire = d->p.clip_events == CLIPEV_CHANGE && above && !was;
+    if (!fire) return 0;
     d->sat_cooldown = w;
     double run = (double)d->total_clipped / (double)d->total_steps;
-    return report(info, EV_CLIP_SATURATION, rate, run, 0, d->p.sat_rate);
+    return report(info, EV_CLIP_SATURATION, CHK_WINDOW, rate, run, 0, d->p.sat_rate);
 }
 
 unsigned detect_step(Detector *d, double loss, double grad_norm, int clipped, EventInfo info[EV_COUNT])
@@ -179,24 +264,33 @@ unsigned detect_step(Detector *d, double loss, double grad_norm, int clipped, Ev
     return fired | step_clip(d, clipped, info);
 }
 
+void detect_reset(Detector *d)
+{
+    d->since_reset = 0;
+    d->loss.prev = NAN; /* the reset's jump is not noise */
+    d->lnorm.prev = NAN;
+}
+
 unsigned detect_epoch_end(Detector *d, int clip_active, double val_loss, EventInfo info[EV_COUNT])
 {
     unsigned fired = 0;
-    if (clip_active && d->epoch_steps > 0 && d->epoch_clipped == 0) {
+    int none = clip_active && d->epoch_steps > 0 && d->epoch_clipped == 0, was = d->inactive;
+    d->inactive = none;
+    if (none && (d->p.clip_events == CLIPEV_ALWAYS || (d->p.clip_events == CLIPEV_CHANGE && !was))) {
         double run = (double)d->total_clipped / (double)d->total_steps;
-        fired |= report(info, EV_CLIP_INACTIVE, 0.0, run, 0, 0);
+        fired |= report(info, EV_CLIP_INACTIVE, CHK_EPOCH, 0.0, run, 0, 0);
     }
     d->epoch_steps = 0;
     d->epoch_clipped = 0;
     if (!isfinite(val_loss)) return fired;
-    if (isfinite(d->val_prev) && val_loss > d->val_prev) {
+    if (isfinite(d->val_prev) && val_loss > d->val_prev + d->p.val_rel * fabs(d->val_prev)) {
         if (d->val_run == 0) d->val_base = d->val_prev;
         d->val_run++;
     } else {
         d->val_run = 0;
     }
     if (d->val_run >= d->p.val_patience) {
-        fired |= report(info, EV_VAL_LOSS_RISE, val_loss, d->val_base, 0, d->val_prev);
+        fired |= report(info, EV_VAL_LOSS_RISE, CHK_RISE, val_loss, d->val_base, 0, d->val_prev);
         d->val_run = 0;
     }
     d->val_prev = val_loss;
@@ -204,32 +298,41 @@ unsigned detect_epoch_end(Detector *d, int clip_active, double val_loss, EventIn
 }
 
 /* ---- state as doubles ----
- * [0] magic [1] window [2..4] loss n, pos, seen [5..7] lnorm n, pos, seen
- * [8..11] clip n, pos, count, sat_cooldown [12..15] epoch steps, clipped, total steps, clipped
- * [16] val_prev [17] val_base [18] val_run [19..21] reserved (0)
- * then loss (window), lnorm (window), clip flags (window). */
+ * [0] magic [1] window [2..13] n, pos, seen of the rings loss, loss diffs, log norm, log
+ * norm diffs [14] loss prev [15] log norm prev [16] first loss [17] steps since reset
+ * [18..21] clip n, pos, count, sat_cooldown [22] saturated [23] inactive [24..27] epoch
+ * steps, clipped, total steps, clipped [28] val_prev [29] val_base [30] val_run [31] 0
+ * then the four rings (window each) in that order and the clip flags (window). */
+
+static DetectRing *ring_at(Detector *d, int i)
+{
+    DetectRing *r[4] = {&d->loss.val, &d->loss.diff, &d->lnorm.val, &d->lnorm.diff};
+    return r[i];
+}
 
 size_t detect_state_len(const Detector *d)
 {
-    return DETECT_HEADER + 3 * (size_t)d->p.window;
+    return DETECT_HEADER + 5 * (size_t)d->p.window;
 }
 
 void detect_save(const Detector *d, double *out)
 {
     size_t w = (size_t)d->p.window;
-    double h[DETECT_HEADER] = {
-        DETECT_MAGIC, d->p.window,
-        d->loss.n, d->loss.pos, (double)d->loss.seen,
-        d->lnorm.n, d->lnorm.pos, (double)d->lnorm.seen,
-        d->clip_n, d->clip_pos, d->clip_count, d->sat_cooldown,
-        (double)d->epoch_steps, (double)d->epoch_clipped,
-        (double)d->total_steps, (double)d->total_clipped,
-        d->val_prev, d->val_base, d->val_run, 0, 0, 0,
-    };
+    Detector *m = (Detector *)d; /* ring_at only reads here */
+    double h[DETECT_HEADER] = {DETECT_MAGIC, d->p.window};
+    for (int i = 0; i < 4; i++) {
+        const DetectRing *r = ring_at(m, i);
+        h[2 + 3 * i] = r->n, h[3 + 3 * i] = r->pos, h[4 + 3 * i] = (double)r->seen;
+    }
+    double rest[] = {d->loss.prev, d->lnorm.prev, d->first_loss, (double)d->since_reset,
+                     d->clip_n, d->clip_pos, d->clip_count, d->sat_cooldown, d->saturated,
+                     d->inactive, (double)d->epoch_steps, (double)d->epoch_clipped,
+                     (double)d->total_steps, (double)d->total_clipped, d->val_prev, d->val_base,
+                     d->val_run, 0};
+    memcpy(h + 14, rest, sizeof rest);
     memcpy(out, h, sizeof h);
-    memcpy(out + DETECT_HEADER, d->loss.v, w * sizeof(double));
-    memcpy(out + DETECT_HEADER + w, d->lnorm.v, w * sizeof(double));
-    for (size_t i = 0; i < w; i++) out[DETECT_HEADER + 2 * w + i] = d->clip[i];
+    for (int i = 0; i < 4; i++) memcpy(out + DETECT_HEADER + i * w, ring_at(m, i)->v, w * sizeof(double));
+    for (size_t i = 0; i < w; i++) out[DETECT_HEADER + 4 * w + i] = d->clip[i];
 }
 
 /* An integer in [0, max], exactly. */
@@ -249,51 +352,63 @@ static int ring_header_ok(const double *h, int w)
 
 static int state_ok(const double *in, int w)
 {
-    const double *loss = in + DETECT_HEADER, *lnorm = loss + w, *clip = lnorm + w;
     const double big = 9007199254740992.0; /* 2^53 */
+    const double *rings = in + DETECT_HEADER, *clip = rings + 4 * (size_t)w;
     if (in[0] != DETECT_MAGIC || in[1] != w) return 0;
-    if (!ring_header_ok(in + 2, w) || !ring_header_ok(in + 5, w)) return 0;
-    if (!is_count(in[8], w) || !is_count(in[9], w - 1) || !is_count(in[10], in[8]) || !is_count(in[11], w))
+    for (int i = 0; i < 4; i++)
+        if (!ring_header_ok(in + 2 + 3 * i, w)) return 0;
+    for (int i = 14; i <= 16; i++)
+        if (isinf(in[i])) return 0;
+    if (!is_count(in[17], big)) return 0;
+    if (!is_count(in[18], w) || !is_count(in[19], w - 1) || !is_count(in[20], in[18]) || !is_count(in[21], w))
         return 0;
-    if (in[8] < w && in[9] != in[8]) return 0;
-    if (!is_count(in[12], big) || !is_count(in[13], in[12]) || !is_count(in[14], big) ||
-        !is_count(in[15], in[14]))
+    if (in[18] < w && in[19] != in[18]) return 0;
+    if (!is_count(in[22], 1) || !is_count(in[23], 1)) return 0;
+    if (!is_count(in[24], big) || !is_count(in[25], in[24]) || !is_count(in[26], big) ||
+        !is_count(in[27], in[26]))
         return 0;
-    if (isinf(in[16]) || isinf(in[17]) || !is_count(in[18], 2147483647.0)) return 0;
-    if (in[19] != 0 || in[20] != 0 || in[21] != 0) return 0;
+    if (isinf(in[28]) || isinf(in[29]) || !is_count(in[30], 2147483647.0) || in[31] != 0) return 0;
+    for (size_t i = 0; i < 4 * (size_t)w; i++) {
+        if (!isfinite(rings[i])) return 0;
+        if ((i / (size_t)w) % 2 == 1 && rings[i] < 0) return 0; /* differences are absolute */
+    }
     int count = 0;
     for (int i = 0; i < w; i++) {
-        if (!isfinite(loss[i]) || !isfinite(lnorm[i])) return 0;
         if (clip[i] != 0 && clip[i] != 1) return 0;
-        if (i < (int)in[8]) count += clip[i] == 1;
+        if (i < (int)in[18]) count += clip[i] == 1;
         else if (clip[i] != 0) return 0;
     }
-    return count == (int)in[10];
+    return count == (int)in[20];
 }
 
 int detect_load(Detector *d, const double *in, size_t len)
 {
     int w = d->p.window;
     if (!in || len != detect_state_len(d) || !state_ok(in, w)) return -1;
-    d->loss.n = (int)in[2];
-    d->loss.pos = (int)in[3];
-    d->loss.seen = (int64_t)in[4];
-    d->lnorm.n = (int)in[5];
-    d->lnorm.pos = (int)in[6];
-    d->lnorm.seen = (int64_t)in[7];
-    d->clip_n = (int)in[8];
-    d->clip_pos = (int)in[9];
-    d->clip_count = (int)in[10];
-    d->sat_cooldown = (int)in[11];
-    d->epoch_steps = (int64_t)in[12];
-    d->epoch_clipped = (int64_t)in[13];
-    d->total_steps = (int64_t)in[14];
-    d->total_clipped = (int64_t)in[15];
-    d->val_prev = in[16];
-    d->val_base = in[17];
-    d->val_run = (int)in[18];
-    memcpy(d->loss.v, in + DETECT_HEADER, (size_t)w * sizeof(double));
-    memcpy(d->lnorm.v, in + DETECT_HEADER + w, (size_t)w * sizeof(double));
-    for (int i = 0; i < w; i++) d->clip[i] = (unsigned char)in[DETECT_HEADER + 2 * w + i];
+    for (int i = 0; i < 4; i++) {
+        DetectRing *r = ring_at(d, i);
+        r->n = (int)in[2 + 3 * i];
+        r->pos = (int)in[3 + 3 * i];
+        r->seen = (int64_t)in[4 + 3 * i];
+        memcpy(r->v, in + DETECT_HEADER + (size_t)i * w, (size_t)w * sizeof(double));
+    }
+    d->loss.prev = in[14];
+    d->lnorm.prev = in[15];
+    d->first_loss = in[16];
+    d->since_reset = (int64_t)in[17];
+    d->clip_n = (int)in[18];
+    d->clip_pos = (int)in[19];
+    d->clip_count = (int)in[20];
+    d->sat_cooldown = (int)in[21];
+    d->saturated = (int)in[22];
+    d->inactive = (int)in[23];
+    d->epoch_steps = (int64_t)in[24];
+    d->epoch_clipped = (int64_t)in[25];
+    d->total_steps = (int64_t)in[26];
+    d->total_clipped = (int64_t)in[27];
+    d->val_prev = in[28];
+    d->val_base = in[29];
+    d->val_run = (int)in[30];
+    for (int i = 0; i < w; i++) d->clip[i] = (unsigned char)in[DETECT_HEADER + 4 * (size_t)w + i];
     return 0;
 }

@@ -52,6 +52,9 @@ static int check_step_ints(const StepRecord *r, const ProtoLimits *lim, char *er
         BAD("step record: tokens %lld, expected %lld", (long long)r->tokens, (long long)lim->step_tokens);
     if (r->events & ~STEP_EVENTS) BAD("step record: events 0x%x has bits of no step event", r->events);
     if (r->action < ACT_LOG || r->action > ACT_ABORT) BAD("step record: action %d, expected %d..%d", r->action, ACT_LOG, ACT_ABORT);
+    for (int k = 0; k < EV_COUNT; k++)
+        if ((r->events & (1u << k)) && !detect_check_name(r->check[k]))
+            BAD("step record: check %d of event %s, expected 1..%d", r->check[k], detect_kind_name(k), CHK_COUNT - 1);
     if (r->flags & ~STEP_FLAGS) BAD("step record: flags 0x%x has unknown bits", (unsigned)r->flags);
     if ((r->flags & STEP_CHECKPOINT) && (r->flags & STEP_CKPT_FAILED))
         BAD("step record: flags 0x%x: checkpoint both written and failed", (unsigned)r->flags);
@@ -111,6 +114,9 @@ int proto_decode_epoch(EpochRecord *out, const void *buf, size_t len, const Prot
     if (!(e->flags & EPOCH_ABORT) != (e->action != ACT_ABORT))
         BAD("epoch record: flags 0x%x and action %d disagree on abort", (unsigned)e->flags, e->action);
     if (e->events & ~EPOCH_EVENTS) BAD("epoch record: events 0x%x has bits of no epoch event", e->events);
+    for (int k = 0; k < EV_COUNT; k++)
+        if ((e->events & (1u << k)) && !detect_check_name(e->check[k]))
+            BAD("epoch record: check %d of event %s, expected 1..%d", e->check[k], detect_kind_name(k), CHK_COUNT - 1);
     if (e->val_loss < 0) BAD("epoch record: val_loss %g, expected >= 0 or NaN", e->val_loss);
     if (!finite_nonneg(e->lr)) BAD("epoch record: lr %g, expected finite >= 0", e->lr);
     if (e->val_tokens < 0 || e->step < 0 || e->seq < 0)

@@ -75,7 +75,8 @@ typedef struct {
     int32_t flags;      /* STEP_* */
     int32_t rollbacks;  /* rollbacks so far, this step's included */
     int64_t rollback_to;/* after a rollback: the step training continues from */
-    double info[EV_COUNT][4];  /* per event kind: value, mean, std, threshold */
+    double info[EV_COUNT][4];  /* per event kind: value, baseline, spread, threshold */
+    int32_t check[EV_COUNT];   /* per event kind: the DetectCheck that fired */
     float tensor_norm[PROTO_MAX_TENSORS]; /* per-tensor pre-clip norms, model view order */
     char ckpt_error[PROTO_ERR_MAX]; /* STEP_CKPT_FAILED: why (worker 0's message, sent to all) */
 } StepRecord;
@@ -92,6 +93,7 @@ typedef struct {
     int32_t action;
     int64_t step, seq;  /* position at the end of the epoch */
     double info[EV_COUNT][4];
+    int32_t check[EV_COUNT];
 } EpochRecord;
 
 typedef struct {
@@ -122,12 +124,13 @@ void proto_limits(ProtoLimits *lim, const Config *c, int W);
  * the norm is not; loss, grad_norm, max_abs, tensor norms not negative (NaN
  * and +Inf allowed, flagged); clip_coef in [0, 1], or NaN when skipped; lr
  * finite >= 0; tokens = step_tokens; timings finite >= 0; only step-level
- * event bits; action in [ACT_LOG, ACT_ABORT]; only STEP_* flags, not both
+ * event bits, each with a check (DetectCheck) named; action in [ACT_LOG, ACT_ABORT]; only STEP_* flags, not both
  * CHECKPOINT and CKPT_FAILED, STEP_ABORT iff action is abort or CKPT_FAILED
  * is set (checkpoint.on_failure: abort); rollbacks >= 0;
  * rollback_to >= 0 and, for a rollback, < step. An EpochRecord: size; epoch
  * in [1, epochs]; only EPOCH_* flags, EPOCH_ABORT iff action is abort (the
- * only action but log); only clip_inactive and val_loss_rise events; val_loss
+ * only action but log); only clip_inactive and val_loss_rise events, each with
+ * a check named; val_loss
  * not negative; lr finite >= 0; val_tokens, step, seq >= 0. A DoneMsg: size;
  * status 0 or 1; wrank in [0, W); steps >= 0. Returns 0, or -1 with one line
  * in err naming the message and the field; *out is then undefined. */

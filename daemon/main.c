@@ -291,13 +291,20 @@ static int same_record(const StepRecord *a, const StepRecord *b)
     return memcmp(&x, &y, sizeof x) == 0;
 }
 
-/* Tensors by pre-clip norm, largest first: which layer exploded. */
+/* a goes before b: a non-finite norm (the tensor holding the NaN or Inf) first, then larger. */
+static int norm_before(float a, float b)
+{
+    int abad = !isfinite(a), bbad = !isfinite(b);
+    return abad != bbad ? abad : a > b;
+}
+
+/* Tensors by pre-clip norm, non-finite first, then largest first: which layer exploded. */
 static int sort_tensors(const Coord *co, const StepRecord *r, const char **names, float *norms)
 {
     int n = r->ntensors < co->ntensors ? r->ntensors : co->ntensors;
     for (int i = 0; i < n; i++) names[i] = co->names[i], norms[i] = r->tensor_norm[i];
-    for (int i = 1; i < n; i++) /* insertion sort: a few dozen tensors */
-        for (int j = i; j > 0 && !(norms[j] <= norms[j - 1]); j--) {
+    for (int i = 1; i < n; i++) /* insertion sort, stable: a few dozen tensors */
+        for (int j = i; j > 0 && norm_before(norms[j], norms[j - 1]); j--) {
             float t = norms[j]; norms[j] = norms[j - 1]; norms[j - 1] = t;
             const char *s = names[j]; names[j] = names[j - 1]; names[j - 1] = s;
         }
@@ -305,19 +312,22 @@ static int sort_tensors(const Coord *co, const StepRecord *r, const char **names
 }
 
 static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t events,
-                       const double (*info)[4], int action, int64_t rollback_to,
-                       const StepRecord *r)
+                       const double (*info)[4], const int32_t *check, int action,
+                       int64_t rollback_to, const StepRecord *r)
 {
-    const char *extra = r ? NULL : "\"at\":\"epoch_end\""; /* no record: an epoch's end */
     for (int k = 0; k < EV_COUNT; k++) {
         if (!(events & (1u << k))) continue;
+        char extra[96]; /* which check fired (if any); no record: an epoch's end */
+        const char *chk = detect_check_name(check[k]);
+        snprintf(extra, sizeof extra, "%s%s%s%s%s", chk ? "\"check\":\"" : "", chk ? chk : "",
+                 chk ? "\"" : "", chk && !r ? "," : "", r ? "" : "\"at\":\"epoch_end\"");
         const char *names[PROTO_MAX_TENSORS];
         float norms[PROTO_MAX_TENSORS];
         int spike = k == EV_LOSS_SPIKE || k == EV_GRAD_NORM_SPIKE || k == EV_NONFINITE_GRAD;
         int n = r && spike ? sort_tensors(co, r, names, norms) : 0;
         if (runlog_event(&co->log, seq, step, epoch, detect_kind_name(k), info[k],
                          cfg_action_name(action), action == ACT_ROLLBACK ? rollback_to : -1,
-                         names, norms, n, extra) != 0)
+                         names, norms, n, extra[0] ? extra : NULL) != 0)
             write_failed(co, "events.jsonl");
         co->events++;
         co->event_count[k]++;
@@ -362,8 +372,8 @@ static int receive_step(Coord *co)
     }
     const StepRecord *r = &co->recs[0];
     if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
-    log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->action,
-               r->rollback_to, r);
+    log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->check,
+               r->action, r->rollback_to, r);
     int every = co->cfg.log_tensor_norms_every;
     if (every > 0 && r->seq % every == 0 && runlog_tensors(&co->log, r, co->names, co->ntensors) != 0)
         write_failed(co, "tensors.jsonl");
@@ -387,6 +397,15 @@ static int receive_step(Coord *co)
         co->next_step = r->step + 1; /* applied (an abort for a failed checkpoint comes after it) */
     }
     return r->flags;
+}
+
+/* The epoch's clipping in one word: clip mode none, no step clipped, more than
+ * divergence.clip_saturation of the steps clipped, or in between. */
+static const char *clip_state(const Config *c, const EpochSummary *s)
+{
+    if (c->clip_mode == CLIP_NONE) return "off";
+    if (s->clipped == 0) return "inactive";
+    return s->clip_rate > c->divergence_clip_saturation ? "saturated" : "active";
 }
 
 /* The epoch record from worker 0 and the epochs.jsonl line. */
@@ -413,8 +432,10 @@ static int receive_epoch(Coord *co, int epoch)
     l->val_ppl = co->cfg.data_source != DATA_ADDING ? exp(e.val_loss) : NAN;
     l->val_tokens = e.val_tokens;
     l->lr = e.lr;
+    l->clip_state = clip_state(&co->cfg, &l->s);
     if (runlog_epoch(&co->log, l) != 0) write_failed(co, "epochs.jsonl");
-    log_events(co, e.seq, e.step, epoch, e.events, (const double (*)[4])e.info, e.action, -1, NULL);
+    log_events(co, e.seq, e.step, epoch, e.events, (const double (*)[4])e.info, e.check, e.action,
+               -1, NULL);
     co->epochs_done = epoch;
     metrics_epoch(co->metrics, epoch, l->val_loss, l->s.tokens_per_s);
     LOG(LOG_INFO, "epoch %d/%d: train loss %.4f, val loss %.4f, clip rate %.3f, grad norm p50 %.3g max %.3g, %.0f tokens/s",

@@ -196,7 +196,8 @@ static int on_epoch(Report *r, json_t *o, const Where *w)
         get_num(o, "grad_norm_max", false, &e.max, w) ||
         get_num(o, "val_loss", false, &e.val_loss, w) || get_num(o, "lr", false, &e.lr, w) ||
         get_num(o, "tokens_per_s", false, &e.tokens_per_s, w) ||
-        get_num(o, "seconds", false, &e.seconds, w))
+        get_num(o, "seconds", false, &e.seconds, w) ||
+        get_str(o, "clip_state", false, e.clip_state, sizeof e.clip_state, w))
         return -1;
     e.epoch = (int)ep;
     RepEpoch *p = rep_grow(r->ep, &r->capep, r->nep + 1, sizeof *p);
@@ -220,12 +221,16 @@ static int event_tensors(RepEvent *e, json_t *a, const Where *w)
         if (get_str(t, "tensor", true, name, sizeof name, w) || get_num(t, "norm", true, &norm, w))
             return -1;
         sum += norm * norm;
-        if (isfinite(norm) && !(norm <= e->top_norm)) {
+        /* The first tensor whose norm is not finite holds the NaN or Inf: it is the
+         * culprit, however large the finite ones; else the largest finite norm. */
+        bool bad = !isfinite(norm), had_bad = e->top[0] && !isfinite(e->top_norm);
+        if (!had_bad && (bad || !(norm <= e->top_norm))) {
             e->top_norm = norm;
             copy_str(e->top, sizeof e->top, name);
         }
     }
-    if (e->top[0]) e->top_share = isfinite(sum) && sum > 0 ? e->top_norm * e->top_norm / sum : NAN;
+    if (e->top[0] && !isfinite(e->top_norm)) e->top_share = 1; /* all of a non-finite norm */
+    else if (e->top[0]) e->top_share = isfinite(sum) && sum > 0 ? e->top_norm * e->top_norm / sum : NAN;
     return 0;
 }
 
@@ -825,9 +830,10 @@ static const char *fnum(char *buf, size_t len, const char *fmt, double x)
 static void text_epoch_row(const RepEpoch *e, bool in_progress)
 {
     char a[32], b[32], c[32], d[32], f[32], g[32];
-    printf("  %5d %6lld %10s %9s %9s %7lld %7lld %9s %9s %9s%s\n", e->epoch, (long long)e->steps,
+    printf("  %5d %6lld %10s %9s %9s %-9s %7lld %7lld %9s %9s %9s%s\n", e->epoch, (long long)e->steps,
            fnum(a, 32, "%.4f", e->train_loss), fnum(b, 32, "%.4f", e->val_loss),
-           fnum(c, 32, "%.3f", e->clip_rate), (long long)e->clipped, (long long)e->skipped,
+           fnum(c, 32, "%.3f", e->clip_rate), e->clip_state[0] ? e->clip_state : "-",
+           (long long)e->clipped, (long long)e->skipped,
            fnum(d, 32, "%.4g", e->p50), fnum(f, 32, "%.4g", e->p90),
            fnum(g, 32, "%.0f", e->tokens_per_s), in_progress ? "  (in progress)" : "");
 }
@@ -835,8 +841,8 @@ static void text_epoch_row(const RepEpoch *e, bool in_progress)
 static void text_epochs(const Report *r, const RepSummary *s)
 {
     if (!r->nep && !s->has_cur) return;
-    printf("  %5s %6s %10s %9s %9s %7s %7s %9s %9s %9s\n", "epoch", "steps", "train_loss",
-           "val_loss", "clip_rate", "clipped", "skipped", "norm_p50", "norm_p90", "tokens/s");
+    printf("  %5s %6s %10s %9s %9s %-9s %7s %7s %9s %9s %9s\n", "epoch", "steps", "train_loss",
+           "val_loss", "clip_rate", "clipping", "clipped", "skipped", "norm_p50", "norm_p90", "tokens/s");
     long head = r->nep > REP_EPOCH_ROWS ? 5 : r->nep;
     for (long i = 0; i < head; i++) text_epoch_row(&r->ep[i], false);
     if (head < r->nep) {
@@ -886,9 +892,10 @@ static void text_tensors(const Report *r, const RepSummary *s)
     for (long i = 0; i < r->nev && shown < REP_LIST_CAP; i++) {
         const RepEvent *e = &r->ev[i];
         if (!e->top[0]) continue;
-        if (!shown++) printf("  at events (largest tensor, its share of the squared norm):\n");
-        printf("    step %lld %s: %s %.4g (%.0f%%)\n", (long long)e->step, e->kind, e->top, e->top_norm,
-               100 * e->top_share);
+        if (!shown++) printf("  at events (the tensor holding a non-finite norm, else the largest, and its share of the squared norm):\n");
+        if (!isfinite(e->top_norm)) printf("    step %lld %s: %s not finite\n", (long long)e->step, e->kind, e->top);
+        else printf("    step %lld %s: %s %.4g (%.0f%%)\n", (long long)e->step, e->kind, e->top, e->top_norm,
+                    100 * e->top_share);
     }
     if (with > shown) printf("    ... %ld more\n", with - shown);
 }
@@ -971,6 +978,7 @@ static json_t *json_epoch(const RepEpoch *e, int *bad)
     jset(o, "train_loss", jnum(e->train_loss), bad);
     jset(o, "val_loss", jnum(e->val_loss), bad);
     jset(o, "clip_rate", jnum(e->clip_rate), bad);
+    jset(o, "clip_state", e->clip_state[0] ? jstr(e->clip_state) : json_null(), bad);
     jset(o, "clipped_steps", jint(e->clipped), bad);
     jset(o, "skipped_steps", jint(e->skipped), bad);
     jset(o, "grad_norm_p50", jnum(e->p50), bad);

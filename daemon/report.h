@@ -29,6 +29,7 @@ typedef struct {
     int epoch;
     int64_t steps, clipped, skipped, end_seq; /* end_seq 0: no step of it seen */
     double train_loss, clip_rate, p50, p90, max, val_loss, lr, tokens_per_s, seconds;
+    char clip_state[12];  /* off, inactive, active, saturated; "" when the line has none */
 } RepEpoch;
 
 /* One line of events.jsonl, with its largest per-tensor norm if it has them. */

@@ -224,12 +224,13 @@ int runlog_epoch(RunLog *l, const EpochLine *e)
         "{\"epoch\":%d,\"steps\":%ld,\"train_loss\":%s,\"clip_rate\":%s,\"clipped_steps\":%ld,"
         "\"skipped_steps\":%ld,\"grad_norm_p50\":%s,\"grad_norm_p90\":%s,"
         "\"grad_norm_max\":%s,\"val_loss\":%s,\"val_ppl\":%s,\"val_tokens\":%lld,\"lr\":%s,"
-        "\"tokens_per_s\":%s,\"seconds\":%.3f}\n",
+        "\"tokens_per_s\":%s,\"seconds\":%.3f%s%s%s}\n",
         e->epoch, s->steps, json_num(a, 32, s->train_loss), json_num(b, 32, s->clip_rate),
         s->clipped, s->skipped, json_num(c, 32, s->norm_p50), json_num(d, 32, s->norm_p90),
         json_num(f, 32, s->norm_max), json_num(h, 32, e->val_loss), json_num(i, 32, e->val_ppl),
         (long long)e->val_tokens, json_num(j, 32, e->lr), json_num(g, 32, s->tokens_per_s),
-        s->seconds);
+        s->seconds, e->clip_state ? ",\"clip_state\":\"" : "", e->clip_state ? e->clip_state : "",
+        e->clip_state ? "\"" : "");
     return put_line(l, LOG_EPOCHS);
 }
 
@@ -240,8 +241,8 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
     /* extra: more "key":value pairs, e.g. "at":"epoch_end" */
     char a[32], b[32], c[32], d[32];
     put(l,
-        "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"kind\":\"%s\",\"value\":%s,\"mean\":%s,"
-        "\"std\":%s,\"threshold\":%s,\"action\":\"%s\"",
+        "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"kind\":\"%s\",\"value\":%s,\"baseline\":%s,"
+        "\"spread\":%s,\"threshold\":%s,\"action\":\"%s\"",
         (long long)seq, (long long)step, epoch, kind, json_num(a, 32, info[0]),
         json_num(b, 32, info[1]), json_num(c, 32, info[2]), json_num(d, 32, info[3]), action);
     if (rollback_to >= 0) put(l, ",\"rollback_to\":%lld", (long long)rollback_to);

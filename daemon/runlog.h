@@ -37,6 +37,7 @@ typedef struct {
     EpochSummary s;
     double val_loss, val_ppl, lr;
     int64_t val_tokens;
+    const char *clip_state; /* "off", "inactive", "active", "saturated" (NULL: not written) */
 } EpochLine;
 
 /* mkdir -p dir, then create (truncate) the four files, or with keep, cut
@@ -53,7 +54,8 @@ void runlog_close(RunLog *l); /* also frees the line buffer */
 /* step_ms: the slowest worker's step time. */
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms);
 int runlog_epoch(RunLog *l, const EpochLine *e);
-/* One event. tensors/norms (n of them, largest first) may be NULL. */
+/* One event: info = value, baseline, spread, threshold (common/detect.h, EventInfo).
+ * tensors/norms (n of them, largest first) may be NULL. */
 int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
                  const double info[4], const char *action, int64_t rollback_to,
                  const char *const *tensors, const float *norms, int n, const char *extra);

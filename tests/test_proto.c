@@ -52,6 +52,10 @@ static void test_step_good(void **state)
     r.loss = NAN, r.grad_norm = INFINITY, r.nonfinite = 3, r.skipped = 1, r.clipped = 0;
     r.clip_coef = NAN, r.tensor_norm[3] = NAN, r.action = ACT_SKIP;
     r.events = 1u << EV_NONFINITE_LOSS | 1u << EV_NONFINITE_GRAD;
+    assert_int_equal(proto_decode_step(&out, &r, sizeof r, &lim, err, sizeof err), -1); /* no check named */
+    printf("an event without its check: %s\n", err);
+    assert_non_null(strstr(err, "check"));
+    r.check[EV_NONFINITE_LOSS] = r.check[EV_NONFINITE_GRAD] = CHK_NONFINITE;
     assert_int_equal(proto_decode_step(&out, &r, sizeof r, &lim, err, sizeof err), 0);
     r.action = ACT_ROLLBACK, r.rollback_to = 4, r.rollbacks = 1;
     assert_int_equal(proto_decode_step(&out, &r, sizeof r, &lim, err, sizeof err), 0);
@@ -144,6 +148,11 @@ static void test_epoch(void **state)
     assert_int_equal(proto_decode_epoch(&out, &e, sizeof e, &lim, err, sizeof err), 0);
     e.val_loss = NAN, e.events = 1u << EV_CLIP_INACTIVE | 1u << EV_VAL_LOSS_RISE;
     e.flags = EPOCH_EARLY_STOP | EPOCH_ABORT, e.action = ACT_ABORT;
+    e.check[EV_CLIP_INACTIVE] = CHK_EPOCH;
+    assert_int_equal(proto_decode_epoch(&out, &e, sizeof e, &lim, err, sizeof err), -1); /* val_loss_rise: no check */
+    e.check[EV_VAL_LOSS_RISE] = CHK_COUNT;
+    assert_int_equal(proto_decode_epoch(&out, &e, sizeof e, &lim, err, sizeof err), -1); /* out of range */
+    e.check[EV_VAL_LOSS_RISE] = CHK_RISE;
     assert_int_equal(proto_decode_epoch(&out, &e, sizeof e, &lim, err, sizeof err), 0);
     assert_int_equal(proto_decode_epoch(&out, &e, sizeof e + 8, &lim, err, sizeof err), -1);
 #define BREAK(stmt, word) do { e = good_epoch(); stmt; expect_epoch_error(&e, word); } while (0)

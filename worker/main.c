@@ -106,8 +106,18 @@ static void detector_setup(Worker *w)
     p.loss_rel = c->divergence_loss_rel;
     p.norm_z = c->divergence_norm_zscore;
     p.norm_rel = c->divergence_norm_rel;
+    p.loss_uniform = c->divergence_loss_uniform;
+    p.loss_initial = c->divergence_loss_initial;
+    p.norm_clip = c->divergence_norm_clip;
+    p.reset_steps = c->divergence_reset_steps;
+    p.reset_loss_rel = c->divergence_reset_loss_rel;
+    p.reset_norm_rel = c->divergence_reset_norm_rel;
+    p.ln_vocab = c->data_source == DATA_ADDING ? 0 : log((double)c->model_vocab);
+    p.clip_max_norm = c->clip_mode == CLIP_GLOBAL_NORM || c->clip_mode == CLIP_PER_TENSOR ? c->clip_max_norm : 0;
     p.sat_rate = c->divergence_clip_saturation;
+    p.clip_events = c->divergence_clip_events;
     p.val_patience = c->divergence_val_patience;
+    p.val_rel = c->divergence_val_rel;
     if (detect_init(&w->det, &p) != 0) worker_fatal("cannot set up the divergence detector");
 }
 
@@ -190,7 +200,49 @@ static void poll_requests(Worker *w)
 static int faults_due(const Worker *w, int64_t step)
 {
     const Config *c = &w->cfg;
-    return !w->rollbacks && (step == c->debug_nan_step || step == c->debug_spike_step);
+    return !w->rollbacks && (step == c->debug_nan_step || step == c->debug_spike_step ||
+                             step == c->debug_noise_step);
+}
+
+/* debug.nan_tensor's first element, or the last element of the flat buffer. */
+static size_t nan_index(const Model *m, const char *tensor)
+{
+    for (int v = 0; tensor[0] && v < m->nviews; v++)
+        if (!strcmp(m->views[v].name, tensor)) return m->views[v].off;
+    return m->nparams - 1;
+}
+
+/* debug.noise_step: the batch is replaced by uniform random tokens (adding:
+ * random features and targets), the same on every run and worker count. */
+static void inject_noise(Worker *w, int64_t step)
+{
+    const Config *c = &w->cfg;
+    Batcher *d = &w->data;
+    if (w->rollbacks || step != c->debug_noise_step) return;
+    Rng r;
+    rng_init(&r, rng_derive((uint64_t)c->run_seed, 0x4015Eu, (uint64_t)step));
+    for (int i = 0; i < d->T * w->W * d->B; i++) { /* every worker draws the global batch, keeps its part */
+        int t = i / (w->W * d->B), j = i % (w->W * d->B) - w->rank * d->B;
+        uint64_t a = rng_next(&r), b = rng_next(&r);
+        if (j < 0 || j >= d->B) continue;
+        if (d->inputs) d->inputs[t * d->B + j] = (int)(a % (uint64_t)c->model_vocab);
+        if (d->targets) d->targets[t * d->B + j] = (int)(b % (uint64_t)c->model_vocab);
+        if (d->features) d->features[2 * (t * d->B + j)] = (float)(a >> 40) / 16777216.0f;
+        if (d->ytarget && t == 0) d->ytarget[j] = (float)(b >> 40) / 8388608.0f;
+    }
+}
+
+/* debug.lr_spike_* and debug.lr_ramp_*: the factor on this step's lr. */
+static double lr_fault(const Worker *w, int64_t step)
+{
+    const Config *c = &w->cfg;
+    double f = 1;
+    if (w->rollbacks) return f;
+    int64_t s0 = c->debug_lr_spike_step, len = c->debug_lr_spike_len;
+    if (s0 > 0 && step >= s0 && (len == 0 || step < s0 + len)) f *= c->debug_lr_spike_scale;
+    if (c->debug_lr_ramp_step > 0 && step >= c->debug_lr_ramp_step)
+        f *= pow(c->debug_lr_ramp_rate, (double)(step - c->debug_lr_ramp_step + 1));
+    return f;
 }
 
 static void inject_faults(Worker *w, int64_t step)
@@ -198,7 +250,7 @@ static void inject_faults(Worker *w, int64_t step)
     const Config *c = &w->cfg;
     Model *m = &w->model;
     if (!faults_due(w, step)) return;
-    if (step == c->debug_nan_step && w->rank == w->W - 1) m->grads[m->nparams - 1] = NAN;
+    if (step == c->debug_nan_step && w->rank == w->W - 1) m->grads[nan_index(m, c->debug_nan_tensor)] = NAN;
     if (step == c->debug_spike_step)
         for (size_t i = 0; i < m->nparams; i++) m->grads[i] *= (float)c->debug_spike_scale;
 }
@@ -224,6 +276,7 @@ static void compute_step(Worker *w, StepRecord *r)
     int hooked = faults_due(w, w->step + 1);
     for (int k = 0; k < K; k++) {
         batcher_next(d);
+        if (k == K - 1) inject_noise(w, w->step + 1);
         m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
         int overlap = k == K - 1 && !hooked;
         if (overlap) sync_begin(&w->sync, m->grads);
@@ -256,8 +309,9 @@ static void record_events(StepRecord *r, unsigned events, const EventInfo *info)
     r->events |= events;
     for (int k = 0; k < EV_COUNT; k++)
         if (events & (1u << k)) {
-            r->info[k][0] = info[k].value, r->info[k][1] = info[k].mean;
-            r->info[k][2] = info[k].std, r->info[k][3] = info[k].threshold;
+            r->info[k][0] = info[k].value, r->info[k][1] = info[k].baseline;
+            r->info[k][2] = info[k].spread, r->info[k][3] = info[k].threshold;
+            r->check[k] = info[k].check;
         }
 }
 
@@ -271,6 +325,7 @@ static void rollback(Worker *w, StepRecord *r)
     w->lr_scale *= c->divergence_rollback_lr_factor;
     for (int i = 0; i < c->divergence_rollback_skip_batches; i++) batcher_next(&w->data);
     if (c->divergence_rollback_skip_batches > 0) model_reset_state(&w->model); /* state no longer matches the data */
+    detect_reset(&w->det);
     r->rollback_to = w->step;
     r->rollbacks = w->rollbacks;
     if (w->rank == 0)
@@ -288,7 +343,7 @@ static unsigned drift_check(Worker *w, EventInfo *info)
     MPI_Allgather(&h, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, w->comm);
     for (int r = 1; r < w->W; r++)
         if (all[r] != all[0]) {
-            info[EV_REPLICA_DRIFT] = (EventInfo){(double)r, 0, 0, 0};
+            info[EV_REPLICA_DRIFT] = (EventInfo){(double)r, 0, 0, 0, CHK_CHECKSUM};
             return 1u << EV_REPLICA_DRIFT;
         }
     return 0;
@@ -309,7 +364,7 @@ static void decide_step(Worker *w, StepRecord *r)
     if (act == ACT_ROLLBACK && w->rollbacks >= c->divergence_max_rollbacks) act = ACT_ABORT;
     r->lr = sched_lr(c, &w->sched, step, w->epoch) * w->lr_scale;
     double lr = r->lr;
-    if (step == c->debug_lr_spike_step && !w->rollbacks) lr *= c->debug_lr_spike_scale;
+    lr *= lr_fault(w, step);
     r->clip_coef = NAN;
     if (act == ACT_LOG) {
         /* The parameters the optimizer holds state for: all (replicated), or
@@ -412,8 +467,9 @@ static int epoch_end(Worker *w)
     e.events = detect_epoch_end(&w->det, clip_on, e.val_loss, info);
     for (int k = 0; k < EV_COUNT; k++)
         if (e.events & (1u << k)) {
-            e.info[k][0] = info[k].value, e.info[k][1] = info[k].mean;
-            e.info[k][2] = info[k].std, e.info[k][3] = info[k].threshold;
+            e.info[k][0] = info[k].value, e.info[k][1] = info[k].baseline;
+            e.info[k][2] = info[k].spread, e.info[k][3] = info[k].threshold;
+            e.check[k] = info[k].check;
         }
     e.action = resolve_action(&w->cfg, e.events);
     if (e.action != ACT_ABORT) e.action = ACT_LOG; /* nothing to skip or roll back at an epoch's end */
@@ -435,6 +491,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
     w->epoch_seq0 = w->seq;
     batcher_epoch(&w->data, ctl->seed);
     model_reset_state(&w->model);
+    detect_reset(&w->det); /* the first steps of an epoch start from a zero hidden state */
     state_snapshot(w); /* a rollback never crosses an epoch boundary */
 }
 

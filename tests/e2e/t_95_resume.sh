@@ -114,9 +114,11 @@ end_of_epoch() {
     # keep every checkpoint; resume from the one at the last step of epoch 1,
     # written before that epoch's validation: the resumed run redoes the
     # epoch's end, logs its events once, and sets aside the newer checkpoints
-    run rs_end 2 "${RS[@]}" --set checkpoint.keep=100 --set clip.max_norm=1e9 || return 1
+    # (clip_events always: a clip_inactive event at each epoch's end)
+    local CI=(--set checkpoint.keep=100 --set clip.max_norm=1e9 --set divergence.clip_events=always)
+    run rs_end 2 "${RS[@]}" "${CI[@]}" || return 1
     cp -r "$TMP/rs_end" "$TMP/rs_end2"
-    run rs_end2 2 "${RS[@]}" --set checkpoint.keep=100 --set clip.max_norm=1e9 \
+    run rs_end2 2 "${RS[@]}" "${CI[@]}" \
         --resume "$TMP/rs_end2/checkpoints/step-00000400.safetensors" || return 1
     grep -q "set aside .*step-00000450" "$TMP/rs_end2.err" || return 1
     jq -s -e 'map(select(.kind == "clip_inactive")) | length == 2' "$TMP/rs_end2/events.jsonl" >/dev/null || return 1

@@ -81,7 +81,7 @@ static void put_epoch(Job *j, int epoch, unsigned events, int flags)
     e.epoch = epoch, e.flags = flags, e.val_loss = 1.9, e.val_tokens = 64, e.lr = 0.01;
     e.events = events, e.action = flags & EPOCH_ABORT ? ACT_ABORT : ACT_LOG;
     for (int k = 0; k < EV_COUNT; k++)
-        if (events & (1u << k)) e.info[k][0] = 0, e.info[k][1] = 0.5, e.info[k][3] = 0;
+        if (events & (1u << k)) e.info[k][0] = 0, e.info[k][1] = 0.5, e.info[k][3] = 0, e.check[k] = k == EV_VAL_LOSS_RISE ? CHK_RISE : CHK_EPOCH;
     e.step = j->step, e.seq = j->seq;
     put_msg(j, &e, sizeof e);
 }
@@ -100,6 +100,7 @@ static void spike_rollback(StepRecord *r, Job *j)
     r->events = 1u << EV_GRAD_NORM_SPIKE, r->action = ACT_ROLLBACK, r->rollbacks = 1;
     r->info[EV_GRAD_NORM_SPIKE][0] = 40, r->info[EV_GRAD_NORM_SPIKE][1] = 0.2;
     r->info[EV_GRAD_NORM_SPIKE][2] = 0.1, r->info[EV_GRAD_NORM_SPIKE][3] = 0.5;
+    r->check[EV_GRAD_NORM_SPIKE] = CHK_RECENT;
     r->tensor_norm[0] = 39;
     r->rollback_to = r->step - 1;
     j->step = r->rollback_to;
@@ -113,13 +114,14 @@ static void nonfinite(StepRecord *r, Job *j)
     r->events = 1u << EV_NONFINITE_LOSS | 1u << EV_NONFINITE_GRAD;
     r->info[EV_NONFINITE_LOSS][0] = NAN, r->info[EV_NONFINITE_LOSS][3] = NAN;
     r->info[EV_NONFINITE_GRAD][0] = INFINITY, r->info[EV_NONFINITE_GRAD][3] = NAN;
+    r->check[EV_NONFINITE_LOSS] = r->check[EV_NONFINITE_GRAD] = CHK_NONFINITE;
 }
 
 static void abort_step(StepRecord *r, Job *j)
 {
     (void)j;
     r->events = 1u << EV_REPLICA_DRIFT, r->action = ACT_ABORT, r->flags |= STEP_ABORT;
-    r->info[EV_REPLICA_DRIFT][0] = 1;
+    r->info[EV_REPLICA_DRIFT][0] = 1, r->check[EV_REPLICA_DRIFT] = CHK_CHECKSUM;
 }
 
 static int open_job(Job *j, const char *out, const char *name, int W, unsigned variant)
