@@ -80,7 +80,7 @@ static void test_layout(void **state)
         {"model.hidden=5", "tensor 'param.head.weight': F32 [4, 16], this config needs F32 [5, 16]", 1},
         {"model.layers=2", "no tensor 'param.layers.1.wx'", 1},
         {"model.kind=gru", "needs F32 [4, 12]", 1},
-        {"divergence.window=5", "'detect.state': 34 values, not a detector history of divergence.window 5", 1},
+        {"divergence.window=5", "'detect.state': 52 values, not a detector history of divergence.window 5", 1},
         {"data.batch_per_worker=1", NULL, 2},  /* 2 x 1: the same global batch */
         {"data.batch_per_worker=2", "global batch of 2 streams); this job has 2 x 2", 2},
         {"data.markov_order=1", "Markov context 17 out of range, must be < 16", 1},

@@ -57,7 +57,7 @@ static const FzcVariant fzc_variants[] = {
     {"sched-scale-5", "sched", "inf,5,0,0", NULL, 0, 0, "__metadata__.sched: plateau scale"},
     {"world-size-0", "world_size", "0", NULL, 0, 0, "written by 0 workers"},
     {"seq-len-other", "seq_len", "7", NULL, 0, 0, "__metadata__.seq_len 7, the config's data.seq_len is 5"},
-    {"detector-broken", NULL, NULL, "detect.state", 0, 1, "'detect.state': 34 values, not a detector history"},
+    {"detector-broken", NULL, NULL, "detect.state", 0, 1, "'detect.state': 52 values, not a detector history"},
 };
 #define FZC_NVARIANTS ((int)(sizeof fzc_variants / sizeof *fzc_variants))
 
