@@ -1,5 +1,6 @@
 /* ckstate: checking a checkpoint's training state against the config, the
  * job and its own invariants before anything uses it (see ckstate.h). */
+#include "common/log.h"
 #include "common/ckstate.h"
 
 #include <float.h>
@@ -18,15 +19,6 @@
 #define MAX_RANKS (1 << 24)                  /* world_size, batch_per_worker */
 #define CARRIED_H_MAX 1.001f                 /* |h| <= 1 (tanh-bounded), plus fm_tanhf's 3e-7 error */
 
-static int bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* The integer counters, each in its range and consistent with the others. */
 static int check_counters(const Ckpt *k, const Config *c, int W, CkState *s, char *err, size_t errlen)
@@ -47,19 +39,19 @@ static int check_counters(const Ckpt *k, const Config *c, int W, CkState *s, cha
                      : nf < 0 || nf > seq ? "nonfinite"
                      : es < 0 || es > step ? "epoch_step" : NULL;
     if (what)
-        return bad(err, errlen, "%s: __metadata__.%s out of range (step %lld, seq %lld, epoch_seq0 %lld, "
+        return log_errf(err, errlen, "%s: __metadata__.%s out of range (step %lld, seq %lld, epoch_seq0 %lld, "
                    "epoch_step %lld, epoch_done %lld, opt_t %lld, rollbacks %lld, nonfinite %lld)", k->path,
                    what, (long long)step, (long long)seq, (long long)seq0, (long long)es, (long long)done,
                    (long long)opt_t, (long long)rb, (long long)nf);
     if (ep < 1 || ep > c->train_epochs || es > c->train_steps_per_epoch)
-        return bad(err, errlen, "%s: __metadata__.epoch %lld, epoch_step %lld: not a position of train.epochs "
+        return log_errf(err, errlen, "%s: __metadata__.epoch %lld, epoch_step %lld: not a position of train.epochs "
                    "%d x train.steps_per_epoch %d (epoch in [1, %d], epoch_step in [0, %d])", k->path,
                    (long long)ep, (long long)es, c->train_epochs, c->train_steps_per_epoch,
                    c->train_epochs, c->train_steps_per_epoch);
     int64_t B = c->data_batch_per_worker;
     if (ws < 1 || ws > MAX_RANKS || bpw < 1 || bpw > MAX_RANKS ||
         (W > 0 ? ws * bpw != (int64_t)W * B : (ws * bpw) % B != 0))
-        return bad(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld (__metadata__."
+        return log_errf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld (__metadata__."
                    "world_size, batch_per_worker: a global batch of %lld streams); this job has %d x %lld: "
                    "resume with the same global batch", k->path, (long long)ws, (long long)bpw,
                    (long long)(ws * bpw), W, (long long)B);
@@ -78,7 +70,7 @@ static int meta_doubles(const Ckpt *k, const char *key, double *out, int n, char
         out[i] = strtod(p, &end);
         p = end == p || (i + 1 < n ? *end != ',' : *end != 0) ? NULL : end + 1;
     }
-    return p ? 0 : bad(err, errlen, "%s: __metadata__.%s: missing or malformed (%d numbers)", k->path, key, n);
+    return p ? 0 : log_errf(err, errlen, "%s: __metadata__.%s: missing or malformed (%d numbers)", k->path, key, n);
 }
 
 static int is_count(double x, double max) { return x >= 0 && x <= max && x == floor(x); }
@@ -89,14 +81,14 @@ static int check_scales(const Ckpt *k, CkState *s, char *err, size_t errlen)
     if (meta_doubles(k, "lr_scale", &s->lr_scale, 1, err, errlen) || meta_doubles(k, "sched", s->sched, 4, err, errlen))
         return -1;
     if (!(s->lr_scale > 0 && s->lr_scale <= 1))
-        return bad(err, errlen, "%s: __metadata__.lr_scale %g out of range (0, 1]: a product of "
+        return log_errf(err, errlen, "%s: __metadata__.lr_scale %g out of range (0, 1]: a product of "
                    "divergence.rollback_lr_factor", k->path, s->lr_scale);
     double best = s->sched[0], scale = s->sched[1];
     const char *what = !(best >= 0) ? "best validation loss (>= 0 or inf)"
                      : !(scale > 0 && scale <= 1) ? "plateau scale (in (0, 1])"
                      : !is_count(s->sched[2], s->epoch) ? "epochs without improvement (0..epoch)"
                      : !is_count(s->sched[3], s->epoch) ? "epochs since the best (0..epoch)" : NULL;
-    if (what) return bad(err, errlen, "%s: __metadata__.sched: %s out of range", k->path, what);
+    if (what) return log_errf(err, errlen, "%s: __metadata__.sched: %s out of range", k->path, what);
     return 0;
 }
 
@@ -110,7 +102,7 @@ static int check_seq_len(const Ckpt *k, const Config *c, const CkState *s, char 
     int64_t T;
     if (ckpt_meta_i64(k, "seq_len", &T, err, errlen)) return -1;
     if (T == c->data_seq_len || s->epoch_done || s->epoch_step == c->train_steps_per_epoch) return 0;
-    return bad(err, errlen, "%s: __metadata__.seq_len %lld, the config's data.seq_len is %d: a checkpoint "
+    return log_errf(err, errlen, "%s: __metadata__.seq_len %lld, the config's data.seq_len is %d: a checkpoint "
                "inside an epoch resumes only with the same data.seq_len (another one is taken at an "
                "epoch's end)", k->path, (long long)T, c->data_seq_len);
 }
@@ -163,12 +155,12 @@ static int check_layout(const Ckpt *k, const Want *w, int n, char *err, size_t e
     for (int i = 0; i < n; i++) {
         const CkEntry *e = ckpt_find(k, w[i].name);
         if (!e)
-            return bad(err, errlen, "%s: no tensor '%s': written for another model or optimizer "
+            return log_errf(err, errlen, "%s: no tensor '%s': written for another model or optimizer "
                        "(model.*, train.optimizer, train.momentum)", k->path, w[i].name);
         int any_len = !strcmp(w[i].name, "detect.state");
         if (e->dtype != w[i].dtype || e->ndim != w[i].ndim ||
             (!any_len && (e->shape[0] != w[i].shape[0] || e->shape[1] != w[i].shape[1])))
-            return bad(err, errlen, "%s: tensor '%s': %s %s, this config needs %s %s", k->path, w[i].name,
+            return log_errf(err, errlen, "%s: tensor '%s': %s %s, this config needs %s %s", k->path, w[i].name,
                        ckpt_dtype_name(e->dtype), shape_str(a, sizeof a, e->ndim, e->shape),
                        ckpt_dtype_name(w[i].dtype), any_len ? "[n]" : shape_str(b, sizeof b, w[i].ndim, w[i].shape));
     }
@@ -176,7 +168,7 @@ static int check_layout(const Ckpt *k, const Want *w, int n, char *err, size_t e
         int known = 0;
         for (int i = 0; i < n && !known; i++) known = !strcmp(k->e[j].name, w[i].name);
         if (!known)
-            return bad(err, errlen, "%s: tensor '%s' that this config does not use: written for another "
+            return log_errf(err, errlen, "%s: tensor '%s' that this config does not use: written for another "
                        "model or optimizer (model.*, train.optimizer, train.momentum)", k->path, k->e[j].name);
     }
     return 0;
@@ -192,7 +184,7 @@ static int check_floats(const Ckpt *k, const char *name, float lo, float hi, con
         float x;
         memcpy(&x, p + 4 * i, 4);
         if (!(x >= lo && x <= hi))
-            return bad(err, errlen, "%s: tensor '%s': element %zu is %g, must be %s", k->path, name, i,
+            return log_errf(err, errlen, "%s: tensor '%s': element %zu is %g, must be %s", k->path, name, i,
                        (double)x, bound);
     }
     return 0;
@@ -242,7 +234,7 @@ static int check_streams(const Ckpt *k, const Config *c, uint64_t stream_len, ch
             what = "last token", snprintf(bound, sizeof bound, "< model.vocab %d", c->model_vocab);
         }
         if (what)
-            return bad(err, errlen, "%s: tensor 'data.streams': stream %ld: %s %" PRIu64 " out of range, must be %s",
+            return log_errf(err, errlen, "%s: tensor 'data.streams': stream %ld: %s %" PRIu64 " out of range, must be %s",
                        k->path, r, what, what[0] == 'l' ? o[5] : what[0] == 'R' ? 0 : o[4], bound);
     }
     return 0;
@@ -257,7 +249,7 @@ static int check_detector(const Ckpt *k, const Config *c, char *err, size_t errl
     detect_defaults(&p);
     p.window = c->divergence_window;
     p.warmup = c->divergence_warmup;
-    if (detect_init(&d, &p) != 0) return bad(err, errlen, "%s: out of memory", k->path);
+    if (detect_init(&d, &p) != 0) return log_errf(err, errlen, "%s: out of memory", k->path);
     size_t len = detect_state_len(&d), n = (size_t)e->shape[0];
     double *v = n == len ? malloc(len * sizeof *v) : NULL;
     int rc = v ? 0 : -1;
@@ -266,7 +258,7 @@ static int check_detector(const Ckpt *k, const Config *c, char *err, size_t errl
     free(v);
     detect_free(&d);
     if (rc)
-        return bad(err, errlen, "%s: tensor 'detect.state': %zu values, not a detector history of "
+        return log_errf(err, errlen, "%s: tensor 'detect.state': %zu values, not a detector history of "
                    "divergence.window %d (that is %zu values, counts within the window)", k->path, n,
                    c->divergence_window, len);
     return 0;
@@ -277,11 +269,11 @@ int ckstate_check(const Ckpt *k, const Config *c, int W, uint64_t stream_len, Ck
 {
     enum { MAX_WANT = 3 * 64 + 2 + 2 * 16 + 1 };
     Want *w = malloc(MAX_WANT * sizeof *w);
-    if (!w) return bad(err, errlen, "%s: out of memory", k->path);
+    if (!w) return log_errf(err, errlen, "%s: out of memory", k->path);
     int rc = check_counters(k, c, W, s, err, errlen);
     int n = rc ? 0 : wanted(c, W > 0 ? W : s->world_size * s->batch_per_worker / c->data_batch_per_worker,
                             w, MAX_WANT);
-    if (!rc && n < 0) rc = bad(err, errlen, "%s: the model has too many tensors", k->path);
+    if (!rc && n < 0) rc = log_errf(err, errlen, "%s: the model has too many tensors", k->path);
     if (!rc) rc = check_layout(k, w, n, err, errlen);
     if (!rc) rc = check_scales(k, s, err, errlen);
     if (!rc) rc = check_seq_len(k, c, s, err, errlen);

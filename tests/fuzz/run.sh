@@ -24,7 +24,7 @@ cflags+=($mpi_cflags)
 
 declare -A srcs=(
     [fuzz_cfg]="common/cfg.c common/fsutil.c"
-    [fuzz_ckpt]="common/ckpt.c common/ckstate.c common/cfg.c common/detect.c common/safetensors.c common/fsutil.c"
+    [fuzz_ckpt]="common/ckpt.c common/ckstate.c common/cfg.c common/detect.c common/safetensors.c common/fsutil.c common/log.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
     [fuzz_report]="daemon/report.c daemon/stats.c"
     [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
