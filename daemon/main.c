@@ -99,7 +99,7 @@ static void install_signals(void)
  * every log holds whole lines and whole steps: stop here, exit 1. */
 static void check_launcher(void)
 {
-    if (getppid() == launcher_pid) return;
+    if (!launcher_pid || getppid() == launcher_pid) return; /* 0: not started by main() (fuzz_proto) */
     LOG(LOG_ERROR, "mpirun is gone (parent process %d exited): stopping; the last checkpoint "
                    "stays (continue with --resume latest)", (int)launcher_pid);
     _exit(1);

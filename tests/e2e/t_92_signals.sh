@@ -72,6 +72,28 @@ sg_twice() {
 }
 check "a second SIGTERM to the launcher ends the job at once: exit 1" sg_twice
 
+# SIGTERM to mpirun's own pid (a plain scancel does this): Open MPI aborts
+# the job (TERM to the ranks, KILL 1 s later), which no launcher can change;
+# exit 1, and the last checkpoint resumes like the undisturbed run.
+sg_mpirun_term() {
+    local m rc t0
+    sg_start sg_mterm
+    wait_lines "$TMP/sg_mterm/steps.jsonl" 1 || return 1
+    m=$(job_pids "$bg" mpirun)
+    [ -n "$m" ] || { echo "no mpirun"; return 1; }
+    wait_lines "$TMP/sg_mterm/steps.jsonl" 120 || return 1
+    t0=$SECONDS
+    kill -TERM "$m"
+    wait "$bg"
+    rc=$?
+    echo "exit $rc, $((SECONDS - t0)) s after SIGTERM to mpirun; $(wc -l <"$TMP/sg_mterm/steps.jsonl") steps logged"
+    [ "$rc" = 1 ] || { echo "exit $rc, wanted 1"; tail -20 "$TMP/sg_mterm.err"; return 1; }
+    [ ! -e "$TMP/sg_mterm/final.safetensors" ] || { echo "the signal came after the end"; return 1; }
+    run sg_mterm 2 "${SG[@]}" --resume latest || { tail -5 "$TMP/sg_mterm.err"; return 1; }
+    same_run "$TMP/sg_ref" "$TMP/sg_mterm"
+}
+check "SIGTERM to mpirun itself: Open MPI's abort, exit 1; --resume latest == uninterrupted" sg_mpirun_term
+
 # Ctrl-C on a real terminal: tmux runs the launcher in the foreground of a
 # shell with job control; send-keys C-c makes the terminal send SIGINT to
 # that whole foreground process group.
