@@ -65,6 +65,7 @@ typedef struct {
     int cur_epoch;
     double wait_t0;
     int stall_warned;
+    int finishing;           /* STOP sent: signals are no longer turned into requests */
     long stalls, stragglers;
     int *slow_run;           /* (W) steps in a row each worker was a straggler */
     double *others;          /* (W) scratch: the other workers' compute times */
@@ -303,14 +304,15 @@ static void watchdog(Coord *co, int from, int tag)
     int64_t seq = tag == TAG_STEP ? co->last_seq + 1 : co->last_seq;
     double info[4] = {waited, NAN, NAN, end ? c->watchdog_seconds : warn};
     snprintf(extra, sizeof extra, "\"ranks\":%s,\"waiting_for\":\"%s\"", ranks,
-             tag == TAG_STEP ? "step" : "epoch_end");
+             tag == TAG_STEP ? "step" : tag == TAG_EPOCH ? "epoch_end" : "end");
     if (runlog_event(&co->log, seq, step, co->cur_epoch, "stall", info, end ? "abort" : "log", -1,
                      NULL, NULL, 0, extra) != 0)
         write_failed(co, "events.jsonl");
     co->stall_warned = 1;
     co->stalls++;
     metrics_watchdog(co->metrics, 0);
-    const char *what = tag == TAG_STEP ? "step" : "the end of epoch after step";
+    const char *what = tag == TAG_STEP ? "step" : tag == TAG_EPOCH ? "the end of the epoch after step"
+                     : "the end of the run after step";
     if (!end) {
         LOG(LOG_WARN, "%s %lld: no record from worker(s) %s for %.1f s (watchdog.warn_seconds %g); "
                       "the job ends after watchdog.seconds %g", what, (long long)step, ranks, waited,
@@ -334,7 +336,8 @@ static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
     long nap_ns = 50000;
     for (;;) {
         check_launcher();
-        if (co) handle_signals(co), watchdog(co, src - 1, tag);
+        if (co && !co->finishing) handle_signals(co);
+        if (co) watchdog(co, src - 1, tag);
         MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, st);
         if (flag) return;
         struct timespec nap = {0, nap_ns};
@@ -596,6 +599,9 @@ static int finish(Coord *co, int final, int checkpoint)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
+    co->finishing = 1; /* the watchdog still times the final checkpoint and weights */
+    co->wait_t0 = log_clock_ms();
+    co->stall_warned = 0;
     static DoneMsg first, d, raw; /* large: they carry an error text */
     int bad = 0;
     for (int w = 0; w < co->W; w++) {
@@ -603,7 +609,7 @@ static int finish(Coord *co, int final, int checkpoint)
         char err[256];
         void *big;
         size_t n;
-        wait_message(NULL, w + 1, TAG_DONE, &st);
+        wait_message(co, w + 1, TAG_DONE, &st);
         const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
         int malformed = proto_decode_done(&d, p, n, &co->lim, err, sizeof err);
         free(big);
