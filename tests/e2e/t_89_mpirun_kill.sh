@@ -5,7 +5,7 @@
 # whole steps (a step is in steps.jsonl only with its tensors.jsonl line);
 # and --resume latest then ends exactly like a run never disturbed.
 # MK_SEEDS="7 8" reruns chosen seeds.
-MK=(--set train.steps_per_epoch=300 --set model.hidden=32 --set data.seq_len=32 --set checkpoint.every_steps=25
+MK=(--set train.steps_per_epoch=1000 --set model.hidden=32 --set data.seq_len=32 --set checkpoint.every_steps=25
     --set metrics.listen=off)
 read -ra MK_SEEDS <<<"${MK_SEEDS:-1 2 3}"
 
@@ -24,7 +24,7 @@ mk_whole() { # DIR: whole JSON lines, and tensors.jsonl has the line of every 10
 check "reference run, never disturbed" run mk_ref 2 "${MK[@]}"
 
 mk_kill() {
-    local seed="$1" at d pids m p t0
+    local seed="$1" at d pids m t0
     RANDOM="$seed"
     at=$(((RANDOM * 32768 + RANDOM) % 400 + 30))
     d="mk_$seed"
@@ -43,15 +43,8 @@ mk_kill() {
     [ "$rc" = 1 ] || { echo "exit $rc, wanted 1"; return 1; }
     grep -q "^clipd-launch: mpirun was killed by signal 9: the job ended, exit 1" "$TMP/$d.err" || return 1
     [ ! -e "$TMP/$d/final.safetensors" ] || { echo "the kill came after the run finished: tested nothing"; return 1; }
-    for p in $pids; do # every rank ends (a zombie is dead, waiting for init to reap it)
-        for _ in $(seq 300); do
-            [ -e "/proc/$p" ] && [ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" != Z ] || break
-            sleep 0.1
-        done
-        if [ -e "/proc/$p" ] && [ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" != Z ]; then
-            echo "rank $p ($(cat "/proc/$p/comm")) still runs 30 s after mpirun died"; kill -KILL "$p"; return 1
-        fi
-    done
+    # shellcheck disable=SC2086 # one pid per word
+    all_gone 30 $pids || return 1
     echo "every rank ended within $((SECONDS - t0)) s"
     mk_whole "$TMP/$d" || return 1
     run "$d" 2 "${MK[@]}" --resume latest || { tail -5 "$TMP/$d.err"; return 1; }
@@ -66,17 +59,18 @@ done
 # killed between a step's lines under an older clipd left it): latest takes
 # an older checkpoint, saying why; that checkpoint by path is refused.
 mk_hole() {
-    local d="$TMP/mk_hole" ck
-    run mk_hole 2 "${MK[@]}" --set train.epochs=1 || return 1
+    local d="$TMP/mk_hole" ck one=(--set train.epochs=1 --set train.steps_per_epoch=300)
+    run mk_hole_ref 2 "${MK[@]}" "${one[@]}" || return 1
+    run mk_hole 2 "${MK[@]}" "${one[@]}" || return 1
     ck=$(printf '%s/checkpoints/step-%08d.safetensors' "$d" 300)
     [ -f "$ck" ] || { echo "no checkpoint at step 300"; return 1; }
     grep -v '^{"seq":300,' "$d/tensors.jsonl" >"$d/t" && mv "$d/t" "$d/tensors.jsonl" # bytes kept as they are
     expect_exit 2 "tensors.jsonl misses the line of step 300 of the run" \
-        $LAUNCH -n 2 "$TINY" --set run.dir="$d" "${MK[@]}" --resume "$ck" || return 1
-    run mk_hole 2 "${MK[@]}" --resume latest || { tail -5 "$d.err"; return 1; }
+        $LAUNCH -n 2 "$TINY" --set run.dir="$d" "${MK[@]}" "${one[@]}" --resume "$ck" || return 1
+    run mk_hole 2 "${MK[@]}" "${one[@]}" --resume latest || { tail -5 "$d.err"; return 1; }
     grep "skipping" "$d.err"
     grep -q "skipping $ck: tensors.jsonl misses the line of step 300" "$d.err" || return 1
     grep -q "resuming from $(printf '%s/checkpoints/step-%08d.safetensors' "$d" 275)" "$d.err" || return 1
-    same_run "$TMP/mk_ref" "$d"
+    same_run "$TMP/mk_hole_ref" "$d"
 }
 check "tensors.jsonl missing a step's line: latest takes the checkpoint before, by path it is refused" mk_hole

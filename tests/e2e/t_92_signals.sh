@@ -57,20 +57,25 @@ done
 
 sg_twice() {
     local l rc
-    # slow steps (debug.slow_ms), so that both signals land in one step
-    sg_start sg_twice --set debug.slow_ms=300
+    # slow steps (debug.slow_ms: 5 s), so that both signals land before the
+    # stop; the second comes 1.2 s after the first (repeats within 1 s are
+    # taken for one signal delivered twice)
+    sg_start sg_twice --set debug.slow_ms=5000
     l=$(sg_launcher) || return 1
-    wait_lines "$TMP/sg_twice/steps.jsonl" 3 || return 1
+    wait_lines "$TMP/sg_twice/steps.jsonl" 1 || return 1
     kill -TERM "$l"
-    sleep 0.05
+    sleep 0.3
+    kill -TERM "$l" # the same signal twice: ignored
+    sleep 0.9
     kill -TERM "$l"
     wait "$bg"
     rc=$?
     grep "clipd-launch: SIGTERM" "$TMP/sg_twice.err"
     [ "$rc" = 1 ] || { echo "exit $rc, wanted 1"; return 1; }
-    grep -q "SIGTERM again: ending the job now" "$TMP/sg_twice.err"
+    grep -q "SIGTERM again: ending the job now" "$TMP/sg_twice.err" || return 1
+    [ "$(grep -c "clipd-launch: SIGTERM" "$TMP/sg_twice.err")" = 2 ] || { echo "the repeat within 1 s was not ignored"; return 1; }
 }
-check "a second SIGTERM to the launcher ends the job at once: exit 1" sg_twice
+check "a second SIGTERM to the launcher (1 s after the first) ends the job at once: exit 1; a repeat within 1 s is ignored" sg_twice
 
 # SIGTERM to mpirun's own pid (a plain scancel does this): Open MPI aborts
 # the job (TERM to the ranks, KILL 1 s later), which no launcher can change;

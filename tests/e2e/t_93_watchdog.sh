@@ -50,7 +50,7 @@ wd_healed() {
 check "a worker stopped, then continued before watchdog.seconds: one stall warning (event, action log), exit 0, same run" wd_healed
 
 wd_abort() {
-    local d="$TMP/wd_abort" w rc pids p t0 took
+    local d="$TMP/wd_abort" w rc pids t0 took
     wd_start wd_abort --set watchdog.seconds=5 --set watchdog.warn_seconds=1
     wait_lines "$d/steps.jsonl" 120 || return 1
     pids=$(job_pids "$bg" clipd-worker; job_pids "$bg" clipd)
@@ -69,12 +69,8 @@ wd_abort() {
         and (.[1].ranks | length) >= 1' "$d/events.jsonl" >/dev/null || { echo "not a warning then an abort event"; return 1; }
     [ "$(grep -c "error: step [0-9]*: no record from worker(s) .* (watchdog.seconds 5): ending the job, exit 1" "$TMP/wd_abort.err")" = 1 ] ||
         { echo "not one error line"; return 1; }
-    for p in $pids; do
-        for _ in $(seq 100); do [ -e "/proc/$p" ] && [ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" != Z ] || break; sleep 0.1; done
-        if [ -e "/proc/$p" ] && [ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" != Z ]; then
-            echo "process $p of the job outlived it"; kill -CONT "$p"; return 1
-        fi
-    done
+    # shellcheck disable=SC2086 # one pid per word
+    all_gone 10 $pids || return 1
     run wd_abort 2 "${WD[@]}" --resume latest || { tail -5 "$d.err"; return 1; }
     grep -o 'resuming from .*' "$d.err"
     same_run "$TMP/wd_ref" "$d"
