@@ -6,7 +6,11 @@
 # and --resume latest then ends exactly like a run never disturbed.
 # MK_SEEDS="7 8" reruns chosen seeds.
 MK=(--set train.steps_per_epoch=1000 --set model.hidden=32 --set data.seq_len=32 --set checkpoint.every_steps=25
-    --set metrics.listen=off)
+    --set metrics.listen=off --set watchdog.straggler_window=0)
+# the killed jobs: worker 0 sleeps 2 ms a step (debug.slow_ms; timing only,
+# the results stay those of the reference), so a kill at a random step lands
+# while the job still runs however fast the machine
+MK_SLOW=(--set debug.slow_ms=2)
 read -ra MK_SEEDS <<<"${MK_SEEDS:-1 2 3}"
 
 mk_whole() { # DIR: whole JSON lines, and tensors.jsonl has the line of every 10th step logged
@@ -28,7 +32,7 @@ mk_kill() {
     RANDOM="$seed"
     at=$(((RANDOM * 32768 + RANDOM) % 400 + 30))
     d="mk_$seed"
-    $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/$d" "${MK[@]}" >"$TMP/$d.out" 2>"$TMP/$d.err" &
+    $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/$d" "${MK[@]}" "${MK_SLOW[@]}" >"$TMP/$d.out" 2>"$TMP/$d.err" &
     bg=$!
     wait_lines "$TMP/$d/steps.jsonl" 1 || return 1
     pids=$(job_pids "$bg" clipd-worker; job_pids "$bg" clipd)
