@@ -6,7 +6,10 @@
 # exactly like a run that was never stopped. A second stop signal ends the
 # job at once (exit 1). A killed rank: exit 1 and one line naming it and the
 # signal; mpirun missing: exit 2 and one line on how to install Open MPI.
-SG=(--set train.steps_per_epoch=400 --set model.hidden=48 --set checkpoint.every_steps=50 --set metrics.listen=off)
+# worker 0 sleeps 2 ms a step (debug.slow_ms: timing only; the straggler
+# events it would cause are off), so a signal lands mid-run on a fast machine
+SG=(--set train.steps_per_epoch=400 --set model.hidden=48 --set checkpoint.every_steps=50 --set metrics.listen=off
+    --set debug.slow_ms=2 --set watchdog.straggler_window=0)
 
 sg_start() { # NAME [--set ...]: a job in the background; $bg is timeout's pid
     local name="$1"; shift

@@ -8,10 +8,11 @@
 # `--resume latest` would take is corrupt; and the resumed run ends with the
 # same weights, bit for bit, as a run that was never disturbed.
 # Random cases print their seed: FI_SEEDS="7 8" reruns chosen seeds. The
-# job is made slow enough (seq_len 32, a few ms a step) that a kill at a
-# random step lands while it still runs.
+# job is made slow enough (worker 0 sleeps 2 ms a step, debug.slow_ms: timing
+# only, the straggler events it would cause turned off) that a kill at a
+# random step lands while it still runs, however fast the machine.
 FI=(--set train.steps_per_epoch=300 --set model.hidden=32 --set data.seq_len=32 --set checkpoint.every_steps=25
-    --set metrics.listen=off)
+    --set metrics.listen=off --set debug.slow_ms=2 --set watchdog.straggler_window=0)
 read -ra FI_SEEDS <<<"${FI_SEEDS:-1 2 3}"
 
 fi_wait_grep() { # FILE PATTERN [N]: until N lines (default 1) of FILE match (at most 60 s)
@@ -203,7 +204,8 @@ fi_port() { # NAME: the metrics port the job logged
     fi_wait_grep "$TMP/$1.err" 'metrics: http://127.0.0.1:' >/dev/null || return 1
     grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/$1.err" | grep -o '[0-9]*$'
 }
-FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25 --set data.seq_len=32) # slow enough to pause mid-run
+FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25 --set data.seq_len=32 # slow enough to pause mid-run
+    --set debug.slow_ms=2 --set watchdog.straggler_window=0)
 check "reference run for the small-disk cases" run fi_dref 2 "${FD[@]}" --set metrics.listen=off
 
 # The whole run directory on a disk that fills up mid-run, default policy
