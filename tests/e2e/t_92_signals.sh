@@ -58,6 +58,26 @@ for s in TERM INT HUP; do
     check "SIG$s to the launcher's pid: checkpoint at the next step, exit 0; resume == uninterrupted" sg_signal "$s"
 done
 
+# The launcher started in the background of a script (`clipd-launch ... &`,
+# as a batch script does): bash starts it with SIGINT ignored, which no trap
+# could take; it starts itself again with INT and TERM at their defaults.
+sg_bg_int() {
+    local d="$TMP/sg_bgint" l rc
+    timeout 300 bash -c 'deploy/clipd-launch "$@" & echo $! >"$0.pid"; wait $!' "$d" -n 2 "$TINY" \
+        --set run.dir="$d" "${SG[@]}" >"$d.out" 2>"$d.err" &
+    bg=$!
+    wait_lines "$d/steps.jsonl" 120 || return 1
+    l=$(cat "$d.pid")
+    grep SigIgn "/proc/$l/status"
+    kill -INT "$l"
+    wait "$bg"
+    rc=$?
+    grep "clipd-launch: SIGINT" "$d.err" || { echo "the launcher never saw SIGINT"; return 1; }
+    [ "$rc" = 0 ] || { echo "exit $rc"; return 1; }
+    sg_stopped sg_bgint
+}
+check "SIGINT to a launcher started in the background of a script (SIGINT ignored at start): the same stop, exit 0" sg_bg_int
+
 sg_twice() {
     local l rc
     # slow steps (debug.slow_ms: 5 s), so that both signals land before the
@@ -143,7 +163,7 @@ sg_no_mpirun() {
     local dir="$TMP/nompi" c
     mkdir -p "$dir"
     # the launcher's own tools, without mpirun
-    for c in bash dirname id nproc mktemp setsid awk cat rm; do ln -sf "$(type -P "$c")" "$dir/$c"; done
+    for c in bash dirname id nproc mktemp setsid awk cat rm env; do ln -sf "$(type -P "$c")" "$dir/$c"; done
     expect_exit 2 "mpirun not found on PATH: install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin" \
         env PATH="$dir" "$(type -P bash)" deploy/clipd-launch -n 2 "$TINY" || return 1
     [ "$(wc -l <"$TMP/be.err")" = 1 ] || { echo "more than one line"; return 1; }
