@@ -205,7 +205,7 @@ fi_port() { # NAME: the metrics port the job logged
     grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/$1.err" | grep -o '[0-9]*$'
 }
 FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25 --set data.seq_len=32 # slow enough to pause mid-run
-    --set debug.slow_ms=2 --set watchdog.straggler_window=0)
+    --set debug.slow_ms=5 --set watchdog.straggler_window=0)
 check "reference run for the small-disk cases" run fi_dref 2 "${FD[@]}" --set metrics.listen=off
 
 # The whole run directory on a disk that fills up mid-run, default policy
