@@ -58,6 +58,27 @@ for s in TERM INT HUP; do
     check "SIG$s to the launcher's pid: checkpoint at the next step, exit 0; resume == uninterrupted" sg_signal "$s"
 done
 
+# A stop while the job starts: held until every rank runs (a rank still
+# starting would die of the SIGUSR1 mpirun forwards), then the same stop.
+sg_early() {
+    local d="$TMP/sg_early" rc
+    sg_start sg_early
+    for _ in $(seq 600); do grep -q '^clipd-launch: mpirun ' "$d.err" 2>/dev/null && break; sleep 0.01; done
+    kill -TERM "$(pgrep -P "$bg")"
+    wait "$bg"
+    rc=$?
+    grep "^clipd-launch: S\|^clipd-launch: the job\|^clipd-launch: stopped" "$d.err"
+    [ "$rc" = 0 ] || { echo "exit $rc"; tail -20 "$d.err"; return 1; }
+    if grep -q "stopped before the job started" "$d.err"; then
+        [ ! -e "$d/steps.jsonl" ] || { echo "it said nothing ran, but a run began"; return 1; }
+        return 0
+    fi
+    grep -q "once the job runs" "$d.err" && grep -q "^clipd-launch: the job runs: SIGUSR1 to mpirun" "$d.err" ||
+        { echo "the stop was not held until the job ran"; return 1; }
+    sg_stopped sg_early
+}
+check "SIGTERM to the launcher at once (while the job starts): held until it runs, then the same stop, exit 0" sg_early
+
 # The launcher started in the background of a script (`clipd-launch ... &`,
 # as a batch script does): bash starts it with SIGINT ignored, which no trap
 # could take; it starts itself again with INT and TERM at their defaults.
