@@ -368,7 +368,7 @@ FB=(--set data.source=text --set data.tokenizer=bytes --set model.vocab=256 --se
 fi_tokens_cut() {
     local d="$TMP/fi_tc" t0
     run fi_wref 2 "${FW[@]}" || return 1
-    fi_start fi_tc "${FW[@]}"
+    fi_start fi_tc "${FW[@]}" --set debug.slow_ms=5 --set watchdog.straggler_window=0 # still running at the cut
     wait_lines "$d/steps.jsonl" 50 || return 1
     t0=$SECONDS
     : >"$d/tokens-train.u32"
