@@ -147,7 +147,10 @@ check "SIGTERM to mpirun itself: Open MPI's abort, exit 1; --resume latest == un
 # shell with job control; send-keys C-c makes the terminal send SIGINT to
 # that whole foreground process group.
 TMUX_SOCK="clipd-e2e-$$"
-sg_tmux_cleanup() { tmux -L "$TMUX_SOCK" kill-server 2>/dev/null || true; }
+sg_tmux_cleanup() {
+    tmux -L "$TMUX_SOCK" kill-server 2>/dev/null || true
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$TMUX_SOCK"
+}
 AT_EXIT+=(sg_tmux_cleanup)
 sg_ctrl_c() {
     command -v tmux >/dev/null || { echo "tmux is not installed (deploy/packages.txt lists it)"; return 1; }
