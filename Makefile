@@ -92,8 +92,8 @@ bench: all $(TOOLS)
 detbench: all
 	bash tests/bench/detbench.sh
 
-run: all
-	deploy/clipd-launch -n 2 configs/default.yaml
+run: all # the demo: each `make run` replaces the last one's run dir
+	deploy/clipd-launch -n 2 configs/default.yaml --set run.overwrite=true
 
 # Fuzz what reads untrusted bytes (config, checkpoints, text, run dirs,
 # worker messages, HTTP requests) with libFuzzer (clang, libclang-rt-14-dev):

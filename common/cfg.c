@@ -63,6 +63,7 @@ static const char *const act_names[] = {[ACT_INHERIT] = "inherit", [ACT_LOG] = "
 static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_ALWAYS] = "always",
                                            [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
+static const char *const bool_names[] = {"false", "true"};
 static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
                                           [CRASH_BEFORE_RENAME] = "before_rename",
                                           [CRASH_AFTER_RENAME] = "after_rename"};
@@ -86,6 +87,7 @@ static const CfgKey cfg_keys[] = {
     KSTR(run, name, 1, 63, F_NAME_CHARS, "default", "run name, used in logs"),
     KSTR(run, dir, 1, 255, 0, "runs/default", "output directory of the run"),
     KINT(run, seed, 0, INT64_C(1) << 62, "1", "master seed of data and init"),
+    KENUM(run, overwrite, bool_names, "false", "a fresh start may replace a run in run.dir"),
     KENUM(model, kind, model_names, "lstm", "recurrent cell"),
     KINT(model, vocab, 2, 1000000, "16", "V, number of symbols"),
     KINT(model, embed, 1, 65536, "32", "E, embedding width"),
@@ -161,8 +163,12 @@ static const CfgKey cfg_keys[] = {
     KSTR(checkpoint, dir, 0, 255, 0, "", "empty: RUN_DIR/checkpoints"),
     KENUM(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
     KINT(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
-    KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:9464", "HTTP endpoint HOST:PORT, or off"),
+    KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:0", "HTTP endpoint HOST:PORT (0: a free port), or off"),
     KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN, "60", "/healthz 503 after this long idle"),
+    KDBL(watchdog, seconds, 0, 1e9, 0, "300", "a step not done after this long: exit 1; 0 off"),
+    KDBL(watchdog, warn_seconds, 0, 1e9, 0, "0", "...a stall warning after this long; 0: 1/4"),
+    KDBL(watchdog, straggler_factor, 1, 1e6, F_MIN_OPEN, "3", "straggler: compute > this x median"),
+    KINT(watchdog, straggler_window, 0, 1000000000, "100", "...for this many steps; 0 off"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
     KENUM(sync, mode, sync_names, "replicated", "optimizer state: replicated or sharded (ZeRO-1)"),
     KINT(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
@@ -179,6 +185,8 @@ static const CfgKey cfg_keys[] = {
     KINT(debug, drift_step, 0, INT64_C(1) << 62, "0", "test hook: a replica drifts at step"),
     KINT(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
     KENUM(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
+    KDBL(debug, slow_ms, 0, 1e6, 0, "0", "test hook: a worker sleeps this long per step"),
+    KINT(debug, slow_worker, 0, 1000000, "0", "test hook: the worker that sleeps"),
 };
 #define NKEYS NELEM(cfg_keys)
 
@@ -989,6 +997,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
     if (cfg_parse_listen(c->metrics_listen, NULL, NULL) < 0)
         return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
                                  "or off, got '%s'", c->metrics_listen);
+    if (c->watchdog_seconds > 0 && c->watchdog_warn_seconds > c->watchdog_seconds)
+        return validate_fail(&m, "watchdog.warn_seconds: %g is more than watchdog.seconds %g",
+                             c->watchdog_warn_seconds, c->watchdog_seconds);
     /* Accepted names whose implementation has not landed yet (issue 6). */
     if (c->data_source == DATA_TEXT && !c->data_path[0])
         return validate_fail(&m, "data.path: missing: data.source text needs a file or a "

@@ -33,6 +33,7 @@ typedef struct {
     char run_name[64];
     char run_dir[CFG_STR_MAX];
     int64_t run_seed;
+    int run_overwrite;       /* 1: a fresh start may replace the run (logs, checkpoints) in run.dir */
     /* model */
     int model_kind;          /* ModelKind */
     int model_vocab;         /* V */
@@ -100,6 +101,11 @@ typedef struct {
     /* metrics */
     char metrics_listen[64];    /* HOST:PORT of the HTTP endpoint, or "off" */
     double metrics_stall_seconds; /* /healthz says 503 after this long without a step */
+    /* watchdog: the coordinator's view of steps that do not arrive */
+    double watchdog_seconds;      /* a step not complete after this long ends the job (exit 1); 0 off */
+    double watchdog_warn_seconds; /* ...and after this long is a stall warning; 0: seconds / 4 */
+    double watchdog_straggler_factor; /* a worker's compute time above this x the others' median... */
+    int watchdog_straggler_window;    /* ...for this many steps in a row is a straggler event; 0 off */
     /* worker */
     int worker_threads;      /* BLAS threads per worker */
     /* sync */
@@ -119,6 +125,8 @@ typedef struct {
     int64_t debug_drift_step;    /* the last worker's weights drift from the others' after this step */
     int64_t debug_ckpt_crash_step; /* worker 0 kills itself (SIGKILL) writing this step's checkpoint */
     int debug_ckpt_crash_at;     /* CkptCrashAt: where in the write */
+    double debug_slow_ms;        /* worker debug.slow_worker sleeps this long in every step's compute */
+    int debug_slow_worker;
 } Config;
 
 /* Fill every field with its documented default. */

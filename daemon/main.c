@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/cfg.h"
 #include "common/ckpt.h"
@@ -59,7 +60,19 @@ typedef struct {
     Metrics *metrics;        /* NULL when metrics.listen is off */
     unsigned char *clip_ring;/* (divergence.window) clipped flags of recent steps */
     int clip_n, clip_pos, clip_sum;
+    /* watchdog: how long the coordinator has waited for the step (or epoch
+     * record) it waits for, and whether that wait was already warned about */
+    int64_t last_seq;        /* seq of the last complete step */
+    int cur_epoch;
+    double wait_t0;
+    int stall_warned;
+    int finishing;           /* STOP sent: signals are no longer turned into requests */
+    long stalls, stragglers;
+    int *slow_run;           /* (W) steps in a row each worker was a straggler */
+    double *others;          /* (W) scratch: the other workers' compute times */
 } Coord;
+
+static pid_t launcher_pid; /* mpirun, or the orted that started this rank */
 
 static volatile sig_atomic_t sig_stop, sig_ckpt, sig_hup;
 
@@ -78,6 +91,20 @@ static void install_signals(void)
     sigemptyset(&sa.sa_mask);
     int sigs[] = {SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGHUP};
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
+    /* stderr is a pipe to mpirun: once mpirun is gone a write must fail
+     * (EPIPE, ignored), not kill the coordinator between a step's lines */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* mpirun (or the orted that started this rank) died, e.g. SIGKILL: its
+ * pipes are gone and MPI calls may never return. Called between steps, so
+ * every log holds whole lines and whole steps: stop here, exit 1. */
+static void check_launcher(void)
+{
+    if (!launcher_pid || getppid() == launcher_pid) return; /* 0: not started by main() (fuzz_proto) */
+    LOG(LOG_ERROR, "mpirun is gone (parent process %d exited): stopping; the last checkpoint "
+                   "stays (continue with --resume latest)", (int)launcher_pid);
+    _exit(1);
 }
 
 static double cpu_seconds(void)
@@ -221,6 +248,22 @@ static void checkpoint_failed(Coord *co, int64_t seq, int64_t step, int epoch, c
                        "training goes on, the exit code will be 1", (long long)step, error);
 }
 
+/* RUN_DIR/metrics.addr: HOST:PORT of the endpoint (the port may be one the
+ * system chose), for scrapers and scripts; written whole (temporary file,
+ * rename), removed when the endpoint stops. */
+static void write_metrics_addr(const Config *c, const char *host, int port)
+{
+    char path[CFG_STR_MAX + 32], tmp[CFG_STR_MAX + 64];
+    snprintf(path, sizeof path, "%s/metrics.addr", c->run_dir);
+    FILE *f = fs_tmp_path(tmp, sizeof tmp, path) ? NULL : fopen(tmp, "w");
+    int bad = !f || fprintf(f, "%s:%d\n", host, port) < 0;
+    if (f) bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        LOG(LOG_WARN, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+}
+
 /* Signals become requests to worker 0, which folds them into a step. */
 static void handle_signals(Coord *co)
 {
@@ -240,15 +283,71 @@ static void handle_signals(Coord *co)
     if (q.type) MPI_Send(&q, sizeof q, MPI_BYTE, 1, TAG_REQ, MPI_COMM_WORLD);
 }
 
+/* The workers (0-based, from `from` on) with no message of tag queued:
+ * whose record the coordinator still waits for. As a JSON array in buf. */
+static void missing_ranks(const Coord *co, int from, int tag, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "[");
+    int to = tag == TAG_EPOCH ? from + 1 : co->W; /* worker 0 alone sends epoch records */
+    for (int w = from; w < to && n + 16 < len; w++) {
+        int flag = 0;
+        MPI_Iprobe(w + 1, tag, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+        if (!flag) n += (size_t)snprintf(buf + n, len - n, "%s%d", n > 1 ? "," : "", w);
+    }
+    snprintf(buf + n, len - n, "]");
+}
+
+/* Watchdog: the step (or epoch record) waited for is late. After
+ * watchdog.warn_seconds one stall event (action log) and a warning; after
+ * watchdog.seconds a stall event (action abort), one error line, and the job
+ * ends with exit 1 (the last checkpoint stays). */
+static void watchdog(Coord *co, int from, int tag)
+{
+    const Config *c = &co->cfg;
+    double waited = (log_clock_ms() - co->wait_t0) / 1e3;
+    double warn = c->watchdog_warn_seconds > 0 ? c->watchdog_warn_seconds : c->watchdog_seconds / 4;
+    int end = c->watchdog_seconds > 0 && waited >= c->watchdog_seconds;
+    if (!end && (co->stall_warned || warn <= 0 || waited < warn)) return;
+    char ranks[4096], extra[4200];
+    missing_ranks(co, from, tag, ranks, sizeof ranks);
+    int64_t step = tag == TAG_STEP ? co->next_step : co->next_step - 1;
+    int64_t seq = tag == TAG_STEP ? co->last_seq + 1 : co->last_seq;
+    double info[4] = {waited, NAN, NAN, end ? c->watchdog_seconds : warn};
+    snprintf(extra, sizeof extra, "\"ranks\":%s,\"waiting_for\":\"%s\"", ranks,
+             tag == TAG_STEP ? "step" : tag == TAG_EPOCH ? "epoch_end" : "end");
+    if (runlog_event(&co->log, seq, step, co->cur_epoch, "stall", info, end ? "abort" : "log", -1,
+                     NULL, NULL, 0, extra) != 0)
+        write_failed(co, "events.jsonl");
+    co->stall_warned = 1;
+    co->stalls++;
+    metrics_watchdog(co->metrics, 0);
+    const char *what = tag == TAG_STEP ? "step" : tag == TAG_EPOCH ? "the end of the epoch after step"
+                     : "the end of the run after step";
+    if (!end) {
+        LOG(LOG_WARN, "%s %lld: no record from worker(s) %s for %.1f s (watchdog.warn_seconds %g); "
+                      "the job ends after watchdog.seconds %g", what, (long long)step, ranks, waited,
+            warn, c->watchdog_seconds);
+        return;
+    }
+    LOG(LOG_ERROR, "%s %lld: no record from worker(s) %s for %.1f s (watchdog.seconds %g): ending "
+                   "the job, exit 1; the last checkpoint stays (continue with --resume latest)",
+        what, (long long)step, ranks, waited, c->watchdog_seconds);
+    metrics_state(co->metrics, "aborted");
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    _exit(1);
+}
+
 /* Wait for a message from src with tag without burning a core: probe, then
- * sleep, the nap growing from 50 us to 2 ms while nothing arrives. Signals
- * are handled here, between probes. */
+ * sleep, the nap growing from 50 us to 2 ms while nothing arrives. Signals,
+ * a vanished mpirun and the watchdog are handled here, between probes. */
 static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
 {
     int flag = 0;
     long nap_ns = 50000;
     for (;;) {
-        if (co) handle_signals(co);
+        check_launcher();
+        if (co && !co->finishing) handle_signals(co);
+        if (co) watchdog(co, src - 1, tag);
         MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, st);
         if (flag) return;
         struct timespec nap = {0, nap_ns};
@@ -337,12 +436,54 @@ static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t
     }
 }
 
+/* Stragglers: a worker whose compute time (forward, backward: its own work,
+ * not the waiting in collectives that every step time includes) stays above
+ * watchdog.straggler_factor x the median of the other workers' for
+ * watchdog.straggler_window steps in a row is one straggler event, and again
+ * only after it once kept up. */
+static void find_stragglers(Coord *co)
+{
+    const Config *c = &co->cfg;
+    int W = co->W, win = c->watchdog_straggler_window;
+    if (win <= 0 || W < 2) return;
+    const StepRecord *r0 = &co->recs[0];
+    for (int w = 0; w < W; w++) {
+        int n = 0;
+        for (int o = 0; o < W; o++)
+            if (o != w) co->others[n++] = co->recs[o].compute_ms;
+        for (int i = 1; i < n; i++) /* insertion sort: cheap for the few workers of a node */
+            for (int j = i; j > 0 && co->others[j] < co->others[j - 1]; j--) {
+                double t = co->others[j]; co->others[j] = co->others[j - 1]; co->others[j - 1] = t;
+            }
+        double med = n % 2 ? co->others[n / 2] : 0.5 * (co->others[n / 2 - 1] + co->others[n / 2]);
+        double limit = c->watchdog_straggler_factor * med, mine = co->recs[w].compute_ms;
+        if (!(mine > limit)) {
+            co->slow_run[w] = 0;
+            continue;
+        }
+        if (++co->slow_run[w] != win) continue;
+        char extra[64];
+        double info[4] = {mine, med, NAN, limit};
+        snprintf(extra, sizeof extra, "\"ranks\":[%d],\"window\":%d", w, win);
+        if (runlog_event(&co->log, r0->seq, r0->step, r0->epoch, "straggler", info, "log", -1, NULL,
+                         NULL, 0, extra) != 0)
+            write_failed(co, "events.jsonl");
+        co->stragglers++;
+        metrics_watchdog(co->metrics, 1);
+        LOG(LOG_WARN, "step %lld: worker %d is a straggler: compute %.3g ms per step, more than %g x "
+                      "the others' median %.3g ms for %d steps in a row", (long long)r0->step, w, mine,
+            c->watchdog_straggler_factor, med, win);
+    }
+}
+
 /* One record from each worker for the next step, taken source by source:
  * MPI keeps each sender's messages in order. Worker 0's is the one logged.
  * Returns its flags. */
 static int receive_step(Coord *co)
 {
     double slowest = 0;
+    co->wait_t0 = log_clock_ms();
+    co->stall_warned = 0;
     for (int w = 0; w < co->W; w++) {
         MPI_Status st;
         StepRecord *r = &co->recs[w], raw;
@@ -371,12 +512,22 @@ static int receive_step(Coord *co)
         }
     }
     const StepRecord *r = &co->recs[0];
-    if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
+    if (co->stall_warned)
+        LOG(LOG_INFO, "step %lld: every record arrived after %.1f s: the stall healed", (long long)r->step,
+            (log_clock_ms() - co->wait_t0) / 1e3);
+    /* The step's line in steps.jsonl is written last: a step is in the logs
+     * whole once it is there (a job killed between the lines of a step
+     * leaves the others to be cut on resume). */
+    find_stragglers(co);
     log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->check,
                r->action, r->rollback_to, r);
     int every = co->cfg.log_tensor_norms_every;
     if (every > 0 && r->seq % every == 0 && runlog_tensors(&co->log, r, co->names, co->ntensors) != 0)
         write_failed(co, "tensors.jsonl");
+    if (r->flags & STEP_CKPT_FAILED) checkpoint_failed(co, r->seq, r->step, r->epoch, r->ckpt_error, NULL);
+    if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
+    co->last_seq = r->seq;
+    co->cur_epoch = r->epoch;
     co->nonfinite += r->nonfinite != 0;
     int win = co->cfg.divergence_window; /* clip rate over the recent window, for /metrics */
     if (co->clip_n == win) co->clip_sum -= co->clip_ring[co->clip_pos];
@@ -386,7 +537,6 @@ static int receive_step(Coord *co)
     co->clip_pos = (co->clip_pos + 1) % win;
     metrics_step(co->metrics, co->recs, co->W, (double)co->clip_sum / co->clip_n);
     if (r->flags & STEP_CHECKPOINT) metrics_checkpoint(co->metrics, r->step);
-    if (r->flags & STEP_CKPT_FAILED) checkpoint_failed(co, r->seq, r->step, r->epoch, r->ckpt_error, NULL);
     co->steps_seen++;
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
     if (r->flags & STEP_CHECKPOINT) co->checkpoints++, co->last_ckpt_step = r->step;
@@ -416,6 +566,9 @@ static int receive_epoch(Coord *co, int epoch)
     char err[256];
     void *big;
     size_t n;
+    co->wait_t0 = log_clock_ms();
+    co->stall_warned = 0;
+    co->cur_epoch = epoch;
     wait_message(co, 1, TAG_EPOCH, &st);
     const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
     int bad = proto_decode_epoch(&e, p, n, &co->lim, err, sizeof err);
@@ -477,6 +630,9 @@ static int finish(Coord *co, int final, int checkpoint)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
+    co->finishing = 1; /* the watchdog still times the final checkpoint and weights */
+    co->wait_t0 = log_clock_ms();
+    co->stall_warned = 0;
     static DoneMsg first, d, raw; /* large: they carry an error text */
     int bad = 0;
     for (int w = 0; w < co->W; w++) {
@@ -484,7 +640,7 @@ static int finish(Coord *co, int final, int checkpoint)
         char err[256];
         void *big;
         size_t n;
-        wait_message(NULL, w + 1, TAG_DONE, &st);
+        wait_message(co, w + 1, TAG_DONE, &st);
         const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
         int malformed = proto_decode_done(&d, p, n, &co->lim, err, sizeof err);
         free(big);
@@ -556,9 +712,11 @@ static void print_summary(Coord *co, double seconds)
                l->val_loss, l->s.clip_rate, l->s.norm_p50, l->s.norm_max, l->s.tokens_per_s);
     }
     if (co->epochs_done) print_floor(c, co->epochs[co->epochs_done - 1].s.train_loss);
-    printf("events %ld:", co->events);
+    printf("events %ld:", co->events + co->stalls + co->stragglers);
     for (int k = 0; k < EV_COUNT; k++)
         if (co->event_count[k]) printf(" %s %ld", detect_kind_name(k), co->event_count[k]);
+    if (co->stalls) printf(" stall %ld", co->stalls);
+    if (co->stragglers) printf(" straggler %ld", co->stragglers);
     double cpu = cpu_seconds() - co->cpu0;
     printf("\nnon-finite steps %ld, rollbacks %ld, replica mismatches %ld, log write errors %ld, "
            "checkpoint failures %ld; coordinator cpu %.2f s over %.2f s\n",
@@ -580,7 +738,9 @@ static int coordinate(Coord *co)
     co->ntensors = cfg_tensor_names(c, co->names, PROTO_MAX_TENSORS);
     proto_limits(&co->lim, c, co->W);
     co->clip_ring = calloc((size_t)c->divergence_window, 1);
-    if (!co->clip_ring) MPI_Abort(MPI_COMM_WORLD, 1);
+    co->slow_run = calloc((size_t)co->W, sizeof *co->slow_run);
+    co->others = calloc((size_t)co->W, sizeof *co->others);
+    if (!co->clip_ring || !co->slow_run || !co->others) MPI_Abort(MPI_COMM_WORLD, 1);
     char err[512];
     int port = 0;
     co->metrics = metrics_start(c, co->W, co->names, co->ntensors, &port, err, sizeof err);
@@ -591,6 +751,7 @@ static int coordinate(Coord *co)
         int loopback = !strncmp(host, "127.", 4);
         LOG(loopback ? LOG_INFO : LOG_WARN, "metrics: http://%s:%d/metrics%s", host, port,
             loopback ? "" : " (not loopback: reachable from other hosts)");
+        write_metrics_addr(c, host, port);
     } else if (err[0]) {
         LOG(LOG_WARN, "%s: training without the metrics endpoint", err);
     }
@@ -599,6 +760,8 @@ static int coordinate(Coord *co)
     if (co->res.path[0]) epoch = resume_coordinator(&co->res, c, &co->st,
                                                      co->epochs, &co->epochs_done, &co->next_step,
                                                      &resumed, log_clock_ms());
+    co->last_seq = co->res.path[0] ? co->res.seq : 0;
+    co->cur_epoch = epoch;
     LOG(LOG_INFO, "run '%s': %d workers, logs in %s%s", c->run_name, co->W, c->run_dir,
         co->res.path[0] ? " (resumed)" : "");
     if (resumed < 0) { /* resumed at an epoch's end: its record comes first */
@@ -622,10 +785,15 @@ static int coordinate(Coord *co)
     int ckpt = !co->aborted && !wrote_in_step && co->steps_seen > 0;
     metrics_state(co->metrics, co->aborted ? "aborted" : co->stopped ? "stopped" : "finishing");
     int bad = finish(co, done, ckpt);
+    if (co->metrics) {
+        char addr[CFG_STR_MAX + 32];
+        snprintf(addr, sizeof addr, "%s/metrics.addr", c->run_dir);
+        unlink(addr);
+    }
     metrics_stop(co->metrics);
     print_summary(co, (log_clock_ms() - co->t0_ms) / 1e3);
     stats_free(&co->st);
-    free(co->epochs), free(co->recs), free(co->clip_ring);
+    free(co->epochs), free(co->recs), free(co->clip_ring), free(co->slow_run), free(co->others);
     runlog_close(&co->log);
     return co->aborted || bad ? 1 : 0;
 }
@@ -654,13 +822,13 @@ static int release_workers(int rc)
 static void remove_stale(const Config *c)
 {
     static const char *const in_run[] = {CK_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
-                                         "*.jsonl", "config.yaml"};
+                                         "*.jsonl", "config.yaml", "metrics.addr"};
     static const char *const in_ckpt[] = {CK_STEP_GLOB};
     char dir[CFG_STR_MAX + 16], notes[4096];
     for (int k = 0; k < 2; k++) {
         if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);
         else cfg_checkpoint_dir(c, dir, sizeof dir);
-        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : 6, notes, sizeof notes) < 0 && errno != ENOTDIR)
+        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : (int)(sizeof in_run / sizeof *in_run), notes, sizeof notes) < 0 && errno != ENOTDIR)
             LOG(LOG_WARN, "cannot list %s for stale temporary files: %s", dir, strerror(errno));
         for (char *line = strtok(notes, "\n"); line; line = strtok(NULL, "\n"))
             LOG(LOG_WARN, "%s (a temporary file left by an interrupted write)", line);
@@ -718,6 +886,7 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
 static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t errlen)
 {
     Config *c = &co->cfg;
+    if (!a->resume && resume_check_fresh(c, err, errlen) != 0) return 2;
     if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return 2;
     if (W <= 0) W = co->res.global_batch ? (int)(co->res.global_batch / c->data_batch_per_worker) : 1;
     const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks on this node, the coordinator's too */
@@ -736,9 +905,17 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
         return 2;
     }
     if (runlog_check(c->run_dir, err, errlen) != 0) return 2;
-    if (c->data_source == DATA_TEXT && (dry ? text_check : text_prepare)(c, W, err, errlen) != 0)
-        return 2; /* every data problem is found before a worker trains */
-    return 0;
+    if (c->data_source != DATA_TEXT) return 0;
+    /* run.overwrite: the old run's vocabulary must not be reused; set aside
+     * until the data checks pass, so that a start that fails keeps it */
+    char vocab[CFG_STR_MAX + 32], aside[CFG_STR_MAX + 64];
+    snprintf(vocab, sizeof vocab, "%s/vocab.txt", c->run_dir);
+    int over = !dry && !a->resume && c->run_overwrite && fs_tmp_path(aside, sizeof aside, vocab) == 0 &&
+               rename(vocab, aside) == 0;
+    int bad = (dry ? text_check : text_prepare)(c, W, err, errlen) != 0;
+    if (over && bad) rename(aside, vocab);
+    else if (over) unlink(aside);
+    return bad ? 2 : 0; /* every data problem is found before a worker trains */
 }
 
 /* Checks that need the job (workers present, then preflight), then the
@@ -761,6 +938,7 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
         kp = &keep;
     }
     if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
+    if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return 2;
     remove_stale(&co->cfg);
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
     if (runlog_config(&co->log, &co->cfg) != 0) {
@@ -777,6 +955,7 @@ int main(int argc, char **argv)
     char err[2048] = "";
     Args a;
     install_signals(); /* a signal during start-up must not kill the coordinator */
+    launcher_pid = getppid();
     int rc = parse_args(&a, argc, argv, err, sizeof err);
     int train = rc < 0 && !a.check;
     if (rc < 0) {

@@ -25,6 +25,7 @@ static const double bucket_factor[NBUCKETS] = {0.125, 0.25, 0.5, 0.75, 0.9, 1.0,
 typedef struct {
     int64_t steps, clipped, skipped, rollbacks, checkpoints, tokens, events[EV_COUNT];
     int64_t checkpoint_failures, write_errors;
+    int64_t watchdog[2];    /* stall, straggler events */
     int64_t step, seq, last_ckpt_step, last_event_step;
     int epoch, last_event_kind;
     char last_event_action[16], state[16];
@@ -104,6 +105,11 @@ static void prom_counters(Buf *b, const Metrics *m, const Snap *s)
     for (int k = 0; k < EV_COUNT; k++)
         put(b, "clipd_divergence_events_total{kind=\"%s\"} %lld\n", detect_kind_name(k),
             (long long)s->events[k]);
+    put(b, "# HELP clipd_watchdog_events_total Steps that stalled and workers that straggled.\n"
+           "# TYPE clipd_watchdog_events_total counter\n"
+           "clipd_watchdog_events_total{kind=\"stall\"} %lld\n"
+           "clipd_watchdog_events_total{kind=\"straggler\"} %lld\n",
+        (long long)s->watchdog[0], (long long)s->watchdog[1]);
     (void)m;
 }
 
@@ -342,6 +348,14 @@ void metrics_epoch(Metrics *m, int epoch, double val_loss, double tokens_per_s)
     m->s.epoch = epoch, m->s.val_loss = val_loss;
     m->s.last_step_time = mono_s(); /* validation took its time: that is progress */
     (void)tokens_per_s;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void metrics_watchdog(Metrics *m, int straggler)
+{
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    m->s.watchdog[straggler != 0]++;
     pthread_mutex_unlock(&m->mu);
 }
 

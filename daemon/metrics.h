@@ -25,6 +25,7 @@ void metrics_step(Metrics *m, const StepRecord *recs, int W, double clip_rate_wi
 void metrics_epoch(Metrics *m, int epoch, double val_loss, double tokens_per_s);
 void metrics_event(Metrics *m, int kind, int64_t step, const char *action);
 void metrics_checkpoint(Metrics *m, int64_t step);
+void metrics_watchdog(Metrics *m, int straggler); /* a stall (0) or straggler (1) event */
 void metrics_checkpoint_failed(Metrics *m); /* a checkpoint or the final weights not written */
 void metrics_write_error(Metrics *m);       /* a log line not written */
 void metrics_state(Metrics *m, const char *state); /* "training", "stopped", ... */

@@ -16,6 +16,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* The seq of the last complete line of steps.jsonl, or -1 without one. */
 static int64_t logged_seq(const Config *c)
@@ -34,6 +36,50 @@ static int64_t logged_seq(const Config *c)
     return last;
 }
 
+/* 1 when tensors.jsonl holds every line its cadence asks for up to seq
+ * (the last is enough: lines are appended in order), or the cadence asks
+ * none. A job killed between the lines of a step could leave it out, and a
+ * resume from that step would keep the hole for good. */
+static int tensors_complete(const Config *c, int64_t seq)
+{
+    int every = c->log_tensor_norms_every;
+    if (every <= 0 || seq < every) return 1;
+    int64_t want = seq / every * every;
+    char path[CFG_STR_MAX + 32], pat[48], *line = NULL;
+    size_t cap = 0;
+    int found = 0;
+    snprintf(path, sizeof path, "%s/tensors.jsonl", c->run_dir);
+    snprintf(pat, sizeof pat, "{\"seq\":%lld,", (long long)want);
+    FILE *f = fopen(path, "r");
+    while (f && !found && getline(&line, &cap, f) > 0)
+        found = strchr(line, '\n') && !strncmp(line, pat, strlen(pat));
+    if (f) fclose(f);
+    free(line);
+    return found;
+}
+
+/* Whether the logs are complete up to a checkpoint at seq: its step is in
+ * steps.jsonl (a step's line there is written after its other lines) and
+ * tensors.jsonl has the lines of its cadence. Fills why when not. A run
+ * dir without logs (a checkpoint taken elsewhere) has nothing to check. */
+static int logs_reach(const Config *c, int64_t seq, int64_t logged, char *why, size_t len)
+{
+    if (logged < 0) return 1;
+    if (seq > logged) {
+        snprintf(why, len, "it is at step %lld of the run, the logs end at %lld (the job ended "
+                 "before logging it)", (long long)seq, (long long)logged);
+        return 0;
+    }
+    if (!tensors_complete(c, seq)) {
+        snprintf(why, len, "tensors.jsonl misses the line of step %lld of the run "
+                 "(log.tensor_norms_every %d): the job ended between the lines of a step",
+                 (long long)(seq / c->log_tensor_norms_every * c->log_tensor_norms_every),
+                 c->log_tensor_norms_every);
+        return 0;
+    }
+    return 1;
+}
+
 static int cmp_desc(const void *a, const void *b)
 {
     long long x = *(const long long *)a, y = *(const long long *)b;
@@ -41,9 +87,9 @@ static int cmp_desc(const void *a, const void *b)
 }
 
 /* `--resume latest`: the newest checkpoint that reads back intact and that
- * the logs reach. A job killed right after worker 0 wrote a checkpoint may
- * not have logged that step; resuming from it would leave a hole in
- * steps.jsonl, so the one before is taken (saying why). */
+ * the logs reach whole (logs_reach). A job killed right after worker 0 wrote
+ * a checkpoint may not have logged that step; resuming from it would leave a
+ * hole in the logs, so the one before is taken (saying why). */
 static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
 {
     char dir[CFG_STR_MAX + 16];
@@ -74,10 +120,8 @@ static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
         }
         int rc = ckpt_meta_i64(&k, "seq", &seq, why, sizeof why);
         ckpt_free(&k);
-        if (rc == 0 && logged >= 0 && seq > logged) {
-            fprintf(stderr, "clipd: --resume latest: skipping %s: it is at step %lld of the run, "
-                    "the logs end at %lld (the job ended before logging it)\n", r->path,
-                    (long long)seq, (long long)logged);
+        if (rc == 0 && !logs_reach(c, seq, logged, why, sizeof why)) {
+            fprintf(stderr, "clipd: --resume latest: skipping %s: %s\n", r->path, why);
             continue;
         }
         if (rc == 0) return 0;
@@ -127,6 +171,12 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
         snprintf(err, errlen, "%s: written by %d workers x data.batch_per_worker %d; this job "
                  "has %d x %d: resume with the same", r->path, s.world_size, s.batch_per_worker,
                  W, c->data_batch_per_worker);
+        rc = -1;
+    }
+    char why[512];
+    if (!rc && strcmp(arg, "latest") && !logs_reach(c, s.seq, logged_seq(c), why, sizeof why)) {
+        snprintf(err, errlen, "--resume %s: %s: take an older checkpoint, or --resume latest",
+                 r->path, why);
         rc = -1;
     }
     const char *hash = ckpt_meta(&k, "config_hash");
@@ -233,5 +283,72 @@ int resume_abandon_newer(const Resume *r, const Config *c, char *err, size_t err
         }
     }
     closedir(d);
+    return rc;
+}
+
+/* The files that say run.dir holds a run: a log with a line, a checkpoint
+ * (also one set aside), the final weights. The first found goes in what. */
+static int holds_run(const Config *c, char *what, size_t len)
+{
+    static const char *const logs[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl",
+                                       "tensors.jsonl", "final.safetensors"};
+    char path[CFG_STR_MAX + 320], dir[CFG_STR_MAX + 16];
+    struct stat st;
+    for (size_t i = 0; i < sizeof logs / sizeof *logs; i++) {
+        snprintf(path, sizeof path, "%s/%s", c->run_dir, logs[i]);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+            return snprintf(what, len, "%s", path), 1;
+    }
+    cfg_checkpoint_dir(c, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int found = 0;
+    while (d && !found && (e = readdir(d))) {
+        long long step;
+        char tail[32];
+        if (sscanf(e->d_name, "step-%lld.safetensor%31s", &step, tail) == 2 &&
+            (!strcmp(tail, "s") || !strcmp(tail, "s.abandoned")))
+            found = 1, snprintf(what, len, "%s/%s", dir, e->d_name);
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+int resume_check_fresh(const Config *c, char *err, size_t errlen)
+{
+    char what[CFG_STR_MAX + 320];
+    if (c->run_overwrite || !holds_run(c, what, sizeof what)) return 0;
+    snprintf(err, errlen, "run.dir: %s holds a run (%s): continue it with --resume latest, or "
+             "replace it with run.overwrite: true (--set run.overwrite=true)", c->run_dir, what);
+    return -1;
+}
+
+int resume_clear_run(const Config *c, char *err, size_t errlen)
+{
+    char dir[CFG_STR_MAX + 16], path[CFG_STR_MAX + 320];
+    static const char *const files[] = {"final.safetensors", "metrics.addr"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", c->run_dir, files[i]);
+        if (unlink(path) != 0 && errno != ENOENT)
+            return snprintf(err, errlen, "run.overwrite: cannot remove %s: %s", path, strerror(errno)), -1;
+    }
+    cfg_checkpoint_dir(c, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int rc = 0, n = 0;
+    while (d && !rc && (e = readdir(d))) {
+        long long step;
+        char tail[32];
+        if (sscanf(e->d_name, "step-%lld.safetensor%31s", &step, tail) != 2 ||
+            (strcmp(tail, "s") && strcmp(tail, "s.abandoned")))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0)
+            rc = -1, snprintf(err, errlen, "run.overwrite: cannot remove %s: %s", path, strerror(errno));
+        else
+            n++;
+    }
+    if (d) closedir(d);
+    if (n) fprintf(stderr, "clipd: run.overwrite: removed %d checkpoint%s from %s\n", n, n > 1 ? "s" : "", dir);
     return rc;
 }

@@ -24,6 +24,14 @@ typedef struct {
  * the file and everything in it the workers will read (common/ckstate.h)
  * against this config and W workers (0: not known, clipd --check). */
 int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, size_t errlen);
+/* A fresh start (no --resume) into a run.dir that holds a run (a log with a
+ * line, a checkpoint, final weights) is refused unless run.overwrite: -1
+ * with one line naming --resume latest and run.overwrite. */
+int resume_check_fresh(const Config *c, char *err, size_t errlen);
+/* run.overwrite on a fresh start: removes the old checkpoints (also those
+ * set aside), final.safetensors and metrics.addr; the logs are truncated
+ * when they are opened. Only clipd's own file names are touched. */
+int resume_clear_run(const Config *c, char *err, size_t errlen);
 /* Renames checkpoints newer than the resume point (a timeline this run
  * abandons) to step-*.safetensors.abandoned, so `latest` never picks them. */
 int resume_abandon_newer(const Resume *r, const Config *c, char *err, size_t errlen);

@@ -144,6 +144,7 @@ static const char *const all_keys_set[] = {
     "run.name=exp-1.a_B",
     "run.dir=/tmp/with space/\"q\"/back\\slash/\xc3\xa9" "#: x=y",
     "run.seed=4611686018427387904",
+    "run.overwrite=true",
     "model.kind=rnn",
     "model.vocab=1000",
     "model.embed=7",
@@ -169,6 +170,12 @@ static const char *const all_keys_set[] = {
     "clip.max_norm=1e30",
     "clip.clip_value=3.14159",
     "worker.threads=256",
+    "watchdog.seconds=10.5",
+    "watchdog.warn_seconds=2.25",
+    "watchdog.straggler_factor=1.5",
+    "watchdog.straggler_window=0",
+    "debug.slow_ms=0.5",
+    "debug.slow_worker=3",
     "checkpoint.on_failure=continue",
     "debug.ckpt_crash_step=7",
     "debug.ckpt_crash_at=after_rename",
@@ -412,7 +419,7 @@ static void test_err_unknown_section(void **state)
 {
     (void)state;
     LOAD_ERR("model:\n  hidden: 4\nmodle:\n  hidden: 4\n", "t.yaml:3:1: unknown section 'modle'",
-             "run, model, data, train, clip, divergence, checkpoint, log, metrics, worker, sync, debug");
+             "run, model, data, train, clip, divergence, checkpoint, log, metrics, watchdog, worker, sync, debug");
 }
 
 static void test_err_unknown_key(void **state)
@@ -755,6 +762,20 @@ static void test_validate_adding(void **state)
     validate_ok(&c);
 }
 
+static void test_validate_watchdog(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_defaults(&c);
+    set_ok(&c, "watchdog.seconds=10");
+    set_ok(&c, "watchdog.warn_seconds=11");
+    VALIDATE_ERR(&c, "config: watchdog.warn_seconds: 11 is more than watchdog.seconds 10");
+    set_ok(&c, "watchdog.warn_seconds=10");
+    validate_ok(&c);
+    set_ok(&c, "watchdog.seconds=0"); /* off: no bound on the warning */
+    validate_ok(&c);
+}
+
 static void test_validate_param_count(void **state)
 {
     (void)state;
@@ -964,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_validate_markov),
         cmocka_unit_test(test_validate_activation_size),
         cmocka_unit_test(test_validate_adding),
+        cmocka_unit_test(test_validate_watchdog),
         cmocka_unit_test(test_validate_param_count),
         cmocka_unit_test(test_validate_fields),
         cmocka_unit_test(test_validate_listen_strict),

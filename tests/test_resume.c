@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "common/ckpt.h"
@@ -130,11 +132,58 @@ static void test_replay_hostile_lines(void **state)
     stats_free(&st);
 }
 
+static void put_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* A fresh start into a run dir: empty files and files not clipd's are no
+ * run; a log with a line, a checkpoint (also one set aside) or the final
+ * weights are, unless run.overwrite; resume_clear_run removes only clipd's. */
+static void test_fresh_start(void **state)
+{
+    Fix *f = *state;
+    char err[1024], ck[512];
+    assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0);
+    put_file(f->dir, "steps.jsonl", "");
+    put_file(f->dir, "notes.txt", "mine\n");
+    assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0);
+    snprintf(ck, sizeof ck, "%s/checkpoints", f->dir);
+    assert_int_equal(mkdir(ck, 0755), 0);
+    put_file(ck, "step-00000008.safetensors.abandoned", "x");
+    assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "step-00000008.safetensors.abandoned"));
+    assert_non_null(strstr(err, "--resume latest"));
+    assert_non_null(strstr(err, "run.overwrite: true"));
+    f->c.run_overwrite = 1;
+    assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0);
+    put_file(ck, "step-00000010.safetensors", "x");
+    put_file(ck, "other.safetensors", "x");
+    put_file(f->dir, "final.safetensors", "x");
+    assert_int_equal(resume_clear_run(&f->c, err, sizeof err), 0);
+    f->c.run_overwrite = 0;
+    assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0); /* nothing of a run left */
+    char path[600];
+    snprintf(path, sizeof path, "%s/other.safetensors", ck);
+    assert_int_equal(access(path, F_OK), 0); /* not a name clipd writes: kept */
+    snprintf(path, sizeof path, "%s/notes.txt", f->dir);
+    assert_int_equal(access(path, F_OK), 0);
+    put_file(f->dir, "epochs.jsonl", "{}\n");
+    assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "epochs.jsonl"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_hostile_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fresh_start, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
  * writes checkpoints, and reports one StepRecord per step to the coordinator. */
 #include <math.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdarg.h>
@@ -66,6 +67,34 @@ static void catch_sigbus(void)
     sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGBUS, &sa, NULL);
+}
+
+/* mpirun (or the orted that started this worker) died, e.g. SIGKILL: the
+ * job cannot end normally (a collective may wait forever for a rank that is
+ * gone). A thread sees the parent change within 0.1 s and ends the worker;
+ * a checkpoint being written stays a temporary file, removed at the next
+ * start, so nothing that `--resume latest` takes is touched. */
+static pid_t launcher_pid;
+
+static void *watch_launcher(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec nap = {0, 100000000};
+        nanosleep(&nap, NULL);
+        if (getppid() != launcher_pid) {
+            LOG(LOG_ERROR, "mpirun is gone (parent process %d exited): stopping", (int)launcher_pid);
+            _exit(1);
+        }
+    }
+    return NULL;
+}
+
+static void start_launcher_watch(void)
+{
+    pthread_t t;
+    launcher_pid = getppid();
+    if (pthread_create(&t, NULL, watch_launcher, NULL) == 0) pthread_detach(t);
 }
 
 static void usage(FILE *f)
@@ -285,6 +314,11 @@ static void compute_step(Worker *w, StepRecord *r)
         loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
     inject_faults(w, w->step + 1);
+    if (w->cfg.debug_slow_ms > 0 && w->rank == w->cfg.debug_slow_worker) { /* test hook: a straggler */
+        double ms = w->cfg.debug_slow_ms;
+        struct timespec nap = {(time_t)(ms / 1e3), (long)(fmod(ms, 1e3) * 1e6)};
+        nanosleep(&nap, NULL);
+    }
     double t1 = log_clock_ms();
     if (sync_grads(&w->sync, m->grads, m, w->local) != 0) worker_fatal("gradient sync failed");
     w->local[ST_LOSS] = loss;
@@ -578,6 +612,8 @@ int main(int argc, char **argv)
     signal(SIGUSR1, SIG_IGN);
     signal(SIGUSR2, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN); /* stderr is a pipe to mpirun: a write after it died fails, no more */
+    start_launcher_watch();
     MPI_Init(&argc, &argv);
     int wrank;
     MPI_Comm_rank(MPI_COMM_WORLD, &wrank);

@@ -95,11 +95,10 @@ job_pids() { # PID NAME: the descendants of PID called NAME
 scraped_and_stopped() {
     san_env sig
     $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/sig" --set train.steps_per_epoch=1000000 \
-        --set checkpoint.every_steps=0 --set metrics.listen=127.0.0.1:0 \
-        >"$TMP/sig.out" 2>"$TMP/sig.err" &
+        --set checkpoint.every_steps=0 >"$TMP/sig.out" 2>"$TMP/sig.err" &
     local bg=$! port="" i code
-    for i in $(seq 600); do
-        port=$(grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/sig.err" | grep -o '[0-9]*$')
+    for i in $(seq 600); do # the default metrics.listen: a free port, in RUN_DIR/metrics.addr
+        port=$(sed -n 's/^127\.0\.0\.1://p' "$TMP/sig/metrics.addr" 2>/dev/null)
         [ -n "$port" ] && [ -s "$TMP/sig/steps.jsonl" ] && break
         sleep 0.1
     done

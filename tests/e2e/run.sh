@@ -85,6 +85,23 @@ sig_job() {
     kill -"$1" $pids
 }
 
+# all_gone SECONDS PID...: every PID ends (or is a zombie, dead and waiting
+# for init to reap it) within SECONDS; says which did not, and kills it
+all_gone() {
+    local limit="$1" p; shift
+    for p in "$@"; do
+        for _ in $(seq $((limit * 10))); do
+            [ -e "/proc/$p" ] && [ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" != Z ] || break
+            sleep 0.1
+        done
+        if [ -e "/proc/$p" ] && [ "$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null)" != Z ]; then
+            echo "process $p ($(cat "/proc/$p/comm" 2>/dev/null)) still runs after $limit s"
+            kill -CONT "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null
+            return 1
+        fi
+    done
+}
+
 # Arguments, if any, pick test files by name: bash tests/e2e/run.sh t_90 t_95
 pick=("$@")
 for f in tests/e2e/t_*.sh; do

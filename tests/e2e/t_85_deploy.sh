@@ -106,7 +106,7 @@ check "clipd-launch bad usage: exit 2 and one line saying what is wrong" dp_bad
 dp_sbatch() { # NAME [ENV=VALUE ...]: in the background; $bg is timeout, $dp_sb the batch shell
     local name="$1"; shift
     timeout -k 10 300 env "${DP_SLURM[@]}" CLIPD_CONFIG="$TINY" CLIPD_RUN_DIR="$TMP/dp_sb" "$@" \
-        bash deploy/slurm/clipd.sbatch "${DP_RS[@]}" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+        bash deploy/slurm/clipd.sbatch "${DP_RS[@]}" ${DP_EXTRA[@]+"${DP_EXTRA[@]}"} >"$TMP/$name.out" 2>"$TMP/$name.err" &
     bg=$!
 }
 dp_sbatch_shell() { # the batch shell: timeout's child, running bash
@@ -174,6 +174,35 @@ dp_sb_term() {
 }
 check "sbatch script, SIGTERM to the batch shell (scancel): checkpoint, exit 0, no requeue" dp_sb_term
 
+# A failed start (here a worker stopped: the watchdog ends the job, exit 1)
+# with a checkpoint is requeued; the requeued start resumes and finishes
+# like the uninterrupted run.
+dp_sb_fail() {
+    local w rc
+    : >"$TMP/slurm.calls"
+    DP_EXTRA=(--set watchdog.seconds=4 --set watchdog.warn_seconds=1)
+    dp_sbatch dp_sbf CLIPD_RUN_DIR="$TMP/dp_sbf"
+    DP_EXTRA=()
+    wait_lines "$TMP/dp_sbf/steps.jsonl" 120 || return 1
+    w=$(job_pids "$bg" clipd-worker | tail -1)
+    [ -n "$w" ] || { echo "no worker"; return 1; }
+    kill -STOP "$w"
+    wait "$bg"
+    rc=$?
+    cat "$TMP/dp_sbf.err" | grep -e "clipd.sbatch" -e "watchdog"
+    [ "$rc" = 1 ] || { echo "batch script exited $rc, wanted 1"; return 1; }
+    grep -q "clipd failed (exit 1: .*requeueing job 4242" "$TMP/dp_sbf.err" || return 1
+    [ "$(cat "$TMP/slurm.calls")" = "scontrol requeue 4242" ] || { cat "$TMP/slurm.calls"; return 1; }
+    : >"$TMP/slurm.calls"
+    dp_sbatch dp_sbf2 CLIPD_RUN_DIR="$TMP/dp_sbf" SLURM_RESTART_COUNT=1
+    wait "$bg" || { echo "requeued start exited $?"; cat "$TMP/dp_sbf2.err"; return 1; }
+    dp_printed "$TMP/dp_sbf2.err" | grep -q -- " --resume latest " || return 1
+    [ ! -s "$TMP/slurm.calls" ] || { echo "requeued a finished run:"; cat "$TMP/slurm.calls"; return 1; }
+    cmp <(strip_t "$TMP/dp_ref/steps.jsonl") <(strip_t "$TMP/dp_sbf/steps.jsonl") || return 1
+    build/tests/stcmp "$TMP/dp_ref/final.safetensors" "$TMP/dp_sbf/final.safetensors" 0
+}
+check "sbatch script: a stalled start (watchdog, exit 1) is requeued; the requeued start resumes == uninterrupted" dp_sb_fail
+
 dp_sb_outside() {
     expect_exit 2 "not inside a Slurm job" "${DP_NOSLURM[@]}" bash deploy/slurm/clipd.sbatch
 }
@@ -189,9 +218,10 @@ dp_static() {
     done
     # the container installs the packages by running setup-debian.sh itself
     grep -q '^RUN bash /tmp/setup-debian.sh' deploy/Dockerfile || { echo "Dockerfile does not run setup-debian.sh"; return 1; }
-    # the k8s launcher runs the MPMD line: 1 coordinator : W workers
-    grep -q 'exec mpirun -np 1 /opt/clipd/build/clipd .*"\$@"' deploy/k8s/mpijob.yaml &&
-        grep -q ': -np [0-9]* /opt/clipd/build/clipd-worker$' deploy/k8s/mpijob.yaml
+    # the k8s launcher runs clipd-launch (its TERM handling: a pod eviction
+    # checkpoints) with the operator's hostfile, and waits long enough for it
+    grep -q 'exec /opt/clipd/deploy/clipd-launch -n [0-9]* --hostfile /etc/mpi/hostfile configs/.*"\$@"' deploy/k8s/mpijob.yaml &&
+        grep -q 'terminationGracePeriodSeconds: [0-9]*' deploy/k8s/mpijob.yaml
 }
 check "deploy files: scripts parse, sbatch directives, Dockerfile and MPIJob consistent" dp_static
 

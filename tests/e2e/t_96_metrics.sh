@@ -2,28 +2,32 @@
 # Prometheus exposition (checked by promtool, scraped by a real Prometheus
 # server where Debian's package is installed), /status, /healthz with a
 # stalled job, and hostile clients that must not stall training.
-metrics_job() { # start a long job serving metrics on a free port; sets $mport, $mbg
+metrics_job() { # start a long job serving metrics on the default (a free port); sets $mport, $mbg
     $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/met" --set train.steps_per_epoch=200000 \
-        --set metrics.listen=127.0.0.1:0 --set metrics.stall_seconds=2 \
-        --set checkpoint.every_steps=0 >"$TMP/met.out" 2>"$TMP/met.err" &
+        --set metrics.stall_seconds=2 --set checkpoint.every_steps=0 >"$TMP/met.out" 2>"$TMP/met.err" &
     mbg=$!
     for _ in $(seq 300); do
         mport=$(grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/met.err" | grep -o '[0-9]*$')
-        [ -n "$mport" ] && return 0
+        [ -n "$mport" ] && break
         sleep 0.1
     done
-    return 1
+    [ -n "$mport" ] || return 1
+    # the address the log names is in RUN_DIR/metrics.addr
+    echo "logged port $mport; metrics.addr: $(cat "$TMP/met/metrics.addr")"
+    [ "$(cat "$TMP/met/metrics.addr")" = "127.0.0.1:$mport" ]
 }
 get() { curl -s --max-time 5 "http://127.0.0.1:$mport$1"; }
 steps_now() { get /metrics | awk '$1 == "clipd_steps_total" { print $2 }'; }
 
-check "a job serves metrics on the port it logs" metrics_job
+check "a job serves metrics on a free port (the default 127.0.0.1:0), logged and in RUN_DIR/metrics.addr" metrics_job
 
 exposition() {
     get /metrics >"$TMP/m1.txt" || return 1
     grep -q '^clipd_grad_norm_preclip_bucket{le="+Inf"}' "$TMP/m1.txt" || return 1
     grep -q '^clipd_divergence_events_total{kind="loss_spike"}' "$TMP/m1.txt" || return 1
     grep -q '^clipd_worker_step_seconds{worker="1"}' "$TMP/m1.txt" || return 1
+    grep -q '^clipd_watchdog_events_total{kind="stall"} 0$' "$TMP/m1.txt" || return 1
+    grep -q '^clipd_watchdog_events_total{kind="straggler"} 0$' "$TMP/m1.txt" || return 1
     [ "$(awk '$1 == "clipd_steps_total" { print ($2 > 0) }' "$TMP/m1.txt")" = 1 ] || return 1
     if command -v promtool >/dev/null; then promtool check metrics <"$TMP/m1.txt"; else echo "promtool not installed: format not linted"; fi
 }
@@ -83,6 +87,15 @@ port_taken() {
 }
 check "a port another job serves on: a clear warning, training without metrics, not a shared port" port_taken
 
+second_job() { # two jobs on one node with the default: each serves on its own port
+    run second 2 || return 1
+    local p2; p2=$(grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/second.err" | grep -o '[0-9]*$')
+    echo "first job on port $mport, second on ${p2:-none}"
+    [ -n "$p2" ] && [ "$p2" != "$mport" ] && ! grep -q "cannot serve" "$TMP/second.err" || return 1
+    [ ! -e "$TMP/second/metrics.addr" ] || { echo "metrics.addr left after the end"; return 1; }
+}
+check "a second job on the node with the default metrics.listen: its own free port, no warning" second_job
+
 prometheus_scrapes() {
     if ! command -v prometheus >/dev/null; then echo "prometheus not installed: skipped"; return 0; fi
     local pport ppid="" ok=1 try
@@ -113,7 +126,7 @@ YML
 }
 check "a real Prometheus server scrapes clipd_steps_total" prometheus_scrapes
 
-stop_metrics_job() { sig_job USR1 mpirun "$mbg" && wait "$mbg"; }
+stop_metrics_job() { sig_job USR1 mpirun "$mbg" && wait "$mbg" && [ ! -e "$TMP/met/metrics.addr" ]; }
 check "the metrics job stops cleanly on SIGUSR1" stop_metrics_job
 
 bad_listen() { expect_exit 2 "metrics.listen" build/clipd --check "$TINY" --set metrics.listen=localhost; }

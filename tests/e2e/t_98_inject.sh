@@ -7,11 +7,12 @@
 # hang) or goes on as its policy says, with one clear error; no file that
 # `--resume latest` would take is corrupt; and the resumed run ends with the
 # same weights, bit for bit, as a run that was never disturbed.
-# Random cases print their seed: FI_SEEDS="7 8" reruns chosen seeds. The
-# job is made slow enough (seq_len 32, a few ms a step) that a kill at a
-# random step lands while it still runs.
+# Random cases print their seed: FI_SEEDS="7 8" reruns chosen seeds. A job
+# killed at a random step is made slow enough (worker 0 sleeps 5 ms a step,
+# debug.slow_ms: timing only; the straggler events it would cause are off in
+# every run) that the kill lands while it still runs, however fast the machine.
 FI=(--set train.steps_per_epoch=300 --set model.hidden=32 --set data.seq_len=32 --set checkpoint.every_steps=25
-    --set metrics.listen=off)
+    --set metrics.listen=off --set watchdog.straggler_window=0)
 read -ra FI_SEEDS <<<"${FI_SEEDS:-1 2 3}"
 
 fi_wait_grep() { # FILE PATTERN [N]: until N lines (default 1) of FILE match (at most 60 s)
@@ -80,7 +81,7 @@ fi_kill() {
     at=$(((RANDOM * 32768 + RANDOM) % 400 + 30))
     if [ "$what" = worker ]; then name=clipd-worker rank=$((1 + (RANDOM >> 5) % 2)); else name=clipd rank=0; fi
     local d="fi_k${what:0:1}$seed"
-    fi_start "$d" "${FI[@]}"
+    fi_start "$d" "${FI[@]}" --set debug.slow_ms=5
     wait_lines "$TMP/$d/steps.jsonl" 1 || return 1
     pid=$(fi_rank_pid "$name" "$rank") || return 1
     pids=$(job_pids "$bg" clipd-worker; job_pids "$bg" clipd)
@@ -203,7 +204,8 @@ fi_port() { # NAME: the metrics port the job logged
     fi_wait_grep "$TMP/$1.err" 'metrics: http://127.0.0.1:' >/dev/null || return 1
     grep -o 'metrics: http://127.0.0.1:[0-9]*' "$TMP/$1.err" | grep -o '[0-9]*$'
 }
-FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25 --set data.seq_len=32) # slow enough to pause mid-run
+FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25 --set data.seq_len=32 # slow enough to pause mid-run
+    --set debug.slow_ms=5 --set watchdog.straggler_window=0)
 check "reference run for the small-disk cases" run fi_dref 2 "${FD[@]}" --set metrics.listen=off
 
 # The whole run directory on a disk that fills up mid-run, default policy
@@ -366,7 +368,7 @@ FB=(--set data.source=text --set data.tokenizer=bytes --set model.vocab=256 --se
 fi_tokens_cut() {
     local d="$TMP/fi_tc" t0
     run fi_wref 2 "${FW[@]}" || return 1
-    fi_start fi_tc "${FW[@]}"
+    fi_start fi_tc "${FW[@]}" --set debug.slow_ms=5 --set watchdog.straggler_window=0 # still running at the cut
     wait_lines "$d/steps.jsonl" 50 || return 1
     t0=$SECONDS
     : >"$d/tokens-train.u32"

@@ -157,7 +157,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         metrics_stop(co.metrics);
         stats_free(&co.st);
-        free(co.epochs), free(co.recs), free(co.clip_ring);
+        free(co.epochs), free(co.recs), free(co.clip_ring), free(co.slow_run), free(co.others);
         runlog_close(&co.log);
     }
     const char *files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl"};

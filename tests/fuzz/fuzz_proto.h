@@ -30,7 +30,7 @@ static void fzp_config(Config *c, unsigned variant, const char *run_dir)
     c->data_seq_len = 4, c->data_batch_per_worker = 2;
     c->train_epochs = variant & FZP_ONE_EPOCH ? 1 : 2;
     c->train_steps_per_epoch = FZP_STEPS;
-    c->divergence_window = 4;
+    c->divergence_window = 4, c->divergence_warmup = 4; /* warmup <= window */
     c->log_tensor_norms_every = variant & FZP_TENSORS_2 ? 2 : 1;
     snprintf(c->metrics_listen, sizeof c->metrics_listen, "%s",
              variant & FZP_METRICS ? "127.0.0.1:0" : "off");

@@ -28,7 +28,7 @@ t0=$(date +%s)
 timeout 600 mpirun -np 1 "${vg[@]}" "$bin/clipd" tests/e2e/tiny.yaml --set run.dir="$TMP/run" \
     --set train.steps_per_epoch=30 --set checkpoint.every_steps=10 --set divergence.window=10 \
     --set divergence.warmup=10 --set debug.nan_step=5 --set debug.spike_step=25 \
-    --set divergence.action=rollback --set metrics.listen=127.0.0.1:0 \
+    --set divergence.action=rollback \
     : -np 2 "${vg[@]}" "$bin/clipd-worker" >"$TMP/out" 2>"$TMP/err"
 rc=$?
 echo "valgrind job: exit $rc in $(( $(date +%s) - t0 )) s"
