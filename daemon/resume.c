@@ -153,12 +153,22 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
     int rc = 0;
     for (int i = 0; i < 11 && !rc; i++) rc = ckpt_meta_i64(&k, keys[i], &v[i], err, errlen);
     if (!rc) rc = check_counters(r->path, v, err, errlen);
-    if (!rc && (v[6] != W || v[7] != c->data_batch_per_worker)) {
-        snprintf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld; this job "
-                 "has %d x %d: resume with the same", r->path, (long long)v[6], (long long)v[7],
-                 W, c->data_batch_per_worker);
+    /* Elastic: the streams are global, so any W x data.batch_per_worker with
+     * the same product (the global batch) takes its slice of them. */
+    if (!rc && (v[6] < 1 || v[7] < 1 || v[6] > INT32_MAX || v[7] > INT32_MAX ||
+                v[6] * v[7] != (int64_t)W * c->data_batch_per_worker)) {
+        snprintf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld = global "
+                 "batch %lld; this job has %d x %d = %lld: resume with the same global batch "
+                 "(another worker count W needs data.batch_per_worker = %lld / W)", r->path,
+                 (long long)v[6], (long long)v[7], (long long)(v[6] * v[7]), W,
+                 c->data_batch_per_worker, (long long)W * c->data_batch_per_worker,
+                 (long long)(v[6] * v[7]));
         rc = -1;
     }
+    if (!rc && v[6] != W)
+        fprintf(stderr, "clipd: %s was written by %lld workers x %lld; resuming on %d x %d "
+                "(same global batch: same data order and schedule, sums in another order)\n",
+                r->path, (long long)v[6], (long long)v[7], W, c->data_batch_per_worker);
     if (!rc && (v[2] < 1 || v[3] < 0)) {
         snprintf(err, errlen, "%s: epoch %lld, step %lld of the epoch: not a training position",
                  r->path, (long long)v[2], (long long)v[3]);

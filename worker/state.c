@@ -300,9 +300,12 @@ static int resume_meta(Worker *w, const Ckpt *c, char *err, size_t errlen)
                           "batch_per_worker", "opt_t", "rollbacks", "nonfinite", "epoch_done"};
     for (int i = 0; i < 11; i++)
         if (ckpt_meta_i64(c, keys[i], &v[i], err, errlen)) return -1;
-    if (v[5] != w->W || v[6] != w->model.B) {
+    /* The streams are global: another W at the same global batch takes its
+     * own rows of them (resume_position); sharded state re-shards there too. */
+    if (v[5] < 1 || v[6] < 1 || v[5] > INT32_MAX || v[6] > INT32_MAX ||
+        v[5] * v[6] != (int64_t)w->W * w->model.B) {
         snprintf(err, errlen, "%s: written by %lld workers x batch %lld; this job has %d x %d "
-                 "(resume with the same worker count and data.batch_per_worker)", c->path,
+                 "(resume with the same global batch W x data.batch_per_worker)", c->path,
                  (long long)v[5], (long long)v[6], w->W, w->model.B);
         return -1;
     }
