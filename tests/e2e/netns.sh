@@ -10,7 +10,6 @@
 # so two runs never collide; ns_down removes everything, and ns_up puts it
 # on AT_EXIT (run.sh) so it goes however the run ends.
 NS_NET=10.77.0.0/24
-NS_OTHER=10.88.0.0/24  # a second network (eth1, bridge 2), which --net must keep unused
 NS_P="cN$$"            # prefix of every name: namespaces, bridge, veths (<= 15 chars)
 NS_BR="${NS_P}br"
 NS_N=0                 # nodes up
@@ -120,12 +119,16 @@ ns_conns() {
     done
 }
 
-# ns_shape NODE RATE: limit the node's link to RATE (tc units, e.g. 10mbit)
-# both ways, with a token bucket (tbf) on each end of its veth
+# ns_shape NODE RATE [DELAY]: limit the node's link to RATE (tc units, e.g.
+# 10mbit) both ways, on each end of its veth: a token bucket (tbf); with
+# DELAY (e.g. 100us) netem's delay and rate instead, which needs a kernel
+# with sch_netem (fails saying so otherwise)
 ns_shape() {
-    local k="$1" rate="$2"
-    tc qdisc replace dev "$(ns_veth "$k")" root tbf rate "$rate" burst 64kb latency 100ms &&
-        tc -n "$(ns_name "$k")" qdisc replace dev eth0 root tbf rate "$rate" burst 64kb latency 100ms
+    local k="$1" rate="$2" d="${3:-}" q=(tbf rate "$2" burst 64kb latency 100ms)
+    [ -z "$d" ] || q=(netem delay "$d" rate "$rate" limit 10000)
+    tc qdisc replace dev "$(ns_veth "$k")" root "${q[@]}" &&
+        tc -n "$(ns_name "$k")" qdisc replace dev eth0 root "${q[@]}" ||
+        { echo "tc ${q[*]} failed on node $k's link${d:+ (is sch_netem in this kernel?)}"; return 1; }
 }
 
 # ns_unshape NODE: the node's link at full speed again

@@ -45,7 +45,7 @@ kill_node() {
     # continue on nodes 0 and 1: 2 workers x 8 = the same global batch
     ns_hostfile "$TMP/hf2" 1 2
     ns_launch 2 "$TMP/hf2" "$TINY" --set run.dir="$TMP/cl_kill" "${CL[@]}" --set data.batch_per_worker=8 \
-        --resume latest >"$TMP/cl_kill.out" 2>"$TMP/cl_kill2.err" || { tail -5 "$TMP/cl_kill2.err"; return 1; }
+        --resume latest >"$TMP/cl_kill2.out" 2>"$TMP/cl_kill2.err" || { tail -5 "$TMP/cl_kill2.err"; return 1; }
     grep -q "written by 4 workers x 4; resuming on 2 x 8" "$TMP/cl_kill2.err" || return 1
     near_run "$TMP/cl_one" "$TMP/cl_kill"
 }
@@ -55,6 +55,7 @@ check "node 2's ranks killed (kill -9): the job ends; --resume latest on nodes 0
 # exit 1 with one clipd line naming it).
 kill_named() {
     [ -s "$TMP/cl_kill.rc" ] || { echo "the kill test did not run"; return 1; }
+    grep -h "exited on signal" "$TMP/cl_kill.out" "$TMP/cl_kill.err" # what mpirun said
     [ "$(cat "$TMP/cl_kill.rc")" = 1 ] || { echo "exit $(cat "$TMP/cl_kill.rc"), wanted 1"; return 1; }
     grep -E "^clipd.*rank [0-9]" "$TMP/cl_kill.err" || { tail -5 "$TMP/cl_kill.err"; return 1; }
 }
