@@ -131,6 +131,33 @@ ns_shape() {
         { echo "tc ${q[*]} failed on node $k's link${d:+ (is sch_netem in this kernel?)}"; return 1; }
 }
 
+# ns_wire NODE DELAY_US RATE_MBIT: put a user-space link (build/tests/netwire:
+# one-way delay and rate, what netem would do; this machine's kernel has no
+# sch_netem) into node NODE's path: its veth goes onto a bridge of its own,
+# joined to the main bridge through netwire's two TAP devices. Cutting the
+# link (ns_link_down) still cuts it.
+NS_WIRES=()
+ns_wire() {
+    local k="$1" x="${NS_P}x$1" a="${NS_P}a$1" b="${NS_P}b$1" i
+    [ -x build/tests/netwire ] || { echo "build/tests/netwire not built (make build/tests/netwire)"; return 1; }
+    build/tests/netwire "$a" "$b" "$2" "$3" &
+    NS_WIRES[$k]=$!
+    for i in $(seq 100); do ip link show "$b" >/dev/null 2>&1 && break; sleep 0.05; done
+    ip link add "$x" type bridge && ip link set "$x" up &&
+        ip link set "$(ns_veth "$k")" nomaster && ip link set "$(ns_veth "$k")" master "$x" &&
+        ip link set "$a" master "$x" up && ip link set "$b" master "$NS_BR" up ||
+        { echo "cannot put netwire into node $k's link"; return 1; }
+}
+# ns_unwire NODE: the node's veth back on the main bridge, netwire gone
+ns_unwire() {
+    local k="$1"
+    [ -n "${NS_WIRES[$k]:-}" ] || return 0
+    kill "${NS_WIRES[$k]}" 2>/dev/null; wait "${NS_WIRES[$k]}" 2>/dev/null
+    NS_WIRES[$k]=""
+    ip link del "${NS_P}x$k" 2>/dev/null
+    ip link set "$(ns_veth "$k")" master "$NS_BR"
+}
+
 # ns_unshape NODE: the node's link at full speed again
 ns_unshape() {
     tc qdisc del dev "$(ns_veth "$1")" root && tc -n "$(ns_name "$1")" qdisc del dev eth0 root
@@ -157,6 +184,7 @@ ns_down() {
         [ -z "$p" ] || kill -KILL $p 2>/dev/null
     done
     for k in $(seq 0 $((NS_N - 1))); do
+        ns_unwire "$k" 2>/dev/null
         ip link del "$(ns_veth "$k")" 2>/dev/null
         ip link del "${NS_P}w$k" 2>/dev/null
         ip netns del "$(ns_name "$k")" 2>/dev/null

@@ -41,6 +41,21 @@ shaped() {
 }
 check "links rate-limited to 20 and 5 Mbit/s (tbf): the same results" shaped
 
+# netem's delay and rate, in user space (this kernel has no sch_netem):
+# every message between the worker nodes takes 2.5 ms more each way
+delayed() {
+    cl_ref || return 1
+    ns_wire 1 500 50 && ns_wire 2 2000 20 || return 1
+    local rtt; rtt=$(ip netns exec "$(ns_name 1)" ping -c 3 -i 0.2 -q 10.77.0.3 | awk -F/ '/^rtt/ { print $5 }')
+    cl_run cl_wire; local rc=$?
+    ns_unwire 1; ns_unwire 2
+    echo "ping node 1 -> node 2 through the wires: $rtt ms average (5 ms added)"
+    awk -v r="$rtt" 'BEGIN { exit !(r >= 5) }' || { echo "the delay is not there"; return 1; }
+    [ "$rc" = 0 ] || { echo "exit $rc"; tail "$TMP/cl_wire.err"; return 1; }
+    same_run "$TMP/cl_one" "$TMP/cl_wire"
+}
+check "links delayed 0.5 and 2 ms each way at 50 and 20 Mbit/s (netwire): the same results" delayed
+
 cut_restore() {
     cl_ref || return 1
     cl_start cl_cut
