@@ -138,11 +138,11 @@ ns_shape() {
 # link (ns_link_down) still cuts it.
 NS_WIRES=()
 ns_wire() {
-    local k="$1" x="${NS_P}x$1" a="${NS_P}a$1" b="${NS_P}b$1" i
+    local k="$1" x="${NS_P}x$1" a="${NS_P}a$1" b="${NS_P}b$1"
     [ -x build/tests/netwire ] || { echo "build/tests/netwire not built (make build/tests/netwire)"; return 1; }
     build/tests/netwire "$a" "$b" "$2" "$3" &
     NS_WIRES[$k]=$!
-    for i in $(seq 100); do ip link show "$b" >/dev/null 2>&1 && break; sleep 0.05; done
+    for _ in $(seq 100); do ip link show "$b" >/dev/null 2>&1 && break; sleep 0.05; done
     ip link add "$x" type bridge && ip link set "$x" up &&
         ip link set "$(ns_veth "$k")" nomaster && ip link set "$(ns_veth "$k")" master "$x" &&
         ip link set "$a" master "$x" up && ip link set "$b" master "$NS_BR" up ||
