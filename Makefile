@@ -22,7 +22,7 @@ WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
 
 UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
-TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync $(BUILD)/tests/bench_tool
+TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync $(BUILD)/tests/bench_tool $(BUILD)/tests/netwire
 
 all: $(BUILD)/clipd $(BUILD)/clipd-worker $(BUILD)/clipd-report
 
@@ -60,6 +60,9 @@ $(BUILD)/tests/bench_tool: $(BUILD)/tests/bench/bench_tool.o $(WORKER_OBJ) $(COM
 
 $(BUILD)/tests/stcmp: $(BUILD)/tests/tools/stcmp.o
 	$(CC) $(CFLAGS) -o $@ $^ -lm
+
+$(BUILD)/tests/netwire: $(BUILD)/tests/tools/netwire.o
+	$(CC) $(CFLAGS) -o $@ $^
 
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done

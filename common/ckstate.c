@@ -53,8 +53,9 @@ static int check_counters(const Ckpt *k, const Config *c, int W, CkState *s, cha
         (W > 0 ? ws * bpw != (int64_t)W * B : (ws * bpw) % B != 0))
         return log_errf(err, errlen, "%s: written by %lld workers x data.batch_per_worker %lld (__metadata__."
                    "world_size, batch_per_worker: a global batch of %lld streams); this job has %d x %lld: "
-                   "resume with the same global batch", k->path, (long long)ws, (long long)bpw,
-                   (long long)(ws * bpw), W, (long long)B);
+                   "resume with the same global batch (on W workers: data.batch_per_worker = %lld / W)",
+                   k->path, (long long)ws, (long long)bpw, (long long)(ws * bpw), W, (long long)B,
+                   (long long)(ws * bpw));
     *s = (CkState){.step = step, .seq = seq, .epoch_seq0 = seq0, .opt_t = opt_t, .nonfinite = nf,
                    .epoch = (int)ep, .epoch_step = (int)es, .epoch_done = (int)done, .rollbacks = (int)rb,
                    .world_size = (int)ws, .batch_per_worker = (int)bpw};

@@ -166,13 +166,11 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
         ws = bpw = 0;
     uint64_t L = text_train_stream_len(c, W > 0 ? (int64_t)W * c->data_batch_per_worker : ws * bpw);
     CkState s;
-    int rc = ckstate_check(&k, c, W, L, &s, err, errlen);
-    if (!rc && W > 0 && (s.world_size != W || s.batch_per_worker != c->data_batch_per_worker)) {
-        snprintf(err, errlen, "%s: written by %d workers x data.batch_per_worker %d; this job "
-                 "has %d x %d: resume with the same", r->path, s.world_size, s.batch_per_worker,
-                 W, c->data_batch_per_worker);
-        rc = -1;
-    }
+    int rc = ckstate_check(&k, c, W, L, &s, err, errlen); /* the same global batch, any W */
+    if (!rc && W > 0 && s.world_size != W)
+        fprintf(stderr, "clipd: %s was written by %d workers x %d; resuming on %d x %d "
+                "(same global batch: same data order and schedule, sums in another order)\n",
+                r->path, s.world_size, s.batch_per_worker, W, c->data_batch_per_worker);
     char why[512];
     if (!rc && strcmp(arg, "latest") && !logs_reach(c, s.seq, logged_seq(c), why, sizeof why)) {
         snprintf(err, errlen, "--resume %s: %s: take an older checkpoint, or --resume latest",

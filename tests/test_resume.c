@@ -46,8 +46,10 @@ static int teardown(void **state)
 }
 
 /* Write a checkpoint whose metadata is a good position but for key=value
- * (key NULL: all good); resume_find must give want (0 or -1). Returns err. */
-static const char *try_resume(Fix *f, const char *key, const char *value, int want)
+ * and key2=value2 (NULL: all good); resume_find for 2 workers must give
+ * want (0 or -1). Returns err. */
+static const char *try_resume2(Fix *f, const char *key, const char *value, const char *key2,
+                               const char *value2, int want)
 {
     static char err[1024];
     const char *keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_done", "epoch_seq0",
@@ -58,7 +60,8 @@ static const char *try_resume(Fix *f, const char *key, const char *value, int wa
     snprintf(b, sizeof b, "%d", f->c.data_batch_per_worker);
     vals[7] = b;
     for (int i = 0; i < 11; i++)
-        m[i] = (CkMeta){keys[i], key && !strcmp(key, keys[i]) ? value : vals[i]};
+        m[i] = (CkMeta){keys[i], key && !strcmp(key, keys[i])     ? value
+                                 : key2 && !strcmp(key2, keys[i]) ? value2 : vals[i]};
     float w[4] = {1, 2, 3, 4};
     CkTensor t[] = {{"param.head.weight", CK_F32, w, 2, {2, 2}}};
     char path[512];
@@ -69,6 +72,11 @@ static const char *try_resume(Fix *f, const char *key, const char *value, int wa
     int rc = resume_find(&r, &f->c, path, 2, err, sizeof err);
     if (rc != want) fail_msg("%s=%s: resume_find %d, wanted %d (%s)", key ? key : "-", value ? value : "", rc, want, err);
     return err;
+}
+
+static const char *try_resume(Fix *f, const char *key, const char *value, int want)
+{
+    return try_resume2(f, key, value, NULL, NULL, want);
 }
 
 static void expect_key(Fix *f, const char *key, const char *value)
@@ -102,6 +110,32 @@ static void test_counters(void **state)
     expect_key(f, "rollbacks", "-1");
     expect_key(f, "nonfinite", "-3");
     expect_key(f, "epoch_step", "31"); /* > step */
+}
+
+/* Elastic resume: another worker count at the same global batch gets past
+ * the check (to the layout check: this one-tensor file is no model); any
+ * other product, or counts out of range, is refused naming the global batch. */
+static void test_global_batch(void **state)
+{
+    Fix *f = *state;
+    int B = f->c.data_batch_per_worker; /* this job: 2 workers x B */
+    char b2[16], bh[16];
+    snprintf(b2, sizeof b2, "%d", 2 * B);
+    snprintf(bh, sizeof bh, "%d", B / 2);
+    const char *e1 = try_resume2(f, "world_size", "1", "batch_per_worker", b2, -1);
+    if (!strstr(e1, "tensor 'param.")) fail_msg("1 x 2B: '%s'", e1);
+    if (B % 2 == 0) {
+        const char *e2 = try_resume2(f, "world_size", "4", "batch_per_worker", bh, -1);
+        if (!strstr(e2, "tensor 'param.")) fail_msg("4 x B/2: '%s'", e2);
+    }
+    const char *bad[][2] = {{"3", NULL}, {"1", NULL}, {"0", NULL}, {"-2", NULL},
+                            {"4294967296", "0"}, {"2147483648", "1"}, {"1", "-8"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *err = try_resume2(f, "world_size", bad[i][0], bad[i][1] ? "batch_per_worker" : NULL,
+                                      bad[i][1], -1);
+        if (!strstr(err, "resume with the same global batch"))
+            fail_msg("world_size %s, batch %s: '%s'", bad[i][0], bad[i][1] ? bad[i][1] : "B", err);
+    }
 }
 
 /* The kept log lines are read back as they are: a line with a missing or
@@ -182,6 +216,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_global_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_hostile_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fresh_start, setup, teardown),
     };

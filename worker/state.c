@@ -288,9 +288,11 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
  * and checked them. */
 static int resume_meta(Worker *w, const Ckpt *c, const CkState *s, char *err, size_t errlen)
 {
-    if (s->world_size != w->W || s->batch_per_worker != w->model.B) {
+    /* The streams are global: another W at the same global batch takes its
+     * own rows of them (resume_position); sharded state re-shards there too. */
+    if ((int64_t)s->world_size * s->batch_per_worker != (int64_t)w->W * w->model.B) {
         snprintf(err, errlen, "%s: written by %d workers x batch %d; this job has %d x %d "
-                 "(resume with the same worker count and data.batch_per_worker)", c->path,
+                 "(resume with the same global batch W x data.batch_per_worker)", c->path,
                  s->world_size, s->batch_per_worker, w->W, w->model.B);
         return -1;
     }

@@ -21,11 +21,17 @@
 #                    (parameters, gradients, optimizer state, activations)
 # Each variant runs BENCH_ROUNDS times (default 3), interleaved, best median
 # kept. Writes build/bench.json.
+# Then across nodes (cluster_bench; alone: BENCH_ONLY=cluster): 3 network
+# namespaces (tests/e2e/netns.sh), coordinator on node 0, one worker (1 BLAS
+# thread) on each of nodes 1 and 2, links at 1 Gbit/s (+100 us delay where
+# the kernel has sch_netem). W1 and W2: step time with buckets overlapped vs
+# one reduction (sync.bucket_kb 0), and the scaling efficiency of 2 nodes vs
+# 1 (tokens/s of 2 workers / 2 x tokens/s of 1 worker on one node, same batch
+# per worker). Added to build/bench.json as "cluster".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 TMP="$(mktemp -d /tmp/clipd-bench.XXXXXX)"
-trap 'rm -rf "$TMP"' EXIT
 ROUNDS=${BENCH_ROUNDS:-3}
 TOOL=build/tests/bench_tool
 NP=2 # workers (and cores) of every run but the 1x2 one
@@ -54,6 +60,53 @@ best() { # WL VARIANT: the round with the lowest median, as "NAME MEDIAN"
 }
 calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
 rss_kib() { grep -o 'peak RSS [0-9]*' "$TMP/$1.err" | awk '$3 > m { m = $3 } END { print m + 0 }'; }
+
+# shellcheck source=tests/e2e/netns.sh
+source tests/e2e/netns.sh
+AT_EXIT=()
+trap 'for c in ${AT_EXIT[@]+"${AT_EXIT[@]}"}; do $c; done; rm -rf "$TMP"' EXIT
+cl_bench_run() { # WL NAME W HOSTFILE [--set ...]: one epoch of the workload on the cluster
+    local wl="$1" name="$2" w="$3" hf="$4"; shift 4
+    ns_launch "$w" "$hf" "${CFG[$wl]}" --set run.dir="$TMP/$name" --set metrics.listen=off \
+        --set train.steps_per_epoch="${STEPS[$wl]}" --set worker.threads=1 "$@" \
+        >"$TMP/$name.out" 2>"$TMP/$name.err" ||
+        { echo "bench run $name failed:"; tail -5 "$TMP/$name.err"; exit 1; }
+}
+cluster_bench() {
+    local delay=100us wl i one two ov lone eff js="{"
+    ns_need && ns_up 3 || exit 1
+    ns_hostfile "$TMP/hf2" 1 1 1
+    ns_hostfile "$TMP/hf1" 1 1
+    for k in 1 2; do
+        ns_shape "$k" 1gbit "$delay" >/dev/null 2>&1 || {
+            [ -z "$delay" ] || echo "no sch_netem in this kernel: links at 1 Gbit/s (tbf) without the 100 us delay"
+            delay=""; ns_shape "$k" 1gbit || exit 1; }
+    done
+    for i in $(seq "$ROUNDS"); do
+        for wl in W1 W2; do
+            cl_bench_run "$wl" "${wl}_cl_overlap_$i" 2 "$TMP/hf2"
+            cl_bench_run "$wl" "${wl}_cl_one_$i" 2 "$TMP/hf2" --set sync.bucket_kb=0
+            cl_bench_run "$wl" "${wl}_cl_lone_$i" 1 "$TMP/hf1"
+        done
+    done
+    for wl in W1 W2; do
+        read -r _ two < <(best "$wl" cl_overlap)
+        read -r _ one < <(best "$wl" cl_one)
+        read -r _ lone < <(best "$wl" cl_lone)
+        ov=$(calc "$two / $one"); eff=$(calc "$lone / $two") # same tokens per worker and step
+        printf '%s across 2 nodes at 1 Gbit/s%s: step %.2f ms with buckets overlapped, %.2f ms with one reduction: ratio %.3f; 1 worker on 1 node %.2f ms: scaling efficiency 2 nodes vs 1 %.3f\n' \
+            "$wl" "${delay:+, $delay}" "$two" "$one" "$ov" "$lone" "$eff"
+        [ "$wl" = W1 ] || js+=","
+        js+="\"$wl\":{\"step_ms_overlap\":$two,\"step_ms_one_reduction\":$one,\"overlap_vs_none\":$ov,\"step_ms_1node\":$lone,\"scaling_efficiency_2v1\":$eff}"
+    done
+    js+=",\"link_rate\":\"1gbit\",\"link_delay_us\":$([ -n "$delay" ] && echo 100 || echo 0),\"nodes\":2,\"rounds\":$ROUNDS}"
+    mkdir -p build
+    [ -s build/bench.json ] || echo '{}' >build/bench.json
+    jq --argjson c "$js" '.cluster = $c' build/bench.json >build/bench.json.tmp && mv build/bench.json.tmp build/bench.json
+    ns_down
+    echo "wrote build/bench.json (cluster)"
+}
+if [ "${BENCH_ONLY:-}" = cluster ]; then cluster_bench; exit 0; fi
 
 peak=$($TOOL peak "$NP"); peak1=$($TOOL peak 1)
 
@@ -111,3 +164,4 @@ json+=",\"dp_2x1_vs_1x2\":$top_dp,\"rss_vs_minimum\":$top_rr}"
 mkdir -p build
 jq . <<<"$json" >build/bench.json
 echo "wrote build/bench.json"
+cluster_bench

@@ -83,7 +83,7 @@ wd_straggler() {
         --set watchdog.straggler_window=20 || { tail -5 "$d.err"; return 1; }
     jq -c 'select(.kind == "straggler")' "$d/events.jsonl"
     jq -s -e '[.[] | select(.kind == "straggler")] | length >= 1 and all(.[]; .ranks == [1] and .action == "log"
-        and .value > .threshold and .threshold == 3 * .mean and .window == 20)' "$d/events.jsonl" >/dev/null ||
+        and .value > .threshold and .threshold == 3 * .baseline and .window == 20)' "$d/events.jsonl" >/dev/null ||
         { echo "no straggler event naming worker 1 alone"; return 1; }
     grep -q "warn: step [0-9]*: worker 1 is a straggler" "$d.err" || return 1
     grep -q "straggler [1-9]" "$d.out" || { echo "not in the summary"; return 1; }

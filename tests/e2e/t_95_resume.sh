@@ -2,10 +2,13 @@
 # bit for bit: the same steps.jsonl (but timings) and the same weights as a
 # run that was never interrupted.
 RS=(--set train.steps_per_epoch=400 --set model.hidden=48 --set checkpoint.every_steps=50)
-# start NAME [--set ...]: a job in the background; its pid in $bg
+# start NAME [--set ...]: a job in the background; its pid in $bg. Worker 0
+# sleeps 2 ms a step (debug.slow_ms: timing only; no straggler events) so a
+# signal lands mid-run on a fast machine or a loaded one alike.
 start() {
     local name="$1"; shift
-    $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/$name" "${RS[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/$name" "${RS[@]}" --set debug.slow_ms=2 \
+        --set watchdog.straggler_window=0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     bg=$!
 }
 
