@@ -161,6 +161,35 @@ dp_sb_requeued() {
 }
 check "sbatch script, requeued start: --resume latest, finishes, no requeue; == uninterrupted run" dp_sb_requeued
 
+# CLIPD_GLOBAL_BATCH: stopped on 2 workers x 4, requeued onto an allocation
+# of 2 tasks (1 worker): the start passes data.batch_per_worker=8 and resumes
+# elastically, the same data order and schedule as the uninterrupted run.
+# 250 steps: W=1 and W=2 drift apart from float rounding (2e-6 of the loss
+# at step 300, 2% at 800 on this model), elastic or not. Worker 0 sleeps
+# 2 ms a step (timing only) so the signal lands mid-run.
+DP_EL=(--set train.epochs=1 --set train.steps_per_epoch=250 --set debug.slow_ms=2 --set watchdog.straggler_window=0)
+dp_sb_elastic() {
+    run dp_eref 2 "${DP_RS[@]}" "${DP_EL[@]}" || return 1
+    : >"$TMP/slurm.calls"
+    DP_EXTRA=("${DP_EL[@]}")
+    dp_sbatch dp_sbe1 CLIPD_RUN_DIR="$TMP/dp_sbe" CLIPD_GLOBAL_BATCH=8
+    dp_sbatch_signal USR1 "$TMP/dp_sbe" || return 1
+    wait "$bg" || { echo "batch script exited $?"; cat "$TMP/dp_sbe1.err"; return 1; }
+    dp_printed "$TMP/dp_sbe1.err" | grep -q -- "--set data.batch_per_worker=4 " || return 1
+    [ "$(cat "$TMP/slurm.calls")" = "scontrol requeue 4242" ] || { cat "$TMP/slurm.calls"; return 1; }
+    dp_sbatch dp_sbe2 CLIPD_RUN_DIR="$TMP/dp_sbe" CLIPD_GLOBAL_BATCH=8 SLURM_NTASKS=2 SLURM_NPROCS=2 \
+        SLURM_TASKS_PER_NODE=2 SLURM_RESTART_COUNT=1
+    DP_EXTRA=()
+    wait "$bg" || { echo "requeued start exited $?"; cat "$TMP/dp_sbe2.err"; return 1; }
+    dp_printed "$TMP/dp_sbe2.err" | grep -q -- "--set data.batch_per_worker=8 .*--resume latest" || return 1
+    grep -q "written by 2 workers x 4; resuming on 1 x 8" "$TMP/dp_sbe2.err" || return 1
+    near_run "$TMP/dp_eref" "$TMP/dp_sbe" || return 1
+    expect_exit 2 "CLIPD_GLOBAL_BATCH=9 is not a multiple of this start's 2 workers" \
+        env "${DP_SLURM[@]}" CLIPD_CONFIG="$TINY" CLIPD_RUN_DIR="$TMP/dp_sbe_bad" CLIPD_GLOBAL_BATCH=9 \
+        bash deploy/slurm/clipd.sbatch
+}
+check "sbatch script, CLIPD_GLOBAL_BATCH: requeued onto 1 worker resumes at 1 x 8 (== uninterrupted to float rounding); 9 on 2 workers: exit 2" dp_sb_elastic
+
 dp_sb_term() {
     : >"$TMP/slurm.calls"
     dp_sbatch dp_sbt CLIPD_RUN_DIR="$TMP/dp_sbt"

@@ -22,7 +22,7 @@ check "elastic resume 4 -> 2 -> 3 workers (sharded, replicated, sharded) == unin
 elastic_refused() {
     [ -s "$(ck el_ref 120)" ] || { echo "no reference run"; return 1; }
     cp -r "$TMP/el_ref" "$TMP/el_bad"
-    expect_exit 2 "global batch 12; this job has 2 x 5 = 10" $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/el_bad" \
+    expect_exit 2 "global batch of 12 streams); this job has 2 x 5" $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/el_bad" \
         "${EL[@]}" --set data.batch_per_worker=5 --resume latest || return 1
     [ "$(grep -c "^clipd:" "$TMP/be.err")" = 1 ] || return 1 # one line says why
     same_run "$TMP/el_ref" "$TMP/el_bad" # nothing in the run changed
