@@ -25,6 +25,7 @@
 #include "common/safetensors.h"
 #include "common/text.h"
 #include "worker/clip.h"
+#include "worker/steptime.h"
 #include "worker/worker.h"
 
 void worker_fatal(const char *fmt, ...)
@@ -190,6 +191,7 @@ static void worker_setup(Worker *w)
     sched_init(&w->sched);
     w->lr_scale = 1.0;
     if (state_init(w) != 0) worker_fatal("out of memory allocating snapshots");
+    if (steptime_init(&w->times, 4096) != 0) worker_fatal("out of memory");
     if (w->rank == 0)
         LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each, sync %s "
             "in %d bucket%s", w->W, w->model.nparams, w->model.nviews, openblas_get_num_threads(),
@@ -320,12 +322,15 @@ static void compute_step(Worker *w, StepRecord *r)
         nanosleep(&nap, NULL);
     }
     double t1 = log_clock_ms();
+    steptime_mark(&w->times, PH_COMPUTE);
     if (sync_grads(&w->sync, m->grads, m, w->local) != 0) worker_fatal("gradient sync failed");
+    steptime_mark(&w->times, PH_SYNC);
     w->local[ST_LOSS] = loss;
     w->local[ST_TERMS] = (double)terms;
     w->local[ST_REQ] = w->pending_req;
     w->pending_req = 0;
     if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("statistics collective failed");
+    steptime_mark(&w->times, PH_STATS);
     r->compute_ms = t1 - t0;
     r->sync_ms = log_clock_ms() - t1;
     r->loss = w->global[ST_LOSS] / w->global[ST_TERMS];
@@ -436,6 +441,7 @@ static void decide_step(Worker *w, StepRecord *r)
 static int train_step(Worker *w, StepRecord *r)
 {
     double t0 = log_clock_ms();
+    steptime_begin(&w->times);
     memset(r, 0, sizeof *r);
     r->wrank = w->rank;
     r->epoch = w->epoch;
@@ -443,6 +449,7 @@ static int train_step(Worker *w, StepRecord *r)
     r->seq = ++w->seq;
     r->step = w->step + 1;
     decide_step(w, r);
+    steptime_mark(&w->times, PH_UPDATE);
     int req = (int)w->global[ST_REQ];
     int due = w->cfg.checkpoint_every_steps > 0 && r->action != ACT_ROLLBACK &&
               w->step % w->cfg.checkpoint_every_steps == 0;
@@ -565,10 +572,13 @@ static CtrlMsg worker_loop(Worker *w)
             StepRecord r;
             stop = train_step(w, &r);
             MPI_Send(&r, sizeof r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD);
+            steptime_mark(&w->times, PH_RECORD);
+            steptime_end(&w->times);
         }
         if (!stop) epoch_end(w);
     }
 }
+
 
 static void worker_finish(Worker *w, const CtrlMsg *stop)
 {
@@ -586,6 +596,9 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) /* for make bench: memory against the analytic minimum */
         LOG(LOG_INFO, "peak RSS %ld KiB", ru.ru_maxrss);
+    char line[512]; /* for make bench: where the median step goes, by this worker's timers */
+    steptime_format(&w->times, w->times.n / 10, line, sizeof line);
+    LOG(LOG_INFO, "%s", line);
     MPI_Barrier(w->comm); /* the files are on disk before anyone says done */
     poll_requests(w);     /* drop requests that came too late to matter */
     done.wrank = w->rank;
@@ -647,7 +660,7 @@ int main(int argc, char **argv)
     CtrlMsg stop = worker_loop(&w);
     worker_finish(&w, &stop);
     free(w.local), free(w.global);
-    state_free(&w), detect_free(&w.det);
+    state_free(&w), detect_free(&w.det), steptime_free(&w.times);
     sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
     model_free(&w.model);
     MPI_Comm_free(&w.comm);

@@ -12,6 +12,7 @@
 #include "common/sched.h"
 #include "worker/model.h"
 #include "worker/optim.h"
+#include "worker/steptime.h"
 #include "worker/sync.h"
 
 #define STREAM_WORDS 6 /* per stream: rng state (4), markov context, last token */
@@ -37,6 +38,7 @@ typedef struct {
     Detector det;
     SchedState sched;
     Snapshot snap;
+    StepTimes times;        /* where each step goes (make bench's breakdown) */
     double *local, *global; /* (nstats) statistics before and after the collective */
     /* position: saved in checkpoints */
     int64_t step;           /* steps whose outcome stands (restored by a rollback) */

@@ -19,8 +19,16 @@
 #   overlap_vs_none  W1: buckets during backward vs one reduction after it
 #   rss_vs_minimum   W1: peak RSS of the largest worker / the analytic minimum
 #                    (parameters, gradients, optimizer state, activations)
+#   step breakdown   per workload, from each worker's own timers (worker/
+#                    steptime.h): the mean of the steps around its median
+#                    step, split into compute (forward+backward), sync wait
+#                    (the gradient collective after backward), stats (the
+#                    statistics collective), update (detector, clip,
+#                    optimizer), record (handing the step record to MPI),
+#                    other; and the step time over forward+backward alone
 # Each variant runs BENCH_ROUNDS times (default 3), interleaved, best median
-# kept. Writes build/bench.json.
+# kept. Writes build/bench.json. BENCH_ONLY="W2 W3" runs only those
+# workloads (and their variants) and no cluster bench.
 # Then across nodes (cluster_bench; alone: BENCH_ONLY=cluster): 3 network
 # namespaces (tests/e2e/netns.sh), coordinator on node 0, one worker (1 BLAS
 # thread) on each of nodes 1 and 2, links at 1 Gbit/s (+100 us delay where
@@ -107,18 +115,30 @@ cluster_bench() {
     echo "wrote build/bench.json (cluster)"
 }
 if [ "${BENCH_ONLY:-}" = cluster ]; then cluster_bench; exit 0; fi
+WLS=${BENCH_ONLY:-W1 W2 W3}
+for wl in $WLS; do [ -n "${CFG[$wl]:-}" ] || { echo "BENCH_ONLY: unknown workload '$wl' (W1, W2, W3 or cluster)"; exit 2; }; done
+has() { [[ " $WLS " == *" $1 "* ]]; }
+breakdown() { # NAME: each worker's step breakdown line of run NAME, as "worker[r] step ... ms = ..."
+    grep -o 'worker\[[0-9]*\] info: step breakdown.*' "$TMP/$1.err" | sed 's/ info: step breakdown ([^)]*)://'
+}
+breakdown_json() { # NAME: the slowest worker's breakdown as a JSON object
+    breakdown "$1" | awk '{ s = $3 + 0; if (s > m) { m = s; l = $0 } } END { print l }' |
+        awk '{ printf "{\"step_ms\":%s,\"compute_ms\":%s,\"sync_wait_ms\":%s,\"stats_ms\":%s,\"update_ms\":%s,\"record_ms\":%s,\"other_ms\":%s}", $3, $7, $11, $14, $17, $20, $23 }'
+}
 
 peak=$($TOOL peak "$NP"); peak1=$($TOOL peak 1)
 
 for i in $(seq "$ROUNDS"); do
-    for wl in W1 W2 W3; do
+    for wl in $WLS; do
         run "$wl" "${wl}_clip_$i" "$NP"
         run "$wl" "${wl}_none_$i" "$NP" --set clip.mode=none
     done
-    run W1 "W1_dp12_$i" 1 --set worker.threads=2 --set data.batch_per_worker=64 # W1: 32 per worker x 2
-    run W1 "W1_shard_$i" "$NP" --set sync.mode=sharded
-    run W1 "W1_onebucket_$i" "$NP" --set sync.bucket_kb=0
-    run W2 "W2_shard_$i" "$NP" --set sync.mode=sharded
+    if has W1; then
+        run W1 "W1_dp12_$i" 1 --set worker.threads=2 --set data.batch_per_worker=64 # W1: 32 per worker x 2
+        run W1 "W1_shard_$i" "$NP" --set sync.mode=sharded
+        run W1 "W1_onebucket_$i" "$NP" --set sync.bucket_kb=0
+    fi
+    if has W2; then run W2 "W2_shard_$i" "$NP" --set sync.mode=sharded; fi
 done
 
 # The peak again after the runs; the higher of the two counts (load from
@@ -127,7 +147,7 @@ peak=$(printf '%s\n%s\n' "$peak" "$($TOOL peak "$NP")" | sort -g | tail -1)
 peak1=$(printf '%s\n%s\n' "$peak1" "$($TOOL peak 1)" | sort -g | tail -1)
 printf 'cblas_sgemm peak (build/tests/bench_tool peak): %s GFLOP/s with %d threads, %s with 1\n' "$peak" "$NP" "$peak1"
 json="{\"sgemm_peak_gflops\":$peak,\"sgemm_peak_gflops_1thread\":$peak1,\"threads\":$NP,\"rounds\":$ROUNDS"
-for wl in W1 W2 W3; do
+for wl in $WLS; do
     read -r name clip < <(best "$wl" clip)
     read -r _ none < <(best "$wl" none)
     model=$($TOOL model "${CFG[$wl]}" "$NP")
@@ -140,6 +160,10 @@ for wl in W1 W2 W3; do
     printf '%s %s: step %.2f ms median (p10 %.2f, p90 %.2f), %.0f tokens/s, %.1f steps/s, %.1f GFLOP/s = %.3f of sgemm peak; clip overhead %+.2f%% (none: %.2f ms); forward+backward alone %.2f ms\n' \
         "$wl" "${CFG[$wl]}" "$clip" "$p10" "$p90" "$tps" "$sps" "$gf" "$frac" "$(calc "$ov * 100")" "$none" "$floor"
     json+=",\"$wl\":{\"config\":\"${CFG[$wl]}\",\"step_ms\":$clip,\"step_ms_p10\":$p10,\"step_ms_p90\":$p90,\"tokens_per_s\":$tps,\"steps_per_s\":$sps,\"flops_per_step\":$flops,\"gflops\":$gf,\"peak_fraction\":$frac,\"clip_overhead\":$ov,\"step_ms_clip_none\":$none,\"compute_only_ms\":$floor"
+    bd=$(breakdown_json "$name")
+    printf '   step / forward+backward alone: %.3f; step breakdown by the workers'"'"' own timers (ms):\n' "$(calc "$clip / $floor")"
+    breakdown "$name" | sed 's/^/     /'
+    json+=",\"step_vs_compute_only\":$(calc "$clip / $floor"),\"step_breakdown\":${bd:-null}"
     if [ "$wl" != W3 ]; then
         read -r _ shard < <(best "$wl" shard)
         json+=",\"sharded_vs_replicated\":$(calc "$shard / $clip")"
@@ -160,8 +184,8 @@ for wl in W1 W2 W3; do
     fi
     json+="}"
 done
-json+=",\"dp_2x1_vs_1x2\":$top_dp,\"rss_vs_minimum\":$top_rr}"
+json+=",\"dp_2x1_vs_1x2\":${top_dp:-null},\"rss_vs_minimum\":${top_rr:-null}}"
 mkdir -p build
 jq . <<<"$json" >build/bench.json
 echo "wrote build/bench.json"
-cluster_bench
+[ -n "${BENCH_ONLY:-}" ] || cluster_bench
