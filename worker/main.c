@@ -558,20 +558,49 @@ static int write_weights(Worker *w, char *err, size_t errlen)
     return 0;
 }
 
+/* Step records go to the coordinator without waiting for it (it naps up
+ * to 2 ms between polls): a ring of records in flight, each slot waited for
+ * before it is filled again; MPI keeps one sender's messages in order. */
+#define REC_RING 4
+static StepRecord rec_ring[REC_RING];
+static MPI_Request rec_req[REC_RING] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL,
+                                        MPI_REQUEST_NULL};
+
+static StepRecord *record_slot(int64_t seq)
+{
+    int k = (int)(seq % REC_RING);
+    if (MPI_Wait(&rec_req[k], MPI_STATUS_IGNORE) != MPI_SUCCESS) worker_fatal("step record send failed");
+    return &rec_ring[k];
+}
+
+static void record_send(StepRecord *r, int64_t seq)
+{
+    int k = (int)(seq % REC_RING);
+    if (MPI_Isend(r, sizeof *r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD, &rec_req[k]) != MPI_SUCCESS)
+        worker_fatal("step record send failed");
+}
+
+static void records_flush(void)
+{
+    if (MPI_Waitall(REC_RING, rec_req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+        worker_fatal("step record send failed");
+}
+
 /* Epochs until the coordinator says stop; returns the STOP message. */
 static CtrlMsg worker_loop(Worker *w)
 {
     for (;;) {
         CtrlMsg ctl;
         MPI_Recv(&ctl, sizeof ctl, MPI_BYTE, 0, TAG_CTRL, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (ctl.type == CTRL_STOP) return ctl;
+        if (ctl.type == CTRL_STOP) return records_flush(), ctl;
         if (ctl.type != CTRL_EPOCH) worker_fatal("protocol error: control type %d", ctl.type);
         start_epoch(w, &ctl);
         int stop = 0;
         while (!stop && w->epoch_step < w->cfg.train_steps_per_epoch) {
-            StepRecord r;
-            stop = train_step(w, &r);
-            MPI_Send(&r, sizeof r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD);
+            int64_t seq = w->seq; /* train_step counts it */
+            StepRecord *r = record_slot(seq);
+            stop = train_step(w, r);
+            record_send(r, seq);
             steptime_mark(&w->times, PH_RECORD);
             steptime_end(&w->times);
         }
