@@ -172,6 +172,7 @@ static const CfgKey cfg_keys[] = {
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
     KENUM(sync, mode, sync_names, "replicated", "optimizer state: replicated or sharded (ZeRO-1)"),
     KINT(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
+    KENUM(sync, sparse_embedding, bool_names, "false", "embedding gradient synced as the batch's rows"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
     KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
     KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),
@@ -1016,6 +1017,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
             return validate_fail(&m, "debug.nan_tensor: no tensor '%s' in this model (names as in "
                                      "tensors.jsonl)", c->debug_nan_tensor);
     }
+    if (c->sync_sparse_embedding && (c->data_source == DATA_ADDING || c->sync_mode == SYNC_SHARDED))
+        return validate_fail(&m, "sync.sparse_embedding: true needs a model with an embedding (data.source "
+                                 "markov or text) and sync.mode replicated");
     if (c->divergence_warmup > c->divergence_window)
         return validate_fail(&m, "divergence.warmup (%d) must be <= divergence.window (%d)",
                              c->divergence_warmup, c->divergence_window);

@@ -111,6 +111,7 @@ typedef struct {
     /* sync */
     int sync_mode;           /* SyncMode */
     int sync_bucket_kb;      /* gradient bucket size; 0: one collective after backward */
+    int sync_sparse_embedding; /* 1: the embedding gradient is synced as the rows of the batch's tokens */
     /* debug: test hooks that inject faults; each fires only before the first rollback */
     int64_t debug_nan_step;      /* a NaN in one worker's gradient at this step */
     int64_t debug_spike_step;    /* every worker's gradient times debug.spike_scale */

@@ -9,7 +9,8 @@
  * the callers. BUCKET (floats, default 0: one bucket) cuts the reduction into
  * buckets, started as the "backward" marks prefixes of the buffer final
  * (in 5 uneven steps, with progress calls between): the bits must not
- * depend on it. Prints the worst errors; exits non-zero on any failure. */
+ * depend on it. sync_grads_stats (the folded collective) must give the
+ * same gradient and statistics bits as sync_grads + sync_stats. Prints the worst errors; exits non-zero on any failure. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -74,13 +75,22 @@ int main(int argc, char **argv)
     memcpy(&h[1], &norm, sizeof norm);
     unsigned long long *all = malloc((size_t)W * sizeof h);
     MPI_Gather(h, 2, MPI_UNSIGNED_LONG_LONG, all, 2, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
-    int fail = bad != 0 || !(relerr <= 1e-12) || !(relerr0 <= 1e-12);
+    /* The folded collective (sync_grads_stats) gives the same bits. */
+    int fold_bad = 0;
+    float *g2 = malloc(n * sizeof *g2);
+    double *glob2 = calloc((size_t)s.nstats, sizeof *glob2);
+    for (size_t i = 0; i < n; i++) g2[i] = value(rank, i);
+    memset(loc, 0, (size_t)s.nstats * sizeof *loc);
+    if (!g2 || !glob2 || sync_grads_stats(&s, g2, &m, loc, glob2) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
+    fold_bad = memcmp(g2, g, n * sizeof *g) != 0 || memcmp(glob2, glob, (size_t)s.nstats * sizeof *glob) != 0;
+    free(g2), free(glob2);
+    int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12);
     if (rank == 0) {
         for (int r = 1; r < W; r++) fail |= all[2 * r] != all[0] || all[2 * r + 1] != all[1];
         printf("mpi_sync W=%d n=%zu bucket=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
                "float64 reference %.17g, rel err %.2g (tol 1e-12); tensor 0 rel err %.2g; "
-               "ranks identical: %s\n", W, n, bucket, s.nb, bad, norm, refnorm, relerr, relerr0,
-               fail ? "no or FAILED" : "yes");
+               "ranks identical: %s; folded stats collective same bits: %s\n", W, n, bucket, s.nb, bad, norm,
+               refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes");
     }
     int anyfail = 0;
     MPI_Allreduce(&fail, &anyfail, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

@@ -172,8 +172,12 @@ static void worker_setup(Worker *w)
                            c->data_valid_batches > 0 ? TEXT_VALID : TEXT_TRAIN) != 0)
         worker_fatal("cannot set up the validation data: %s", w->valid.err);
     size_t bucket = (size_t)c->sync_bucket_kb * 1024 / sizeof(float);
-    if (sync_init(&w->sync, w->comm, w->model.nparams, w->model.nviews, bucket,
-                  c->sync_mode == SYNC_SHARDED) != 0)
+    Model *m = &w->model;
+    int sparse = c->sync_sparse_embedding && m->emb; /* the embedding is the last view */
+    if ((sparse ? sync_init_sparse(&w->sync, w->comm, m->nparams, m->nviews, bucket,
+                                   (size_t)(m->emb - m->params), m->V, m->E)
+                : sync_init(&w->sync, w->comm, m->nparams, m->nviews, bucket,
+                            c->sync_mode == SYNC_SHARDED)) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
     /* Sharded: optimizer state for this worker's shard only; the update
      * covers [opt.base, opt.base + opt.n). */
@@ -284,6 +288,7 @@ static void inject_faults(Worker *w, int64_t step)
     if (step == c->debug_nan_step && w->rank == w->W - 1) m->grads[nan_index(m, c->debug_nan_tensor)] = NAN;
     if (step == c->debug_spike_step)
         for (size_t i = 0; i < m->nparams; i++) m->grads[i] *= (float)c->debug_spike_scale;
+    if (m->emb_rows) memset(m->emb_rows, 1, (size_t)m->V); /* a sparse sync sends every row */
 }
 
 static void hook_ready(void *ctx, size_t upto) { sync_ready(ctx, upto); }
@@ -323,14 +328,14 @@ static void compute_step(Worker *w, StepRecord *r)
     }
     double t1 = log_clock_ms();
     steptime_mark(&w->times, PH_COMPUTE);
-    if (sync_grads(&w->sync, m->grads, m, w->local) != 0) worker_fatal("gradient sync failed");
-    steptime_mark(&w->times, PH_SYNC);
     w->local[ST_LOSS] = loss;
     w->local[ST_TERMS] = (double)terms;
     w->local[ST_REQ] = w->pending_req;
     w->pending_req = 0;
-    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("statistics collective failed");
-    steptime_mark(&w->times, PH_STATS);
+    /* The statistics ride along with the gradients' all-gather (stats phase: 0). */
+    if (sync_grads_stats(&w->sync, m->grads, m, w->local, w->global) != 0)
+        worker_fatal("gradient sync failed");
+    steptime_mark(&w->times, PH_SYNC);
     r->compute_ms = t1 - t0;
     r->sync_ms = log_clock_ms() - t1;
     r->loss = w->global[ST_LOSS] / w->global[ST_TERMS];
@@ -628,6 +633,14 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     char line[512]; /* for make bench: where the median step goes, by this worker's timers */
     steptime_format(&w->times, w->times.n / 10, line, sizeof line);
     LOG(LOG_INFO, "%s", line);
+    if (w->sync.sp_rows) {
+        double sparse, dense;
+        sync_sparse_bytes(&w->sync, &sparse, &dense);
+        LOG(LOG_INFO, "sparse embedding: %.1f of %d rows a step on average; received %.0f bytes a "
+            "step for embed.weight instead of %.0f dense: %.0f saved", w->sync.sp_steps ?
+            w->sync.sp_rows_sum / (double)w->sync.sp_steps : 0.0, w->sync.sp_rows, sparse, dense,
+            dense - sparse);
+    }
     MPI_Barrier(w->comm); /* the files are on disk before anyone says done */
     poll_requests(w);     /* drop requests that came too late to matter */
     done.wrank = w->rank;

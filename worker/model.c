@@ -103,6 +103,7 @@ int model_init(Model *m, const Config *c, int B)
     m->du = falloc(m, m->kind == MODEL_GRU ? TB * 3 * H : 0);
     m->dc = falloc(m, (size_t)B * H);
     if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
+    if (m->emb && !(m->emb_rows = calloc((size_t)m->V, 1))) goto fail;
     m->dropout = m->source != DATA_ADDING ? (float)c->model_dropout : 0.0f;
     for (int k = 0; m->dropout > 0 && k <= m->L; k++) {
         size_t width = (size_t)(k == 0 ? m->Ein0 : m->H);
@@ -120,7 +121,7 @@ void model_free(Model *m)
         free(m->layer[l].h), free(m->layer[l].c), free(m->layer[l].gates), free(m->layer[l].un);
     }
     free(m->params), free(m->grads), free(m->x0), free(m->out);
-    free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc);
+    free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc), free(m->emb_rows);
     for (int k = 0; k <= MODEL_MAX_LAYERS; k++) free(m->din[k]), free(m->mask[k]);
     memset(m, 0, sizeof *m);
 }
@@ -151,7 +152,11 @@ void model_reset_state(Model *m)
     }
 }
 
-void model_zero_grad(Model *m) { memset(m->grads, 0, m->nparams * sizeof(float)); }
+void model_zero_grad(Model *m)
+{
+    memset(m->grads, 0, m->nparams * sizeof(float));
+    if (m->emb_rows) memset(m->emb_rows, 0, (size_t)m->V);
+}
 
 long model_terms(const Model *m) { return m->source != DATA_ADDING ? (long)m->T * m->B : m->B; }
 
@@ -296,6 +301,7 @@ static void markov_backward(Model *m, const int *inputs, const int *targets, flo
     if (dropping(m)) dropout_backward(m, m->L, m->dA);
     float *dx0 = layers_backward(m, m->dA);
     embedding_backward(m->demb, dx0, inputs, N, m->E);
+    for (int i = 0; i < N; i++) m->emb_rows[inputs[i]] = 1; /* the rows a sparse sync sends */
     grads_ready(m, m->grads + m->nparams);
 }
 

@@ -42,6 +42,7 @@ typedef struct {
     ParamView views[MODEL_MAX_VIEWS];
     int nviews;
     float *emb, *demb;        /* (V, E); markov only */
+    unsigned char *emb_rows;  /* (V) 1: row of demb written since the last zero_grad (markov only) */
     float *hw, *hb, *dhw, *dhb; /* head (H, O), (O) */
     Layer layer[MODEL_MAX_LAYERS];
     float *x0;                /* (T, B, E) embedded inputs (markov) */

@@ -47,16 +47,38 @@ static int bucket_init(Sync *s, Bucket *b, size_t lo, size_t hi)
     return 0;
 }
 
+static int sparse_init(Sync *s, size_t sp_off, int rows, int width)
+{
+    s->sp_off = sp_off, s->sp_rows = rows, s->sp_width = width;
+    if (!rows) return 0;
+    size_t words = ((size_t)rows + 63) / 64, cells = (size_t)rows * (size_t)width;
+    s->sp_bits = calloc(2 * words, sizeof *s->sp_bits);
+    s->sp_list = calloc((size_t)rows, sizeof *s->sp_list);
+    s->sp_send = calloc(cells, sizeof *s->sp_send);
+    s->sp_recv = calloc(cells * (size_t)s->W, sizeof *s->sp_recv);
+    return s->sp_bits && s->sp_list && s->sp_send && s->sp_recv ? 0 : -1;
+}
+
 int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, int sharded)
 {
+    if (sync_init_sparse(s, comm, n, ntensors, bucket, n, 0, 0) != 0) return -1;
+    s->sharded = sharded;
+    return 0;
+}
+
+int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, size_t sp_off,
+                     int rows, int width)
+{
     memset(s, 0, sizeof *s);
-    s->comm = comm, s->n = n, s->sharded = sharded;
+    s->comm = comm, s->n = n;
+    if (sp_off + (size_t)rows * (size_t)width != n) return -1;
     MPI_Comm_rank(comm, &s->rank);
     MPI_Comm_size(comm, &s->W);
     if (n > (size_t)INT32_MAX) return -1; /* MPI counts and offsets are ints */
     shard_range(n, s->W, s->rank, &s->own_off, &s->own_len);
-    if (bucket == 0 || bucket > n) bucket = n ? n : 1;
-    s->nb = n ? (int)((n + bucket - 1) / bucket) : 0;
+    size_t nd = sp_off; /* the buckets' range [0, nd) */
+    if (bucket == 0 || bucket > nd) bucket = nd ? nd : 1;
+    s->nb = nd ? (int)((nd + bucket - 1) / bucket) : 0;
     s->nstats = ST_TENSOR0 + ntensors;
     s->counts = calloc((size_t)s->W, sizeof *s->counts);
     s->displs = calloc((size_t)s->W, sizeof *s->displs);
@@ -64,14 +86,20 @@ int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, int
     s->b = calloc((size_t)(s->nb ? s->nb : 1), sizeof *s->b);
     s->all = calloc((size_t)s->W * (size_t)s->nstats, sizeof *s->all);
     s->acc = calloc(4 * (size_t)(ntensors > 0 ? ntensors : 1), sizeof *s->acc);
-    if (!s->counts || !s->displs || !s->recv || !s->b || !s->all || !s->acc) goto fail;
+    s->gcounts = calloc((size_t)s->W, sizeof *s->gcounts);
+    s->gdispls = calloc((size_t)s->W, sizeof *s->gdispls);
+    if (!s->counts || !s->displs || !s->recv || !s->b || !s->all || !s->acc || !s->gcounts ||
+        !s->gdispls || sparse_init(s, sp_off, rows, width) != 0)
+        goto fail;
     for (int r = 0; r < s->W; r++) {
-        size_t off, len;
+        size_t off, len, start;
         shard_range(n, s->W, r, &off, &len);
         s->counts[r] = (int)len, s->displs[r] = (int)off;
+        s->gcounts[r] = (int)overlap(off, off + len, 0, nd, &start);
+        s->gdispls[r] = s->gcounts[r] ? (int)start : 0;
     }
     for (int k = 0; k < s->nb; k++) {
-        size_t lo = (size_t)k * bucket, hi = lo + bucket < n ? lo + bucket : n;
+        size_t lo = (size_t)k * bucket, hi = lo + bucket < nd ? lo + bucket : nd;
         if (bucket_init(s, &s->b[k], lo, hi) != 0) goto fail;
     }
     return 0;
@@ -84,6 +112,8 @@ void sync_free(Sync *s)
 {
     for (int k = 0; s->b && k < s->nb; k++) free(s->b[k].sc);
     free(s->counts), free(s->displs), free(s->recv), free(s->b), free(s->all), free(s->acc);
+    free(s->gcounts), free(s->gdispls), free(s->sp_bits), free(s->sp_list), free(s->sp_send);
+    free(s->sp_recv);
     memset(s, 0, sizeof *s);
 }
 
@@ -166,7 +196,60 @@ static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m
     }
 }
 
-int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
+/* The flagged rows of [sp_off, n): or the flags together, all-gather the
+ * rows, add them in rank order (as bucket_reduce does) and add the squares
+ * of those inside my shard to the view holding them, in flat index order. */
+static int sparse_reduce(Sync *s, float *grads, const Model *m)
+{
+    if (!s->sp_rows) return 0;
+    size_t words = ((size_t)s->sp_rows + 63) / 64, E = (size_t)s->sp_width;
+    uint64_t *mine = s->sp_bits, *all = s->sp_bits + words;
+    memset(mine, 0, words * sizeof *mine);
+    for (int i = 0; i < s->sp_rows; i++)
+        if (m->emb_rows[i]) mine[i / 64] |= UINT64_C(1) << (i % 64);
+    if (s->W == 1) memcpy(all, mine, words * sizeof *all);
+    else if (MPI_Allreduce(mine, all, (int)words, MPI_UINT64_T, MPI_BOR, s->comm) != MPI_SUCCESS)
+        return -1;
+    int nr = 0;
+    for (int i = 0; i < s->sp_rows; i++)
+        if (all[i / 64] >> (i % 64) & 1) s->sp_list[nr++] = i;
+    float *base = grads + s->sp_off;
+    if (s->W > 1 && nr) {
+        for (int j = 0; j < nr; j++) memcpy(s->sp_send + j * E, base + s->sp_list[j] * E, E * sizeof(float));
+        int cnt = nr * (int)E;
+        if (MPI_Allgather(s->sp_send, cnt, MPI_FLOAT, s->sp_recv, cnt, MPI_FLOAT, s->comm) != MPI_SUCCESS)
+            return -1;
+        for (int j = 0; j < nr; j++) {
+            float *row = base + s->sp_list[j] * E;
+            memcpy(row, s->sp_recv + j * E, E * sizeof(float));
+            for (int r = 1; r < s->W; r++) {
+                const float *piece = s->sp_recv + ((size_t)r * nr + j) * E;
+                for (size_t i = 0; i < E; i++) row[i] += piece[i];
+            }
+        }
+    }
+    int v = 0;
+    while (v < m->nviews && !(m->views[v].off <= s->sp_off && s->sp_off < m->views[v].off + m->views[v].n)) v++;
+    if (v == m->nviews) return -1;
+    for (int j = 0; j < nr; j++) {
+        size_t lo = s->sp_off + (size_t)s->sp_list[j] * E, start;
+        size_t cnt = overlap(lo, lo + E, s->own_off, s->own_off + s->own_len, &start);
+        if (cnt) sumsq_acc(grads + start, start, cnt, s->acc + 4 * (size_t)v, &s->maxabs);
+    }
+    s->sp_steps++, s->sp_rows_sum += nr;
+    return 0;
+}
+
+void sync_sparse_bytes(const Sync *s, double *sparse, double *dense)
+{
+    double W = s->W, rowb = (double)s->sp_width * sizeof(float);
+    double rows = s->sp_steps ? s->sp_rows_sum / (double)s->sp_steps : 0;
+    *sparse = (W - 1) * rows * rowb + (W > 1 ? ((s->sp_rows + 63) / 64) * 8.0 : 0);
+    *dense = 2 * (W - 1) / W * (double)s->sp_rows * rowb;
+}
+
+/* sync_grads up to (not including) the all-gather of the shards. */
+static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
     if (s->grads != grads) sync_begin(s, grads);
     sync_ready(s, s->n);
@@ -179,7 +262,7 @@ int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
         bucket_reduce(s, b, grads, m);
     }
     s->grads = NULL;
-    if (rc) return -1;
+    if (rc || sparse_reduce(s, grads, m) != 0) return -1;
     double total = 0;
     for (int v = 0; v < m->nviews; v++) {
         const double *a = s->acc + 4 * (size_t)v;
@@ -189,8 +272,14 @@ int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
     stats[ST_SUMSQ] = total;
     stats[ST_MAXABS] = (double)s->maxabs;
     stats[ST_NONFINITE] = isfinite(total) ? 0.0 : 1.0;
+    return 0;
+}
+
+int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
+{
+    if (reduce_grads(s, grads, m, stats) != 0) return -1;
     if (!s->sharded && s->W > 1 &&
-        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->counts, s->displs, MPI_FLOAT,
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->gcounts, s->gdispls, MPI_FLOAT,
                        s->comm) != MPI_SUCCESS)
         return -1;
     return 0;
@@ -203,11 +292,10 @@ int sync_params(Sync *s, float *params)
                           s->comm) == MPI_SUCCESS ? 0 : -1;
 }
 
-int sync_stats(Sync *s, const double *local, double *global)
+/* Every rank's statistics are in s->all: combine them in rank order. */
+static void stats_combine(const Sync *s, double *global)
 {
     int k = s->nstats;
-    if (MPI_Allgather(local, k, MPI_DOUBLE, s->all, k, MPI_DOUBLE, s->comm) != MPI_SUCCESS)
-        return -1;
     memcpy(global, s->all, (size_t)k * sizeof *global);
     for (int r = 1; r < s->W; r++) {
         const double *x = s->all + (size_t)r * k;
@@ -218,5 +306,28 @@ int sync_stats(Sync *s, const double *local, double *global)
                 global[j] += x[j];
         }
     }
+}
+
+int sync_stats(Sync *s, const double *local, double *global)
+{
+    int k = s->nstats;
+    if (MPI_Allgather(local, k, MPI_DOUBLE, s->all, k, MPI_DOUBLE, s->comm) != MPI_SUCCESS)
+        return -1;
+    stats_combine(s, global);
+    return 0;
+}
+
+int sync_grads_stats(Sync *s, float *grads, const Model *m, double *local, double *global)
+{
+    if (reduce_grads(s, grads, m, local) != 0) return -1;
+    MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    int k = s->nstats, rc = 0;
+    if (!s->sharded && s->W > 1)
+        rc |= MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->gcounts, s->gdispls, MPI_FLOAT,
+                              s->comm, &rq[0]) != MPI_SUCCESS;
+    rc |= MPI_Iallgather(local, k, MPI_DOUBLE, s->all, k, MPI_DOUBLE, s->comm, &rq[1]) != MPI_SUCCESS;
+    rc |= MPI_Waitall(2, rq, MPI_STATUSES_IGNORE) != MPI_SUCCESS;
+    if (rc) return -1;
+    stats_combine(s, global);
     return 0;
 }

@@ -25,7 +25,8 @@
  * non-finite flag, max |g|, requests from the coordinator (worker 0 only),
  * sum of squares of the gradient it owns, overall and per tensor); one
  * all-gather brings every rank's vector to every rank, and each combines
- * them in rank order, so all ranks get identical sums. */
+ * them in rank order, so all ranks get identical sums. A training step
+ * folds it into the gradients' all-gather (sync_grads_stats). */
 #ifndef CLIPD_SYNC_H
 #define CLIPD_SYNC_H
 
@@ -58,6 +59,17 @@ typedef struct {
     double *all;              /* (W, nstats) gathered statistics */
     double *acc;              /* (ntensors, 4) sums of squares of my shard, as buckets land */
     float maxabs;
+    /* Sparse rows (sync_init_sparse): [sp_off, n) is a (rows, width) matrix
+     * of which only the rows flagged by the model are non-zero anywhere;
+     * the buckets stop at sp_off and the flagged rows go by themselves. */
+    size_t sp_off;            /* n when there are none */
+    int sp_rows, sp_width;
+    int *gcounts, *gdispls;   /* (W) the shards' parts of [0, sp_off): the gradients' all-gather */
+    uint64_t *sp_bits;        /* (2, words) my flagged rows, then everyone's (bitwise or) */
+    int *sp_list;             /* (rows) the flagged rows of this step, ascending */
+    float *sp_send, *sp_recv; /* (rows, width), (W, rows, width) packed rows */
+    long sp_steps;            /* steps synced, and their rows (for the bytes saved) */
+    double sp_rows_sum;
 } Sync;
 
 /* The one function that splits a flat range of n over W ranks: the first
@@ -66,6 +78,16 @@ void shard_range(size_t n, int W, int r, size_t *off, size_t *len);
 
 /* bucket: floats per bucket, 0 for one bucket of everything. */
 int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, int sharded);
+/* sync_init, with [sp_off, sp_off + rows * width) = [sp_off, n) synced as
+ * rows (sync.sparse_embedding): each step the ranks or together which rows
+ * the model flagged (Model.emb_rows), all-gather those rows and add them in
+ * rank order, so gradient and statistics have the same bits as the dense
+ * sync (rows nobody flagged are zero on every rank). Replicated only. */
+int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, size_t sp_off,
+                     int rows, int width);
+/* Bytes this rank received per step for [sp_off, n), as rows (mean over the
+ * steps so far) and as the dense reduce-scatter + all-gather would have. */
+void sync_sparse_bytes(const Sync *s, double *sparse, double *dense);
 void sync_free(Sync *s);
 /* A step's gradient is being computed into grads: no bucket started yet. */
 void sync_begin(Sync *s, float *grads);
@@ -84,5 +106,11 @@ int sync_grads(Sync *s, float *grads, const Model *m, double *stats);
 int sync_params(Sync *s, float *params);
 /* local (nstats) -> global (nstats), identical bits on every rank. */
 int sync_stats(Sync *s, const double *local, double *global);
+/* sync_grads(grads, local) then sync_stats(local, global) with the same
+ * bits, folded: the statistics all-gather runs alongside the all-gather of
+ * the gradient shards (both non-blocking, waited for together), so the
+ * statistics cost no round trip of their own. The caller fills local's
+ * ST_LOSS, ST_TERMS and ST_REQ first. */
+int sync_grads_stats(Sync *s, float *grads, const Model *m, double *local, double *global);
 
 #endif

@@ -16,6 +16,8 @@
 #   dp_2x1_vs_1x2    W1: 2 workers x 1 BLAS thread vs 1 worker x 2 threads
 #                    at the same global batch, tokens/s ratio
 #   sharded_vs_replicated   W1 and W2: step time ratio (< 1: sharded faster)
+#   sparse_embedding_vs_dense  W2: sync.sparse_embedding true vs false, step
+#                    time ratio, and the bytes a step it saves (worker log)
 #   overlap_vs_none  W1: buckets during backward vs one reduction after it
 #   rss_vs_minimum   W1: peak RSS of the largest worker / the analytic minimum
 #                    (parameters, gradients, optimizer state, activations)
@@ -138,7 +140,10 @@ for i in $(seq "$ROUNDS"); do
         run W1 "W1_shard_$i" "$NP" --set sync.mode=sharded
         run W1 "W1_onebucket_$i" "$NP" --set sync.bucket_kb=0
     fi
-    if has W2; then run W2 "W2_shard_$i" "$NP" --set sync.mode=sharded; fi
+    if has W2; then
+        run W2 "W2_shard_$i" "$NP" --set sync.mode=sharded
+        run W2 "W2_sparse_$i" "$NP" --set sync.sparse_embedding=true
+    fi
 done
 
 # The peak again after the runs; the higher of the two counts (load from
@@ -168,6 +173,13 @@ for wl in $WLS; do
         read -r _ shard < <(best "$wl" shard)
         json+=",\"sharded_vs_replicated\":$(calc "$shard / $clip")"
         printf '   sharded %.2f ms vs replicated %.2f ms: ratio %.3f\n' "$shard" "$clip" "$(calc "$shard / $clip")"
+    fi
+    if [ "$wl" = W2 ]; then
+        read -r sname sparse < <(best W2 sparse)
+        sline=$(grep -o 'sparse embedding: .*' "$TMP/$sname.err" | head -1)
+        saved=$(awk '{ print $(NF - 1) }' <<<"$sline")
+        printf '   sync.sparse_embedding %.2f ms vs dense %.2f ms: step ratio %.3f; %s\n' "$sparse" "$clip" "$(calc "$sparse / $clip")" "$sline"
+        json+=",\"sparse_embedding_vs_dense\":$(calc "$sparse / $clip"),\"sparse_embedding_bytes_saved_per_step\":${saved:-null}"
     fi
     if [ "$wl" = W1 ]; then
         read -r _ dp12 < <(best W1 dp12)
