@@ -95,6 +95,7 @@ static const CfgKey cfg_keys[] = {
     KINT(model, layers, 1, 16, "2", "L, stacked recurrent layers"),
     KDBL(model, init_scale, 0, 10, F_MIN_OPEN, "0.1", "weights ~ U(-s, s)"),
     KDBL(model, dropout, 0, 1, F_MAX_OPEN, "0", "dropout between layers, token models"),
+    KENUM(model, tie_embeddings, bool_names, "false", "head weight = embedding matrix (embed = hidden)"),
     KENUM(data, source, source_names, "markov", "synthetic task"),
     KINT(data, seq_len, 1, 100000, "32", "T, unroll length of truncated BPTT"),
     KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
@@ -942,6 +943,8 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen)
 
 /* Parameters of the model worker/model.c builds: embedding (markov only),
  * per layer wx (Ein, G*H), wh (H, G*H), b (G*H), then the head (H, O), (O). */
+int cfg_tied(const Config *c) { return c->model_tie_embeddings && c->data_source != DATA_ADDING; }
+
 uint64_t cfg_param_count(const Config *c)
 {
     uint64_t V = (uint64_t)c->model_vocab, E = (uint64_t)c->model_embed, H = (uint64_t)c->model_hidden;
@@ -950,7 +953,7 @@ uint64_t cfg_param_count(const Config *c)
     uint64_t in = markov ? E : 2, out = markov ? V : 1;
     uint64_t n = markov ? V * E : 0;
     for (int l = 0; l < c->model_layers; l++) n += ((l ? H : in) + H + 1) * G * H;
-    return n + H * out + out;
+    return n + (cfg_tied(c) ? 0 : H * out) + out;
 }
 
 static int validate_fail(Msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1017,6 +1020,13 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
             return validate_fail(&m, "debug.nan_tensor: no tensor '%s' in this model (names as in "
                                      "tensors.jsonl)", c->debug_nan_tensor);
     }
+    if (c->model_tie_embeddings && (c->data_source == DATA_ADDING || c->model_embed != c->model_hidden))
+        return validate_fail(&m, "model.tie_embeddings: true needs a model with an embedding (data.source "
+                                 "markov or text) and model.embed == model.hidden (%d != %d)",
+                             c->model_embed, c->model_hidden);
+    if (c->sync_sparse_embedding && c->model_tie_embeddings)
+        return validate_fail(&m, "sync.sparse_embedding: true with model.tie_embeddings: the tied head "
+                                 "writes every row of the embedding gradient; set one of them false");
     if (c->sync_sparse_embedding && (c->data_source == DATA_ADDING || c->sync_mode == SYNC_SHARDED))
         return validate_fail(&m, "sync.sparse_embedding: true needs a model with an embedding (data.source "
                                  "markov or text) and sync.mode replicated");
@@ -1131,7 +1141,7 @@ int cfg_tensor_names(const Config *c, char names[][32], int max)
 {
     int n = 0;
 #define ADD(...) do { if (n < max) snprintf(names[n], 32, __VA_ARGS__); n++; } while (0)
-    ADD("head.weight");
+    if (!cfg_tied(c)) ADD("head.weight");
     ADD("head.bias");
     for (int l = c->model_layers - 1; l >= 0; l--) {
         ADD("layers.%d.wx", l);
@@ -1166,6 +1176,7 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2])
     int markov = c->data_source != DATA_ADDING;
     long O = markov ? V : 1, in = markov ? E : 2;
     shape[1] = 1;
+    if (cfg_tied(c)) i++; /* no head.weight */
     if (i == 0) return shape[0] = H, shape[1] = O, 2;
     if (i == 1) return shape[0] = O, 1;
     if (i >= 2 && i < 2 + 3 * L) {

@@ -42,6 +42,7 @@ typedef struct {
     int model_layers;        /* L */
     double model_init_scale; /* weights ~ U(-s, s) */
     double model_dropout;    /* dropout on the non-recurrent connections (Zaremba et al. 2014) */
+    int model_tie_embeddings; /* 1: the head's weight is the embedding matrix (Press and Wolf 2017) */
     /* data */
     int data_source;         /* DataSource */
     int data_seq_len;        /* T, unroll length of truncated BPTT */
@@ -160,6 +161,8 @@ const char *cfg_action_name(int act);
 const char *cfg_schedule_name(int s);
 /* Number of parameters of the model the config describes. */
 uint64_t cfg_param_count(const Config *c);
+/* 1 when the head shares the embedding matrix (model.tie_embeddings, token models). */
+int cfg_tied(const Config *c);
 /* The configured action of one divergence event kind (EV_* of
  * common/detect.h), with inherit resolved to divergence.action. */
 int cfg_event_action(const Config *c, int kind);

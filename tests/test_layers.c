@@ -528,6 +528,43 @@ static void test_linear(void **state)
     check_grad("linear dx", dx, ctx.x, N * I, linear_loss, &ctx);
 }
 
+/* The transposed-weight head (tied embeddings): ctx.w holds wt (O, I); the
+ * loss transposes it into w (I, O) for the plain double reference. */
+typedef struct {
+    LinLoss l;
+    double *wt; // (O, I)
+} LinLossT;
+
+static double linear_t_loss(void *ctx)
+{
+    LinLossT *t = ctx;
+    for (int o = 0; o < t->l.O; o++)
+        for (int i = 0; i < t->l.I; i++) t->l.w[i * t->l.O + o] = t->wt[o * t->l.I + i];
+    return linear_loss(&t->l);
+}
+
+static void test_linear_t(void **state)
+{
+    Arena *a = *state;
+    uint64_t s = 7;
+    enum { N = 5, I = 4, O = 6 };
+    float *x = arena_rand(a, N * I, &s, -1, 1), *wt = arena_rand(a, O * I, &s, -0.5f, 0.5f);
+    float *b = arena_rand(a, O, &s, -0.5f, 0.5f), *R = arena_rand(a, N * O, &s, -1, 1);
+    float *y = arena_f(a, N * O), *dx = arena_f(a, N * I);
+    float *dwt = arena_f(a, O * I), *db = arena_f(a, O);
+    LinLossT ctx = {{arena_dbl(a, x, N * I), arena_d(a, I * O), arena_dbl(a, b, O), arena_d(a, N * O),
+                     arena_dbl(a, R, N * O), N, I, O}, arena_dbl(a, wt, O * I)};
+
+    linear_forward_t(y, x, wt, b, N, I, O);
+    linear_t_loss(&ctx);
+    check_fwd("linear_t y", y, ctx.l.y, N * O);
+    fill_nan(dx, N * I); // must be overwritten
+    linear_backward_t(dx, dwt, db, R, x, wt, N, I, O);
+    check_grad("linear_t dwt", dwt, ctx.wt, O * I, linear_t_loss, &ctx);
+    check_grad("linear_t db", db, ctx.l.b, O, linear_t_loss, &ctx);
+    check_grad("linear_t dx", dx, ctx.l.x, N * I, linear_t_loss, &ctx);
+}
+
 typedef struct {
     double *w;       // (V, E)
     const int *tok;  // (N)
@@ -817,6 +854,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fastmath),
+        cmocka_unit_test_setup_teardown(test_linear_t, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_linear, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_embedding, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_softmax_ce, arena_setup, arena_teardown),

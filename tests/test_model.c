@@ -34,6 +34,7 @@ static double loss_at(Fixture *f, float scale)
 
 static void check_model_p(int kind, int source, int layers, double dropout);
 static void check_model(int kind, int source, int layers) { check_model_p(kind, source, layers, 0); }
+static int tie_next; /* the next check_model_p ties the head to the embedding (E = H = 6) */
 
 static void check_model_p(int kind, int source, int layers, double dropout)
 {
@@ -44,6 +45,8 @@ static void check_model_p(int kind, int source, int layers, double dropout)
     f.c.model_vocab = 7, f.c.model_embed = 5, f.c.model_hidden = 6, f.c.data_seq_len = 5;
     f.c.data_markov_order = 1, f.c.data_markov_branch = 3;
     f.c.model_dropout = dropout;
+    if (tie_next) f.c.model_tie_embeddings = 1, f.c.model_embed = f.c.model_hidden;
+    tie_next = 0;
     assert_int_equal(model_init(&f.m, &f.c, 3), 0);
     f.m.first_stream = 0, f.m.drop_seed = 5, f.m.drop_step = 1; /* the same masks on every call */
     model_init_params(&f.m, 11, 0.5);
@@ -57,7 +60,8 @@ static void check_model_p(int kind, int source, int layers, double dropout)
         off += f.m.views[v].n;
     }
     assert_int_equal(off, f.m.nparams);
-    assert_string_equal(f.m.views[0].name, "head.weight");
+    assert_string_equal(f.m.views[0].name, f.m.tied ? "head.bias" : "head.weight");
+    if (f.m.tied) assert_ptr_equal(f.m.hw, f.m.emb), assert_ptr_equal(f.m.dhw, f.m.demb);
     char names[MODEL_MAX_VIEWS][32]; /* the coordinator's copy of the layout */
     assert_int_equal(cfg_tensor_names(&f.c, names, MODEL_MAX_VIEWS), f.m.nviews);
     for (int v = 0; v < f.m.nviews; v++) {
@@ -95,8 +99,8 @@ static void check_model_p(int kind, int source, int layers, double dropout)
         if (err > 2e-2) printf("  %s: analytic %.6g vs central difference %.6g\n", pv->name, gd, fd);
         free(dir);
     }
-    printf("model kind=%d source=%d layers=%d dropout=%.1f: worst directional rel err %.2g (tol 2e-2)\n",
-           kind, source, layers, dropout, worst);
+    printf("model kind=%d source=%d layers=%d dropout=%.1f tied=%d: worst directional rel err %.2g (tol 2e-2)\n",
+           kind, source, layers, dropout, f.m.tied, worst);
     assert_true(worst <= 2e-2);
     free(g), free(p0);
     batcher_free(&f.d);
@@ -110,6 +114,8 @@ static void test_lstm_adding(void **s) { (void)s; check_model(MODEL_LSTM, DATA_A
 static void test_gru_markov(void **s) { (void)s; check_model(MODEL_GRU, DATA_MARKOV, 2); }
 static void test_gru_adding(void **s) { (void)s; check_model(MODEL_GRU, DATA_ADDING, 1); }
 static void test_lstm_dropout(void **s) { (void)s; check_model_p(MODEL_LSTM, DATA_MARKOV, 2, 0.3); }
+static void test_lstm_tied(void **s) { (void)s; tie_next = 1; check_model_p(MODEL_LSTM, DATA_MARKOV, 2, 0.3); }
+static void test_gru_tied(void **s) { (void)s; tie_next = 1; check_model(MODEL_GRU, DATA_MARKOV, 1); }
 
 /* Dropout is on in training only, and its masks depend on the global stream,
  * not on which worker holds it: streams 2..3 of a 4-stream batch see the
@@ -230,7 +236,9 @@ int main(void)
         cmocka_unit_test(test_lstm_markov), cmocka_unit_test(test_rnn_markov),
         cmocka_unit_test(test_rnn_adding),  cmocka_unit_test(test_lstm_adding),
         cmocka_unit_test(test_gru_markov),  cmocka_unit_test(test_gru_adding),
-        cmocka_unit_test(test_lstm_dropout), cmocka_unit_test(test_dropout_masks),
+        cmocka_unit_test(test_lstm_dropout),
+        cmocka_unit_test(test_lstm_tied),
+        cmocka_unit_test(test_gru_tied), cmocka_unit_test(test_dropout_masks),
         cmocka_unit_test(test_state_carry), cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -90,6 +90,30 @@ void linear_backward(float *dx, float *dw, float *db, const float *dy, const flo
     }
 }
 
+void linear_forward_t(float *y, const float *x, const float *wt, const float *b, int N, int I, int O)
+{
+    // every row of y (N, O) starts as the bias, then y += x (N, I) wt^T (I, O)
+    for (int n = 0; n < N; n++) {
+        memcpy(y + (size_t)n * O, b, (size_t)O * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I,
+                1.0f, x, I, wt, I, 1.0f, y, O);
+}
+
+void linear_backward_t(float *dx, float *dwt, float *db, const float *dy, const float *x,
+                       const float *wt, int N, int I, int O)
+{
+    // dwt (O, I) += dy^T (O, N) x (N, I)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N,
+                1.0f, dy, O, x, I, 1.0f, dwt, I);
+    col_sum_add(db, dy, N, O);
+    if (dx) {
+        // dx (N, I) = dy (N, O) wt (O, I)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O,
+                    1.0f, dy, O, wt, I, 0.0f, dx, I);
+    }
+}
+
 /* ---------------------------------------------------------------- recurrent steps
  * Shared by the RNN (G = 1), the LSTM (G = 4) and the GRU (G = 3); GH = G*H. */
 

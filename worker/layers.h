@@ -26,6 +26,14 @@ void linear_forward(float *y /* (N, O) */, const float *x /* (N, I) */,
 void linear_backward(float *dx /* (N, I) */, float *dw /* (I, O) */, float *db /* (O) */,
                      const float *dy /* (N, O) */, const float *x /* (N, I) */,
                      const float *w /* (I, O) */, int N, int I, int O);
+/* The same with the weight stored transposed, wt (O, I) (tied embeddings:
+ * the head is the (V, E) embedding matrix): y = x wt^T + b; dwt += dy^T x;
+ * db += sum_n dy; dx = dy wt (dx may be NULL) */
+void linear_forward_t(float *y /* (N, O) */, const float *x /* (N, I) */,
+                      const float *wt /* (O, I) */, const float *b /* (O) */, int N, int I, int O);
+void linear_backward_t(float *dx /* (N, I) */, float *dwt /* (O, I) */, float *db /* (O) */,
+                       const float *dy /* (N, O) */, const float *x /* (N, I) */,
+                       const float *wt /* (O, I) */, int N, int I, int O);
 
 /* Vanilla tanh RNN: h[t+1] = tanh(x[t] wx + h[t] wh + b), h[0] given.
  * h is (T+1, B, H). */

@@ -27,7 +27,7 @@ static float *add_view(Model *m, const char *name, int rows, int cols, int ndim,
 static void model_layout(Model *m)
 {
     char name[32];
-    m->hw = add_view(m, "head.weight", m->H, m->O, 2, &m->dhw);
+    if (!m->tied) m->hw = add_view(m, "head.weight", m->H, m->O, 2, &m->dhw);
     m->hb = add_view(m, "head.bias", m->O, 1, 1, &m->dhb);
     for (int l = m->L - 1; l >= 0; l--) {
         Layer *y = &m->layer[l];
@@ -45,14 +45,15 @@ static void model_layout(Model *m)
 
 static void model_rebase(Model *m)
 {
-    REBASE(m->hw, m->params), REBASE(m->hb, m->params);
-    REBASE(m->dhw, m->grads), REBASE(m->dhb, m->grads);
+    if (!m->tied) REBASE(m->hw, m->params), REBASE(m->dhw, m->grads);
+    REBASE(m->hb, m->params), REBASE(m->dhb, m->grads);
     for (int l = 0; l < m->L; l++) {
         Layer *y = &m->layer[l];
         REBASE(y->wx, m->params), REBASE(y->wh, m->params), REBASE(y->b, m->params);
         REBASE(y->dwx, m->grads), REBASE(y->dwh, m->grads), REBASE(y->db, m->grads);
     }
     if (m->emb) REBASE(m->emb, m->params), REBASE(m->demb, m->grads);
+    if (m->tied) m->hw = m->emb, m->dhw = m->demb;
 }
 
 /* Every buffer of the model, counted in m->nfloats. */
@@ -72,6 +73,7 @@ int model_init(Model *m, const Config *c, int B)
     m->Ein0 = m->source != DATA_ADDING ? m->E : 2;
     m->O = m->source != DATA_ADDING ? m->V : 1;
     m->carry = m->source != DATA_ADDING;
+    m->tied = cfg_tied(c);
     for (int l = 0; l < m->L; l++) m->layer[l].Ein = l == 0 ? m->Ein0 : m->H;
     model_layout(m);
     m->params = falloc(m, m->nparams);
@@ -287,7 +289,10 @@ static double markov_forward(Model *m, const int *inputs, const int *targets)
     layers_forward(m);
     if (dropping(m)) dropout_forward(m, m->L);
     const float *top = site_input(m, m->L); /* (T*B, H) */
-    linear_forward(m->out, top, m->hw, m->hb, N, m->H, m->V);
+    if (m->tied)
+        linear_forward_t(m->out, top, m->hw, m->hb, N, m->H, m->V);
+    else
+        linear_forward(m->out, top, m->hw, m->hb, N, m->H, m->V);
     return softmax_ce_forward(m->out, m->out, targets, N, m->V);
 }
 
@@ -296,7 +301,10 @@ static void markov_backward(Model *m, const int *inputs, const int *targets, flo
     int N = m->T * m->B;
     const float *top = site_input(m, m->L);
     softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
-    linear_backward(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
+    if (m->tied) /* the embedding's gradient is final only after the embedding's backward */
+        linear_backward_t(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
+    else
+        linear_backward(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
     grads_ready(m, m->dhb + m->O);
     if (dropping(m)) dropout_backward(m, m->L, m->dA);
     float *dx0 = layers_backward(m, m->dA);

@@ -52,6 +52,7 @@ typedef struct {
     float *du;                /* (T, B, 3H) GRU scratch */
     float *dc;                /* (B, H) LSTM scratch */
     int carry;                /* 1: h[0] of the next step is h[T] of this one */
+    int tied;                 /* 1: hw/dhw are emb/demb, (V, E) = (O, H), used transposed */
     /* Dropout on the non-recurrent connections (embedding -> layer 0, layer
      * l-1 -> l, top -> head), token models only, training only. The mask
      * of an element depends on (drop_seed, site, drop_step, global stream,

@@ -40,3 +40,5 @@ sparse_bad() {
 check "sync.sparse_embedding with sync.mode sharded: exit 2 naming the key" sparse_bad --set sync.mode=sharded
 check "sync.sparse_embedding on the adding problem (no embedding): exit 2 naming the key" \
     sparse_bad --set data.source=adding --set model.kind=rnn
+check "sync.sparse_embedding with model.tie_embeddings (a dense embedding gradient): exit 2 naming the key" \
+    sparse_bad --set model.tie_embeddings=true --set model.embed=16
