@@ -53,11 +53,11 @@ ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamV
     return r;
 }
 
-void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
-                       int nviews, size_t lo, size_t hi, const double *stats, int mode,
-                       double max_norm, double clip_value, double lr, const ClipResult *d)
+/* clip_apply_update's pass over [lo, hi), without optim_begin. */
+static void apply_range(Optim *o, float *params, const float *grads, const ParamView *views,
+                        int nviews, size_t lo, size_t hi, const double *stats, int mode,
+                        double max_norm, double clip_value, double lr, const ClipResult *d)
 {
-    optim_begin(o);
     if (mode == CLIP_GLOBAL_NORM) {
         optim_update(o, params, grads, lo, hi - lo, (float)d->coef, 0, lr);
     } else if (mode == CLIP_PER_TENSOR) {
@@ -72,5 +72,26 @@ void clip_apply_update(Optim *o, float *params, const float *grads, const ParamV
         optim_update(o, params, grads, lo, hi - lo, 1.0f, (float)clip_value, lr);
     } else {
         optim_update(o, params, grads, lo, hi - lo, 1.0f, 0, lr);
+    }
+}
+
+void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
+                       int nviews, size_t lo, size_t hi, const double *stats, int mode,
+                       double max_norm, double clip_value, double lr, const ClipResult *d)
+{
+    optim_begin(o);
+    apply_range(o, params, grads, views, nviews, lo, hi, stats, mode, max_norm, clip_value, lr, d);
+}
+
+void clip_apply_update_rows(Optim *o, float *params, const float *grads, const ParamView *views,
+                            int nviews, size_t lo, size_t hi, const int *rows, int nrows,
+                            size_t width, const double *stats, int mode, double max_norm,
+                            double clip_value, double lr, const ClipResult *d)
+{
+    optim_begin(o);
+    apply_range(o, params, grads, views, nviews, lo, hi, stats, mode, max_norm, clip_value, lr, d);
+    for (int j = 0; j < nrows; j++) {
+        size_t a = hi + (size_t)rows[j] * width;
+        apply_range(o, params, grads, views, nviews, a, a + width, stats, mode, max_norm, clip_value, lr, d);
     }
 }

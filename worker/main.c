@@ -393,6 +393,17 @@ static unsigned drift_check(Worker *w, EventInfo *info)
     return 0;
 }
 
+/* sync.sparse_embedding with plain SGD and no weight decay: the update of
+ * an embedding row with a zero gradient is p - lr * 0 = p, so only the
+ * synced rows need the pass (momentum, Adam and weight decay move every
+ * row: they keep the dense update). */
+static int sparse_update(const Worker *w)
+{
+    const Config *c = &w->cfg;
+    return w->sync.sp_rows && c->train_optimizer == OPT_SGD && c->train_momentum == 0 &&
+           c->train_weight_decay == 0;
+}
+
 /* Decide and apply: detector, action, update (or skip/rollback/abort). */
 static void decide_step(Worker *w, StepRecord *r)
 {
@@ -413,9 +424,15 @@ static void decide_step(Worker *w, StepRecord *r)
     if (act == ACT_LOG) {
         /* The parameters the optimizer holds state for: all (replicated), or
          * the worker's shard, then gathered (sharded). */
-        clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, w->opt.base,
-                          w->opt.base + w->opt.n, w->global, c->clip_mode, c->clip_max_norm,
-                          c->clip_clip_value, lr, &cd);
+        if (sparse_update(w)) /* rows nobody touched: a zero gradient leaves them as they are */
+            clip_apply_update_rows(&w->opt, m->params, m->grads, m->views, m->nviews, 0,
+                                   w->sync.sp_off, w->sync.sp_list, w->sync.sp_nr,
+                                   (size_t)w->sync.sp_width, w->global, c->clip_mode,
+                                   c->clip_max_norm, c->clip_clip_value, lr, &cd);
+        else
+            clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, w->opt.base,
+                              w->opt.base + w->opt.n, w->global, c->clip_mode, c->clip_max_norm,
+                              c->clip_clip_value, lr, &cd);
         if (w->sync.sharded && sync_params(&w->sync, m->params) != 0)
             worker_fatal("parameter all-gather failed");
         r->clip_coef = cd.coef;

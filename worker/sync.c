@@ -236,6 +236,7 @@ static int sparse_reduce(Sync *s, float *grads, const Model *m)
         size_t cnt = overlap(lo, lo + E, s->own_off, s->own_off + s->own_len, &start);
         if (cnt) sumsq_acc(grads + start, start, cnt, s->acc + 4 * (size_t)v, &s->maxabs);
     }
+    s->sp_nr = nr;
     s->sp_steps++, s->sp_rows_sum += nr;
     return 0;
 }

@@ -67,6 +67,7 @@ typedef struct {
     int *gcounts, *gdispls;   /* (W) the shards' parts of [0, sp_off): the gradients' all-gather */
     uint64_t *sp_bits;        /* (2, words) my flagged rows, then everyone's (bitwise or) */
     int *sp_list;             /* (rows) the flagged rows of this step, ascending */
+    int sp_nr;                /* how many */
     float *sp_send, *sp_recv; /* (rows, width), (W, rows, width) packed rows */
     long sp_steps;            /* steps synced, and their rows (for the bytes saved) */
     double sp_rows_sum;
