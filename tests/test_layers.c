@@ -506,28 +506,6 @@ static double linear_loss(void *ctx)
     return lin_R_loss(l->y, l->R, (size_t)l->N * l->O);
 }
 
-static void test_linear(void **state)
-{
-    Arena *a = *state;
-    uint64_t s = 1;
-    enum { N = 5, I = 4, O = 3 };
-    float *x = arena_rand(a, N * I, &s, -1, 1), *w = arena_rand(a, I * O, &s, -0.5f, 0.5f);
-    float *b = arena_rand(a, O, &s, -0.5f, 0.5f), *R = arena_rand(a, N * O, &s, -1, 1);
-    float *y = arena_f(a, N * O), *dx = arena_f(a, N * I);
-    float *dw = arena_f(a, I * O), *db = arena_f(a, O);
-    LinLoss ctx = {arena_dbl(a, x, N * I), arena_dbl(a, w, I * O), arena_dbl(a, b, O),
-                   arena_d(a, N * O), arena_dbl(a, R, N * O), N, I, O};
-
-    linear_forward(y, x, w, b, N, I, O);
-    linear_loss(&ctx);
-    check_fwd("linear y", y, ctx.y, N * O);
-    fill_nan(dx, N * I); // must be overwritten
-    linear_backward(dx, dw, db, R, x, w, N, I, O);
-    check_grad("linear dw", dw, ctx.w, I * O, linear_loss, &ctx);
-    check_grad("linear db", db, ctx.b, O, linear_loss, &ctx);
-    check_grad("linear dx", dx, ctx.x, N * I, linear_loss, &ctx);
-}
-
 /* The transposed-weight head (tied embeddings): ctx.w holds wt (O, I); the
  * loss transposes it into w (I, O) for the plain double reference. */
 typedef struct {
@@ -543,27 +521,34 @@ static double linear_t_loss(void *ctx)
     return linear_loss(&t->l);
 }
 
-static void test_linear_t(void **state)
+/* linear_forward/_backward (wt 0) or their transposed-weight forms (wt 1)
+ * against the double reference, gradients by central differences. */
+static void check_linear(Arena *a, int wt)
 {
-    Arena *a = *state;
-    uint64_t s = 7;
+    uint64_t s = 1 + 6 * (uint64_t)wt;
     enum { N = 5, I = 4, O = 6 };
-    float *x = arena_rand(a, N * I, &s, -1, 1), *wt = arena_rand(a, O * I, &s, -0.5f, 0.5f);
+    float *x = arena_rand(a, N * I, &s, -1, 1), *w = arena_rand(a, I * O, &s, -0.5f, 0.5f);
     float *b = arena_rand(a, O, &s, -0.5f, 0.5f), *R = arena_rand(a, N * O, &s, -1, 1);
     float *y = arena_f(a, N * O), *dx = arena_f(a, N * I);
-    float *dwt = arena_f(a, O * I), *db = arena_f(a, O);
-    LinLossT ctx = {{arena_dbl(a, x, N * I), arena_d(a, I * O), arena_dbl(a, b, O), arena_d(a, N * O),
-                     arena_dbl(a, R, N * O), N, I, O}, arena_dbl(a, wt, O * I)};
+    float *dw = arena_f(a, I * O), *db = arena_f(a, O);
+    LinLossT ctx = {{arena_dbl(a, x, N * I), arena_dbl(a, w, I * O), arena_dbl(a, b, O), arena_d(a, N * O),
+                     arena_dbl(a, R, N * O), N, I, O}, arena_dbl(a, w, O * I)};
+    double *wp = wt ? ctx.wt : ctx.l.w; /* w read as (O, I) when transposed */
+    LossFn loss = wt ? linear_t_loss : linear_loss;
+    void *lc = wt ? (void *)&ctx : (void *)&ctx.l;
 
-    linear_forward_t(y, x, wt, b, N, I, O);
-    linear_t_loss(&ctx);
-    check_fwd("linear_t y", y, ctx.l.y, N * O);
+    (wt ? linear_forward_t : linear_forward)(y, x, w, b, N, I, O);
+    loss(lc);
+    check_fwd(wt ? "linear_t y" : "linear y", y, ctx.l.y, N * O);
     fill_nan(dx, N * I); // must be overwritten
-    linear_backward_t(dx, dwt, db, R, x, wt, N, I, O);
-    check_grad("linear_t dwt", dwt, ctx.wt, O * I, linear_t_loss, &ctx);
-    check_grad("linear_t db", db, ctx.l.b, O, linear_t_loss, &ctx);
-    check_grad("linear_t dx", dx, ctx.l.x, N * I, linear_t_loss, &ctx);
+    (wt ? linear_backward_t : linear_backward)(dx, dw, db, R, x, w, N, I, O);
+    check_grad(wt ? "linear_t dwt" : "linear dw", dw, wp, I * O, loss, lc);
+    check_grad(wt ? "linear_t db" : "linear db", db, ctx.l.b, O, loss, lc);
+    check_grad(wt ? "linear_t dx" : "linear dx", dx, ctx.l.x, N * I, loss, lc);
 }
+
+static void test_linear(void **state) { check_linear(*state, 0); }
+static void test_linear_t(void **state) { check_linear(*state, 1); }
 
 typedef struct {
     double *w;       // (V, E)

@@ -66,52 +66,53 @@ void embedding_backward(float *dw, const float *dout, const int *tok, int N, int
 
 /* ---------------------------------------------------------------- linear */
 
-void linear_forward(float *y, const float *x, const float *w, const float *b, int N, int I, int O)
+/* The head with its weight stored (I, O) (wt 0) or transposed, (O, I) (wt 1). */
+static void linear_fwd(float *y, const float *x, const float *w, const float *b, int N, int I, int O,
+                       int wt)
 {
-    // every row of y (N, O) starts as the bias, then y += x (N, I) w (I, O)
+    // every row of y (N, O) starts as the bias, then y += x (N, I) w (I, O) (or wt^T)
     for (int n = 0; n < N; n++) {
         memcpy(y + (size_t)n * O, b, (size_t)O * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, O, I,
-                1.0f, x, I, w, O, 1.0f, y, O);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasTrans : CblasNoTrans, N, O, I,
+                1.0f, x, I, w, wt ? I : O, 1.0f, y, O);
+}
+
+static void linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                       const float *w, int N, int I, int O, int wt)
+{
+    if (wt) // dwt (O, I) += dy^T (O, N) x (N, I)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dy, O, x, I, 1.0f, dw, I);
+    else    // dw (I, O) += x^T (I, N) dy (N, O)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I, O, N, 1.0f, x, I, dy, O, 1.0f, dw, O);
+    col_sum_add(db, dy, N, O);
+    if (dx) {
+        // dx (N, I) = dy (N, O) w^T (O, I) (or wt)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasNoTrans : CblasTrans, N, I, O,
+                    1.0f, dy, O, w, wt ? I : O, 0.0f, dx, I);
+    }
+}
+
+void linear_forward(float *y, const float *x, const float *w, const float *b, int N, int I, int O)
+{
+    linear_fwd(y, x, w, b, N, I, O, 0);
 }
 
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int N, int I, int O)
 {
-    // dw (I, O) += x^T (I, N) dy (N, O)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I, O, N,
-                1.0f, x, I, dy, O, 1.0f, dw, O);
-    col_sum_add(db, dy, N, O);
-    if (dx) {
-        // dx (N, I) = dy (N, O) w^T (O, I)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, I, O,
-                    1.0f, dy, O, w, O, 0.0f, dx, I);
-    }
+    linear_bwd(dx, dw, db, dy, x, w, N, I, O, 0);
 }
 
 void linear_forward_t(float *y, const float *x, const float *wt, const float *b, int N, int I, int O)
 {
-    // every row of y (N, O) starts as the bias, then y += x (N, I) wt^T (I, O)
-    for (int n = 0; n < N; n++) {
-        memcpy(y + (size_t)n * O, b, (size_t)O * sizeof(float));
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I,
-                1.0f, x, I, wt, I, 1.0f, y, O);
+    linear_fwd(y, x, wt, b, N, I, O, 1);
 }
 
 void linear_backward_t(float *dx, float *dwt, float *db, const float *dy, const float *x,
                        const float *wt, int N, int I, int O)
 {
-    // dwt (O, I) += dy^T (O, N) x (N, I)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N,
-                1.0f, dy, O, x, I, 1.0f, dwt, I);
-    col_sum_add(db, dy, N, O);
-    if (dx) {
-        // dx (N, I) = dy (N, O) wt (O, I)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O,
-                    1.0f, dy, O, wt, I, 0.0f, dx, I);
-    }
+    linear_bwd(dx, dwt, db, dy, x, wt, N, I, O, 1);
 }
 
 /* ---------------------------------------------------------------- recurrent steps
