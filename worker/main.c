@@ -582,7 +582,10 @@ static int write_weights(Worker *w, char *err, size_t errlen)
 
 /* Step records go to the coordinator without waiting for it (it naps up
  * to 2 ms between polls): a ring of records in flight, each slot waited for
- * before it is filled again; MPI keeps one sender's messages in order. */
+ * before it is filled again; MPI keeps one sender's messages in order. The
+ * sends are synchronous (MPI_Issend: done once the coordinator has received
+ * it), so the workers run at most REC_RING steps ahead of the coordinator,
+ * as its stop and checkpoint requests and its logs expect. */
 #define REC_RING 4
 static StepRecord rec_ring[REC_RING];
 static MPI_Request rec_req[REC_RING] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL,
@@ -598,7 +601,7 @@ static StepRecord *record_slot(int64_t seq)
 static void record_send(StepRecord *r, int64_t seq)
 {
     int k = (int)(seq % REC_RING);
-    if (MPI_Isend(r, sizeof *r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD, &rec_req[k]) != MPI_SUCCESS)
+    if (MPI_Issend(r, sizeof *r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD, &rec_req[k]) != MPI_SUCCESS)
         worker_fatal("step record send failed");
 }
 
