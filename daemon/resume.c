@@ -36,13 +36,26 @@ static int64_t logged_seq(const Config *c)
     return last;
 }
 
+/* log.tensor_norms_every of the job that wrote the logs (RUN_DIR/config.yaml;
+ * this start may change it), or this config's when that cannot be read. */
+static int logged_every(const Config *c)
+{
+    char path[CFG_STR_MAX + 32], err[256];
+    snprintf(path, sizeof path, "%s/config.yaml", c->run_dir);
+    Config *old = malloc(sizeof *old);
+    int every = c->log_tensor_norms_every;
+    if (old) cfg_defaults(old);
+    if (old && cfg_load_file(old, path, err, sizeof err) == CFG_OK) every = old->log_tensor_norms_every;
+    free(old);
+    return every;
+}
+
 /* 1 when tensors.jsonl holds every line its cadence asks for up to seq
  * (the last is enough: lines are appended in order), or the cadence asks
  * none. A job killed between the lines of a step could leave it out, and a
  * resume from that step would keep the hole for good. */
-static int tensors_complete(const Config *c, int64_t seq)
+static int tensors_complete(const Config *c, int every, int64_t seq)
 {
-    int every = c->log_tensor_norms_every;
     if (every <= 0 || seq < every) return 1;
     int64_t want = seq / every * every;
     char path[CFG_STR_MAX + 32], pat[48], *line = NULL;
@@ -70,11 +83,11 @@ static int logs_reach(const Config *c, int64_t seq, int64_t logged, char *why, s
                  "before logging it)", (long long)seq, (long long)logged);
         return 0;
     }
-    if (!tensors_complete(c, seq)) {
+    int every = logged_every(c);
+    if (!tensors_complete(c, every, seq)) {
         snprintf(why, len, "tensors.jsonl misses the line of step %lld of the run "
                  "(log.tensor_norms_every %d): the job ended between the lines of a step",
-                 (long long)(seq / c->log_tensor_norms_every * c->log_tensor_norms_every),
-                 c->log_tensor_norms_every);
+                 (long long)(seq / every * every), every);
         return 0;
     }
     return 1;
