@@ -1,0 +1,109 @@
+# Exactness details (issue 15): the final checkpoint carries the training
+# streams' hidden state (validation puts it back), and config_hash covers
+# only the keys that can change a number.
+RQ=(--set metrics.listen=off --set checkpoint.every_steps=0)
+# final_ck DIR: the checkpoint written at the end of the run in DIR
+final_ck() { ls "$1"/checkpoints/step-*.safetensors | tail -1; }
+# meta FILE KEY: a header metadata value
+meta() { /usr/bin/python3 -c '
+import json, struct, sys
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+print(json.loads(b[8:8 + n])["__metadata__"][sys.argv[2]])' "$1" "$2"; }
+# same_tensors A B PREFIX: the tensors whose names start with PREFIX are equal bit for bit
+same_tensors() { /usr/bin/python3 -c '
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()
+            if k.startswith(sys.argv[3])}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+if not a or sorted(a) != sorted(b): sys.exit("tensor names differ or none: %s %s" % (sorted(a), sorted(b)))
+bad = [k for k in a if a[k] != b[k]]
+print("%d tensors %s*, differing: %s" % (len(a), sys.argv[3], bad or "none"))
+sys.exit(1 if bad else 0)' "$1" "$2" "$3"; }
+
+hidden_is_training() {
+    run hv_on 2 "${RQ[@]}" --set data.valid_batches=4 || return 1
+    run hv_off 2 "${RQ[@]}" --set data.valid_batches=0 || return 1
+    cmp <(strip_t "$TMP/hv_on/steps.jsonl") <(strip_t "$TMP/hv_off/steps.jsonl") || return 1
+    same_tensors "$(final_ck "$TMP/hv_on")" "$(final_ck "$TMP/hv_off")" state. || return 1
+    same_tensors "$(final_ck "$TMP/hv_on")" "$(final_ck "$TMP/hv_off")" param.
+}
+check "final checkpoint: the carried hidden state is training's, whether validation ran or not" hidden_is_training
+
+hash_numbers_only() {
+    [ -s "$TMP/hv_on/final.safetensors" ] || { echo "no run"; return 1; }
+    run hh_b 2 "${RQ[@]}" --set data.valid_batches=4 --set run.name=other --set sync.bucket_kb=1 \
+        --set log.tensor_norms_every=3 --set checkpoint.keep=9 || return 1
+    local a b c
+    a=$(meta "$TMP/hv_on/final.safetensors" config_hash) b=$(meta "$TMP/hh_b/final.safetensors" config_hash)
+    echo "config_hash $a (run A) $b (run B: other dir, name, buckets, logging)"
+    [ "$a" = "$b" ] && [ "$(meta "$(final_ck "$TMP/hv_on")" config_hash)" = "$a" ] || return 1
+    c=$(meta "$TMP/hv_off/final.safetensors" config_hash) # data.valid_batches changes numbers
+    [ "$c" != "$a" ]
+}
+check "config_hash: the same training in another dir, name, bucket size and logging has the same hash" hash_numbers_only
+
+# sync.reproducible: W = 1, 2, 3, 4, 6 workers (oversubscribed) at the same
+# global batch of 12 streams in micro-batches of 1 give the same bytes: logs
+# (but timings) and the tensors section of every checkpoint and of
+# final.safetensors (the headers say world_size, batch_per_worker).
+# tensors FILE: the bytes after the safetensors header
+tensors() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
+# same_bits REF DIR: steps, epochs, events, tensors.jsonl (but timings) and every tensors section
+same_bits() {
+    local f c
+    for f in steps epochs events tensors; do
+        cmp <(strip_t "$1/$f.jsonl") <(strip_t "$2/$f.jsonl") || { echo "$f.jsonl differs"; return 1; }
+    done
+    cmp <(tensors "$1/final.safetensors") <(tensors "$2/final.safetensors") || return 1
+    local n=0
+    for c in "$1"/checkpoints/step-*.safetensors; do
+        cmp <(tensors "$c") <(tensors "$2/checkpoints/${c##*/}") || return 1
+        n=$((n + 1))
+    done
+    [ "$n" -ge 2 ] || { echo "only $n checkpoints"; return 1; }
+}
+REPRO=(--set metrics.listen=off --set sync.reproducible=true --set data.micro_batch=1
+       --set checkpoint.every_steps=10 --set checkpoint.keep=100)
+# over_w NAME [--set ...]: the run at W = 1, 2, 3, 4, 6, each compared with W = 1
+over_w() {
+    local name="$1" w; shift
+    for w in 1 2 3 4 6; do
+        run "${name}_$w" "$w" "${REPRO[@]}" --set data.batch_per_worker=$((12 / w)) "$@" || {
+            tail -3 "$TMP/${name}_$w.err"; return 1; }
+        [ "$w" = 1 ] && continue
+        same_bits "$TMP/${name}_1" "$TMP/${name}_$w" || { echo "W=$w differs from W=1"; return 1; }
+    done
+    echo "$(wc -l <"$TMP/${name}_1/steps.jsonl") steps, W = 1, 2, 3, 4, 6: identical bytes"
+}
+check "reproducible: LSTM, Adam, global norm, replicated: W = 1,2,3,4,6 byte-identical" over_w rl
+check "reproducible: GRU, SGD momentum, per-tensor clip, sharded, dropout 0.3: byte-identical" \
+    over_w rg --set model.kind=gru --set train.optimizer=sgd --set train.momentum=0.9 \
+    --set train.lr=0.3 --set clip.mode=per_tensor --set sync.mode=sharded --set model.dropout=0.3
+check "reproducible: RNN, AdamW, clip by value, accumulate 2, bucket 1 KiB: byte-identical" \
+    over_w rr --set model.kind=rnn --set train.optimizer=adamw --set train.weight_decay=0.1 \
+    --set clip.mode=value --set clip.clip_value=0.01 --set train.accumulate=2 --set sync.bucket_kb=1
+check "reproducible: adding problem (RNN), SGD, no clipping, sharded: byte-identical" \
+    over_w ra --set data.source=adding --set model.kind=rnn --set data.seq_len=12 \
+    --set train.optimizer=sgd --set train.lr=0.05 --set clip.mode=none --set sync.mode=sharded
+check "reproducible: NaN and spike injected, rollback: byte-identical" \
+    over_w rn --set debug.nan_step=5 --set debug.spike_step=17 --set divergence.grad_norm_spike.action=rollback \
+    --set divergence.rollback_skip_batches=2
+
+# The negative control: without sync.reproducible the same comparison fails
+# (the float sums follow the worker split).
+not_reproducible() {
+    run nr_1 1 --set metrics.listen=off --set checkpoint.every_steps=10 --set data.batch_per_worker=12 || return 1
+    run nr_3 3 --set metrics.listen=off --set checkpoint.every_steps=10 --set data.batch_per_worker=4 || return 1
+    if same_bits "$TMP/nr_1" "$TMP/nr_3"; then echo "W=1 and W=3 agree without sync.reproducible"; return 1; fi
+    echo "as expected, W=1 and W=3 differ without sync.reproducible"
+}
+check "negative control: sync.reproducible false, W = 1 vs 3 differ (the comparison can fail)" not_reproducible
+
+micro_not_divisor() {
+    expect_exit 2 "data.micro_batch (4) must divide data.batch_per_worker (6)" \
+        $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/md" --set metrics.listen=off \
+        --set sync.reproducible=true --set data.batch_per_worker=6 --set data.micro_batch=4
+}
+check "data.micro_batch that does not divide the batch per worker: exit 2 naming both" micro_not_divisor
