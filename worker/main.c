@@ -114,6 +114,13 @@ static int blas_threads(const Worker *w)
     MPI_Comm_size(node, &local);
     MPI_Comm_rank(node, &lrank);
     MPI_Comm_free(&node);
+    if (w->cfg.sync_reproducible && want > 1) { /* a product's bits depend on OpenBLAS's thread split */
+        if (lrank == 0)
+            LOG(LOG_WARN, "sync.reproducible: 1 BLAS thread per worker, not worker.threads %d "
+                          "(OpenBLAS splits a product differently with more threads, which "
+                          "changes its bits)", want);
+        return 1;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int fit = cores > 0 ? (int)(cores / local) : want;
     if (fit < 1) fit = 1;
