@@ -29,7 +29,8 @@ typedef enum { T_INT, T_DOUBLE, T_STRING, T_ENUM } KeyType;
 enum {
     F_MIN_OPEN = 1u << 0,  /* DOUBLE: value must be > dmin, not >= */
     F_MAX_OPEN = 1u << 1,  /* DOUBLE: value must be < dmax, not <= */
-    F_NAME_CHARS = 1u << 2 /* STRING: only [A-Za-z0-9._-] */
+    F_NAME_CHARS = 1u << 2, /* STRING: only [A-Za-z0-9._-] */
+    F_NO_HASH = 1u << 3     /* cannot change a number the run computes: left out of cfg_hash */
 };
 
 typedef struct {
@@ -77,6 +78,10 @@ static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
     {#s, #k, T_DOUBLE, FLD(s, k), 0, 0, lo, hi, fl, NULL, def, doc}
 #define KSTR(s, k, lo, hi, fl, def, doc) \
     {#s, #k, T_STRING, FLD(s, k), lo, hi, 0, 0, fl, NULL, def, doc}
+#define KINTN(s, k, lo, hi, def, doc) /* an INT left out of cfg_hash */ \
+    {#s, #k, T_INT, FLD(s, k), lo, hi, 0, 0, F_NO_HASH, NULL, def, doc}
+#define KENUMH(s, k, nm, def, doc) /* an ENUM left out of cfg_hash */ \
+    {#s, #k, T_ENUM, FLD(s, k), 0, (int64_t)NELEM(nm) - 1, 0, 0, F_NO_HASH, nm, def, doc}
 #define KENUMN(s, k, name, nm, def, doc) \
     {#s, name, T_ENUM, FLD(s, k), 0, (int64_t)NELEM(nm) - 1, 0, 0, 0, nm, def, doc}
 #define KENUM(s, k, nm, def, doc) \
@@ -84,10 +89,10 @@ static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
 
 /* Keys of one section are contiguous; sections print in this order. */
 static const CfgKey cfg_keys[] = {
-    KSTR(run, name, 1, 63, F_NAME_CHARS, "default", "run name, used in logs"),
-    KSTR(run, dir, 1, 255, 0, "runs/default", "output directory of the run"),
+    KSTR(run, name, 1, 63, F_NAME_CHARS | F_NO_HASH, "default", "run name, used in logs"),
+    KSTR(run, dir, 1, 255, F_NO_HASH, "runs/default", "output directory of the run"),
     KINT(run, seed, 0, INT64_C(1) << 62, "1", "master seed of data and init"),
-    KENUM(run, overwrite, bool_names, "false", "a fresh start may replace a run in run.dir"),
+    KENUMH(run, overwrite, bool_names, "false", "a fresh start may replace a run in run.dir"),
     KENUM(model, kind, model_names, "lstm", "recurrent cell"),
     KINT(model, vocab, 2, 1000000, "16", "V, number of symbols"),
     KINT(model, embed, 1, 65536, "32", "E, embedding width"),
@@ -98,6 +103,7 @@ static const CfgKey cfg_keys[] = {
     KENUM(data, source, source_names, "markov", "synthetic task"),
     KINT(data, seq_len, 1, 100000, "32", "T, unroll length of truncated BPTT"),
     KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
+    KINT(data, micro_batch, 0, 1000000, "0", "reproducible: streams per micro-batch; 0: B"),
     KINT(data, markov_order, 1, 4, "2", "context length of the chain"),
     KINT(data, markov_branch, 1, 1000000, "3", "successors per context"),
     KINT(data, valid_batches, 0, 1000000, "8", "held-out batches per evaluation, 0 off"),
@@ -159,19 +165,20 @@ static const CfgKey cfg_keys[] = {
     KINT(divergence, max_rollbacks, 0, 1000000, "3", "rollbacks before abort"),
     KINT(divergence, drift_check_every, 0, 1000000000, "50", "replica checksum every N steps"),
     KINT(checkpoint, every_steps, 0, 1000000000, "100", "steps between checkpoints, 0 off"),
-    KINT(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
-    KSTR(checkpoint, dir, 0, 255, 0, "", "empty: RUN_DIR/checkpoints"),
-    KENUM(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
-    KINT(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
-    KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:0", "HTTP endpoint HOST:PORT (0: a free port), or off"),
-    KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN, "60", "/healthz 503 after this long idle"),
-    KDBL(watchdog, seconds, 0, 1e9, 0, "300", "a step not done after this long: exit 1; 0 off"),
-    KDBL(watchdog, warn_seconds, 0, 1e9, 0, "0", "...a stall warning after this long; 0: 1/4"),
-    KDBL(watchdog, straggler_factor, 1, 1e6, F_MIN_OPEN, "3", "straggler: compute > this x median"),
-    KINT(watchdog, straggler_window, 0, 1000000000, "100", "...for this many steps; 0 off"),
+    KINTN(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
+    KSTR(checkpoint, dir, 0, 255, F_NO_HASH, "", "empty: RUN_DIR/checkpoints"),
+    KENUMH(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
+    KINTN(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
+    KSTR(metrics, listen, 1, 63, F_NO_HASH, "127.0.0.1:0", "HTTP endpoint HOST:PORT (0: a free port), or off"),
+    KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN | F_NO_HASH, "60", "/healthz 503 after this long idle"),
+    KDBL(watchdog, seconds, 0, 1e9, F_NO_HASH, "300", "a step not done after this long: exit 1; 0 off"),
+    KDBL(watchdog, warn_seconds, 0, 1e9, F_NO_HASH, "0", "...a stall warning after this long; 0: 1/4"),
+    KDBL(watchdog, straggler_factor, 1, 1e6, F_MIN_OPEN | F_NO_HASH, "3", "straggler: compute > this x median"),
+    KINTN(watchdog, straggler_window, 0, 1000000000, "100", "...for this many steps; 0 off"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
     KENUM(sync, mode, sync_names, "replicated", "optimizer state: replicated or sharded (ZeRO-1)"),
-    KINT(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
+    KENUM(sync, reproducible, bool_names, "false", "same bits for any worker count"),
+    KINTN(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
     KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
     KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),
@@ -183,10 +190,10 @@ static const CfgKey cfg_keys[] = {
     KINT(debug, noise_step, 0, INT64_C(1) << 62, "0", "test hook: random batch at step"),
     KSTR(debug, nan_tensor, 0, 31, F_NAME_CHARS, "", "test hook: tensor of the NaN, \"\": last"),
     KINT(debug, drift_step, 0, INT64_C(1) << 62, "0", "test hook: a replica drifts at step"),
-    KINT(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
-    KENUM(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
-    KDBL(debug, slow_ms, 0, 1e6, 0, "0", "test hook: a worker sleeps this long per step"),
-    KINT(debug, slow_worker, 0, 1000000, "0", "test hook: the worker that sleeps"),
+    KINTN(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
+    KENUMH(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
+    KDBL(debug, slow_ms, 0, 1e6, F_NO_HASH, "0", "test hook: a worker sleeps this long per step"),
+    KINTN(debug, slow_worker, 0, 1000000, "0", "test hook: the worker that sleeps"),
 };
 #define NKEYS NELEM(cfg_keys)
 
@@ -1042,6 +1049,12 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "data.seq_len (%d) must be >= 2 when data.source is adding",
                              c->data_seq_len);
     }
+    if (c->sync_reproducible && c->data_micro_batch > 0 &&
+        c->data_batch_per_worker % c->data_micro_batch != 0)
+        return validate_fail(&m, "data.micro_batch (%d) must divide data.batch_per_worker (%d) "
+                                 "when sync.reproducible is true: every worker cuts its streams "
+                                 "into whole micro-batches", c->data_micro_batch,
+                             c->data_batch_per_worker);
     uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
     uint64_t wide = G * (uint64_t)c->model_hidden;
     if ((uint64_t)c->model_vocab > wide) wide = (uint64_t)c->model_vocab;
@@ -1073,7 +1086,10 @@ static void sink_write(Sink *s, const char *p, size_t n)
 }
 
 /* Section by section, every key. Docs go in comments, which cfg_hash leaves
- * out so that rewording a doc does not change a run's identity. */
+ * out so that rewording a doc does not change a run's identity; it also
+ * leaves out the keys flagged F_NO_HASH (where output goes, logging,
+ * metrics, watchdog, checkpoint retention, bucket size, crash hooks): two
+ * runs that compute the same numbers have the same hash. */
 static void cfg_write(const Config *c, Sink *s, bool docs)
 {
     char line[1536]; /* "  key: " + a 255-byte string escaped (<= 4x) + doc */
@@ -1082,6 +1098,10 @@ static void cfg_write(const Config *c, Sink *s, bool docs)
         const CfgKey *k = &cfg_keys[i];
         Msg m = msg_init(line, sizeof line);
         if (is_first_of_section(i)) msg_add(&m, "%s:\n", k->section);
+        if (!docs && (k->flags & F_NO_HASH)) {
+            sink_write(s, line, m.len);
+            continue;
+        }
         size_t start = m.len;
         msg_add(&m, "  %s: ", k->key);
         msg_value(&m, c, k);

@@ -46,6 +46,7 @@ typedef struct {
     int data_source;         /* DataSource */
     int data_seq_len;        /* T, unroll length of truncated BPTT */
     int data_batch_per_worker; /* B */
+    int data_micro_batch;    /* sync.reproducible: streams per micro-batch (divides B); 0: B */
     int data_markov_order;   /* context length of the synthetic chain */
     int data_markov_branch;  /* successors per context */
     int data_valid_batches;  /* held-out global batches evaluated at each epoch end */
@@ -110,6 +111,7 @@ typedef struct {
     int worker_threads;      /* BLAS threads per worker */
     /* sync */
     int sync_mode;           /* SyncMode */
+    int sync_reproducible;   /* 1: the same bits for any worker count (micro-batches, ordered sums) */
     int sync_bucket_kb;      /* gradient bucket size; 0: one collective after backward */
     /* debug: test hooks that inject faults; each fires only before the first rollback */
     int64_t debug_nan_step;      /* a NaN in one worker's gradient at this step */

@@ -114,6 +114,13 @@ static int blas_threads(const Worker *w)
     MPI_Comm_size(node, &local);
     MPI_Comm_rank(node, &lrank);
     MPI_Comm_free(&node);
+    if (w->cfg.sync_reproducible && want > 1) { /* a product's bits depend on OpenBLAS's thread split */
+        if (lrank == 0)
+            LOG(LOG_WARN, "sync.reproducible: 1 BLAS thread per worker, not worker.threads %d "
+                          "(OpenBLAS splits a product differently with more threads, which "
+                          "changes its bits)", want);
+        return 1;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int fit = cores > 0 ? (int)(cores / local) : want;
     if (fit < 1) fit = 1;
@@ -174,6 +181,11 @@ static void worker_setup(Worker *w)
     if (sync_init(&w->sync, w->comm, w->model.nparams, w->model.nviews, bucket,
                   c->sync_mode == SYNC_SHARDED) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
+    if (c->sync_reproducible && (repro_init(&w->repro, &w->model, c) != 0 ||
+                                 sync_set_reproducible(&w->sync, w->repro.n, w->repro.slot) != 0))
+        worker_fatal("cannot set up sync.reproducible: %d micro-batches of %d streams, %zu "
+                     "parameters", B / (c->data_micro_batch ? c->data_micro_batch : B),
+                     c->data_micro_batch ? c->data_micro_batch : B, w->model.nparams);
     /* Sharded: optimizer state for this worker's shard only; the update
      * covers [opt.base, opt.base + opt.n). */
     if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
@@ -279,9 +291,13 @@ static void inject_faults(Worker *w, int64_t step)
     const Config *c = &w->cfg;
     Model *m = &w->model;
     if (!faults_due(w, step)) return;
-    if (step == c->debug_nan_step && w->rank == w->W - 1) m->grads[nan_index(m, c->debug_nan_tensor)] = NAN;
-    if (step == c->debug_spike_step)
-        for (size_t i = 0; i < m->nparams; i++) m->grads[i] *= (float)c->debug_spike_scale;
+    /* Reproducible: into the micro-batch gradients (the NaN into the last of
+     * all), so any worker count sees the same fault. */
+    float **g = w->repro.n ? w->repro.slot : &m->grads;
+    int ng = w->repro.n ? w->repro.n : 1;
+    if (step == c->debug_nan_step && w->rank == w->W - 1) g[ng - 1][nan_index(m, c->debug_nan_tensor)] = NAN;
+    for (int j = 0; step == c->debug_spike_step && j < ng; j++)
+        for (size_t i = 0; i < m->nparams; i++) g[j][i] *= (float)c->debug_spike_scale;
 }
 
 static void hook_ready(void *ctx, size_t upto) { sync_ready(ctx, upto); }
@@ -296,7 +312,8 @@ static void compute_step(Worker *w, StepRecord *r)
     Batcher *d = &w->data;
     double t0 = log_clock_ms();
     poll_requests(w);
-    model_zero_grad(m);
+    if (w->repro.n) repro_zero(&w->repro, m);
+    else model_zero_grad(m);
     /* train.accumulate micro-batches add into one gradient, clipped once. */
     int K = w->cfg.train_accumulate;
     long terms = model_terms(m) * K;
@@ -311,7 +328,8 @@ static void compute_step(Worker *w, StepRecord *r)
         if (overlap) sync_begin(&w->sync, m->grads);
         m->grad_ready = overlap ? hook_ready : NULL;
         m->progress = overlap ? hook_progress : NULL;
-        loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
+        if (w->repro.n) repro_run(&w->repro, m, d, scale, 1);
+        else loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
     inject_faults(w, w->step + 1);
     if (w->cfg.debug_slow_ms > 0 && w->rank == w->cfg.debug_slow_worker) { /* test hook: a straggler */
@@ -322,6 +340,7 @@ static void compute_step(Worker *w, StepRecord *r)
     double t1 = log_clock_ms();
     if (sync_grads(&w->sync, m->grads, m, w->local) != 0) worker_fatal("gradient sync failed");
     w->local[ST_LOSS] = loss;
+    if (w->repro.n) sync_micro_losses(&w->sync, w->local, w->repro.loss);
     w->local[ST_TERMS] = (double)terms;
     w->local[ST_REQ] = w->pending_req;
     w->pending_req = 0;
@@ -475,14 +494,19 @@ static double validate(Worker *w, int64_t *tokens)
     if (nb <= 0) return NAN;
     Batcher *v = &w->valid;
     batcher_epoch(v, rng_derive((uint64_t)w->cfg.run_seed, 0x7A11Du, 0));
+    state_hold_hidden(w, 1); /* checkpoints carry the training state, not validation's */
     model_reset_state(&w->model);
+    if (w->repro.n) repro_clear(&w->repro);
     double sum = 0;
     for (int i = 0; i < nb; i++) {
         batcher_next(v);
-        sum += model_eval(&w->model, v->inputs, v->targets, v->features, v->ytarget);
+        if (w->repro.n) repro_run(&w->repro, &w->model, v, 0, 0);
+        else sum += model_eval(&w->model, v->inputs, v->targets, v->features, v->ytarget);
     }
+    state_hold_hidden(w, 0);
     memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
     w->local[ST_LOSS] = sum;
+    if (w->repro.n) sync_micro_losses(&w->sync, w->local, w->repro.loss);
     w->local[ST_TERMS] = (double)model_terms(&w->model) * nb;
     if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("validation collective failed");
     *tokens = (int64_t)w->model.T * w->model.B * w->W * nb;
@@ -648,7 +672,7 @@ int main(int argc, char **argv)
     worker_finish(&w, &stop);
     free(w.local), free(w.global);
     state_free(&w), detect_free(&w.det);
-    sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
+    repro_free(&w.repro), sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
     model_free(&w.model);
     MPI_Comm_free(&w.comm);
     MPI_Finalize();

@@ -12,6 +12,7 @@
 #include "common/sched.h"
 #include "worker/model.h"
 #include "worker/optim.h"
+#include "worker/repro.h"
 #include "worker/sync.h"
 
 #define STREAM_WORDS 6 /* per stream: rng state (4), markov context, last token */
@@ -34,6 +35,7 @@ typedef struct {
     Batcher data, valid;    /* training streams; held-out streams */
     Optim opt;
     Sync sync;
+    Repro repro;            /* sync.reproducible: micro-batches (repro.n == 0: off) */
     Detector det;
     SchedState sched;
     Snapshot snap;
@@ -58,6 +60,9 @@ void state_free(Worker *w);
 /* Copy the current position into the snapshot / back from it. */
 void state_snapshot(Worker *w);
 void state_restore(Worker *w);
+/* hold 1: put the training streams' carried hidden state aside (validation
+ * runs its own streams through the model); hold 0: bring it back. */
+void state_hold_hidden(Worker *w, int hold);
 /* Collective over the workers: gather streams and hidden state to worker 0,
  * which writes the checkpoint of the current position. Returns 0, or -1 on
  * every rank with the reason in err (worker 0's error). */
