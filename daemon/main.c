@@ -68,6 +68,8 @@ typedef struct {
     int stall_warned;
     int finishing;           /* STOP sent: signals are no longer turned into requests */
     long stalls, stragglers;
+    double prior_seconds;    /* wall time of the run's earlier sessions (sessions.jsonl) */
+    int prior_sessions;
     int *slow_run;           /* (W) steps in a row each worker was a straggler */
     double *others;          /* (W) scratch: the other workers' compute times */
 } Coord;
@@ -197,10 +199,11 @@ static int load_config(Config *c, const Args *a, char *err, size_t errlen)
  * The training state does not depend on the logs. */
 static void write_failed(Coord *co, const char *file)
 {
-    static const char *const files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl"};
+    static const char *const files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
+                                        "sessions.jsonl"};
     int e = errno;
-    unsigned bit = 1u << 4;
-    for (unsigned i = 0; i < 4; i++)
+    unsigned bit = 1u << 5;
+    for (unsigned i = 0; i < 5; i++)
         if (!strcmp(file, files[i])) bit = 1u << i;
     co->write_errors++;
     metrics_write_error(co->metrics);
@@ -606,7 +609,7 @@ static void send_ctrl(Coord *co, const CtrlMsg *m)
 static int run_epoch(Coord *co, int epoch, int resumed)
 {
     const Config *c = &co->cfg;
-    CtrlMsg m = {CTRL_EPOCH, epoch, rng_derive((uint64_t)c->run_seed, 0xE90Cu, (uint64_t)epoch), 0, 0};
+    CtrlMsg m = {CTRL_EPOCH, epoch, data_epoch_seed(c, epoch), 0, 0};
     if (!resumed) stats_begin(&co->st, epoch, log_clock_ms());
     send_ctrl(co, &m);
     for (;;) {
@@ -697,19 +700,23 @@ static void print_summary(Coord *co, double seconds)
     const Config *c = &co->cfg;
     const char *how = co->aborted ? "aborted" : co->stopped ? "stopped by a signal"
                     : co->early_stop ? "stopped early" : "done";
-    printf("\nclipd: run '%s' %s: %d of %d epochs, step %lld, %d workers, %.1f s\n", c->run_name,
+    printf("\nclipd: run '%s' %s: %d of %d epochs, step %lld, %d workers, %.1f s", c->run_name,
            how, co->epochs_done, c->train_epochs, (long long)(co->next_step - 1), co->W, seconds);
+    if (co->prior_sessions) printf(" (%.1f s over %d sessions)", seconds + co->prior_seconds, co->prior_sessions + 1);
+    char marks[1024];
+    resume_session_marks(c, marks, sizeof marks);
+    printf("\nsessions: %s\n", marks);
     char ck[CFG_STR_MAX + 16];
     cfg_checkpoint_dir(c, ck, sizeof ck);
     printf("logs: %s/steps.jsonl %s/epochs.jsonl %s/events.jsonl\n", c->run_dir, c->run_dir, c->run_dir);
     if (co->checkpoints) printf("checkpoints: %s (last at step %lld)\n", ck, (long long)co->last_ckpt_step);
     if (!co->aborted && !co->stopped) printf("weights: %s/final.safetensors\n", c->run_dir);
-    printf("%6s %11s %10s %10s %10s %10s %12s\n", "epoch", "train_loss", "val_loss", "clip_rate",
-           "norm_p50", "norm_max", "tokens/s");
+    printf("%6s %11s %10s %10s %10s %10s %10s %12s\n", "epoch", "train_loss", "val_loss", "val_ppl",
+           "clip_rate", "norm_p50", "norm_max", "tokens/s");
     for (int e = 0; e < co->epochs_done; e++) {
         EpochLine *l = &co->epochs[e];
-        printf("%6d %11.4f %10.4f %10.3f %10.4g %10.4g %12.0f\n", l->epoch, l->s.train_loss,
-               l->val_loss, l->s.clip_rate, l->s.norm_p50, l->s.norm_max, l->s.tokens_per_s);
+        printf("%6d %11.4f %10.4f %10.2f %10.3f %10.4g %10.4g %12.0f\n", l->epoch, l->s.train_loss,
+               l->val_loss, l->val_ppl, l->s.clip_rate, l->s.norm_p50, l->s.norm_max, l->s.tokens_per_s);
     }
     if (co->epochs_done) print_floor(c, co->epochs[co->epochs_done - 1].s.train_loss);
     printf("events %ld:", co->events + co->stalls + co->stragglers);
@@ -722,6 +729,17 @@ static void print_summary(Coord *co, double seconds)
            "checkpoint failures %ld; coordinator cpu %.2f s over %.2f s\n",
            co->nonfinite, co->rollbacks, co->drift, co->write_errors, co->ckpt_failures, cpu, seconds);
     fflush(stdout);
+}
+
+/* A resumed run's summary counts what the kept logs already hold. */
+static void replay_totals(Coord *co)
+{
+    ResumeTotals t;
+    resume_totals(&co->cfg, &t);
+    co->events = t.events, co->rollbacks = t.rollbacks, co->nonfinite = t.nonfinite;
+    co->ckpt_failures = t.ckpt_failures, co->stalls = t.stalls, co->stragglers = t.stragglers;
+    for (int k = 0; k < EV_COUNT; k++) co->event_count[k] = t.event_count[k];
+    co->prior_seconds = t.seconds, co->prior_sessions = t.sessions;
 }
 
 static int coordinate(Coord *co)
@@ -761,6 +779,7 @@ static int coordinate(Coord *co)
                                                      co->epochs, &co->epochs_done, &co->next_step,
                                                      &resumed, log_clock_ms());
     co->last_seq = co->res.path[0] ? co->res.seq : 0;
+    if (co->res.path[0]) replay_totals(co);
     co->cur_epoch = epoch;
     LOG(LOG_INFO, "run '%s': %d workers, logs in %s%s", c->run_name, co->W, c->run_dir,
         co->res.path[0] ? " (resumed)" : "");
@@ -785,6 +804,12 @@ static int coordinate(Coord *co)
     int ckpt = !co->aborted && !wrote_in_step && co->steps_seen > 0;
     metrics_state(co->metrics, co->aborted ? "aborted" : co->stopped ? "stopped" : "finishing");
     int bad = finish(co, done, ckpt);
+    char how[64];
+    snprintf(how, sizeof how, "\"how\":\"%s\"", co->aborted ? "aborted" : co->stopped ? "stopped"
+                                                 : co->early_stop ? "early_stop" : "done");
+    if (runlog_session(&co->log, "end", co->last_seq, co->next_step - 1,
+                       co->epochs_done, how, NAN) != 0)
+        write_failed(co, "sessions.jsonl");
     if (co->metrics) {
         char addr[CFG_STR_MAX + 32];
         snprintf(addr, sizeof addr, "%s/metrics.addr", c->run_dir);
@@ -877,6 +902,26 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
     return 2;
 }
 
+/* train.steps_per_epoch: auto: text: one pass over the train split (every
+ * stream's L tokens in steps of data.seq_len x train.accumulate), written
+ * into the config; markov and adding: 100, and the config keeps saying auto. */
+static int resolve_steps(Config *c, int W, char *err, size_t errlen)
+{
+    size_t n = 0;
+    if (c->data_source != DATA_TEXT) return 0; /* auto stays: 100 steps */
+    c->train_steps_auto = 0;
+    if (text_split_tokens(c, TEXT_TRAIN, &n, err, errlen) != 0) return -1;
+    uint64_t L = text_stream_len(n, (uint64_t)W * (uint64_t)c->data_batch_per_worker);
+    uint64_t steps = L / ((uint64_t)c->data_seq_len * (uint64_t)c->train_accumulate);
+    if (steps < 1 || steps > 1000000000)
+        return snprintf(err, errlen, "train.steps_per_epoch: auto: the train split (%zu tokens, %llu per stream "
+                        "with %d workers x %d streams) gives %llu steps of data.seq_len %d x train.accumulate %d",
+                        n, (unsigned long long)L, W, c->data_batch_per_worker, (unsigned long long)steps,
+                        c->data_seq_len, c->train_accumulate), -1;
+    c->train_steps_per_epoch = (int)steps;
+    return 0;
+}
+
 /* Every check a start makes before it changes anything in the run, for the
  * launch and for --check alike (dry: creates nothing, not even run.dir): the
  * resume point (every key and tensor the workers will read), run.dir and
@@ -886,9 +931,15 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
 static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t errlen)
 {
     Config *c = &co->cfg;
+    int aut = c->train_steps_auto;
     if (!a->resume && resume_check_fresh(c, err, errlen) != 0) return 2;
+    if (aut && resolve_steps(c, W > 0 ? W : 1, err, errlen) != 0) return 2;
     if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return 2;
     if (W <= 0) W = co->res.global_batch ? (int)(co->res.global_batch / c->data_batch_per_worker) : 1;
+    if (aut && W != 1 && a->resume) { /* --check: the checkpoint's worker count, now known */
+        if (resolve_steps(c, W, err, errlen) != 0 || resume_find(&co->res, c, a->resume, W, err, errlen) != 0)
+            return 2;
+    }
     const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks on this node, the coordinator's too */
     int local = dry ? 1 : ls ? atoi(ls) - 1 : W; /* 0: the workers are all on other nodes */
     if (local < 0 || local > W) local = W;
@@ -918,6 +969,21 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
     return bad ? 2 : 0; /* every data problem is found before a worker trains */
 }
 
+/* sessions.jsonl: a crash of the session before (it has a start and no
+ * end: logged at its last step), then this start or resume. */
+static void log_session_start(Coord *co, const Args *a, const SessionTail *tail)
+{
+    char extra[PROTO_PATH_MAX * 2 + 64], path[PROTO_PATH_MAX * 2];
+    if (tail->open && tail->seq >= 0 &&
+        runlog_session(&co->log, "crash", tail->seq, tail->step, tail->epoch, NULL, tail->time) != 0)
+        write_failed(co, "sessions.jsonl");
+    snprintf(extra, sizeof extra, "\"workers\":%d%s%s%s", co->W, a->resume ? ",\"from\":\"" : "",
+             a->resume ? json_escape(path, sizeof path, co->res.path) : "", a->resume ? "\"" : "");
+    if (runlog_session(&co->log, a->resume ? "resume" : "start", a->resume ? co->res.seq : 0,
+                       a->resume ? co->res.step : 0, a->resume ? co->res.epoch : 1, extra, NAN) != 0)
+        write_failed(co, "sessions.jsonl");
+}
+
 /* Checks that need the job (workers present, then preflight), then the
  * changes a start makes in the run. */
 static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
@@ -940,11 +1006,14 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
     if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return 2;
     remove_stale(&co->cfg);
+    SessionTail tail = {0, -1, -1, 0, NAN};
+    if (a->resume) tail = resume_last_session(&co->cfg); /* before the logs are cut back */
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
     if (runlog_config(&co->log, &co->cfg) != 0) {
         snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
         return 2;
     }
+    log_session_start(co, a, &tail);
     return 0;
 }
 

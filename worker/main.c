@@ -18,6 +18,7 @@
 
 #include <cblas.h>
 
+#include "common/ckpt.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
@@ -466,6 +467,58 @@ static int train_step(Worker *w, StepRecord *r)
     return r->flags & (STEP_STOPPING | STEP_ABORT);
 }
 
+/* RUN_DIR/<name>: the parameters as `param.<name>` tensors, with metadata. */
+static int write_params(Worker *w, const char *name, const StMeta *extra, int nextra, char *err, size_t errlen)
+{
+    Model *m = &w->model;
+    StTensor t[MODEL_MAX_VIEWS];
+    char names[MODEL_MAX_VIEWS][48];
+    for (int v = 0; v < m->nviews; v++) {
+        ParamView *pv = &m->views[v];
+        snprintf(names[v], sizeof names[v], "param.%s", pv->name);
+        t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
+    }
+    char path[CFG_STR_MAX + 64], step[32], hash[32];
+    snprintf(path, sizeof path, "%s/%s", w->cfg.run_dir, name);
+    snprintf(step, sizeof step, "%lld", (long long)w->step);
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
+    StMeta meta[8] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
+    for (int i = 0; i < nextra && i < 5; i++) meta[3 + i] = extra[i];
+    return st_write(path, t, m->nviews, meta, 3 + (nextra < 5 ? nextra : 5), err, errlen);
+}
+
+/* checkpoint.keep_best: worker 0 writes RUN_DIR/best.safetensors when this
+ * epoch's validation loss is the lowest yet (every worker tracks it alike);
+ * never rotated out. A failed write is logged; training goes on. */
+static void keep_best(Worker *w, double val_loss)
+{
+    if (!w->cfg.checkpoint_keep_best || !isfinite(val_loss) || val_loss >= w->best_val) return;
+    w->best_val = val_loss;
+    if (w->rank != 0) return;
+    char ep[32], vl[40], err[512];
+    snprintf(ep, sizeof ep, "%d", w->epoch);
+    snprintf(vl, sizeof vl, "%.17g", val_loss);
+    StMeta extra[] = {{"epoch", ep}, {"val_loss", vl}};
+    if (write_params(w, "best.safetensors", extra, 2, err, sizeof err) != 0)
+        LOG(LOG_ERROR, "checkpoint.keep_best: cannot write best.safetensors: %s", err);
+    else
+        LOG(LOG_INFO, "epoch %d: best validation loss so far (%.4f): best.safetensors", w->epoch, val_loss);
+}
+
+/* A resumed run continues from the best its earlier sessions kept. */
+static void best_resume(Worker *w)
+{
+    char path[CFG_STR_MAX + 32], err[512];
+    Ckpt k;
+    snprintf(path, sizeof path, "%s/best.safetensors", w->cfg.run_dir);
+    if (!w->cfg.checkpoint_keep_best || access(path, F_OK) != 0 || ckpt_read(&k, path, err, sizeof err) != 0) return;
+    const char *v = ckpt_meta(&k, "val_loss");
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : NAN;
+    if (end && !*end && isfinite(x)) w->best_val = x;
+    ckpt_free(&k);
+}
+
 /* Mean loss over data.valid_batches held-out global batches (the same
  * streams every epoch), forward only, in fixed-order collectives. */
 static double validate(Worker *w, int64_t *tokens)
@@ -497,6 +550,7 @@ static int epoch_end(Worker *w)
     memset(&e, 0, sizeof e);
     e.epoch = w->epoch;
     e.val_loss = validate(w, &e.val_tokens);
+    keep_best(w, e.val_loss);
     int clip_on = w->cfg.clip_mode != CLIP_NONE;
     e.events = detect_epoch_end(&w->det, clip_on, e.val_loss, info);
     for (int k = 0; k < EV_COUNT; k++)
@@ -524,6 +578,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
     w->epoch_done = 0;
     w->epoch_seq0 = w->seq;
     batcher_epoch(&w->data, ctl->seed);
+    batcher_shift(&w->data, ctl->epoch > 1 ? ctl->seed : 0); /* text: no tail left out for good */
     model_reset_state(&w->model);
     detect_reset(&w->det); /* the first steps of an epoch start from a zero hidden state */
     state_snapshot(w); /* a rollback never crosses an epoch boundary */
@@ -531,20 +586,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
 
 static int write_weights(Worker *w, char *err, size_t errlen)
 {
-    Model *m = &w->model;
-    StTensor t[MODEL_MAX_VIEWS];
-    char names[MODEL_MAX_VIEWS][48]; /* param.<name>, as in checkpoints */
-    for (int v = 0; v < m->nviews; v++) {
-        ParamView *pv = &m->views[v];
-        snprintf(names[v], sizeof names[v], "param.%s", pv->name);
-        t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
-    }
-    char path[CFG_STR_MAX + 64], step[32], hash[32];
-    snprintf(path, sizeof path, "%s/final.safetensors", w->cfg.run_dir);
-    snprintf(step, sizeof step, "%lld", (long long)w->step);
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
-    StMeta meta[] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
-    if (st_write(path, t, m->nviews, meta, 3, err, errlen) != 0) {
+    if (write_params(w, "final.safetensors", NULL, 0, err, errlen) != 0) {
         LOG(LOG_ERROR, "cannot write the final weights: %s", err);
         return -1;
     }
@@ -640,6 +682,9 @@ int main(int argc, char **argv)
     char err[1024];
     if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)
         worker_fatal("cannot resume: %s", err);
+    if (msg.resume[0] && w.epoch > 1) batcher_shift(&w.data, data_epoch_seed(&w.cfg, w.epoch));
+    w.best_val = INFINITY;
+    if (msg.resume[0]) best_resume(&w);
     /* Resumed from the last step of an epoch whose end was not yet applied:
      * apply it now, as the uninterrupted run did right after that step. */
     if (msg.resume[0] && w.epoch_step == w.cfg.train_steps_per_epoch && !w.epoch_done)

@@ -1,0 +1,110 @@
+# The language-model workflow's bookkeeping (issue 16): a wall-clock `time`
+# on every JSON line, train.steps_per_epoch: auto (one pass over the train
+# split) with seeded epoch offsets, and an epoch that spans a crash and a
+# resume: its seconds and tokens/s without the gap, the summary's counts
+# from all the logs, and sessions.jsonl marking start, crash, resume, end.
+LMT="$TMP/lmcorpus"
+mkdir -p "$LMT"
+awk 'BEGIN { srand(17); split("the a cat dog sat on mat and ran far away , . big small red", w, " ");
+             for (i = 0; i < 12000; i++) printf "%s%s", w[1 + int(rand() * 16)], (i % 9 == 8 ? "\n" : " ") }' \
+    >"$LMT/train.txt"
+head -c 3000 "$LMT/train.txt" | sed '$d' >"$LMT/valid.txt"
+LMW=(--set data.source=text --set data.path="$LMT" --set data.tokenizer=words --set model.vocab=32
+     --set data.seq_len=10 --set data.valid_batches=2 --set metrics.listen=off --set train.steps_per_epoch=auto)
+
+# every line of every log ends with "time": Unix seconds with 3 decimals, in order
+times_ok() {
+    local d="$1" f n
+    for f in steps epochs events tensors sessions; do
+        [ -f "$d/$f.jsonl" ] || { echo "no $f.jsonl"; return 1; }
+        n=$(wc -l <"$d/$f.jsonl")
+        [ "$(grep -cE '"time":[0-9]{10}\.[0-9]{3}}$' "$d/$f.jsonl")" = "$n" ] || { echo "$f.jsonl: a line without time"; return 1; }
+    done
+    jq -s -e --arg now "$(date +%s)" '(.[0].time > ($now | tonumber) - 600) and
+        ([.[].time] | . == sort)' "$d/steps.jsonl" >/dev/null || { echo "steps times not recent and ordered"; return 1; }
+}
+
+lm_auto() {
+    run lma2 2 "${LMW[@]}" --set data.batch_per_worker=3 --set train.epochs=2 || return 1
+    run lma1 1 "${LMW[@]}" --set data.batch_per_worker=6 --set train.epochs=2 || return 1
+    times_ok "$TMP/lma2" || return 1
+    local n L want
+    n=$(($(stat -c %s "$TMP/lma2/tokens-train.u32") / 4))
+    L=$(((n - 1) / 6)) want=$((L / 10))
+    echo "train split $n tokens, 6 streams of $L: auto = $want steps of 10"
+    jq -s -e --argjson w "$want" 'length == 2 and all(.[]; .steps == $w)' "$TMP/lma2/epochs.jsonl" >/dev/null ||
+        { echo "epochs.jsonl steps differ from $want"; return 1; }
+    grep -q "^  steps_per_epoch: $want " "$TMP/lma2/config.yaml" || { echo "config.yaml does not say $want"; return 1; }
+    build/clipd --check "$TINY" "${LMW[@]}" --set run.dir="$TMP/lma_check" --set data.batch_per_worker=3 \
+        --workers 2 | grep -q "^  steps_per_epoch: $want " || { echo "--check does not resolve auto"; return 1; }
+    # shifted epochs are the same on any worker split: 1 x 6 == 2 x 3
+    build/tests/stcmp "$TMP/lma1/final.safetensors" "$TMP/lma2/final.safetensors" 1e-5 || return 1
+    # auto changes only the count: epoch 1 (offset 0) equals a run given the
+    # count; the shifts of later epochs are checked in test_text (layout_shift)
+    run lmc 2 "${LMW[@]}" --set data.batch_per_worker=3 --set train.epochs=1 --set train.steps_per_epoch="$want" || return 1
+    cmp <(jq -c 'del(.step_ms, .time)' "$TMP/lmc/steps.jsonl") \
+        <(jq -c 'select(.epoch == 1) | del(.step_ms, .time)' "$TMP/lma2/steps.jsonl") || { echo "epoch 1 differs"; return 1; }
+}
+check "text: steps_per_epoch auto = one pass (config.yaml, --check), W-independent, time on every line" lm_auto
+
+lm_auto_bad() {
+    expect_exit 2 "train.steps_per_epoch: auto: the train split" build/clipd --check "$TINY" "${LMW[@]}" \
+        --set data.seq_len=5000 --set run.dir="$TMP/lmbad" || return 1
+    expect_exit 2 "train.steps_per_epoch: expected an integer in \[1, 1000000000\] or auto" \
+        build/clipd --check "$TINY" --set train.steps_per_epoch=0
+}
+check "steps_per_epoch: 0 and an auto that gives no step: exit 2, one line" lm_auto_bad
+
+# Crash inside epoch 1 (worker 0 killed in the checkpoint of step 60), 3 s
+# down, resume: the epoch's seconds leave the gap out, tokens/s is tokens /
+# seconds, the summary counts every event in the files.
+lm_crash() {
+    local d="$TMP/lmk" a=(--set train.steps_per_epoch=100 --set train.epochs=2 --set checkpoint.every_steps=20
+                          --set debug.spike_step=30 --set metrics.listen=off)
+    run lmk 2 "${a[@]}" --set debug.ckpt_crash_step=60 && { echo "the hook did not crash the job"; return 1; }
+    sleep 3
+    run lmk 2 "${a[@]}" --resume latest || return 1
+    cat "$d.out"
+    jq -s -e '[.[].kind] == ["start", "crash", "resume", "end"]' "$d/sessions.jsonl" >/dev/null ||
+        { cat "$d/sessions.jsonl"; echo "sessions.jsonl"; return 1; }
+    jq -s -e '.[1].step == 59 and .[2].step == 40 and .[3].how == "done"' "$d/sessions.jsonl" >/dev/null ||
+        { echo "crash/resume steps"; return 1; }
+    grep -q "^sessions: start at step 0, crash at step 59, resume at step 40, end at step 200" "$d.out" ||
+        { echo "summary does not mark them"; return 1; }
+    # epoch 1's wall span includes the 3 s down; its seconds must not
+    local span secs
+    span=$(jq -s '[.[] | select(.epoch == 1)] | (.[-1].time - .[0].time)' "$d/steps.jsonl")
+    secs=$(jq -s '.[0].seconds' "$d/epochs.jsonl")
+    echo "epoch 1: seconds $secs, wall span of its steps $span (3 s down in between)"
+    jq -n -e --argjson s "$secs" --argjson w "$span" '$s > 0 and $s < $w - 2.5' >/dev/null || return 1
+    jq -s -e '.[0] | (.tokens_per_s * .seconds - 6400) as $d | ($d * $d) < (.tokens_per_s * 0.0005 + 1) * (.tokens_per_s * 0.0005 + 1)' "$d/epochs.jsonl" >/dev/null ||
+        { echo "tokens_per_s is not the epoch's tokens over its seconds"; return 1; }
+    local logged
+    logged=$(jq -s '[.[] | select(.kind != "checkpoint_failed" and .kind != "log_write_failed")] | length' "$d/events.jsonl")
+    grep -q "^events $logged:" "$d.out" || { echo "summary events differ from the $logged in events.jsonl"; return 1; }
+    [ "$logged" -ge 2 ] || { echo "too few events to tell ($logged)"; return 1; }
+    times_ok "$d"
+}
+check "crash and resume inside an epoch: true seconds and tokens/s, all events counted, sessions marked" lm_crash
+
+# checkpoint.keep_best: best.safetensors holds the epoch with the lowest
+# validation loss (its metadata says which), whatever checkpoint.keep rotated
+# out; a resume keeps comparing against it. A rising lr makes a late epoch worse.
+lm_best() {
+    local d="$TMP/lmb" a=("${LMW[@]}" --set data.batch_per_worker=3 --set train.steps_per_epoch=40
+                           --set checkpoint.keep_best=true --set checkpoint.keep=1 --set checkpoint.every_steps=40
+                           --set train.lr=0.02 --set debug.lr_ramp_step=150 --set debug.lr_ramp_rate=1.1)
+    run lmb 2 "${a[@]}" --set train.epochs=3 || return 1
+    run lmb 2 "${a[@]}" --set train.epochs=5 --resume latest || return 1
+    jq -c '[.epoch, .val_loss]' "$d/epochs.jsonl"
+    local want got
+    want=$(jq -s -c 'min_by(.val_loss) | [.epoch, .val_loss]' "$d/epochs.jsonl")
+    got=$(/usr/bin/python3 -c 'import json, struct, sys
+b = open(sys.argv[1], "rb").read(); m = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+print(json.dumps([int(m["epoch"]), float(m["val_loss"])], separators=(",", ":")))' "$d/best.safetensors") || return 1
+    echo "best: epochs.jsonl $want, best.safetensors $got"
+    [ "$want" = "$got" ] || return 1
+    jq -s -e 'min_by(.val_loss).epoch < 5' "$d/epochs.jsonl" >/dev/null || { echo "the last epoch is the best: no test"; return 1; }
+    [ "$(ls "$d/checkpoints" | grep -c 'safetensors$')" = 1 ] || { echo "keep 1 not applied"; return 1; }
+}
+check "checkpoint.keep_best: best.safetensors is the lowest val loss, across a resume, never rotated out" lm_best
