@@ -34,6 +34,8 @@ typedef struct {
     const char *config_path, *resume;
     const char *sets[MAX_SETS];
     int nsets, check;
+    const char *eval;   /* --eval WEIGHTS: evaluate instead of training */
+    int split;          /* --split: TEXT_VALID or TEXT_TEST (default test) */
     int workers; /* --check --workers W: the worker count to check for */
 } Args;
 
@@ -69,6 +71,10 @@ typedef struct {
     int finishing;           /* STOP sent: signals are no longer turned into requests */
     long stalls, stragglers;
     double prior_seconds;    /* wall time of the run's earlier sessions (sessions.jsonl) */
+    int test_at_end;         /* text with a test split long enough: evaluated after the final weights */
+    double test_loss;        /* its result (NAN: none) */
+    int64_t test_tokens, test_step;
+    int test_best;           /* of best.safetensors (else the final weights) */
     int prior_sessions;
     int *slow_run;           /* (W) steps in a row each worker was a straggler */
     double *others;          /* (W) scratch: the other workers' compute times */
@@ -125,6 +131,10 @@ static void usage(FILE *f)
             "       clipd --check CONFIG [--set section.key=value ...] [--resume PATH|latest] [--workers W]\n"
             "Trains a recurrent network data-parallel on W workers with exact global-norm\n"
             "clipping; this process is the coordinator (world rank 0).\n"
+            "  --eval WEIGHTS   (in a job) evaluate a checkpoint or weights file on the workers instead of\n"
+            "                   training: loss and perplexity over a whole split, printed and appended\n"
+            "                   to RUN_DIR/eval.jsonl as JSON\n"
+            "  --split S        with --eval: test (default; data.path/test.txt) or valid\n"
             "  --check          validate CONFIG (and overrides) without MPI, print the effective config;\n"
             "                   runs every check a start runs (resume point, directories, data,\n"
             "                   memory) and writes nothing\n"
@@ -147,12 +157,19 @@ static void usage(FILE *f)
 static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
+    a->split = TEXT_TEST;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--help") || !strcmp(s, "-h")) return usage(stdout), 0;
         if (!strcmp(s, "--version")) return printf("clipd %s\n", CLIPD_VERSION), 0;
         if (!strcmp(s, "--check")) {
             a->check = 1;
+        } else if (!strcmp(s, "--eval") || !strcmp(s, "--split")) {
+            if (i + 1 >= argc) return snprintf(err, errlen, "command line: %s needs a value", s), 2;
+            const char *v = argv[++i];
+            if (s[2] == 'e') a->eval = v;
+            else if (!strcmp(v, "test") || !strcmp(v, "valid")) a->split = v[0] == 't' ? TEXT_TEST : TEXT_VALID;
+            else return snprintf(err, errlen, "command line: --split %s: expected test or valid", v), 2;
         } else if (!strcmp(s, "--workers")) {
             char *end = NULL;
             long w = i + 1 < argc ? strtol(argv[++i], &end, 10) : 0;
@@ -627,12 +644,56 @@ static int run_epoch(Coord *co, int epoch, int resumed)
     return 0;
 }
 
+/* Worker 0's EpochRecord carrying an evaluation (clipd --eval, the test
+ * split at the end): val_loss, val_tokens, step of the weights. */
+static EpochRecord receive_eval(Coord *co)
+{
+    MPI_Status st;
+    EpochRecord e, raw;
+    char err[256];
+    void *big;
+    size_t n;
+    wait_message(NULL, 1, TAG_EPOCH, &st);
+    const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
+    int bad = proto_decode_epoch(&e, p, n, &co->lim, err, sizeof err);
+    free(big);
+    if (bad) protocol_error(0, err);
+    return e;
+}
+
+/* The JSON fields of an evaluation; perplexity exp(loss) for token models. */
+static void eval_fields(const Config *c, int W, char *out, size_t len, const char *at, const char *weights,
+                        int split, const EpochRecord *e)
+{
+    char a[32], b[32], w[PROTO_PATH_MAX * 2];
+    int tok = c->data_source != DATA_ADDING;
+    snprintf(out, len, "\"at\":\"%s\",\"weights\":\"%s\",\"step\":%lld,\"split\":\"%s\",\"loss\":%s,"
+             "\"ppl\":%s,\"tokens\":%lld,\"loss_unit\":\"%s\",\"workers\":%d", at,
+             json_escape(w, sizeof w, weights), (long long)e->step,
+             c->data_source != DATA_TEXT ? "held_out" : split == TEXT_TEST ? "test" : "valid",
+             json_num(a, sizeof a, e->val_loss), json_num(b, sizeof b, tok ? exp(e->val_loss) : NAN),
+             (long long)e->val_tokens, tok ? "nats/token" : "squared_error", W);
+}
+
+/* The test split at the end of a run: into eval.jsonl and the summary. */
+static void test_result(Coord *co)
+{
+    EpochRecord e = receive_eval(co);
+    char json[1024], path[CFG_STR_MAX + 32];
+    co->test_best = e.seq == 1;
+    snprintf(path, sizeof path, "%s/%s.safetensors", co->cfg.run_dir, co->test_best ? "best" : "final");
+    co->test_loss = e.val_loss, co->test_tokens = e.val_tokens, co->test_step = e.step;
+    eval_fields(&co->cfg, co->W, json, sizeof json, "end", path, TEXT_TEST, &e);
+    if (runlog_eval(co->cfg.run_dir, json) != 0) write_failed(co, "eval.jsonl");
+}
+
 /* STOP, then one DoneMsg per worker once the files are on disk; every
  * worker must end with the same parameters after the same steps. */
 static int finish(Coord *co, int final, int checkpoint)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
+    if (final && co->test_at_end) test_result(co);
     co->finishing = 1; /* the watchdog still times the final checkpoint and weights */
     co->wait_t0 = log_clock_ms();
     co->stall_warned = 0;
@@ -719,6 +780,10 @@ static void print_summary(Coord *co, double seconds)
                l->val_loss, l->val_ppl, l->s.clip_rate, l->s.norm_p50, l->s.norm_max, l->s.tokens_per_s);
     }
     if (co->epochs_done) print_floor(c, co->epochs[co->epochs_done - 1].s.train_loss);
+    if (co->test_tokens > 0)
+        printf("test loss %.4f nats/token, perplexity %.2f, over %lld tokens of the test split; weights: %s "
+               "(step %lld)\n", co->test_loss, exp(co->test_loss), (long long)co->test_tokens,
+               co->test_best ? "best.safetensors" : "final.safetensors", (long long)co->test_step);
     printf("events %ld:", co->events + co->stalls + co->stragglers);
     for (int k = 0; k < EV_COUNT; k++)
         if (co->event_count[k]) printf(" %s %ld", detect_kind_name(k), co->event_count[k]);
@@ -902,6 +967,21 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
     return 2;
 }
 
+/* A run on text with a test split evaluates it at the end, if every stream
+ * of W x data.batch_per_worker gets at least one step. */
+static void test_split_check(Coord *co, int W)
+{
+    const Config *c = &co->cfg;
+    size_t n = 0;
+    char why[512];
+    if (text_split_tokens(c, TEXT_TEST, &n, why, sizeof why) != 0 || n == 0) return;
+    uint64_t L = text_stream_len(n, (uint64_t)W * (uint64_t)c->data_batch_per_worker);
+    co->test_at_end = L >= (uint64_t)c->data_seq_len;
+    if (!co->test_at_end)
+        LOG(LOG_WARN, "the test split (%zu tokens) is too short for %d workers x %d streams of data.seq_len %d: "
+                      "no test evaluation at the end", n, W, c->data_batch_per_worker, c->data_seq_len);
+}
+
 /* train.steps_per_epoch: auto: text: one pass over the train split (every
  * stream's L tokens in steps of data.seq_len x train.accumulate), written
  * into the config; markov and adding: 100, and the config keeps saying auto. */
@@ -966,7 +1046,67 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
     int bad = (dry ? text_check : text_prepare)(c, W, err, errlen) != 0;
     if (over && bad) rename(aside, vocab);
     else if (over) unlink(aside);
+    if (!bad && !dry) test_split_check(co, W);
     return bad ? 2 : 0; /* every data problem is found before a worker trains */
+}
+
+/* clipd --eval: the weights file holds every parameter this config needs
+ * (dtype, shape), the split exists and gives each stream a step. */
+static int eval_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
+{
+    Config *c = &co->cfg;
+    if (wsize < 2) return snprintf(err, errlen, "no workers: launch it with clipd-launch ... --eval WEIGHTS"), 2;
+    co->W = wsize - 1;
+    for (int i = 0; i < LOG_FILES; i++) co->log.fd[i] = -1; /* no run logs are written */
+    if (c->train_steps_auto && resolve_steps(c, co->W, err, errlen) != 0) return 2;
+    Ckpt k;
+    if (ckpt_read(&k, a->eval, err, errlen) != 0) return 2;
+    char names[64][32];
+    int n = cfg_tensor_names(c, names, 64), bad = 0;
+    for (int i = 0; i < n && i < 64 && !bad; i++) {
+        char name[48];
+        long shape[2] = {0, 1};
+        int nd = cfg_tensor_shape(c, i, shape);
+        snprintf(name, sizeof name, "param.%.31s", names[i]);
+        const CkEntry *e = ckpt_find(&k, name);
+        bad = !e || e->dtype != CK_F32 || e->ndim != nd || e->shape[0] != shape[0] || (nd == 2 && e->shape[1] != shape[1]);
+        if (bad)
+            snprintf(err, errlen, "--eval %s: tensor '%s' %s, model.* needs F32 [%ld%s%.0ld]", a->eval, name,
+                     e ? "has another dtype or shape" : "missing", shape[0], nd == 2 ? ", " : "", nd == 2 ? shape[1] : 0);
+    }
+    ckpt_free(&k);
+    if (bad) return 2;
+    proto_limits(&co->lim, c, co->W);
+    if (c->data_source != DATA_TEXT) return 0; /* data.valid_batches held-out batches */
+    size_t nt = 0;
+    if (text_split_tokens(c, a->split, &nt, err, errlen) != 0) return 2;
+    if (a->split == TEXT_TEST && nt == 0)
+        return snprintf(err, errlen, "--split test: data.path '%s' has no test.txt", c->data_path), 2;
+    if (fs_mkdir_p(c->run_dir, err, errlen) != 0 || text_prepare(c, co->W, err, errlen) != 0) return 2;
+    uint64_t L = text_stream_len(nt, (uint64_t)co->W * (uint64_t)c->data_batch_per_worker);
+    if (L < (uint64_t)c->data_seq_len)
+        return snprintf(err, errlen, "--split %s: %zu tokens, %llu per stream for %d workers x %d streams, fewer "
+                        "than data.seq_len %d", a->split == TEXT_TEST ? "test" : "valid", nt,
+                        (unsigned long long)L, co->W, c->data_batch_per_worker, c->data_seq_len), 2;
+    return 0;
+}
+
+/* clipd --eval: the workers evaluate; print and append the result. */
+static int eval_run(Coord *co, const Args *a)
+{
+    co->recs = calloc((size_t)co->W, sizeof *co->recs);
+    if (!co->recs) MPI_Abort(MPI_COMM_WORLD, 1);
+    EpochRecord e = receive_eval(co);
+    char json[1024];
+    eval_fields(&co->cfg, co->W, json, sizeof json, "eval", a->eval, a->split, &e);
+    int rc = 0;
+    if (runlog_eval(co->cfg.run_dir, json) != 0) {
+        LOG(LOG_ERROR, "cannot append to %s/eval.jsonl: %s", co->cfg.run_dir, strerror(errno));
+        rc = 1;
+    }
+    rc |= finish(co, 0, 0);
+    free(co->recs);
+    return rc ? 1 : 0;
 }
 
 /* sessions.jsonl: a crash of the session before (it has a start and no
@@ -1048,20 +1188,23 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     fs_set_run_tag(co.cfg.run_name); /* temporaries carry the run's name */
-    if (rc == 0) rc = job_checks(&co, &a, wsize, err, sizeof err);
+    if (rc == 0) rc = a.eval ? eval_checks(&co, &a, wsize, err, sizeof err) : job_checks(&co, &a, wsize, err, sizeof err);
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none); /* workers split off their own */
     msg.go = rc == 0;
     msg.status = rc;
     msg.cfg = co.cfg;
     snprintf(msg.resume, sizeof msg.resume, "%s", co.res.path);
+    snprintf(msg.eval, sizeof msg.eval, "%s", a.eval ? a.eval : "");
+    msg.eval_split = a.split;
+    msg.test_at_end = co.test_at_end;
     MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
     if (rc) {
         fprintf(stderr, "clipd: %s\n", err);
         MPI_Finalize();
         return rc;
     }
-    rc = coordinate(&co);
+    rc = a.eval ? eval_run(&co, &a) : coordinate(&co);
     MPI_Finalize();
     return rc;
 }

@@ -296,6 +296,22 @@ int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
     return put_line(l, LOG_TENSORS);
 }
 
+int runlog_eval(const char *dir, const char *json)
+{
+    char path[CFG_STR_MAX + 32], line[2048];
+    int n = snprintf(line, sizeof line, "{%s,\"time\":%.3f}\n", json, runlog_now());
+    if (n < 0 || (size_t)n >= sizeof line) return errno = EOVERFLOW, -1;
+    fputs(line, stdout);
+    fflush(stdout);
+    snprintf(path, sizeof path, "%s/eval.jsonl", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return -1;
+    ssize_t w = write(fd, line, (size_t)n);
+    int e = errno;
+    close(fd);
+    return w == n ? 0 : (errno = w < 0 ? e : ENOSPC, -1);
+}
+
 /* Written to a temporary and renamed into place: a symlink planted as
  * config.yaml is replaced, never followed. */
 int runlog_config(const RunLog *l, const Config *c)

@@ -70,6 +70,11 @@ int runlog_session(RunLog *l, const char *kind, int64_t seq, int64_t step, int e
                    double time);
 /* Per-tensor pre-clip norms of a step, in model order (tensors.jsonl). */
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n);
+/* One evaluation (clipd --eval, the test split at a run's end) as a JSON
+ * object with its fields in json (no braces): printed to stdout and appended,
+ * with "time", to RUN_DIR/eval.jsonl (one write; a symlink is refused).
+ * Returns 0, or -1 with errno when the file was not written. */
+int runlog_eval(const char *dir, const char *json);
 /* The effective config, as YAML, in RUN_DIR/config.yaml. */
 int runlog_config(const RunLog *l, const Config *c);
 /* s as the body of a JSON string (quotes, backslashes and control bytes

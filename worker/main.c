@@ -519,6 +519,18 @@ static void best_resume(Worker *w)
     ckpt_free(&k);
 }
 
+/* The mean of the workers' loss sums over nb global batches, in the
+ * fixed-order statistics collective; *tokens: the targets counted. */
+static double reduce_loss(Worker *w, double sum, long nb, int64_t *tokens)
+{
+    memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
+    w->local[ST_LOSS] = sum;
+    w->local[ST_TERMS] = (double)model_terms(&w->model) * (double)nb;
+    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("evaluation collective failed");
+    *tokens = (int64_t)model_terms(&w->model) * w->W * nb;
+    return w->global[ST_TERMS] > 0 ? w->global[ST_LOSS] / w->global[ST_TERMS] : NAN;
+}
+
 /* Mean loss over data.valid_batches held-out global batches (the same
  * streams every epoch), forward only, in fixed-order collectives. */
 static double validate(Worker *w, int64_t *tokens)
@@ -534,12 +546,68 @@ static double validate(Worker *w, int64_t *tokens)
         batcher_next(v);
         sum += model_eval(&w->model, v->inputs, v->targets, v->features, v->ytarget);
     }
-    memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
-    w->local[ST_LOSS] = sum;
-    w->local[ST_TERMS] = (double)model_terms(&w->model) * nb;
-    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("validation collective failed");
+    double loss = reduce_loss(w, sum, nb, tokens);
     *tokens = (int64_t)w->model.T * w->model.B * w->W * nb;
-    return w->global[ST_LOSS] / w->global[ST_TERMS];
+    return loss;
+}
+
+/* Mean loss over a whole split (text: every stream's floor(L / T) steps
+ * from offset 0, the hidden state carried, forward only, no dropout);
+ * markov and adding: data.valid_batches held-out batches. */
+static double eval_split(Worker *w, int split, int64_t *tokens)
+{
+    const Config *c = &w->cfg;
+    int B = c->data_batch_per_worker;
+    if (c->data_source != DATA_TEXT) return validate(w, tokens);
+    Batcher b;
+    if (batcher_init_split(&b, c, w->rank * B, B, w->W, split) != 0)
+        worker_fatal("cannot set up the evaluation data: %s", b.err);
+    batcher_epoch(&b, 0);
+    model_reset_state(&w->model);
+    long steps = (long)(b.stream_len / (uint64_t)b.T);
+    double sum = 0;
+    for (long i = 0; i < steps; i++) {
+        batcher_next(&b);
+        sum += model_eval(&w->model, b.inputs, b.targets, NULL, NULL);
+    }
+    batcher_free(&b);
+    return reduce_loss(w, sum, steps, tokens);
+}
+
+/* The parameters of a checkpoint or weights file (`param.<name>` tensors). */
+static int load_params(Worker *w, const char *path, int64_t *step, char *err, size_t errlen)
+{
+    Ckpt k;
+    Model *m = &w->model;
+    if (ckpt_read(&k, path, err, errlen) != 0) return -1;
+    int rc = 0;
+    for (int v = 0; v < m->nviews && !rc; v++) {
+        char name[64];
+        snprintf(name, sizeof name, "param.%s", m->views[v].name);
+        rc = ckpt_get(&k, name, CK_F32, m->params + m->views[v].off, m->views[v].n, err, errlen);
+    }
+    const char *s = ckpt_meta(&k, "step");
+    *step = s ? strtoll(s, NULL, 10) : 0;
+    ckpt_free(&k);
+    return rc;
+}
+
+/* clipd --eval, or the test split at the end: evaluate the weights of path
+ * (NULL: the parameters as they are), and worker 0 sends the result as an
+ * EpochRecord (val_loss, val_tokens, step: of the weights). */
+static void eval_send(Worker *w, const char *path, int split, int epoch)
+{
+    char err[1024];
+    int64_t step = w->step;
+    if (path && load_params(w, path, &step, err, sizeof err) != 0) worker_fatal("cannot evaluate: %s", err);
+    EpochRecord e;
+    memset(&e, 0, sizeof e);
+    e.epoch = epoch;
+    e.action = ACT_LOG;
+    e.step = step < 0 ? 0 : step;
+    e.val_loss = eval_split(w, split, &e.val_tokens);
+    e.seq = path != NULL; /* an evaluation's record: 1 when the weights came from a file */
+    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
 }
 
 /* End of an epoch: validation, epoch-level events, schedule, early stop. */
@@ -625,6 +693,12 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
         if (!done.status) snprintf(done.error, sizeof done.error, "%s", err);
         done.status = 1;
     }
+    if (stop->final && w->test_at_end) { /* the best weights if kept, else these final ones */
+        char best[CFG_STR_MAX + 32];
+        snprintf(best, sizeof best, "%s/best.safetensors", w->cfg.run_dir);
+        eval_send(w, w->cfg.checkpoint_keep_best && isfinite(w->best_val) ? best : NULL, TEXT_TEST,
+                  w->epoch < 1 ? 1 : w->epoch);
+    }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) /* for make bench: memory against the analytic minimum */
         LOG(LOG_INFO, "peak RSS %ld KiB", ru.ru_maxrss);
@@ -684,7 +758,9 @@ int main(int argc, char **argv)
         worker_fatal("cannot resume: %s", err);
     if (msg.resume[0] && w.epoch > 1) batcher_shift(&w.data, data_epoch_seed(&w.cfg, w.epoch));
     w.best_val = INFINITY;
+    w.test_at_end = msg.test_at_end;
     if (msg.resume[0]) best_resume(&w);
+    if (msg.eval[0]) eval_send(&w, msg.eval, msg.eval_split, 1);
     /* Resumed from the last step of an epoch whose end was not yet applied:
      * apply it now, as the uninterrupted run did right after that step. */
     if (msg.resume[0] && w.epoch_step == w.cfg.train_steps_per_epoch && !w.epoch_done)

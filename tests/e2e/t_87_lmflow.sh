@@ -108,3 +108,43 @@ print(json.dumps([int(m["epoch"]), float(m["val_loss"])], separators=(",", ":"))
     [ "$(ls "$d/checkpoints" | grep -c 'safetensors$')" = 1 ] || { echo "keep 1 not applied"; return 1; }
 }
 check "checkpoint.keep_best: best.safetensors is the lowest val loss, across a resume, never rotated out" lm_best
+
+# Evaluation: with a test.txt the run ends with the test split evaluated on
+# best.safetensors (eval.jsonl, the summary); clipd --eval does any weights
+# on any split. Both against an independent NumPy forward pass (float64).
+near() { # A B: |a - b| <= 1e-5 |b|
+    jq -n -e --argjson a "$1" --argjson b "$2" '($a - $b) * ($a - $b) <= 1e-10 * $b * $b' >/dev/null ||
+        { echo "$1 != $2"; return 1; }
+}
+lm_eval() {
+    local d="$TMP/lme" ref got
+    cp -r "$LMT" "$TMP/lmtest"
+    tail -c 4000 "$LMT/train.txt" | sed '1d' >"$TMP/lmtest/test.txt"
+    local a=("${LMW[@]}" --set data.path="$TMP/lmtest" --set data.batch_per_worker=3 --set checkpoint.keep_best=true)
+    run lme 2 "${a[@]}" --set train.epochs=3 || return 1
+    grep -E "^test loss [0-9.]+ nats/token, perplexity [0-9.]+, over [0-9]+ tokens of the test split; weights: best.safetensors" \
+        "$d.out" || { echo "no test line in the summary"; return 1; }
+    jq -e 'select(.at == "end") | .split == "test" and (.weights | endswith("best.safetensors")) and .loss_unit == "nats/token"
+           and ((.ppl | log) - .loss | . * . < 1e-20)' "$d/eval.jsonl" >/dev/null || return 1
+    ref=$(/usr/bin/python3 tests/tools/lm_eval.py "$d/best.safetensors" "$d/tokens-test.u32" 6 10) || return 1
+    got=$(jq -c 'select(.at == "end") | {loss, tokens}' "$d/eval.jsonl")
+    echo "end of run, test split: clipd $got, NumPy $ref"
+    near "$(jq .loss <<<"$got")" "$(jq .loss <<<"$ref")" && [ "$(jq .tokens <<<"$got")" = "$(jq .tokens <<<"$ref")" ] || return 1
+    # --eval: the final weights on the valid split, 1 worker x 6 streams (the same layout)
+    $LAUNCH -n 1 "$TINY" --set run.dir="$d" "${a[@]}" --set data.batch_per_worker=6 \
+        --eval "$d/final.safetensors" --split valid >"$TMP/lme_eval.out" 2>"$TMP/lme_eval.err" || return 1
+    got=$(grep '^{"at":"eval"' "$TMP/lme_eval.out") || { echo "--eval printed no JSON"; return 1; }
+    [ "$(tail -1 "$d/eval.jsonl")" = "$got" ] || { echo "eval.jsonl differs from stdout"; return 1; }
+    ref=$(/usr/bin/python3 tests/tools/lm_eval.py "$d/final.safetensors" "$d/tokens-valid.u32" 6 10) || return 1
+    echo "--eval final, valid split: clipd $got, NumPy $ref"
+    near "$(jq .loss <<<"$got")" "$(jq .loss <<<"$ref")" && [ "$(jq .tokens <<<"$got")" = "$(jq .tokens <<<"$ref")" ] || return 1
+    jq -e '.split == "valid" and .workers == 1 and .step == 666' <<<"$got" >/dev/null || return 1
+    # bad input: exit 2, one line
+    expect_exit 2 "nothere: cannot open" $LAUNCH -n 1 "$TINY" --set run.dir="$d" "${a[@]}" --eval "$d/nothere" || return 1
+    expect_exit 2 "tensor 'param.head.weight' has another dtype or shape, model.\* needs F32 \[8, 32\]" \
+        $LAUNCH -n 1 "$TINY" --set run.dir="$d" "${a[@]}" --set model.hidden=8 --eval "$d/final.safetensors" || return 1
+    expect_exit 2 "--split test: data.path '$LMT' has no test.txt" \
+        $LAUNCH -n 1 "$TINY" --set run.dir="$d" "${a[@]}" --set data.path="$LMT" --eval "$d/final.safetensors" || return 1
+    expect_exit 2 "--split train: expected test or valid" build/clipd "$TINY" --eval "$d/final.safetensors" --split train
+}
+check "test split at the end (best weights) and clipd --eval: loss, perplexity, tokens == NumPy; bad input exit 2" lm_eval
