@@ -1,5 +1,5 @@
 /* report: `clipd-report RUN_DIR [--json] [--svg FILE] [--max-norm X]` reads a
- * run directory (steps, epochs, events and tensors .jsonl, config.yaml) and
+ * run directory (steps, epochs, events, tensors and sessions .jsonl, config.yaml) and
  * prints a one-screen summary, the same summary as one JSON object, or the run
  * drawn as one self-contained SVG on a shared step axis. It only reads, so it
  * works on a run still being written and skips a crashed run's partial line. */
@@ -40,6 +40,15 @@ typedef struct {
     double value, threshold, top_norm, top_share; /* top_share NAN: no tensor_norms */
 } RepEvent;
 
+/* One line of sessions.jsonl: a start, resume, end or crash of the job. */
+typedef struct {
+    char kind[12], how[16]; /* how: an end's done, stopped, aborted, early_stop */
+    int64_t seq, step;
+    double time;            /* NAN: not logged */
+} RepSession;
+
+#define REP_SESSIONS 1024 /* sessions listed; more are counted only */
+
 /* tensors.jsonl: rows of (tensor index, squared norm) entries. */
 typedef struct {
     int64_t seq, step;
@@ -73,6 +82,8 @@ typedef struct {
     long kind_count[REP_KINDS];
     int nkinds;
     RepTensors t;
+    RepSession *ses;  /* (nses) sessions.jsonl, absent in runs before it existed */
+    long nses, capses, more_ses;
     bool has_epochs, has_events, has_tensors, finished;
     double max_norm; /* NAN: unknown */
     char notes[REP_NOTE_MAX][200];

@@ -83,7 +83,15 @@ lm_crash() {
     logged=$(jq -s '[.[] | select(.kind != "checkpoint_failed" and .kind != "log_write_failed")] | length' "$d/events.jsonl")
     grep -q "^events $logged:" "$d.out" || { echo "summary events differ from the $logged in events.jsonl"; return 1; }
     [ "$logged" -ge 2 ] || { echo "too few events to tell ($logged)"; return 1; }
-    times_ok "$d"
+    times_ok "$d" || return 1
+    # clipd-report: text, --json and the SVG mark them too
+    build/clipd-report "$d" | grep -q "^sessions   start at step 0, crash at step 59, resume at step 40, end at step 200 (done)$" ||
+        { echo "clipd-report does not mark them"; return 1; }
+    build/clipd-report --json "$d" | jq -e '[.sessions[] | [.kind, .step]] == [["start", 0], ["crash", 59], ["resume", 40], ["end", 200]]' \
+        >/dev/null || { echo "clipd-report --json"; return 1; }
+    build/clipd-report "$d" --svg "$TMP/lmk.svg" >/dev/null && xmllint --noout "$TMP/lmk.svg" || return 1
+    [ "$(grep -c 'class="resume"' "$TMP/lmk.svg")" = 1 ] && grep -q ">crash, resume at step 40<" "$TMP/lmk.svg" ||
+        { echo "the SVG does not mark the resume"; return 1; }
 }
 check "crash and resume inside an epoch: true seconds and tokens/s, all events counted, sessions marked" lm_crash
 
