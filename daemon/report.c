@@ -155,7 +155,7 @@ static int oom(const Where *w)
 
 static int on_step(Report *r, json_t *o, const Where *w)
 {
-    RepStep s = {.seq = r->nst ? r->st[r->nst - 1].seq + 1 : 1};
+    RepStep s = {.seq = r->nst ? r->st[r->nst - 1].seq + 1 : 1, .time = NAN};
     int64_t ep = 0;
     if (get_int(o, "step", true, 0, REP_SEQ_MAX, &s.step, w) ||
         get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
@@ -164,7 +164,7 @@ static int on_step(Report *r, json_t *o, const Where *w)
         get_num(o, "loss", true, &s.loss, w) || get_num(o, "grad_norm", true, &s.norm, w) ||
         get_num(o, "clip_coef", false, &s.coef, w) || get_num(o, "lr", false, &s.lr, w) ||
         get_num(o, "step_ms", false, &s.step_ms, w) || get_bool(o, "clipped", &s.clipped, w) ||
-        get_bool(o, "skipped", &s.skipped, w))
+        get_bool(o, "skipped", &s.skipped, w) || get_num(o, "time", false, &s.time, w))
         return -1;
     s.epoch = (int)ep;
     if (r->nst && s.seq <= r->st[r->nst - 1].seq) {
@@ -1846,9 +1846,11 @@ int rep_write_svg(const Report *r, const RepSummary *s, const char *path, char *
 static void usage(FILE *f)
 {
     fprintf(f, "usage: clipd-report RUN_DIR [--json] [--svg FILE] [--max-norm X]\n"
+               "       clipd-report --html FILE RUN_DIR [RUN_DIR ...]   (up to 8 runs overlaid)\n"
                "  Summarises a clipd run directory (steps, epochs, events, tensors .jsonl).\n"
                "  --json        the summary as one JSON object on stdout\n"
                "  --svg FILE    also draw the run as one self-contained SVG\n"
+               "  --html FILE   draw the runs on one self-contained HTML page (no script, nothing fetched)\n"
                "  --max-norm X  the clip threshold (default: clip.max_norm of RUN_DIR/config.yaml)\n"
                "Exit 0 on success, 2 when RUN_DIR is not a readable run, 1 when FILE or stdout cannot be written.\n");
 }
@@ -1889,8 +1891,42 @@ static bool stdout_ok(void)
     return false;
 }
 
+/* --html FILE RUN_DIR [RUN_DIR ...] */
+static int main_html(int argc, char **argv)
+{
+    const char *path = argc > 2 ? argv[2] : NULL;
+    int n = argc - 3;
+    if (!path || n < 1 || n > 8) {
+        fprintf(stderr, "clipd-report: --html FILE RUN_DIR [RUN_DIR ...]: 1 to 8 run directories\n");
+        return 2;
+    }
+    static Report runs[8];
+    const Report *rp[8];
+    char err[REP_PATH_MAX + 512];
+    int rc = 0, loaded = 0;
+    for (; loaded < n && !rc; loaded++) {
+        if (argv[3 + loaded][0] == '-') {
+            fprintf(stderr, "clipd-report: --html: %s: options go before --html\n", argv[3 + loaded]);
+            rc = 2;
+        } else if (rep_load(&runs[loaded], argv[3 + loaded], NAN, err, sizeof err)) {
+            fprintf(stderr, "clipd-report: %s\n", err);
+            rc = 2;
+        }
+        rp[loaded] = &runs[loaded];
+    }
+    if (!rc && rep_write_html(rp, n, path, err, sizeof err)) {
+        fprintf(stderr, "clipd-report: %s\n", err);
+        rc = 1;
+    }
+    if (!rc) printf("html: wrote %s (%d run%s)\n", path, n, n == 1 ? "" : "s");
+    for (int i = 0; i < loaded; i++) rep_free(&runs[i]);
+    if (!stdout_ok()) rc = 1;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--html")) return main_html(argc, argv);
     const char *dir = NULL, *svg = NULL;
     bool json = false;
     double max_norm = NAN;

@@ -21,7 +21,7 @@ typedef struct {
     int64_t seq, step, tokens;
     int epoch;
     bool clipped, skipped;
-    double loss, norm, coef, lr, step_ms;
+    double loss, norm, coef, lr, step_ms, time; /* time: wall clock, Unix s (NAN: not logged) */
 } RepStep;
 
 /* One line of epochs.jsonl, and where its last step sits on the seq axis. */
@@ -121,6 +121,8 @@ void rep_summarise(const Report *r, RepSummary *s);
 void rep_print_text(const Report *r, const RepSummary *s);
 int rep_print_json(const Report *r, const RepSummary *s);
 int rep_write_svg(const Report *r, const RepSummary *s, const char *path, char *err, size_t errlen);
+/* daemon/report_html.c: runs[0..n) (n <= 8) overlaid on one self-contained page. */
+int rep_write_html(const Report *const *runs, int n, const char *path, char *err, size_t errlen);
 
 /* Pure helpers, unit-tested. */
 /* Centred moving average of the finite y over w points (shorter at the

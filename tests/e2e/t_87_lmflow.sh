@@ -156,3 +156,33 @@ lm_eval() {
     expect_exit 2 "--split train: expected test or valid" build/clipd "$TINY" --eval "$d/final.safetensors" --split train
 }
 check "test split at the end (best weights) and clipd --eval: loss, perplexity, tokens == NumPy; bad input exit 2" lm_eval
+
+# clipd-report --html: two runs (the crashed-and-resumed markov run, the text
+# run) on one self-contained page, rendered by a real headless browser
+# (Debian's chromium); the screenshot's pixels show each panel drew both runs.
+lm_html() {
+    local h="$TMP/two.html" png="$TMP/two.png"
+    command -v chromium >/dev/null || { echo "chromium is missing (deploy/packages.txt)"; return 1; }
+    build/clipd-report --html "$h" "$TMP/lmk" "$TMP/lme" | grep -q "^html: wrote $h (2 runs)$" || return 1
+    ! grep -qi "<script\|<link\|<img\|@import\|url(" "$h" || { echo "not self-contained"; return 1; }
+    [ "$(grep -o 'https\?://[^"]*' "$h" | sort -u)" = "http://www.w3.org/2000/svg" ] || { echo "a URL other than the SVG namespace"; return 1; }
+    grep -q "$TMP/lmk): 200 steps, 2 epochs" "$h" && grep -q "$TMP/lme): 666 steps, 3 epochs" "$h" || { echo "legend"; return 1; }
+    grep -q "<title>crash, resume at step 40</title>" "$h" && grep -q "<title>grad_norm_spike at step 30</title>" "$h" ||
+        { echo "resume or event not marked"; return 1; }
+    grep -q ">nats / token<" "$h" || { echo "unit"; return 1; }
+    local height
+    height=$(grep -o '<svg xmlns="http://www.w3.org/2000/svg" width="1100" height="[0-9]*"' "$h" | grep -o '[0-9]*"$' | tr -d '"')
+    timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --force-device-scale-factor=1 \
+        --window-size=1100,"$height" --screenshot="$png" "file://$h" >"$TMP/chromium.log" 2>&1 ||
+        { tail -5 "$TMP/chromium.log"; return 1; }
+    # panels at 200 + 270 i: plot area from +40, 200 px high; the shares' bars below the sixth
+    local rects=() i top
+    for i in 0 1 2 3 4 5; do top=$((200 + 270 * i + 40)); rects+=("91,$((top + 1)),1049,$((top + 199))"); done
+    rects+=("246,$((200 + 270 * 6 + 40)),1050,$((200 + 270 * 6 + 240))")
+    /usr/bin/python3 tests/tools/png_colors.py "$png" "${rects[@]}" -- 0072B2 D55E00 >"$TMP/px.json" || return 1
+    cat "$TMP/px.json"
+    head -1 "$TMP/px.json" | jq -e 'length == 7 and all(.[]; .["0072B2"] >= 20 and .["D55E00"] >= 20)' >/dev/null ||
+        { echo "a panel lacks a run's pixels"; return 1; }
+    tail -1 "$TMP/px.json" | jq -e --argjson h "$height" '.width == 1100 and .height == $h' >/dev/null
+}
+check "clipd-report --html: two runs overlaid, self-contained; chromium screenshot shows every panel drew both" lm_html
