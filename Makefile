@@ -70,7 +70,12 @@ unit: $(UNIT_TESTS)
 e2e: all $(TOOLS)
 	bash tests/e2e/run.sh
 
-test: unit asan e2e valgrind fuzz-smoke
+test: unit asan e2e valgrind fuzz-smoke monitoring
+
+# deploy/monitoring/: promtool check rules, promtool test rules, the dashboard's
+# JSON and PromQL, metric names against what the coordinator serves.
+monitoring:
+	bash tests/monitoring.sh
 
 # Under AddressSanitizer and UndefinedBehaviorSanitizer, leaks checked: the
 # unit tests, then real mpirun jobs with the coordinator and workers built
@@ -121,5 +126,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test asan valgrind bench detbench run install fuzz fuzz-smoke clean
+.PHONY: all unit e2e test asan valgrind bench detbench run install fuzz fuzz-smoke monitoring clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
