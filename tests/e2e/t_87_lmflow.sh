@@ -186,3 +186,22 @@ lm_html() {
     tail -1 "$TMP/px.json" | jq -e --argjson h "$height" '.width == 1100 and .height == $h' >/dev/null
 }
 check "clipd-report --html: two runs overlaid, self-contained; chromium screenshot shows every panel drew both" lm_html
+
+# /status of a job whose steps stopped coming (a worker sleeps 3 s a step,
+# metrics.stall_seconds 1) says "stalled" with the idle time, as /healthz does.
+lm_status_stalled() {
+    local d="$TMP/lmst" addr st i
+    $LAUNCH -n 2 "$TINY" --set run.dir="$d" --set metrics.listen=127.0.0.1:0 --set metrics.stall_seconds=1 \
+        --set debug.slow_ms=3000 --set train.epochs=1 --set train.steps_per_epoch=3 >"$d.out" 2>"$d.err" &
+    local pid=$!
+    for i in $(seq 100); do [ -s "$d/metrics.addr" ] && break; sleep 0.1; done
+    addr=$(cat "$d/metrics.addr" 2>/dev/null)
+    for i in $(seq 50); do
+        st=$(curl -s "http://$addr/status") && jq -e '.state == "stalled" and .idle_s > 1' <<<"$st" >/dev/null && break
+        st=""; sleep 0.2
+    done
+    wait "$pid" || { echo "the job failed"; return 1; }
+    echo "status: $st"
+    [ -n "$st" ]
+}
+check "/status says stalled (with idle_s) when no step came for metrics.stall_seconds" lm_status_stalled
