@@ -519,6 +519,8 @@ static void rep_config(Report *r, double max_norm)
     if (have_cfg == 1 && val[0]) copy_str(r->name, sizeof r->name, val);
     if (have_cfg >= 0 && rep_yaml_scan(path, "clip", "mode", val, sizeof val) == 1)
         copy_str(r->clip_mode, sizeof r->clip_mode, val);
+    r->squared_error = have_cfg >= 0 && rep_yaml_scan(path, "data", "source", val, sizeof val) == 1 &&
+                       !strcmp(val, "adding");
     if (isfinite(max_norm)) {
         r->max_norm = max_norm;
         snprintf(r->max_norm_src, sizeof r->max_norm_src, "--max-norm");
@@ -1428,7 +1430,7 @@ static void svg_loss(Svg *v, Panel *p)
     if (!isfinite(lo)) lo = 0, hi = 1;
     lo = fmax(lo, -1e300), hi = fmin(hi, 1e300); /* hi - lo stays finite */
     p->y0 = lo - 0.05 * (hi - lo), p->y1 = hi + 0.05 * (hi - lo);
-    svg_panel(v, p, "Loss", "loss (nats/token)", false);
+    svg_panel(v, p, "Loss", r->squared_error ? "loss (squared error)" : "loss (nats/token)", false);
     svg_series(v, p, raw, "stroke=\"" C_SKY "\" stroke-width=\"0.9\" stroke-opacity=\"0.75\"");
     svg_series(v, p, sm, "stroke=\"" C_BLUE "\" stroke-width=\"2.2\"");
     fprintf(v->f, "<path fill=\"none\" stroke=\"" C_GREEN "\" stroke-width=\"1.3\" stroke-dasharray=\"2 3\" d=\"");

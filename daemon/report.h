@@ -72,6 +72,7 @@ typedef struct {
 
 typedef struct {
     char dir[REP_PATH_MAX], name[REP_NAME_MAX], clip_mode[32], max_norm_src[32];
+    bool squared_error; /* data.source adding: the loss is a squared error, not nats/token */
     RepStep *st;
     long nst, capst;
     RepEpoch *ep;

@@ -142,9 +142,7 @@ static int run_init(Run *u, const Report *r, int idx)
     u->thr_x = calloc(2, sizeof(double)), u->thr_y = calloc(2, sizeof(double));
     bool *clipped = calloc((size_t)n + 1, sizeof *clipped);
     if (!u->ve_x || !u->ve_y || !u->ppl || !u->thr_x || !u->thr_y || !clipped) return free(clipped), -1;
-    char path[REP_PATH_MAX + 32], src[32] = "";
-    snprintf(path, sizeof path, "%s/config.yaml", r->dir);
-    u->token = !(rep_yaml_scan(path, "data", "source", src, sizeof src) == 1 && !strcmp(src, "adding"));
+    u->token = !r->squared_error;
     double t0 = NAN;
     for (long i = 0; i < n; i++) {
         const RepStep *s = &r->st[i];

@@ -208,3 +208,15 @@ lm_status_stalled() {
     [ -n "$st" ]
 }
 check "/status says stalled (with idle_s) when no step came for metrics.stall_seconds" lm_status_stalled
+
+# The adding task's loss is a squared error, and the SVG and the page say so.
+lm_units() {
+    local d="$TMP/lmadd"
+    $LAUNCH -n 1 configs/adding.yaml --set run.dir="$d" --set metrics.listen=off --set train.epochs=1 \
+        --set train.steps_per_epoch=10 --set model.hidden=8 >"$d.out" 2>"$d.err" || return 1
+    build/clipd-report "$d" --svg "$TMP/lmadd.svg" >/dev/null && grep -q ">loss (squared error)<" "$TMP/lmadd.svg" || return 1
+    ! grep -q "nats/token" "$TMP/lmadd.svg" || return 1
+    build/clipd-report --html "$TMP/lmadd.html" "$d" >/dev/null && grep -q ">squared error<" "$TMP/lmadd.html" &&
+        ! grep -q "nats" "$TMP/lmadd.html"
+}
+check "adding task: the SVG and --html label its loss squared error, not nats/token" lm_units
