@@ -364,7 +364,14 @@ static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
 {
     int flag = 0;
     long nap_ns = 50000;
+    double last = log_clock_ms();
     for (;;) {
+        /* A gap far longer than a nap: this process did not run (the whole
+         * job suspended: scontrol suspend, gang scheduling, a paused VM).
+         * The watchdog does not count that time against the workers. */
+        double now = log_clock_ms();
+        if (co && now - last > 1000) co->wait_t0 += now - last;
+        last = now;
         check_launcher();
         if (co && !co->finishing) handle_signals(co);
         if (co) watchdog(co, src - 1, tag);
@@ -1146,6 +1153,9 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
     if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return 2;
     remove_stale(&co->cfg);
+    char addr[CFG_STR_MAX + 32]; /* an earlier job's (aborted, or one with metrics off now) */
+    snprintf(addr, sizeof addr, "%s/metrics.addr", co->cfg.run_dir);
+    if (unlink(addr) != 0 && errno != ENOENT) LOG(LOG_WARN, "cannot remove %s: %s", addr, strerror(errno));
     SessionTail tail = {0, -1, -1, 0, NAN};
     if (a->resume) tail = resume_last_session(&co->cfg); /* before the logs are cut back */
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
