@@ -30,7 +30,8 @@ enum {
     F_MIN_OPEN = 1u << 0,  /* DOUBLE: value must be > dmin, not >= */
     F_MAX_OPEN = 1u << 1,  /* DOUBLE: value must be < dmax, not <= */
     F_NAME_CHARS = 1u << 2, /* STRING: only [A-Za-z0-9._-] */
-    F_NO_HASH = 1u << 3     /* cannot change a number the run computes: left out of cfg_hash */
+    F_NO_HASH = 1u << 3,    /* cannot change a number the run computes: left out of cfg_hash */
+    F_AUTO = 1u << 4        /* INT (train.steps_per_epoch only): also "auto": train_steps_auto, value 100 */
 };
 
 typedef struct {
@@ -112,7 +113,8 @@ static const CfgKey cfg_keys[] = {
     KINT(data, min_count, 1, 1000000000, "1", "words: rarer words become <unk>"),
     KDBL(data, valid_fraction, 0, 0.5, F_MAX_OPEN, "0.1", "text in one file: held-out tail"),
     KINT(train, epochs, 1, 1000000, "8", "number of epochs"),
-    KINT(train, steps_per_epoch, 1, 1000000000, "100", "optimizer steps per epoch"),
+    {"train", "steps_per_epoch", T_INT, FLD(train, steps_per_epoch), 1, 1000000000, 0, 0, F_AUTO, NULL,
+     "auto", "optimizer steps per epoch; auto: one pass over text, else 100"},
     KENUM(train, optimizer, opt_names, "adam", "update rule"),
     KDBL(train, lr, 0, 1000, F_MIN_OPEN, "0.003", "learning rate"),
     KDBL(train, momentum, 0, 1, F_MAX_OPEN, "0", "sgd momentum"),
@@ -166,6 +168,7 @@ static const CfgKey cfg_keys[] = {
     KINT(divergence, drift_check_every, 0, 1000000000, "50", "replica checksum every N steps"),
     KINT(checkpoint, every_steps, 0, 1000000000, "100", "steps between checkpoints, 0 off"),
     KINTN(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
+    KENUMH(checkpoint, keep_best, bool_names, "false", "keep best.safetensors: the best val loss"),
     KSTR(checkpoint, dir, 0, 255, F_NO_HASH, "", "empty: RUN_DIR/checkpoints"),
     KENUMH(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
     KINTN(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
@@ -320,7 +323,8 @@ static void msg_expect(Msg *m, const CfgKey *k)
 {
     switch (k->type) {
     case T_INT:
-        msg_add(m, "an integer in [%" PRId64 ", %" PRId64 "]", k->imin, k->imax);
+        msg_add(m, "an integer in [%" PRId64 ", %" PRId64 "]%s", k->imin, k->imax,
+                (k->flags & F_AUTO) ? " or auto" : "");
         break;
     case T_DOUBLE:
         msg_add(m, "a number in %c%g, %g%c", (k->flags & F_MIN_OPEN) ? '(' : '[', k->dmin,
@@ -469,7 +473,10 @@ static int key_set(Config *c, const CfgKey *k, const char *v, size_t n, ValKind 
     switch (k->type) {
     case T_INT: {
         int64_t x;
-        if (!parse_i64(v, &x) || !int_ok(k, x)) return value_error(m, k, "", v, n);
+        int aut = (k->flags & F_AUTO) && vk != V_QUOTED && n == 4 && !memcmp(v, "auto", 4);
+        if (aut) x = 100;
+        else if (!parse_i64(v, &x) || !int_ok(k, x)) return value_error(m, k, "", v, n);
+        if (k->flags & F_AUTO) c->train_steps_auto = aut;
         if (k->size == sizeof(int64_t)) *(int64_t *)fld(c, k) = x;
         else *(int *)fld(c, k) = (int)x;
         return CFG_OK;
@@ -541,7 +548,8 @@ static void msg_value(Msg *m, const Config *c, const CfgKey *k)
     char num[40];
     switch (k->type) {
     case T_INT:
-        msg_add(m, "%" PRId64, get_int(c, k));
+        if ((k->flags & F_AUTO) && c->train_steps_auto) msg_add(m, "auto");
+        else msg_add(m, "%" PRId64, get_int(c, k));
         break;
     case T_DOUBLE:
         fmt_double(num, sizeof num, *(const double *)cfld(c, k));

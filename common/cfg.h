@@ -56,7 +56,8 @@ typedef struct {
     double data_valid_fraction; /* text from one file: the tail fraction held out */
     /* train */
     int train_epochs;
-    int train_steps_per_epoch;
+    int train_steps_per_epoch; /* with train_steps_auto: 100 until the coordinator resolves it */
+    int train_steps_auto;      /* steps_per_epoch: auto (text: one pass over the train split), not yet resolved */
     int train_optimizer;     /* OptKind */
     double train_lr;
     double train_momentum;
@@ -95,6 +96,7 @@ typedef struct {
     /* checkpoint */
     int checkpoint_every_steps; /* 0: only when stopping or asked by a signal */
     int checkpoint_keep;
+    int checkpoint_keep_best; /* keep RUN_DIR/best.safetensors, the best val loss so far */
     char checkpoint_dir[CFG_STR_MAX]; /* empty: RUN_DIR/checkpoints */
     int checkpoint_on_failure;  /* CkptFailPolicy */
     /* log */

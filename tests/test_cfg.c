@@ -210,7 +210,9 @@ static void test_defaults_valid(void **state)
     assert_int_equal(c.data_markov_order, 2);
     assert_int_equal(c.data_markov_branch, 3);
     assert_int_equal(c.train_epochs, 8);
-    assert_int_equal(c.train_steps_per_epoch, 100);
+    assert_int_equal(c.train_steps_per_epoch, 100); /* auto: 100 until resolved at start */
+    assert_int_equal(c.train_steps_auto, 1);
+    assert_int_equal(c.checkpoint_keep_best, 0);
     assert_int_equal(c.train_optimizer, OPT_ADAM);
     assert_true(c.train_lr == 0.003);
     assert_true(c.train_momentum == 0.0);
@@ -523,6 +525,37 @@ static void test_err_strings(void **state)
     LOAD_ERR("run:\n  dir: \"a\\0b\"\n", "t.yaml:2:8: run.dir: ", "NUL", "'a\\x00b'");
     LOAD_ERR("run:\n  dir: \"a\\nb\"\n", "t.yaml:2:8: run.dir: expected 1 to 255 bytes of printable UTF-8",
              "'a\\x0Ab'");
+}
+
+/* train.steps_per_epoch: a count or auto (0 inside, printed back as auto). */
+static void test_steps_auto(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_defaults(&c);
+    set_ok(&c, "train.steps_per_epoch=7");
+    assert_int_equal(c.train_steps_per_epoch, 7);
+    assert_int_equal(c.train_steps_auto, 0);
+    set_ok(&c, "train.steps_per_epoch=auto");
+    assert_int_equal(c.train_steps_per_epoch, 100);
+    assert_int_equal(c.train_steps_auto, 1);
+    validate_ok(&c);
+    char buf[1 << 16] = "";
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    cfg_print(&c, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "  steps_per_epoch: auto"));
+    set_ok(&c, "train.steps_per_epoch=100");
+    memset(buf, 0, sizeof buf);
+    f = fmemopen(buf, sizeof buf - 1, "w");
+    cfg_print(&c, f);
+    fclose(f);
+    assert_non_null(strstr(buf, "  steps_per_epoch: 100 "));
+    SET_ERR("train.steps_per_epoch=0", "train.steps_per_epoch: expected an integer in [1, 1000000000] or auto",
+            "got '0'");
+    SET_ERR("train.steps_per_epoch=autox", "train.steps_per_epoch: ", "or auto");
+    LOAD_ERR("train:\n  steps_per_epoch: \"auto\"\n", "t.yaml:2:20: train.steps_per_epoch: ");
+    SET_ERR("checkpoint.keep_best=yes", "checkpoint.keep_best: expected one of false, true");
 }
 
 static void test_err_missing_value(void **state)
@@ -886,7 +919,7 @@ static void test_roundtrip(void **state)
 }
 
 static const char *const unhashed_keys[] = {
-    "run.name", "run.dir", "run.overwrite", "checkpoint.keep", "checkpoint.dir",
+    "run.name", "run.dir", "run.overwrite", "checkpoint.keep", "checkpoint.keep_best", "checkpoint.dir",
     "checkpoint.on_failure", "log.tensor_norms_every", "metrics.listen", "metrics.stall_seconds",
     "watchdog.seconds", "watchdog.warn_seconds", "watchdog.straggler_factor",
     "watchdog.straggler_window", "sync.bucket_kb", "debug.ckpt_crash_step", "debug.ckpt_crash_at",
@@ -983,6 +1016,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_valid),
+        cmocka_unit_test(test_steps_auto),
         cmocka_unit_test(test_defaults_bytes_deterministic),
         cmocka_unit_test(test_enum_names),
         cmocka_unit_test(test_good_yaml_loads),

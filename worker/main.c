@@ -18,6 +18,7 @@
 
 #include <cblas.h>
 
+#include "common/ckpt.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
@@ -485,6 +486,73 @@ static int train_step(Worker *w, StepRecord *r)
     return r->flags & (STEP_STOPPING | STEP_ABORT);
 }
 
+/* RUN_DIR/<name>: the parameters as `param.<name>` tensors, with metadata. */
+static int write_params(Worker *w, const char *name, const StMeta *extra, int nextra, char *err, size_t errlen)
+{
+    Model *m = &w->model;
+    StTensor t[MODEL_MAX_VIEWS];
+    char names[MODEL_MAX_VIEWS][48];
+    for (int v = 0; v < m->nviews; v++) {
+        ParamView *pv = &m->views[v];
+        snprintf(names[v], sizeof names[v], "param.%s", pv->name);
+        t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
+    }
+    char path[CFG_STR_MAX + 64], step[32], hash[32];
+    snprintf(path, sizeof path, "%s/%s", w->cfg.run_dir, name);
+    snprintf(step, sizeof step, "%lld", (long long)w->step);
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
+    StMeta meta[8] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
+    for (int i = 0; i < nextra && i < 5; i++) meta[3 + i] = extra[i];
+    return st_write(path, t, m->nviews, meta, 3 + (nextra < 5 ? nextra : 5), err, errlen);
+}
+
+/* checkpoint.keep_best: worker 0 writes RUN_DIR/best.safetensors when this
+ * epoch's validation loss is the lowest yet (every worker tracks it alike);
+ * never rotated out. A failed write is logged; training goes on. */
+static void keep_best(Worker *w, double val_loss)
+{
+    if (!w->cfg.checkpoint_keep_best || !isfinite(val_loss) || val_loss >= w->best_val) return;
+    w->best_val = val_loss;
+    if (w->rank != 0) return;
+    char ep[32], vl[40], err[512];
+    snprintf(ep, sizeof ep, "%d", w->epoch);
+    snprintf(vl, sizeof vl, "%.17g", val_loss);
+    StMeta extra[] = {{"epoch", ep}, {"val_loss", vl}};
+    if (write_params(w, "best.safetensors", extra, 2, err, sizeof err) != 0)
+        LOG(LOG_ERROR, "checkpoint.keep_best: cannot write best.safetensors: %s", err);
+    else
+        LOG(LOG_INFO, "epoch %d: best validation loss so far (%.4f): best.safetensors", w->epoch, val_loss);
+}
+
+/* A resumed run continues from the best its earlier sessions kept. */
+static void best_resume(Worker *w)
+{
+    char path[CFG_STR_MAX + 32], err[512];
+    Ckpt k;
+    snprintf(path, sizeof path, "%s/best.safetensors", w->cfg.run_dir);
+    if (!w->cfg.checkpoint_keep_best || access(path, F_OK) != 0 || ckpt_read(&k, path, err, sizeof err) != 0) return;
+    const char *v = ckpt_meta(&k, "val_loss");
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : NAN;
+    if (end && !*end && isfinite(x)) w->best_val = x;
+    ckpt_free(&k);
+}
+
+/* The mean of the workers' loss sums over nb global batches, in the
+ * fixed-order statistics collective (micro: sync.reproducible's loss per
+ * micro-batch, added in global order; else NULL); *tokens: the targets
+ * counted. */
+static double reduce_loss(Worker *w, double sum, const double *micro, long nb, int64_t *tokens)
+{
+    memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
+    w->local[ST_LOSS] = sum;
+    if (micro) sync_micro_losses(&w->sync, w->local, micro);
+    w->local[ST_TERMS] = (double)model_terms(&w->model) * (double)nb;
+    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("evaluation collective failed");
+    *tokens = (int64_t)model_terms(&w->model) * w->W * nb;
+    return w->global[ST_TERMS] > 0 ? w->global[ST_LOSS] / w->global[ST_TERMS] : NAN;
+}
+
 /* Mean loss over data.valid_batches held-out global batches (the same
  * streams every epoch), forward only, in fixed-order collectives. */
 static double validate(Worker *w, int64_t *tokens)
@@ -504,13 +572,68 @@ static double validate(Worker *w, int64_t *tokens)
         else sum += model_eval(&w->model, v->inputs, v->targets, v->features, v->ytarget);
     }
     state_hold_hidden(w, 0);
-    memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
-    w->local[ST_LOSS] = sum;
-    if (w->repro.n) sync_micro_losses(&w->sync, w->local, w->repro.loss);
-    w->local[ST_TERMS] = (double)model_terms(&w->model) * nb;
-    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("validation collective failed");
+    double loss = reduce_loss(w, sum, w->repro.n ? w->repro.loss : NULL, nb, tokens);
     *tokens = (int64_t)w->model.T * w->model.B * w->W * nb;
-    return w->global[ST_LOSS] / w->global[ST_TERMS];
+    return loss;
+}
+
+/* Mean loss over a whole split (text: every stream's floor(L / T) steps
+ * from offset 0, the hidden state carried, forward only, no dropout);
+ * markov and adding: data.valid_batches held-out batches. */
+static double eval_split(Worker *w, int split, int64_t *tokens)
+{
+    const Config *c = &w->cfg;
+    int B = c->data_batch_per_worker;
+    if (c->data_source != DATA_TEXT) return validate(w, tokens);
+    Batcher b;
+    if (batcher_init_split(&b, c, w->rank * B, B, w->W, split) != 0)
+        worker_fatal("cannot set up the evaluation data: %s", b.err);
+    batcher_epoch(&b, 0);
+    model_reset_state(&w->model);
+    long steps = (long)(b.stream_len / (uint64_t)b.T);
+    double sum = 0;
+    for (long i = 0; i < steps; i++) {
+        batcher_next(&b);
+        sum += model_eval(&w->model, b.inputs, b.targets, NULL, NULL);
+    }
+    batcher_free(&b);
+    return reduce_loss(w, sum, NULL, steps, tokens);
+}
+
+/* The parameters of a checkpoint or weights file (`param.<name>` tensors). */
+static int load_params(Worker *w, const char *path, int64_t *step, char *err, size_t errlen)
+{
+    Ckpt k;
+    Model *m = &w->model;
+    if (ckpt_read(&k, path, err, errlen) != 0) return -1;
+    int rc = 0;
+    for (int v = 0; v < m->nviews && !rc; v++) {
+        char name[64];
+        snprintf(name, sizeof name, "param.%s", m->views[v].name);
+        rc = ckpt_get(&k, name, CK_F32, m->params + m->views[v].off, m->views[v].n, err, errlen);
+    }
+    const char *s = ckpt_meta(&k, "step");
+    *step = s ? strtoll(s, NULL, 10) : 0;
+    ckpt_free(&k);
+    return rc;
+}
+
+/* clipd --eval, or the test split at the end: evaluate the weights of path
+ * (NULL: the parameters as they are), and worker 0 sends the result as an
+ * EpochRecord (val_loss, val_tokens, step: of the weights). */
+static void eval_send(Worker *w, const char *path, int split, int epoch)
+{
+    char err[1024];
+    int64_t step = w->step;
+    if (path && load_params(w, path, &step, err, sizeof err) != 0) worker_fatal("cannot evaluate: %s", err);
+    EpochRecord e;
+    memset(&e, 0, sizeof e);
+    e.epoch = epoch;
+    e.action = ACT_LOG;
+    e.step = step < 0 ? 0 : step;
+    e.val_loss = eval_split(w, split, &e.val_tokens);
+    e.seq = path != NULL; /* an evaluation's record: 1 when the weights came from a file */
+    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
 }
 
 /* End of an epoch: validation, epoch-level events, schedule, early stop. */
@@ -521,6 +644,7 @@ static int epoch_end(Worker *w)
     memset(&e, 0, sizeof e);
     e.epoch = w->epoch;
     e.val_loss = validate(w, &e.val_tokens);
+    keep_best(w, e.val_loss);
     int clip_on = w->cfg.clip_mode != CLIP_NONE;
     e.events = detect_epoch_end(&w->det, clip_on, e.val_loss, info);
     for (int k = 0; k < EV_COUNT; k++)
@@ -548,6 +672,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
     w->epoch_done = 0;
     w->epoch_seq0 = w->seq;
     batcher_epoch(&w->data, ctl->seed);
+    batcher_shift(&w->data, ctl->epoch > 1 ? ctl->seed : 0); /* text: no tail left out for good */
     model_reset_state(&w->model);
     detect_reset(&w->det); /* the first steps of an epoch start from a zero hidden state */
     state_snapshot(w); /* a rollback never crosses an epoch boundary */
@@ -555,20 +680,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
 
 static int write_weights(Worker *w, char *err, size_t errlen)
 {
-    Model *m = &w->model;
-    StTensor t[MODEL_MAX_VIEWS];
-    char names[MODEL_MAX_VIEWS][48]; /* param.<name>, as in checkpoints */
-    for (int v = 0; v < m->nviews; v++) {
-        ParamView *pv = &m->views[v];
-        snprintf(names[v], sizeof names[v], "param.%s", pv->name);
-        t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
-    }
-    char path[CFG_STR_MAX + 64], step[32], hash[32];
-    snprintf(path, sizeof path, "%s/final.safetensors", w->cfg.run_dir);
-    snprintf(step, sizeof step, "%lld", (long long)w->step);
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
-    StMeta meta[] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
-    if (st_write(path, t, m->nviews, meta, 3, err, errlen) != 0) {
+    if (write_params(w, "final.safetensors", NULL, 0, err, errlen) != 0) {
         LOG(LOG_ERROR, "cannot write the final weights: %s", err);
         return -1;
     }
@@ -606,6 +718,12 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     if (stop->final && w->rank == 0 && write_weights(w, err, sizeof err) != 0) {
         if (!done.status) snprintf(done.error, sizeof done.error, "%s", err);
         done.status = 1;
+    }
+    if (stop->final && w->test_at_end) { /* the best weights if kept, else these final ones */
+        char best[CFG_STR_MAX + 32];
+        snprintf(best, sizeof best, "%s/best.safetensors", w->cfg.run_dir);
+        eval_send(w, w->cfg.checkpoint_keep_best && isfinite(w->best_val) ? best : NULL, TEXT_TEST,
+                  w->epoch < 1 ? 1 : w->epoch);
     }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) /* for make bench: memory against the analytic minimum */
@@ -664,6 +782,11 @@ int main(int argc, char **argv)
     char err[1024];
     if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)
         worker_fatal("cannot resume: %s", err);
+    if (msg.resume[0] && w.epoch > 1) batcher_shift(&w.data, data_epoch_seed(&w.cfg, w.epoch));
+    w.best_val = INFINITY;
+    w.test_at_end = msg.test_at_end;
+    if (msg.resume[0]) best_resume(&w);
+    if (msg.eval[0]) eval_send(&w, msg.eval, msg.eval_split, 1);
     /* Resumed from the last step of an epoch whose end was not yet applied:
      * apply it now, as the uninterrupted run did right after that step. */
     if (msg.resume[0] && w.epoch_step == w.cfg.train_steps_per_epoch && !w.epoch_done)

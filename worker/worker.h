@@ -47,6 +47,8 @@ typedef struct {
     int epoch_done;         /* the epoch's end (validation, schedule) has been applied */
     int64_t epoch_seq0;     /* seq at the start of the epoch */
     double lr_scale;        /* product of rollback lr factors */
+    double best_val;        /* checkpoint.keep_best: val loss of best.safetensors, INFINITY before one */
+    int test_at_end;        /* ConfigMsg.test_at_end: evaluate the test split after the final weights */
     int rollbacks;
     int64_t nonfinite;
     int pending_req;        /* worker 0: REQ_* bits received, not yet folded in */
