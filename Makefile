@@ -16,7 +16,7 @@ LDLIBS_WORKER := $(BLAS_LIBS) $(MHD_LIBS) -lyaml -ljansson -lm -pthread
 
 COMMON_SRC := $(wildcard common/*.c)
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
-DAEMON_SRC := $(filter-out daemon/main.c daemon/report.c,$(wildcard daemon/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c daemon/report.c daemon/report_html.c,$(wildcard daemon/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
@@ -43,7 +43,7 @@ $(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
 
 # The report reads a run directory's files; it needs no MPI, only the statistics.
-$(BUILD)/clipd-report: $(BUILD)/daemon/report.o $(BUILD)/daemon/stats.o
+$(BUILD)/clipd-report: $(BUILD)/daemon/report.o $(BUILD)/daemon/report_html.o $(BUILD)/daemon/stats.o
 	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
 
 # Unit tests link every non-main object, plus cmocka. test_model counts
@@ -70,7 +70,12 @@ unit: $(UNIT_TESTS)
 e2e: all $(TOOLS)
 	bash tests/e2e/run.sh
 
-test: unit asan e2e valgrind fuzz-smoke
+test: unit asan e2e valgrind fuzz-smoke monitoring
+
+# deploy/monitoring/: promtool check rules, promtool test rules, the dashboard's
+# JSON and PromQL, metric names against what the coordinator serves.
+monitoring:
+	bash tests/monitoring.sh
 
 # Under AddressSanitizer and UndefinedBehaviorSanitizer, leaks checked: the
 # unit tests, then real mpirun jobs with the coordinator and workers built
@@ -121,5 +126,5 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all unit e2e test asan valgrind bench detbench run install fuzz fuzz-smoke clean
+.PHONY: all unit e2e test asan valgrind bench detbench run install fuzz fuzz-smoke monitoring clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

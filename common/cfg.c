@@ -29,7 +29,9 @@ typedef enum { T_INT, T_DOUBLE, T_STRING, T_ENUM } KeyType;
 enum {
     F_MIN_OPEN = 1u << 0,  /* DOUBLE: value must be > dmin, not >= */
     F_MAX_OPEN = 1u << 1,  /* DOUBLE: value must be < dmax, not <= */
-    F_NAME_CHARS = 1u << 2 /* STRING: only [A-Za-z0-9._-] */
+    F_NAME_CHARS = 1u << 2, /* STRING: only [A-Za-z0-9._-] */
+    F_NO_HASH = 1u << 3,    /* cannot change a number the run computes: left out of cfg_hash */
+    F_AUTO = 1u << 4        /* INT (train.steps_per_epoch only): also "auto": train_steps_auto, value 100 */
 };
 
 typedef struct {
@@ -77,6 +79,10 @@ static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
     {#s, #k, T_DOUBLE, FLD(s, k), 0, 0, lo, hi, fl, NULL, def, doc}
 #define KSTR(s, k, lo, hi, fl, def, doc) \
     {#s, #k, T_STRING, FLD(s, k), lo, hi, 0, 0, fl, NULL, def, doc}
+#define KINTN(s, k, lo, hi, def, doc) /* an INT left out of cfg_hash */ \
+    {#s, #k, T_INT, FLD(s, k), lo, hi, 0, 0, F_NO_HASH, NULL, def, doc}
+#define KENUMH(s, k, nm, def, doc) /* an ENUM left out of cfg_hash */ \
+    {#s, #k, T_ENUM, FLD(s, k), 0, (int64_t)NELEM(nm) - 1, 0, 0, F_NO_HASH, nm, def, doc}
 #define KENUMN(s, k, name, nm, def, doc) \
     {#s, name, T_ENUM, FLD(s, k), 0, (int64_t)NELEM(nm) - 1, 0, 0, 0, nm, def, doc}
 #define KENUM(s, k, nm, def, doc) \
@@ -84,10 +90,10 @@ static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
 
 /* Keys of one section are contiguous; sections print in this order. */
 static const CfgKey cfg_keys[] = {
-    KSTR(run, name, 1, 63, F_NAME_CHARS, "default", "run name, used in logs"),
-    KSTR(run, dir, 1, 255, 0, "runs/default", "output directory of the run"),
+    KSTR(run, name, 1, 63, F_NAME_CHARS | F_NO_HASH, "default", "run name, used in logs"),
+    KSTR(run, dir, 1, 255, F_NO_HASH, "runs/default", "output directory of the run"),
     KINT(run, seed, 0, INT64_C(1) << 62, "1", "master seed of data and init"),
-    KENUM(run, overwrite, bool_names, "false", "a fresh start may replace a run in run.dir"),
+    KENUMH(run, overwrite, bool_names, "false", "a fresh start may replace a run in run.dir"),
     KENUM(model, kind, model_names, "lstm", "recurrent cell"),
     KINT(model, vocab, 2, 1000000, "16", "V, number of symbols"),
     KINT(model, embed, 1, 65536, "32", "E, embedding width"),
@@ -99,6 +105,7 @@ static const CfgKey cfg_keys[] = {
     KENUM(data, source, source_names, "markov", "synthetic task"),
     KINT(data, seq_len, 1, 100000, "32", "T, unroll length of truncated BPTT"),
     KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
+    KINT(data, micro_batch, 0, 1000000, "0", "reproducible: streams per micro-batch; 0: B"),
     KINT(data, markov_order, 1, 4, "2", "context length of the chain"),
     KINT(data, markov_branch, 1, 1000000, "3", "successors per context"),
     KINT(data, valid_batches, 0, 1000000, "8", "held-out batches per evaluation, 0 off"),
@@ -107,7 +114,8 @@ static const CfgKey cfg_keys[] = {
     KINT(data, min_count, 1, 1000000000, "1", "words: rarer words become <unk>"),
     KDBL(data, valid_fraction, 0, 0.5, F_MAX_OPEN, "0.1", "text in one file: held-out tail"),
     KINT(train, epochs, 1, 1000000, "8", "number of epochs"),
-    KINT(train, steps_per_epoch, 1, 1000000000, "100", "optimizer steps per epoch"),
+    {"train", "steps_per_epoch", T_INT, FLD(train, steps_per_epoch), 1, 1000000000, 0, 0, F_AUTO, NULL,
+     "auto", "optimizer steps per epoch; auto: one pass over text, else 100"},
     KENUM(train, optimizer, opt_names, "adam", "update rule"),
     KDBL(train, lr, 0, 1000, F_MIN_OPEN, "0.003", "learning rate"),
     KDBL(train, momentum, 0, 1, F_MAX_OPEN, "0", "sgd momentum"),
@@ -160,19 +168,21 @@ static const CfgKey cfg_keys[] = {
     KINT(divergence, max_rollbacks, 0, 1000000, "3", "rollbacks before abort"),
     KINT(divergence, drift_check_every, 0, 1000000000, "50", "replica checksum every N steps"),
     KINT(checkpoint, every_steps, 0, 1000000000, "100", "steps between checkpoints, 0 off"),
-    KINT(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
-    KSTR(checkpoint, dir, 0, 255, 0, "", "empty: RUN_DIR/checkpoints"),
-    KENUM(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
-    KINT(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
-    KSTR(metrics, listen, 1, 63, 0, "127.0.0.1:0", "HTTP endpoint HOST:PORT (0: a free port), or off"),
-    KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN, "60", "/healthz 503 after this long idle"),
-    KDBL(watchdog, seconds, 0, 1e9, 0, "300", "a step not done after this long: exit 1; 0 off"),
-    KDBL(watchdog, warn_seconds, 0, 1e9, 0, "0", "...a stall warning after this long; 0: 1/4"),
-    KDBL(watchdog, straggler_factor, 1, 1e6, F_MIN_OPEN, "3", "straggler: compute > this x median"),
-    KINT(watchdog, straggler_window, 0, 1000000000, "100", "...for this many steps; 0 off"),
+    KINTN(checkpoint, keep, 1, 1000000, "3", "newest checkpoints kept"),
+    KENUMH(checkpoint, keep_best, bool_names, "false", "keep best.safetensors: the best val loss"),
+    KSTR(checkpoint, dir, 0, 255, F_NO_HASH, "", "empty: RUN_DIR/checkpoints"),
+    KENUMH(checkpoint, on_failure, ckfail_names, "abort", "a failed write: abort or continue"),
+    KINTN(log, tensor_norms_every, 0, 1000000000, "10", "steps between tensors.jsonl lines"),
+    KSTR(metrics, listen, 1, 63, F_NO_HASH, "127.0.0.1:0", "HTTP endpoint HOST:PORT (0: a free port), or off"),
+    KDBL(metrics, stall_seconds, 0, 1e9, F_MIN_OPEN | F_NO_HASH, "60", "/healthz 503 after this long idle"),
+    KDBL(watchdog, seconds, 0, 1e9, F_NO_HASH, "300", "a step not done after this long: exit 1; 0 off"),
+    KDBL(watchdog, warn_seconds, 0, 1e9, F_NO_HASH, "0", "...a stall warning after this long; 0: 1/4"),
+    KDBL(watchdog, straggler_factor, 1, 1e6, F_MIN_OPEN | F_NO_HASH, "3", "straggler: compute > this x median"),
+    KINTN(watchdog, straggler_window, 0, 1000000000, "100", "...for this many steps; 0 off"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
     KENUM(sync, mode, sync_names, "replicated", "optimizer state: replicated or sharded (ZeRO-1)"),
-    KINT(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
+    KENUM(sync, reproducible, bool_names, "false", "same bits for any worker count"),
+    KINTN(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
     KENUM(sync, sparse_embedding, bool_names, "false", "embedding gradient synced as the batch's rows"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
     KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
@@ -185,10 +195,10 @@ static const CfgKey cfg_keys[] = {
     KINT(debug, noise_step, 0, INT64_C(1) << 62, "0", "test hook: random batch at step"),
     KSTR(debug, nan_tensor, 0, 31, F_NAME_CHARS, "", "test hook: tensor of the NaN, \"\": last"),
     KINT(debug, drift_step, 0, INT64_C(1) << 62, "0", "test hook: a replica drifts at step"),
-    KINT(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
-    KENUM(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
-    KDBL(debug, slow_ms, 0, 1e6, 0, "0", "test hook: a worker sleeps this long per step"),
-    KINT(debug, slow_worker, 0, 1000000, "0", "test hook: the worker that sleeps"),
+    KINTN(debug, ckpt_crash_step, 0, INT64_C(1) << 62, "0", "test hook: SIGKILL in this checkpoint"),
+    KENUMH(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
+    KDBL(debug, slow_ms, 0, 1e6, F_NO_HASH, "0", "test hook: a worker sleeps this long per step"),
+    KINTN(debug, slow_worker, 0, 1000000, "0", "test hook: the worker that sleeps"),
 };
 #define NKEYS NELEM(cfg_keys)
 
@@ -315,7 +325,8 @@ static void msg_expect(Msg *m, const CfgKey *k)
 {
     switch (k->type) {
     case T_INT:
-        msg_add(m, "an integer in [%" PRId64 ", %" PRId64 "]", k->imin, k->imax);
+        msg_add(m, "an integer in [%" PRId64 ", %" PRId64 "]%s", k->imin, k->imax,
+                (k->flags & F_AUTO) ? " or auto" : "");
         break;
     case T_DOUBLE:
         msg_add(m, "a number in %c%g, %g%c", (k->flags & F_MIN_OPEN) ? '(' : '[', k->dmin,
@@ -464,7 +475,10 @@ static int key_set(Config *c, const CfgKey *k, const char *v, size_t n, ValKind 
     switch (k->type) {
     case T_INT: {
         int64_t x;
-        if (!parse_i64(v, &x) || !int_ok(k, x)) return value_error(m, k, "", v, n);
+        int aut = (k->flags & F_AUTO) && vk != V_QUOTED && n == 4 && !memcmp(v, "auto", 4);
+        if (aut) x = 100;
+        else if (!parse_i64(v, &x) || !int_ok(k, x)) return value_error(m, k, "", v, n);
+        if (k->flags & F_AUTO) c->train_steps_auto = aut;
         if (k->size == sizeof(int64_t)) *(int64_t *)fld(c, k) = x;
         else *(int *)fld(c, k) = (int)x;
         return CFG_OK;
@@ -536,7 +550,8 @@ static void msg_value(Msg *m, const Config *c, const CfgKey *k)
     char num[40];
     switch (k->type) {
     case T_INT:
-        msg_add(m, "%" PRId64, get_int(c, k));
+        if ((k->flags & F_AUTO) && c->train_steps_auto) msg_add(m, "auto");
+        else msg_add(m, "%" PRId64, get_int(c, k));
         break;
     case T_DOUBLE:
         fmt_double(num, sizeof num, *(const double *)cfld(c, k));
@@ -1027,6 +1042,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
     if (c->sync_sparse_embedding && c->model_tie_embeddings)
         return validate_fail(&m, "sync.sparse_embedding: true with model.tie_embeddings: the tied head "
                                  "writes every row of the embedding gradient; set one of them false");
+    if (c->sync_sparse_embedding && c->sync_reproducible)
+        return validate_fail(&m, "sync.sparse_embedding: true with sync.reproducible (which syncs "
+                                 "every micro-batch's whole gradient); set one of them false");
     if (c->sync_sparse_embedding && (c->data_source == DATA_ADDING || c->sync_mode == SYNC_SHARDED))
         return validate_fail(&m, "sync.sparse_embedding: true needs a model with an embedding (data.source "
                                  "markov or text) and sync.mode replicated");
@@ -1056,6 +1074,12 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "data.seq_len (%d) must be >= 2 when data.source is adding",
                              c->data_seq_len);
     }
+    if (c->sync_reproducible && c->data_micro_batch > 0 &&
+        c->data_batch_per_worker % c->data_micro_batch != 0)
+        return validate_fail(&m, "data.micro_batch (%d) must divide data.batch_per_worker (%d) "
+                                 "when sync.reproducible is true: every worker cuts its streams "
+                                 "into whole micro-batches", c->data_micro_batch,
+                             c->data_batch_per_worker);
     uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
     uint64_t wide = G * (uint64_t)c->model_hidden;
     if ((uint64_t)c->model_vocab > wide) wide = (uint64_t)c->model_vocab;
@@ -1087,7 +1111,10 @@ static void sink_write(Sink *s, const char *p, size_t n)
 }
 
 /* Section by section, every key. Docs go in comments, which cfg_hash leaves
- * out so that rewording a doc does not change a run's identity. */
+ * out so that rewording a doc does not change a run's identity; it also
+ * leaves out the keys flagged F_NO_HASH (where output goes, logging,
+ * metrics, watchdog, checkpoint retention, bucket size, crash hooks): two
+ * runs that compute the same numbers have the same hash. */
 static void cfg_write(const Config *c, Sink *s, bool docs)
 {
     char line[1536]; /* "  key: " + a 255-byte string escaped (<= 4x) + doc */
@@ -1096,6 +1123,10 @@ static void cfg_write(const Config *c, Sink *s, bool docs)
         const CfgKey *k = &cfg_keys[i];
         Msg m = msg_init(line, sizeof line);
         if (is_first_of_section(i)) msg_add(&m, "%s:\n", k->section);
+        if (!docs && (k->flags & F_NO_HASH)) {
+            sink_write(s, line, m.len);
+            continue;
+        }
         size_t start = m.len;
         msg_add(&m, "  %s: ", k->key);
         msg_value(&m, c, k);

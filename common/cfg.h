@@ -47,6 +47,7 @@ typedef struct {
     int data_source;         /* DataSource */
     int data_seq_len;        /* T, unroll length of truncated BPTT */
     int data_batch_per_worker; /* B */
+    int data_micro_batch;    /* sync.reproducible: streams per micro-batch (divides B); 0: B */
     int data_markov_order;   /* context length of the synthetic chain */
     int data_markov_branch;  /* successors per context */
     int data_valid_batches;  /* held-out global batches evaluated at each epoch end */
@@ -56,7 +57,8 @@ typedef struct {
     double data_valid_fraction; /* text from one file: the tail fraction held out */
     /* train */
     int train_epochs;
-    int train_steps_per_epoch;
+    int train_steps_per_epoch; /* with train_steps_auto: 100 until the coordinator resolves it */
+    int train_steps_auto;      /* steps_per_epoch: auto (text: one pass over the train split), not yet resolved */
     int train_optimizer;     /* OptKind */
     double train_lr;
     double train_momentum;
@@ -95,6 +97,7 @@ typedef struct {
     /* checkpoint */
     int checkpoint_every_steps; /* 0: only when stopping or asked by a signal */
     int checkpoint_keep;
+    int checkpoint_keep_best; /* keep RUN_DIR/best.safetensors, the best val loss so far */
     char checkpoint_dir[CFG_STR_MAX]; /* empty: RUN_DIR/checkpoints */
     int checkpoint_on_failure;  /* CkptFailPolicy */
     /* log */
@@ -111,6 +114,7 @@ typedef struct {
     int worker_threads;      /* BLAS threads per worker */
     /* sync */
     int sync_mode;           /* SyncMode */
+    int sync_reproducible;   /* 1: the same bits for any worker count (micro-batches, ordered sums) */
     int sync_bucket_kb;      /* gradient bucket size; 0: one collective after backward */
     int sync_sparse_embedding; /* 1: the embedding gradient is synced as the rows of the batch's tokens */
     /* debug: test hooks that inject faults; each fires only before the first rollback */

@@ -114,6 +114,11 @@ int markov_next(const Markov *m, uint32_t *ctx, Rng *r)
 
 uint64_t data_chain_seed(const Config *c) { return rng_derive((uint64_t)c->run_seed, 0xC4A1u, 0); }
 
+uint64_t data_epoch_seed(const Config *c, int epoch)
+{
+    return rng_derive((uint64_t)c->run_seed, 0xE90Cu, (uint64_t)epoch);
+}
+
 /* Text: map the split and check the layout fits it. */
 static int text_init(Batcher *bt, const Config *c, int W, int split)
 {
@@ -231,17 +236,25 @@ static void adding_next(Batcher *bt)
     }
 }
 
-/* Text: T more tokens of each stream; stream j starts at token j*L. */
+void batcher_shift(Batcher *bt, uint64_t epoch_seed)
+{
+    if (bt->source != DATA_TEXT) return;
+    bt->shift = epoch_seed && bt->text.n ? rng_derive(epoch_seed, 0x5A1F7u, 0) % bt->text.n : 0;
+}
+
+/* Text: T more tokens of each stream; stream j starts at token shift + j*L,
+ * the split read as a ring of N tokens (shift 0: never wraps). */
 static void text_next(Batcher *bt)
 {
     int T = bt->T, B = bt->B;
-    uint64_t L = bt->stream_len;
+    uint64_t L = bt->stream_len, N = bt->text.n;
     for (int b = 0; b < B; b++) {
         if (bt->pos[b] + (uint64_t)T > L) bt->pos[b] = 0; /* only after skipped batches */
-        size_t at = (size_t)((uint64_t)(bt->first_stream + b) * L + bt->pos[b]);
+        size_t at = (size_t)((bt->shift + (uint64_t)(bt->first_stream + b) * L + bt->pos[b]) % N);
         int cur = text_token(&bt->text, at);
         for (int t = 0; t < T; t++) {
-            int next = text_token(&bt->text, at + (size_t)t + 1);
+            size_t i = at + (size_t)t + 1;
+            int next = text_token(&bt->text, i < N ? i : i - N);
             bt->inputs[(size_t)t * B + b] = cur;
             bt->targets[(size_t)t * B + b] = next;
             cur = next;

@@ -6,7 +6,8 @@
  * entropy rate is known (the floor of the loss), and `adding`, the adding
  * problem of Hochreiter and Schmidhuber 1997 as used by Pascanu et al. 2013,
  * and `text`, real text (common/text.h): stream j of a split is the slice
- * [j*L, j*L + L] of its tokens, the same every epoch (the seed is unused). */
+ * [j*L, j*L + L] of its tokens, moved by a seeded shift in epochs after the
+ * first (batcher_shift). */
 #ifndef CLIPD_DATA_H
 #define CLIPD_DATA_H
 
@@ -51,6 +52,7 @@ typedef struct {
     TokenSeq text;      /* text: the split's tokens, memory-mapped */
     uint64_t stream_len;/* text: L, tokens per stream of the W*B streams */
     uint64_t *pos;      /* (B) text: offset of the next input in each stream */
+    uint64_t shift;     /* text: where stream 0 starts this epoch (batcher_shift), in [0, N) */
     char err[512];      /* why batcher_init or batcher_init_split failed */
 } Batcher;
 
@@ -65,11 +67,17 @@ int batcher_init_split(Batcher *bt, const Config *c, int first_stream, int B, in
 void batcher_free(Batcher *bt);
 /* Restart every stream for an epoch with its data seed (text: at offset 0). */
 void batcher_epoch(Batcher *bt, uint64_t epoch_seed);
+/* Text: shift every stream by an offset drawn from epoch_seed (0: none),
+ * reading the split as a ring; markov and adding ignore it. Training calls it
+ * each epoch after the first (and on a resume inside such an epoch). */
+void batcher_shift(Batcher *bt, uint64_t epoch_seed);
 /* Fill inputs/targets (or features/ytarget) for the next step. Text: advance
  * each stream by T; a stream with fewer than T inputs left (only after
  * skipped batches) starts over at its beginning. */
 void batcher_next(Batcher *bt);
 /* Seed of the chain's structure, fixed by the run seed. */
 uint64_t data_chain_seed(const Config *c);
+/* The data seed of a training epoch (1-based), sent with each epoch. */
+uint64_t data_epoch_seed(const Config *c, int epoch);
 
 #endif

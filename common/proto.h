@@ -35,6 +35,11 @@ typedef struct {
     int32_t status;   /* exit code when go is 0 (2: bad input, already reported) */
     Config cfg;
     char resume[PROTO_PATH_MAX]; /* verified checkpoint to start from, or "" */
+    char eval[PROTO_PATH_MAX];   /* clipd --eval: weights to evaluate instead of training, or "" */
+    int32_t eval_split;          /* TEXT_VALID or TEXT_TEST (--eval; text only) */
+    int32_t test_at_end;         /* after the final weights, evaluate the test split: worker 0 sends
+                                    an EpochRecord (val_loss, val_tokens, step of the weights, seq 1:
+                                    best.safetensors, 0: the final weights) before the DoneMsg */
 } ConfigMsg;
 
 typedef struct {

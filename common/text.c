@@ -19,8 +19,8 @@
 #define PATH_LEN 4096
 #define VOCAB_FILE "vocab.txt"
 
-static const char *const tokens_file[2] = {"tokens-train.u32", "tokens-valid.u32"};
-static const char *const split_names[2] = {"train", "valid"};
+static const char *const tokens_file[3] = {"tokens-train.u32", "tokens-valid.u32", "tokens-test.u32"};
+static const char *const split_names[3] = {"train", "valid", "test"};
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -73,7 +73,8 @@ static void map_close(Map *m)
 /* The files of data.path: one file cut by fraction, or train.txt + valid.txt. */
 typedef struct {
     int one_file;
-    char path[2][PATH_LEN]; /* train, valid (the same file when one_file) */
+    int has_test;           /* a directory with test.txt */
+    char path[3][PATH_LEN]; /* train, valid (the same file when one_file), test */
 } Source;
 
 static int source_resolve(Source *s, const Config *c, char *err, size_t errlen)
@@ -89,6 +90,8 @@ static int source_resolve(Source *s, const Config *c, char *err, size_t errlen)
                               : snprintf(s->path[k], PATH_LEN, "%s/%s.txt", c->data_path, split_names[k]);
         if (len >= PATH_LEN) return fail(err, errlen, "data.path: path too long");
     }
+    if (!s->one_file && snprintf(s->path[TEXT_TEST], PATH_LEN, "%s/test.txt", c->data_path) < PATH_LEN)
+        s->has_test = stat(s->path[TEXT_TEST], &st) == 0;
     return 0;
 }
 
@@ -497,6 +500,21 @@ static int check_splits(const Config *c, int W, const Source *s, const size_t n[
 
 /* ---- prepare ---- */
 
+/* The test split's ids, RUN_DIR/tokens-test.u32, with the train vocabulary. */
+static int test_tokens_write(const Config *c, const Source *s, const Table *t, unsigned mode, char *err,
+                             size_t errlen)
+{
+    Map f;
+    Out out = {0}, *dst[2] = {&out, &out};
+    if (map_open(&f, s->path[TEXT_TEST], "data.path", err, errlen) != 0) return -1;
+    int rc = utf8_check(f.p, f.n, s->path[TEXT_TEST], err, errlen);
+    if (!rc) rc = out_open(&out, c->run_dir, tokens_file[TEXT_TEST], mode, err, errlen);
+    if (!rc) tokens_write(t, &f, SIZE_MAX, dst), rc = out_commit(&out, err, errlen);
+    out_abort(&out);
+    map_close(&f);
+    return rc;
+}
+
 /* write 0: every check, nothing written (clipd --check). */
 static int prepare_words(const Config *c, int W, const Source *s, Map f[2], int write, char *err, size_t errlen)
 {
@@ -549,6 +567,7 @@ static int prepare_words(const Config *c, int W, const Source *s, Map f[2], int 
         tokens_write(&t, &f[k], nf == 1 ? n[0] : SIZE_MAX, dst);
     }
     if (out_commit(o[0], err, errlen) != 0 || out_commit(o[1], err, errlen) != 0) goto done;
+    if (s->has_test && test_tokens_write(c, s, &t, mode, err, errlen) != 0) goto done;
     rc = 0;
 done:
     out_abort(o[0]), out_abort(o[1]);
@@ -617,10 +636,26 @@ const char *text_map_path(const void *addr)
     return NULL;
 }
 
+int text_split_tokens(const Config *c, int split, size_t *n, char *err, size_t errlen)
+{
+    Source s;
+    Map m;
+    *n = 0;
+    if (source_resolve(&s, c, err, errlen) != 0) return -1;
+    if (split == TEXT_TEST && !s.has_test) return 0;
+    if (map_open(&m, s.path[split], "data.path", err, errlen) != 0) return -1;
+    size_t total = c->data_tokenizer == TOK_WORDS ? count_tokens(&m) : m.n;
+    size_t tail = s.one_file ? valid_tail(total, c->data_valid_fraction) : 0;
+    *n = s.one_file ? (split == TEXT_VALID ? tail : total - tail) : total;
+    map_close(&m);
+    return 0;
+}
+
 int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
-    if (split != TEXT_TRAIN && split != TEXT_VALID) return fail(err, errlen, "text: no split %d", split);
+    if (split != TEXT_TRAIN && split != TEXT_VALID && split != TEXT_TEST)
+        return fail(err, errlen, "text: no split %d", split);
     Map m;
     if (c->data_tokenizer == TOK_WORDS) {
         char path[PATH_LEN + 32];
@@ -636,6 +671,8 @@ int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen)
     } else {
         Source src;
         if (source_resolve(&src, c, err, errlen) != 0) return -1;
+        if (split == TEXT_TEST && !src.has_test)
+            return fail(err, errlen, "data.path: '%s' has no test.txt", c->data_path);
         if (map_open(&m, src.path[split], "data.path", err, errlen) != 0) return -1;
         size_t tail = src.one_file ? valid_tail(m.n, c->data_valid_fraction) : 0;
         size_t first = src.one_file && split == TEXT_VALID ? m.n - tail : 0;

@@ -12,12 +12,13 @@
 
 #include "common/cfg.h"
 
-enum { TEXT_TRAIN = 0, TEXT_VALID = 1 };
+enum { TEXT_TRAIN = 0, TEXT_VALID = 1, TEXT_TEST = 2 };
 
 /* Where the text comes from. data.path is either
  *  - a file: its tokens are cut by data.valid_fraction, the last
  *    floor(N * valid_fraction) tokens are the valid split, the rest train;
- *  - a directory holding train.txt and valid.txt (test.txt is not used).
+ *  - a directory holding train.txt and valid.txt, and optionally test.txt
+ *    (the test split: clipd --eval, and the end-of-run test evaluation).
  * bytes: one token per byte, id = byte value (model.vocab >= 256).
  * words: tokens are runs of bytes other than ASCII space, \t, \r, \v, \f and
  * \n; every \n is also the token "<eos>". Ids: 0 "<unk>", 1 "<eos>", then
@@ -27,11 +28,15 @@ enum { TEXT_TRAIN = 0, TEXT_VALID = 1 };
  *   vocab.txt          one word per line in id order (reused if present)
  *   tokens-train.u32   (N_train) little-endian uint32 ids
  *   tokens-valid.u32   (N_valid) little-endian uint32 ids
+ *   tokens-test.u32    (N_test) the same, when there is a test.txt
  *
  * Layout (stateful truncated BPTT): a split of N tokens is cut into S = W*B
  * streams of L = (N-1)/S tokens; stream j's inputs are tokens j*L + t and its
  * targets tokens j*L + t + 1, for t in [0, L). Worker r owns streams
- * [r*B, (r+1)*B). An epoch restarts every stream at its beginning. */
+ * [r*B, (r+1)*B). Training epochs after the first shift every stream by the
+ * same seeded offset in [0, N), reading the split as a ring (the last token's
+ * target is the first), so the tail a whole number of steps leaves out
+ * differs from epoch to epoch; validation and test always start at 0. */
 
 /* Check the data and write the words files. Returns 0, or CFG_ERR (2) with a
  * message naming the file (file:line:col, col counting characters, for the
@@ -52,7 +57,11 @@ typedef struct {
     size_t maplen;
 } TokenSeq;
 
-/* Map a split (TEXT_TRAIN or TEXT_VALID) as text_prepare left it. Returns 0,
+/* Tokens of a split (TEXT_TEST: 0 when there is no test.txt), counted from
+ * data.path without writing anything (train.steps_per_epoch: auto). Returns
+ * 0, or -1 with a message naming the file. */
+int text_split_tokens(const Config *c, int split, size_t *n, char *err, size_t errlen);
+/* Map a split (TEXT_TRAIN, TEXT_VALID or TEXT_TEST) as text_prepare left it. Returns 0,
  * or -1 with a message naming the file. */
 int text_open(TokenSeq *s, const Config *c, int split, char *err, size_t errlen);
 void text_close(TokenSeq *s);

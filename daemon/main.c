@@ -34,6 +34,8 @@ typedef struct {
     const char *config_path, *resume;
     const char *sets[MAX_SETS];
     int nsets, check;
+    const char *eval;   /* --eval WEIGHTS: evaluate instead of training */
+    int split;          /* --split: TEXT_VALID or TEXT_TEST (default test) */
     int workers; /* --check --workers W: the worker count to check for */
 } Args;
 
@@ -68,6 +70,12 @@ typedef struct {
     int stall_warned;
     int finishing;           /* STOP sent: signals are no longer turned into requests */
     long stalls, stragglers;
+    double prior_seconds;    /* wall time of the run's earlier sessions (sessions.jsonl) */
+    int test_at_end;         /* text with a test split long enough: evaluated after the final weights */
+    double test_loss;        /* its result (NAN: none) */
+    int64_t test_tokens, test_step;
+    int test_best;           /* of best.safetensors (else the final weights) */
+    int prior_sessions;
     int *slow_run;           /* (W) steps in a row each worker was a straggler */
     double *others;          /* (W) scratch: the other workers' compute times */
 } Coord;
@@ -123,6 +131,10 @@ static void usage(FILE *f)
             "       clipd --check CONFIG [--set section.key=value ...] [--resume PATH|latest] [--workers W]\n"
             "Trains a recurrent network data-parallel on W workers with exact global-norm\n"
             "clipping; this process is the coordinator (world rank 0).\n"
+            "  --eval WEIGHTS   (in a job) evaluate a checkpoint or weights file on the workers instead of\n"
+            "                   training: loss and perplexity over a whole split, printed and appended\n"
+            "                   to RUN_DIR/eval.jsonl as JSON\n"
+            "  --split S        with --eval: test (default; data.path/test.txt) or valid\n"
             "  --check          validate CONFIG (and overrides) without MPI, print the effective config;\n"
             "                   runs every check a start runs (resume point, directories, data,\n"
             "                   memory) and writes nothing\n"
@@ -145,12 +157,19 @@ static void usage(FILE *f)
 static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
+    a->split = TEXT_TEST;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--help") || !strcmp(s, "-h")) return usage(stdout), 0;
         if (!strcmp(s, "--version")) return printf("clipd %s\n", CLIPD_VERSION), 0;
         if (!strcmp(s, "--check")) {
             a->check = 1;
+        } else if (!strcmp(s, "--eval") || !strcmp(s, "--split")) {
+            if (i + 1 >= argc) return snprintf(err, errlen, "command line: %s needs a value", s), 2;
+            const char *v = argv[++i];
+            if (s[2] == 'e') a->eval = v;
+            else if (!strcmp(v, "test") || !strcmp(v, "valid")) a->split = v[0] == 't' ? TEXT_TEST : TEXT_VALID;
+            else return snprintf(err, errlen, "command line: --split %s: expected test or valid", v), 2;
         } else if (!strcmp(s, "--workers")) {
             char *end = NULL;
             long w = i + 1 < argc ? strtol(argv[++i], &end, 10) : 0;
@@ -197,10 +216,11 @@ static int load_config(Config *c, const Args *a, char *err, size_t errlen)
  * The training state does not depend on the logs. */
 static void write_failed(Coord *co, const char *file)
 {
-    static const char *const files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl"};
+    static const char *const files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
+                                        "sessions.jsonl"};
     int e = errno;
-    unsigned bit = 1u << 4;
-    for (unsigned i = 0; i < 4; i++)
+    unsigned bit = 1u << 5;
+    for (unsigned i = 0; i < 5; i++)
         if (!strcmp(file, files[i])) bit = 1u << i;
     co->write_errors++;
     metrics_write_error(co->metrics);
@@ -344,7 +364,14 @@ static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
 {
     int flag = 0;
     long nap_ns = 50000;
+    double last = log_clock_ms();
     for (;;) {
+        /* A gap far longer than a nap: this process did not run (the whole
+         * job suspended: scontrol suspend, gang scheduling, a paused VM).
+         * The watchdog does not count that time against the workers. */
+        double now = log_clock_ms();
+        if (co && now - last > 1000) co->wait_t0 += now - last;
+        last = now;
         check_launcher();
         if (co && !co->finishing) handle_signals(co);
         if (co) watchdog(co, src - 1, tag);
@@ -606,7 +633,7 @@ static void send_ctrl(Coord *co, const CtrlMsg *m)
 static int run_epoch(Coord *co, int epoch, int resumed)
 {
     const Config *c = &co->cfg;
-    CtrlMsg m = {CTRL_EPOCH, epoch, rng_derive((uint64_t)c->run_seed, 0xE90Cu, (uint64_t)epoch), 0, 0};
+    CtrlMsg m = {CTRL_EPOCH, epoch, data_epoch_seed(c, epoch), 0, 0};
     if (!resumed) stats_begin(&co->st, epoch, log_clock_ms());
     send_ctrl(co, &m);
     for (;;) {
@@ -624,12 +651,56 @@ static int run_epoch(Coord *co, int epoch, int resumed)
     return 0;
 }
 
+/* Worker 0's EpochRecord carrying an evaluation (clipd --eval, the test
+ * split at the end): val_loss, val_tokens, step of the weights. */
+static EpochRecord receive_eval(Coord *co)
+{
+    MPI_Status st;
+    EpochRecord e, raw;
+    char err[256];
+    void *big;
+    size_t n;
+    wait_message(NULL, 1, TAG_EPOCH, &st);
+    const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
+    int bad = proto_decode_epoch(&e, p, n, &co->lim, err, sizeof err);
+    free(big);
+    if (bad) protocol_error(0, err);
+    return e;
+}
+
+/* The JSON fields of an evaluation; perplexity exp(loss) for token models. */
+static void eval_fields(const Config *c, int W, char *out, size_t len, const char *at, const char *weights,
+                        int split, const EpochRecord *e)
+{
+    char a[32], b[32], w[PROTO_PATH_MAX * 2];
+    int tok = c->data_source != DATA_ADDING;
+    snprintf(out, len, "\"at\":\"%s\",\"weights\":\"%s\",\"step\":%lld,\"split\":\"%s\",\"loss\":%s,"
+             "\"ppl\":%s,\"tokens\":%lld,\"loss_unit\":\"%s\",\"workers\":%d", at,
+             json_escape(w, sizeof w, weights), (long long)e->step,
+             c->data_source != DATA_TEXT ? "held_out" : split == TEXT_TEST ? "test" : "valid",
+             json_num(a, sizeof a, e->val_loss), json_num(b, sizeof b, tok ? exp(e->val_loss) : NAN),
+             (long long)e->val_tokens, tok ? "nats/token" : "squared_error", W);
+}
+
+/* The test split at the end of a run: into eval.jsonl and the summary. */
+static void test_result(Coord *co)
+{
+    EpochRecord e = receive_eval(co);
+    char json[1024], path[CFG_STR_MAX + 32];
+    co->test_best = e.seq == 1;
+    snprintf(path, sizeof path, "%s/%s.safetensors", co->cfg.run_dir, co->test_best ? "best" : "final");
+    co->test_loss = e.val_loss, co->test_tokens = e.val_tokens, co->test_step = e.step;
+    eval_fields(&co->cfg, co->W, json, sizeof json, "end", path, TEXT_TEST, &e);
+    if (runlog_eval(co->cfg.run_dir, json) != 0) write_failed(co, "eval.jsonl");
+}
+
 /* STOP, then one DoneMsg per worker once the files are on disk; every
  * worker must end with the same parameters after the same steps. */
 static int finish(Coord *co, int final, int checkpoint)
 {
     CtrlMsg m = {CTRL_STOP, 0, 0, final, checkpoint};
     send_ctrl(co, &m);
+    if (final && co->test_at_end) test_result(co);
     co->finishing = 1; /* the watchdog still times the final checkpoint and weights */
     co->wait_t0 = log_clock_ms();
     co->stall_warned = 0;
@@ -697,21 +768,29 @@ static void print_summary(Coord *co, double seconds)
     const Config *c = &co->cfg;
     const char *how = co->aborted ? "aborted" : co->stopped ? "stopped by a signal"
                     : co->early_stop ? "stopped early" : "done";
-    printf("\nclipd: run '%s' %s: %d of %d epochs, step %lld, %d workers, %.1f s\n", c->run_name,
+    printf("\nclipd: run '%s' %s: %d of %d epochs, step %lld, %d workers, %.1f s", c->run_name,
            how, co->epochs_done, c->train_epochs, (long long)(co->next_step - 1), co->W, seconds);
+    if (co->prior_sessions) printf(" (%.1f s over %d sessions)", seconds + co->prior_seconds, co->prior_sessions + 1);
+    char marks[1024];
+    resume_session_marks(c, marks, sizeof marks);
+    printf("\nsessions: %s\n", marks);
     char ck[CFG_STR_MAX + 16];
     cfg_checkpoint_dir(c, ck, sizeof ck);
     printf("logs: %s/steps.jsonl %s/epochs.jsonl %s/events.jsonl\n", c->run_dir, c->run_dir, c->run_dir);
     if (co->checkpoints) printf("checkpoints: %s (last at step %lld)\n", ck, (long long)co->last_ckpt_step);
     if (!co->aborted && !co->stopped) printf("weights: %s/final.safetensors\n", c->run_dir);
-    printf("%6s %11s %10s %10s %10s %10s %12s\n", "epoch", "train_loss", "val_loss", "clip_rate",
-           "norm_p50", "norm_max", "tokens/s");
+    printf("%6s %11s %10s %10s %10s %10s %10s %12s\n", "epoch", "train_loss", "val_loss", "val_ppl",
+           "clip_rate", "norm_p50", "norm_max", "tokens/s");
     for (int e = 0; e < co->epochs_done; e++) {
         EpochLine *l = &co->epochs[e];
-        printf("%6d %11.4f %10.4f %10.3f %10.4g %10.4g %12.0f\n", l->epoch, l->s.train_loss,
-               l->val_loss, l->s.clip_rate, l->s.norm_p50, l->s.norm_max, l->s.tokens_per_s);
+        printf("%6d %11.4f %10.4f %10.2f %10.3f %10.4g %10.4g %12.0f\n", l->epoch, l->s.train_loss,
+               l->val_loss, l->val_ppl, l->s.clip_rate, l->s.norm_p50, l->s.norm_max, l->s.tokens_per_s);
     }
     if (co->epochs_done) print_floor(c, co->epochs[co->epochs_done - 1].s.train_loss);
+    if (co->test_tokens > 0)
+        printf("test loss %.4f nats/token, perplexity %.2f, over %lld tokens of the test split; weights: %s "
+               "(step %lld)\n", co->test_loss, exp(co->test_loss), (long long)co->test_tokens,
+               co->test_best ? "best.safetensors" : "final.safetensors", (long long)co->test_step);
     printf("events %ld:", co->events + co->stalls + co->stragglers);
     for (int k = 0; k < EV_COUNT; k++)
         if (co->event_count[k]) printf(" %s %ld", detect_kind_name(k), co->event_count[k]);
@@ -722,6 +801,17 @@ static void print_summary(Coord *co, double seconds)
            "checkpoint failures %ld; coordinator cpu %.2f s over %.2f s\n",
            co->nonfinite, co->rollbacks, co->drift, co->write_errors, co->ckpt_failures, cpu, seconds);
     fflush(stdout);
+}
+
+/* A resumed run's summary counts what the kept logs already hold. */
+static void replay_totals(Coord *co)
+{
+    ResumeTotals t;
+    resume_totals(&co->cfg, &t);
+    co->events = t.events, co->rollbacks = t.rollbacks, co->nonfinite = t.nonfinite;
+    co->ckpt_failures = t.ckpt_failures, co->stalls = t.stalls, co->stragglers = t.stragglers;
+    for (int k = 0; k < EV_COUNT; k++) co->event_count[k] = t.event_count[k];
+    co->prior_seconds = t.seconds, co->prior_sessions = t.sessions;
 }
 
 static int coordinate(Coord *co)
@@ -761,6 +851,7 @@ static int coordinate(Coord *co)
                                                      co->epochs, &co->epochs_done, &co->next_step,
                                                      &resumed, log_clock_ms());
     co->last_seq = co->res.path[0] ? co->res.seq : 0;
+    if (co->res.path[0]) replay_totals(co);
     co->cur_epoch = epoch;
     LOG(LOG_INFO, "run '%s': %d workers, logs in %s%s", c->run_name, co->W, c->run_dir,
         co->res.path[0] ? " (resumed)" : "");
@@ -785,6 +876,12 @@ static int coordinate(Coord *co)
     int ckpt = !co->aborted && !wrote_in_step && co->steps_seen > 0;
     metrics_state(co->metrics, co->aborted ? "aborted" : co->stopped ? "stopped" : "finishing");
     int bad = finish(co, done, ckpt);
+    char how[64];
+    snprintf(how, sizeof how, "\"how\":\"%s\"", co->aborted ? "aborted" : co->stopped ? "stopped"
+                                                 : co->early_stop ? "early_stop" : "done");
+    if (runlog_session(&co->log, "end", co->last_seq, co->next_step - 1,
+                       co->epochs_done, how, NAN) != 0)
+        write_failed(co, "sessions.jsonl");
     if (co->metrics) {
         char addr[CFG_STR_MAX + 32];
         snprintf(addr, sizeof addr, "%s/metrics.addr", c->run_dir);
@@ -877,6 +974,41 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
     return 2;
 }
 
+/* A run on text with a test split evaluates it at the end, if every stream
+ * of W x data.batch_per_worker gets at least one step. */
+static void test_split_check(Coord *co, int W)
+{
+    const Config *c = &co->cfg;
+    size_t n = 0;
+    char why[512];
+    if (text_split_tokens(c, TEXT_TEST, &n, why, sizeof why) != 0 || n == 0) return;
+    uint64_t L = text_stream_len(n, (uint64_t)W * (uint64_t)c->data_batch_per_worker);
+    co->test_at_end = L >= (uint64_t)c->data_seq_len;
+    if (!co->test_at_end)
+        LOG(LOG_WARN, "the test split (%zu tokens) is too short for %d workers x %d streams of data.seq_len %d: "
+                      "no test evaluation at the end", n, W, c->data_batch_per_worker, c->data_seq_len);
+}
+
+/* train.steps_per_epoch: auto: text: one pass over the train split (every
+ * stream's L tokens in steps of data.seq_len x train.accumulate), written
+ * into the config; markov and adding: 100, and the config keeps saying auto. */
+static int resolve_steps(Config *c, int W, char *err, size_t errlen)
+{
+    size_t n = 0;
+    if (c->data_source != DATA_TEXT) return 0; /* auto stays: 100 steps */
+    c->train_steps_auto = 0;
+    if (text_split_tokens(c, TEXT_TRAIN, &n, err, errlen) != 0) return -1;
+    uint64_t L = text_stream_len(n, (uint64_t)W * (uint64_t)c->data_batch_per_worker);
+    uint64_t steps = L / ((uint64_t)c->data_seq_len * (uint64_t)c->train_accumulate);
+    if (steps < 1 || steps > 1000000000)
+        return snprintf(err, errlen, "train.steps_per_epoch: auto: the train split (%zu tokens, %llu per stream "
+                        "with %d workers x %d streams) gives %llu steps of data.seq_len %d x train.accumulate %d",
+                        n, (unsigned long long)L, W, c->data_batch_per_worker, (unsigned long long)steps,
+                        c->data_seq_len, c->train_accumulate), -1;
+    c->train_steps_per_epoch = (int)steps;
+    return 0;
+}
+
 /* Every check a start makes before it changes anything in the run, for the
  * launch and for --check alike (dry: creates nothing, not even run.dir): the
  * resume point (every key and tensor the workers will read), run.dir and
@@ -886,9 +1018,15 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
 static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t errlen)
 {
     Config *c = &co->cfg;
+    int aut = c->train_steps_auto;
     if (!a->resume && resume_check_fresh(c, err, errlen) != 0) return 2;
+    if (aut && resolve_steps(c, W > 0 ? W : 1, err, errlen) != 0) return 2;
     if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return 2;
     if (W <= 0) W = co->res.global_batch ? (int)(co->res.global_batch / c->data_batch_per_worker) : 1;
+    if (aut && W != 1 && a->resume) { /* --check: the checkpoint's worker count, now known */
+        if (resolve_steps(c, W, err, errlen) != 0 || resume_find(&co->res, c, a->resume, W, err, errlen) != 0)
+            return 2;
+    }
     const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks on this node, the coordinator's too */
     int local = dry ? 1 : ls ? atoi(ls) - 1 : W; /* 0: the workers are all on other nodes */
     if (local < 0 || local > W) local = W;
@@ -915,7 +1053,82 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
     int bad = (dry ? text_check : text_prepare)(c, W, err, errlen) != 0;
     if (over && bad) rename(aside, vocab);
     else if (over) unlink(aside);
+    if (!bad && !dry) test_split_check(co, W);
     return bad ? 2 : 0; /* every data problem is found before a worker trains */
+}
+
+/* clipd --eval: the weights file holds every parameter this config needs
+ * (dtype, shape), the split exists and gives each stream a step. */
+static int eval_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
+{
+    Config *c = &co->cfg;
+    if (wsize < 2) return snprintf(err, errlen, "no workers: launch it with clipd-launch ... --eval WEIGHTS"), 2;
+    co->W = wsize - 1;
+    for (int i = 0; i < LOG_FILES; i++) co->log.fd[i] = -1; /* no run logs are written */
+    if (c->train_steps_auto && resolve_steps(c, co->W, err, errlen) != 0) return 2;
+    Ckpt k;
+    if (ckpt_read(&k, a->eval, err, errlen) != 0) return 2;
+    char names[64][32];
+    int n = cfg_tensor_names(c, names, 64), bad = 0;
+    for (int i = 0; i < n && i < 64 && !bad; i++) {
+        char name[48];
+        long shape[2] = {0, 1};
+        int nd = cfg_tensor_shape(c, i, shape);
+        snprintf(name, sizeof name, "param.%.31s", names[i]);
+        const CkEntry *e = ckpt_find(&k, name);
+        bad = !e || e->dtype != CK_F32 || e->ndim != nd || e->shape[0] != shape[0] || (nd == 2 && e->shape[1] != shape[1]);
+        if (bad)
+            snprintf(err, errlen, "--eval %s: tensor '%s' %s, model.* needs F32 [%ld%s%.0ld]", a->eval, name,
+                     e ? "has another dtype or shape" : "missing", shape[0], nd == 2 ? ", " : "", nd == 2 ? shape[1] : 0);
+    }
+    ckpt_free(&k);
+    if (bad) return 2;
+    proto_limits(&co->lim, c, co->W);
+    if (c->data_source != DATA_TEXT) return 0; /* data.valid_batches held-out batches */
+    size_t nt = 0;
+    if (text_split_tokens(c, a->split, &nt, err, errlen) != 0) return 2;
+    if (a->split == TEXT_TEST && nt == 0)
+        return snprintf(err, errlen, "--split test: data.path '%s' has no test.txt", c->data_path), 2;
+    if (fs_mkdir_p(c->run_dir, err, errlen) != 0 || text_prepare(c, co->W, err, errlen) != 0) return 2;
+    uint64_t L = text_stream_len(nt, (uint64_t)co->W * (uint64_t)c->data_batch_per_worker);
+    if (L < (uint64_t)c->data_seq_len)
+        return snprintf(err, errlen, "--split %s: %zu tokens, %llu per stream for %d workers x %d streams, fewer "
+                        "than data.seq_len %d", a->split == TEXT_TEST ? "test" : "valid", nt,
+                        (unsigned long long)L, co->W, c->data_batch_per_worker, c->data_seq_len), 2;
+    return 0;
+}
+
+/* clipd --eval: the workers evaluate; print and append the result. */
+static int eval_run(Coord *co, const Args *a)
+{
+    co->recs = calloc((size_t)co->W, sizeof *co->recs);
+    if (!co->recs) MPI_Abort(MPI_COMM_WORLD, 1);
+    EpochRecord e = receive_eval(co);
+    char json[1024];
+    eval_fields(&co->cfg, co->W, json, sizeof json, "eval", a->eval, a->split, &e);
+    int rc = 0;
+    if (runlog_eval(co->cfg.run_dir, json) != 0) {
+        LOG(LOG_ERROR, "cannot append to %s/eval.jsonl: %s", co->cfg.run_dir, strerror(errno));
+        rc = 1;
+    }
+    rc |= finish(co, 0, 0);
+    free(co->recs);
+    return rc ? 1 : 0;
+}
+
+/* sessions.jsonl: a crash of the session before (it has a start and no
+ * end: logged at its last step), then this start or resume. */
+static void log_session_start(Coord *co, const Args *a, const SessionTail *tail)
+{
+    char extra[PROTO_PATH_MAX * 2 + 64], path[PROTO_PATH_MAX * 2];
+    if (tail->open && tail->seq >= 0 &&
+        runlog_session(&co->log, "crash", tail->seq, tail->step, tail->epoch, NULL, tail->time) != 0)
+        write_failed(co, "sessions.jsonl");
+    snprintf(extra, sizeof extra, "\"workers\":%d%s%s%s", co->W, a->resume ? ",\"from\":\"" : "",
+             a->resume ? json_escape(path, sizeof path, co->res.path) : "", a->resume ? "\"" : "");
+    if (runlog_session(&co->log, a->resume ? "resume" : "start", a->resume ? co->res.seq : 0,
+                       a->resume ? co->res.step : 0, a->resume ? co->res.epoch : 1, extra, NAN) != 0)
+        write_failed(co, "sessions.jsonl");
 }
 
 /* Checks that need the job (workers present, then preflight), then the
@@ -940,11 +1153,17 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
     if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
     if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return 2;
     remove_stale(&co->cfg);
+    char addr[CFG_STR_MAX + 32]; /* an earlier job's (aborted, or one with metrics off now) */
+    snprintf(addr, sizeof addr, "%s/metrics.addr", co->cfg.run_dir);
+    if (unlink(addr) != 0 && errno != ENOENT) LOG(LOG_WARN, "cannot remove %s: %s", addr, strerror(errno));
+    SessionTail tail = {0, -1, -1, 0, NAN};
+    if (a->resume) tail = resume_last_session(&co->cfg); /* before the logs are cut back */
     if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
     if (runlog_config(&co->log, &co->cfg) != 0) {
         snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
         return 2;
     }
+    log_session_start(co, a, &tail);
     return 0;
 }
 
@@ -979,20 +1198,23 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     fs_set_run_tag(co.cfg.run_name); /* temporaries carry the run's name */
-    if (rc == 0) rc = job_checks(&co, &a, wsize, err, sizeof err);
+    if (rc == 0) rc = a.eval ? eval_checks(&co, &a, wsize, err, sizeof err) : job_checks(&co, &a, wsize, err, sizeof err);
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none); /* workers split off their own */
     msg.go = rc == 0;
     msg.status = rc;
     msg.cfg = co.cfg;
     snprintf(msg.resume, sizeof msg.resume, "%s", co.res.path);
+    snprintf(msg.eval, sizeof msg.eval, "%s", a.eval ? a.eval : "");
+    msg.eval_split = a.split;
+    msg.test_at_end = co.test_at_end;
     MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
     if (rc) {
         fprintf(stderr, "clipd: %s\n", err);
         MPI_Finalize();
         return rc;
     }
-    rc = coordinate(&co);
+    rc = a.eval ? eval_run(&co, &a) : coordinate(&co);
     MPI_Finalize();
     return rc;
 }

@@ -161,9 +161,12 @@ static void prom_histogram(Buf *b, const Metrics *m, const Snap *s)
 static void status_json(Buf *b, const Metrics *m, const Snap *s)
 {
     char t1[32], t2[32];
-    put(b, "{\"run\":\"%s\",\"config_hash\":\"%s\",\"state\":\"%s\",\"step\":%lld,\"seq\":%lld,"
+    /* as /healthz: no step for metrics.stall_seconds is "stalled", whatever the job thinks it does */
+    double idle = mono_s() - s->last_step_time;
+    const char *state = idle > m->stall && strcmp(s->state, "aborted") ? "stalled" : s->state;
+    put(b, "{\"run\":\"%s\",\"config_hash\":\"%s\",\"state\":\"%s\",\"idle_s\":%.3f,\"step\":%lld,\"seq\":%lld,"
            "\"epoch\":%d,\"world_size\":%d,\"uptime_s\":%.3f,\"loss\":%s,\"grad_norm\":%s,",
-        m->run, m->hash, s->state, (long long)s->step, (long long)s->seq, s->epoch, m->W,
+        m->run, m->hash, state, idle, (long long)s->step, (long long)s->seq, s->epoch, m->W,
         mono_s() - m->t0_mono, isfinite(s->loss) ? num(t1, s->loss) : "null",
         isfinite(s->grad_norm) ? num(t2, s->grad_norm) : "null");
     if (s->last_event_kind >= 0)

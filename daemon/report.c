@@ -155,7 +155,7 @@ static int oom(const Where *w)
 
 static int on_step(Report *r, json_t *o, const Where *w)
 {
-    RepStep s = {.seq = r->nst ? r->st[r->nst - 1].seq + 1 : 1};
+    RepStep s = {.seq = r->nst ? r->st[r->nst - 1].seq + 1 : 1, .time = NAN};
     int64_t ep = 0;
     if (get_int(o, "step", true, 0, REP_SEQ_MAX, &s.step, w) ||
         get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
@@ -164,7 +164,7 @@ static int on_step(Report *r, json_t *o, const Where *w)
         get_num(o, "loss", true, &s.loss, w) || get_num(o, "grad_norm", true, &s.norm, w) ||
         get_num(o, "clip_coef", false, &s.coef, w) || get_num(o, "lr", false, &s.lr, w) ||
         get_num(o, "step_ms", false, &s.step_ms, w) || get_bool(o, "clipped", &s.clipped, w) ||
-        get_bool(o, "skipped", &s.skipped, w))
+        get_bool(o, "skipped", &s.skipped, w) || get_num(o, "time", false, &s.time, w))
         return -1;
     s.epoch = (int)ep;
     if (r->nst && s.seq <= r->st[r->nst - 1].seq) {
@@ -265,6 +265,21 @@ static int on_event(Report *r, json_t *o, const Where *w)
     if (!p) return oom(w);
     r->ev = p;
     r->ev[r->nev++] = e;
+    return 0;
+}
+
+static int on_session(Report *r, json_t *o, const Where *w)
+{
+    RepSession s = {.time = NAN};
+    if (get_str(o, "kind", true, s.kind, sizeof s.kind, w) || get_int(o, "seq", true, 0, REP_SEQ_MAX, &s.seq, w) ||
+        get_int(o, "step", true, 0, REP_SEQ_MAX, &s.step, w) || get_str(o, "how", false, s.how, sizeof s.how, w) ||
+        get_num(o, "time", false, &s.time, w))
+        return -1;
+    if (r->nses == REP_SESSIONS) return r->more_ses++, 0;
+    RepSession *p = rep_grow(r->ses, &r->capses, r->nses + 1, sizeof *p);
+    if (!p) return oom(w);
+    r->ses = p;
+    r->ses[r->nses++] = s;
     return 0;
 }
 
@@ -504,6 +519,8 @@ static void rep_config(Report *r, double max_norm)
     if (have_cfg == 1 && val[0]) copy_str(r->name, sizeof r->name, val);
     if (have_cfg >= 0 && rep_yaml_scan(path, "clip", "mode", val, sizeof val) == 1)
         copy_str(r->clip_mode, sizeof r->clip_mode, val);
+    r->squared_error = have_cfg >= 0 && rep_yaml_scan(path, "data", "source", val, sizeof val) == 1 &&
+                       !strcmp(val, "adding");
     if (isfinite(max_norm)) {
         r->max_norm = max_norm;
         snprintf(r->max_norm_src, sizeof r->max_norm_src, "--max-norm");
@@ -537,6 +554,7 @@ static int load_logs(Report *r, char *err, size_t errlen)
     r->has_events = rc == 0;
     if ((rc = read_jsonl(r, "tensors.jsonl", on_tensors, err, errlen)) < 0) return -1;
     r->has_tensors = rc == 0 && r->t.nrows > 0;
+    if (read_jsonl(r, "sessions.jsonl", on_session, err, errlen) < 0) return -1;
     if (!r->has_epochs) rep_note(r, "no epochs.jsonl");
     if (!r->has_events) rep_note(r, "no events.jsonl");
     return 0;
@@ -589,6 +607,7 @@ void rep_free(Report *r)
     free(r->st);
     free(r->ep);
     free(r->ev);
+    free(r->ses);
     free(r->t.names);
     free(r->t.rows);
     free(r->t.ent);
@@ -855,6 +874,27 @@ static void text_epochs(const Report *r, const RepSummary *s)
 
 /* One line per event kind: count, then its steps (capped), with the seq
  * where it differs from the step and the action when it is not "log". */
+/* Starts, resumes, crashes and ends, then rollbacks: where the run's
+ * timeline broke, with their steps. */
+static void text_sessions(const Report *r)
+{
+    long rb = 0;
+    for (long j = 0; j < r->nev; j++) rb += r->ev[j].rollback_to >= 0;
+    if (!r->nses && !rb) return;
+    printf("sessions   ");
+    for (long i = 0; i < r->nses; i++) {
+        const RepSession *s = &r->ses[i];
+        printf("%s%s at step %lld", i ? ", " : "", s->kind, (long long)s->step);
+        if (s->how[0]) printf(" (%s)", s->how);
+    }
+    if (r->more_ses) printf(", ... (%ld more)", r->more_ses);
+    for (long j = 0, shown = 0; j < r->nev && shown < REP_LIST_CAP; j++)
+        if (r->ev[j].rollback_to >= 0)
+            printf("%srollback at step %lld to %lld", r->nses || shown ? ", " : "", (long long)r->ev[j].step,
+                   (long long)r->ev[j].rollback_to), shown++;
+    printf("\n");
+}
+
 static void text_events(const Report *r)
 {
     printf("events     %ld%s\n", r->nev, r->has_events ? "" : " (no events.jsonl)");
@@ -920,6 +960,7 @@ void rep_print_text(const Report *r, const RepSummary *s)
     printf("pre-clip   global norm over %ld finite steps (skipped ones too): p50 %s  p90 %s  p99 %s  max %s\n",
            s->finite_norms, fnum(a, 32, "%.4g", s->p50), fnum(b, 32, "%.4g", s->p90),
            fnum(c, 32, "%.4g", s->p99), fnum(d, 32, "%.4g", s->pmax));
+    text_sessions(r);
     text_events(r);
     printf("throughput median %s tokens/s (%s), median step %s ms (slowest worker)\n",
            fnum(a, 32, "%.0f", s->tok_s), s->tok_src, fnum(b, 32, "%.1f", s->step_ms));
@@ -1095,6 +1136,17 @@ int rep_print_json(const Report *r, const RepSummary *s)
     jset(root, "val_loss_best", jnum(s->best_val), &bad);
     jset(root, "val_loss_best_epoch", s->best_epoch ? jint(s->best_epoch) : json_null(), &bad);
     json_events(root, r, &bad);
+    json_t *ses = json_array();
+    for (long i = 0; i < r->nses; i++) {
+        json_t *o = json_object();
+        jset(o, "kind", jstr(r->ses[i].kind), &bad);
+        jset(o, "step", jint(r->ses[i].step), &bad);
+        jset(o, "seq", jint(r->ses[i].seq), &bad);
+        jset(o, "time", jnum(r->ses[i].time), &bad);
+        if (r->ses[i].how[0]) jset(o, "how", jstr(r->ses[i].how), &bad);
+        jpush(ses, o, &bad);
+    }
+    jset(root, "sessions", ses, &bad);
     json_t *tp = json_object();
     jset(tp, "tokens_per_s_median", jnum(s->tok_s), &bad);
     jset(tp, "source", jstr(s->tok_src ? s->tok_src : "steps.jsonl"), &bad);
@@ -1378,7 +1430,7 @@ static void svg_loss(Svg *v, Panel *p)
     if (!isfinite(lo)) lo = 0, hi = 1;
     lo = fmax(lo, -1e300), hi = fmin(hi, 1e300); /* hi - lo stays finite */
     p->y0 = lo - 0.05 * (hi - lo), p->y1 = hi + 0.05 * (hi - lo);
-    svg_panel(v, p, "Loss", "loss (nats/token)", false);
+    svg_panel(v, p, "Loss", r->squared_error ? "loss (squared error)" : "loss (nats/token)", false);
     svg_series(v, p, raw, "stroke=\"" C_SKY "\" stroke-width=\"0.9\" stroke-opacity=\"0.75\"");
     svg_series(v, p, sm, "stroke=\"" C_BLUE "\" stroke-width=\"2.2\"");
     fprintf(v->f, "<path fill=\"none\" stroke=\"" C_GREEN "\" stroke-width=\"1.3\" stroke-dasharray=\"2 3\" d=\"");
@@ -1641,6 +1693,24 @@ static void svg_epochs(Svg *v, double y)
     }
 }
 
+/* Each resume as a dashed line across the panels at the step it continued
+ * from, labelled (after a crash: "crash, resume"; a crashed timeline's
+ * steps were cut from the logs, so it has no place of its own). */
+static void svg_sessions(Svg *v)
+{
+    const Report *r = v->r;
+    for (long i = 0; i < r->nses; i++) {
+        const RepSession *s = &r->ses[i];
+        if (strcmp(s->kind, "resume") || (double)s->seq < v->x0 || (double)s->seq > v->x1) continue;
+        int crash = i > 0 && !strcmp(r->ses[i - 1].kind, "crash");
+        double x = sx(v, (double)s->seq + 0.5);
+        fprintf(v->f, "<line class=\"resume\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                      "stroke-width=\"1.5\" stroke-dasharray=\"6 3\"/>\n", x, v->top, x, v->bot, C_PURPLE);
+        fprintf(v->f, "<text class=\"ep\" x=\"%.1f\" y=\"%.1f\" fill=\"%s\">%s at step %lld</text>\n", x + 3,
+                v->top + 11, C_PURPLE, crash ? "crash, resume" : "resume", (long long)s->step);
+    }
+}
+
 static void svg_head(Svg *v, double height)
 {
     fprintf(v->f,
@@ -1735,6 +1805,7 @@ static void svg_draw(Svg *v)
     svg_clip(v, &ps[2]);
     if (np == 4) svg_tensors(v, &ps[3]);
     svg_events(v, ps[0].y - 28);
+    svg_sessions(v);
     svg_xaxis(v);
     fprintf(v->f, "</svg>\n");
 }
@@ -1777,9 +1848,11 @@ int rep_write_svg(const Report *r, const RepSummary *s, const char *path, char *
 static void usage(FILE *f)
 {
     fprintf(f, "usage: clipd-report RUN_DIR [--json] [--svg FILE] [--max-norm X]\n"
+               "       clipd-report --html FILE RUN_DIR [RUN_DIR ...]   (up to 8 runs overlaid)\n"
                "  Summarises a clipd run directory (steps, epochs, events, tensors .jsonl).\n"
                "  --json        the summary as one JSON object on stdout\n"
                "  --svg FILE    also draw the run as one self-contained SVG\n"
+               "  --html FILE   draw the runs on one self-contained HTML page (no script, nothing fetched)\n"
                "  --max-norm X  the clip threshold (default: clip.max_norm of RUN_DIR/config.yaml)\n"
                "Exit 0 on success, 2 when RUN_DIR is not a readable run, 1 when FILE or stdout cannot be written.\n");
 }
@@ -1820,8 +1893,42 @@ static bool stdout_ok(void)
     return false;
 }
 
+/* --html FILE RUN_DIR [RUN_DIR ...] */
+static int main_html(int argc, char **argv)
+{
+    const char *path = argc > 2 ? argv[2] : NULL;
+    int n = argc - 3;
+    if (!path || n < 1 || n > 8) {
+        fprintf(stderr, "clipd-report: --html FILE RUN_DIR [RUN_DIR ...]: 1 to 8 run directories\n");
+        return 2;
+    }
+    static Report runs[8];
+    const Report *rp[8];
+    char err[REP_PATH_MAX + 512];
+    int rc = 0, loaded = 0;
+    for (; loaded < n && !rc; loaded++) {
+        if (argv[3 + loaded][0] == '-') {
+            fprintf(stderr, "clipd-report: --html: %s: options go before --html\n", argv[3 + loaded]);
+            rc = 2;
+        } else if (rep_load(&runs[loaded], argv[3 + loaded], NAN, err, sizeof err)) {
+            fprintf(stderr, "clipd-report: %s\n", err);
+            rc = 2;
+        }
+        rp[loaded] = &runs[loaded];
+    }
+    if (!rc && rep_write_html(rp, n, path, err, sizeof err)) {
+        fprintf(stderr, "clipd-report: %s\n", err);
+        rc = 1;
+    }
+    if (!rc) printf("html: wrote %s (%d run%s)\n", path, n, n == 1 ? "" : "s");
+    for (int i = 0; i < loaded; i++) rep_free(&runs[i]);
+    if (!stdout_ok()) rc = 1;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--html")) return main_html(argc, argv);
     const char *dir = NULL, *svg = NULL;
     bool json = false;
     double max_norm = NAN;

@@ -1,5 +1,5 @@
 /* report: `clipd-report RUN_DIR [--json] [--svg FILE] [--max-norm X]` reads a
- * run directory (steps, epochs, events and tensors .jsonl, config.yaml) and
+ * run directory (steps, epochs, events, tensors and sessions .jsonl, config.yaml) and
  * prints a one-screen summary, the same summary as one JSON object, or the run
  * drawn as one self-contained SVG on a shared step axis. It only reads, so it
  * works on a run still being written and skips a crashed run's partial line. */
@@ -21,7 +21,7 @@ typedef struct {
     int64_t seq, step, tokens;
     int epoch;
     bool clipped, skipped;
-    double loss, norm, coef, lr, step_ms;
+    double loss, norm, coef, lr, step_ms, time; /* time: wall clock, Unix s (NAN: not logged) */
 } RepStep;
 
 /* One line of epochs.jsonl, and where its last step sits on the seq axis. */
@@ -39,6 +39,15 @@ typedef struct {
     char kind[32], action[16], top[REP_NAME_MAX];
     double value, threshold, top_norm, top_share; /* top_share NAN: no tensor_norms */
 } RepEvent;
+
+/* One line of sessions.jsonl: a start, resume, end or crash of the job. */
+typedef struct {
+    char kind[12], how[16]; /* how: an end's done, stopped, aborted, early_stop */
+    int64_t seq, step;
+    double time;            /* NAN: not logged */
+} RepSession;
+
+#define REP_SESSIONS 1024 /* sessions listed; more are counted only */
 
 /* tensors.jsonl: rows of (tensor index, squared norm) entries. */
 typedef struct {
@@ -63,6 +72,7 @@ typedef struct {
 
 typedef struct {
     char dir[REP_PATH_MAX], name[REP_NAME_MAX], clip_mode[32], max_norm_src[32];
+    bool squared_error; /* data.source adding: the loss is a squared error, not nats/token */
     RepStep *st;
     long nst, capst;
     RepEpoch *ep;
@@ -73,6 +83,8 @@ typedef struct {
     long kind_count[REP_KINDS];
     int nkinds;
     RepTensors t;
+    RepSession *ses;  /* (nses) sessions.jsonl, absent in runs before it existed */
+    long nses, capses, more_ses;
     bool has_epochs, has_events, has_tensors, finished;
     double max_norm; /* NAN: unknown */
     char notes[REP_NOTE_MAX][200];
@@ -110,6 +122,8 @@ void rep_summarise(const Report *r, RepSummary *s);
 void rep_print_text(const Report *r, const RepSummary *s);
 int rep_print_json(const Report *r, const RepSummary *s);
 int rep_write_svg(const Report *r, const RepSummary *s, const char *path, char *err, size_t errlen);
+/* daemon/report_html.c: runs[0..n) (n <= 8) overlaid on one self-contained page. */
+int rep_write_html(const Report *const *runs, int n, const char *path, char *err, size_t errlen);
 
 /* Pure helpers, unit-tested. */
 /* Centred moving average of the finite y over w points (shorter at the

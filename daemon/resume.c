@@ -36,13 +36,26 @@ static int64_t logged_seq(const Config *c)
     return last;
 }
 
+/* log.tensor_norms_every of the job that wrote the logs (RUN_DIR/config.yaml;
+ * this start may change it), or this config's when that cannot be read. */
+static int logged_every(const Config *c)
+{
+    char path[CFG_STR_MAX + 32], err[256];
+    snprintf(path, sizeof path, "%s/config.yaml", c->run_dir);
+    Config *old = malloc(sizeof *old);
+    int every = c->log_tensor_norms_every;
+    if (old) cfg_defaults(old);
+    if (old && cfg_load_file(old, path, err, sizeof err) == CFG_OK) every = old->log_tensor_norms_every;
+    free(old);
+    return every;
+}
+
 /* 1 when tensors.jsonl holds every line its cadence asks for up to seq
  * (the last is enough: lines are appended in order), or the cadence asks
  * none. A job killed between the lines of a step could leave it out, and a
  * resume from that step would keep the hole for good. */
-static int tensors_complete(const Config *c, int64_t seq)
+static int tensors_complete(const Config *c, int every, int64_t seq)
 {
-    int every = c->log_tensor_norms_every;
     if (every <= 0 || seq < every) return 1;
     int64_t want = seq / every * every;
     char path[CFG_STR_MAX + 32], pat[48], *line = NULL;
@@ -70,11 +83,11 @@ static int logs_reach(const Config *c, int64_t seq, int64_t logged, char *why, s
                  "before logging it)", (long long)seq, (long long)logged);
         return 0;
     }
-    if (!tensors_complete(c, seq)) {
+    int every = logged_every(c);
+    if (!tensors_complete(c, every, seq)) {
         snprintf(why, len, "tensors.jsonl misses the line of step %lld of the run "
                  "(log.tensor_norms_every %d): the job ended between the lines of a step",
-                 (long long)(seq / c->log_tensor_norms_every * c->log_tensor_norms_every),
-                 c->log_tensor_norms_every);
+                 (long long)(seq / every * every), every);
         return 0;
     }
     return 1;
@@ -207,24 +220,83 @@ static int64_t count(json_t *o, const char *key)
     return x >= 0 && x < (double)RESUME_MAX_COUNT ? (int64_t)x : 0;
 }
 
-/* Feed the kept steps.jsonl lines of the current epoch back into st, and
- * the kept epochs.jsonl lines into epochs[]. */
-static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
-                        int nepochs)
+/* Each JSON line of RUN_DIR/name, parsed, to fn (which must not keep it). */
+static void each_line(const Config *c, const char *name, void (*fn)(json_t *o, void *ctx), void *ctx)
 {
     char path[CFG_STR_MAX + 32], *line = NULL;
     size_t cap = 0;
-    snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
+    snprintf(path, sizeof path, "%s/%s", c->run_dir, name);
     FILE *f = fopen(path, "r");
     while (f && getline(&line, &cap, f) > 0) {
-        json_t *o = json_loads(line, 0, NULL);
-        if (o && num(o, "seq") > (double)r->epoch_seq0)
-            stats_add(st, num(o, "loss"), num(o, "grad_norm"),
-                      json_is_true(json_object_get(o, "clipped")),
-                      json_is_true(json_object_get(o, "skipped")), count(o, "tokens"));
+        json_t *o = strchr(line, '\n') ? json_loads(line, 0, NULL) : NULL;
+        if (json_is_object(o)) fn(o, ctx);
         json_decref(o);
     }
     if (f) fclose(f);
+    free(line);
+}
+
+#define MAX_SESSIONS 4096
+
+typedef struct {
+    int64_t start_seq[MAX_SESSIONS]; /* the seq each start or resume continued after */
+    double start_time[MAX_SESSIONS], end_time[MAX_SESSIONS]; /* NAN: not known */
+    int n;
+} Sessions;
+
+static void session_line(json_t *o, void *ctx)
+{
+    Sessions *s = ctx;
+    const char *kind = json_string_value(json_object_get(o, "kind"));
+    if (!kind) return;
+    if ((!strcmp(kind, "start") || !strcmp(kind, "resume")) && s->n < MAX_SESSIONS) {
+        s->start_seq[s->n] = count(o, "seq");
+        s->start_time[s->n] = num(o, "time"), s->end_time[s->n] = NAN;
+        s->n++;
+    } else if ((!strcmp(kind, "end") || !strcmp(kind, "crash")) && s->n > 0) {
+        s->end_time[s->n - 1] = num(o, "time");
+    }
+}
+
+typedef struct {
+    const Resume *r;
+    EpochStats *st;
+    const Sessions *ses;
+    double prior_ms, last_t; /* the epoch's time before this start; the last step's time */
+} Replay;
+
+/* A step of the current epoch: its statistics, and its time: since the step
+ * before, or (the first of the epoch or of a session, or no time logged) its
+ * own step_ms, so that a gap between sessions is not counted. */
+static void replay_step(json_t *o, void *ctx)
+{
+    Replay *p = ctx;
+    int64_t seq = count(o, "seq");
+    if (seq <= p->r->epoch_seq0) return;
+    stats_add(p->st, num(o, "loss"), num(o, "grad_norm"), json_is_true(json_object_get(o, "clipped")),
+              json_is_true(json_object_get(o, "skipped")), count(o, "tokens"));
+    double t = num(o, "time"), ms = num(o, "step_ms");
+    int first = !isfinite(p->last_t) || !isfinite(t);
+    for (int i = 0; i < p->ses->n && !first; i++) first = p->ses->start_seq[i] == seq - 1;
+    p->prior_ms += first ? (isfinite(ms) ? ms : 0) : (t - p->last_t) * 1e3;
+    p->last_t = t;
+}
+
+/* Feed the kept steps.jsonl lines of the current epoch back into st (and the
+ * time they took, without the gaps between sessions), and the kept
+ * epochs.jsonl lines into epochs[]. */
+static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
+                        int nepochs, double now_ms)
+{
+    static Sessions ses;
+    memset(&ses, 0, sizeof ses);
+    each_line(c, "sessions.jsonl", session_line, &ses);
+    Replay p = {r, st, &ses, 0, NAN};
+    each_line(c, "steps.jsonl", replay_step, &p);
+    st->t_start_ms = now_ms - p.prior_ms;
+    char path[CFG_STR_MAX + 32], *line = NULL;
+    size_t cap = 0;
+    FILE *f;
     snprintf(path, sizeof path, "%s/epochs.jsonl", c->run_dir);
     f = fopen(path, "r");
     for (int e = 0; f && e < nepochs && getline(&line, &cap, f) > 0; e++) {
@@ -234,6 +306,7 @@ static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochL
         l->s.train_loss = num(o, "train_loss"), l->s.clip_rate = num(o, "clip_rate");
         l->s.norm_p50 = num(o, "grad_norm_p50"), l->s.norm_max = num(o, "grad_norm_max");
         l->s.tokens_per_s = num(o, "tokens_per_s"), l->val_loss = num(o, "val_loss");
+        l->val_ppl = num(o, "val_ppl"), l->s.seconds = num(o, "seconds");
         json_decref(o);
     }
     if (f) fclose(f);
@@ -247,13 +320,104 @@ int resume_coordinator(const Resume *r, const Config *c, EpochStats *st, EpochLi
     *epochs_done = r->epoch_done ? r->epoch : r->epoch - 1;
     int at_end = r->epoch_step == c->train_steps_per_epoch;
     stats_begin(st, r->epoch, now_ms);
-    replay_logs(r, c, st, epochs, *epochs_done);
+    replay_logs(r, c, st, epochs, *epochs_done, now_ms);
     if (at_end && r->epoch_done) {
         *resumed = 0;
         return r->epoch + 1;
     }
     *resumed = at_end ? -1 : 1;
     return at_end ? r->epoch + 1 : r->epoch;
+}
+
+static void totals_event(json_t *o, void *ctx)
+{
+    ResumeTotals *t = ctx;
+    const char *kind = json_string_value(json_object_get(o, "kind"));
+    const char *action = json_string_value(json_object_get(o, "action"));
+    if (!kind) return;
+    if (action && !strcmp(action, "rollback")) t->rollbacks++;
+    if (!strcmp(kind, "checkpoint_failed")) t->ckpt_failures++;
+    if (!strcmp(kind, "stall")) t->stalls++;
+    if (!strcmp(kind, "straggler")) t->stragglers++;
+    for (int k = 0; k < EV_COUNT; k++)
+        if (!strcmp(kind, detect_kind_name(k))) t->events++, t->event_count[k]++;
+}
+
+static void totals_step(json_t *o, void *ctx)
+{
+    ResumeTotals *t = ctx;
+    t->nonfinite += json_is_null(json_object_get(o, "loss")) || json_is_null(json_object_get(o, "grad_norm"));
+}
+
+void resume_totals(const Config *c, ResumeTotals *t)
+{
+    static Sessions ses;
+    memset(t, 0, sizeof *t);
+    memset(&ses, 0, sizeof ses);
+    each_line(c, "events.jsonl", totals_event, t);
+    each_line(c, "steps.jsonl", totals_step, t);
+    each_line(c, "sessions.jsonl", session_line, &ses);
+    for (int i = 0; i < ses.n; i++)
+        if (isfinite(ses.end_time[i]) && isfinite(ses.start_time[i]))
+            t->seconds += ses.end_time[i] - ses.start_time[i], t->sessions++;
+}
+
+typedef struct {
+    char *out;
+    size_t len, n;
+} Marks;
+
+static void mark_line(json_t *o, void *ctx)
+{
+    Marks *m = ctx;
+    const char *kind = json_string_value(json_object_get(o, "kind"));
+    if (!kind || m->n + 1 >= m->len) return;
+    int w = snprintf(m->out + m->n, m->len - m->n, "%s%s at step %lld", m->n ? ", " : "", kind,
+                     (long long)count(o, "step"));
+    m->n = w < 0 ? m->len : m->n + (size_t)w >= m->len ? m->len - 1 : m->n + (size_t)w;
+}
+
+static void rollback_mark(json_t *o, void *ctx)
+{
+    const char *action = json_string_value(json_object_get(o, "action"));
+    if (!action || strcmp(action, "rollback")) return;
+    Marks *m = ctx;
+    if (m->n + 1 >= m->len) return;
+    int w = snprintf(m->out + m->n, m->len - m->n, "%srollback at step %lld to %lld", m->n ? ", " : "",
+                     (long long)count(o, "step"), (long long)count(o, "rollback_to"));
+    m->n = w < 0 ? m->len : m->n + (size_t)w >= m->len ? m->len - 1 : m->n + (size_t)w;
+}
+
+void resume_session_marks(const Config *c, char *out, size_t len)
+{
+    Marks m = {out, len, 0};
+    if (len) out[0] = 0;
+    each_line(c, "sessions.jsonl", mark_line, &m);
+    each_line(c, "events.jsonl", rollback_mark, &m);
+    if (len && !out[0]) snprintf(out, len, "none logged");
+}
+
+SessionTail resume_last_session(const Config *c)
+{
+    static Sessions ses;
+    SessionTail t = {0, -1, -1, 0, NAN};
+    memset(&ses, 0, sizeof ses);
+    each_line(c, "sessions.jsonl", session_line, &ses);
+    t.open = ses.n > 0 && !isfinite(ses.end_time[ses.n - 1]);
+    char path[CFG_STR_MAX + 32], *line = NULL;
+    size_t cap = 0;
+    snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
+    FILE *f = fopen(path, "r");
+    while (f && getline(&line, &cap, f) > 0) {
+        json_t *o = strchr(line, '\n') ? json_loads(line, 0, NULL) : NULL;
+        if (json_is_object(o))
+            t.seq = count(o, "seq"), t.step = count(o, "step"), t.epoch = (int)count(o, "epoch"),
+            t.time = num(o, "time");
+        json_decref(o);
+    }
+    if (f) fclose(f);
+    free(line);
+    return t;
 }
 
 int resume_abandon_newer(const Resume *r, const Config *c, char *err, size_t errlen)

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "common/detect.h"
 #include "common/proto.h"
 #include "daemon/runlog.h"
 #include "daemon/stats.h"
@@ -34,6 +35,25 @@ int resume_check_fresh(const Config *c, char *err, size_t errlen);
 int resume_clear_run(const Config *c, char *err, size_t errlen);
 /* Renames checkpoints newer than the resume point (a timeline this run
  * abandons) to step-*.safetensors.abandoned, so `latest` never picks them. */
+/* What the kept logs of a resumed run already hold, for the summary. */
+typedef struct {
+    long events, event_count[EV_COUNT], rollbacks, nonfinite, ckpt_failures, stalls, stragglers;
+    double seconds; /* the earlier sessions' wall time, from sessions.jsonl */
+    int sessions;
+} ResumeTotals;
+void resume_totals(const Config *c, ResumeTotals *t);
+/* The run's last session before this start: open (a start without an end:
+ * the job crashed or was killed) and its last logged step and time. */
+typedef struct {
+    int open;
+    int64_t seq, step;
+    int epoch;
+    double time;
+} SessionTail;
+SessionTail resume_last_session(const Config *c);
+/* "start at step 0, crash at step 216, resume at step 200, end at step 800,
+ * rollback at step 300 to 200": sessions.jsonl, then events.jsonl's rollbacks. */
+void resume_session_marks(const Config *c, char *out, size_t len);
 int resume_abandon_newer(const Resume *r, const Config *c, char *err, size_t errlen);
 /* Restores the coordinator's view; returns the epoch to run next, with
  * *resumed 1 (that epoch continues mid-way), -1 (the end of the epoch

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/fsutil.h"
@@ -86,7 +87,7 @@ static int cut_file(const char *path, const char *key, int64_t max, int drop_epo
 #define LINE_MAX_BYTES (64 * 1024) /* the longest line: an event with every tensor's norm */
 
 static const char *const log_names[LOG_FILES] = {"steps.jsonl", "epochs.jsonl", "events.jsonl",
-                                                 "tensors.jsonl"};
+                                                 "tensors.jsonl", "sessions.jsonl"};
 
 static void close_all(RunLog *l)
 {
@@ -139,7 +140,7 @@ int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size
     if (!keep) return open_all(l, 1, err, errlen) ? (runlog_close(l), -1) : 0;
     const char *keys[] = {"seq", "epoch", "seq", "seq"};
     int64_t max[] = {keep->seq, keep->epochs, keep->seq, keep->seq};
-    for (int i = 0; i < LOG_FILES; i++) {
+    for (int i = 0; i < LOG_SESSIONS; i++) { /* sessions.jsonl keeps its whole history */
         char path[CFG_STR_MAX + 32];
         snprintf(path, sizeof path, "%s/%s", dir, log_names[i]);
         if (cut_file(path, keys[i], max[i], i == LOG_EVENTS && keep->drop_epoch_end, err, errlen))
@@ -173,6 +174,19 @@ static void put(RunLog *l, const char *fmt, ...)
     int n = vsnprintf(l->line + l->len, l->cap - l->len, fmt, ap);
     va_end(ap);
     l->len = n < 0 ? l->cap : l->len + (size_t)n; /* >= cap: cut, not written */
+}
+
+double runlog_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1e3;
+}
+
+/* The record's last field, the wall clock (Unix seconds, milliseconds), and its end. */
+static void put_end(RunLog *l)
+{
+    put(l, ",\"time\":%.3f}\n", runlog_now());
 }
 
 /* Append the formatted line to file i with one write; if only part of it
@@ -209,10 +223,11 @@ int runlog_step(RunLog *l, const StepRecord *r, double step_ms)
     put(l,
         "{\"step\":%lld,\"epoch\":%d,\"loss\":%s,\"grad_norm\":%s,\"clip_coef\":%s,"
         "\"clipped\":%s,\"lr\":%s,\"tokens\":%lld,\"step_ms\":%.3f,\"skipped\":%s,"
-        "\"seq\":%lld}\n",
+        "\"seq\":%lld",
         (long long)r->step, r->epoch, json_num(a, 32, r->loss), json_num(b, 32, r->grad_norm),
         json_num(c, 32, r->clip_coef), r->clipped ? "true" : "false", json_num(d, 32, r->lr),
         (long long)r->tokens, step_ms, r->skipped ? "true" : "false", (long long)r->seq);
+    put_end(l);
     return put_line(l, LOG_STEPS);
 }
 
@@ -224,13 +239,14 @@ int runlog_epoch(RunLog *l, const EpochLine *e)
         "{\"epoch\":%d,\"steps\":%ld,\"train_loss\":%s,\"clip_rate\":%s,\"clipped_steps\":%ld,"
         "\"skipped_steps\":%ld,\"grad_norm_p50\":%s,\"grad_norm_p90\":%s,"
         "\"grad_norm_max\":%s,\"val_loss\":%s,\"val_ppl\":%s,\"val_tokens\":%lld,\"lr\":%s,"
-        "\"tokens_per_s\":%s,\"seconds\":%.3f%s%s%s}\n",
+        "\"tokens_per_s\":%s,\"seconds\":%.3f%s%s%s",
         e->epoch, s->steps, json_num(a, 32, s->train_loss), json_num(b, 32, s->clip_rate),
         s->clipped, s->skipped, json_num(c, 32, s->norm_p50), json_num(d, 32, s->norm_p90),
         json_num(f, 32, s->norm_max), json_num(h, 32, e->val_loss), json_num(i, 32, e->val_ppl),
         (long long)e->val_tokens, json_num(j, 32, e->lr), json_num(g, 32, s->tokens_per_s),
         s->seconds, e->clip_state ? ",\"clip_state\":\"" : "", e->clip_state ? e->clip_state : "",
         e->clip_state ? "\"" : "");
+    put_end(l);
     return put_line(l, LOG_EPOCHS);
 }
 
@@ -253,8 +269,19 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
             put(l, "%s{\"tensor\":\"%s\",\"norm\":%s}", k ? "," : "", tensors[k], json_num(a, 32, norms[k]));
         put(l, "]");
     }
-    put(l, "}\n");
+    put_end(l);
     return put_line(l, LOG_EVENTS);
+}
+
+int runlog_session(RunLog *l, const char *kind, int64_t seq, int64_t step, int epoch, const char *extra,
+                   double time)
+{
+    put(l, "{\"kind\":\"%s\",\"seq\":%lld,\"step\":%lld,\"epoch\":%d", kind, (long long)seq,
+        (long long)step, epoch);
+    if (extra) put(l, ",%s", extra);
+    if (isfinite(time)) put(l, ",\"time\":%.3f}\n", time);
+    else put_end(l);
+    return put_line(l, LOG_SESSIONS);
 }
 
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
@@ -264,8 +291,25 @@ int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
         (long long)r->step, r->epoch);
     for (int k = 0; k < n && k < r->ntensors; k++)
         put(l, "%s\"%s\":%s", k ? "," : "", names[k], json_num(a, 32, r->tensor_norm[k]));
-    put(l, "}}\n");
+    put(l, "}");
+    put_end(l);
     return put_line(l, LOG_TENSORS);
+}
+
+int runlog_eval(const char *dir, const char *json)
+{
+    char path[CFG_STR_MAX + 32], line[2048];
+    int n = snprintf(line, sizeof line, "{%s,\"time\":%.3f}\n", json, runlog_now());
+    if (n < 0 || (size_t)n >= sizeof line) return errno = EOVERFLOW, -1;
+    fputs(line, stdout);
+    fflush(stdout);
+    snprintf(path, sizeof path, "%s/eval.jsonl", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return -1;
+    ssize_t w = write(fd, line, (size_t)n);
+    int e = errno;
+    close(fd);
+    return w == n ? 0 : (errno = w < 0 ? e : ENOSPC, -1);
 }
 
 /* Written to a temporary and renamed into place: a symlink planted as

@@ -1,6 +1,7 @@
 /* runlog: the run's machine-readable output in run.dir, as JSON lines, one
  * object per line, each written whole with one write(2): steps.jsonl,
- * epochs.jsonl, events.jsonl, tensors.jsonl. Non-finite numbers are written
+ * epochs.jsonl, events.jsonl, tensors.jsonl, and sessions.jsonl (each
+ * start, resume, end and detected crash: never cut back on a resume). Non-finite numbers are written
  * as null. A line the disk takes only in part (full, read-only) is cut off
  * again, so the files never hold a torn line; later lines are written when
  * there is room again. On resume the files are cut back to what the
@@ -15,7 +16,7 @@
 #include "common/proto.h"
 #include "daemon/stats.h"
 
-enum { LOG_STEPS, LOG_EPOCHS, LOG_EVENTS, LOG_TENSORS, LOG_FILES };
+enum { LOG_STEPS, LOG_EPOCHS, LOG_EVENTS, LOG_TENSORS, LOG_SESSIONS, LOG_FILES };
 
 typedef struct {
     char dir[CFG_STR_MAX];
@@ -50,7 +51,10 @@ int runlog_check(const char *dir, char *err, size_t errlen);
 /* SIGHUP: close and reopen for appending (after logrotate moved them). */
 int runlog_reopen(RunLog *l, char *err, size_t errlen);
 void runlog_close(RunLog *l); /* also frees the line buffer */
-/* Each writer returns 0, or -1 with errno when the line was not written. */
+/* Each writer returns 0, or -1 with errno when the line was not written.
+ * Every line ends with "time": the wall clock when it was written, Unix
+ * seconds with milliseconds. */
+double runlog_now(void); /* that clock */
 /* step_ms: the slowest worker's step time. */
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms);
 int runlog_epoch(RunLog *l, const EpochLine *e);
@@ -59,8 +63,18 @@ int runlog_epoch(RunLog *l, const EpochLine *e);
 int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
                  const double info[4], const char *action, int64_t rollback_to,
                  const char *const *tensors, const float *norms, int n, const char *extra);
+/* sessions.jsonl: kind ("start", "resume", "end", "crash") at seq/step/epoch,
+ * then extra ("key":value pairs, or NULL) and the time (a crash: `time`, the
+ * last logged step's, when finite). */
+int runlog_session(RunLog *l, const char *kind, int64_t seq, int64_t step, int epoch, const char *extra,
+                   double time);
 /* Per-tensor pre-clip norms of a step, in model order (tensors.jsonl). */
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n);
+/* One evaluation (clipd --eval, the test split at a run's end) as a JSON
+ * object with its fields in json (no braces): printed to stdout and appended,
+ * with "time", to RUN_DIR/eval.jsonl (one write; a symlink is refused).
+ * Returns 0, or -1 with errno when the file was not written. */
+int runlog_eval(const char *dir, const char *json);
 /* The effective config, as YAML, in RUN_DIR/config.yaml. */
 int runlog_config(const RunLog *l, const Config *c);
 /* s as the body of a JSON string (quotes, backslashes and control bytes

@@ -101,6 +101,32 @@ static void test_adam(void **state)
     optim_free(&o);
 }
 
+/* Adam's first update against the textbook in float64 (PyTorch's
+ * formula): 1 - beta1 and 1 - beta2 are taken in double, so the float result
+ * is within float rounding (tol 5e-7 relative). With 1.0f - 0.999f it was
+ * 6e-6 relative off (the rounded beta2's complement), which this catches. */
+static void test_adam_first_update_exact(void **state)
+{
+    (void)state;
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8, lr = 1.0;
+    const float gs[] = {0.5f, -3.0f, 1e-3f, 7.25f};
+    double worst = 0;
+    for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++) {
+        Optim o;
+        float p[1] = {0}, g[1] = {gs[i]};
+        assert_int_equal(optim_init(&o, OPT_ADAM, 0, b1, b2, eps, 1), 0);
+        optim_begin(&o);
+        optim_update(&o, p, g, 0, 1, 1.0f, 0, lr);
+        double m = (1 - b1) * g[0], v = (1 - b2) * (double)g[0] * g[0];
+        double want = -lr * (m / (1 - b1)) / (sqrt(v / (1 - b2)) + eps);
+        double rel = fabs((p[0] - want) / want);
+        if (rel > worst) worst = rel;
+        optim_free(&o);
+    }
+    printf("adam first update: worst rel err vs float64 textbook %.2g (tol 5e-7)\n", worst);
+    assert_true(worst <= 5e-7);
+}
+
 /* AdamW, lr 0.1, weight decay 0.5, g = 0.5 from p = 1: p is first scaled by
  * 1 - 0.1*0.5 = 0.95, then Adam's first step moves it by lr: 0.85. Adam with
  * coupled L2 0.5: g' = 0.5 + 0.5*1 = 1, the first step still moves by lr: 0.9;
@@ -263,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_coef_formula),   cmocka_unit_test(test_global_and_per_tensor),
         cmocka_unit_test(test_value_clip),     cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_momentum),       cmocka_unit_test(test_adam),
+        cmocka_unit_test(test_adam_first_update_exact),
         cmocka_unit_test(test_fused_equals_separate), cmocka_unit_test(test_clip_update_modes),
         cmocka_unit_test(test_weight_decay),
     };

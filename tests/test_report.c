@@ -18,6 +18,7 @@
 
 #define main report_main
 #include "daemon/report.c"
+#include "daemon/report_html.c"
 #undef main
 
 #define DATA "tests/data/report/"

@@ -328,6 +328,56 @@ static void test_layout(void **state)
     printf("  streams out of range: %s\n", all.err);
 }
 
+/* Epochs after the first: every stream shifted by the same seeded offset,
+ * the split read as a ring; the worker split still does not matter, and
+ * over a few epochs every token is a target (none left out for good). */
+static void test_layout_shift(void **state)
+{
+    Fx *f = *state;
+    layout_text(f, 90); /* 4 streams of L = 22; 4 steps of 5 read 20 of them */
+    Config *c = &f->c;
+    c->data_seq_len = 5;
+    c->data_batch_per_worker = 2;
+    c->train_steps_per_epoch = 4;
+    prepare_ok(f, 2);
+    Batcher all, lo, hi;
+    assert_int_equal(batcher_init_split(&all, c, 0, 4, 1, TEXT_TRAIN), 0);
+    assert_int_equal(batcher_init_split(&lo, c, 0, 2, 2, TEXT_TRAIN), 0);
+    assert_int_equal(batcher_init_split(&hi, c, 2, 2, 2, TEXT_TRAIN), 0);
+    int seen[90] = {0}, epochs = 0, covered = 0, wraps = 0;
+    for (int epoch = 1; epoch <= 40 && covered < 90; epoch++, epochs++) {
+        uint64_t seed = data_epoch_seed(c, epoch);
+        batcher_epoch(&all, seed), batcher_epoch(&lo, seed), batcher_epoch(&hi, seed);
+        batcher_shift(&all, epoch > 1 ? seed : 0), batcher_shift(&lo, epoch > 1 ? seed : 0);
+        batcher_shift(&hi, epoch > 1 ? seed : 0);
+        uint64_t sh = all.shift;
+        assert_true(sh < 90);
+        assert_true(epoch > 1 || sh == 0);
+        assert_int_equal(lo.shift, sh), assert_int_equal(hi.shift, sh);
+        for (int step = 0; step < 4; step++) {
+            batcher_next(&all), batcher_next(&lo), batcher_next(&hi);
+            for (int t = 0; t < 5; t++)
+                for (int j = 0; j < 4; j++) {
+                    const Batcher *part = j < 2 ? &lo : &hi;
+                    uint64_t q = sh + (uint64_t)j * 22 + (uint64_t)step * 5 + (uint64_t)t;
+                    int want = 33 + (int)(q % 90), next = 33 + (int)((q + 1) % 90);
+                    wraps += q + 1 >= 90;
+                    assert_int_equal(all.inputs[t * 4 + j], want);
+                    assert_int_equal(all.targets[t * 4 + j], next);
+                    assert_int_equal(part->inputs[t * 2 + j % 2], want);
+                    assert_int_equal(part->targets[t * 2 + j % 2], next);
+                    covered += !seen[next - 33];
+                    seen[next - 33] = 1;
+                }
+        }
+    }
+    printf("  shifted epochs: every one of 90 tokens a target after %d epochs (80 a pass), %d reads wrapped\n",
+           epochs, wraps);
+    assert_int_equal(covered, 90);
+    assert_true(wraps > 0);
+    batcher_free(&all), batcher_free(&lo), batcher_free(&hi);
+}
+
 /* Word ids through the u32 files: the same layout, width 4. */
 static void test_layout_words(void **state)
 {
@@ -563,6 +613,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vocab_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layout_words, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layout_shift, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split_fraction_words, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_err_utf8, setup, teardown),

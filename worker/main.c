@@ -18,6 +18,7 @@
 
 #include <cblas.h>
 
+#include "common/ckpt.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
@@ -115,6 +116,13 @@ static int blas_threads(const Worker *w)
     MPI_Comm_size(node, &local);
     MPI_Comm_rank(node, &lrank);
     MPI_Comm_free(&node);
+    if (w->cfg.sync_reproducible && want > 1) { /* a product's bits depend on OpenBLAS's thread split */
+        if (lrank == 0)
+            LOG(LOG_WARN, "sync.reproducible: 1 BLAS thread per worker, not worker.threads %d "
+                          "(OpenBLAS splits a product differently with more threads, which "
+                          "changes its bits)", want);
+        return 1;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int fit = cores > 0 ? (int)(cores / local) : want;
     if (fit < 1) fit = 1;
@@ -179,6 +187,11 @@ static void worker_setup(Worker *w)
                 : sync_init(&w->sync, w->comm, m->nparams, m->nviews, bucket,
                             c->sync_mode == SYNC_SHARDED)) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
+    if (c->sync_reproducible && (repro_init(&w->repro, &w->model, c) != 0 ||
+                                 sync_set_reproducible(&w->sync, w->repro.n, w->repro.slot) != 0))
+        worker_fatal("cannot set up sync.reproducible: %d micro-batches of %d streams, %zu "
+                     "parameters", B / (c->data_micro_batch ? c->data_micro_batch : B),
+                     c->data_micro_batch ? c->data_micro_batch : B, w->model.nparams);
     /* Sharded: optimizer state for this worker's shard only; the update
      * covers [opt.base, opt.base + opt.n). */
     if (optim_init(&w->opt, c->train_optimizer, c->train_momentum, c->train_beta1,
@@ -285,9 +298,13 @@ static void inject_faults(Worker *w, int64_t step)
     const Config *c = &w->cfg;
     Model *m = &w->model;
     if (!faults_due(w, step)) return;
-    if (step == c->debug_nan_step && w->rank == w->W - 1) m->grads[nan_index(m, c->debug_nan_tensor)] = NAN;
-    if (step == c->debug_spike_step)
-        for (size_t i = 0; i < m->nparams; i++) m->grads[i] *= (float)c->debug_spike_scale;
+    /* Reproducible: into the micro-batch gradients (the NaN into the last of
+     * all), so any worker count sees the same fault. */
+    float **g = w->repro.n ? w->repro.slot : &m->grads;
+    int ng = w->repro.n ? w->repro.n : 1;
+    if (step == c->debug_nan_step && w->rank == w->W - 1) g[ng - 1][nan_index(m, c->debug_nan_tensor)] = NAN;
+    for (int j = 0; step == c->debug_spike_step && j < ng; j++)
+        for (size_t i = 0; i < m->nparams; i++) g[j][i] *= (float)c->debug_spike_scale;
     if (m->emb_rows) memset(m->emb_rows, 1, (size_t)m->V); /* a sparse sync sends every row */
 }
 
@@ -303,7 +320,8 @@ static void compute_step(Worker *w, StepRecord *r)
     Batcher *d = &w->data;
     double t0 = log_clock_ms();
     poll_requests(w);
-    model_zero_grad(m);
+    if (w->repro.n) repro_zero(&w->repro, m);
+    else model_zero_grad(m);
     /* train.accumulate micro-batches add into one gradient, clipped once. */
     int K = w->cfg.train_accumulate;
     long terms = model_terms(m) * K;
@@ -318,7 +336,8 @@ static void compute_step(Worker *w, StepRecord *r)
         if (overlap) sync_begin(&w->sync, m->grads);
         m->grad_ready = overlap ? hook_ready : NULL;
         m->progress = overlap ? hook_progress : NULL;
-        loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
+        if (w->repro.n) repro_run(&w->repro, m, d, scale, 1);
+        else loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
     inject_faults(w, w->step + 1);
     if (w->cfg.debug_slow_ms > 0 && w->rank == w->cfg.debug_slow_worker) { /* test hook: a straggler */
@@ -329,6 +348,7 @@ static void compute_step(Worker *w, StepRecord *r)
     double t1 = log_clock_ms();
     steptime_mark(&w->times, PH_COMPUTE);
     w->local[ST_LOSS] = loss;
+    if (w->repro.n) sync_micro_losses(&w->sync, w->local, w->repro.loss);
     w->local[ST_TERMS] = (double)terms;
     w->local[ST_REQ] = w->pending_req;
     w->pending_req = 0;
@@ -495,6 +515,73 @@ static int train_step(Worker *w, StepRecord *r)
     return r->flags & (STEP_STOPPING | STEP_ABORT);
 }
 
+/* RUN_DIR/<name>: the parameters as `param.<name>` tensors, with metadata. */
+static int write_params(Worker *w, const char *name, const StMeta *extra, int nextra, char *err, size_t errlen)
+{
+    Model *m = &w->model;
+    StTensor t[MODEL_MAX_VIEWS];
+    char names[MODEL_MAX_VIEWS][48];
+    for (int v = 0; v < m->nviews; v++) {
+        ParamView *pv = &m->views[v];
+        snprintf(names[v], sizeof names[v], "param.%s", pv->name);
+        t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
+    }
+    char path[CFG_STR_MAX + 64], step[32], hash[32];
+    snprintf(path, sizeof path, "%s/%s", w->cfg.run_dir, name);
+    snprintf(step, sizeof step, "%lld", (long long)w->step);
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
+    StMeta meta[8] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
+    for (int i = 0; i < nextra && i < 5; i++) meta[3 + i] = extra[i];
+    return st_write(path, t, m->nviews, meta, 3 + (nextra < 5 ? nextra : 5), err, errlen);
+}
+
+/* checkpoint.keep_best: worker 0 writes RUN_DIR/best.safetensors when this
+ * epoch's validation loss is the lowest yet (every worker tracks it alike);
+ * never rotated out. A failed write is logged; training goes on. */
+static void keep_best(Worker *w, double val_loss)
+{
+    if (!w->cfg.checkpoint_keep_best || !isfinite(val_loss) || val_loss >= w->best_val) return;
+    w->best_val = val_loss;
+    if (w->rank != 0) return;
+    char ep[32], vl[40], err[512];
+    snprintf(ep, sizeof ep, "%d", w->epoch);
+    snprintf(vl, sizeof vl, "%.17g", val_loss);
+    StMeta extra[] = {{"epoch", ep}, {"val_loss", vl}};
+    if (write_params(w, "best.safetensors", extra, 2, err, sizeof err) != 0)
+        LOG(LOG_ERROR, "checkpoint.keep_best: cannot write best.safetensors: %s", err);
+    else
+        LOG(LOG_INFO, "epoch %d: best validation loss so far (%.4f): best.safetensors", w->epoch, val_loss);
+}
+
+/* A resumed run continues from the best its earlier sessions kept. */
+static void best_resume(Worker *w)
+{
+    char path[CFG_STR_MAX + 32], err[512];
+    Ckpt k;
+    snprintf(path, sizeof path, "%s/best.safetensors", w->cfg.run_dir);
+    if (!w->cfg.checkpoint_keep_best || access(path, F_OK) != 0 || ckpt_read(&k, path, err, sizeof err) != 0) return;
+    const char *v = ckpt_meta(&k, "val_loss");
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : NAN;
+    if (end && !*end && isfinite(x)) w->best_val = x;
+    ckpt_free(&k);
+}
+
+/* The mean of the workers' loss sums over nb global batches, in the
+ * fixed-order statistics collective (micro: sync.reproducible's loss per
+ * micro-batch, added in global order; else NULL); *tokens: the targets
+ * counted. */
+static double reduce_loss(Worker *w, double sum, const double *micro, long nb, int64_t *tokens)
+{
+    memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
+    w->local[ST_LOSS] = sum;
+    if (micro) sync_micro_losses(&w->sync, w->local, micro);
+    w->local[ST_TERMS] = (double)model_terms(&w->model) * (double)nb;
+    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("evaluation collective failed");
+    *tokens = (int64_t)model_terms(&w->model) * w->W * nb;
+    return w->global[ST_TERMS] > 0 ? w->global[ST_LOSS] / w->global[ST_TERMS] : NAN;
+}
+
 /* Mean loss over data.valid_batches held-out global batches (the same
  * streams every epoch), forward only, in fixed-order collectives. */
 static double validate(Worker *w, int64_t *tokens)
@@ -504,18 +591,78 @@ static double validate(Worker *w, int64_t *tokens)
     if (nb <= 0) return NAN;
     Batcher *v = &w->valid;
     batcher_epoch(v, rng_derive((uint64_t)w->cfg.run_seed, 0x7A11Du, 0));
+    state_hold_hidden(w, 1); /* checkpoints carry the training state, not validation's */
     model_reset_state(&w->model);
+    if (w->repro.n) repro_clear(&w->repro);
     double sum = 0;
     for (int i = 0; i < nb; i++) {
         batcher_next(v);
-        sum += model_eval(&w->model, v->inputs, v->targets, v->features, v->ytarget);
+        if (w->repro.n) repro_run(&w->repro, &w->model, v, 0, 0);
+        else sum += model_eval(&w->model, v->inputs, v->targets, v->features, v->ytarget);
     }
-    memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
-    w->local[ST_LOSS] = sum;
-    w->local[ST_TERMS] = (double)model_terms(&w->model) * nb;
-    if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("validation collective failed");
+    state_hold_hidden(w, 0);
+    double loss = reduce_loss(w, sum, w->repro.n ? w->repro.loss : NULL, nb, tokens);
     *tokens = (int64_t)w->model.T * w->model.B * w->W * nb;
-    return w->global[ST_LOSS] / w->global[ST_TERMS];
+    return loss;
+}
+
+/* Mean loss over a whole split (text: every stream's floor(L / T) steps
+ * from offset 0, the hidden state carried, forward only, no dropout);
+ * markov and adding: data.valid_batches held-out batches. */
+static double eval_split(Worker *w, int split, int64_t *tokens)
+{
+    const Config *c = &w->cfg;
+    int B = c->data_batch_per_worker;
+    if (c->data_source != DATA_TEXT) return validate(w, tokens);
+    Batcher b;
+    if (batcher_init_split(&b, c, w->rank * B, B, w->W, split) != 0)
+        worker_fatal("cannot set up the evaluation data: %s", b.err);
+    batcher_epoch(&b, 0);
+    model_reset_state(&w->model);
+    long steps = (long)(b.stream_len / (uint64_t)b.T);
+    double sum = 0;
+    for (long i = 0; i < steps; i++) {
+        batcher_next(&b);
+        sum += model_eval(&w->model, b.inputs, b.targets, NULL, NULL);
+    }
+    batcher_free(&b);
+    return reduce_loss(w, sum, NULL, steps, tokens);
+}
+
+/* The parameters of a checkpoint or weights file (`param.<name>` tensors). */
+static int load_params(Worker *w, const char *path, int64_t *step, char *err, size_t errlen)
+{
+    Ckpt k;
+    Model *m = &w->model;
+    if (ckpt_read(&k, path, err, errlen) != 0) return -1;
+    int rc = 0;
+    for (int v = 0; v < m->nviews && !rc; v++) {
+        char name[64];
+        snprintf(name, sizeof name, "param.%s", m->views[v].name);
+        rc = ckpt_get(&k, name, CK_F32, m->params + m->views[v].off, m->views[v].n, err, errlen);
+    }
+    const char *s = ckpt_meta(&k, "step");
+    *step = s ? strtoll(s, NULL, 10) : 0;
+    ckpt_free(&k);
+    return rc;
+}
+
+/* clipd --eval, or the test split at the end: evaluate the weights of path
+ * (NULL: the parameters as they are), and worker 0 sends the result as an
+ * EpochRecord (val_loss, val_tokens, step: of the weights). */
+static void eval_send(Worker *w, const char *path, int split, int epoch)
+{
+    char err[1024];
+    int64_t step = w->step;
+    if (path && load_params(w, path, &step, err, sizeof err) != 0) worker_fatal("cannot evaluate: %s", err);
+    EpochRecord e;
+    memset(&e, 0, sizeof e);
+    e.epoch = epoch;
+    e.action = ACT_LOG;
+    e.step = step < 0 ? 0 : step;
+    e.val_loss = eval_split(w, split, &e.val_tokens);
+    e.seq = path != NULL; /* an evaluation's record: 1 when the weights came from a file */
+    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
 }
 
 /* End of an epoch: validation, epoch-level events, schedule, early stop. */
@@ -526,6 +673,7 @@ static int epoch_end(Worker *w)
     memset(&e, 0, sizeof e);
     e.epoch = w->epoch;
     e.val_loss = validate(w, &e.val_tokens);
+    keep_best(w, e.val_loss);
     int clip_on = w->cfg.clip_mode != CLIP_NONE;
     e.events = detect_epoch_end(&w->det, clip_on, e.val_loss, info);
     for (int k = 0; k < EV_COUNT; k++)
@@ -553,6 +701,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
     w->epoch_done = 0;
     w->epoch_seq0 = w->seq;
     batcher_epoch(&w->data, ctl->seed);
+    batcher_shift(&w->data, ctl->epoch > 1 ? ctl->seed : 0); /* text: no tail left out for good */
     model_reset_state(&w->model);
     detect_reset(&w->det); /* the first steps of an epoch start from a zero hidden state */
     state_snapshot(w); /* a rollback never crosses an epoch boundary */
@@ -560,20 +709,7 @@ static void start_epoch(Worker *w, const CtrlMsg *ctl)
 
 static int write_weights(Worker *w, char *err, size_t errlen)
 {
-    Model *m = &w->model;
-    StTensor t[MODEL_MAX_VIEWS];
-    char names[MODEL_MAX_VIEWS][48]; /* param.<name>, as in checkpoints */
-    for (int v = 0; v < m->nviews; v++) {
-        ParamView *pv = &m->views[v];
-        snprintf(names[v], sizeof names[v], "param.%s", pv->name);
-        t[v] = (StTensor){names[v], m->params + pv->off, pv->ndim, {pv->rows, pv->cols}};
-    }
-    char path[CFG_STR_MAX + 64], step[32], hash[32];
-    snprintf(path, sizeof path, "%s/final.safetensors", w->cfg.run_dir);
-    snprintf(step, sizeof step, "%lld", (long long)w->step);
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
-    StMeta meta[] = {{"format", "clipd-weights-1"}, {"step", step}, {"config_hash", hash}};
-    if (st_write(path, t, m->nviews, meta, 3, err, errlen) != 0) {
+    if (write_params(w, "final.safetensors", NULL, 0, err, errlen) != 0) {
         LOG(LOG_ERROR, "cannot write the final weights: %s", err);
         return -1;
     }
@@ -647,6 +783,12 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
         if (!done.status) snprintf(done.error, sizeof done.error, "%s", err);
         done.status = 1;
     }
+    if (stop->final && w->test_at_end) { /* the best weights if kept, else these final ones */
+        char best[CFG_STR_MAX + 32];
+        snprintf(best, sizeof best, "%s/best.safetensors", w->cfg.run_dir);
+        eval_send(w, w->cfg.checkpoint_keep_best && isfinite(w->best_val) ? best : NULL, TEXT_TEST,
+                  w->epoch < 1 ? 1 : w->epoch);
+    }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) /* for make bench: memory against the analytic minimum */
         LOG(LOG_INFO, "peak RSS %ld KiB", ru.ru_maxrss);
@@ -715,6 +857,11 @@ int main(int argc, char **argv)
     char err[1024];
     if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)
         worker_fatal("cannot resume: %s", err);
+    if (msg.resume[0] && w.epoch > 1) batcher_shift(&w.data, data_epoch_seed(&w.cfg, w.epoch));
+    w.best_val = INFINITY;
+    w.test_at_end = msg.test_at_end;
+    if (msg.resume[0]) best_resume(&w);
+    if (msg.eval[0]) eval_send(&w, msg.eval, msg.eval_split, 1);
     /* Resumed from the last step of an epoch whose end was not yet applied:
      * apply it now, as the uninterrupted run did right after that step. */
     if (msg.resume[0] && w.epoch_step == w.cfg.train_steps_per_epoch && !w.epoch_done)
@@ -723,7 +870,7 @@ int main(int argc, char **argv)
     worker_finish(&w, &stop);
     free(w.local), free(w.global);
     state_free(&w), detect_free(&w.det), steptime_free(&w.times);
-    sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
+    repro_free(&w.repro), sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
     model_free(&w.model);
     MPI_Comm_free(&w.comm);
     MPI_Finalize();

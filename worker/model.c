@@ -56,6 +56,23 @@ static void model_rebase(Model *m)
     if (m->tied) m->hw = m->emb, m->dhw = m->demb;
 }
 
+#define REBIND(p, from, to) ((p) = (to) + ((p) - (from)))
+
+void model_bind(Model *m, float *params, float *grads)
+{
+    float *p0 = m->params, *g0 = m->grads;
+    REBIND(m->hw, p0, params), REBIND(m->hb, p0, params);
+    REBIND(m->dhw, g0, grads), REBIND(m->dhb, g0, grads);
+    for (int l = 0; l < m->L; l++) {
+        Layer *y = &m->layer[l];
+        REBIND(y->wx, p0, params), REBIND(y->wh, p0, params), REBIND(y->b, p0, params);
+        REBIND(y->dwx, g0, grads), REBIND(y->dwh, g0, grads), REBIND(y->db, g0, grads);
+    }
+    if (m->emb) REBIND(m->emb, p0, params), REBIND(m->demb, g0, grads);
+    if (!m->borrowed) free(p0), free(g0);
+    m->params = params, m->grads = grads, m->borrowed = 1;
+}
+
 /* Every buffer of the model, counted in m->nfloats. */
 static float *falloc(Model *m, size_t n)
 {
@@ -122,7 +139,8 @@ void model_free(Model *m)
     for (int l = 0; l < MODEL_MAX_LAYERS; l++) {
         free(m->layer[l].h), free(m->layer[l].c), free(m->layer[l].gates), free(m->layer[l].un);
     }
-    free(m->params), free(m->grads), free(m->x0), free(m->out);
+    if (!m->borrowed) free(m->params), free(m->grads);
+    free(m->x0), free(m->out);
     free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc), free(m->emb_rows);
     for (int k = 0; k <= MODEL_MAX_LAYERS; k++) free(m->din[k]), free(m->mask[k]);
     memset(m, 0, sizeof *m);

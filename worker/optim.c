@@ -62,13 +62,13 @@ static void sgd_momentum(float *restrict p, float *restrict m, const float *rest
 VEC_CLONES
 static void adam(float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
                  size_t len, float coef, float cv, float wd, float keep, float b1, float b2,
-                 float step, float rbc2, float eps)
+                 float c1, float c2, float step, float rbc2, float eps)
 {
     for (size_t i = 0; i < len; i++) {
         float x = clipped(g[i], coef, cv) + wd * p[i];
         p[i] *= keep;
-        m[i] = b1 * m[i] + (1.0f - b1) * x;
-        v[i] = b2 * v[i] + (1.0f - b2) * x * x;
+        m[i] = b1 * m[i] + c1 * x;
+        v[i] = b2 * v[i] + c2 * x * x;
         p[i] -= step * m[i] / (sqrtf(v[i]) * rbc2 + eps);
     }
 }
@@ -84,9 +84,12 @@ void optim_update(Optim *o, float *p, const float *g, size_t off, size_t len, fl
                           (float)o->momentum);
         return;
     }
-    /* Adam (Kingma and Ba 2015) with bias correction folded into the step. */
+    /* Adam (Kingma and Ba 2015) with bias correction folded into the step.
+     * 1 - beta is taken in double, then rounded: 1.0f - 0.999f would be the
+     * difference of the rounded beta, 1.3e-5 relative off the textbook's. */
     double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
     float keep = o->kind == OPT_ADAMW ? (float)(1.0 - lr * o->weight_decay) : 1.0f; /* decoupled */
     adam(p, o->m + (off - o->base), o->v + (off - o->base), g, len, coef, clip_value, wd, keep,
-         (float)o->beta1, (float)o->beta2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), (float)o->eps);
+         (float)o->beta1, (float)o->beta2, (float)(1.0 - o->beta1), (float)(1.0 - o->beta2),
+         (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), (float)o->eps);
 }

@@ -20,6 +20,7 @@
 static uint64_t *all_streams; /* (W*B, STREAM_WORDS) */
 static float *all_hidden;     /* (L, 2, W*B, H) */
 static double *det_state;     /* (detect_state_len) */
+static float *held_hidden;    /* (L, 2, B, H) the training state while validation runs */
 
 static size_t hidden_len(const Worker *w) { return (size_t)w->model.B * (size_t)w->model.H; }
 
@@ -46,7 +47,8 @@ int state_init(Worker *w)
     s->streams = calloc(B * STREAM_WORDS, sizeof(uint64_t));
     s->hidden = calloc(L * 2 * hidden_len(w), sizeof(float));
     det_state = calloc(detect_state_len(&w->det) + 1, sizeof(double));
-    if (!s->streams || !s->hidden || !det_state) return -1;
+    held_hidden = calloc(L * 2 * hidden_len(w), sizeof(float));
+    if (!s->streams || !s->hidden || !det_state || !held_hidden) return -1;
     if (w->rank == 0) {
         all_streams = calloc((size_t)w->W * B * STREAM_WORDS, sizeof(uint64_t));
         all_hidden = calloc(L * 2 * (size_t)w->W * hidden_len(w), sizeof(float));
@@ -59,9 +61,9 @@ void state_free(Worker *w)
 {
     Snapshot *s = &w->snap;
     free(s->params), free(s->m), free(s->v), free(s->streams), free(s->hidden);
-    free(all_streams), free(all_hidden), free(det_state);
+    free(all_streams), free(all_hidden), free(det_state), free(held_hidden);
     memset(s, 0, sizeof *s);
-    all_streams = NULL, all_hidden = NULL, det_state = NULL;
+    all_streams = NULL, all_hidden = NULL, det_state = NULL, held_hidden = NULL;
 }
 
 static void pack_streams(const Worker *w, uint64_t *out)
@@ -106,6 +108,8 @@ static void copy_hidden(Worker *w, float *buf, int to_buf)
             else memcpy(live, saved, hl * sizeof(float));
         }
 }
+
+void state_hold_hidden(Worker *w, int hold) { copy_hidden(w, held_hidden, hold); }
 
 void state_snapshot(Worker *w)
 {

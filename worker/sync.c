@@ -114,7 +114,50 @@ void sync_free(Sync *s)
     free(s->counts), free(s->displs), free(s->recv), free(s->b), free(s->all), free(s->acc);
     free(s->gcounts), free(s->gdispls), free(s->sp_bits), free(s->sp_list), free(s->sp_send);
     free(s->sp_recv);
+    free(s->pack);
     memset(s, 0, sizeof *s);
+}
+
+int sync_set_reproducible(Sync *s, int nmicro, float **slot)
+{
+    size_t M = (size_t)s->W * (size_t)nmicro;
+    if (nmicro < 1 || (size_t)nmicro * (s->n ? s->n : 1) > (size_t)INT32_MAX) return -1;
+    s->nmicro = nmicro, s->slot = slot;
+    s->loss0 = s->nstats;
+    s->nstats += (int)M;
+    float *recv = calloc(M * (s->own_len ? s->own_len : 1), sizeof *recv);
+    double *all = calloc((size_t)s->W * (size_t)s->nstats, sizeof *all);
+    if (!recv || !all) return free(recv), free(all), -1;
+    free(s->recv), free(s->all);
+    s->recv = recv, s->all = all;
+    if (s->W > 1 && nmicro > 1 && !(s->pack = calloc((size_t)nmicro * s->n, sizeof *s->pack)))
+        return -1; /* one micro-batch: its slot is already laid out as the pack would be */
+    for (int k = 0; k < s->nb; k++) { /* nmicro pieces to each rank, from the pack area */
+        Bucket *b = &s->b[k];
+        b->recv = s->recv + M * (b->mine - s->own_off);
+        for (int r = 0; r < s->W; r++) {
+            b->sc[r] *= nmicro, b->sd[r] *= nmicro;
+            b->rc[r] = nmicro * (int)b->len, b->rd[r] = r * nmicro * (int)b->len;
+        }
+    }
+    return 0;
+}
+
+void sync_micro_losses(const Sync *s, double *stats, const double *loss)
+{
+    for (int i = 0; i < s->W * s->nmicro; i++) stats[s->loss0 + i] = 0;
+    for (int j = 0; j < s->nmicro; j++) stats[s->loss0 + s->rank * s->nmicro + j] = loss[j];
+}
+
+/* Reproducible: bucket b's piece for rank r of every micro-batch, side by
+ * side (micro-batch order) where the all-to-all sends them from. */
+static void bucket_pack(Sync *s, const Bucket *b)
+{
+    for (int r = 0; r < s->W; r++) {
+        size_t len = (size_t)(b->sc[r] / s->nmicro), at = (size_t)(b->sd[r] / s->nmicro);
+        for (int j = 0; len && j < s->nmicro; j++)
+            memcpy(s->pack + (size_t)b->sd[r] + (size_t)j * len, s->slot[j] + at, len * sizeof(float));
+    }
 }
 
 void sync_begin(Sync *s, float *grads)
@@ -128,9 +171,11 @@ void sync_ready(Sync *s, size_t upto)
     if (!s->grads) return;
     while (s->nstarted < s->nb && s->b[s->nstarted].hi <= upto) {
         Bucket *b = &s->b[s->nstarted++];
+        if (s->W > 1 && s->nmicro > 1) bucket_pack(s, b);
+        const float *send = s->nmicro > 1 ? s->pack : s->nmicro ? s->slot[0] : s->grads;
         if (s->W > 1)
-            MPI_Ialltoallv(s->grads, b->sc, b->sd, MPI_FLOAT, b->recv, b->rc, b->rd, MPI_FLOAT,
-                           s->comm, &b->req);
+            MPI_Ialltoallv(send, b->sc, b->sd, MPI_FLOAT, b->recv, b->rc,
+                           b->rd, MPI_FLOAT, s->comm, &b->req);
     }
 }
 
@@ -182,6 +227,15 @@ static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m
 {
     size_t len = b->len;
     float *own = grads + b->mine;
+    if (s->nmicro) { /* W * nmicro pieces in global micro-batch order; statistics come later */
+        int P = s->W * s->nmicro;
+        for (int p = 0; len && p < P; p++) {
+            const float *piece = s->W > 1 ? b->recv + (size_t)p * len : s->slot[p] + b->mine;
+            if (p == 0 && piece != own) memcpy(own, piece, len * sizeof(float));
+            for (size_t i = 0; p > 0 && i < len; i++) own[i] += piece[i];
+        }
+        return;
+    }
     if (s->W > 1 && len) {
         memcpy(own, b->recv, len * sizeof(float));
         for (int r = 1; r < s->W; r++) {
@@ -264,6 +318,14 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
     }
     s->grads = NULL;
     if (rc || sparse_reduce(s, grads, m) != 0) return -1;
+    if (s->nmicro) { /* the whole gradient on every rank, then its statistics */
+        if (s->W > 1 && MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->counts, s->displs,
+                                       MPI_FLOAT, s->comm) != MPI_SUCCESS)
+            return -1;
+        for (int v = 0; v < m->nviews; v++)
+            sumsq_acc(grads + m->views[v].off, m->views[v].off, m->views[v].n,
+                      s->acc + 4 * (size_t)v, &s->maxabs);
+    }
     double total = 0;
     for (int v = 0; v < m->nviews; v++) {
         const double *a = s->acc + 4 * (size_t)v;
@@ -279,7 +341,7 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
 int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
     if (reduce_grads(s, grads, m, stats) != 0) return -1;
-    if (!s->sharded && s->W > 1 &&
+    if (!s->sharded && !s->nmicro && s->W > 1 &&
         MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->gcounts, s->gdispls, MPI_FLOAT,
                        s->comm) != MPI_SUCCESS)
         return -1;
@@ -303,9 +365,15 @@ static void stats_combine(const Sync *s, double *global)
         for (int j = 0; j < k; j++) {
             if (j == ST_NONFINITE || j == ST_MAXABS || j == ST_REQ)
                 global[j] = fmax(global[j], x[j]);
+            else if (s->nmicro && (j == ST_SUMSQ || (j >= ST_TENSOR0 && j < s->loss0)))
+                continue; /* taken over the whole gradient: rank 0's, equal on all */
             else
-                global[j] += x[j];
+                global[j] += x[j]; /* loss slots: one rank's value plus zeros, exact */
         }
+    }
+    if (s->nmicro) {
+        global[ST_LOSS] = 0;
+        for (int i = 0; i < s->W * s->nmicro; i++) global[ST_LOSS] += global[s->loss0 + i];
     }
 }
 
@@ -323,7 +391,7 @@ int sync_grads_stats(Sync *s, float *grads, const Model *m, double *local, doubl
     if (reduce_grads(s, grads, m, local) != 0) return -1;
     MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     int k = s->nstats, rc = 0;
-    if (!s->sharded && s->W > 1)
+    if (!s->sharded && !s->nmicro && s->W > 1)
         rc |= MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->gcounts, s->gdispls, MPI_FLOAT,
                               s->comm, &rq[0]) != MPI_SUCCESS;
     rc |= MPI_Iallgather(local, k, MPI_DOUBLE, s->all, k, MPI_DOUBLE, s->comm, &rq[1]) != MPI_SUCCESS;

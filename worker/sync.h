@@ -71,6 +71,14 @@ typedef struct {
     float *sp_send, *sp_recv; /* (rows, width), (W, rows, width) packed rows */
     long sp_steps;            /* steps synced, and their rows (for the bytes saved) */
     double sp_rows_sum;
+    /* sync.reproducible (sync_set_reproducible): each rank sends every
+     * micro-batch's piece, and the owner adds the W * nmicro pieces in global
+     * micro-batch order; the gradient is then all-gathered (sharded too) and
+     * its statistics taken over all of it, the same on every rank. */
+    int nmicro;               /* micro-batches per rank; 0: off */
+    float **slot;             /* (nmicro) their gradients */
+    float *pack;              /* (nmicro, n) W > 1: the pieces of each bucket by destination */
+    int loss0;                /* stats index of micro-batch 0's loss sum (W * nmicro of them) */
 } Sync;
 
 /* The one function that splits a flat range of n over W ranks: the first
@@ -103,9 +111,18 @@ void sync_progress(Sync *s);
  * ST_TENSOR0..) using the model's views. sync_begin is implied if the step
  * has not begun. */
 int sync_grads(Sync *s, float *grads, const Model *m, double *stats);
+/* sync.reproducible, right after sync_init: nmicro micro-batch gradients
+ * per rank, in slot[0..nmicro); sync_grads reduces them into its grads
+ * argument (slot[0] may be that buffer). Adds W * nmicro loss slots to the
+ * statistics (nstats grows). Returns -1 without memory or past int counts. */
+int sync_set_reproducible(Sync *s, int nmicro, float **slot);
+/* Put this rank's micro-batch loss sums (nmicro) into their statistics slots. */
+void sync_micro_losses(const Sync *s, double *stats, const double *loss);
 /* Sharded: every rank's updated shard of params to every rank. */
 int sync_params(Sync *s, float *params);
-/* local (nstats) -> global (nstats), identical bits on every rank. */
+/* local (nstats) -> global (nstats), identical bits on every rank.
+ * Reproducible: the norms are rank 0's (all equal), the loss is the sum of
+ * the micro-batch slots in order. */
 int sync_stats(Sync *s, const double *local, double *global);
 /* sync_grads(grads, local) then sync_stats(local, global) with the same
  * bits, folded: the statistics all-gather runs alongside the all-gather of

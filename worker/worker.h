@@ -13,6 +13,7 @@
 #include "worker/model.h"
 #include "worker/optim.h"
 #include "worker/steptime.h"
+#include "worker/repro.h"
 #include "worker/sync.h"
 
 #define STREAM_WORDS 6 /* per stream: rng state (4), markov context, last token */
@@ -35,6 +36,7 @@ typedef struct {
     Batcher data, valid;    /* training streams; held-out streams */
     Optim opt;
     Sync sync;
+    Repro repro;            /* sync.reproducible: micro-batches (repro.n == 0: off) */
     Detector det;
     SchedState sched;
     Snapshot snap;
@@ -47,6 +49,8 @@ typedef struct {
     int epoch_done;         /* the epoch's end (validation, schedule) has been applied */
     int64_t epoch_seq0;     /* seq at the start of the epoch */
     double lr_scale;        /* product of rollback lr factors */
+    double best_val;        /* checkpoint.keep_best: val loss of best.safetensors, INFINITY before one */
+    int test_at_end;        /* ConfigMsg.test_at_end: evaluate the test split after the final weights */
     int rollbacks;
     int64_t nonfinite;
     int pending_req;        /* worker 0: REQ_* bits received, not yet folded in */
@@ -60,6 +64,9 @@ void state_free(Worker *w);
 /* Copy the current position into the snapshot / back from it. */
 void state_snapshot(Worker *w);
 void state_restore(Worker *w);
+/* hold 1: put the training streams' carried hidden state aside (validation
+ * runs its own streams through the model); hold 0: bring it back. */
+void state_hold_hidden(Worker *w, int hold);
 /* Collective over the workers: gather streams and hidden state to worker 0,
  * which writes the checkpoint of the current position. Returns 0, or -1 on
  * every rank with the reason in err (worker 0's error). */

@@ -30,7 +30,12 @@
 #                    other; and the step time over forward+backward alone
 # Each variant runs BENCH_ROUNDS times (default 3), interleaved, best median
 # kept. Writes build/bench.json. BENCH_ONLY="W2 W3" runs only those
-# workloads (and their variants) and no cluster bench.
+# workloads (and their variants), without the repro and cluster parts.
+# Then sync.reproducible (repro_bench; alone: BENCH_ONLY=repro): W1, W2, W3
+# with 2 workers, step time with it on / off (repro_overhead, - 1), with
+# data.micro_batch 0 (one micro-batch of B streams per worker) and B/4 (four;
+# what a replay on a quarter of the workers needs), interleaved rounds.
+# Added to build/bench.json as "repro".
 # Then across nodes (cluster_bench; alone: BENCH_ONLY=cluster): 3 network
 # namespaces (tests/e2e/netns.sh), coordinator on node 0, one worker (1 BLAS
 # thread) on each of nodes 1 and 2, links at 1 Gbit/s (+100 us delay where
@@ -118,7 +123,7 @@ cluster_bench() {
 }
 if [ "${BENCH_ONLY:-}" = cluster ]; then cluster_bench; exit 0; fi
 WLS=${BENCH_ONLY:-W1 W2 W3}
-for wl in $WLS; do [ -n "${CFG[$wl]:-}" ] || { echo "BENCH_ONLY: unknown workload '$wl' (W1, W2, W3 or cluster)"; exit 2; }; done
+[ "${BENCH_ONLY:-}" = repro ] || for wl in $WLS; do [ -n "${CFG[$wl]:-}" ] || { echo "BENCH_ONLY: unknown workload '$wl' (W1, W2, W3 or cluster)"; exit 2; }; done
 has() { [[ " $WLS " == *" $1 "* ]]; }
 breakdown() { # NAME: each worker's step breakdown line of run NAME, as "worker[r] step ... ms = ..."
     grep -o 'worker\[[0-9]*\] info: step breakdown.*' "$TMP/$1.err" | sed 's/ info: step breakdown ([^)]*)://'
@@ -127,6 +132,33 @@ breakdown_json() { # NAME: the slowest worker's breakdown as a JSON object
     breakdown "$1" | awk '{ s = $3 + 0; if (s > m) { m = s; l = $0 } } END { print l }' |
         awk '{ printf "{\"step_ms\":%s,\"compute_ms\":%s,\"sync_wait_ms\":%s,\"stats_ms\":%s,\"update_ms\":%s,\"record_ms\":%s,\"other_ms\":%s}", $3, $7, $11, $14, $17, $20, $23 }'
 }
+
+declare -A BATCH=([W1]=32 [W2]=20 [W3]=20) # data.batch_per_worker of each workload
+repro_bench() {
+    local wl i off on q js="{"
+    for i in $(seq "$ROUNDS"); do
+        for wl in W1 W2 W3; do
+            run "$wl" "${wl}_roff_$i" "$NP"
+            run "$wl" "${wl}_ron_$i" "$NP" --set sync.reproducible=true
+            run "$wl" "${wl}_rq_$i" "$NP" --set sync.reproducible=true --set data.micro_batch=$((BATCH[$wl] / 4))
+        done
+    done
+    for wl in W1 W2 W3; do
+        read -r _ off < <(best "$wl" roff)
+        read -r _ on < <(best "$wl" ron)
+        read -r _ q < <(best "$wl" rq)
+        printf '%s sync.reproducible: step %.2f ms off, %.2f ms on (micro_batch B): repro_overhead %+.2f%%; %.2f ms with micro_batch B/4: %+.2f%%\n' \
+            "$wl" "$off" "$on" "$(calc "($on / $off - 1) * 100")" "$q" "$(calc "($q / $off - 1) * 100")"
+        [ "$wl" = W1 ] || js+=","
+        js+="\"$wl\":{\"step_ms_off\":$off,\"step_ms_on\":$on,\"repro_overhead\":$(calc "$on / $off - 1"),\"step_ms_on_micro_quarter\":$q,\"repro_overhead_micro_quarter\":$(calc "$q / $off - 1")}"
+    done
+    js+="}"
+    mkdir -p build
+    [ -s build/bench.json ] || echo '{}' >build/bench.json
+    jq --argjson r "$js" '.repro = $r' build/bench.json >build/bench.json.tmp && mv build/bench.json.tmp build/bench.json
+    echo "wrote build/bench.json (repro)"
+}
+if [ "${BENCH_ONLY:-}" = repro ]; then repro_bench; exit 0; fi
 
 peak=$($TOOL peak "$NP"); peak1=$($TOOL peak 1)
 
@@ -200,4 +232,7 @@ json+=",\"dp_2x1_vs_1x2\":${top_dp:-null},\"rss_vs_minimum\":${top_rr:-null}}"
 mkdir -p build
 jq . <<<"$json" >build/bench.json
 echo "wrote build/bench.json"
-[ -n "${BENCH_ONLY:-}" ] || cluster_bench
+if [ -z "${BENCH_ONLY:-}" ]; then
+    repro_bench
+    cluster_bench
+fi

@@ -50,13 +50,13 @@ expect_exit() { # CODE PATTERN CMD...: exit code and a line matching PATTERN on 
 }
 
 # strip_t FILE: a JSON-lines log without its timings
-strip_t() { jq -c 'del(.step_ms, .tokens_per_s, .seconds, .compute_ms, .sync_ms)' "$1"; }
+strip_t() { jq -c 'del(.step_ms, .tokens_per_s, .seconds, .compute_ms, .sync_ms, .time)' "$1"; }
 # same_run DIR_A DIR_B: identical logs (but timings) and final weights, bit for bit
 same_run() {
     cmp <(strip_t "$1/steps.jsonl") <(strip_t "$2/steps.jsonl") || { echo "steps.jsonl differs"; return 1; }
     cmp <(strip_t "$1/epochs.jsonl") <(strip_t "$2/epochs.jsonl") || { echo "epochs.jsonl differs"; return 1; }
-    cmp "$1/events.jsonl" "$2/events.jsonl" || return 1
-    cmp "$1/tensors.jsonl" "$2/tensors.jsonl" || return 1
+    cmp <(strip_t "$1/events.jsonl") <(strip_t "$2/events.jsonl") || return 1
+    cmp <(strip_t "$1/tensors.jsonl") <(strip_t "$2/tensors.jsonl") || return 1
     build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
 }
 # near_run REF DIR: the same steps, epochs, tokens and lr, losses and norms

@@ -5,7 +5,7 @@ SM=(--set checkpoint.every_steps=10 --set train.momentum=0.5)
 same_logs() {
     cmp <(strip_t "$1/steps.jsonl") <(strip_t "$2/steps.jsonl") || { echo "steps.jsonl differ"; return 1; }
     cmp <(strip_t "$1/epochs.jsonl") <(strip_t "$2/epochs.jsonl") || { echo "epochs.jsonl differ"; return 1; }
-    cmp "$1/events.jsonl" "$2/events.jsonl" || return 1
+    cmp <(strip_t "$1/events.jsonl") <(strip_t "$2/events.jsonl") || return 1
 }
 
 # The tiny model's ~5k parameters fit one default bucket; 1 KiB buckets cut

@@ -1,7 +1,7 @@
 # Determinism: the same config and seed twice give identical steps.jsonl in
 # every field but the timing ones, identical epochs (but timing) and
 # byte-identical weights; another seed gives other numbers.
-strip_timing() { jq -c 'del(.step_ms, .tokens_per_s, .seconds)' "$1"; }
+strip_timing() { jq -c 'del(.step_ms, .tokens_per_s, .seconds, .time)' "$1"; }
 same_twice() {
     run det_a 2 || return 1
     run det_b 2 || return 1

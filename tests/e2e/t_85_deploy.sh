@@ -190,6 +190,28 @@ dp_sb_elastic() {
 }
 check "sbatch script, CLIPD_GLOBAL_BATCH: requeued onto 1 worker resumes at 1 x 8 (== uninterrupted to float rounding); 9 on 2 workers: exit 2" dp_sb_elastic
 
+# The config puts checkpoints outside the run dir and CLIPD_CKPT_DIR is not
+# set: the script finds them where clipd writes them (clipd --check) and the
+# requeued start resumes; before, it found none and started over with
+# run.overwrite, deleting them.
+dp_sb_ckdir() {
+    : >"$TMP/slurm.calls"
+    DP_EXTRA=(--set checkpoint.dir="$TMP/dp_sbc_ck")
+    dp_sbatch dp_sbc1 CLIPD_RUN_DIR="$TMP/dp_sbc"
+    dp_sbatch_signal USR1 "$TMP/dp_sbc" || return 1
+    wait "$bg" || { echo "batch script exited $?"; cat "$TMP/dp_sbc1.err"; return 1; }
+    ls "$TMP/dp_sbc_ck"/step-*.safetensors >/dev/null || return 1
+    dp_sbatch dp_sbc2 CLIPD_RUN_DIR="$TMP/dp_sbc" SLURM_RESTART_COUNT=1
+    DP_EXTRA=()
+    wait "$bg" || { echo "requeued start exited $?"; cat "$TMP/dp_sbc2.err"; return 1; }
+    grep "clipd.sbatch" "$TMP/dp_sbc2.err"
+    grep -q "resuming from the latest checkpoint in $TMP/dp_sbc_ck" "$TMP/dp_sbc2.err" || return 1
+    ! dp_printed "$TMP/dp_sbc2.err" | grep -q run.overwrite || { echo "started over"; return 1; }
+    cmp <(strip_t "$TMP/dp_ref/steps.jsonl") <(strip_t "$TMP/dp_sbc/steps.jsonl") || return 1
+    build/tests/stcmp "$TMP/dp_ref/final.safetensors" "$TMP/dp_sbc/final.safetensors" 0
+}
+check "sbatch script, checkpoint.dir outside the run dir (CLIPD_CKPT_DIR unset): the requeued start finds and resumes them == uninterrupted" dp_sb_ckdir
+
 dp_sb_term() {
     : >"$TMP/slurm.calls"
     dp_sbatch dp_sbt CLIPD_RUN_DIR="$TMP/dp_sbt"

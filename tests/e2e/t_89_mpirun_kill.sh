@@ -78,3 +78,17 @@ mk_hole() {
     same_run "$TMP/mk_hole_ref" "$d"
 }
 check "tensors.jsonl missing a step's line: latest takes the checkpoint before, by path it is refused" mk_hole
+
+# Another log.tensor_norms_every on resume: the logs kept are checked against
+# the cadence they were written with (RUN_DIR/config.yaml), so the newest
+# checkpoint is taken, not one before it.
+mk_cadence() {
+    local d="$TMP/mk_cad" one=(--set train.epochs=1 --set train.steps_per_epoch=300)
+    run mk_cad 2 "${MK[@]}" "${one[@]}" --set log.tensor_norms_every=10 || return 1
+    run mk_cad 2 "${MK[@]}" "${one[@]}" --set train.epochs=2 --set log.tensor_norms_every=7 --resume latest ||
+        { tail -5 "$d.err"; return 1; }
+    grep -o 'resuming from .*' "$d.err"
+    ! grep -q "skipping" "$d.err" || { grep skipping "$d.err"; return 1; }
+    grep -q "resuming from $(printf '%s/checkpoints/step-%08d.safetensors' "$d" 300)" "$d.err"
+}
+check "another log.tensor_norms_every on resume: the newest checkpoint is taken (the logs checked against their own cadence)" mk_cadence

@@ -170,6 +170,37 @@ sg_ctrl_c() {
 }
 check "Ctrl-C on a terminal (tmux): checkpoint at the next step, exit 0; resume == uninterrupted" sg_ctrl_c
 
+# The same with the output piped into tee: Ctrl-C kills tee first, so every
+# later write of the launcher meets a closed pipe. It must still pass the
+# stop on (SIGPIPE ignored) and the job end at a checkpoint, not run on
+# with nobody attached. (The launcher's exit status is not seen: the
+# interactive shell drops the rest of a command line whose last process
+# died of SIGINT.)
+sg_ctrl_c_tee() {
+    local d="$TMP/sg_ctee" root="" n left=""
+    [ "$(id -u)" = 0 ] && root="OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+    tmux -L "$TMUX_SOCK" new-session -d -s ctee -x 200 -y 50 "bash --norc -i" || return 1
+    tmux -L "$TMUX_SOCK" send-keys -t ctee \
+        "cd $(printf %q "$PWD") && env $root OMPI_MCA_rmaps_base_oversubscribe=1 timeout --foreground 300 deploy/clipd-launch -n 2 $TINY --set run.dir=$d ${SG[*]} 2>&1 | tee $d.log >/dev/null" Enter
+    wait_lines "$d/steps.jsonl" 120 || { tail -5 "$d.log"; return 1; }
+    tmux -L "$TMUX_SOCK" send-keys -t ctee C-c
+    for _ in $(seq 300); do # the launcher, mpirun, the coordinator: gone within 30 s
+        left=$(pgrep -f -- "run.dir=$d( |\$)" || true)
+        [ -n "$left" ] || break
+        sleep 0.1
+    done
+    tmux -L "$TMUX_SOCK" kill-session -t ctee
+    [ -z "$left" ] || { echo "still running with nobody attached: $left"; kill -KILL $left; return 1; }
+    n=$(wc -l <"$d/steps.jsonl")
+    [ "$n" -lt 800 ] || { echo "the signal came after the end: tested nothing"; return 1; }
+    ls "$d/checkpoints/step-$(printf %08d "$n").safetensors" >/dev/null || { echo "no checkpoint at the last step $n"; return 1; }
+    [ ! -e "$d/final.safetensors" ] || { echo "final weights of a stopped run"; return 1; }
+    echo "stopped after step $n"
+    run sg_ctee 2 "${SG[@]}" --resume latest || { tail -5 "$d.err"; return 1; }
+    same_run "$TMP/sg_ref" "$d"
+}
+check "Ctrl-C on a terminal with the output piped into tee: the stop still reaches the job, checkpoint at the last step; resume == uninterrupted" sg_ctrl_c_tee
+
 sg_killed_rank() {
     local rc
     sg_start sg_kr

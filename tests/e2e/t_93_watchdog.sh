@@ -49,6 +49,26 @@ wd_healed() {
 }
 check "a worker stopped, then continued before watchdog.seconds: one stall warning (event, action log), exit 0, same run" wd_healed
 
+# The whole job suspended (scontrol suspend, gang scheduling, a paused VM:
+# every process SIGSTOPped) for longer than watchdog.seconds, then continued:
+# the coordinator did not run either, so that is no stall of the workers.
+wd_suspended() {
+    local d="$TMP/wd_susp" pids rc
+    wd_start wd_susp --set watchdog.seconds=3 --set watchdog.warn_seconds=2
+    wait_lines "$d/steps.jsonl" 100 || return 1
+    pids=$(job_pids "$bg" clipd; job_pids "$bg" clipd-worker)
+    [ "$(echo "$pids" | wc -w)" = 3 ] || { echo "not 3 ranks: $pids"; return 1; }
+    kill -STOP $pids
+    sleep 5
+    kill -CONT $pids
+    wait "$bg"
+    rc=$?
+    [ "$rc" = 0 ] || { echo "exit $rc"; tail -3 "$d.err"; return 1; }
+    ! jq -e 'select(.kind == "stall")' "$d/events.jsonl" >/dev/null || { echo "a stall event"; return 1; }
+    cmp <(strip_t "$TMP/wd_ref/steps.jsonl") <(strip_t "$d/steps.jsonl")
+}
+check "the whole job suspended 5 s (watchdog.seconds=3), then continued: no stall, exit 0, same run" wd_suspended
+
 wd_abort() {
     local d="$TMP/wd_abort" w rc pids t0 took
     wd_start wd_abort --set watchdog.seconds=5 --set watchdog.warn_seconds=1

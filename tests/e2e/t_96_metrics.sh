@@ -29,7 +29,8 @@ exposition() {
     grep -q '^clipd_watchdog_events_total{kind="stall"} 0$' "$TMP/m1.txt" || return 1
     grep -q '^clipd_watchdog_events_total{kind="straggler"} 0$' "$TMP/m1.txt" || return 1
     [ "$(awk '$1 == "clipd_steps_total" { print ($2 > 0) }' "$TMP/m1.txt")" = 1 ] || return 1
-    if command -v promtool >/dev/null; then promtool check metrics <"$TMP/m1.txt"; else echo "promtool not installed: format not linted"; fi
+    command -v promtool >/dev/null || { echo "promtool missing (deploy/packages.txt: prometheus)"; return 1; }
+    promtool check metrics <"$TMP/m1.txt"
 }
 check "GET /metrics: Prometheus text format (promtool check metrics), counters moving" exposition
 
@@ -97,7 +98,7 @@ second_job() { # two jobs on one node with the default: each serves on its own p
 check "a second job on the node with the default metrics.listen: its own free port, no warning" second_job
 
 prometheus_scrapes() {
-    if ! command -v prometheus >/dev/null; then echo "prometheus not installed: skipped"; return 0; fi
+    command -v prometheus >/dev/null || { echo "prometheus missing (deploy/packages.txt)"; return 1; }
     local pport ppid="" ok=1 try
     cat >"$TMP/prom.yml" <<YML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
