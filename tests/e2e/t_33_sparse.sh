@@ -42,3 +42,5 @@ check "sync.sparse_embedding on the adding problem (no embedding): exit 2 naming
     sparse_bad --set data.source=adding --set model.kind=rnn
 check "sync.sparse_embedding with model.tie_embeddings (a dense embedding gradient): exit 2 naming the key" \
     sparse_bad --set model.tie_embeddings=true --set model.embed=16
+check "sync.sparse_embedding with sync.reproducible: exit 2 naming the key" \
+    sparse_bad --set sync.reproducible=true
