@@ -216,7 +216,7 @@ cl_start() {
 same_but_stall() {
     local f
     for f in "$1" "$2"; do
-        jq -c 'select(.kind != "stall")' "$f/events.jsonl" >"$f/events.nostall" || return 1
+        jq -c 'select(.kind != "stall") | del(.time)' "$f/events.jsonl" >"$f/events.nostall" || return 1
     done
     cmp "$1/events.nostall" "$2/events.nostall" || return 1
     mkdir -p "$TMP/sbs_a" "$TMP/sbs_b"

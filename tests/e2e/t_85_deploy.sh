@@ -281,7 +281,8 @@ check "deploy files: scripts parse, sbatch directives, Dockerfile and MPIJob con
 # one core), and workers x threads never above the cores.
 dp_placement() {
     local all; all=$(cat /sys/fs/cgroup/cpuset.cpus.effective 2>/dev/null || true)
-    $LAUNCH -n 1 "$TINY" --set run.dir="$TMP/dp_pl" --set worker.threads=2 \
+    # 2 ms a step (debug.slow_ms: timing only): still running when looked at
+    $LAUNCH -n 1 "$TINY" --set run.dir="$TMP/dp_pl" --set worker.threads=2 --set debug.slow_ms=2 \
         --set train.steps_per_epoch=3000 --set metrics.listen=off >"$TMP/dp_pl.out" 2>"$TMP/dp_pl.err" &
     bg=$!
     local pid="" i
