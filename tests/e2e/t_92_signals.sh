@@ -152,14 +152,19 @@ sg_tmux_cleanup() {
     rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$TMUX_SOCK"
 }
 AT_EXIT+=(sg_tmux_cleanup)
-sg_ctrl_c() {
+# sg_tmux_launch SESSION RUN_DIR REDIRECTIONS: the job typed into an
+# interactive shell in tmux (job control: the launcher is the foreground group)
+sg_tmux_launch() {
     command -v tmux >/dev/null || { echo "tmux is not installed (deploy/packages.txt lists it)"; return 1; }
-    local d="$TMP/sg_ctrlc" root=""
+    local root=""
     [ "$(id -u)" = 0 ] && root="OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
-    # an interactive shell (job control: the launcher is the foreground group)
-    tmux -L "$TMUX_SOCK" new-session -d -s ctrlc -x 200 -y 50 "bash --norc -i" || return 1
-    tmux -L "$TMUX_SOCK" send-keys -t ctrlc \
-        "cd $(printf %q "$PWD") && env $root OMPI_MCA_rmaps_base_oversubscribe=1 timeout --foreground 300 deploy/clipd-launch -n 2 $TINY --set run.dir=$d ${SG[*]} >$d.out 2>$d.err; echo \$? >$d.rc" Enter
+    tmux -L "$TMUX_SOCK" new-session -d -s "$1" -x 200 -y 50 "bash --norc -i" || return 1
+    tmux -L "$TMUX_SOCK" send-keys -t "$1" \
+        "cd $(printf %q "$PWD") && env $root OMPI_MCA_rmaps_base_oversubscribe=1 timeout --foreground 300 deploy/clipd-launch -n 2 $TINY --set run.dir=$2 ${SG[*]} $3" Enter
+}
+sg_ctrl_c() {
+    local d="$TMP/sg_ctrlc"
+    sg_tmux_launch ctrlc "$d" ">$d.out 2>$d.err; echo \$? >$d.rc" || return 1
     wait_lines "$d/steps.jsonl" 120 || { tail -5 "$d.err"; return 1; }
     tmux -L "$TMUX_SOCK" send-keys -t ctrlc C-c
     for _ in $(seq 600); do [ -s "$d.rc" ] && break; sleep 0.1; done
@@ -177,11 +182,8 @@ check "Ctrl-C on a terminal (tmux): checkpoint at the next step, exit 0; resume 
 # interactive shell drops the rest of a command line whose last process
 # died of SIGINT.)
 sg_ctrl_c_tee() {
-    local d="$TMP/sg_ctee" root="" n left=""
-    [ "$(id -u)" = 0 ] && root="OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
-    tmux -L "$TMUX_SOCK" new-session -d -s ctee -x 200 -y 50 "bash --norc -i" || return 1
-    tmux -L "$TMUX_SOCK" send-keys -t ctee \
-        "cd $(printf %q "$PWD") && env $root OMPI_MCA_rmaps_base_oversubscribe=1 timeout --foreground 300 deploy/clipd-launch -n 2 $TINY --set run.dir=$d ${SG[*]} 2>&1 | tee $d.log >/dev/null" Enter
+    local d="$TMP/sg_ctee" n left=""
+    sg_tmux_launch ctee "$d" "2>&1 | tee $d.log >/dev/null" || return 1
     wait_lines "$d/steps.jsonl" 120 || { tail -5 "$d.log"; return 1; }
     tmux -L "$TMUX_SOCK" send-keys -t ctee C-c
     for _ in $(seq 300); do # the launcher, mpirun, the coordinator: gone within 30 s
