@@ -77,7 +77,7 @@ typedef struct {
     int test_best;           /* of best.safetensors (else the final weights) */
     int prior_sessions;
     int *slow_run;           /* (W) steps in a row each worker was a straggler */
-    double *others;          /* (W) scratch: the other workers' compute times */
+    double *others;          /* (W) scratch: the workers' compute times, sorted */
 } Coord;
 
 static pid_t launcher_pid; /* mpirun, or the orted that started this rank */
@@ -468,22 +468,32 @@ static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t
  * watchdog.straggler_factor x the median of the other workers' for
  * watchdog.straggler_window steps in a row is one straggler event, and again
  * only after it once kept up. */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The k-th smallest of sorted s[0..n] without its element p. */
+static double sorted_without(const double *s, int p, int k) { return s[k < p ? k : k + 1]; }
+
 static void find_stragglers(Coord *co)
 {
     const Config *c = &co->cfg;
-    int W = co->W, win = c->watchdog_straggler_window;
+    int W = co->W, win = c->watchdog_straggler_window, n = W - 1;
     if (win <= 0 || W < 2) return;
     const StepRecord *r0 = &co->recs[0];
+    double *s = co->others; /* every worker's compute time, sorted once per step */
+    for (int o = 0; o < W; o++) s[o] = co->recs[o].compute_ms;
+    qsort(s, (size_t)W, sizeof *s, cmp_double);
     for (int w = 0; w < W; w++) {
-        int n = 0;
-        for (int o = 0; o < W; o++)
-            if (o != w) co->others[n++] = co->recs[o].compute_ms;
-        for (int i = 1; i < n; i++) /* insertion sort: cheap for the few workers of a node */
-            for (int j = i; j > 0 && co->others[j] < co->others[j - 1]; j--) {
-                double t = co->others[j]; co->others[j] = co->others[j - 1]; co->others[j - 1] = t;
-            }
-        double med = n % 2 ? co->others[n / 2] : 0.5 * (co->others[n / 2 - 1] + co->others[n / 2]);
-        double limit = c->watchdog_straggler_factor * med, mine = co->recs[w].compute_ms;
+        double mine = co->recs[w].compute_ms;
+        int p = 0; /* mine in s: the others are s without it */
+        while (p < W && s[p] != mine) p++;
+        double med = p == W ? NAN
+                   : n % 2 ? sorted_without(s, p, n / 2)
+                           : 0.5 * (sorted_without(s, p, n / 2 - 1) + sorted_without(s, p, n / 2));
+        double limit = c->watchdog_straggler_factor * med;
         if (!(mine > limit)) {
             co->slow_run[w] = 0;
             continue;

@@ -73,9 +73,9 @@ static int tensors_complete(const Config *c, int every, int64_t seq)
 
 /* Whether the logs are complete up to a checkpoint at seq: its step is in
  * steps.jsonl (a step's line there is written after its other lines) and
- * tensors.jsonl has the lines of its cadence. Fills why when not. A run
+ * tensors.jsonl has the lines of its cadence (every: logged_every). Fills why when not. A run
  * dir without logs (a checkpoint taken elsewhere) has nothing to check. */
-static int logs_reach(const Config *c, int64_t seq, int64_t logged, char *why, size_t len)
+static int logs_reach(const Config *c, int64_t seq, int64_t logged, int every, char *why, size_t len)
 {
     if (logged < 0) return 1;
     if (seq > logged) {
@@ -83,7 +83,6 @@ static int logs_reach(const Config *c, int64_t seq, int64_t logged, char *why, s
                  "before logging it)", (long long)seq, (long long)logged);
         return 0;
     }
-    int every = logged_every(c);
     if (!tensors_complete(c, every, seq)) {
         snprintf(why, len, "tensors.jsonl misses the line of step %lld of the run "
                  "(log.tensor_norms_every %d): the job ended between the lines of a step",
@@ -121,6 +120,7 @@ static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
     closedir(d);
     qsort(steps, (size_t)n, sizeof *steps, cmp_desc);
     int64_t logged = logged_seq(c);
+    int every = logged_every(c); /* read once, not per checkpoint tried */
     for (int i = 0; i < n; i++) {
         char why[1024];
         Ckpt k;
@@ -133,7 +133,7 @@ static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
         }
         int rc = ckpt_meta_i64(&k, "seq", &seq, why, sizeof why);
         ckpt_free(&k);
-        if (rc == 0 && !logs_reach(c, seq, logged, why, sizeof why)) {
+        if (rc == 0 && !logs_reach(c, seq, logged, every, why, sizeof why)) {
             fprintf(stderr, "clipd: --resume latest: skipping %s: %s\n", r->path, why);
             continue;
         }
@@ -185,7 +185,7 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
                 "(same global batch: same data order and schedule, sums in another order)\n",
                 r->path, s.world_size, s.batch_per_worker, W, c->data_batch_per_worker);
     char why[512];
-    if (!rc && strcmp(arg, "latest") && !logs_reach(c, s.seq, logged_seq(c), why, sizeof why)) {
+    if (!rc && strcmp(arg, "latest") && !logs_reach(c, s.seq, logged_seq(c), logged_every(c), why, sizeof why)) {
         snprintf(err, errlen, "--resume %s: %s: take an older checkpoint, or --resume latest",
                  r->path, why);
         rc = -1;
