@@ -16,7 +16,7 @@ LDLIBS_WORKER := $(BLAS_LIBS) $(MHD_LIBS) -lyaml -ljansson -lm -pthread
 
 COMMON_SRC := $(wildcard common/*.c)
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
-DAEMON_SRC := $(filter-out daemon/main.c daemon/report.c daemon/report_html.c,$(wildcard daemon/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
@@ -43,7 +43,7 @@ $(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
 
 # The report reads a run directory's files; it needs no MPI, only the statistics.
-$(BUILD)/clipd-report: $(BUILD)/daemon/report.o $(BUILD)/daemon/report_html.o $(BUILD)/daemon/stats.o
+$(BUILD)/clipd-report: $(BUILD)/daemon/report/load.o $(BUILD)/daemon/report/html.o $(BUILD)/daemon/stats.o
 	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
 
 # Unit tests link every non-main object, plus cmocka. test_model counts

@@ -17,8 +17,8 @@
 #include <cmocka.h>
 
 #define main report_main
-#include "daemon/report.c"
-#include "daemon/report_html.c"
+#include "daemon/report/load.c"
+#include "daemon/report/html.c"
 #undef main
 
 #define DATA "tests/data/report/"

@@ -1,4 +1,4 @@
-/* fuzz_report: clipd-report's loading and summary code (daemon/report.c,
+/* fuzz_report: clipd-report's loading and summary code (daemon/report/load.c,
  * compiled with -Dmain=report_main) on an untrusted run directory. Input
  * split at NUL bytes: steps.jsonl, events.jsonl, epochs.jsonl,
  * tensors.jsonl, config.yaml (a missing part: the file is absent). Runs

@@ -5,7 +5,7 @@
  * cannot be written. The files may be hostile: text from them is escaped and
  * kept valid UTF-8, numbers are range-checked, and the work and the output
  * stay linear in the input (lines up to 1 MiB, 256 tensor names). */
-#include "daemon/report.h"
+#include "daemon/report/report.h"
 #include "daemon/stats.h"
 
 #include <errno.h>

@@ -122,7 +122,7 @@ void rep_summarise(const Report *r, RepSummary *s);
 void rep_print_text(const Report *r, const RepSummary *s);
 int rep_print_json(const Report *r, const RepSummary *s);
 int rep_write_svg(const Report *r, const RepSummary *s, const char *path, char *err, size_t errlen);
-/* daemon/report_html.c: runs[0..n) (n <= 8) overlaid on one self-contained page. */
+/* daemon/report/html.c: runs[0..n) (n <= 8) overlaid on one self-contained page. */
 int rep_write_html(const Report *const *runs, int n, const char *path, char *err, size_t errlen);
 
 /* Pure helpers, unit-tested. */
