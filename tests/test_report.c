@@ -1,9 +1,9 @@
-/* Unit tests of clipd-report (daemon/report.c, included so its static
- * functions are reachable and no other object depends on it): the summary of
- * a hand-made run directory (tests/data/report/run) against numbers worked
- * out by hand, errors naming file and line, a crashed run's partial line, and
- * the numeric helpers (smoothing, window rate, decimation, ticks) against
- * naive references. Run from the repository root. */
+/* Unit tests of clipd-report (daemon/report/, linked as objects; the limits
+ * from its internal.h): the summary of a hand-made run directory
+ * (tests/data/report/run) against numbers worked out by hand, errors naming
+ * file and line, a crashed run's partial line, and the numeric helpers
+ * (smoothing, window rate, decimation, ticks) against naive references. Run
+ * from the repository root. */
 #include <ctype.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -16,10 +16,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#define main report_main
-#include "daemon/report/load.c"
-#include "daemon/report/html.c"
-#undef main
+#include <jansson.h>
+#include <math.h>
+
+#include "daemon/report/internal.h"
 
 #define DATA "tests/data/report/"
 
@@ -350,9 +350,9 @@ static void test_utf8_names(void **state)
 {
     (void)state;
     char b[8];
-    copy_str(b, 4, "a\xc3\xa9\xe2\x82\xac"); /* a, e acute (2 bytes), euro (3 bytes) */
+    rep_copy_str(b, 4, "a\xc3\xa9\xe2\x82\xac"); /* a, e acute (2 bytes), euro (3 bytes) */
     assert_string_equal(b, "a\xc3\xa9");
-    copy_str(b, 3, "a\xe2\x82\xac");
+    rep_copy_str(b, 3, "a\xe2\x82\xac");
     assert_string_equal(b, "a");
     TmpRun t;
     const char *files[] = {
@@ -464,9 +464,9 @@ static void test_svg_escaped(void **state)
 static void test_seq_range(void **state)
 {
     (void)state;
-    assert_int_equal(column(NAN, 0, 1, 10), 0);
-    assert_int_equal(column(INFINITY, 0, 1, 10), 9);
-    assert_int_equal(column(-INFINITY, 0, 1, 10), 0);
+    assert_int_equal(rep_column(NAN, 0, 1, 10), 0);
+    assert_int_equal(rep_column(INFINITY, 0, 1, 10), 9);
+    assert_int_equal(rep_column(-INFINITY, 0, 1, 10), 0);
     char *steps = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&steps, &len);
@@ -692,9 +692,9 @@ static void test_decimate(void **state)
     for (int c = 0; c < COLS; c++) {
         double lo = INFINITY, hi = -INFINITY, got_lo = INFINITY, got_hi = -INFINITY;
         for (int i = 0; i < N; i++)
-            if (column(x[i], 0, N, COLS) == c && isfinite(y[i])) lo = fmin(lo, y[i]), hi = fmax(hi, y[i]);
+            if (rep_column(x[i], 0, N, COLS) == c && isfinite(y[i])) lo = fmin(lo, y[i]), hi = fmax(hi, y[i]);
         for (long k = 0; k < m; k++)
-            if (column(ox[k], 0, N, COLS) == c) got_lo = fmin(got_lo, oy[k]), got_hi = fmax(got_hi, oy[k]);
+            if (rep_column(ox[k], 0, N, COLS) == c) got_lo = fmin(got_lo, oy[k]), got_hi = fmax(got_hi, oy[k]);
         assert_true(lo == got_lo && hi == got_hi);
     }
     for (long k = 1; k < m; k++) assert_true(ox[k] > ox[k - 1]);
@@ -721,10 +721,10 @@ static void test_ticks(void **state)
     n = rep_log_ticks(t, 64, log10(0.07), log10(0.4)); /* under a decade: 1..9 */
     assert_int_equal(n, 7); /* 0.07, 0.08, 0.09, 0.1, 0.2, 0.3, 0.4 */
     char b[32];
-    assert_string_equal(tick_label(b, sizeof b, 1e4, false), "10000");
-    assert_string_equal(tick_label(b, sizeof b, 1e6, false), "1e6");
-    assert_string_equal(tick_label(b, sizeof b, 1e-5, false), "1e-5");
-    assert_string_equal(tick_label(b, sizeof b, 0.25, true), "25%");
+    assert_string_equal(rep_tick_label(b, sizeof b, 1e4, false), "10000");
+    assert_string_equal(rep_tick_label(b, sizeof b, 1e6, false), "1e6");
+    assert_string_equal(rep_tick_label(b, sizeof b, 1e-5, false), "1e-5");
+    assert_string_equal(rep_tick_label(b, sizeof b, 0.25, true), "25%");
 }
 
 int main(void)

@@ -143,4 +143,7 @@ int rep_log_ticks(double *t, int max, double lo, double hi);
  * unquoted, without its comment: 1 found, 0 not, -1 no file. */
 int rep_yaml_scan(const char *path, const char *section, const char *key, char *out, size_t len);
 
+/* The whole command line of clipd-report (daemon/report/cli.c): the exit code. */
+int report_main(int argc, char **argv);
+
 #endif

@@ -26,11 +26,11 @@ declare -A srcs=(
     [fuzz_cfg]="common/cfg.c common/fsutil.c"
     [fuzz_ckpt]="common/ckpt.c common/ckstate.c common/cfg.c common/detect.c common/safetensors.c common/fsutil.c common/log.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
-    [fuzz_report]="daemon/report/load.c daemon/report/html.c daemon/stats.c"
+    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c"
     [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
     [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c common/fsutil.c"
 )
-declare -A extra=([fuzz_report]="-Dmain=report_main" [fuzz_proto]='-DCLIPD_VERSION="fuzz"')
+declare -A extra=([fuzz_proto]='-DCLIPD_VERSION="fuzz"')
 declare -A libs=(
     [fuzz_cfg]="-lyaml -lm"
     [fuzz_ckpt]="-ljansson -lyaml -lm"
