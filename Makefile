@@ -46,9 +46,11 @@ $(BUILD)/clipd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(COMMON_OBJ)
 $(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
 
-# The report reads a run directory's files; it needs no MPI, only the statistics.
-$(BUILD)/clipd-report: $(BUILD)/daemon/report/main.o $(REPORT_OBJ) $(BUILD)/daemon/stats.o
-	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
+# The report reads a run directory's files; it needs no MPI, only the
+# statistics and the config loader (RUN_DIR/config.yaml).
+REPORT_DEPS := $(BUILD)/daemon/stats.o $(BUILD)/common/cfg.o $(BUILD)/common/fsutil.o
+$(BUILD)/clipd-report: $(BUILD)/daemon/report/main.o $(REPORT_OBJ) $(REPORT_DEPS)
+	$(CC) $(CFLAGS) -o $@ $^ -lyaml -ljansson -lm
 
 # Unit tests link every non-main object, plus cmocka. test_model counts
 # the model's sgemm calls through a wrapper.

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -200,26 +201,10 @@ static void test_partial_and_empty(void **state)
     rep_free(&r);
 }
 
-static void test_yaml_scan(void **state)
-{
-    (void)state;
-    char v[64];
-    const char *cfg = DATA "run/config.yaml";
-    assert_int_equal(rep_yaml_scan(cfg, "run", "name", v, sizeof v), 1);
-    assert_string_equal(v, "fixture");
-    assert_int_equal(rep_yaml_scan(cfg, "clip", "max_norm", v, sizeof v), 1);
-    assert_string_equal(v, "0.5");
-    assert_int_equal(rep_yaml_scan(cfg, "model", "max_norm", v, sizeof v), 1);
-    assert_string_equal(v, "7");
-    assert_int_equal(rep_yaml_scan(cfg, "clip", "max", v, sizeof v), 0);
-    assert_int_equal(rep_yaml_scan(cfg, "run", "max_norm", v, sizeof v), 0);
-    assert_int_equal(rep_yaml_scan(DATA "nope.yaml", "clip", "max_norm", v, sizeof v), -1);
-}
-
 /* ---- hostile run directories, made in a temporary directory ---- */
 
 typedef struct {
-    char dir[64];
+    char dir[64], top[40]; /* top: the mkdtemp directory when dir is a subdirectory of it */
 } TmpRun;
 
 static const char *const run_files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
@@ -229,6 +214,7 @@ static const char *const run_files[] = {"steps.jsonl", "epochs.jsonl", "events.j
 static void tmp_run(TmpRun *t, const char *const *files)
 {
     snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
+    t->top[0] = '\0';
     assert_non_null(mkdtemp(t->dir));
     for (; files[0]; files += 2) {
         char path[128];
@@ -248,6 +234,24 @@ static void tmp_run_rm(TmpRun *t)
         unlink(path);
     }
     rmdir(t->dir);
+    if (t->top[0]) rmdir(t->top);
+}
+
+/* tmp_run, the run directory named name inside the temporary one. */
+static void tmp_run_named(TmpRun *t, const char *name, const char *const *files)
+{
+    snprintf(t->top, sizeof t->top, "/tmp/clipd-test-report-run-XXXXXX");
+    assert_non_null(mkdtemp(t->top));
+    assert_true(snprintf(t->dir, sizeof t->dir, "%s/%s", t->top, name) < (int)sizeof t->dir);
+    assert_int_equal(mkdir(t->dir, 0700), 0);
+    for (; files[0]; files += 2) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", t->dir, files[0]);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_int_equal(fputs(files[1], f) >= 0, 1);
+        assert_int_equal(fclose(f), 0);
+    }
 }
 
 static char *slurp(const char *path)
@@ -344,8 +348,8 @@ static long step_up(long i) { return i + 1; }
 
 /* 1: a kind or tensor name cut to its buffer stays valid UTF-8, so --json
  * keeps it (it used to leave half a character, and json_events used the
- * by-kind object after jansson refused it); bytes of config.yaml that are
- * not UTF-8 come out as U+FFFD. */
+ * by-kind object after jansson refused it); bytes of the run directory's
+ * name that are not UTF-8 come out as U+FFFD. */
 static void test_utf8_names(void **state)
 {
     (void)state;
@@ -362,9 +366,8 @@ static void test_utf8_names(void **state)
                         "[{\"tensor\":\"" B62 "\\u00e9\",\"norm\":3}]}\n"
                         "{\"seq\":2,\"step\":2,\"kind\":\"" KIND30 "\\u00e9\"}\n",
         "tensors.jsonl", "{\"seq\":1,\"norms\":{\"" C62 "\\u20ac\":1,\"d\":2}}\n",
-        "config.yaml", "run:\n  name: x\xff<y>\n",
         NULL};
-    tmp_run(&t, files);
+    tmp_run_named(&t, "x\xff<y>", files);
     Report r;
     char err[512] = "";
     assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
@@ -438,9 +441,8 @@ static void test_svg_escaped(void **state)
                         "\"tensor_norms\":[{\"tensor\":\"w<&>\\\"\",\"norm\":3}]}\n"
                         "{\"seq\":3,\"step\":1,\"kind\":\"\\\"q'\\u0007\\uffff\"}\n",
         "tensors.jsonl", "{\"seq\":1,\"norms\":{\"t<1>&\":1,\"u\\\"\":2}}\n",
-        "config.yaml", "run:\n  name: \"r&d <x>\"\n",
         NULL};
-    tmp_run(&t, files);
+    tmp_run_named(&t, "r&d <x>", files);
     Report r;
     char err[512] = "";
     assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
@@ -585,8 +587,7 @@ static void test_hostile_sizes(void **state)
     }
 }
 
-/* Lines over 1 MiB, absurd epoch numbers, and config.yaml lines longer than
- * its line buffer. */
+/* Lines over 1 MiB and absurd epoch numbers. */
 static void test_input_limits(void **state)
 {
     (void)state;
@@ -612,19 +613,78 @@ static void test_input_limits(void **state)
     expect_error(t.dir, want);
     tmp_run_rm(&t);
 
-    /* a line of 2047 + 13 bytes: its tail is no line "  max_norm: 9" */
-    char cfg[4096];
-    k = snprintf(cfg, sizeof cfg, "clip:\n  mode: global_norm\n  note: ");
-    memset(cfg + k, 'x', 2047 - 8);
-    snprintf(cfg + k + 2047 - 8, sizeof cfg - (size_t)(k + 2047 - 8), "  max_norm: 9\n  other: 1\n");
-    const char *files3[] = {"config.yaml", cfg, NULL};
-    tmp_run(&t, files3);
-    char path[128], v[64];
-    snprintf(path, sizeof path, "%s/config.yaml", t.dir);
-    assert_int_equal(rep_yaml_scan(path, "clip", "other", v, sizeof v), 1);
-    assert_string_equal(v, "1");
-    assert_int_equal(rep_yaml_scan(path, "clip", "max_norm", v, sizeof v), 0);
+}
+
+/* config.yaml through the project's loader: the fixture's values; keys and
+ * sections another clipd version wrote are skipped with one note naming the
+ * first; a config.yaml of an older version lacking keys takes the defaults;
+ * a bad value or bytes that are not UTF-8 are an error naming file, line and
+ * column; clip mode value has no norm threshold. */
+#define STEP1 "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
+
+static void config_case(const char *yaml, Report *r, TmpRun *t)
+{
+    const char *files[] = {"steps.jsonl", STEP1, "config.yaml", yaml, NULL};
+    tmp_run(t, files);
+    char err[512] = "";
+    int rc = rep_load(r, t->dir, NAN, err, sizeof err);
+    if (rc) fprintf(stderr, "rep_load: %s\n", err);
+    assert_int_equal(rc, 0);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    Report r;
+    TmpRun t;
+    char want[256];
+    config_case("run:\n  name: newer\n  future_key: [1, {a: 2}]\nfuture:\n  x:\n    y: 1\n"
+                "clip:\n  mode: per_tensor\n  max_norm: 2.5\n", &r, &t);
+    assert_string_equal(r.name, "newer");
+    assert_string_equal(r.clip_mode, "per_tensor");
+    assert_true(r.max_norm == 2.5);
+    assert_string_equal(r.max_norm_src, "config.yaml");
+    assert_int_equal(r.nnotes, 3); /* no epochs.jsonl, no events.jsonl, then config.yaml */
+    snprintf(want, sizeof want, "%s/config.yaml:3:3: run.future_key: 2 keys unknown to this clipd-report skipped", t.dir);
+    if (!strstr(r.notes[2], want)) fprintf(stderr, "note \"%s\" lacks \"%s\"\n", r.notes[2], want);
+    assert_non_null(strstr(r.notes[2], want));
+    rep_free(&r);
     tmp_run_rm(&t);
+
+    /* an older config.yaml: no clip section, so clip.max_norm's default */
+    config_case("run:\n  name: older\ndata:\n  source: adding\n", &r, &t);
+    assert_string_equal(r.name, "older");
+    assert_string_equal(r.clip_mode, "global_norm");
+    assert_true(r.squared_error);
+    assert_true(r.max_norm == 1);
+    assert_int_equal(r.nnotes, 2);
+    rep_free(&r);
+    tmp_run_rm(&t);
+
+    config_case("clip:\n  mode: value\n  max_norm: 3\n", &r, &t);
+    assert_string_equal(r.name, "default");
+    assert_true(isnan(r.max_norm));
+    assert_string_equal(r.max_norm_src, "");
+    rep_free(&r);
+    tmp_run_rm(&t);
+
+    const char *bad[][2] = {
+        {"clip:\n  max_norm: -1\n", "/config.yaml:2:13: clip.max_norm:"},
+        {"clip:\n  max_norm: [1\n", "/config.yaml:"},
+        {"run:\n  name: x\xff\n", "/config.yaml:2:"},
+        {"run:\n  name: \"r&d\"\n", "/config.yaml:2:9: run.name:"},
+        {"run:\n  name: a\n  name: b\n", "duplicate key"},
+        {"x:\n  y: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+         "nested deeper than 64"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *files[] = {"steps.jsonl", STEP1, "config.yaml", bad[i][0], NULL};
+        tmp_run(&t, files);
+        snprintf(want, sizeof want, "%s", bad[i][1]);
+        if (want[0] == '/') snprintf(want, sizeof want, "%s%s", t.dir, bad[i][1]);
+        expect_error(t.dir, want);
+        tmp_run_rm(&t);
+    }
 }
 
 /* ---- numeric helpers against naive references ---- */
@@ -736,7 +796,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_svg, load_run, free_run),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_partial_and_empty),
-        cmocka_unit_test(test_yaml_scan),
+        cmocka_unit_test(test_config),
         cmocka_unit_test(test_utf8_names),
         cmocka_unit_test(test_tensors_seq),
         cmocka_unit_test(test_svg_escaped),

@@ -1,9 +1,10 @@
 /* load: reading a run directory into a Report (see report.h): one reader
  * per file (steps, epochs, events, tensors, sessions .jsonl) over one line
- * loop, and config.yaml. The files may be hostile: numbers are range-checked,
+ * loop, and config.yaml through the project's config loader. The files may be hostile: numbers are range-checked,
  * names kept valid UTF-8, lines up to 1 MiB, 256 tensor names. A crashed run's
  * partial last line is skipped and noted. */
 #include "daemon/report/internal.h"
+#include "common/cfg.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -428,44 +429,6 @@ static int read_jsonl(Report *r, const char *name, RepLineFn fn, char *err, size
     return rc;
 }
 
-int rep_yaml_scan(const char *path, const char *section, const char *key, char *out, size_t len)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[2048];
-    size_t sl = strlen(section), kl = strlen(key);
-    bool in = false;
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        size_t ll = strlen(line);
-        if (ll == sizeof line - 1 && line[ll - 1] != '\n') { /* a longer line: its rest is no line */
-            int c;
-            while ((c = getc(f)) != EOF && c != '\n') {}
-        }
-        line[strcspn(line, "\r\n")] = '\0';
-        if (line[0] != ' ' && line[0] != '#' && line[0] != '\0')
-            in = strncmp(line, section, sl) == 0 && line[sl] == ':';
-        const char *p = line + strspn(line, " ");
-        if (!in || p == line || strncmp(p, key, kl) != 0 || p[kl] != ':') continue;
-        p += kl + 1;
-        p += strspn(p, " \t");
-        size_t n;
-        if (*p == '"' || *p == '\'') {
-            const char *q = strchr(p + 1, *p);
-            n = q ? (size_t)(q - p - 1) : strlen(p + 1);
-            p++;
-        } else {
-            const char *hash = strstr(p, " #");
-            n = hash ? (size_t)(hash - p) : strlen(p);
-            while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
-        }
-        snprintf(out, len, "%.*s", (int)n, p);
-        found = 1;
-    }
-    fclose(f);
-    return found;
-}
-
 int rep_cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -492,38 +455,60 @@ static double infer_max_norm(const Report *r)
     return c;
 }
 
-/* Run name, clip mode and threshold: --max-norm, else config.yaml, else
- * inferred from the clipped steps. */
-static void rep_config(Report *r, double max_norm)
+/* Run name, clip mode and threshold from RUN_DIR/config.yaml, read by the
+ * project's loader (common/cfg.c) leniently: a config.yaml from another clipd
+ * version may hold keys this one does not know (skipped, with a note) or lack
+ * some (their defaults). No config.yaml: the name is the directory's, the
+ * mode global_norm. 0, or -1 with err filled (`path:line:col: key: what`)
+ * when the file is there but malformed. */
+static int rep_config_load(Report *r, Config *c, bool *have, char *err, size_t errlen)
 {
-    char path[REP_PATH_MAX + 32], val[256];
+    char path[REP_PATH_MAX + 32], skipped[256];
+    struct stat sb;
+    int nskipped;
     snprintf(path, sizeof path, "%s/config.yaml", r->dir);
+    cfg_defaults(c);
+    *have = !(stat(path, &sb) != 0 && errno == ENOENT);
+    if (!*have) return 0;
+    if (cfg_load_file_lenient(c, path, &nskipped, skipped, sizeof skipped, err, errlen) != CFG_OK) return -1;
+    if (nskipped)
+        rep_note(r, "%s: %d key%s unknown to this clipd-report skipped (a config of another clipd version?)",
+                 skipped, nskipped, nskipped == 1 ? "" : "s");
+    return 0;
+}
+
+/* Threshold: --max-norm, else config.yaml's clip.max_norm in a norm mode,
+ * else (no config.yaml) inferred from the clipped steps. */
+static int rep_config(Report *r, double max_norm, char *err, size_t errlen)
+{
+    Config *c = malloc(sizeof *c);
+    bool have;
+    if (!c) {
+        snprintf(err, errlen, "%s/config.yaml: out of memory", r->dir);
+        return -1;
+    }
+    if (rep_config_load(r, c, &have, err, errlen)) {
+        free(c);
+        return -1;
+    }
     const char *base = strrchr(r->dir, '/');
-    rep_copy_str(r->name, sizeof r->name, base && base[1] ? base + 1 : r->dir);
+    rep_copy_str(r->name, sizeof r->name, have ? c->run_name : base && base[1] ? base + 1 : r->dir);
+    snprintf(r->clip_mode, sizeof r->clip_mode, "%s", cfg_clip_name(c->clip_mode));
+    r->squared_error = have && c->data_source == DATA_ADDING;
     r->max_norm = NAN;
-    snprintf(r->clip_mode, sizeof r->clip_mode, "global_norm");
-    int have_cfg = rep_yaml_scan(path, "run", "name", val, sizeof val);
-    if (have_cfg == 1 && val[0]) rep_copy_str(r->name, sizeof r->name, val);
-    if (have_cfg >= 0 && rep_yaml_scan(path, "clip", "mode", val, sizeof val) == 1)
-        rep_copy_str(r->clip_mode, sizeof r->clip_mode, val);
-    r->squared_error = have_cfg >= 0 && rep_yaml_scan(path, "data", "source", val, sizeof val) == 1 &&
-                       !strcmp(val, "adding");
     if (isfinite(max_norm)) {
         r->max_norm = max_norm;
         snprintf(r->max_norm_src, sizeof r->max_norm_src, "--max-norm");
-    } else if (have_cfg >= 0 && rep_yaml_scan(path, "clip", "max_norm", val, sizeof val) == 1) {
-        char *end;
-        errno = 0;
-        double x = strtod(val, &end);
-        if (end == val || *end || errno || !(x > 0) || !isfinite(x))
-            rep_note(r, "%s: clip.max_norm: \"%s\" is not a positive number; ignored", path, val);
-        else if (strcmp(r->clip_mode, "global_norm") == 0 || strcmp(r->clip_mode, "per_tensor") == 0)
-            r->max_norm = x, snprintf(r->max_norm_src, sizeof r->max_norm_src, "config.yaml");
-    } else if (have_cfg < 0) {
+    } else if (have && (c->clip_mode == CLIP_GLOBAL_NORM || c->clip_mode == CLIP_PER_TENSOR)) {
+        r->max_norm = c->clip_max_norm;
+        snprintf(r->max_norm_src, sizeof r->max_norm_src, "config.yaml");
+    } else if (!have) {
         r->max_norm = infer_max_norm(r);
         if (isfinite(r->max_norm))
             snprintf(r->max_norm_src, sizeof r->max_norm_src, "clip_coef x grad_norm");
     }
+    free(c);
+    return 0;
 }
 
 static int load_logs(Report *r, char *err, size_t errlen)
@@ -585,8 +570,7 @@ int rep_load(Report *r, const char *dir, double max_norm, char *err, size_t errl
     snprintf(path, sizeof path, "%s/final.safetensors", r->dir);
     r->finished = stat(path, &sb) == 0;
     link_epochs(r);
-    rep_config(r, max_norm);
-    return 0;
+    return rep_config(r, max_norm, err, errlen);
 }
 
 void rep_free(Report *r)

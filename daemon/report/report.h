@@ -139,9 +139,6 @@ long rep_decimate(double *ox, double *oy, const double *x, const double *y, long
 int rep_ticks(double *t, int max, double lo, double hi, int target);
 /* Ticks of a log axis over [10^lo, 10^hi]: decades, and 2 and 5 when few. */
 int rep_log_ticks(double *t, int max, double lo, double hi);
-/* The value of `key:` under `section:` of block YAML as cfg_print writes it,
- * unquoted, without its comment: 1 found, 0 not, -1 no file. */
-int rep_yaml_scan(const char *path, const char *section, const char *key, char *out, size_t len);
 
 /* The whole command line of clipd-report (daemon/report/cli.c): the exit code. */
 int report_main(int argc, char **argv);

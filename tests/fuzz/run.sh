@@ -26,7 +26,7 @@ declare -A srcs=(
     [fuzz_cfg]="common/cfg.c common/fsutil.c"
     [fuzz_ckpt]="common/ckpt.c common/ckstate.c common/cfg.c common/detect.c common/safetensors.c common/fsutil.c common/log.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
-    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c"
+    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c common/cfg.c common/fsutil.c"
     [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
     [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c common/fsutil.c"
 )
@@ -35,7 +35,7 @@ declare -A libs=(
     [fuzz_cfg]="-lyaml -lm"
     [fuzz_ckpt]="-ljansson -lyaml -lm"
     [fuzz_text]="-lyaml -lm"
-    [fuzz_report]="-ljansson -lm"
+    [fuzz_report]="-lyaml -ljansson -lm"
     [fuzz_proto]="-Wl,--wrap=log_write -lmicrohttpd -lyaml -ljansson -lm -pthread $(mpicc --showme:link)"
     [fuzz_metrics]="-lmicrohttpd -lyaml -lm -pthread"
 )
