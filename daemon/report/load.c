@@ -1,8 +1,12 @@
-/* load: reading a run directory into a Report (see report.h): one reader
- * per file (steps, epochs, events, tensors, sessions .jsonl) over one line
- * loop, and config.yaml through the project's config loader. The files may be hostile: numbers are range-checked,
- * names kept valid UTF-8, lines up to 1 MiB, 256 tensor names. A crashed run's
- * partial last line is skipped and noted. */
+/* load: reading a run directory into a Report (see report.h). One reader
+ * per file, each over the same line loop (read_jsonl: one JSON object per
+ * line, a crashed run's partial last line skipped and noted): load_steps,
+ * load_epochs, load_events, load_sessions, load_tensors; each line's fields
+ * come out of one function per record (step_fields, epoch_fields,
+ * event_fields, session_fields), the rest of its reader checks order and
+ * appends. config.yaml goes through the project's config loader (rep_config).
+ * The files may be hostile: numbers are range-checked, names kept valid
+ * UTF-8, lines up to 1 MiB, 256 tensor names. */
 #include "daemon/report/internal.h"
 #include "common/cfg.h"
 
@@ -141,195 +145,7 @@ static int oom(const Where *w)
     return -1;
 }
 
-static int on_step(Report *r, json_t *o, const Where *w)
-{
-    RepStep s = {.seq = r->nst ? r->st[r->nst - 1].seq + 1 : 1, .time = NAN};
-    int64_t ep = 0;
-    if (get_int(o, "step", true, 0, REP_SEQ_MAX, &s.step, w) ||
-        get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
-        get_int(o, "seq", false, 1, REP_SEQ_MAX, &s.seq, w) ||
-        get_int(o, "tokens", false, 0, INT64_MAX, &s.tokens, w) ||
-        get_num(o, "loss", true, &s.loss, w) || get_num(o, "grad_norm", true, &s.norm, w) ||
-        get_num(o, "clip_coef", false, &s.coef, w) || get_num(o, "lr", false, &s.lr, w) ||
-        get_num(o, "step_ms", false, &s.step_ms, w) || get_bool(o, "clipped", &s.clipped, w) ||
-        get_bool(o, "skipped", &s.skipped, w) || get_num(o, "time", false, &s.time, w))
-        return -1;
-    s.epoch = (int)ep;
-    if (r->nst && s.seq <= r->st[r->nst - 1].seq) {
-        char what[96];
-        snprintf(what, sizeof what, "%lld does not follow %lld (seq never repeats)",
-                 (long long)s.seq, (long long)r->st[r->nst - 1].seq);
-        return field_err(w, "seq", what);
-    }
-    if (s.seq > REP_SEQ_MAX) return field_err(w, "seq", "missing, and the one before is the largest allowed");
-    RepStep *p = rep_grow(r->st, &r->capst, r->nst + 1, sizeof *p);
-    if (!p) return oom(w);
-    r->st = p;
-    r->st[r->nst++] = s;
-    return 0;
-}
-
-static int on_epoch(Report *r, json_t *o, const Where *w)
-{
-    RepEpoch e = {0};
-    int64_t ep = 0;
-    if (get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
-        get_int(o, "steps", false, 0, INT64_MAX, &e.steps, w) ||
-        get_int(o, "clipped_steps", false, 0, INT64_MAX, &e.clipped, w) ||
-        get_int(o, "skipped_steps", false, 0, INT64_MAX, &e.skipped, w) ||
-        get_num(o, "train_loss", false, &e.train_loss, w) ||
-        get_num(o, "clip_rate", true, &e.clip_rate, w) ||
-        get_num(o, "grad_norm_p50", false, &e.p50, w) ||
-        get_num(o, "grad_norm_p90", false, &e.p90, w) ||
-        get_num(o, "grad_norm_max", false, &e.max, w) ||
-        get_num(o, "val_loss", false, &e.val_loss, w) || get_num(o, "lr", false, &e.lr, w) ||
-        get_num(o, "tokens_per_s", false, &e.tokens_per_s, w) ||
-        get_num(o, "seconds", false, &e.seconds, w) ||
-        get_str(o, "clip_state", false, e.clip_state, sizeof e.clip_state, w))
-        return -1;
-    e.epoch = (int)ep;
-    RepEpoch *p = rep_grow(r->ep, &r->capep, r->nep + 1, sizeof *p);
-    if (!p) return oom(w);
-    r->ep = p;
-    r->ep[r->nep++] = e;
-    return 0;
-}
-
-/* tensor_norms of an event: the largest and its share of the squared sum. */
-static int event_tensors(RepEvent *e, json_t *a, const Where *w)
-{
-    if (!json_is_array(a)) return field_err(w, "tensor_norms", "expected an array");
-    double sum = 0;
-    size_t i;
-    json_t *t;
-    json_array_foreach(a, i, t) {
-        char name[REP_NAME_MAX] = "";
-        double norm;
-        if (!json_is_object(t)) return field_err(w, "tensor_norms", "expected {tensor, norm} objects");
-        if (get_str(t, "tensor", true, name, sizeof name, w) || get_num(t, "norm", true, &norm, w))
-            return -1;
-        sum += norm * norm;
-        /* The first tensor whose norm is not finite holds the NaN or Inf: it is the
-         * culprit, however large the finite ones; else the largest finite norm. */
-        bool bad = !isfinite(norm), had_bad = e->top[0] && !isfinite(e->top_norm);
-        if (!had_bad && (bad || !(norm <= e->top_norm))) {
-            e->top_norm = norm;
-            rep_copy_str(e->top, sizeof e->top, name);
-        }
-    }
-    if (e->top[0] && !isfinite(e->top_norm)) e->top_share = 1; /* all of a non-finite norm */
-    else if (e->top[0]) e->top_share = isfinite(sum) && sum > 0 ? e->top_norm * e->top_norm / sum : NAN;
-    return 0;
-}
-
-/* The index of an event kind in r->kinds, counted; kinds past REP_KINDS share the last. */
-static int event_kind(Report *r, const char *kind)
-{
-    int k = 0;
-    while (k < r->nkinds && strcmp(r->kinds[k], kind) != 0) k++;
-    if (k == REP_KINDS) k--;
-    else if (k == r->nkinds) rep_copy_str(r->kinds[r->nkinds++], sizeof r->kinds[0], kind);
-    r->kind_count[k]++;
-    return k;
-}
-
-static int on_event(Report *r, json_t *o, const Where *w)
-{
-    RepEvent e = {.rollback_to = -1, .top_norm = NAN, .top_share = NAN};
-    int64_t ep = 0;
-    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &e.seq, w) ||
-        get_int(o, "step", true, 0, REP_SEQ_MAX, &e.step, w) ||
-        get_int(o, "epoch", false, 0, REP_EPOCH_MAX, &ep, w) ||
-        get_str(o, "kind", true, e.kind, sizeof e.kind, w) ||
-        get_str(o, "action", false, e.action, sizeof e.action, w) ||
-        get_num(o, "value", false, &e.value, w) || get_num(o, "threshold", false, &e.threshold, w) ||
-        get_int(o, "rollback_to", false, 0, REP_SEQ_MAX, &e.rollback_to, w))
-        return -1;
-    e.epoch = (int)ep;
-    e.kind_idx = event_kind(r, e.kind);
-    json_t *tn = json_object_get(o, "tensor_norms");
-    if (tn && event_tensors(&e, tn, w)) return -1;
-    RepEvent *p = rep_grow(r->ev, &r->capev, r->nev + 1, sizeof *p);
-    if (!p) return oom(w);
-    r->ev = p;
-    r->ev[r->nev++] = e;
-    return 0;
-}
-
-static int on_session(Report *r, json_t *o, const Where *w)
-{
-    RepSession s = {.time = NAN};
-    if (get_str(o, "kind", true, s.kind, sizeof s.kind, w) || get_int(o, "seq", true, 0, REP_SEQ_MAX, &s.seq, w) ||
-        get_int(o, "step", true, 0, REP_SEQ_MAX, &s.step, w) || get_str(o, "how", false, s.how, sizeof s.how, w) ||
-        get_num(o, "time", false, &s.time, w))
-        return -1;
-    if (r->nses == REP_SESSIONS) return r->more_ses++, 0;
-    RepSession *p = rep_grow(r->ses, &r->capses, r->nses + 1, sizeof *p);
-    if (!p) return oom(w);
-    r->ses = p;
-    r->ses[r->nses++] = s;
-    return 0;
-}
-
-/* The index of a tensor name in the table, added when new; -1 out of memory,
- * -2 past REP_TENSOR_NAMES names. Rows name their tensors in the same order,
- * so the name at a row's position hint is looked at first. */
-static int tensor_index(RepTensors *t, const char *name, long hint)
-{
-    char key[REP_NAME_MAX];
-    rep_copy_str(key, sizeof key, name); /* as stored: a longer name is cut */
-    if (hint < t->nnames && strcmp(t->names[hint], key) == 0) return (int)hint;
-    for (int i = 0; i < t->nnames; i++)
-        if (strcmp(t->names[i], key) == 0) return i;
-    if (t->nnames >= REP_TENSOR_NAMES) return -2;
-    long cap = t->capnames;
-    char(*p)[REP_NAME_MAX] = rep_grow(t->names, &cap, t->nnames + 1, sizeof *p);
-    if (!p) return -1;
-    t->names = p, t->capnames = (int)cap;
-    memcpy(t->names[t->nnames], key, sizeof key);
-    return t->nnames++;
-}
-
-static int on_tensors(Report *r, json_t *o, const Where *w)
-{
-    RepTensors *t = &r->t;
-    RepTRow row = {.first = t->nent};
-    json_t *norms = json_object_get(o, "norms");
-    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &row.seq, w) ||
-        get_int(o, "step", false, 0, REP_SEQ_MAX, &row.step, w))
-        return -1;
-    if (t->nrows && row.seq <= t->rows[t->nrows - 1].seq) {
-        char what[96];
-        snprintf(what, sizeof what, "%lld does not follow %lld (seq never repeats)",
-                 (long long)row.seq, (long long)t->rows[t->nrows - 1].seq);
-        return field_err(w, "seq", what);
-    }
-    if (!norms) return field_err(w, "norms", "missing");
-    if (!json_is_object(norms)) return field_err(w, "norms", "expected an object {tensor: norm}");
-    const char *name;
-    json_t *v;
-    json_object_foreach(norms, name, v) {
-        if (!json_is_number(v) && !json_is_null(v)) return field_err(w, name, "expected a number or null");
-        double x = json_is_null(v) ? NAN : json_number_value(v);
-        int idx = tensor_index(t, name, t->nent - row.first);
-        if (idx == -2) {
-            char what[64];
-            snprintf(what, sizeof what, "more than %d distinct tensor names", REP_TENSOR_NAMES);
-            return field_err(w, "norms", what);
-        }
-        RepTEnt *p = idx < 0 ? NULL : rep_grow(t->ent, &t->capent, t->nent + 1, sizeof *p);
-        if (!p) return oom(w);
-        t->ent = p;
-        t->ent[t->nent++] = (RepTEnt){idx, x * x};
-        row.sumsq += x * x;
-    }
-    row.n = t->nent - row.first;
-    RepTRow *p = rep_grow(t->rows, &t->caprows, t->nrows + 1, sizeof *p);
-    if (!p) return oom(w);
-    t->rows = p;
-    t->rows[t->nrows++] = row;
-    return 0;
-}
+/* ---- the line loop every file goes through ---- */
 
 typedef int (*RepLineFn)(Report *r, json_t *o, const Where *w);
 
@@ -429,6 +245,276 @@ static int read_jsonl(Report *r, const char *name, RepLineFn fn, char *err, size
     return rc;
 }
 
+/* ---- steps.jsonl: load_steps ---- */
+
+/* The fields of one steps.jsonl line into *s (its defaults set by the caller). */
+static int step_fields(json_t *o, RepStep *s, const Where *w)
+{
+    int64_t ep = 0;
+    if (get_int(o, "step", true, 0, REP_SEQ_MAX, &s->step, w) ||
+        get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
+        get_int(o, "seq", false, 1, REP_SEQ_MAX, &s->seq, w) ||
+        get_int(o, "tokens", false, 0, INT64_MAX, &s->tokens, w) ||
+        get_num(o, "loss", true, &s->loss, w) || get_num(o, "grad_norm", true, &s->norm, w) ||
+        get_num(o, "clip_coef", false, &s->coef, w) || get_num(o, "lr", false, &s->lr, w) ||
+        get_num(o, "step_ms", false, &s->step_ms, w) || get_bool(o, "clipped", &s->clipped, w) ||
+        get_bool(o, "skipped", &s->skipped, w) || get_num(o, "time", false, &s->time, w))
+        return -1;
+    s->epoch = (int)ep;
+    return 0;
+}
+
+/* A line of steps.jsonl appended: seq (one past the last when absent) grows. */
+static int step_line(Report *r, json_t *o, const Where *w)
+{
+    RepStep s = {.seq = r->nst ? r->st[r->nst - 1].seq + 1 : 1, .time = NAN};
+    if (step_fields(o, &s, w)) return -1;
+    if (r->nst && s.seq <= r->st[r->nst - 1].seq) {
+        char what[96];
+        snprintf(what, sizeof what, "%lld does not follow %lld (seq never repeats)",
+                 (long long)s.seq, (long long)r->st[r->nst - 1].seq);
+        return field_err(w, "seq", what);
+    }
+    if (s.seq > REP_SEQ_MAX) return field_err(w, "seq", "missing, and the one before is the largest allowed");
+    RepStep *p = rep_grow(r->st, &r->capst, r->nst + 1, sizeof *p);
+    if (!p) return oom(w);
+    r->st = p;
+    r->st[r->nst++] = s;
+    return 0;
+}
+
+/* RUN_DIR/steps.jsonl into r->st: it must be there (it makes a run directory). */
+static int load_steps(Report *r, char *err, size_t errlen)
+{
+    int rc = read_jsonl(r, "steps.jsonl", step_line, err, errlen);
+    if (rc == 1)
+        snprintf(err, errlen, "%s/steps.jsonl: no such file: %s is not a clipd run directory", r->dir, r->dir);
+    return rc ? -1 : 0;
+}
+
+/* ---- epochs.jsonl: load_epochs ---- */
+
+/* The fields of one epochs.jsonl line into *e (zeroed by the caller). */
+static int epoch_fields(json_t *o, RepEpoch *e, const Where *w)
+{
+    int64_t ep = 0;
+    if (get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
+        get_int(o, "steps", false, 0, INT64_MAX, &e->steps, w) ||
+        get_int(o, "clipped_steps", false, 0, INT64_MAX, &e->clipped, w) ||
+        get_int(o, "skipped_steps", false, 0, INT64_MAX, &e->skipped, w) ||
+        get_num(o, "train_loss", false, &e->train_loss, w) ||
+        get_num(o, "clip_rate", true, &e->clip_rate, w) ||
+        get_num(o, "grad_norm_p50", false, &e->p50, w) ||
+        get_num(o, "grad_norm_p90", false, &e->p90, w) ||
+        get_num(o, "grad_norm_max", false, &e->max, w) ||
+        get_num(o, "val_loss", false, &e->val_loss, w) || get_num(o, "lr", false, &e->lr, w) ||
+        get_num(o, "tokens_per_s", false, &e->tokens_per_s, w) ||
+        get_num(o, "seconds", false, &e->seconds, w) ||
+        get_str(o, "clip_state", false, e->clip_state, sizeof e->clip_state, w))
+        return -1;
+    e->epoch = (int)ep;
+    return 0;
+}
+
+static int epoch_line(Report *r, json_t *o, const Where *w)
+{
+    RepEpoch e = {0};
+    if (epoch_fields(o, &e, w)) return -1;
+    RepEpoch *p = rep_grow(r->ep, &r->capep, r->nep + 1, sizeof *p);
+    if (!p) return oom(w);
+    r->ep = p;
+    r->ep[r->nep++] = e;
+    return 0;
+}
+
+/* RUN_DIR/epochs.jsonl into r->ep; absent: noted, has_epochs false. */
+static int load_epochs(Report *r, char *err, size_t errlen)
+{
+    int rc = read_jsonl(r, "epochs.jsonl", epoch_line, err, errlen);
+    r->has_epochs = rc == 0;
+    return rc < 0 ? -1 : 0;
+}
+
+/* ---- events.jsonl: load_events ---- */
+
+/* tensor_norms of an event: the largest and its share of the squared sum. */
+static int event_tensors(RepEvent *e, json_t *a, const Where *w)
+{
+    if (!json_is_array(a)) return field_err(w, "tensor_norms", "expected an array");
+    double sum = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(a, i, t) {
+        char name[REP_NAME_MAX] = "";
+        double norm;
+        if (!json_is_object(t)) return field_err(w, "tensor_norms", "expected {tensor, norm} objects");
+        if (get_str(t, "tensor", true, name, sizeof name, w) || get_num(t, "norm", true, &norm, w))
+            return -1;
+        sum += norm * norm;
+        /* The first tensor whose norm is not finite holds the NaN or Inf: it is the
+         * culprit, however large the finite ones; else the largest finite norm. */
+        bool bad = !isfinite(norm), had_bad = e->top[0] && !isfinite(e->top_norm);
+        if (!had_bad && (bad || !(norm <= e->top_norm))) {
+            e->top_norm = norm;
+            rep_copy_str(e->top, sizeof e->top, name);
+        }
+    }
+    if (e->top[0] && !isfinite(e->top_norm)) e->top_share = 1; /* all of a non-finite norm */
+    else if (e->top[0]) e->top_share = isfinite(sum) && sum > 0 ? e->top_norm * e->top_norm / sum : NAN;
+    return 0;
+}
+
+/* The index of an event kind in r->kinds, counted; kinds past REP_KINDS share the last. */
+static int event_kind(Report *r, const char *kind)
+{
+    int k = 0;
+    while (k < r->nkinds && strcmp(r->kinds[k], kind) != 0) k++;
+    if (k == REP_KINDS) k--;
+    else if (k == r->nkinds) rep_copy_str(r->kinds[r->nkinds++], sizeof r->kinds[0], kind);
+    r->kind_count[k]++;
+    return k;
+}
+
+/* The fields of one events.jsonl line into *e (its defaults set by the
+ * caller), tensor_norms reduced to the largest. */
+static int event_fields(json_t *o, RepEvent *e, const Where *w)
+{
+    int64_t ep = 0;
+    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &e->seq, w) ||
+        get_int(o, "step", true, 0, REP_SEQ_MAX, &e->step, w) ||
+        get_int(o, "epoch", false, 0, REP_EPOCH_MAX, &ep, w) ||
+        get_str(o, "kind", true, e->kind, sizeof e->kind, w) ||
+        get_str(o, "action", false, e->action, sizeof e->action, w) ||
+        get_num(o, "value", false, &e->value, w) || get_num(o, "threshold", false, &e->threshold, w) ||
+        get_int(o, "rollback_to", false, 0, REP_SEQ_MAX, &e->rollback_to, w))
+        return -1;
+    e->epoch = (int)ep;
+    json_t *tn = json_object_get(o, "tensor_norms");
+    return tn ? event_tensors(e, tn, w) : 0;
+}
+
+static int event_line(Report *r, json_t *o, const Where *w)
+{
+    RepEvent e = {.rollback_to = -1, .top_norm = NAN, .top_share = NAN};
+    if (event_fields(o, &e, w)) return -1;
+    e.kind_idx = event_kind(r, e.kind);
+    RepEvent *p = rep_grow(r->ev, &r->capev, r->nev + 1, sizeof *p);
+    if (!p) return oom(w);
+    r->ev = p;
+    r->ev[r->nev++] = e;
+    return 0;
+}
+
+/* RUN_DIR/events.jsonl into r->ev, kinds counted; absent: has_events false. */
+static int load_events(Report *r, char *err, size_t errlen)
+{
+    int rc = read_jsonl(r, "events.jsonl", event_line, err, errlen);
+    r->has_events = rc == 0;
+    return rc < 0 ? -1 : 0;
+}
+
+/* ---- sessions.jsonl: load_sessions ---- */
+
+/* The fields of one sessions.jsonl line into *s (time NAN by the caller). */
+static int session_fields(json_t *o, RepSession *s, const Where *w)
+{
+    if (get_str(o, "kind", true, s->kind, sizeof s->kind, w) || get_int(o, "seq", true, 0, REP_SEQ_MAX, &s->seq, w) ||
+        get_int(o, "step", true, 0, REP_SEQ_MAX, &s->step, w) || get_str(o, "how", false, s->how, sizeof s->how, w) ||
+        get_num(o, "time", false, &s->time, w))
+        return -1;
+    return 0;
+}
+
+static int session_line(Report *r, json_t *o, const Where *w)
+{
+    RepSession s = {.time = NAN};
+    if (session_fields(o, &s, w)) return -1;
+    if (r->nses == REP_SESSIONS) return r->more_ses++, 0;
+    RepSession *p = rep_grow(r->ses, &r->capses, r->nses + 1, sizeof *p);
+    if (!p) return oom(w);
+    r->ses = p;
+    r->ses[r->nses++] = s;
+    return 0;
+}
+
+/* RUN_DIR/sessions.jsonl into r->ses (absent in runs before it existed). */
+static int load_sessions(Report *r, char *err, size_t errlen)
+{
+    return read_jsonl(r, "sessions.jsonl", session_line, err, errlen) < 0 ? -1 : 0;
+}
+
+/* ---- tensors.jsonl: load_tensors ---- */
+
+/* The index of a tensor name in the table, added when new; -1 out of memory,
+ * -2 past REP_TENSOR_NAMES names. Rows name their tensors in the same order,
+ * so the name at a row's position hint is looked at first. */
+static int tensor_index(RepTensors *t, const char *name, long hint)
+{
+    char key[REP_NAME_MAX];
+    rep_copy_str(key, sizeof key, name); /* as stored: a longer name is cut */
+    if (hint < t->nnames && strcmp(t->names[hint], key) == 0) return (int)hint;
+    for (int i = 0; i < t->nnames; i++)
+        if (strcmp(t->names[i], key) == 0) return i;
+    if (t->nnames >= REP_TENSOR_NAMES) return -2;
+    long cap = t->capnames;
+    char(*p)[REP_NAME_MAX] = rep_grow(t->names, &cap, t->nnames + 1, sizeof *p);
+    if (!p) return -1;
+    t->names = p, t->capnames = (int)cap;
+    memcpy(t->names[t->nnames], key, sizeof key);
+    return t->nnames++;
+}
+
+/* A line of tensors.jsonl, {seq, step, norms: {tensor: norm}}: a row of
+ * (tensor index, squared norm) entries; seq grows. */
+static int tensors_line(Report *r, json_t *o, const Where *w)
+{
+    RepTensors *t = &r->t;
+    RepTRow row = {.first = t->nent};
+    json_t *norms = json_object_get(o, "norms");
+    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &row.seq, w) ||
+        get_int(o, "step", false, 0, REP_SEQ_MAX, &row.step, w))
+        return -1;
+    if (t->nrows && row.seq <= t->rows[t->nrows - 1].seq) {
+        char what[96];
+        snprintf(what, sizeof what, "%lld does not follow %lld (seq never repeats)",
+                 (long long)row.seq, (long long)t->rows[t->nrows - 1].seq);
+        return field_err(w, "seq", what);
+    }
+    if (!norms) return field_err(w, "norms", "missing");
+    if (!json_is_object(norms)) return field_err(w, "norms", "expected an object {tensor: norm}");
+    const char *name;
+    json_t *v;
+    json_object_foreach(norms, name, v) {
+        if (!json_is_number(v) && !json_is_null(v)) return field_err(w, name, "expected a number or null");
+        double x = json_is_null(v) ? NAN : json_number_value(v);
+        int idx = tensor_index(t, name, t->nent - row.first);
+        if (idx == -2) {
+            char what[64];
+            snprintf(what, sizeof what, "more than %d distinct tensor names", REP_TENSOR_NAMES);
+            return field_err(w, "norms", what);
+        }
+        RepTEnt *p = idx < 0 ? NULL : rep_grow(t->ent, &t->capent, t->nent + 1, sizeof *p);
+        if (!p) return oom(w);
+        t->ent = p;
+        t->ent[t->nent++] = (RepTEnt){idx, x * x};
+        row.sumsq += x * x;
+    }
+    row.n = t->nent - row.first;
+    RepTRow *p = rep_grow(t->rows, &t->caprows, t->nrows + 1, sizeof *p);
+    if (!p) return oom(w);
+    t->rows = p;
+    t->rows[t->nrows++] = row;
+    return 0;
+}
+
+/* RUN_DIR/tensors.jsonl into r->t; has_tensors when it holds a row. */
+static int load_tensors(Report *r, char *err, size_t errlen)
+{
+    int rc = read_jsonl(r, "tensors.jsonl", tensors_line, err, errlen);
+    r->has_tensors = rc == 0 && r->t.nrows > 0;
+    return rc < 0 ? -1 : 0;
+}
+
 int rep_cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -511,22 +597,12 @@ static int rep_config(Report *r, double max_norm, char *err, size_t errlen)
     return 0;
 }
 
+/* The run's .jsonl files, one reader each. */
 static int load_logs(Report *r, char *err, size_t errlen)
 {
-    int rc = read_jsonl(r, "steps.jsonl", on_step, err, errlen);
-    if (rc == 1) {
-        snprintf(err, errlen, "%s/steps.jsonl: no such file: %s is not a clipd run directory",
-                 r->dir, r->dir);
+    if (load_steps(r, err, errlen) || load_epochs(r, err, errlen) || load_events(r, err, errlen) ||
+        load_tensors(r, err, errlen) || load_sessions(r, err, errlen))
         return -1;
-    }
-    if (rc) return -1;
-    if ((rc = read_jsonl(r, "epochs.jsonl", on_epoch, err, errlen)) < 0) return -1;
-    r->has_epochs = rc == 0;
-    if ((rc = read_jsonl(r, "events.jsonl", on_event, err, errlen)) < 0) return -1;
-    r->has_events = rc == 0;
-    if ((rc = read_jsonl(r, "tensors.jsonl", on_tensors, err, errlen)) < 0) return -1;
-    r->has_tensors = rc == 0 && r->t.nrows > 0;
-    if (read_jsonl(r, "sessions.jsonl", on_session, err, errlen) < 0) return -1;
     if (!r->has_epochs) rep_note(r, "no epochs.jsonl");
     if (!r->has_events) rep_note(r, "no events.jsonl");
     return 0;
