@@ -210,20 +210,26 @@ typedef struct {
 static const char *const run_files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
                                         "config.yaml", "out.svg",     "out.json"};
 
-/* A run directory holding name, text pairs (NULL-terminated). */
-static void tmp_run(TmpRun *t, const char *const *files)
+/* name, text pairs (NULL-terminated) as files in dir. */
+static void write_files(const char *dir, const char *const *files)
 {
-    snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
-    t->top[0] = '\0';
-    assert_non_null(mkdtemp(t->dir));
     for (; files[0]; files += 2) {
         char path[128];
-        snprintf(path, sizeof path, "%s/%s", t->dir, files[0]);
+        snprintf(path, sizeof path, "%s/%s", dir, files[0]);
         FILE *f = fopen(path, "w");
         assert_non_null(f);
         assert_int_equal(fputs(files[1], f) >= 0, 1);
         assert_int_equal(fclose(f), 0);
     }
+}
+
+/* A run directory holding the files. */
+static void tmp_run(TmpRun *t, const char *const *files)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
+    t->top[0] = '\0';
+    assert_non_null(mkdtemp(t->dir));
+    write_files(t->dir, files);
 }
 
 static void tmp_run_rm(TmpRun *t)
@@ -244,14 +250,7 @@ static void tmp_run_named(TmpRun *t, const char *name, const char *const *files)
     assert_non_null(mkdtemp(t->top));
     assert_true(snprintf(t->dir, sizeof t->dir, "%s/%s", t->top, name) < (int)sizeof t->dir);
     assert_int_equal(mkdir(t->dir, 0700), 0);
-    for (; files[0]; files += 2) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/%s", t->dir, files[0]);
-        FILE *f = fopen(path, "w");
-        assert_non_null(f);
-        assert_int_equal(fputs(files[1], f) >= 0, 1);
-        assert_int_equal(fclose(f), 0);
-    }
+    write_files(t->dir, files);
 }
 
 static char *slurp(const char *path)

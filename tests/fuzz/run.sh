@@ -61,10 +61,11 @@ seed_corpus() { # HARNESS DIR
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;
         fuzz_ckpt) "$out/mkseeds" ckpt "$2" ;;
         fuzz_proto) "$out/mkseeds" proto "$2" ;;
-        fuzz_report) # steps, events, epochs, tensors joined by NUL bytes, as the harness splits them
+        fuzz_report) # steps, events, epochs, tensors, config.yaml joined by NUL bytes, as the harness splits them
             local r=tests/data/report/run
             { cat "$r/steps.jsonl"; printf '\0'; cat "$r/events.jsonl"; printf '\0'
-              cat "$r/epochs.jsonl"; printf '\0'; cat "$r/tensors.jsonl"; } >"$2/run.seed"
+              cat "$r/epochs.jsonl"; printf '\0'; cat "$r/tensors.jsonl"; printf '\0'
+              cat "$r/config.yaml"; } >"$2/run.seed"
             cp "$r/steps.jsonl" "$2/steps-only.seed" ;;
     esac
 }
