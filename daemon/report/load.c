@@ -1,12 +1,8 @@
-/* load: reading a run directory into a Report (see report.h). One reader
- * per file, each over the same line loop (read_jsonl: one JSON object per
- * line, a crashed run's partial last line skipped and noted): load_steps,
- * load_epochs, load_events, load_sessions, load_tensors; each line's fields
- * come out of one function per record (step_fields, epoch_fields,
- * event_fields, session_fields), the rest of its reader checks order and
- * appends. config.yaml goes through the project's config loader (rep_config).
- * The files may be hostile: numbers are range-checked, names kept valid
- * UTF-8, lines up to 1 MiB, 256 tensor names. */
+/* load: a run directory into a Report (see report.h). One reader per file
+ * over one line loop: load_steps, load_epochs, load_events, load_sessions,
+ * load_tensors, each record's fields taken by step_fields, epoch_fields, ...;
+ * config.yaml through common/cfg (rep_config). Input may be hostile: numbers
+ * range-checked, names kept valid UTF-8, lines <= 1 MiB, 256 tensor names. */
 #include "daemon/report/internal.h"
 #include "common/cfg.h"
 
