@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common/data.h"
-#include "common/detect.h"
+#include "common/detstate.h"
 
 #define STREAM_WORDS 6                       /* data.streams columns: RNG (4), cursor, last token */
 #define MAX_COUNT (INT64_C(1) << 53)         /* counters: exact as doubles, far from overflowing */
@@ -241,23 +241,16 @@ static int check_streams(const Ckpt *k, const Config *c, uint64_t stream_len, ch
     return 0;
 }
 
-/* The detector's history loads into a detector of this divergence.window. */
+/* The detector's history is one of a detector of this divergence.window. */
 static int check_detector(const Ckpt *k, const Config *c, char *err, size_t errlen)
 {
     const CkEntry *e = ckpt_find(k, "detect.state");
-    DetectParams p;
-    Detector d;
-    detect_defaults(&p);
-    p.window = c->divergence_window;
-    p.warmup = c->divergence_warmup;
-    if (detect_init(&d, &p) != 0) return log_errf(err, errlen, "%s: out of memory", k->path);
-    size_t len = detect_state_len(&d), n = (size_t)e->shape[0];
+    size_t len = detstate_len(c->divergence_window), n = (size_t)e->shape[0];
     double *v = n == len ? malloc(len * sizeof *v) : NULL;
     int rc = v ? 0 : -1;
     if (v) memcpy(v, ckpt_data(k, e), len * sizeof *v); /* U64 bits of doubles */
-    if (!rc) rc = detect_load(&d, v, len);
+    if (!rc && !detstate_ok(v, len, c->divergence_window)) rc = -1;
     free(v);
-    detect_free(&d);
     if (rc)
         return log_errf(err, errlen, "%s: tensor 'detect.state': %zu values, not a detector history of "
                    "divergence.window %d (that is %zu values, counts within the window)", k->path, n,

@@ -340,7 +340,7 @@ static void totals_event(json_t *o, void *ctx)
     if (!strcmp(kind, "stall")) t->stalls++;
     if (!strcmp(kind, "straggler")) t->stragglers++;
     for (int k = 0; k < EV_COUNT; k++)
-        if (!strcmp(kind, detect_kind_name(k))) t->events++, t->event_count[k]++;
+        if (!strcmp(kind, event_kind_name(k))) t->events++, t->event_count[k]++;
 }
 
 static void totals_step(json_t *o, void *ctx)

@@ -58,7 +58,7 @@ double runlog_now(void); /* that clock */
 /* step_ms: the slowest worker's step time. */
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms);
 int runlog_epoch(RunLog *l, const EpochLine *e);
-/* One event: info = value, baseline, spread, threshold (common/detect.h, EventInfo).
+/* One event: info = value, baseline, spread, threshold (worker/detect.h, EventInfo).
  * tensors/norms (n of them, largest first) may be NULL. */
 int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
                  const double info[4], const char *action, int64_t rollback_to,
