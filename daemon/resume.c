@@ -184,7 +184,7 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
     if (!rc && W > 0 && s.world_size != W)
         fprintf(stderr, "clipd: %s was written by %d workers x %d; resuming on %d x %d "
                 "(same global batch: same data order and schedule, sums in another order)\n",
-                r->path, s.world_size, s.batch_per_worker, W, c->data_batch_per_worker);
+                r->path, (int)s.world_size, (int)s.batch_per_worker, W, c->data_batch_per_worker);
     char why[512];
     if (!rc && strcmp(arg, "latest") && !logs_reach(c, s.seq, logged_seq(c), logged_every(c), why, sizeof why)) {
         snprintf(err, errlen, "--resume %s: %s: take an older checkpoint, or --resume latest",
@@ -199,8 +199,8 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
                 "resuming with the new settings\n", r->path, hash ? hash : "none", mine);
     ckpt_free(&k);
     if (rc) return -1;
-    r->step = s.step, r->seq = s.seq, r->epoch = s.epoch, r->epoch_step = s.epoch_step;
-    r->epoch_done = s.epoch_done, r->epoch_seq0 = s.epoch_seq0;
+    r->step = s.step, r->seq = s.seq, r->epoch = (int)s.epoch, r->epoch_step = (int)s.epoch_step;
+    r->epoch_done = (int)s.epoch_done, r->epoch_seq0 = s.epoch_seq0;
     r->global_batch = (int64_t)s.world_size * s.batch_per_worker;
     fprintf(stderr, "clipd: resuming from %s (epoch %d, step %lld)\n", r->path, r->epoch,
             (long long)r->step);
