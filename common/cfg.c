@@ -7,6 +7,8 @@
 #include "common/cfg.h"
 #include "common/detect.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -404,26 +406,13 @@ static bool double_ok(const CfgKey *k, double x)
 static bool utf8_printable(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
-        unsigned ch = s[i];
-        if (ch < 0x80) {
-            if (ch < 0x20 || ch == 0x7f) return false;
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if ((ch & 0xE0) == 0xC0) len = 2, cp = ch & 0x1F, min = 0x80;
-        else if ((ch & 0xF0) == 0xE0) len = 3, cp = ch & 0x0F, min = 0x800;
-        else if ((ch & 0xF8) == 0xF0) len = 4, cp = ch & 0x07, min = 0x10000;
-        else return false;
-        if (n - i < len) return false;
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) return false;
-            cp = cp << 6 | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        if (cp <= 0x9F || cp == 0x2028 || cp == 0x2029 || cp == 0xFFFE || cp == 0xFFFF) return false;
-        i += len;
+        uint32_t cp;
+        size_t bad;
+        int len = utf8_decode(s + i, n - i, &cp, &bad);
+        if (len == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 ||
+            cp == 0xFFFE || cp == 0xFFFF)
+            return false;
+        i += (size_t)len;
     }
     return true;
 }
@@ -1107,7 +1096,7 @@ static void sink_write(Sink *s, const char *p, size_t n)
         fwrite(p, 1, n, s->f);
         return;
     }
-    for (size_t i = 0; i < n; i++) s->h = (s->h ^ (unsigned char)p[i]) * UINT64_C(1099511628211);
+    s->h = fnv1a64(p, n, s->h);
 }
 
 /* Section by section, every key. Docs go in comments, which cfg_hash leaves
@@ -1145,7 +1134,7 @@ void cfg_print(const Config *c, FILE *f)
 
 uint64_t cfg_hash(const Config *c)
 {
-    Sink s = {NULL, UINT64_C(14695981039346656037)};
+    Sink s = {NULL, FNV1A64_INIT};
     cfg_write(c, &s, false);
     return s.h;
 }

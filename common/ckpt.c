@@ -5,7 +5,7 @@
 #include "common/ckpt.h"
 
 #include "common/fsutil.h"
-#include "common/safetensors.h"
+#include "common/hash.h"
 
 #include <assert.h>
 #include <dirent.h>

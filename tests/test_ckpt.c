@@ -22,7 +22,8 @@
 
 #include "common/ckpt.h"
 #include "common/fsutil.h"
-#include "common/safetensors.h"
+#include "common/hash.h"
+#include "worker/safetensors.h"
 
 typedef struct {
     char dir[64];

@@ -23,9 +23,10 @@
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
-#include "common/safetensors.h"
+#include "common/hash.h"
 #include "common/text.h"
 #include "worker/clip.h"
+#include "worker/safetensors.h"
 #include "worker/steptime.h"
 #include "worker/worker.h"
 

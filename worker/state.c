@@ -12,8 +12,8 @@
 #include "common/ckpt.h"
 #include "common/ckstate.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "common/log.h"
-#include "common/safetensors.h"
 #include "worker/worker.h"
 
 /* Worker 0's gather buffers, allocated once. */

@@ -9,7 +9,7 @@
 #include "common/cfg.h"
 #include "common/data.h"
 #include "common/detect.h"
-#include "common/sched.h"
+#include "worker/sched.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 #include "worker/steptime.h"
