@@ -1245,6 +1245,7 @@ uint64_t cfg_worker_bytes(const Config *c, int W)
     for (int k = 0; k < EV_COUNT; k++) rollback |= cfg_event_action(c, k) == ACT_ROLLBACK;
     uint64_t floats = cfg_model_floats(c, (int)B) + (uint64_t)moments * own + /* sync: a shard per rank */ P +
                       (rollback ? P * (uint64_t)(1 + moments) : 0) +
-                      2 * (uint64_t)c->model_layers * (uint64_t)(W > 0 ? W : 1) * B * H; /* worker 0's gather */
+                      2 * (uint64_t)c->model_layers * (uint64_t)(W > 0 ? W : 1) * B * H + /* worker 0's gather */
+                      (own < P ? (uint64_t)moments * P : 0); /* and, sharded, its whole moments */
     return 4 * floats;
 }

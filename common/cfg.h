@@ -204,7 +204,8 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2]);
 uint64_t cfg_model_floats(const Config *c, int B);
 /* Bytes one of W workers needs at least: the model's buffers, optimizer
  * moments (its shard when sharded), the gradient shard, the rollback copy
- * when any action is rollback, worker 0's gather of the carried state. */
+ * when any action is rollback, worker 0's gather of the carried state (and,
+ * sharded, of the optimizer moments, for checkpoints). */
 uint64_t cfg_worker_bytes(const Config *c, int W);
 /* Checkpoint directory: checkpoint.dir, or RUN_DIR/checkpoints. */
 void cfg_checkpoint_dir(const Config *c, char *out, size_t len);

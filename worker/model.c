@@ -278,26 +278,25 @@ static void grads_ready(const Model *m, const float *end)
 static float *layers_backward(Model *m, float *dh)
 {
     float *other = dh == m->dA ? m->dB : m->dA;
-    layers_set_progress(m->progress, m->hook_ctx);
+    const LayerProgress pg = {m->progress, m->hook_ctx};
     for (int l = m->L - 1; l >= 0; l--) {
         Layer *y = &m->layer[l];
         const float *x = site_input(m, l);
         float *dx = (l == 0 && m->source == DATA_ADDING) ? NULL : other;
         if (m->kind == MODEL_LSTM)
             lstm_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->dc, x, y->h, y->c,
-                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
+                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else if (m->kind == MODEL_GRU)
             gru_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->du, x, y->h, y->gates,
-                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
+                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else
             rnn_backward(dx, y->dwx, y->dwh, y->db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
-                         y->Ein, m->H);
+                         y->Ein, m->H, &pg);
         grads_ready(m, y->db + (size_t)m->G * m->H); /* layer l's views end with its bias */
         if (dx && dropping(m)) dropout_backward(m, l, dx);
         other = dh;
         dh = dx;
     }
-    layers_set_progress(NULL, NULL);
     return dh;
 }
 
