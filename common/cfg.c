@@ -1001,20 +1001,21 @@ static int validate_fail(Msg *m, const char *fmt, ...)
     return CFG_ERR;
 }
 
-int cfg_parse_listen(const char *s, uint32_t *ip_be, int *port)
+int cfg_parse_listen(const char *s, char host[CFG_HOST_LEN], uint32_t *ip_be, int *port)
 {
     if (!strcmp(s, "off")) return 1;
     const char *colon = strrchr(s, ':');
     size_t hl = colon ? (size_t)(colon - s) : 0, nd = colon ? strlen(colon + 1) : 0;
-    char host[64];
+    char h[64];
     struct in_addr ip;
-    if (!colon || hl == 0 || hl >= sizeof host || nd < 1 || nd > 5 ||
+    if (!colon || hl == 0 || hl >= sizeof h || nd < 1 || nd > 5 ||
         strspn(colon + 1, "0123456789") != nd) /* digits only: no sign, blank or 0x */
         return -1;
-    memcpy(host, s, hl);
-    host[hl] = 0;
+    memcpy(h, s, hl);
+    h[hl] = 0;
     long p = strtol(colon + 1, NULL, 10);
-    if (p > 65535 || inet_pton(AF_INET, host, &ip) != 1) return -1;
+    if (p > 65535 || inet_pton(AF_INET, h, &ip) != 1) return -1;
+    if (host) inet_ntop(AF_INET, &ip, host, CFG_HOST_LEN); /* as written: inet_pton takes no other form */
     if (ip_be) *ip_be = ip.s_addr;
     if (port) *port = (int)p;
     return 0;
@@ -1032,7 +1033,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         msg_value(&m, c, k);
         return CFG_ERR;
     }
-    if (cfg_parse_listen(c->metrics_listen, NULL, NULL) < 0)
+    if (cfg_parse_listen(c->metrics_listen, NULL, NULL, NULL) < 0)
         return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
                                  "or off, got '%s'", c->metrics_listen);
     if (c->watchdog_seconds > 0 && c->watchdog_warn_seconds > c->watchdog_seconds)

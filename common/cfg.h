@@ -149,9 +149,10 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen);
 int cfg_validate(const Config *c, char *err, size_t errlen);
 /* metrics.listen, the one parser of it: "off" returns 1; IPv4:PORT (a dotted
  * quad as inet_pton takes it, then 1 to 5 decimal digits <= 65535: no sign,
- * blank or other base) returns 0 with the address in network byte order and
- * the port (either pointer may be NULL); anything else -1. */
-int cfg_parse_listen(const char *s, uint32_t *ip_be, int *port);
+ * blank or other base) returns 0 with the host as written, the address in
+ * network byte order and the port (any pointer may be NULL); anything else -1. */
+#define CFG_HOST_LEN 16 /* a dotted quad and its NUL */
+int cfg_parse_listen(const char *s, char host[CFG_HOST_LEN], uint32_t *ip_be, int *port);
 /* Print the effective config as YAML (loadable again by cfg_load_file). */
 void cfg_print(const Config *c, FILE *f);
 /* FNV-1a 64 of the printed effective config: identifies a run's settings. */

@@ -845,9 +845,8 @@ static int coordinate(Coord *co)
     int port = 0;
     co->metrics = metrics_start(c, co->W, co->names, co->ntensors, &port, err, sizeof err);
     if (co->metrics) {
-        char host[64];
-        snprintf(host, sizeof host, "%s", c->metrics_listen);
-        *strrchr(host, ':') = 0;
+        char host[CFG_HOST_LEN];
+        cfg_parse_listen(c->metrics_listen, host, NULL, NULL); /* metrics_start took it */
         int loopback = !strncmp(host, "127.", 4);
         LOG(loopback ? LOG_INFO : LOG_WARN, "metrics: http://%s:%d/metrics%s", host, port,
             loopback ? "" : " (not loopback: reachable from other hosts)");
