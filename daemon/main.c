@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/cfg.h"
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/data.h"
 #include "common/fsutil.h"
@@ -956,9 +957,9 @@ static int release_workers(int rc)
  * readers only take complete, renamed files. */
 static void remove_stale(const Config *c)
 {
-    static const char *const in_run[] = {CK_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
+    static const char *const in_run[] = {CKDIR_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
                                          "*.jsonl", "config.yaml", "metrics.addr"};
-    static const char *const in_ckpt[] = {CK_STEP_GLOB};
+    static const char *const in_ckpt[] = {CKDIR_STEP_GLOB};
     char dir[CFG_STR_MAX + 16], notes[4096];
     for (int k = 0; k < 2; k++) {
         if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/ckstate.h"
 #include "common/fsutil.h"
@@ -263,7 +264,7 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
                          {"seq_len", v[15]}};
         cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
         ckpt_test_crash(crash_point(&w->cfg, w->step, w->rollbacks));
-        rc = ckpt_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
+        rc = ckdir_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
                         w->cfg.checkpoint_keep, NULL, 0, msg, sizeof msg);
     }
     MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);

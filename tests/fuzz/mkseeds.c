@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/proto.h"
 #include "tests/fuzz/fuzz_ckstate.h"
@@ -25,7 +26,7 @@ static int seed_ckpt(const char *out)
                     {"data.streams", CK_U64, s, 2, {1, 6}}};
     CkMeta m[] = {{"step", "20"}, {"seq", "20"}, {"epoch", "2"}, {"world_size", "1"}};
     char err[512];
-    if (ckpt_write(out, 20, t, 2, m, 4, 3, NULL, 0, err, sizeof err) != 0)
+    if (ckdir_write(out, 20, t, 2, m, 4, 3, NULL, 0, err, sizeof err) != 0)
         return fprintf(stderr, "mkseeds: %s\n", err), 1;
     char path[4096];
     snprintf(path, sizeof path, "%s/final.safetensors", out);

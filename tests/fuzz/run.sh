@@ -24,7 +24,7 @@ cflags+=($mpi_cflags)
 
 declare -A srcs=(
     [fuzz_cfg]="common/cfg.c common/fsutil.c common/hash.c common/utf8.c"
-    [fuzz_ckpt]="common/ckpt.c common/ckstate.c common/cfg.c common/detect.c common/hash.c common/utf8.c common/fsutil.c common/log.c"
+    [fuzz_ckpt]="common/ckpt.c common/ckdir.c common/ckstate.c common/cfg.c common/detect.c common/hash.c common/utf8.c common/fsutil.c common/log.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c common/hash.c common/utf8.c"
     [fuzz_report]="daemon/report.c daemon/report_html.c daemon/stats.c"
     [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
@@ -55,7 +55,7 @@ done
 
 # Seeds made from the project's own files and writer rather than committed copies.
 "$cc" -std=c11 -D_POSIX_C_SOURCE=200809L -I. -o "$out/mkseeds" tests/fuzz/mkseeds.c \
-    common/ckpt.c common/hash.c common/utf8.c common/fsutil.c common/proto.c common/cfg.c common/detect.c -lyaml -ljansson -lm
+    common/ckpt.c common/ckdir.c common/hash.c common/utf8.c common/fsutil.c common/proto.c common/cfg.c common/detect.c -lyaml -ljansson -lm
 seed_corpus() { # HARNESS DIR
     case "$1" in
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;
