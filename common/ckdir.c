@@ -5,6 +5,7 @@
 #include "common/ckdir.h"
 
 #include "common/fsutil.h"
+#include "common/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -13,18 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 void ckdir_path(char *out, size_t len, const char *dir, long long step)
 {
@@ -95,7 +84,7 @@ static void ckdir_prune(const char *dir, long long written, int keep, char *err,
     DirEnt *v;
     int n, rank = 0;
     if (scan_dir(dir, &v, &n) != 0) {
-        fail(err, errlen, "%s: cannot list to delete old checkpoints: %s", dir, strerror(errno));
+        log_errf(err, errlen, "%s: cannot list to delete old checkpoints: %s", dir, strerror(errno));
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -104,7 +93,7 @@ static void ckdir_prune(const char *dir, long long written, int keep, char *err,
         char p[4096 + 256];
         snprintf(p, sizeof p, "%s/%s", dir, v[i].name);
         if (unlink(p) != 0 && errno != ENOENT)
-            fail(err, errlen, "%s: cannot delete old file: %s", p, strerror(errno));
+            log_errf(err, errlen, "%s: cannot delete old file: %s", p, strerror(errno));
     }
     free(v);
 }
@@ -114,20 +103,20 @@ int ckdir_write(const char *dir, long long step, const CkTensor *t, int nt, cons
 {
     char path[4096], merr[512];
     if (err && errlen) err[0] = 0;
-    if (keep < 1) return fail(err, errlen, "%s: checkpoint.keep is %d, must be at least 1", dir, keep);
-    if (step < 0) return fail(err, errlen, "%s: checkpoint step %lld is negative", dir, step);
-    if (nmeta < 0 || (nmeta && !meta)) return fail(err, errlen, "%s: %d metadata entries", dir, nmeta);
-    if (strlen(dir) + 32 > sizeof path) return fail(err, errlen, "%s: directory name too long", dir);
+    if (keep < 1) return log_errf(err, errlen, "%s: checkpoint.keep is %d, must be at least 1", dir, keep);
+    if (step < 0) return log_errf(err, errlen, "%s: checkpoint step %lld is negative", dir, step);
+    if (nmeta < 0 || (nmeta && !meta)) return log_errf(err, errlen, "%s: %d metadata entries", dir, nmeta);
+    if (strlen(dir) + 32 > sizeof path) return log_errf(err, errlen, "%s: directory name too long", dir);
     if (fs_mkdir_p(dir, merr, sizeof merr) != 0)
-        return fail(err, errlen, "checkpoint.dir: %s", merr + (strncmp(merr, "run.dir: ", 9) ? 0 : 9));
+        return log_errf(err, errlen, "checkpoint.dir: %s", merr + (strncmp(merr, "run.dir: ", 9) ? 0 : 9));
     ckdir_path(path, sizeof path, dir, step);
     CkMeta *all = malloc((size_t)(nmeta + 1) * sizeof *all);
-    if (!all) return fail(err, errlen, "%s: out of memory", path);
+    if (!all) return log_errf(err, errlen, "%s: out of memory", path);
     all[0] = (CkMeta){"format", CK_FORMAT};
     for (int i = 0; i < nmeta; i++) {
         if (meta[i].key && !strcmp(meta[i].key, "format")) {
             free(all);
-            return fail(err, errlen, "%s: metadata 'format' is reserved (ckdir_write sets it)", path);
+            return log_errf(err, errlen, "%s: metadata 'format' is reserved (ckdir_write sets it)", path);
         }
         all[i + 1] = meta[i];
     }
@@ -157,7 +146,7 @@ int ckdir_latest(const char *dir, char *path, size_t path_len, char *notes, size
     int n, bad = 0, found = 0;
     if (notes && notes_len) notes[0] = 0;
     if (scan_dir(dir, &v, &n) != 0)
-        return fail(err, errlen, "no valid checkpoint in %s: cannot read it: %s", dir, strerror(errno));
+        return log_errf(err, errlen, "no valid checkpoint in %s: cannot read it: %s", dir, strerror(errno));
     for (int i = 0; i < n && !found && v[i].step >= 0; i++) {
         char p[4096 + 256], why[1024];
         Ckpt c;
@@ -169,11 +158,11 @@ int ckdir_latest(const char *dir, char *path, size_t path_len, char *notes, size
         }
         ckpt_free(&c);
         found = (size_t)snprintf(path, path_len, "%s", p) < path_len ? 1 : -1;
-        if (found < 0) fail(err, errlen, "%s: path longer than %zu bytes", p, path_len);
+        if (found < 0) log_errf(err, errlen, "%s: path longer than %zu bytes", p, path_len);
     }
     free(v);
     if (found) return found > 0 ? 0 : -1;
-    if (bad) return fail(err, errlen, "no valid checkpoint in %s: all %d step-*.safetensors files are invalid", dir, bad);
-    return fail(err, errlen, "no valid checkpoint in %s: no step-*.safetensors files", dir);
+    if (bad) return log_errf(err, errlen, "no valid checkpoint in %s: all %d step-*.safetensors files are invalid", dir, bad);
+    return log_errf(err, errlen, "no valid checkpoint in %s: no step-*.safetensors files", dir);
 }
 

@@ -55,7 +55,7 @@ done
 
 # Seeds made from the project's own files and writer rather than committed copies.
 "$cc" -std=c11 -D_POSIX_C_SOURCE=200809L -I. -o "$out/mkseeds" tests/fuzz/mkseeds.c \
-    common/ckpt.c common/ckdir.c common/hash.c common/utf8.c common/fsutil.c common/proto.c common/cfg.c common/detect.c -lyaml -ljansson -lm
+    common/ckpt.c common/ckdir.c common/hash.c common/utf8.c common/fsutil.c common/log.c common/proto.c common/cfg.c common/detect.c -lyaml -ljansson -lm
 seed_corpus() { # HARNESS DIR
     case "$1" in
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;
