@@ -1289,7 +1289,7 @@ uint64_t cfg_model_floats(const Config *c, int B)
     if (in > wide) wide = in;
     uint64_t per_layer = (TB + (uint64_t)B) * H * (lstm ? 2 : 1) + (lstm || gru ? TB * G * H : 0) + (gru ? TB * H : 0);
     uint64_t n = 2 * cfg_param_count(c) + L * per_layer + TB * in + (markov ? TB : (uint64_t)B) * O + 2 * TB * wide +
-                 (c->model_kind != MODEL_RNN ? TB * G * H : 0) + (gru ? TB * 3 * H : 0) + (uint64_t)B * H;
+                 (c->model_kind != MODEL_RNN ? TB * G * H : 0) + (gru ? TB * G * H : 0) + (uint64_t)B * H;
     if (markov && c->model_dropout > 0) n += 2 * TB * (in + L * H);
     return n;
 }
