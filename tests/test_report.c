@@ -19,6 +19,7 @@
 #define main report_main
 #include "daemon/report.c"
 #include "daemon/report_html.c"
+#include "tests/testutil.h"
 #undef main
 
 #define DATA "tests/data/report/"
@@ -218,37 +219,16 @@ static void test_yaml_scan(void **state)
 
 /* ---- hostile run directories, made in a temporary directory ---- */
 
-typedef struct {
-    char dir[64];
-} TmpRun;
-
-static const char *const run_files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
-                                        "config.yaml", "out.svg",     "out.json"};
+typedef TmpDir TmpRun;
 
 /* A run directory holding name, text pairs (NULL-terminated). */
 static void tmp_run(TmpRun *t, const char *const *files)
 {
-    snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
-    for (; files[0]; files += 2) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/%s", t->dir, files[0]);
-        FILE *f = fopen(path, "w");
-        assert_non_null(f);
-        assert_int_equal(fputs(files[1], f) >= 0, 1);
-        assert_int_equal(fclose(f), 0);
-    }
+    assert_int_equal(tmpdir_make(t, "report-run"), 0);
+    for (; files[0]; files += 2) assert_non_null(tmpdir_write(t, files[0], files[1], strlen(files[1])));
 }
 
-static void tmp_run_rm(TmpRun *t)
-{
-    char path[128];
-    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", t->dir, run_files[i]);
-        unlink(path);
-    }
-    rmdir(t->dir);
-}
+static void tmp_run_rm(TmpRun *t) { tmpdir_remove(t); }
 
 static char *slurp(const char *path)
 {

@@ -35,7 +35,7 @@ char *mkdtemp(char *tmpl);
 /* A test's temporary directory and a scratch path inside it. */
 typedef struct {
     char dir[64];   /* /tmp/clipd-NAME-XXXXXX */
-    char path[256]; /* the last tmpdir_path */
+    char path[128]; /* the last tmpdir_path */
 } TmpDir;
 
 /* Make /tmp/clipd-NAME-XXXXXX: 0, or -1 (errno set). */
