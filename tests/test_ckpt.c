@@ -37,16 +37,8 @@ static int setup(void **state)
 
 static unsigned char *slurp(const char *path, size_t *n)
 {
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
+    unsigned char *b = (unsigned char *)file_slurp(path, n);
     assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, fp), (size_t)len);
-    fclose(fp);
-    *n = (size_t)len;
     return b;
 }
 

@@ -245,17 +245,8 @@ static void tmp_run_named(TmpRun *r, const char *name, const char *const *files)
 
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char *buf = NULL;
-    size_t cap = 0, n = 0, got;
-    do {
-        if (n + 65536 + 1 > cap) assert_non_null(buf = realloc(buf, cap = 2 * cap + 65536 + 1));
-        got = fread(buf + n, 1, 65536, f);
-        n += got;
-    } while (got > 0);
-    fclose(f);
-    buf[n] = '\0';
+    char *buf = file_slurp(path, NULL);
+    assert_non_null(buf);
     return buf;
 }
 

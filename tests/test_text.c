@@ -70,19 +70,6 @@ static void use_path(Fx *f, const char *name)
     snprintf(f->c.data_path, sizeof f->c.data_path, "%s/%s", f->t.dir, name);
 }
 
-/* The whole of a file, NUL-terminated; *n its size. */
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *i = fopen(path, "rb");
-    if (!i) return NULL;
-    char *b = malloc(1 << 20);
-    assert_non_null(b);
-    *n = fread(b, 1, (1 << 20) - 1, i);
-    b[*n] = 0;
-    fclose(i);
-    return b;
-}
-
 static void prepare_ok(Fx *f, int W)
 {
     char err[1024] = "";
@@ -137,7 +124,7 @@ static void expect_vocab(const Fx *f, const char *want)
     char path[256];
     size_t n;
     snprintf(path, sizeof path, "%s/vocab.txt", f->run);
-    char *got = slurp(path, &n);
+    char *got = file_slurp(path, &n);
     assert_non_null(got);
     assert_string_equal(got, want);
     free(got);

@@ -65,6 +65,32 @@ static inline const char *tmpdir_write(TmpDir *t, const char *file, const void *
 
 static inline void tmpdir_remove(TmpDir *t) { rm_rf(t->dir); }
 
+/* The whole of a file, NUL-terminated, to free; *n (if n) its size. NULL
+ * if it cannot be read. */
+static inline char *file_slurp(const char *path, size_t *n)
+{
+    if (n) *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = NULL;
+    size_t cap = 0, len = 0, got;
+    do {
+        if (len + 65536 + 1 > cap) {
+            char *nb = realloc(b, cap = 2 * cap + 65536 + 1);
+            if (!nb) return free(b), fclose(f), NULL;
+            b = nb;
+        }
+        got = fread(b + len, 1, 65536, f);
+        len += got;
+    } while (got > 0);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return free(b), NULL;
+    b[len] = 0;
+    if (n) *n = len;
+    return b;
+}
+
 /* cmocka group or test setup/teardown: *state is a TmpDir (/tmp/clipd-unit-XXXXXX). */
 static inline int tmpdir_setup(void **state)
 {
