@@ -182,24 +182,44 @@ static unsigned char *slurp(const char *path, size_t *n)
     return b;
 }
 
-/* The run dir of every test: made by rank 0, known to all. */
+/* Every test's run dir (made by rank 0, known to all) and, for the
+ * checkpoint tests (setup_written), the checkpoint written at step 4 and
+ * this rank's position in it. */
+typedef struct {
+    TmpDir t;
+    Config c;
+    char path[512];
+    Pos p;
+    int written;
+} Fx;
+
 static int setup(void **state)
 {
-    TmpDir *t = calloc(1, sizeof *t);
-    if (!t) return -1;
-    int rc = wrank == 0 ? tmpdir_make(t, "state") : 0;
+    Fx *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    int rc = wrank == 0 ? tmpdir_make(&f->t, "state") : 0;
     MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    MPI_Bcast(t->dir, sizeof t->dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    *state = t;
+    MPI_Bcast(f->t.dir, sizeof f->t.dir, MPI_CHAR, 0, MPI_COMM_WORLD);
+    *state = f;
     return rc;
+}
+
+static void write_checkpoint(Fx *f);
+
+static int setup_written(void **state)
+{
+    if (setup(state) != 0) return -1;
+    write_checkpoint(*state);
+    return 0;
 }
 
 static int teardown(void **state)
 {
-    TmpDir *t = *state;
+    Fx *f = *state;
     MPI_Barrier(MPI_COMM_WORLD);
-    if (wrank == 0) tmpdir_remove(t);
-    free(t);
+    if (wrank == 0) tmpdir_remove(&f->t);
+    if (f->written) pos_free(&f->p);
+    free(f);
     return 0;
 }
 
@@ -209,7 +229,7 @@ static int teardown(void **state)
  * and carried state bit for bit; seq (steps executed) stays as it is. */
 static void test_snapshot_restore(void **state)
 {
-    TmpDir *t = *state;
+    TmpDir *t = &((Fx *)*state)->t;
     Config c;
     config(&c, t->dir, 1);
     Worker w;
@@ -235,7 +255,7 @@ static void test_snapshot_restore(void **state)
  * has the position's counters and streams. */
 static void test_snapshot_without_rollback(void **state)
 {
-    TmpDir *t = *state;
+    TmpDir *t = &((Fx *)*state)->t;
     Config c;
     config(&c, t->dir, 0);
     Worker w;
@@ -253,7 +273,7 @@ static void test_snapshot_without_rollback(void **state)
  * carried state is held aside and comes back unchanged. */
 static void test_hold_hidden(void **state)
 {
-    TmpDir *t = *state;
+    TmpDir *t = &((Fx *)*state)->t;
     Config c;
     config(&c, t->dir, 0);
     Worker w;
@@ -281,22 +301,23 @@ static void ck_path(const Worker *w, char *out, size_t len)
     ckpt_path(out, len, dir, (long long)w->step);
 }
 
-/* Checkpoint at step 4 of a worker on all ranks; *ours gets this rank's
- * position, all (rank 0) the streams and carried state of every rank. */
-static void write_checkpoint(TmpDir *t, Config *c, char *path, size_t len, Pos *ours)
+/* Checkpoint at step 4 of a worker on all ranks: f->path, and f->p this
+ * rank's position. */
+static void write_checkpoint(Fx *f)
 {
-    config(c, t->dir, 1);
+    config(&f->c, f->t.dir, 1);
     Worker w;
-    worker_up(&w, c, MPI_COMM_WORLD, wsize, wrank);
+    worker_up(&w, &f->c, MPI_COMM_WORLD, wsize, wrank);
     worker_train(&w, 4);
     char err[512] = "";
     if (state_checkpoint(&w, err, sizeof err) != 0) fail_msg("state_checkpoint: %s", err);
-    pos_take(ours, &w);
+    pos_take(&f->p, &w);
+    f->written = 1;
     /* the checkpoint is also where a rollback goes back to */
     scramble(&w);
     state_restore(&w);
-    pos_expect(&w, ours, "restored after a checkpoint");
-    ck_path(&w, path, len);
+    pos_expect(&w, &f->p, "restored after a checkpoint");
+    ck_path(&w, f->path, sizeof f->path);
     worker_down(&w);
 }
 
@@ -305,11 +326,12 @@ static void write_checkpoint(TmpDir *t, Config *c, char *path, size_t len, Pos *
  * position on every rank; written again from there: the same file bytes. */
 static void test_checkpoint_round_trip(void **state)
 {
-    TmpDir *t = *state;
-    Config c;
-    char path[512], err[512] = "";
-    Pos p;
-    write_checkpoint(t, &c, path, sizeof path, &p);
+    Fx *f = *state;
+    TmpDir *t = &f->t;
+    Config c = f->c;
+    const char *path = f->path;
+    char err[512] = "";
+    Pos p = f->p;
     Ckpt k;
     if (ckpt_read(&k, path, err, sizeof err) != 0) fail_msg("%s", err);
     const CkEntry *e = ckpt_find(&k, "param.head.weight");
@@ -347,7 +369,6 @@ static void test_checkpoint_round_trip(void **state)
         assert_memory_equal(a, b, n1);
         free(a), free(b);
     }
-    pos_free(&p);
     worker_down(&w);
 }
 
@@ -357,11 +378,11 @@ static void test_checkpoint_round_trip(void **state)
  * rows the W writers held (gathered to rank 0). */
 static void test_resume_other_w(void **state)
 {
-    TmpDir *t = *state;
-    Config c;
-    char path[512], err[512] = "";
-    Pos p;
-    write_checkpoint(t, &c, path, sizeof path, &p);
+    Fx *f = *state;
+    Config c = f->c;
+    const char *path = f->path;
+    char err[512] = "";
+    Pos p = f->p;
     int Bw = c.data_batch_per_worker, WB = wsize * Bw;
     size_t H = (size_t)c.model_hidden, L = (size_t)c.model_layers;
     /* every writer's streams and carried state, in global stream order */
@@ -410,7 +431,6 @@ static void test_resume_other_w(void **state)
         worker_down(&w);
     }
     free(streams), free(hid);
-    pos_free(&p);
 }
 
 /* A checkpoint damaged on disk (a flipped bit in the tensors, a cut-off
@@ -418,11 +438,11 @@ static void test_resume_other_w(void **state)
  * naming the file; nothing of a damaged file reaches the worker. */
 static void test_resume_refuses_bad_file(void **state)
 {
-    TmpDir *t = *state;
-    Config c;
-    char path[512], err[512];
-    Pos p;
-    write_checkpoint(t, &c, path, sizeof path, &p);
+    Fx *f = *state;
+    TmpDir *t = &f->t;
+    Config c = f->c;
+    const char *path = f->path;
+    char err[512];
     if (wrank == 0) {
         size_t n;
         unsigned char *good = slurp(path, &n);
@@ -435,8 +455,7 @@ static void test_resume_refuses_bad_file(void **state)
             unsigned char *b = malloc(n);
             memcpy(b, good, n);
             if (bad[i].flip) b[bad[i].flip] ^= 0x10;
-            const char *f = tmpdir_write(t, "bad.safetensors", b, bad[i].len);
-            assert_non_null(f);
+            assert_non_null(tmpdir_write(t, "bad.safetensors", b, bad[i].len));
             Worker w;
             worker_up(&w, &c, MPI_COMM_SELF, wsize, 0);
             Pos before;
@@ -462,7 +481,6 @@ static void test_resume_refuses_bad_file(void **state)
         assert_non_null(strstr(err, path));
         worker_down(&w);
     }
-    pos_free(&p);
 }
 
 /* A checkpoint that cannot be written (checkpoint.dir is a file) fails on
@@ -470,7 +488,7 @@ static void test_resume_refuses_bad_file(void **state)
  * the run dir. */
 static void test_checkpoint_write_fails(void **state)
 {
-    TmpDir *t = *state;
+    TmpDir *t = &((Fx *)*state)->t;
     Config c;
     config(&c, t->dir, 0);
     if (wrank == 0) assert_non_null(tmpdir_write(t, "not-a-dir", "x", 1));
@@ -498,9 +516,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_without_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_hidden, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoint_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_other_w, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_refuses_bad_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_round_trip, setup_written, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_other_w, setup_written, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_refuses_bad_file, setup_written, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_write_fails, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
