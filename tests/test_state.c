@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/log.h"
 #include "common/text.h"
@@ -298,7 +299,7 @@ static void ck_path(const Worker *w, char *out, size_t len)
 {
     char dir[CFG_STR_MAX + 16];
     cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
-    ckpt_path(out, len, dir, (long long)w->step);
+    ckdir_path(out, len, dir, (long long)w->step);
 }
 
 /* Checkpoint at step 4 of a worker on all ranks: f->path, and f->p this
