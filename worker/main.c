@@ -4,6 +4,7 @@
  * in their own communicator, applies clipping inside the optimizer's pass,
  * runs the divergence detector (identically on every worker) and acts on it,
  * writes checkpoints, and reports one StepRecord per step to the coordinator. */
+#include <getopt.h>
 #include <math.h>
 #include <mpi.h>
 #include <pthread.h>
@@ -20,12 +21,13 @@
 
 #include "common/ckpt.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
-#include "common/safetensors.h"
 #include "common/text.h"
 #include "worker/clip.h"
+#include "worker/safetensors.h"
 #include "worker/steptime.h"
 #include "worker/worker.h"
 
@@ -237,7 +239,8 @@ static void worker_setup(Worker *w)
             w->sync.sharded ? "sharded" : "replicated", w->sync.nb, w->sync.nb == 1 ? "" : "s");
 }
 
-/* The action for the events of a step: the most severe of each kind's. */
+/* The action for the events of a step: the most severe of each kind's (each at
+ * least its kind's minimum: a non-finite update never reaches the weights). */
 static int resolve_action(const Config *c, unsigned events)
 {
     int act = ACT_LOG;
@@ -246,8 +249,6 @@ static int resolve_action(const Config *c, unsigned events)
         int a = cfg_event_action(c, k);
         if (a > act) act = a;
     }
-    if ((events & ((1u << EV_NONFINITE_LOSS) | (1u << EV_NONFINITE_GRAD))) && act < ACT_SKIP)
-        act = ACT_SKIP; /* a non-finite update never reaches the weights */
     return act;
 }
 
@@ -838,11 +839,12 @@ int main(int argc, char **argv)
     if (argc > 1) {
         /* Inside a job an argument is a mistake in the launch line; exiting
          * non-zero before MPI_Init makes mpirun end the whole job. */
-        int in_job = proto_launched_by_mpi();
-        if (!in_job && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
-            return usage(stdout), 0;
-        if (!in_job && !strcmp(argv[1], "--version"))
-            return printf("clipd-worker %s\n", CLIPD_VERSION), 0;
+        static const struct option opts[] = {
+            {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+        opterr = 0; /* the message is ours */
+        int o = proto_launched_by_mpi() ? '?' : getopt_long(argc, argv, "+h", opts, NULL);
+        if (o == 'h') return usage(stdout), 0;
+        if (o == 'V') return printf("clipd-worker %s\n", CLIPD_VERSION), 0;
         fprintf(stderr, "clipd-worker: unexpected argument '%s' (the config comes from the coordinator)\n", argv[1]);
         usage(stderr);
         return 2;
