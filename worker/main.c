@@ -22,6 +22,7 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
+#include "common/proto_mpi.h"
 #include "common/rng.h"
 #include "common/safetensors.h"
 #include "common/text.h"
@@ -232,15 +233,7 @@ static int resolve_action(const Config *c, unsigned events)
 /* Worker 0 folds any request from the coordinator into this step's statistics. */
 static void poll_requests(Worker *w)
 {
-    if (w->rank != 0) return;
-    int flag = 1;
-    while (flag) {
-        MPI_Iprobe(0, TAG_REQ, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
-        if (!flag) break;
-        ReqMsg q;
-        MPI_Recv(&q, sizeof q, MPI_BYTE, 0, TAG_REQ, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        w->pending_req |= q.type;
-    }
+    if (w->rank == 0) w->pending_req |= proto_poll_req(&w->proto);
 }
 
 /* Test hooks (debug.*) that change the gradient after backward; each fires
@@ -662,7 +655,7 @@ static void eval_send(Worker *w, const char *path, int split, int epoch)
     e.step = step < 0 ? 0 : step;
     e.val_loss = eval_split(w, split, &e.val_tokens);
     e.seq = path != NULL; /* an evaluation's record: 1 when the weights came from a file */
-    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
+    if (w->rank == 0 && proto_send_epoch(&w->proto, &e) != 0) worker_fatal("epoch record send failed");
 }
 
 /* End of an epoch: validation, epoch-level events, schedule, early stop. */
@@ -689,7 +682,7 @@ static int epoch_end(Worker *w)
     if (sched_epoch_end(&w->cfg, &w->sched, e.val_loss)) e.flags |= EPOCH_EARLY_STOP;
     e.step = w->step, e.seq = w->seq;
     w->epoch_done = 1;
-    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
+    if (w->rank == 0 && proto_send_epoch(&w->proto, &e) != 0) worker_fatal("epoch record send failed");
     return e.flags & EPOCH_ABORT;
 }
 
@@ -717,51 +710,30 @@ static int write_weights(Worker *w, char *err, size_t errlen)
 }
 
 /* Step records go to the coordinator without waiting for it (it naps up
- * to 2 ms between polls): a ring of records in flight, each slot waited for
- * before it is filled again; MPI keeps one sender's messages in order. The
- * sends are synchronous (MPI_Issend: done once the coordinator has received
- * it), so the workers run at most REC_RING steps ahead of the coordinator,
- * as its stop and checkpoint requests and its logs expect. */
-#define REC_RING 4
-static StepRecord rec_ring[REC_RING];
-static MPI_Request rec_req[REC_RING] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL,
-                                        MPI_REQUEST_NULL};
-
-static StepRecord *record_slot(int64_t seq)
-{
-    int k = (int)(seq % REC_RING);
-    if (MPI_Wait(&rec_req[k], MPI_STATUS_IGNORE) != MPI_SUCCESS) worker_fatal("step record send failed");
-    return &rec_ring[k];
-}
-
-static void record_send(StepRecord *r, int64_t seq)
-{
-    int k = (int)(seq % REC_RING);
-    if (MPI_Issend(r, sizeof *r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD, &rec_req[k]) != MPI_SUCCESS)
-        worker_fatal("step record send failed");
-}
-
-static void records_flush(void)
-{
-    if (MPI_Waitall(REC_RING, rec_req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
-        worker_fatal("step record send failed");
-}
-
+ * to 2 ms between polls): a ring of PROTO_STEP_RING records in flight
+ * (proto_step_slot), each slot waited for before it is filled again; MPI
+ * keeps one sender's messages in order. The sends are synchronous, so the
+ * workers run at most PROTO_STEP_RING steps ahead of the coordinator, as its
+ * stop and checkpoint requests and its logs expect. */
 /* Epochs until the coordinator says stop; returns the STOP message. */
 static CtrlMsg worker_loop(Worker *w)
 {
     for (;;) {
         CtrlMsg ctl;
-        MPI_Recv(&ctl, sizeof ctl, MPI_BYTE, 0, TAG_CTRL, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (ctl.type == CTRL_STOP) return records_flush(), ctl;
+        if (proto_recv_ctrl(&w->proto, &ctl) != 0) worker_fatal("control message receive failed");
+        if (ctl.type == CTRL_STOP) {
+            if (proto_flush_steps(&w->proto) != 0) worker_fatal("step record send failed");
+            return ctl;
+        }
         if (ctl.type != CTRL_EPOCH) worker_fatal("protocol error: control type %d", ctl.type);
         start_epoch(w, &ctl);
         int stop = 0;
         while (!stop && w->epoch_step < w->cfg.train_steps_per_epoch) {
             int64_t seq = w->seq; /* train_step counts it */
-            StepRecord *r = record_slot(seq);
+            StepRecord *r = proto_step_slot(&w->proto, seq);
+            if (!r) worker_fatal("step record send failed");
             stop = train_step(w, r);
-            record_send(r, seq);
+            if (proto_send_step(&w->proto, seq) != 0) worker_fatal("step record send failed");
             steptime_mark(&w->times, PH_RECORD);
             steptime_end(&w->times);
         }
@@ -808,7 +780,7 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     done.wrank = w->rank;
     done.steps = w->step;
     done.param_hash = fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
-    MPI_Send(&done, sizeof done, MPI_BYTE, 0, TAG_DONE, MPI_COMM_WORLD);
+    if (proto_send_done(&w->proto, &done) != 0) worker_fatal("done message send failed");
 }
 
 int main(int argc, char **argv)
@@ -832,29 +804,30 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* stderr is a pipe to mpirun: a write after it died fails, no more */
     start_launcher_watch();
     MPI_Init(&argc, &argv);
-    int wrank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+    static Worker w;
+    static ConfigMsg msg;
+    char err[1024];
+    if (proto_open(&w.proto, err, sizeof err) != 0) worker_fatal("%s", err);
+    int wrank = w.proto.rank;
     log_set_role("worker", wrank - 1);
     if (wrank == 0) {
         LOG(LOG_ERROR, "clipd-worker is world rank 0, where the coordinator belongs: launch "
                        "mpirun -np 1 clipd CONFIG : -np W clipd-worker");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
-    static Worker w;
-    static ConfigMsg msg;
     MPI_Comm_split(MPI_COMM_WORLD, 1, wrank, &w.comm);
     MPI_Comm_rank(w.comm, &w.rank);
     MPI_Comm_size(w.comm, &w.W);
-    MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (proto_bcast_config(&w.proto, &msg) != 0) worker_fatal("start-up broadcast failed");
     if (!msg.go) { /* the coordinator already said why */
         MPI_Comm_free(&w.comm);
+        proto_close(&w.proto);
         MPI_Finalize();
         return msg.status;
     }
     w.cfg = msg.cfg;
     catch_sigbus(); /* after MPI_Init, whose handler prints a backtrace that names no file */
     worker_setup(&w);
-    char err[1024];
     if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)
         worker_fatal("cannot resume: %s", err);
     if (msg.resume[0] && w.epoch > 1) batcher_shift(&w.data, data_epoch_seed(&w.cfg, w.epoch));
@@ -873,6 +846,7 @@ int main(int argc, char **argv)
     repro_free(&w.repro), sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
     model_free(&w.model);
     MPI_Comm_free(&w.comm);
+    proto_close(&w.proto);
     MPI_Finalize();
     return 0;
 }
