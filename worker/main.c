@@ -27,6 +27,7 @@
 #include "common/safetensors.h"
 #include "common/text.h"
 #include "worker/clip.h"
+#include "worker/hooks.h"
 #include "worker/steptime.h"
 #include "worker/worker.h"
 
@@ -236,71 +237,6 @@ static void poll_requests(Worker *w)
     if (w->rank == 0) w->pending_req |= proto_poll_req(&w->proto);
 }
 
-/* Test hooks (debug.*) that change the gradient after backward; each fires
- * only before the first rollback. */
-static int faults_due(const Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    return !w->rollbacks && (step == c->debug_nan_step || step == c->debug_spike_step ||
-                             step == c->debug_noise_step);
-}
-
-/* debug.nan_tensor's first element, or the last element of the flat buffer. */
-static size_t nan_index(const Model *m, const char *tensor)
-{
-    for (int v = 0; tensor[0] && v < m->nviews; v++)
-        if (!strcmp(m->views[v].name, tensor)) return m->views[v].off;
-    return m->nparams - 1;
-}
-
-/* debug.noise_step: the batch is replaced by uniform random tokens (adding:
- * random features and targets), the same on every run and worker count. */
-static void inject_noise(Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    Batcher *d = &w->data;
-    if (w->rollbacks || step != c->debug_noise_step) return;
-    Rng r;
-    rng_init(&r, rng_derive((uint64_t)c->run_seed, 0x4015Eu, (uint64_t)step));
-    for (int i = 0; i < d->T * w->W * d->B; i++) { /* every worker draws the global batch, keeps its part */
-        int t = i / (w->W * d->B), j = i % (w->W * d->B) - w->rank * d->B;
-        uint64_t a = rng_next(&r), b = rng_next(&r);
-        if (j < 0 || j >= d->B) continue;
-        if (d->inputs) d->inputs[t * d->B + j] = (int)(a % (uint64_t)c->model_vocab);
-        if (d->targets) d->targets[t * d->B + j] = (int)(b % (uint64_t)c->model_vocab);
-        if (d->features) d->features[2 * (t * d->B + j)] = (float)(a >> 40) / 16777216.0f;
-        if (d->ytarget && t == 0) d->ytarget[j] = (float)(b >> 40) / 8388608.0f;
-    }
-}
-
-/* debug.lr_spike_* and debug.lr_ramp_*: the factor on this step's lr. */
-static double lr_fault(const Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    double f = 1;
-    if (w->rollbacks) return f;
-    int64_t s0 = c->debug_lr_spike_step, len = c->debug_lr_spike_len;
-    if (s0 > 0 && step >= s0 && (len == 0 || step < s0 + len)) f *= c->debug_lr_spike_scale;
-    if (c->debug_lr_ramp_step > 0 && step >= c->debug_lr_ramp_step)
-        f *= pow(c->debug_lr_ramp_rate, (double)(step - c->debug_lr_ramp_step + 1));
-    return f;
-}
-
-static void inject_faults(Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    Model *m = &w->model;
-    if (!faults_due(w, step)) return;
-    /* Reproducible: into the micro-batch gradients (the NaN into the last of
-     * all), so any worker count sees the same fault. */
-    float **g = w->repro.n ? w->repro.slot : &m->grads;
-    int ng = w->repro.n ? w->repro.n : 1;
-    if (step == c->debug_nan_step && w->rank == w->W - 1) g[ng - 1][nan_index(m, c->debug_nan_tensor)] = NAN;
-    for (int j = 0; step == c->debug_spike_step && j < ng; j++)
-        for (size_t i = 0; i < m->nparams; i++) g[j][i] *= (float)c->debug_spike_scale;
-    if (m->emb_rows) memset(m->emb_rows, 1, (size_t)m->V); /* a sparse sync sends every row */
-}
-
 static void hook_ready(void *ctx, size_t upto) { sync_ready(ctx, upto); }
 static void hook_progress(void *ctx) { sync_progress(ctx); }
 
@@ -320,10 +256,10 @@ static void compute_step(Worker *w, StepRecord *r)
     long terms = model_terms(m) * K;
     float scale = (float)(1.0 / ((double)terms * w->W));
     double loss = 0;
-    int hooked = faults_due(w, w->step + 1);
+    int hooked = hooks_gradient_due(w, w->step + 1);
     for (int k = 0; k < K; k++) {
         batcher_next(d);
-        if (k == K - 1) inject_noise(w, w->step + 1);
+        if (k == K - 1) hooks_batch(w, w->step + 1);
         m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
         int overlap = k == K - 1 && !hooked;
         if (overlap) sync_begin(&w->sync, m->grads);
@@ -332,12 +268,7 @@ static void compute_step(Worker *w, StepRecord *r)
         if (w->repro.n) repro_run(&w->repro, m, d, scale, 1);
         else loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
-    inject_faults(w, w->step + 1);
-    if (w->cfg.debug_slow_ms > 0 && w->rank == w->cfg.debug_slow_worker) { /* test hook: a straggler */
-        double ms = w->cfg.debug_slow_ms;
-        struct timespec nap = {(time_t)(ms / 1e3), (long)(fmod(ms, 1e3) * 1e6)};
-        nanosleep(&nap, NULL);
-    }
+    hooks_gradient(w, w->step + 1);
     double t1 = log_clock_ms();
     steptime_mark(&w->times, PH_COMPUTE);
     w->local[ST_LOSS] = loss;
@@ -432,7 +363,7 @@ static void decide_step(Worker *w, StepRecord *r)
     if (act == ACT_ROLLBACK && w->rollbacks >= c->divergence_max_rollbacks) act = ACT_ABORT;
     r->lr = sched_lr(c, &w->sched, step, w->epoch) * w->lr_scale;
     double lr = r->lr;
-    lr *= lr_fault(w, step);
+    lr *= hooks_lr(w, step);
     r->clip_coef = NAN;
     if (act == ACT_LOG) {
         /* The parameters the optimizer holds state for: all (replicated), or
@@ -456,8 +387,7 @@ static void decide_step(Worker *w, StepRecord *r)
     if (r->nonfinite) w->nonfinite++;
     if (act != ACT_ROLLBACK && act != ACT_ABORT) {
         w->step++, w->epoch_step++;
-        if (w->step == c->debug_drift_step && w->rank == w->W - 1 && !w->rollbacks)
-            m->params[0] += 1e-3f; /* test hook: this replica now differs */
+        hooks_params(w);
         unsigned dv = drift_check(w, info);
         if (dv) {
             record_events(r, dv, info);

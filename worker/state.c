@@ -14,6 +14,7 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/safetensors.h"
+#include "worker/hooks.h"
 #include "worker/worker.h"
 
 /* Worker 0's gather buffers, allocated once. */
@@ -222,16 +223,6 @@ static void list_tensors(const Worker *w, TensorList *tl, const float *om, const
     add_tensor(tl, "", "detect.state", CK_U64, det_state, 1, (long)detect_state_len(&w->det), 1);
 }
 
-/* debug.ckpt_crash_step: where this step's checkpoint write kills worker 0. */
-static int crash_point(const Config *c, int64_t step, int rollbacks)
-{
-    static const int at[] = {[CRASH_DURING_WRITE] = CK_CRASH_DURING_WRITE,
-                             [CRASH_BEFORE_RENAME] = CK_CRASH_BEFORE_RENAME,
-                             [CRASH_AFTER_RENAME] = CK_CRASH_AFTER_RENAME};
-    if (!c->debug_ckpt_crash_step || step != c->debug_ckpt_crash_step || rollbacks) return CK_CRASH_NONE;
-    return at[c->debug_ckpt_crash_at];
-}
-
 int state_checkpoint(Worker *w, char *err, size_t errlen)
 {
     /* The position written is also the one a rollback goes back to. */
@@ -273,7 +264,7 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
                          {"state_hash", v[13]}, {"epoch_done", v[14]}, {"run", w->cfg.run_name},
                          {"seq_len", v[15]}};
         cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
-        ckpt_test_crash(crash_point(&w->cfg, w->step, w->rollbacks));
+        ckpt_test_crash(hooks_ckpt_crash(w));
         rc = ckpt_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
                         w->cfg.checkpoint_keep, NULL, 0, msg, sizeof msg);
     }
