@@ -360,8 +360,7 @@ int ckpt_write(const char *dir, long long step, const CkTensor *t, int nt, const
     if (step < 0) return fail(err, errlen, "%s: checkpoint step %lld is negative", dir, step);
     if (nmeta < 0 || (nmeta && !meta)) return fail(err, errlen, "%s: %d metadata entries", dir, nmeta);
     if (strlen(dir) + 32 > sizeof path) return fail(err, errlen, "%s: directory name too long", dir);
-    if (fs_mkdir_p(dir, merr, sizeof merr) != 0)
-        return fail(err, errlen, "checkpoint.dir: %s", merr + (strncmp(merr, "run.dir: ", 9) ? 0 : 9));
+    if (fs_mkdir_p(dir, "checkpoint.dir", merr, sizeof merr) != 0) return fail(err, errlen, "%s", merr);
     ckpt_path(path, sizeof path, dir, step);
     CkMeta *all = malloc((size_t)(nmeta + 1) * sizeof *all);
     if (!all) return fail(err, errlen, "%s: out of memory", path);

@@ -221,10 +221,10 @@ static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
 static int load_config(Config *c, const Args *a, char *err, size_t errlen)
 {
     cfg_defaults(c);
-    if (cfg_load_file(c, a->config_path, err, errlen) != CFG_OK) return 2;
+    if (cfg_load_file(c, a->config_path, err, errlen) != CFG_OK) return -1;
     for (int i = 0; i < a->nsets; i++)
-        if (cfg_set_arg(c, a->sets[i], err, errlen) != CFG_OK) return 2;
-    if (cfg_validate(c, err, errlen) != CFG_OK) return 2;
+        if (cfg_set_arg(c, a->sets[i], err, errlen) != CFG_OK) return -1;
+    if (cfg_validate(c, err, errlen) != CFG_OK) return -1;
     return 0;
 }
 
@@ -947,12 +947,13 @@ static void remove_stale(const Config *c)
     static const char *const in_run[] = {CK_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
                                          "*.jsonl", "config.yaml", "metrics.addr"};
     static const char *const in_ckpt[] = {CK_STEP_GLOB};
-    char dir[CFG_STR_MAX + 16], notes[4096];
+    char dir[CFG_STR_MAX + 16], notes[4096], err[CFG_STR_MAX + 128];
     for (int k = 0; k < 2; k++) {
         if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);
         else cfg_checkpoint_dir(c, dir, sizeof dir);
-        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : (int)(sizeof in_run / sizeof *in_run), notes, sizeof notes) < 0 && errno != ENOTDIR)
-            LOG(LOG_WARN, "cannot list %s for stale temporary files: %s", dir, strerror(errno));
+        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : (int)(sizeof in_run / sizeof *in_run), notes,
+                            sizeof notes, err, sizeof err) < 0)
+            LOG(LOG_WARN, "%s", err);
         for (char *line = strtok(notes, "\n"); line; line = strtok(NULL, "\n"))
             LOG(LOG_WARN, "%s (a temporary file left by an interrupted write)", line);
     }
@@ -997,7 +998,7 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
     snprintf(err, errlen, "memory: %d worker%s x about %.3g GiB (model.*, data.batch_per_worker, "
              "data.seq_len, train.optimizer) need %.3g GiB, this machine has %.3g GiB available",
              local, local == 1 ? "" : "s", (double)need / gib, (double)need * local / gib, (double)avail / gib);
-    return 2;
+    return -1;
 }
 
 /* A run on text with a test split evaluates it at the end, if every stream
@@ -1045,30 +1046,29 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
 {
     Config *c = &co->cfg;
     int aut = c->train_steps_auto;
-    if (!a->resume && resume_check_fresh(c, err, errlen) != 0) return 2;
-    if (aut && resolve_steps(c, W > 0 ? W : 1, err, errlen) != 0) return 2;
-    if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return 2;
+    if (!a->resume && resume_check_fresh(c, err, errlen) != 0) return -1;
+    if (aut && resolve_steps(c, W > 0 ? W : 1, err, errlen) != 0) return -1;
+    if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return -1;
     if (W <= 0) W = co->res.global_batch ? (int)(co->res.global_batch / c->data_batch_per_worker) : 1;
     if (aut && W != 1 && a->resume) { /* --check: the checkpoint's worker count, now known */
         if (resolve_steps(c, W, err, errlen) != 0 || resume_find(&co->res, c, a->resume, W, err, errlen) != 0)
-            return 2;
+            return -1;
     }
     const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks on this node, the coordinator's too */
     int local = dry ? 1 : ls ? atoi(ls) - 1 : W; /* 0: the workers are all on other nodes */
     if (local < 0 || local > W) local = W;
-    if (check_memory(c, W, local, dry, err, errlen) != 0) return 2;
-    char ck[CFG_STR_MAX + 16], why[512];
+    if (check_memory(c, W, local, dry, err, errlen) != 0) return -1;
+    char ck[CFG_STR_MAX + 16];
     cfg_checkpoint_dir(c, ck, sizeof ck);
     if (dry ? fs_check_dir(c->run_dir, "run.dir", err, errlen) != 0
-            : fs_mkdir_p(c->run_dir, err, errlen) != 0 || fs_probe_writable(c->run_dir, err, errlen) != 0)
-        return 2;
+            : fs_mkdir_p(c->run_dir, "run.dir", err, errlen) != 0 ||
+              fs_probe_writable(c->run_dir, "run.dir", err, errlen) != 0)
+        return -1;
     if (dry ? fs_check_dir(ck, "checkpoint.dir", err, errlen) != 0
-            : fs_mkdir_p(ck, why, sizeof why) != 0 || fs_probe_writable(ck, why, sizeof why) != 0) {
-        /* fsutil says run.dir; here the directory is checkpoint.dir's */
-        if (!dry) snprintf(err, errlen, "checkpoint.dir: %s", why + (strncmp(why, "run.dir: ", 9) ? 0 : 9));
-        return 2;
-    }
-    if (runlog_check(c->run_dir, err, errlen) != 0) return 2;
+            : fs_mkdir_p(ck, "checkpoint.dir", err, errlen) != 0 ||
+              fs_probe_writable(ck, "checkpoint.dir", err, errlen) != 0)
+        return -1;
+    if (runlog_check(c->run_dir, err, errlen) != 0) return -1;
     if (c->data_source != DATA_TEXT) return 0;
     /* run.overwrite: the old run's vocabulary must not be reused; set aside
      * until the data checks pass, so that a start that fails keeps it */
@@ -1080,7 +1080,7 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
     if (over && bad) rename(aside, vocab);
     else if (over) unlink(aside);
     if (!bad && !dry) test_split_check(co, W);
-    return bad ? 2 : 0; /* every data problem is found before a worker trains */
+    return bad ? -1 : 0; /* every data problem is found before a worker trains */
 }
 
 /* clipd --eval: the weights file holds every parameter this config needs
@@ -1088,12 +1088,12 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
 static int eval_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
 {
     Config *c = &co->cfg;
-    if (wsize < 2) return snprintf(err, errlen, "no workers: launch it with clipd-launch ... --eval WEIGHTS"), 2;
+    if (wsize < 2) return snprintf(err, errlen, "no workers: launch it with clipd-launch ... --eval WEIGHTS"), -1;
     co->W = wsize - 1;
     for (int i = 0; i < LOG_FILES; i++) co->log.fd[i] = -1; /* no run logs are written */
-    if (c->train_steps_auto && resolve_steps(c, co->W, err, errlen) != 0) return 2;
+    if (c->train_steps_auto && resolve_steps(c, co->W, err, errlen) != 0) return -1;
     Ckpt k;
-    if (ckpt_read(&k, a->eval, err, errlen) != 0) return 2;
+    if (ckpt_read(&k, a->eval, err, errlen) != 0) return -1;
     char names[64][32];
     int n = cfg_tensor_names(c, names, 64), bad = 0;
     for (int i = 0; i < n && i < 64 && !bad; i++) {
@@ -1108,19 +1108,19 @@ static int eval_checks(Coord *co, const Args *a, int wsize, char *err, size_t er
                      e ? "has another dtype or shape" : "missing", shape[0], nd == 2 ? ", " : "", nd == 2 ? shape[1] : 0);
     }
     ckpt_free(&k);
-    if (bad) return 2;
+    if (bad) return -1;
     proto_limits(&co->proto.lim, c, co->W);
     if (c->data_source != DATA_TEXT) return 0; /* data.valid_batches held-out batches */
     size_t nt = 0;
-    if (text_split_tokens(c, a->split, &nt, err, errlen) != 0) return 2;
+    if (text_split_tokens(c, a->split, &nt, err, errlen) != 0) return -1;
     if (a->split == TEXT_TEST && nt == 0)
-        return snprintf(err, errlen, "--split test: data.path '%s' has no test.txt", c->data_path), 2;
-    if (fs_mkdir_p(c->run_dir, err, errlen) != 0 || text_prepare(c, co->W, err, errlen) != 0) return 2;
+        return snprintf(err, errlen, "--split test: data.path '%s' has no test.txt", c->data_path), -1;
+    if (fs_mkdir_p(c->run_dir, "run.dir", err, errlen) != 0 || text_prepare(c, co->W, err, errlen) != 0) return -1;
     uint64_t L = text_stream_len(nt, (uint64_t)co->W * (uint64_t)c->data_batch_per_worker);
     if (L < (uint64_t)c->data_seq_len)
         return snprintf(err, errlen, "--split %s: %zu tokens, %llu per stream for %d workers x %d streams, fewer "
                         "than data.seq_len %d", a->split == TEXT_TEST ? "test" : "valid", nt,
-                        (unsigned long long)L, co->W, c->data_batch_per_worker, c->data_seq_len), 2;
+                        (unsigned long long)L, co->W, c->data_batch_per_worker, c->data_seq_len), -1;
     return 0;
 }
 
@@ -1163,32 +1163,28 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
 {
     if (wsize < 2) {
         snprintf(err, errlen, "no workers: launch mpirun -np 1 clipd CONFIG : -np W clipd-worker");
-        return 2;
+        return -1;
     }
     co->W = wsize - 1;
     /* Every directory and every input is checked before anything in the run
      * changes: a start that fails leaves the logs and checkpoints as they were. */
-    int rc = preflight(co, a, co->W, 0, err, errlen);
-    if (rc) return rc;
+    if (preflight(co, a, co->W, 0, err, errlen) != 0) return -1;
     LogKeep keep, *kp = NULL;
     if (a->resume) {
         keep = (LogKeep){co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1,
                          !co->res.epoch_done};
         kp = &keep;
     }
-    if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
-    if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return 2;
+    if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return -1;
+    if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return -1;
     remove_stale(&co->cfg);
     char addr[CFG_STR_MAX + 32]; /* an earlier job's (aborted, or one with metrics off now) */
     snprintf(addr, sizeof addr, "%s/metrics.addr", co->cfg.run_dir);
     if (unlink(addr) != 0 && errno != ENOENT) LOG(LOG_WARN, "cannot remove %s: %s", addr, strerror(errno));
     SessionTail tail = {0, -1, -1, 0, NAN};
     if (a->resume) tail = resume_last_session(&co->cfg); /* before the logs are cut back */
-    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
-    if (runlog_config(&co->log, &co->cfg) != 0) {
-        snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
-        return 2;
-    }
+    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return -1;
+    if (runlog_config(&co->log, &co->cfg, err, errlen) != 0) return -1;
     log_session_start(co, a, &tail);
     return 0;
 }
@@ -1204,8 +1200,8 @@ int main(int argc, char **argv)
     int rc = parse_args(&a, argc, argv, err, sizeof err);
     int train = rc < 0 && !a.check;
     if (rc < 0) {
-        rc = load_config(&co.cfg, &a, err, sizeof err);
-        if (rc == 0 && a.check) rc = preflight(&co, &a, a.workers, 1, err, sizeof err);
+        rc = load_config(&co.cfg, &a, err, sizeof err) != 0 ? 2 : 0; /* bad input: exit 2 */
+        if (rc == 0 && a.check) rc = preflight(&co, &a, a.workers, 1, err, sizeof err) != 0 ? 2 : 0;
         if (rc == 0 && a.check) cfg_print(&co.cfg, stdout);
     }
     if (!train) {
@@ -1223,7 +1219,8 @@ int main(int argc, char **argv)
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     fs_set_run_tag(co.cfg.run_name); /* temporaries carry the run's name */
-    if (rc == 0) rc = a.eval ? eval_checks(&co, &a, wsize, err, sizeof err) : job_checks(&co, &a, wsize, err, sizeof err);
+    if (rc == 0 && (a.eval ? eval_checks(&co, &a, wsize, err, sizeof err) : job_checks(&co, &a, wsize, err, sizeof err)) != 0)
+        rc = 2; /* every check before a start is of the input */
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none); /* workers split off their own */
     msg.go = rc == 0;

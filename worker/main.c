@@ -167,8 +167,8 @@ static void worker_setup(Worker *w)
     openblas_set_num_threads(blas_threads(w));
     int B = c->data_batch_per_worker;
     char err[512];
-    if (w->rank == 0 && (fs_mkdir_p(c->run_dir, err, sizeof err) != 0 ||
-                         fs_probe_writable(c->run_dir, err, sizeof err) != 0))
+    if (w->rank == 0 && (fs_mkdir_p(c->run_dir, "run.dir", err, sizeof err) != 0 ||
+                         fs_probe_writable(c->run_dir, "run.dir", err, sizeof err) != 0))
         worker_fatal("worker 0 writes checkpoints and the final weights, but %s (on several "
                      "nodes, run.dir must be on a shared file system)", err);
     if (model_init(&w->model, c, B) != 0) worker_fatal("out of memory allocating the model");
