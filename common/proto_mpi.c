@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
 
 int proto_open(Proto *p, char *err, size_t errlen)
 {
@@ -14,6 +17,15 @@ int proto_open(Proto *p, char *err, size_t errlen)
         MPI_Comm_size(p->comm, &p->size) != MPI_SUCCESS)
         return snprintf(err, errlen, "cannot duplicate MPI_COMM_WORLD for the coordinator-worker messages"), -1;
     return 0;
+}
+
+void proto_abort_v(const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    LOG(LOG_ERROR, "%s", msg);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    _exit(1);
 }
 
 void proto_close(Proto *p)

@@ -9,6 +9,7 @@
 #define CLIPD_PROTO_MPI_H
 
 #include <mpi.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,11 @@ typedef struct {
  * Returns 0, or -1 with err. */
 int proto_open(Proto *p, char *err, size_t errlen);
 void proto_close(Proto *p);
+
+/* A fatal error after MPI_Init: one log line (fmt, ap), then MPI_Abort
+ * takes every rank down (exit 1). Both roles' fatal helpers end here
+ * (coord_fatal in daemon/main.c, worker_fatal in worker/main.c). */
+void proto_abort_v(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0), noreturn));
 
 /* Start: the coordinator's ConfigMsg to every rank (root: world rank 0). */
 int proto_bcast_config(Proto *p, ConfigMsg *m);

@@ -122,15 +122,10 @@ static void check_launcher(void)
 static void coord_fatal(Coord *co, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 static void coord_fatal(Coord *co, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    LOG(LOG_ERROR, "%s", msg);
     if (co) metrics_state(co->metrics, "aborted");
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    _exit(1);
+    va_start(ap, fmt);
+    proto_abort_v(fmt, ap);
 }
 
 static double cpu_seconds(void)
@@ -566,10 +561,9 @@ static void log_step(Coord *co, const StepRecord *r, double slowest)
 }
 
 /* The clip rate /metrics serves: the logged steps' clipped flags over the
- * last divergence.window steps. (The workers' detector keeps a window of its
- * own that cannot stand in: it is reset at each epoch's start and rollback,
- * takes the clip decision of skipped steps too, and divides by the whole
- * window.) */
+ * last divergence.window steps. (The detector's window, on the workers and
+ * not sent, cannot stand in: it counts the clip decision of skipped steps
+ * too and divides by the whole window before it is full.) */
 static double clip_window_add(Coord *co, int clipped)
 {
     int win = co->cfg.divergence_window;

@@ -33,14 +33,9 @@
 
 void worker_fatal(const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    LOG(LOG_ERROR, "%s", msg);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    exit(1);
+    proto_abort_v(fmt, ap);
 }
 
 /* A memory-mapped data file that shrinks (truncated, rewritten in place)
