@@ -12,8 +12,8 @@
 
 #include "common/cfg.h"
 
-#define MODEL_MAX_LAYERS 16
-#define MODEL_MAX_VIEWS (3 + 3 * MODEL_MAX_LAYERS)
+#define MODEL_MAX_LAYERS CFG_MAX_LAYERS
+#define MODEL_MAX_VIEWS CFG_MAX_TENSORS
 
 typedef struct {
     char name[32];
