@@ -31,7 +31,9 @@ enum {
     F_MAX_OPEN = 1u << 1,  /* DOUBLE: value must be < dmax, not <= */
     F_NAME_CHARS = 1u << 2, /* STRING: only [A-Za-z0-9._-] */
     F_NO_HASH = 1u << 3,    /* cannot change a number the run computes: left out of cfg_hash */
-    F_AUTO = 1u << 4        /* INT (train.steps_per_epoch only): also "auto": train_steps_auto, value 100 */
+    F_AUTO = 1u << 4,       /* INT (train.steps_per_epoch only): also "auto": train_steps_auto, value 100 */
+    F_HASH_SET = 1u << 5    /* in cfg_hash only when not at its default (a key added later: the
+                             * configs that leave it alone keep their hash) */
 };
 
 typedef struct {
@@ -66,6 +68,7 @@ static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_A
                                            [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const bool_names[] = {"false", "true"};
+static const char *const softmax_names[] = {[SOFTMAX_FULL] = "full", [SOFTMAX_ADAPTIVE] = "adaptive"};
 static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
                                           [CRASH_BEFORE_RENAME] = "before_rename",
                                           [CRASH_AFTER_RENAME] = "after_rename"};
@@ -102,6 +105,11 @@ static const CfgKey cfg_keys[] = {
     KDBL(model, init_scale, 0, 10, F_MIN_OPEN, "0.1", "weights ~ U(-s, s)"),
     KDBL(model, dropout, 0, 1, F_MAX_OPEN, "0", "dropout between layers, token models"),
     KENUM(model, tie_embeddings, bool_names, "false", "head weight = embedding matrix (embed = hidden)"),
+    {"model", "softmax", T_ENUM, FLD(model, softmax), 0, (int64_t)NELEM(softmax_names) - 1, 0, 0, F_HASH_SET,
+     softmax_names, "full", "full, or adaptive (Grave et al. 2017): words text only"},
+    KSTR(model, softmax_cutoffs, 1, 63, F_HASH_SET, "2000,10000", "adaptive: ascending word ids starting tail clusters"),
+    {"model", "softmax_div", T_INT, FLD(model, softmax_div), 1, 1024, 0, 0, F_HASH_SET, NULL, "4",
+     "adaptive: tail k projects H to H/div^(k+1)"},
     KENUM(data, source, source_names, "markov", "synthetic task"),
     KINT(data, seq_len, 1, 100000, "32", "T, unroll length of truncated BPTT"),
     KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
@@ -957,18 +965,76 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen)
 }
 
 /* Parameters of the model worker/model.c builds: embedding (markov only),
- * per layer wx (Ein, G*H), wh (H, G*H), b (G*H), then the head (H, O), (O). */
+ * per layer wx (Ein, G*H), wh (H, G*H), b (G*H), then the head (H, O), (O),
+ * and with the adaptive softmax per tail cluster proj (H, d), weight (d, n), bias (n). */
 int cfg_tied(const Config *c) { return c->model_tie_embeddings && c->data_source != DATA_ADDING; }
+
+/* model.softmax_cutoffs into cut[0..K) (K returned), or -1 with *why set.
+ * vocab > 0: each cutoff must also be below it. */
+static int parse_cutoffs(const char *s, int vocab, int cut[CFG_MAX_CLUSTERS], const char **why)
+{
+    int K = 0;
+    for (const char *p = s;;) {
+        while (*p == ' ') p++;
+        if (*p < '0' || *p > '9') return *why = "word ids (digits) separated by commas", -1;
+        if (K == CFG_MAX_CLUSTERS) return *why = "at most 4 cutoffs (tail clusters)", -1;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || v < 1 || v > 1000000) return *why = "each cutoff in [1, 1000000]", -1;
+        if (K && v <= cut[K - 1]) return *why = "cutoffs strictly ascending", -1;
+        if (vocab > 0 && v >= vocab) return *why = "each cutoff below model.vocab", -1;
+        cut[K++] = (int)v;
+        while (*end == ' ') end++;
+        if (!*end) return K;
+        if (*end != ',') return *why = "word ids (digits) separated by commas", -1;
+        p = end + 1;
+    }
+}
+
+int cfg_adaptive(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX_CLUSTERS])
+{
+    int cc[CFG_MAX_CLUSTERS + 1], dd[CFG_MAX_CLUSTERS];
+    const char *why;
+    if (c->model_softmax != SOFTMAX_ADAPTIVE || c->data_source == DATA_ADDING) return 0;
+    int K = parse_cutoffs(c->model_softmax_cutoffs, c->model_vocab, cc, &why);
+    if (K < 0) return -1;
+    cc[K] = c->model_vocab;
+    long w = c->model_hidden;
+    for (int k = 0; k < K; k++) w /= c->model_softmax_div, dd[k] = w > 0 ? (int)w : 1;
+    if (cut) memcpy(cut, cc, (size_t)(K + 1) * sizeof *cut);
+    if (dim) memcpy(dim, dd, (size_t)K * sizeof *dim);
+    return K;
+}
+
+/* Outputs of the head: V (full softmax), shortlist + clusters (adaptive), 1 (adding). */
+static uint64_t head_outputs(const Config *c)
+{
+    int cut[CFG_MAX_CLUSTERS + 1], K = cfg_adaptive(c, cut, NULL);
+    if (c->data_source == DATA_ADDING) return 1;
+    return K > 0 ? (uint64_t)(cut[0] + K) : (uint64_t)c->model_vocab;
+}
+
+/* Parameters of the adaptive softmax's tail clusters (0: full softmax). */
+static uint64_t tail_params(const Config *c)
+{
+    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = cfg_adaptive(c, cut, dim);
+    uint64_t n = 0;
+    for (int k = 0; k < K; k++)
+        n += (uint64_t)dim[k] * ((uint64_t)c->model_hidden + (uint64_t)(cut[k + 1] - cut[k])) +
+             (uint64_t)(cut[k + 1] - cut[k]);
+    return n;
+}
 
 uint64_t cfg_param_count(const Config *c)
 {
     uint64_t V = (uint64_t)c->model_vocab, E = (uint64_t)c->model_embed, H = (uint64_t)c->model_hidden;
     uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
     bool markov = c->data_source != DATA_ADDING; /* token input and softmax output */
-    uint64_t in = markov ? E : 2, out = markov ? V : 1;
+    uint64_t in = markov ? E : 2, out = head_outputs(c);
     uint64_t n = markov ? V * E : 0;
     for (int l = 0; l < c->model_layers; l++) n += ((l ? H : in) + H + 1) * G * H;
-    return n + (cfg_tied(c) ? 0 : H * out) + out;
+    return n + (cfg_tied(c) ? 0 : H * out) + out + tail_params(c);
 }
 
 static int validate_fail(Msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -980,6 +1046,36 @@ static int validate_fail(Msg *m, const char *fmt, ...)
     msg_vadd(m, fmt, ap);
     va_end(ap);
     return CFG_ERR;
+}
+
+static int cutoffs_fail(const Config *c, Msg *m, const char *why)
+{
+    return validate_fail(m, "model.softmax_cutoffs: expected %s (e.g. 2000,10000), got '%s' (model.vocab %d)",
+                         why, c->model_softmax_cutoffs, c->model_vocab);
+}
+
+/* model.softmax and its cutoffs: the cutoffs' syntax always, the rest when adaptive. */
+static int validate_softmax(const Config *c, Msg *m)
+{
+    int cut[CFG_MAX_CLUSTERS], K;
+    const char *why;
+    if (parse_cutoffs(c->model_softmax_cutoffs, 0, cut, &why) < 0) return cutoffs_fail(c, m, why);
+    if (c->model_softmax != SOFTMAX_ADAPTIVE) return CFG_OK;
+    if (c->data_source != DATA_TEXT || c->data_tokenizer != TOK_WORDS)
+        return validate_fail(m, "model.softmax: adaptive needs data.source text with data.tokenizer "
+                                "words (word ids ordered by frequency), got data.source %s%s",
+                             source_names[c->data_source], c->data_source == DATA_TEXT ? " with bytes" : "");
+    if (c->model_tie_embeddings)
+        return validate_fail(m, "model.softmax: adaptive with model.tie_embeddings: the adaptive head "
+                                "has no (V, H) weight to tie; set model.tie_embeddings false or "
+                                "model.softmax full");
+    if ((K = parse_cutoffs(c->model_softmax_cutoffs, c->model_vocab, cut, &why)) < 0)
+        return cutoffs_fail(c, m, why);
+    int ntensors = 2 + 3 * K + 3 * c->model_layers + 1;
+    if (ntensors > CFG_MAX_TENSORS)
+        return validate_fail(m, "model.softmax_cutoffs: %d tail clusters with %d layers make %d tensors, "
+                                "at most %d", K, c->model_layers, ntensors, CFG_MAX_TENSORS);
+    return CFG_OK;
 }
 
 int cfg_parse_listen(const char *s, uint32_t *ip_be, int *port)
@@ -1039,6 +1135,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "model.tie_embeddings: true needs a model with an embedding (data.source "
                                  "markov or text) and model.embed == model.hidden (%d != %d)",
                              c->model_embed, c->model_hidden);
+    if (validate_softmax(c, &m) != CFG_OK) return CFG_ERR;
     if (c->sync_sparse_embedding && c->model_tie_embeddings)
         return validate_fail(&m, "sync.sparse_embedding: true with model.tie_embeddings: the tied head "
                                  "writes every row of the embedding gradient; set one of them false");
@@ -1110,11 +1207,24 @@ static void sink_write(Sink *s, const char *p, size_t n)
     for (size_t i = 0; i < n; i++) s->h = (s->h ^ (unsigned char)p[i]) * UINT64_C(1099511628211);
 }
 
+/* Key k of c holds its default value. */
+static bool key_at_default(const Config *c, const CfgKey *k)
+{
+    Config d = *c;
+    char buf[256];
+    Msg m = msg_init(buf, sizeof buf);
+    if (key_set(&d, k, k->def, strlen(k->def), V_RAW, &m) != CFG_OK) return false;
+    if (k->type == T_STRING) return !strncmp(cfld(c, k), cfld(&d, k), k->size);
+    return !memcmp(cfld(c, k), cfld(&d, k), k->size);
+}
+
 /* Section by section, every key. Docs go in comments, which cfg_hash leaves
  * out so that rewording a doc does not change a run's identity; it also
  * leaves out the keys flagged F_NO_HASH (where output goes, logging,
  * metrics, watchdog, checkpoint retention, bucket size, crash hooks): two
- * runs that compute the same numbers have the same hash. */
+ * runs that compute the same numbers have the same hash; and F_HASH_SET
+ * keys at their default, so a key added later keeps the hashes of the
+ * runs that do not use it. */
 static void cfg_write(const Config *c, Sink *s, bool docs)
 {
     char line[1536]; /* "  key: " + a 255-byte string escaped (<= 4x) + doc */
@@ -1123,7 +1233,7 @@ static void cfg_write(const Config *c, Sink *s, bool docs)
         const CfgKey *k = &cfg_keys[i];
         Msg m = msg_init(line, sizeof line);
         if (is_first_of_section(i)) msg_add(&m, "%s:\n", k->section);
-        if (!docs && (k->flags & F_NO_HASH)) {
+        if (!docs && ((k->flags & F_NO_HASH) || ((k->flags & F_HASH_SET) && key_at_default(c, k)))) {
             sink_write(s, line, m.len);
             continue;
         }
@@ -1174,6 +1284,11 @@ int cfg_tensor_names(const Config *c, char names[][32], int max)
 #define ADD(...) do { if (n < max) snprintf(names[n], 32, __VA_ARGS__); n++; } while (0)
     if (!cfg_tied(c)) ADD("head.weight");
     ADD("head.bias");
+    for (int k = 0, K = cfg_adaptive(c, NULL, NULL); k < K; k++) {
+        ADD("tail.%d.proj", k);
+        ADD("tail.%d.weight", k);
+        ADD("tail.%d.bias", k);
+    }
     for (int l = c->model_layers - 1; l >= 0; l--) {
         ADD("layers.%d.wx", l);
         ADD("layers.%d.wh", l);
@@ -1205,11 +1320,18 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2])
     long V = c->model_vocab, E = c->model_embed, H = c->model_hidden, L = c->model_layers;
     long G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
     int markov = c->data_source != DATA_ADDING;
-    long O = markov ? V : 1, in = markov ? E : 2;
+    long O = (long)head_outputs(c), in = markov ? E : 2;
+    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = cfg_adaptive(c, cut, dim);
     shape[1] = 1;
     if (cfg_tied(c)) i++; /* no head.weight */
     if (i == 0) return shape[0] = H, shape[1] = O, 2;
     if (i == 1) return shape[0] = O, 1;
+    if (K > 0 && i >= 2 && i < 2 + 3 * K) { /* tail.k.proj (H, d), .weight (d, n), .bias (n) */
+        int k = (i - 2) / 3, j = (i - 2) % 3, n = cut[k + 1] - cut[k];
+        if (j == 2) return shape[0] = n, 1;
+        return shape[0] = j ? dim[k] : H, shape[1] = j ? n : dim[k], 2;
+    }
+    if (K > 0) i -= 3 * K;
     if (i >= 2 && i < 2 + 3 * L) {
         long l = L - 1 - (i - 2) / 3;
         int k = (i - 2) % 3;
@@ -1223,15 +1345,18 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2])
 uint64_t cfg_model_floats(const Config *c, int B)
 {
     uint64_t T = (uint64_t)c->data_seq_len, H = (uint64_t)c->model_hidden, TB = T * (uint64_t)B;
-    uint64_t E = (uint64_t)c->model_embed, V = (uint64_t)c->model_vocab, L = (uint64_t)c->model_layers;
+    uint64_t E = (uint64_t)c->model_embed, L = (uint64_t)c->model_layers;
     int markov = c->data_source != DATA_ADDING, lstm = c->model_kind == MODEL_LSTM, gru = c->model_kind == MODEL_GRU;
-    uint64_t G = lstm ? 4 : gru ? 3 : 1, in = markov ? E : 2, O = markov ? V : 1;
+    uint64_t G = lstm ? 4 : gru ? 3 : 1, in = markov ? E : 2, O = head_outputs(c);
     uint64_t wide = E > H ? E : H;
     if (in > wide) wide = in;
     uint64_t per_layer = (TB + (uint64_t)B) * H * (lstm ? 2 : 1) + (lstm || gru ? TB * G * H : 0) + (gru ? TB * H : 0);
     uint64_t n = 2 * cfg_param_count(c) + L * per_layer + TB * in + (markov ? TB : (uint64_t)B) * O + 2 * TB * wide +
                  (c->model_kind != MODEL_RNN ? TB * G * H : 0) + (gru ? TB * 3 * H : 0) + (uint64_t)B * H;
     if (markov && c->model_dropout > 0) n += 2 * TB * (in + L * H);
+    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = cfg_adaptive(c, cut, dim), wmax = 0;
+    for (int k = 0; k < K; k++) wmax = cut[k + 1] - cut[k] > wmax ? cut[k + 1] - cut[k] : wmax;
+    if (K > 0) n += TB * (3 + 2 * H + 2 * (uint64_t)dim[0] + (uint64_t)wmax); /* adaptive_scratch */
     return n;
 }
 

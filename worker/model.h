@@ -1,7 +1,8 @@
 /* model: the recurrent language model (or adding-problem regressor) with all
  * parameters in one flat float buffer, gradients in another, and a table of
  * named views into both. Activations are allocated once at init; the step
- * loop allocates nothing. Tensors are laid out head first, then the
+ * loop allocates nothing. Tensors are laid out head first (with the
+ * adaptive softmax: its tail clusters after the head), then the
  * recurrent layers from the top down, then the embedding: the order backward
  * completes them in. */
 #ifndef CLIPD_MODEL_H
@@ -11,9 +12,10 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "worker/adaptive.h"
 
 #define MODEL_MAX_LAYERS 16
-#define MODEL_MAX_VIEWS (3 + 3 * MODEL_MAX_LAYERS)
+#define MODEL_MAX_VIEWS CFG_MAX_TENSORS /* 3 + 3 * MODEL_MAX_LAYERS; cfg_validate checks the tails fit */
 
 typedef struct {
     char name[32];
@@ -34,7 +36,7 @@ typedef struct {
 } Layer;
 
 typedef struct {
-    int kind, source, L, V, E, H, G, T, B, Ein0, O; /* O: outputs of the head (V, or 1) */
+    int kind, source, L, V, E, H, G, T, B, Ein0, O; /* O: outputs of the head (V, S + K adaptive, or 1) */
     size_t nparams;
     size_t nfloats;           /* floats model_init allocated: params, grads, activations */
     float *params;            /* (nparams) */
@@ -53,6 +55,9 @@ typedef struct {
     float *dc;                /* (B, H) LSTM scratch */
     int carry;                /* 1: h[0] of the next step is h[T] of this one */
     int tied;                 /* 1: hw/dhw are emb/demb, (V, E) = (O, H), used transposed */
+    int adaptive;             /* 1: model.softmax adaptive: the head (H, S + K) and ada's tails */
+    Adaptive ada;             /* its sizes, tail views and scratch (ada_buf) */
+    float *ada_buf;
     /* Dropout on the non-recurrent connections (embedding -> layer 0, layer
      * l-1 -> l, top -> head), token models only, training only. The mask
      * of an element depends on (drop_seed, site, drop_step, global stream,
