@@ -16,10 +16,14 @@ LDLIBS_WORKER := $(BLAS_LIBS) $(MHD_LIBS) -lyaml -ljansson -lm -pthread
 
 COMMON_SRC := $(wildcard common/*.c)
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
-DAEMON_SRC := $(filter-out daemon/main.c daemon/report.c daemon/report_html.c,$(wildcard daemon/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+# clipd-report (daemon/report/): everything but its 3-line main, which the
+# unit tests and the fuzz harness do without.
+REPORT_SRC := $(filter-out daemon/report/main.c,$(wildcard daemon/report/*.c))
+REPORT_OBJ := $(REPORT_SRC:%.c=$(BUILD)/%.o)
 
 UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync $(BUILD)/tests/bench_tool $(BUILD)/tests/netwire
@@ -42,14 +46,16 @@ $(BUILD)/clipd: $(BUILD)/daemon/main.o $(DAEMON_OBJ) $(COMMON_OBJ)
 $(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
 
-# The report reads a run directory's files; it needs no MPI, only the statistics.
-$(BUILD)/clipd-report: $(BUILD)/daemon/report.o $(BUILD)/daemon/report_html.o $(BUILD)/daemon/stats.o
-	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
+# The report reads a run directory's files; it needs no MPI, only the
+# statistics and the config loader (RUN_DIR/config.yaml).
+REPORT_DEPS := $(BUILD)/daemon/stats.o $(BUILD)/common/cfg.o $(BUILD)/common/fsutil.o
+$(BUILD)/clipd-report: $(BUILD)/daemon/report/main.o $(REPORT_OBJ) $(REPORT_DEPS)
+	$(CC) $(CFLAGS) -o $@ $^ -lyaml -ljansson -lm
 
 # Unit tests link every non-main object, plus cmocka. test_model counts
 # the model's sgemm calls through a wrapper.
 $(BUILD)/tests/test_model: LDFLAGS += -Wl,--wrap=cblas_sgemm
-$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(WORKER_OBJ) $(DAEMON_OBJ) $(COMMON_OBJ)
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(WORKER_OBJ) $(DAEMON_OBJ) $(REPORT_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lcmocka $(LDLIBS_WORKER)
 
 $(BUILD)/tests/mpi_sync: $(BUILD)/tests/mpi_sync.o $(WORKER_OBJ) $(COMMON_OBJ)

@@ -600,6 +600,9 @@ typedef struct {
     Msg *m;
     size_t key_line[NKEYS]; /* line where each key was set, 0: not yet */
     size_t sec_line[NKEYS]; /* same per section, at its first key's index */
+    bool skip_unknown;      /* cfg_load_file_lenient: unknown sections and keys are skipped */
+    int nskipped;
+    Msg *skipped;           /* the first skipped: `path:line:col: section.key` */
 } Loader;
 
 static int ld_parse_error(Loader *ld);
@@ -734,6 +737,29 @@ static int ld_value(Loader *ld, const CfgKey *k)
     return CFG_OK;
 }
 
+#define LD_SKIP_DEPTH 64 /* nesting of a skipped value; a config has 2 */
+
+/* An unknown section or key (sec < 0: a section) under skip_unknown: counted,
+ * the first named, and its value (a scalar or a whole mapping or sequence)
+ * parsed and dropped. */
+static int ld_skip(Loader *ld, int sec)
+{
+    const yaml_event_t *e = &ld->ev;
+    if (ld->nskipped++ == 0) {
+        msg_add(ld->skipped, "%s:%zu:%zu: %s%s", ld->name, e->start_mark.line + 1, e->start_mark.column + 1,
+                sec >= 0 ? cfg_keys[sec].section : "", sec >= 0 ? "." : "");
+        msg_raw(ld->skipped, (const char *)e->data.scalar.value, e->data.scalar.length);
+    }
+    int depth = 0;
+    do {
+        if (ld_next(ld)) return CFG_ERR;
+        if (e->type == YAML_MAPPING_START_EVENT || e->type == YAML_SEQUENCE_START_EVENT) depth++;
+        else if (e->type == YAML_MAPPING_END_EVENT || e->type == YAML_SEQUENCE_END_EVENT) depth--;
+        if (depth > LD_SKIP_DEPTH) return ld_fail(ld, e->start_mark, "nested deeper than %d", LD_SKIP_DEPTH);
+    } while (depth > 0);
+    return CFG_OK;
+}
+
 /* The keys of one section, up to and including its MAPPING_END. */
 static int ld_keys(Loader *ld, int sec)
 {
@@ -749,6 +775,10 @@ static int ld_keys(Loader *ld, int sec)
             return CFG_ERR;
         }
         int i = key_find(sec, (const char *)e->data.scalar.value, e->data.scalar.length);
+        if (i < 0 && ld->skip_unknown) {
+            if (ld_skip(ld, sec)) return CFG_ERR;
+            continue;
+        }
         if (i < 0) {
             ld_at(ld, e->start_mark);
             msg_unknown_key(ld->m, sec, (const char *)e->data.scalar.value, e->data.scalar.length);
@@ -776,6 +806,10 @@ static int ld_sections(Loader *ld)
             return CFG_ERR;
         }
         int sec = section_find((const char *)e->data.scalar.value, e->data.scalar.length);
+        if (sec < 0 && ld->skip_unknown) {
+            if (ld_skip(ld, -1)) return CFG_ERR;
+            continue;
+        }
         if (sec < 0) {
             ld_at(ld, e->start_mark);
             msg_unknown_section(ld->m, (const char *)e->data.scalar.value, e->data.scalar.length);
@@ -851,7 +885,9 @@ void cfg_defaults(Config *c)
     }
 }
 
-int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, char *err, size_t errlen)
+/* cfg_load_string; with skipped non-NULL, unknown sections and keys are skipped into it. */
+static int load_string(Config *c, const char *yaml, size_t len, const char *name, Msg *skipped,
+                       int *nskipped, char *err, size_t errlen)
 {
     Msg m = msg_init(err, errlen);
     Config tmp = *c; /* applied only if the whole input is good */
@@ -866,13 +902,21 @@ int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, c
     ld->len = yaml ? len : 0;
     ld->c = &tmp;
     ld->m = &m;
+    ld->skip_unknown = skipped != NULL;
+    ld->skipped = skipped;
     yaml_parser_set_input_string(&ld->parser, (const unsigned char *)ld->buf, ld->len);
     int rc = ld_stream(ld);
     if (ld->have_ev) yaml_event_delete(&ld->ev);
     yaml_parser_delete(&ld->parser);
+    if (nskipped) *nskipped = ld->nskipped;
     free(ld);
     if (rc == CFG_OK) *c = tmp;
     return rc;
+}
+
+int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, char *err, size_t errlen)
+{
+    return load_string(c, yaml, len, name, NULL, NULL, err, errlen);
 }
 
 /* Whole file into a malloc'd buffer, at most CFG_FILE_MAX bytes. */
@@ -932,6 +976,19 @@ int cfg_load_file(Config *c, const char *path, char *err, size_t errlen)
     }
     if (read_file(path, &buf, &n, &m)) return CFG_ERR;
     int rc = cfg_load_string(c, buf, n, path, err, errlen);
+    free(buf);
+    return rc;
+}
+
+int cfg_load_file_lenient(Config *c, const char *path, int *nskipped, char *skipped, size_t skippedlen,
+                          char *err, size_t errlen)
+{
+    Msg m = msg_init(err, errlen), sk = msg_init(skipped, skippedlen);
+    char *buf = NULL;
+    size_t n = 0;
+    *nskipped = 0;
+    if (read_file(path, &buf, &n, &m)) return CFG_ERR;
+    int rc = load_string(c, buf, n, path, &sk, nskipped, err, errlen);
     free(buf);
     return rc;
 }

@@ -146,6 +146,13 @@ void cfg_defaults(Config *c);
 /* Load a YAML file over the current values (call cfg_defaults first).
  * Returns CFG_OK or CFG_ERR with `path:line:col: key: message` in err. */
 int cfg_load_file(Config *c, const char *path, char *err, size_t errlen);
+/* cfg_load_file for a config.yaml another clipd version may have written
+ * (clipd-report reading a run directory): sections and keys this version does
+ * not know are skipped, not errors; *nskipped counts them and skipped names the
+ * first as `path:line:col: section.key`. Missing keys keep their values (the
+ * defaults); any other error as cfg_load_file. */
+int cfg_load_file_lenient(Config *c, const char *path, int *nskipped, char *skipped, size_t skippedlen,
+                          char *err, size_t errlen);
 /* Same, from a string in memory; `name` stands in for the path in errors. */
 int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, char *err, size_t errlen);
 /* Apply one `section.key=value` override with the same validation.

@@ -1,9 +1,9 @@
-/* Unit tests of clipd-report (daemon/report.c, included so its static
- * functions are reachable and no other object depends on it): the summary of
- * a hand-made run directory (tests/data/report/run) against numbers worked
- * out by hand, errors naming file and line, a crashed run's partial line, and
- * the numeric helpers (smoothing, window rate, decimation, ticks) against
- * naive references. Run from the repository root. */
+/* Unit tests of clipd-report (daemon/report/, linked as objects; the limits
+ * from its internal.h): the summary of a hand-made run directory
+ * (tests/data/report/run) against numbers worked out by hand, errors naming
+ * file and line, a crashed run's partial line, and the numeric helpers
+ * (smoothing, window rate, decimation, ticks) against naive references. Run
+ * from the repository root. */
 #include <ctype.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -13,13 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
-#define main report_main
-#include "daemon/report.c"
-#include "daemon/report_html.c"
-#undef main
+#include <jansson.h>
+#include <math.h>
+
+#include "daemon/report/internal.h"
 
 #define DATA "tests/data/report/"
 
@@ -200,44 +201,35 @@ static void test_partial_and_empty(void **state)
     rep_free(&r);
 }
 
-static void test_yaml_scan(void **state)
-{
-    (void)state;
-    char v[64];
-    const char *cfg = DATA "run/config.yaml";
-    assert_int_equal(rep_yaml_scan(cfg, "run", "name", v, sizeof v), 1);
-    assert_string_equal(v, "fixture");
-    assert_int_equal(rep_yaml_scan(cfg, "clip", "max_norm", v, sizeof v), 1);
-    assert_string_equal(v, "0.5");
-    assert_int_equal(rep_yaml_scan(cfg, "model", "max_norm", v, sizeof v), 1);
-    assert_string_equal(v, "7");
-    assert_int_equal(rep_yaml_scan(cfg, "clip", "max", v, sizeof v), 0);
-    assert_int_equal(rep_yaml_scan(cfg, "run", "max_norm", v, sizeof v), 0);
-    assert_int_equal(rep_yaml_scan(DATA "nope.yaml", "clip", "max_norm", v, sizeof v), -1);
-}
-
 /* ---- hostile run directories, made in a temporary directory ---- */
 
 typedef struct {
-    char dir[64];
+    char dir[64], top[40]; /* top: the mkdtemp directory when dir is a subdirectory of it */
 } TmpRun;
 
 static const char *const run_files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
                                         "config.yaml", "out.svg",     "out.json"};
 
-/* A run directory holding name, text pairs (NULL-terminated). */
-static void tmp_run(TmpRun *t, const char *const *files)
+/* name, text pairs (NULL-terminated) as files in dir. */
+static void write_files(const char *dir, const char *const *files)
 {
-    snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
     for (; files[0]; files += 2) {
         char path[128];
-        snprintf(path, sizeof path, "%s/%s", t->dir, files[0]);
+        snprintf(path, sizeof path, "%s/%s", dir, files[0]);
         FILE *f = fopen(path, "w");
         assert_non_null(f);
         assert_int_equal(fputs(files[1], f) >= 0, 1);
         assert_int_equal(fclose(f), 0);
     }
+}
+
+/* A run directory holding the files. */
+static void tmp_run(TmpRun *t, const char *const *files)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
+    t->top[0] = '\0';
+    assert_non_null(mkdtemp(t->dir));
+    write_files(t->dir, files);
 }
 
 static void tmp_run_rm(TmpRun *t)
@@ -248,6 +240,17 @@ static void tmp_run_rm(TmpRun *t)
         unlink(path);
     }
     rmdir(t->dir);
+    if (t->top[0]) rmdir(t->top);
+}
+
+/* tmp_run, the run directory named name inside the temporary one. */
+static void tmp_run_named(TmpRun *t, const char *name, const char *const *files)
+{
+    snprintf(t->top, sizeof t->top, "/tmp/clipd-test-report-run-XXXXXX");
+    assert_non_null(mkdtemp(t->top));
+    assert_true(snprintf(t->dir, sizeof t->dir, "%s/%s", t->top, name) < (int)sizeof t->dir);
+    assert_int_equal(mkdir(t->dir, 0700), 0);
+    write_files(t->dir, files);
 }
 
 static char *slurp(const char *path)
@@ -344,15 +347,15 @@ static long step_up(long i) { return i + 1; }
 
 /* 1: a kind or tensor name cut to its buffer stays valid UTF-8, so --json
  * keeps it (it used to leave half a character, and json_events used the
- * by-kind object after jansson refused it); bytes of config.yaml that are
- * not UTF-8 come out as U+FFFD. */
+ * by-kind object after jansson refused it); bytes of the run directory's
+ * name that are not UTF-8 come out as U+FFFD. */
 static void test_utf8_names(void **state)
 {
     (void)state;
     char b[8];
-    copy_str(b, 4, "a\xc3\xa9\xe2\x82\xac"); /* a, e acute (2 bytes), euro (3 bytes) */
+    rep_copy_str(b, 4, "a\xc3\xa9\xe2\x82\xac"); /* a, e acute (2 bytes), euro (3 bytes) */
     assert_string_equal(b, "a\xc3\xa9");
-    copy_str(b, 3, "a\xe2\x82\xac");
+    rep_copy_str(b, 3, "a\xe2\x82\xac");
     assert_string_equal(b, "a");
     TmpRun t;
     const char *files[] = {
@@ -362,9 +365,8 @@ static void test_utf8_names(void **state)
                         "[{\"tensor\":\"" B62 "\\u00e9\",\"norm\":3}]}\n"
                         "{\"seq\":2,\"step\":2,\"kind\":\"" KIND30 "\\u00e9\"}\n",
         "tensors.jsonl", "{\"seq\":1,\"norms\":{\"" C62 "\\u20ac\":1,\"d\":2}}\n",
-        "config.yaml", "run:\n  name: x\xff<y>\n",
         NULL};
-    tmp_run(&t, files);
+    tmp_run_named(&t, "x\xff<y>", files);
     Report r;
     char err[512] = "";
     assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
@@ -438,9 +440,8 @@ static void test_svg_escaped(void **state)
                         "\"tensor_norms\":[{\"tensor\":\"w<&>\\\"\",\"norm\":3}]}\n"
                         "{\"seq\":3,\"step\":1,\"kind\":\"\\\"q'\\u0007\\uffff\"}\n",
         "tensors.jsonl", "{\"seq\":1,\"norms\":{\"t<1>&\":1,\"u\\\"\":2}}\n",
-        "config.yaml", "run:\n  name: \"r&d <x>\"\n",
         NULL};
-    tmp_run(&t, files);
+    tmp_run_named(&t, "r&d <x>", files);
     Report r;
     char err[512] = "";
     assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
@@ -464,9 +465,9 @@ static void test_svg_escaped(void **state)
 static void test_seq_range(void **state)
 {
     (void)state;
-    assert_int_equal(column(NAN, 0, 1, 10), 0);
-    assert_int_equal(column(INFINITY, 0, 1, 10), 9);
-    assert_int_equal(column(-INFINITY, 0, 1, 10), 0);
+    assert_int_equal(rep_column(NAN, 0, 1, 10), 0);
+    assert_int_equal(rep_column(INFINITY, 0, 1, 10), 9);
+    assert_int_equal(rep_column(-INFINITY, 0, 1, 10), 0);
     char *steps = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&steps, &len);
@@ -585,8 +586,7 @@ static void test_hostile_sizes(void **state)
     }
 }
 
-/* Lines over 1 MiB, absurd epoch numbers, and config.yaml lines longer than
- * its line buffer. */
+/* Lines over 1 MiB and absurd epoch numbers. */
 static void test_input_limits(void **state)
 {
     (void)state;
@@ -612,19 +612,78 @@ static void test_input_limits(void **state)
     expect_error(t.dir, want);
     tmp_run_rm(&t);
 
-    /* a line of 2047 + 13 bytes: its tail is no line "  max_norm: 9" */
-    char cfg[4096];
-    k = snprintf(cfg, sizeof cfg, "clip:\n  mode: global_norm\n  note: ");
-    memset(cfg + k, 'x', 2047 - 8);
-    snprintf(cfg + k + 2047 - 8, sizeof cfg - (size_t)(k + 2047 - 8), "  max_norm: 9\n  other: 1\n");
-    const char *files3[] = {"config.yaml", cfg, NULL};
-    tmp_run(&t, files3);
-    char path[128], v[64];
-    snprintf(path, sizeof path, "%s/config.yaml", t.dir);
-    assert_int_equal(rep_yaml_scan(path, "clip", "other", v, sizeof v), 1);
-    assert_string_equal(v, "1");
-    assert_int_equal(rep_yaml_scan(path, "clip", "max_norm", v, sizeof v), 0);
+}
+
+/* config.yaml through the project's loader: the fixture's values; keys and
+ * sections another clipd version wrote are skipped with one note naming the
+ * first; a config.yaml of an older version lacking keys takes the defaults;
+ * a bad value or bytes that are not UTF-8 are an error naming file, line and
+ * column; clip mode value has no norm threshold. */
+#define STEP1 "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
+
+static void config_case(const char *yaml, Report *r, TmpRun *t)
+{
+    const char *files[] = {"steps.jsonl", STEP1, "config.yaml", yaml, NULL};
+    tmp_run(t, files);
+    char err[512] = "";
+    int rc = rep_load(r, t->dir, NAN, err, sizeof err);
+    if (rc) fprintf(stderr, "rep_load: %s\n", err);
+    assert_int_equal(rc, 0);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    Report r;
+    TmpRun t;
+    char want[256];
+    config_case("run:\n  name: newer\n  future_key: [1, {a: 2}]\nfuture:\n  x:\n    y: 1\n"
+                "clip:\n  mode: per_tensor\n  max_norm: 2.5\n", &r, &t);
+    assert_string_equal(r.name, "newer");
+    assert_string_equal(r.clip_mode, "per_tensor");
+    assert_true(r.max_norm == 2.5);
+    assert_string_equal(r.max_norm_src, "config.yaml");
+    assert_int_equal(r.nnotes, 3); /* no epochs.jsonl, no events.jsonl, then config.yaml */
+    snprintf(want, sizeof want, "%s/config.yaml:3:3: run.future_key: 2 keys unknown to this clipd-report skipped", t.dir);
+    if (!strstr(r.notes[2], want)) fprintf(stderr, "note \"%s\" lacks \"%s\"\n", r.notes[2], want);
+    assert_non_null(strstr(r.notes[2], want));
+    rep_free(&r);
     tmp_run_rm(&t);
+
+    /* an older config.yaml: no clip section, so clip.max_norm's default */
+    config_case("run:\n  name: older\ndata:\n  source: adding\n", &r, &t);
+    assert_string_equal(r.name, "older");
+    assert_string_equal(r.clip_mode, "global_norm");
+    assert_true(r.squared_error);
+    assert_true(r.max_norm == 1);
+    assert_int_equal(r.nnotes, 2);
+    rep_free(&r);
+    tmp_run_rm(&t);
+
+    config_case("clip:\n  mode: value\n  max_norm: 3\n", &r, &t);
+    assert_string_equal(r.name, "default");
+    assert_true(isnan(r.max_norm));
+    assert_string_equal(r.max_norm_src, "");
+    rep_free(&r);
+    tmp_run_rm(&t);
+
+    const char *bad[][2] = {
+        {"clip:\n  max_norm: -1\n", "/config.yaml:2:13: clip.max_norm:"},
+        {"clip:\n  max_norm: [1\n", "/config.yaml:"},
+        {"run:\n  name: x\xff\n", "/config.yaml:2:"},
+        {"run:\n  name: \"r&d\"\n", "/config.yaml:2:9: run.name:"},
+        {"run:\n  name: a\n  name: b\n", "duplicate key"},
+        {"x:\n  y: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+         "nested deeper than 64"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *files[] = {"steps.jsonl", STEP1, "config.yaml", bad[i][0], NULL};
+        tmp_run(&t, files);
+        snprintf(want, sizeof want, "%s", bad[i][1]);
+        if (want[0] == '/') snprintf(want, sizeof want, "%s%s", t.dir, bad[i][1]);
+        expect_error(t.dir, want);
+        tmp_run_rm(&t);
+    }
 }
 
 /* ---- numeric helpers against naive references ---- */
@@ -692,9 +751,9 @@ static void test_decimate(void **state)
     for (int c = 0; c < COLS; c++) {
         double lo = INFINITY, hi = -INFINITY, got_lo = INFINITY, got_hi = -INFINITY;
         for (int i = 0; i < N; i++)
-            if (column(x[i], 0, N, COLS) == c && isfinite(y[i])) lo = fmin(lo, y[i]), hi = fmax(hi, y[i]);
+            if (rep_column(x[i], 0, N, COLS) == c && isfinite(y[i])) lo = fmin(lo, y[i]), hi = fmax(hi, y[i]);
         for (long k = 0; k < m; k++)
-            if (column(ox[k], 0, N, COLS) == c) got_lo = fmin(got_lo, oy[k]), got_hi = fmax(got_hi, oy[k]);
+            if (rep_column(ox[k], 0, N, COLS) == c) got_lo = fmin(got_lo, oy[k]), got_hi = fmax(got_hi, oy[k]);
         assert_true(lo == got_lo && hi == got_hi);
     }
     for (long k = 1; k < m; k++) assert_true(ox[k] > ox[k - 1]);
@@ -721,10 +780,10 @@ static void test_ticks(void **state)
     n = rep_log_ticks(t, 64, log10(0.07), log10(0.4)); /* under a decade: 1..9 */
     assert_int_equal(n, 7); /* 0.07, 0.08, 0.09, 0.1, 0.2, 0.3, 0.4 */
     char b[32];
-    assert_string_equal(tick_label(b, sizeof b, 1e4, false), "10000");
-    assert_string_equal(tick_label(b, sizeof b, 1e6, false), "1e6");
-    assert_string_equal(tick_label(b, sizeof b, 1e-5, false), "1e-5");
-    assert_string_equal(tick_label(b, sizeof b, 0.25, true), "25%");
+    assert_string_equal(rep_tick_label(b, sizeof b, 1e4, false), "10000");
+    assert_string_equal(rep_tick_label(b, sizeof b, 1e6, false), "1e6");
+    assert_string_equal(rep_tick_label(b, sizeof b, 1e-5, false), "1e-5");
+    assert_string_equal(rep_tick_label(b, sizeof b, 0.25, true), "25%");
 }
 
 int main(void)
@@ -736,7 +795,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_svg, load_run, free_run),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_partial_and_empty),
-        cmocka_unit_test(test_yaml_scan),
+        cmocka_unit_test(test_config),
         cmocka_unit_test(test_utf8_names),
         cmocka_unit_test(test_tensors_seq),
         cmocka_unit_test(test_svg_escaped),

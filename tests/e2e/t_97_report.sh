@@ -136,7 +136,7 @@ check "report errors: not a run, no dir, malformed middle lines (file:line), bad
 
 report_hostile() {
     # crafted files: markup and a cut multi-byte character in kinds and tensor
-    # names, invalid UTF-8 in config.yaml, seq past 2^53, tensors.jsonl going
+    # names, invalid UTF-8 and unknown keys in config.yaml, seq past 2^53, tensors.jsonl going
     # back, a full stdout
     local d="$TMP/rp_hostile" k30=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
     mkdir -p "$d" || return 1
@@ -146,7 +146,15 @@ report_hostile() {
     printf '%s\n' '{"seq":2,"step":2,"kind":"a&b<i>","rollback_to":0,"tensor_norms":[{"tensor":"w<&>","norm":3}]}' \
         '{"seq":3,"step":1,"kind":"'$k30'\u00e9"}' >"$d/events.jsonl"
     printf '%s\n' '{"seq":1,"norms":{"t<1>&":1,"u\"":2}}' >"$d/tensors.jsonl"
+    # config.yaml goes through the config loader: bytes that are not UTF-8, a
+    # name with markup: exit 2 naming file, line and column; unknown keys: a note
     printf 'run:\n  name: r&d <x> \xff\n' >"$d/config.yaml"
+    expect_exit 2 "rp_hostile/config.yaml:2:" $REPORT "$d" || return 1
+    printf 'run:\n  name: "r&d <x>"\n' >"$d/config.yaml"
+    expect_exit 2 "rp_hostile/config.yaml:2:9: run.name:" $REPORT "$d" --json || return 1
+    printf 'run:\n  name: hostile\nnewer:\n  key: {a: [1]}\n' >"$d/config.yaml"
+    $REPORT "$d" | grep -qF "rp_hostile/config.yaml:3:1: newer: 1 key unknown to this clipd-report skipped" ||
+        { echo "no note on the unknown section"; return 1; }
     $REPORT "$d" --json | jq -e --arg k "$k30" '.events_by_kind | has($k) and has("a&b<i>")' >/dev/null ||
         { echo "--json lacks the kinds"; return 1; }
     $REPORT "$d" --svg "$TMP/hostile.svg" >/dev/null && xmllint --noout "$TMP/hostile.svg" || return 1
@@ -160,4 +168,4 @@ report_hostile() {
     printf '%s\n' '{"seq":9007199254740993,"step":1,"epoch":1,"loss":2,"grad_norm":1}' >"$d/steps.jsonl"
     expect_exit 2 "rp_hostile/steps.jsonl:1: seq: 9007199254740993 out of range" $REPORT "$d" --svg "$TMP/hostile.svg"
 }
-check "report on hostile files: escaped SVG (xmllint), UTF-8 kept whole in --json, bad seq refused, full stdout: exit 1" report_hostile
+check "report on hostile files: escaped SVG (xmllint), UTF-8 kept whole in --json, bad config.yaml and seq refused, unknown config keys noted, full stdout: exit 1" report_hostile

@@ -1,5 +1,5 @@
-/* fuzz_report: clipd-report's loading and summary code (daemon/report.c,
- * compiled with -Dmain=report_main) on an untrusted run directory. Input
+/* fuzz_report: clipd-report (daemon/report/, all but its main.c) through
+ * report_main on an untrusted run directory. Input
  * split at NUL bytes: steps.jsonl, events.jsonl, epochs.jsonl,
  * tensors.jsonl, config.yaml (a missing part: the file is absent). Runs
  * `clipd-report DIR --json --svg DIR/out.svg` and `clipd-report DIR`, stdout
@@ -9,9 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/report/report.h"
 #include "tests/fuzz/fuzz_util.h"
-
-int report_main(int argc, char **argv);
 
 static const char *const files[] = {"steps.jsonl", "events.jsonl", "epochs.jsonl", "tensors.jsonl",
                                     "config.yaml"};

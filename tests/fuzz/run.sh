@@ -26,16 +26,16 @@ declare -A srcs=(
     [fuzz_cfg]="common/cfg.c common/fsutil.c"
     [fuzz_ckpt]="common/ckpt.c common/ckstate.c common/cfg.c common/detect.c common/safetensors.c common/fsutil.c common/log.c"
     [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
-    [fuzz_report]="daemon/report.c daemon/report_html.c daemon/stats.c"
+    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c common/cfg.c common/fsutil.c"
     [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
     [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c common/fsutil.c"
 )
-declare -A extra=([fuzz_report]="-Dmain=report_main" [fuzz_proto]='-DCLIPD_VERSION="fuzz"')
+declare -A extra=([fuzz_proto]='-DCLIPD_VERSION="fuzz"')
 declare -A libs=(
     [fuzz_cfg]="-lyaml -lm"
     [fuzz_ckpt]="-ljansson -lyaml -lm"
     [fuzz_text]="-lyaml -lm"
-    [fuzz_report]="-ljansson -lm"
+    [fuzz_report]="-lyaml -ljansson -lm"
     [fuzz_proto]="-Wl,--wrap=log_write -lmicrohttpd -lyaml -ljansson -lm -pthread $(mpicc --showme:link)"
     [fuzz_metrics]="-lmicrohttpd -lyaml -lm -pthread"
 )
@@ -61,10 +61,11 @@ seed_corpus() { # HARNESS DIR
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;
         fuzz_ckpt) "$out/mkseeds" ckpt "$2" ;;
         fuzz_proto) "$out/mkseeds" proto "$2" ;;
-        fuzz_report) # steps, events, epochs, tensors joined by NUL bytes, as the harness splits them
+        fuzz_report) # steps, events, epochs, tensors, config.yaml joined by NUL bytes, as the harness splits them
             local r=tests/data/report/run
             { cat "$r/steps.jsonl"; printf '\0'; cat "$r/events.jsonl"; printf '\0'
-              cat "$r/epochs.jsonl"; printf '\0'; cat "$r/tensors.jsonl"; } >"$2/run.seed"
+              cat "$r/epochs.jsonl"; printf '\0'; cat "$r/tensors.jsonl"; printf '\0'
+              cat "$r/config.yaml"; } >"$2/run.seed"
             cp "$r/steps.jsonl" "$2/steps-only.seed" ;;
     esac
 }

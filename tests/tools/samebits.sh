@@ -26,7 +26,7 @@ job() { # job NAME W CONFIG [args...]
         > "$OUT/$name.stdout" 2> "$OUT/$name.stderr.raw"; echo "exit $?" > "$OUT/$name.exit"
     # stderr: timestamps cut, lines sorted (ranks interleave), sizes and
     # timings dropped; stdout: the throughput column cut
-    sed -E 's/^[0-9:.]+ //' "$OUT/$name.stderr.raw" | grep -vE 'Process name|peak RSS|[0-9] ?(ms|s|tokens/s|steps/s)\b' \
+    sed -E 's/^[0-9:.]+ //' "$OUT/$name.stderr.raw" | grep -vE 'clipd-launch: mpirun|Process name|peak RSS|[0-9] ?(ms|s|tokens/s|steps/s)\b' \
         | LC_ALL=C sort > "$OUT/$name.stderr"; rm -f "$OUT/$name.stderr.raw"
     sed -E 's/ +[0-9]+$/ N/; s/[0-9.]+ ?(ms|s)\b/T/g' -i "$OUT/$name.stdout"
     mkdir -p "$OUT/$name"
@@ -57,7 +57,7 @@ job tied 1 configs/default.yaml --set train.epochs=1 --set train.steps_per_epoch
 job diverge 2 configs/default.yaml --set train.epochs=1 --set train.lr=0.5 --set clip.mode=none --set divergence.action=rollback --set divergence.loss_initial=1.02
 job repro 2 configs/default.yaml --set train.epochs=1 --set sync.reproducible=true --set data.micro_batch=2
 "$BUILD/clipd" --help > "$OUT/help.txt" 2>&1
-"$BUILD/clipd" --check "$here/configs/default.yaml" --set run.dir="$tmp/chk" > "$OUT/check.txt" 2>&1; echo "exit $?" >> "$OUT/check.txt"
+"$BUILD/clipd" --check "$here/configs/default.yaml" --set run.dir="$tmp/chk" 2>&1 | sed -E 's/[0-9.]+ GiB available/N GiB available/' > "$OUT/check.txt"; echo "exit ${PIPESTATUS[0]}" >> "$OUT/check.txt"
 "$BUILD/clipd" "$here/configs/default.yaml" --set model.hidden=-3 > "$OUT/bad-key.txt" 2>&1; echo "exit $?" >> "$OUT/bad-key.txt"
 "$BUILD/clipd-report" --help > "$OUT/report-help.txt" 2>&1
 "$BUILD/clipd-report" --html "$OUT/runs.html" "$tmp/keep-default" "$tmp/keep-char" > /dev/null 2>&1

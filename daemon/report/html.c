@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/report.h"
+#include "daemon/report/report.h"
 
 #define HTML_W 1100          /* page width, px */
 #define HTML_PW 960          /* plot width */

@@ -122,7 +122,7 @@ void rep_summarise(const Report *r, RepSummary *s);
 void rep_print_text(const Report *r, const RepSummary *s);
 int rep_print_json(const Report *r, const RepSummary *s);
 int rep_write_svg(const Report *r, const RepSummary *s, const char *path, char *err, size_t errlen);
-/* daemon/report_html.c: runs[0..n) (n <= 8) overlaid on one self-contained page. */
+/* daemon/report/html.c: runs[0..n) (n <= 8) overlaid on one self-contained page. */
 int rep_write_html(const Report *const *runs, int n, const char *path, char *err, size_t errlen);
 
 /* Pure helpers, unit-tested. */
@@ -139,8 +139,8 @@ long rep_decimate(double *ox, double *oy, const double *x, const double *y, long
 int rep_ticks(double *t, int max, double lo, double hi, int target);
 /* Ticks of a log axis over [10^lo, 10^hi]: decades, and 2 and 5 when few. */
 int rep_log_ticks(double *t, int max, double lo, double hi);
-/* The value of `key:` under `section:` of block YAML as cfg_print writes it,
- * unquoted, without its comment: 1 found, 0 not, -1 no file. */
-int rep_yaml_scan(const char *path, const char *section, const char *key, char *out, size_t len);
+
+/* The whole command line of clipd-report (daemon/report/cli.c): the exit code. */
+int report_main(int argc, char **argv);
 
 #endif
