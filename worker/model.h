@@ -112,7 +112,10 @@ long model_terms(const Model *m);
  *   backward  2*TB*Ein*GH (dwx) + 2*TB*Ein*GH (dx; not for the adding
  *             problem's first layer) + 2*TB*H*GH (dwh) + 2*(T-1)*B*H*GH (dh)
  * head (N rows: TB for token models, B for the adding problem; O outputs):
- *   2*N*H*O forward, 4*N*H*O backward. Tested against counted sgemm calls. */
+ *   2*N*H*O forward, 4*N*H*O backward; with the adaptive softmax O = S + K
+ *   and each tail k adds 6*r_k*d_k*(H + n_k) for the r_k rows of the LAST
+ *   step whose target it held (0 before any step). Tested against counted
+ *   sgemm calls. */
 double model_flops(const Model *m);
 
 #endif

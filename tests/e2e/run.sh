@@ -59,6 +59,11 @@ same_run() {
     cmp <(strip_t "$1/tensors.jsonl") <(strip_t "$2/tensors.jsonl") || return 1
     build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
 }
+# near A B: numbers A and B within 1e-5 of B (relative)
+near() {
+    jq -n -e --argjson a "$1" --argjson b "$2" '($a - $b) * ($a - $b) <= 1e-10 * $b * $b' >/dev/null ||
+        { echo "$1 != $2"; return 1; }
+}
 # near_run REF DIR: the same steps, epochs, tokens and lr, losses and norms
 # within 1e-5 (relative), final weights within 1e-5 of the largest
 near_run() {

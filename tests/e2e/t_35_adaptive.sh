@@ -77,23 +77,19 @@ check "adaptive softmax with sync.reproducible: 1 worker == 2 workers, bit for b
 
 # Evaluation reports the adaptive model's exact log-likelihood: the test
 # split at the end of the run and --eval against NumPy (float64).
-ad_near() { # A B: |a - b| <= 1e-5 |b|
-    jq -n -e --argjson a "$1" --argjson b "$2" '($a - $b) * ($a - $b) <= 1e-10 * $b * $b' >/dev/null ||
-        { echo "$1 != $2"; return 1; }
-}
 adaptive_eval() {
     local d="$TMP/ad2" ref got
     [ -s "$d/eval.jsonl" ] || return 1
     ref=$(/usr/bin/python3 tests/tools/lm_eval.py "$d/final.safetensors" "$d/tokens-test.u32" 6 10) || return 1
     got=$(jq -c 'select(.at == "end") | {loss, tokens}' "$d/eval.jsonl")
     echo "end of run, test split: clipd $got, NumPy $ref"
-    ad_near "$(jq .loss <<<"$got")" "$(jq .loss <<<"$ref")" && [ "$(jq .tokens <<<"$got")" = "$(jq .tokens <<<"$ref")" ] || return 1
+    near "$(jq .loss <<<"$got")" "$(jq .loss <<<"$ref")" && [ "$(jq .tokens <<<"$got")" = "$(jq .tokens <<<"$ref")" ] || return 1
     $LAUNCH -n 1 "$TINY" --set run.dir="$d" "${ADA[@]}" --set data.batch_per_worker=6 \
         --eval "$d/final.safetensors" --split valid >"$TMP/ad_eval.out" 2>"$TMP/ad_eval.err" || return 1
     got=$(grep '^{"at":"eval"' "$TMP/ad_eval.out") || { echo "--eval printed no JSON"; return 1; }
     ref=$(/usr/bin/python3 tests/tools/lm_eval.py "$d/final.safetensors" "$d/tokens-valid.u32" 6 10) || return 1
     echo "--eval final, valid split: clipd $got, NumPy $ref"
-    ad_near "$(jq .loss <<<"$got")" "$(jq .loss <<<"$ref")" && [ "$(jq .tokens <<<"$got")" = "$(jq .tokens <<<"$ref")" ] || return 1
+    near "$(jq .loss <<<"$got")" "$(jq .loss <<<"$ref")" && [ "$(jq .tokens <<<"$got")" = "$(jq .tokens <<<"$ref")" ] || return 1
     # the full-softmax config cannot read the adaptive weights: exit 2 naming the tensor
     expect_exit 2 "param.head.weight" $LAUNCH -n 1 "$TINY" --set run.dir="$d" "${ADA[@]}" --set data.batch_per_worker=6 \
         --set model.softmax=full --eval "$d/final.safetensors" >/dev/null || return 1
