@@ -7,7 +7,10 @@
 #include "common/cfg.h"
 #include "common/detect.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
+#include "common/utf8.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -21,7 +24,6 @@
 #include <yaml.h>
 
 #define CFG_FILE_MAX (1u << 20) /* bytes; a config is a few hundred */
-#define CFG_TENSORS_MAX 64 /* >= the most tensors a model has (16 layers: 51) */
 #define MSG_SHOW_MAX 48         /* bytes of offending text quoted in a message */
 
 typedef enum { T_INT, T_DOUBLE, T_STRING, T_ENUM } KeyType;
@@ -101,7 +103,7 @@ static const CfgKey cfg_keys[] = {
     KINT(model, vocab, 2, 1000000, "16", "V, number of symbols"),
     KINT(model, embed, 1, 65536, "32", "E, embedding width"),
     KINT(model, hidden, 1, 65536, "128", "H, hidden state width"),
-    KINT(model, layers, 1, 16, "2", "L, stacked recurrent layers"),
+    KINT(model, layers, 1, CFG_MAX_LAYERS, "2", "L, stacked recurrent layers"),
     KDBL(model, init_scale, 0, 10, F_MIN_OPEN, "0.1", "weights ~ U(-s, s)"),
     KDBL(model, dropout, 0, 1, F_MAX_OPEN, "0", "dropout between layers, token models"),
     KENUM(model, tie_embeddings, bool_names, "false", "head weight = embedding matrix (embed = hidden)"),
@@ -412,26 +414,13 @@ static bool double_ok(const CfgKey *k, double x)
 static bool utf8_printable(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
-        unsigned ch = s[i];
-        if (ch < 0x80) {
-            if (ch < 0x20 || ch == 0x7f) return false;
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if ((ch & 0xE0) == 0xC0) len = 2, cp = ch & 0x1F, min = 0x80;
-        else if ((ch & 0xF0) == 0xE0) len = 3, cp = ch & 0x0F, min = 0x800;
-        else if ((ch & 0xF8) == 0xF0) len = 4, cp = ch & 0x07, min = 0x10000;
-        else return false;
-        if (n - i < len) return false;
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xC0) != 0x80) return false;
-            cp = cp << 6 | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        if (cp <= 0x9F || cp == 0x2028 || cp == 0x2029 || cp == 0xFFFE || cp == 0xFFFF) return false;
-        i += len;
+        uint32_t cp;
+        size_t bad;
+        int len = utf8_decode(s + i, n - i, &cp, &bad);
+        if (len == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 ||
+            cp == 0xFFFE || cp == 0xFFFF)
+            return false;
+        i += (size_t)len;
     }
     return true;
 }
@@ -1064,34 +1053,63 @@ int cfg_adaptive(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX
     return K;
 }
 
-/* Outputs of the head: V (full softmax), shortlist + clusters (adaptive), 1 (adding). */
-static uint64_t head_outputs(const Config *c)
+/* The tail clusters cfg_layout lays out: cfg_adaptive's, none when the
+ * cutoffs are bad or the tensors would not fit (cfg_validate refuses both). */
+static int layout_clusters(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX_CLUSTERS])
 {
-    int cut[CFG_MAX_CLUSTERS + 1], K = cfg_adaptive(c, cut, NULL);
-    if (c->data_source == DATA_ADDING) return 1;
-    return K > 0 ? (uint64_t)(cut[0] + K) : (uint64_t)c->model_vocab;
+    int K = cfg_adaptive(c, cut, dim);
+    return K < 0 || 3 + 3 * K + 3 * c->model_layers > CFG_MAX_TENSORS ? 0 : K;
 }
 
-/* Parameters of the adaptive softmax's tail clusters (0: full softmax). */
-static uint64_t tail_params(const Config *c)
+int cfg_gates(int kind) { return kind == MODEL_LSTM ? 4 : kind == MODEL_GRU ? 3 : 1; }
+
+static void layout_add(CfgLayout *lo, const char *name, int ndim, long rows, long cols)
 {
-    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = cfg_adaptive(c, cut, dim);
-    uint64_t n = 0;
-    for (int k = 0; k < K; k++)
-        n += (uint64_t)dim[k] * ((uint64_t)c->model_hidden + (uint64_t)(cut[k + 1] - cut[k])) +
-             (uint64_t)(cut[k + 1] - cut[k]);
-    return n;
+    assert(lo->n < CFG_MAX_TENSORS);
+    CfgTensor *t = &lo->t[lo->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim, t->shape[0] = rows, t->shape[1] = cols;
+    t->off = lo->nparams;
+    t->n = (uint64_t)rows * (uint64_t)cols;
+    lo->nparams += t->n;
+}
+
+void cfg_layout(const Config *c, CfgLayout *lo)
+{
+    long V = c->model_vocab, E = c->model_embed, H = c->model_hidden;
+    int L = c->model_layers < CFG_MAX_LAYERS ? c->model_layers : CFG_MAX_LAYERS; /* loaded: 1..16 */
+    int markov = c->data_source != DATA_ADDING; /* token input and softmax output */
+    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = layout_clusters(c, cut, dim);
+    long O = markov ? (K ? cut[0] + K : V) : 1, in = markov ? E : 2, GH = (long)cfg_gates(c->model_kind) * H;
+    char name[32];
+    lo->n = 0, lo->nparams = 0, lo->gates = cfg_gates(c->model_kind);
+    if (!cfg_tied(c)) layout_add(lo, "head.weight", 2, H, O);
+    layout_add(lo, "head.bias", 1, O, 1);
+    for (int k = 0; k < K; k++) { /* adaptive softmax: tail cluster k */
+        long n = cut[k + 1] - cut[k];
+        snprintf(name, sizeof name, "tail.%d.proj", k);
+        layout_add(lo, name, 2, H, dim[k]);
+        snprintf(name, sizeof name, "tail.%d.weight", k);
+        layout_add(lo, name, 2, dim[k], n);
+        snprintf(name, sizeof name, "tail.%d.bias", k);
+        layout_add(lo, name, 1, n, 1);
+    }
+    for (int l = L - 1; l >= 0; l--) {
+        snprintf(name, sizeof name, "layers.%d.wx", l);
+        layout_add(lo, name, 2, l ? H : in, GH);
+        snprintf(name, sizeof name, "layers.%d.wh", l);
+        layout_add(lo, name, 2, H, GH);
+        snprintf(name, sizeof name, "layers.%d.bias", l);
+        layout_add(lo, name, 1, GH, 1);
+    }
+    if (markov) layout_add(lo, "embed.weight", 2, V, E);
 }
 
 uint64_t cfg_param_count(const Config *c)
 {
-    uint64_t V = (uint64_t)c->model_vocab, E = (uint64_t)c->model_embed, H = (uint64_t)c->model_hidden;
-    uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
-    bool markov = c->data_source != DATA_ADDING; /* token input and softmax output */
-    uint64_t in = markov ? E : 2, out = head_outputs(c);
-    uint64_t n = markov ? V * E : 0;
-    for (int l = 0; l < c->model_layers; l++) n += ((l ? H : in) + H + 1) * G * H;
-    return n + (cfg_tied(c) ? 0 : H * out) + out + tail_params(c);
+    CfgLayout lo;
+    cfg_layout(c, &lo);
+    return lo.nparams;
 }
 
 static int validate_fail(Msg *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1135,20 +1153,21 @@ static int validate_softmax(const Config *c, Msg *m)
     return CFG_OK;
 }
 
-int cfg_parse_listen(const char *s, uint32_t *ip_be, int *port)
+int cfg_parse_listen(const char *s, char host[CFG_HOST_LEN], uint32_t *ip_be, int *port)
 {
     if (!strcmp(s, "off")) return 1;
     const char *colon = strrchr(s, ':');
     size_t hl = colon ? (size_t)(colon - s) : 0, nd = colon ? strlen(colon + 1) : 0;
-    char host[64];
+    char h[64];
     struct in_addr ip;
-    if (!colon || hl == 0 || hl >= sizeof host || nd < 1 || nd > 5 ||
+    if (!colon || hl == 0 || hl >= sizeof h || nd < 1 || nd > 5 ||
         strspn(colon + 1, "0123456789") != nd) /* digits only: no sign, blank or 0x */
         return -1;
-    memcpy(host, s, hl);
-    host[hl] = 0;
+    memcpy(h, s, hl);
+    h[hl] = 0;
     long p = strtol(colon + 1, NULL, 10);
-    if (p > 65535 || inet_pton(AF_INET, host, &ip) != 1) return -1;
+    if (p > 65535 || inet_pton(AF_INET, h, &ip) != 1) return -1;
+    if (host) inet_ntop(AF_INET, &ip, host, CFG_HOST_LEN); /* as written: inet_pton takes no other form */
     if (ip_be) *ip_be = ip.s_addr;
     if (port) *port = (int)p;
     return 0;
@@ -1166,7 +1185,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         msg_value(&m, c, k);
         return CFG_ERR;
     }
-    if (cfg_parse_listen(c->metrics_listen, NULL, NULL) < 0)
+    if (cfg_parse_listen(c->metrics_listen, NULL, NULL, NULL) < 0)
         return validate_fail(&m, "metrics.listen: expected IPv4:PORT (e.g. 127.0.0.1:9464) "
                                  "or off, got '%s'", c->metrics_listen);
     if (c->watchdog_seconds > 0 && c->watchdog_warn_seconds > c->watchdog_seconds)
@@ -1181,9 +1200,10 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "
                                  "(an epoch's end has no update to skip or roll back)");
     if (c->debug_nan_tensor[0]) {
-        char names[CFG_TENSORS_MAX][32];
-        int n = cfg_tensor_names(c, names, CFG_TENSORS_MAX), found = 0;
-        for (int i = 0; i < n && i < CFG_TENSORS_MAX; i++) found |= !strcmp(names[i], c->debug_nan_tensor);
+        CfgLayout lo;
+        cfg_layout(c, &lo);
+        int found = 0;
+        for (int i = 0; i < lo.n; i++) found |= !strcmp(lo.t[i].name, c->debug_nan_tensor);
         if (!found)
             return validate_fail(&m, "debug.nan_tensor: no tensor '%s' in this model (names as in "
                                      "tensors.jsonl)", c->debug_nan_tensor);
@@ -1261,7 +1281,7 @@ static void sink_write(Sink *s, const char *p, size_t n)
         fwrite(p, 1, n, s->f);
         return;
     }
-    for (size_t i = 0; i < n; i++) s->h = (s->h ^ (unsigned char)p[i]) * UINT64_C(1099511628211);
+    s->h = fnv1a64(p, n, s->h);
 }
 
 /* Key k of c holds its default value. */
@@ -1312,7 +1332,7 @@ void cfg_print(const Config *c, FILE *f)
 
 uint64_t cfg_hash(const Config *c)
 {
-    Sink s = {NULL, UINT64_C(14695981039346656037)};
+    Sink s = {NULL, FNV1A64_INIT};
     cfg_write(c, &s, false);
     return s.h;
 }
@@ -1337,23 +1357,10 @@ void cfg_checkpoint_dir(const Config *c, char *out, size_t len)
 
 int cfg_tensor_names(const Config *c, char names[][32], int max)
 {
-    int n = 0;
-#define ADD(...) do { if (n < max) snprintf(names[n], 32, __VA_ARGS__); n++; } while (0)
-    if (!cfg_tied(c)) ADD("head.weight");
-    ADD("head.bias");
-    for (int k = 0, K = cfg_adaptive(c, NULL, NULL); k < K; k++) {
-        ADD("tail.%d.proj", k);
-        ADD("tail.%d.weight", k);
-        ADD("tail.%d.bias", k);
-    }
-    for (int l = c->model_layers - 1; l >= 0; l--) {
-        ADD("layers.%d.wx", l);
-        ADD("layers.%d.wh", l);
-        ADD("layers.%d.bias", l);
-    }
-    if (c->data_source != DATA_ADDING) ADD("embed.weight");
-#undef ADD
-    return n;
+    CfgLayout lo;
+    cfg_layout(c, &lo);
+    for (int i = 0; i < lo.n && i < max; i++) snprintf(names[i], 32, "%s", lo.t[i].name);
+    return lo.n;
 }
 
 int cfg_event_action(const Config *c, int kind)
@@ -1374,29 +1381,11 @@ int cfg_event_action(const Config *c, int kind)
 
 int cfg_tensor_shape(const Config *c, int i, long shape[2])
 {
-    long V = c->model_vocab, E = c->model_embed, H = c->model_hidden, L = c->model_layers;
-    long G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
-    int markov = c->data_source != DATA_ADDING;
-    long O = (long)head_outputs(c), in = markov ? E : 2;
-    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = cfg_adaptive(c, cut, dim);
-    shape[1] = 1;
-    if (cfg_tied(c)) i++; /* no head.weight */
-    if (i == 0) return shape[0] = H, shape[1] = O, 2;
-    if (i == 1) return shape[0] = O, 1;
-    if (K > 0 && i >= 2 && i < 2 + 3 * K) { /* tail.k.proj (H, d), .weight (d, n), .bias (n) */
-        int k = (i - 2) / 3, j = (i - 2) % 3, n = cut[k + 1] - cut[k];
-        if (j == 2) return shape[0] = n, 1;
-        return shape[0] = j ? dim[k] : H, shape[1] = j ? n : dim[k], 2;
-    }
-    if (K > 0) i -= 3 * K;
-    if (i >= 2 && i < 2 + 3 * L) {
-        long l = L - 1 - (i - 2) / 3;
-        int k = (i - 2) % 3;
-        if (k == 2) return shape[0] = G * H, 1;
-        return shape[0] = k ? H : l ? H : in, shape[1] = G * H, 2;
-    }
-    if (i == 2 + 3 * L && markov) return shape[0] = V, shape[1] = E, 2;
-    return 0;
+    CfgLayout lo;
+    cfg_layout(c, &lo);
+    if (i < 0 || i >= lo.n) return shape[1] = 1, 0;
+    shape[0] = lo.t[i].shape[0], shape[1] = lo.t[i].shape[1];
+    return lo.t[i].ndim;
 }
 
 uint64_t cfg_model_floats(const Config *c, int B)
@@ -1404,14 +1393,17 @@ uint64_t cfg_model_floats(const Config *c, int B)
     uint64_t T = (uint64_t)c->data_seq_len, H = (uint64_t)c->model_hidden, TB = T * (uint64_t)B;
     uint64_t E = (uint64_t)c->model_embed, L = (uint64_t)c->model_layers;
     int markov = c->data_source != DATA_ADDING, lstm = c->model_kind == MODEL_LSTM, gru = c->model_kind == MODEL_GRU;
-    uint64_t G = lstm ? 4 : gru ? 3 : 1, in = markov ? E : 2, O = head_outputs(c);
+    uint64_t G = (uint64_t)cfg_gates(c->model_kind), in = markov ? E : 2;
+    CfgLayout lo;
+    cfg_layout(c, &lo);
+    uint64_t O = (uint64_t)lo.t[cfg_tied(c) ? 0 : 1].shape[0]; /* head.bias: the head's outputs */
     uint64_t wide = E > H ? E : H;
     if (in > wide) wide = in;
     uint64_t per_layer = (TB + (uint64_t)B) * H * (lstm ? 2 : 1) + (lstm || gru ? TB * G * H : 0) + (gru ? TB * H : 0);
     uint64_t n = 2 * cfg_param_count(c) + L * per_layer + TB * in + (markov ? TB : (uint64_t)B) * O + 2 * TB * wide +
-                 (c->model_kind != MODEL_RNN ? TB * G * H : 0) + (gru ? TB * 3 * H : 0) + (uint64_t)B * H;
+                 (c->model_kind != MODEL_RNN ? TB * G * H : 0) + (gru ? TB * G * H : 0) + (uint64_t)B * H;
     if (markov && c->model_dropout > 0) n += 2 * TB * (in + L * H);
-    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = cfg_adaptive(c, cut, dim), wmax = 0;
+    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = layout_clusters(c, cut, dim), wmax = 0;
     for (int k = 0; k < K; k++) wmax = cut[k + 1] - cut[k] > wmax ? cut[k + 1] - cut[k] : wmax;
     if (K > 0) n += TB * (3 + 2 * H + 2 * (uint64_t)dim[0] + (uint64_t)wmax); /* adaptive_scratch */
     return n;
@@ -1426,6 +1418,7 @@ uint64_t cfg_worker_bytes(const Config *c, int W)
     for (int k = 0; k < EV_COUNT; k++) rollback |= cfg_event_action(c, k) == ACT_ROLLBACK;
     uint64_t floats = cfg_model_floats(c, (int)B) + (uint64_t)moments * own + /* sync: a shard per rank */ P +
                       (rollback ? P * (uint64_t)(1 + moments) : 0) +
-                      2 * (uint64_t)c->model_layers * (uint64_t)(W > 0 ? W : 1) * B * H; /* worker 0's gather */
+                      2 * (uint64_t)c->model_layers * (uint64_t)(W > 0 ? W : 1) * B * H + /* worker 0's gather */
+                      (own < P ? (uint64_t)moments * P : 0); /* and, sharded, its whole moments */
     return 4 * floats;
 }

@@ -28,7 +28,6 @@ typedef enum { CRASH_DURING_WRITE = 0, CRASH_BEFORE_RENAME = 1, CRASH_AFTER_RENA
 
 #define CFG_STR_MAX 256
 #define CFG_MAX_CLUSTERS 4   /* model.softmax adaptive: tail clusters (cutoffs) at most */
-#define CFG_MAX_TENSORS 51   /* tensors a model may have (PROTO_MAX_TENSORS, MODEL_MAX_VIEWS) */
 
 /* Plain old data: the coordinator broadcasts it to the workers as bytes. */
 typedef struct {
@@ -162,9 +161,10 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen);
 int cfg_validate(const Config *c, char *err, size_t errlen);
 /* metrics.listen, the one parser of it: "off" returns 1; IPv4:PORT (a dotted
  * quad as inet_pton takes it, then 1 to 5 decimal digits <= 65535: no sign,
- * blank or other base) returns 0 with the address in network byte order and
- * the port (either pointer may be NULL); anything else -1. */
-int cfg_parse_listen(const char *s, uint32_t *ip_be, int *port);
+ * blank or other base) returns 0 with the host as written, the address in
+ * network byte order and the port (any pointer may be NULL); anything else -1. */
+#define CFG_HOST_LEN 16 /* a dotted quad and its NUL */
+int cfg_parse_listen(const char *s, char host[CFG_HOST_LEN], uint32_t *ip_be, int *port);
 /* Print the effective config as YAML (loadable again by cfg_load_file). */
 void cfg_print(const Config *c, FILE *f);
 /* FNV-1a 64 of the printed effective config: identifies a run's settings. */
@@ -190,11 +190,34 @@ int cfg_adaptive(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX
 /* The configured action of one divergence event kind (EV_* of
  * common/detect.h), with inherit resolved to divergence.action. */
 int cfg_event_action(const Config *c, int kind);
-/* Names of the model's tensors in the order of its flat buffer (the same
- * layout worker/model.c builds; tests/test_model.c checks they agree).
- * Returns the count; fills at most max. */
+/* The model's layout, computed only here: its tensors in the order of the
+ * flat parameter buffer (head.weight unless tied, head.bias, with the
+ * adaptive softmax tail.k.proj (H, d_k), .weight (d_k, n_k), .bias (n_k) for
+ * each cluster k, layers.L-1 down
+ * to layers.0 each wx (Ein, G*H), wh (H, G*H), bias (G*H), then
+ * embed.weight (V, E) for token models), with their shapes and offsets.
+ * worker/model.c lays its views out from it; the coordinator names tensors
+ * by it. */
+#define CFG_MAX_LAYERS 16                         /* model.layers' bound */
+#define CFG_MAX_TENSORS (3 + 3 * CFG_MAX_LAYERS)  /* 51 */
+typedef struct {
+    char name[32];
+    int ndim;        /* 1 or 2 */
+    long shape[2];   /* shape[1] == 1 when ndim == 1 */
+    uint64_t off, n; /* in floats: offset into the flat buffer, size */
+} CfgTensor;
+typedef struct {
+    CfgTensor t[CFG_MAX_TENSORS];
+    int n;            /* tensors */
+    int gates;        /* G: 1 rnn, 3 gru (r, z, n), 4 lstm (i, f, g, o) */
+    uint64_t nparams; /* floats in the flat buffer */
+} CfgLayout;
+void cfg_layout(const Config *c, CfgLayout *lo);
+/* Gates per unit of a recurrent layer of this model.kind (MODEL_*). */
+int cfg_gates(int kind);
+/* Names of cfg_layout's tensors, in order. Returns the count; fills at most max. */
 int cfg_tensor_names(const Config *c, char names[][32], int max);
-/* Shape of tensor i of cfg_tensor_names: returns ndim (1 or 2) with
+/* Shape of tensor i of cfg_layout: returns ndim (1 or 2) with
  * shape[0] (and shape[1], 1 for 1-D), or 0 past the last tensor. */
 int cfg_tensor_shape(const Config *c, int i, long shape[2]);
 /* Floats of the model's buffers for B streams: parameters, gradients and
@@ -203,7 +226,8 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2]);
 uint64_t cfg_model_floats(const Config *c, int B);
 /* Bytes one of W workers needs at least: the model's buffers, optimizer
  * moments (its shard when sharded), the gradient shard, the rollback copy
- * when any action is rollback, worker 0's gather of the carried state. */
+ * when any action is rollback, worker 0's gather of the carried state (and,
+ * sharded, of the optimizer moments, for checkpoints). */
 uint64_t cfg_worker_bytes(const Config *c, int W);
 /* Checkpoint directory: checkpoint.dir, or RUN_DIR/checkpoints. */
 void cfg_checkpoint_dir(const Config *c, char *out, size_t len);

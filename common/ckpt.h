@@ -1,8 +1,9 @@
-/* ckpt: checkpoints in the safetensors layout (8-byte little-endian header
- * length N, N bytes of JSON header padded with spaces, raw little-endian
- * tensor bytes), written atomically, verified by checksums on load, kept to
- * the newest K, and found again by `--resume latest`. docs/CHECKPOINTS.md
- * describes the file for users; this is also the one safetensors writer. */
+/* ckpt: the checkpoint file format: the safetensors layout (8-byte
+ * little-endian header length N, N bytes of JSON header padded with spaces,
+ * raw little-endian tensor bytes), written atomically, verified by checksums
+ * on load. docs/CHECKPOINTS.md describes the file for users; this is the one
+ * safetensors writer. Which files a run keeps and resumes from is ckdir's
+ * (common/ckdir.h), above this. */
 #ifndef CLIPD_CKPT_H
 #define CLIPD_CKPT_H
 
@@ -15,7 +16,7 @@ enum { CK_F32 = 0, CK_U64 = 1, CK_I32 = 2 };
 #define CK_MAX_TENSORS 100000                 /* tensors in one file */
 #define CK_MAX_HEADER (100ull << 20)          /* bytes of JSON header */
 #define CK_MAX_FILE (64ull << 30)             /* bytes in one file */
-#define CK_FORMAT "clipd-ckpt-1"              /* __metadata__.format of ckpt_write */
+#define CK_FORMAT "clipd-ckpt-1"              /* __metadata__.format of a checkpoint (ckdir_write) */
 
 typedef struct {
     const char *name;
@@ -29,25 +30,9 @@ typedef struct {
     const char *key, *value; /* any UTF-8; escaped when written */
 } CkMeta;
 
-/* Write DIR/step-%08lld.safetensors atomically (temporary file in DIR, write,
- * fsync, rename, fsync of DIR), creating DIR if needed. Adds the metadata
- * "format" = CK_FORMAT, "checksum" and "header_checksum" (see
- * ckpt_write_file); the caller may not pass those keys. Then deletes
- * step-*.safetensors files beyond the newest `keep` by step number (never
- * the one just written) and this run's temporary files of checkpoints left by a crash.
- * path_out (may be NULL) gets the final path. Returns 0, or -1 with err.
- * On success err is "" or, if an old file could not be deleted, a warning. */
-int ckpt_write(const char *dir, long long step, const CkTensor *t, int nt, const CkMeta *meta,
-               int nmeta, int keep, char *path_out, size_t path_len, char *err, size_t errlen);
-
-/* Final names of checkpoints, as an fnmatch(3) pattern. Their temporaries
- * (and those of any file ckpt_write_file writes) are named by fs_tmp_path:
- * `.NAME.tmp.clipd-RUN.PID` beside NAME; one left behind means its writer
- * died before renaming it into place. */
-#define CK_STEP_GLOB "step-*.safetensors"
-
-/* Write any safetensors file atomically (temporary beside it, see
- * CK_STEP_GLOB). Tensors are stored in the order given, contiguously. Adds metadata
+/* Write any safetensors file atomically (a temporary beside it, named by
+ * fs_tmp_path: `.NAME.tmp.clipd-RUN.PID`; one left behind means its writer
+ * died before renaming it into place). Tensors are stored in the order given, contiguously. Adds metadata
  * "checksum" = FNV-1a 64 of all tensor bytes and "header_checksum" = FNV-1a
  * 64 of the padded header with its own 16 digits read as '0' (both 16
  * lowercase hex digits), so a bit flip anywhere is found by ckpt_read. */
@@ -90,20 +75,11 @@ const char *ckpt_meta(const Ckpt *c, const char *key); /* NULL if absent */
 int ckpt_meta_i64(const Ckpt *c, const char *key, int64_t *out, char *err, size_t errlen);
 void ckpt_free(Ckpt *c);
 
-/* The newest valid checkpoint in dir by the step number in its name. Each
- * newer file that fails ckpt_read adds a line "skipping DIR/step-...: why"
- * to notes (which always ends up a string). Returns 0 with path, or -1
- * with err ("no valid checkpoint in DIR: ..." saying how many were invalid). */
-int ckpt_latest(const char *dir, char *path, size_t path_len, char *notes, size_t notes_len,
-                char *err, size_t errlen);
-
 /* Test hook: the next write kills its own process with SIGKILL at this point
  * (CK_CRASH_NONE: never). Set by a worker for debug.ckpt_crash_step. */
 enum { CK_CRASH_NONE = 0, CK_CRASH_DURING_WRITE, CK_CRASH_BEFORE_RENAME, CK_CRASH_AFTER_RENAME };
 void ckpt_test_crash(int point);
 
-/* DIR/step-%08lld.safetensors */
-void ckpt_path(char *out, size_t len, const char *dir, long long step);
 const char *ckpt_dtype_name(int dtype); /* "F32", "U64", "I32", or NULL */
 
 #endif

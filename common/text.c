@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "common/fsutil.h"
+#include "common/hash.h"
+#include "common/utf8.h"
 
 #define PATH_LEN 4096
 #define VOCAB_FILE "vocab.txt"
@@ -108,28 +110,6 @@ static const char *split_desc(const Source *s, int split, char *buf, size_t len)
 
 /* ---- UTF-8 ---- */
 
-/* Length of the UTF-8 character at p (avail bytes left), or 0 if it is not
- * one (RFC 3629: no overlongs, surrogates or code points past U+10FFFF).
- * On 0, *bad is the index of the offending byte and *cut is 1 when the
- * input ended inside the character. */
-static int utf8_char(const uint8_t *p, size_t avail, int *bad, int *cut)
-{
-    uint8_t c = p[0], lo = 0x80, hi = 0xBF;
-    int k;
-    *bad = 0, *cut = 0;
-    if (c < 0x80) return c ? 1 : 0;
-    if (c < 0xC2) return 0;
-    if (c < 0xE0) k = 2;
-    else if (c < 0xF0) k = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c < 0xF5) k = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else return 0;
-    for (int j = 1; j < k; j++) {
-        if ((size_t)j >= avail) return *bad = j, *cut = 1, 0;
-        if (p[j] < (j == 1 ? lo : 0x80) || p[j] > (j == 1 ? hi : 0xBF)) return *bad = j, 0;
-    }
-    return k;
-}
-
 /* 1-based line and column (in characters) of byte i, whose prefix is valid. */
 static void utf8_where(const uint8_t *p, size_t i, size_t *line, size_t *col)
 {
@@ -141,7 +121,7 @@ static void utf8_where(const uint8_t *p, size_t i, size_t *line, size_t *col)
     for (size_t k = ls; k < i; k++) *col += (p[k] & 0xC0) != 0x80;
 }
 
-static int utf8_report(const uint8_t *p, size_t i, int bad, int cut, const char *name, char *err,
+static int utf8_report(const uint8_t *p, size_t i, size_t bad, int cut, const char *name, char *err,
                        size_t errlen)
 {
     size_t line, col;
@@ -154,8 +134,8 @@ static int utf8_report(const uint8_t *p, size_t i, int bad, int cut, const char 
     }
     if (bad == 0) return fail(err, errlen, "%s:%zu:%zu: not UTF-8 text (byte 0x%02x)", name, line, col, p[i]);
     char seq[32] = "";
-    for (int j = 0; j <= bad; j++)
-        snprintf(seq + strlen(seq), sizeof seq - strlen(seq), " 0x%02x", p[i + (size_t)j]);
+    for (size_t j = 0; j <= bad; j++)
+        snprintf(seq + strlen(seq), sizeof seq - strlen(seq), " 0x%02x", p[i + j]);
     return fail(err, errlen, "%s:%zu:%zu: not UTF-8 text (bytes%s)", name, line, col, seq);
 }
 
@@ -173,8 +153,10 @@ static int utf8_check(const uint8_t *p, size_t n, const char *name, char *err, s
                 continue;
             }
         }
-        int bad, cut, k = utf8_char(p + i, n - i, &bad, &cut);
-        if (k == 0) return utf8_report(p, i, bad, cut, name, err, errlen);
+        uint32_t cp;
+        size_t bad = 0;
+        int k = p[i] ? utf8_decode(p + i, n - i, &cp, &bad) : 0; /* NUL: not text */
+        if (k == 0) return utf8_report(p, i, bad, i + bad >= n, name, err, errlen);
         i += (size_t)k;
     }
     return 0;
@@ -228,16 +210,9 @@ typedef struct {
     size_t cap, n;
 } Table;
 
-static uint64_t hash_bytes(const uint8_t *w, size_t len)
-{
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < len; i++) h = (h ^ w[i]) * UINT64_C(0x100000001b3);
-    return h;
-}
-
 static Entry *table_slot(const Table *t, const uint8_t *w, size_t len)
 {
-    size_t i = (size_t)hash_bytes(w, len) & (t->cap - 1);
+    size_t i = (size_t)fnv1a64(w, len, FNV1A64_INIT) & (t->cap - 1);
     while (t->e[i].w && (t->e[i].len != len || memcmp(t->e[i].w, w, len)))
         i = (i + 1) & (t->cap - 1);
     return &t->e[i];

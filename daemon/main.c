@@ -5,6 +5,7 @@
  * requests, and prints a summary. It never joins a gradient collective, and
  * waits for messages without spinning a core. */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <mpi.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/cfg.h"
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/data.h"
 #include "common/fsutil.h"
@@ -153,47 +155,75 @@ static void usage(FILE *f)
     cfg_print(&d, f);
 }
 
+/* The options, in getopt_long's table: a value is a separate word or, for
+ * any that takes one, after '='; options and CONFIG may come in any order,
+ * and are taken left to right, so the first mistake is the one reported. */
+enum { OPT_HELP = 'h', OPT_VERSION = 256, OPT_CHECK, OPT_EVAL, OPT_SPLIT, OPT_WORKERS, OPT_SET, OPT_RESUME };
+static const struct option long_opts[] = {
+    {"help", no_argument, NULL, OPT_HELP},          {"version", no_argument, NULL, OPT_VERSION},
+    {"check", no_argument, NULL, OPT_CHECK},        {"eval", required_argument, NULL, OPT_EVAL},
+    {"split", required_argument, NULL, OPT_SPLIT},  {"workers", required_argument, NULL, OPT_WORKERS},
+    {"set", required_argument, NULL, OPT_SET},      {"resume", required_argument, NULL, OPT_RESUME},
+    {NULL, 0, NULL, 0}};
+
+/* One option with its value v (NULL for none). Returns -1 to go on, or an exit code. */
+static int take_option(Args *a, int o, const char *v, char *err, size_t errlen)
+{
+    char *end = NULL;
+    long w;
+    switch (o) {
+    case OPT_HELP: return usage(stdout), 0;
+    case OPT_VERSION: return printf("clipd %s\n", CLIPD_VERSION), 0;
+    case OPT_CHECK: a->check = 1; return -1;
+    case OPT_EVAL: a->eval = v; return -1;
+    case OPT_SPLIT:
+        if (strcmp(v, "test") && strcmp(v, "valid"))
+            return snprintf(err, errlen, "command line: --split %s: expected test or valid", v), 2;
+        a->split = v[0] == 't' ? TEXT_TEST : TEXT_VALID;
+        return -1;
+    case OPT_WORKERS:
+        w = strtol(v, &end, 10);
+        if (*end || end == v || w < 1 || w > 1 << 20)
+            return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), 2;
+        a->workers = (int)w;
+        return -1;
+    case OPT_SET:
+        if (a->nsets == MAX_SETS) return snprintf(err, errlen, "command line: more than %d --set", MAX_SETS), 2;
+        a->sets[a->nsets++] = v;
+        return -1;
+    case OPT_RESUME: a->resume = v; return -1;
+    }
+    return -1;
+}
+
 /* Returns -1 to go on, or an exit code. */
 static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
     a->split = TEXT_TEST;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (!strcmp(s, "--help") || !strcmp(s, "-h")) return usage(stdout), 0;
-        if (!strcmp(s, "--version")) return printf("clipd %s\n", CLIPD_VERSION), 0;
-        if (!strcmp(s, "--check")) {
-            a->check = 1;
-        } else if (!strcmp(s, "--eval") || !strcmp(s, "--split")) {
-            if (i + 1 >= argc) return snprintf(err, errlen, "command line: %s needs a value", s), 2;
-            const char *v = argv[++i];
-            if (s[2] == 'e') a->eval = v;
-            else if (!strcmp(v, "test") || !strcmp(v, "valid")) a->split = v[0] == 't' ? TEXT_TEST : TEXT_VALID;
-            else return snprintf(err, errlen, "command line: --split %s: expected test or valid", v), 2;
-        } else if (!strcmp(s, "--workers")) {
-            char *end = NULL;
-            long w = i + 1 < argc ? strtol(argv[++i], &end, 10) : 0;
-            if (!end || *end || w < 1 || w > 1 << 20)
-                return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), 2;
-            a->workers = (int)w;
-        } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6) || !strcmp(s, "--resume") ||
-                   !strncmp(s, "--resume=", 9)) {
-            int set = s[2] == 's';
-            size_t len = set ? 5 : 8;
-            const char *v = s[len] == '=' ? s + len + 1 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v) return snprintf(err, errlen, "command line: %s needs a value", set ? "--set" : "--resume"), 2;
-            if (!set) {
-                a->resume = v;
-                continue;
-            }
-            if (a->nsets == MAX_SETS) return snprintf(err, errlen, "command line: more than %d --set", MAX_SETS), 2;
-            a->sets[a->nsets++] = v;
-        } else if (s[0] == '-' && s[1]) {
-            return snprintf(err, errlen, "command line: unknown option '%s' (see --help)", s), 2;
-        } else if (a->config_path) {
-            return snprintf(err, errlen, "command line: unexpected argument '%s' after config '%s'", s, a->config_path), 2;
-        } else {
+    opterr = 0; /* the messages are ours */
+    optind = 0; /* start over (glibc: also forgets a previous parse) */
+    for (int rc = -1; rc < 0;) {
+        int at = optind < 1 ? 1 : optind;
+        if (at < argc && !strcmp(argv[at], "--")) /* no end-of-options mark: CONFIG may come anywhere */
+            return snprintf(err, errlen, "command line: unknown option '--' (see --help)"), 2;
+        int o = getopt_long(argc, argv, "+:h", long_opts, NULL);
+        if (o == -1 && optind >= argc) break;
+        if (o == -1) { /* '+': stops at a word that is no option: CONFIG */
+            const char *s = argv[optind++];
+            if (a->config_path)
+                return snprintf(err, errlen, "command line: unexpected argument '%s' after config '%s'", s,
+                                a->config_path), 2;
             a->config_path = s;
+        } else if (o == ':' && !strcmp(argv[at], "--workers")) {
+            return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), 2;
+        } else if (o == ':') {
+            return snprintf(err, errlen, "command line: %s needs a value", argv[at]), 2;
+        } else if (o == '?') {
+            return snprintf(err, errlen, "command line: unknown option '%s' (see --help)", argv[at]), 2;
+        } else {
+            rc = take_option(a, o, optarg, err, errlen);
+            if (rc >= 0) return rc;
         }
     }
     if (!a->config_path) return snprintf(err, errlen, "command line: missing CONFIG (see --help)"), 2;
@@ -845,9 +875,8 @@ static int coordinate(Coord *co)
     int port = 0;
     co->metrics = metrics_start(c, co->W, co->names, co->ntensors, &port, err, sizeof err);
     if (co->metrics) {
-        char host[64];
-        snprintf(host, sizeof host, "%s", c->metrics_listen);
-        *strrchr(host, ':') = 0;
+        char host[CFG_HOST_LEN];
+        cfg_parse_listen(c->metrics_listen, host, NULL, NULL); /* metrics_start took it */
         int loopback = !strncmp(host, "127.", 4);
         LOG(loopback ? LOG_INFO : LOG_WARN, "metrics: http://%s:%d/metrics%s", host, port,
             loopback ? "" : " (not loopback: reachable from other hosts)");
@@ -928,9 +957,9 @@ static int release_workers(int rc)
  * readers only take complete, renamed files. */
 static void remove_stale(const Config *c)
 {
-    static const char *const in_run[] = {CK_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
+    static const char *const in_run[] = {CKDIR_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
                                          "*.jsonl", "config.yaml", "metrics.addr"};
-    static const char *const in_ckpt[] = {CK_STEP_GLOB};
+    static const char *const in_ckpt[] = {CKDIR_STEP_GLOB};
     char dir[CFG_STR_MAX + 16], notes[4096];
     for (int k = 0; k < 2; k++) {
         if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);

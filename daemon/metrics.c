@@ -237,7 +237,7 @@ static int parse_listen(const char *s, struct sockaddr_in *a, char *err, size_t 
 {
     uint32_t ip;
     int port;
-    if (cfg_parse_listen(s, &ip, &port) != 0) {
+    if (cfg_parse_listen(s, NULL, &ip, &port) != 0) {
         snprintf(err, errlen, "metrics.listen: expected HOST:PORT (IPv4) or off, got '%s'", s);
         return -1;
     }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/ckstate.h"
 #include "common/text.h"
@@ -125,7 +126,7 @@ static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
         char why[1024];
         Ckpt k;
         int64_t seq = -1;
-        ckpt_path(r->path, sizeof r->path, dir, steps[i]);
+        ckdir_path(r->path, sizeof r->path, dir, steps[i]);
         if (ckpt_read(&k, r->path, why, sizeof why) != 0) {
             fprintf(stderr, "clipd: --resume latest: skipping %s\n", why);
             bad++;

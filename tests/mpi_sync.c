@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "common/rng.h"
-#include "common/safetensors.h"
+#include "common/hash.h"
 #include "worker/sync.h"
 
 static float value(int rank, size_t i)

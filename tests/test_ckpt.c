@@ -20,9 +20,11 @@
 
 #include "tests/testutil.h"
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/fsutil.h"
-#include "common/safetensors.h"
+#include "common/hash.h"
+#include "worker/safetensors.h"
 
 typedef struct {
     char dir[64];
@@ -99,8 +101,8 @@ static const CkMeta s_meta[] = {
 static void write_sample(const Fx *f, long long step, int keep, char *path, size_t len)
 {
     char err[512];
-    int rc = ckpt_write(f->dir, step, s_tensors, 3, s_meta, 3, keep, path, len, err, sizeof err);
-    if (rc) printf("ckpt_write: %s\n", err);
+    int rc = ckdir_write(f->dir, step, s_tensors, 3, s_meta, 3, keep, path, len, err, sizeof err);
+    if (rc) printf("ckdir_write: %s\n", err);
     assert_int_equal(rc, 0);
     assert_string_equal(err, "");
 }
@@ -163,7 +165,7 @@ static void test_round_trip(void **state)
     Fx *f = *state;
     char path[512], want[512], err[512];
     write_sample(f, 100, 3, path, sizeof path);
-    ckpt_path(want, sizeof want, f->dir, 100);
+    ckdir_path(want, sizeof want, f->dir, 100);
     assert_string_equal(path, want);
     assert_non_null(strstr(path, "/step-00000100.safetensors"));
 
@@ -260,13 +262,13 @@ static void test_keep_two_of_five(void **state)
     for (int s = 1; s <= 5; s++) write_sample(f, s * 10, 2, path, sizeof path);
     assert_int_equal(count_entries(f->dir, "step-"), 2);
     for (int s = 1; s <= 5; s++) {
-        ckpt_path(want, sizeof want, f->dir, s * 10);
+        ckdir_path(want, sizeof want, f->dir, s * 10);
         assert_int_equal(access(want, F_OK) == 0, s >= 4);
     }
     /* Never the file just written, even when newer ones exist (resume from an older one). */
     write_sample(f, 5, 1, path, sizeof path);
     assert_int_equal(access(path, F_OK), 0);
-    ckpt_path(want, sizeof want, f->dir, 50);
+    ckdir_path(want, sizeof want, f->dir, 50);
     assert_int_equal(access(want, F_OK), 0);
     assert_int_equal(count_entries(f->dir, "step-"), 2);
 }
@@ -302,7 +304,7 @@ static void test_crash_points(void **state)
 {
     Fx *f = *state;
     const int points[] = {CK_CRASH_DURING_WRITE, CK_CRASH_BEFORE_RENAME, CK_CRASH_AFTER_RENAME};
-    const char *const tmp_pattern[] = {CK_STEP_GLOB};
+    const char *const tmp_pattern[] = {CKDIR_STEP_GLOB};
     char prev[512], next[512], got[512], err[512], notes[1024];
     for (int i = 0; i < 3; i++) {
         rm_rf(f->dir);
@@ -313,20 +315,20 @@ static void test_crash_points(void **state)
         assert_true(pid >= 0);
         if (pid == 0) {
             ckpt_test_crash(points[i]);
-            ckpt_write(f->dir, 20, s_tensors, 3, s_meta, 3, 3, NULL, 0, err, sizeof err);
+            ckdir_write(f->dir, 20, s_tensors, 3, s_meta, 3, 3, NULL, 0, err, sizeof err);
             _exit(3); /* not reached: the hook kills the process */
         }
         int st;
         assert_int_equal(waitpid(pid, &st, 0), pid);
         assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-        ckpt_path(next, sizeof next, f->dir, 20);
+        ckdir_path(next, sizeof next, f->dir, 20);
         int renamed = points[i] == CK_CRASH_AFTER_RENAME;
         assert_int_equal(access(next, F_OK) == 0, renamed);
         assert_int_equal(count_entries(f->dir, ".step-00000020.safetensors.tmp."), !renamed);
         Ckpt c;
         assert_int_equal(ckpt_read(&c, prev, err, sizeof err), 0);
         ckpt_free(&c);
-        assert_int_equal(ckpt_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
+        assert_int_equal(ckdir_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
         assert_string_equal(got, renamed ? next : prev);
         assert_string_equal(notes, "");
         assert_int_equal(fs_remove_stale(f->dir, tmp_pattern, 1, notes, sizeof notes), !renamed);
@@ -375,7 +377,7 @@ static void test_creates_dir(void **state)
     Fx *f = *state;
     char dir[256], path[512], err[512];
     snprintf(dir, sizeof dir, "%s/run/checkpoints", f->dir);
-    assert_int_equal(ckpt_write(dir, 1, s_tensors, 3, NULL, 0, 1, path, sizeof path, err, sizeof err), 0);
+    assert_int_equal(ckdir_write(dir, 1, s_tensors, 3, NULL, 0, 1, path, sizeof path, err, sizeof err), 0);
     assert_int_equal(access(path, F_OK), 0);
 }
 
@@ -584,11 +586,11 @@ static void test_latest_skips_corrupt(void **state)
     Fx *f = *state;
     char path[512], p30[512], p20[512], got[512], notes[2048], err[512];
     for (int s = 10; s <= 30; s += 10) write_sample(f, s, 5, path, sizeof path);
-    assert_int_equal(ckpt_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
+    assert_int_equal(ckdir_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
     assert_string_equal(got, path);
     assert_string_equal(notes, "");
-    ckpt_path(p30, sizeof p30, f->dir, 30);
-    ckpt_path(p20, sizeof p20, f->dir, 20);
+    ckdir_path(p30, sizeof p30, f->dir, 30);
+    ckdir_path(p20, sizeof p20, f->dir, 20);
     size_t n;
     unsigned char *b = slurp(p30, &n);
     b[n - 1] ^= 0x10; /* a bit flip in the newest */
@@ -597,9 +599,9 @@ static void test_latest_skips_corrupt(void **state)
     char ignored[512];
     snprintf(ignored, sizeof ignored, "%s/step-abc.safetensors", f->dir);
     spit(ignored, "x", 1);
-    assert_int_equal(ckpt_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
+    assert_int_equal(ckdir_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
     printf("notes:\n%s", notes);
-    ckpt_path(path, sizeof path, f->dir, 10);
+    ckdir_path(path, sizeof path, f->dir, 10);
     assert_string_equal(got, path);
     char want[1024];
     snprintf(want, sizeof want, "skipping %s: checksum mismatch", p30);
@@ -613,19 +615,19 @@ static void test_latest_none(void **state)
 {
     Fx *f = *state;
     char got[512], notes[1024], err[512], p[512];
-    assert_int_equal(ckpt_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), -1);
+    assert_int_equal(ckdir_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), -1);
     printf("%s\n", err);
     assert_non_null(strstr(err, "no valid checkpoint in "));
     assert_non_null(strstr(err, "no step-*.safetensors files"));
     for (int s = 1; s <= 2; s++) {
-        ckpt_path(p, sizeof p, f->dir, s);
+        ckdir_path(p, sizeof p, f->dir, s);
         spit(p, "garbage", 7);
     }
-    assert_int_equal(ckpt_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), -1);
+    assert_int_equal(ckdir_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), -1);
     printf("%s\n%s", err, notes);
     assert_non_null(strstr(err, "all 2 step-*.safetensors files are invalid"));
     snprintf(p, sizeof p, "%s/missing", f->dir);
-    assert_int_equal(ckpt_latest(p, got, sizeof got, notes, sizeof notes, err, sizeof err), -1);
+    assert_int_equal(ckdir_latest(p, got, sizeof got, notes, sizeof notes, err, sizeof err), -1);
     assert_non_null(strstr(err, "No such file"));
 }
 
@@ -667,7 +669,7 @@ static void test_write_rejects_bad_input(void **state)
         {dup, -1, NULL, 0, 1, "-1 tensors"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        int rc = ckpt_write(f->dir, 1, cases[i].t, cases[i].nt, cases[i].m, cases[i].nm, cases[i].keep, NULL,
+        int rc = ckdir_write(f->dir, 1, cases[i].t, cases[i].nt, cases[i].m, cases[i].nm, cases[i].keep, NULL,
                             0, err, sizeof err);
         printf("bad input %zu: %s\n", i, err);
         assert_int_equal(rc, -1);
@@ -677,7 +679,7 @@ static void test_write_rejects_bad_input(void **state)
     }
     snprintf(p, sizeof p, "%s/file", f->dir); /* a directory that is a file */
     spit(p, "x", 1);
-    assert_int_equal(ckpt_write(p, 1, dup, 1, NULL, 0, 1, NULL, 0, err, sizeof err), -1);
+    assert_int_equal(ckdir_write(p, 1, dup, 1, NULL, 0, 1, NULL, 0, err, sizeof err), -1);
     printf("%s\n", err);
     assert_non_null(strstr(err, "checkpoint.dir: "));
     snprintf(p, sizeof p, "%s/nodir/x.safetensors", f->dir); /* the writer does not create dirs */

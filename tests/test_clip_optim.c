@@ -182,7 +182,7 @@ static void test_fused_equals_separate(void **state)
     optim_free(&a), optim_free(&b);
 }
 
-/* clip_update (the training path) against a float64 reference of each TF
+/* clip_decide + clip_apply_update (the training path) against a float64 reference of each TF
  * formula: two tensors, SGD with lr 1 from zero weights, so the new weights
  * are minus the clipped gradient. */
 static void check_mode(int mode, double max_norm, double clip_value, int want_clipped)
@@ -211,10 +211,11 @@ static void check_mode(int mode, double max_norm, double clip_value, int want_cl
     float p[N] = {0};
     Optim o;
     assert_int_equal(optim_init(&o, OPT_SGD, 0, 0.9, 0.999, 1e-8, N), 0);
-    ClipResult r = clip_update(&o, p, g, views, 2, N, stats, mode, max_norm, clip_value, 1.0);
+    ClipResult r = clip_decide(views, 2, stats, mode, max_norm, clip_value);
+    clip_apply_update(&o, p, g, views, 2, 0, N, stats, mode, max_norm, clip_value, 1.0, &r);
     double worst = 0;
     for (int i = 0; i < N; i++) worst = fmax(worst, fabs(p[i] - ref[i]) / fmax(1.0, fabs(ref[i])));
-    printf("clip_update mode %s: max rel err vs float64 reference %.2g (tol 1e-6)\n",
+    printf("clip_apply_update mode %s: max rel err vs float64 reference %.2g (tol 1e-6)\n",
            cfg_clip_name(mode), worst);
     assert_true(worst <= 1e-6);
     assert_int_equal(r.clipped, want_clipped);

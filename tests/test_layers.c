@@ -442,13 +442,13 @@ static void layer_backward(Layer *L, float *dx)
 {
     if (L->G == 1) {
         rnn_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->x, L->h, L->wx, L->wh,
-                     L->T, L->B, L->Ein, L->H);
+                     L->T, L->B, L->Ein, L->H, NULL);
     } else if (L->G == 4) {
         lstm_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->dc, L->x, L->h, L->c,
-                      L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H);
+                      L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H, NULL);
     } else {
         gru_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->du, L->x, L->h,
-                     L->gates, L->un, L->wx, L->wh, L->T, L->B, L->Ein, L->H);
+                     L->gates, L->un, L->wx, L->wh, L->T, L->B, L->Ein, L->H, NULL);
     }
 }
 

@@ -3,7 +3,8 @@
  * loss along a random unit direction inside each tensor. The per-layer
  * kernels are checked in double in test_layers.c; this catches a view, a
  * buffer or a layer wired to the wrong place. Also checks the flat layout:
- * views tile the buffer exactly, head first and embedding last. */
+ * views tile the buffer exactly, head first and embedding last, and every
+ * tensor pointer sits at its view with the shape its kernel assumes. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +37,56 @@ static void check_model_p(int kind, int source, int layers, double dropout);
 static void check_model(int kind, int source, int layers) { check_model_p(kind, source, layers, 0); }
 static int tie_next; /* the next check_model_p ties the head to the embedding (E = H = 6) */
 static int adaptive_next; /* the next check_model_p has an adaptive softmax (cutoffs 3,5: V 7 = 3 + 2 + 2) */
+
+/* The layout (cfg_layout, which the model's views copy) against what the
+ * kernels assume: each tensor pointer sits at its view with the shape its
+ * kernel uses, and the parameter count matches the closed form
+ * V*E + sum over layers (Ein + H + 1)*G*H + H*O (untied) + O, plus with the
+ * adaptive softmax sum over clusters d_k*(H + n_k) + n_k. */
+static void check_wiring(const Model *m)
+{
+    const int GH = m->G * m->H;
+    assert_int_equal(m->G, m->kind == MODEL_LSTM ? 4 : m->kind == MODEL_GRU ? 3 : 1);
+    size_t want = (m->emb ? (size_t)m->V * m->E : 0) + (m->tied ? 0 : (size_t)m->H * m->O) + (size_t)m->O;
+    for (int l = 0; l < m->L; l++) want += (size_t)(m->layer[l].Ein + m->H + 1) * (size_t)GH;
+    const Adaptive *a = &m->ada;
+    for (int k = 0; m->adaptive && k < a->K; k++)
+        want += (size_t)a->dim[k] * (size_t)(m->H + a->cut[k + 1] - a->cut[k]) + (size_t)(a->cut[k + 1] - a->cut[k]);
+    assert_int_equal(m->nparams, want);
+    for (int v = 0; v < m->nviews; v++) {
+        const ParamView *pv = &m->views[v];
+        const float *at = m->params, *dat = m->grads;
+        at += pv->off, dat += pv->off;
+        int l = -1, rows, cols;
+        char part[8] = "";
+        if (sscanf(pv->name, "layers.%d.%7s", &l, part) == 2) {
+            const Layer *y = &m->layer[l];
+            int k = !strcmp(part, "wx") ? 0 : !strcmp(part, "wh") ? 1 : 2;
+            const float *p[3] = {y->wx, y->wh, y->b}, *d[3] = {y->dwx, y->dwh, y->db};
+            assert_ptr_equal(p[k], at), assert_ptr_equal(d[k], dat);
+            rows = k == 0 ? y->Ein : k == 1 ? m->H : GH, cols = k == 2 ? 1 : GH;
+        } else if (sscanf(pv->name, "tail.%d.%7s", &l, part) == 2) {
+            assert_true(m->adaptive && l < a->K);
+            int k = !strcmp(part, "proj") ? 0 : !strcmp(part, "weight") ? 1 : 2, n = a->cut[l + 1] - a->cut[l];
+            const float *p[3] = {a->proj[l], a->tw[l], a->tb[l]}, *d[3] = {a->dproj[l], a->dtw[l], a->dtb[l]};
+            assert_ptr_equal(p[k], at), assert_ptr_equal(d[k], dat);
+            rows = k == 0 ? m->H : k == 1 ? a->dim[l] : n, cols = k == 0 ? a->dim[l] : k == 1 ? n : 1;
+        } else if (!strcmp(pv->name, "embed.weight")) {
+            assert_ptr_equal(m->emb, at), assert_ptr_equal(m->demb, dat);
+            rows = m->V, cols = m->E;
+        } else if (!strcmp(pv->name, "head.weight")) {
+            assert_ptr_equal(m->hw, at), assert_ptr_equal(m->dhw, dat);
+            rows = m->H, cols = m->O;
+        } else {
+            assert_string_equal(pv->name, "head.bias");
+            assert_ptr_equal(m->hb, at), assert_ptr_equal(m->dhb, dat);
+            rows = m->O, cols = 1;
+        }
+        assert_int_equal(pv->rows, rows);
+        assert_int_equal(pv->cols, cols);
+        assert_int_equal(pv->n, (size_t)rows * (size_t)cols);
+    }
+}
 
 static void check_model_p(int kind, int source, int layers, double dropout)
 {
@@ -80,6 +131,7 @@ static void check_model_p(int kind, int source, int layers, double dropout)
     }
     long none[2];
     assert_int_equal(cfg_tensor_shape(&f.c, f.m.nviews, none), 0);
+    check_wiring(&f.m);
     assert_int_equal(cfg_model_floats(&f.c, f.m.B), f.m.nfloats); /* the coordinator's memory estimate */
     float scale = (float)(1.0 / (double)model_terms(&f.m));
     double base = loss_at(&f, scale) * scale;

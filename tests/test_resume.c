@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "daemon/resume.h"
 #include "tests/testutil.h"
@@ -65,8 +66,8 @@ static const char *try_resume2(Fix *f, const char *key, const char *value, const
     float w[4] = {1, 2, 3, 4};
     CkTensor t[] = {{"param.head.weight", CK_F32, w, 2, {2, 2}}};
     char path[512];
-    if (ckpt_write(f->dir, 30, t, 1, m, 11, 3, path, sizeof path, err, sizeof err) != 0)
-        fail_msg("ckpt_write: %s", err);
+    if (ckdir_write(f->dir, 30, t, 1, m, 11, 3, path, sizeof path, err, sizeof err) != 0)
+        fail_msg("ckdir_write: %s", err);
     Resume r;
     err[0] = 0;
     int rc = resume_find(&r, &f->c, path, 2, err, sizeof err);

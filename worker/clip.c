@@ -44,15 +44,6 @@ ClipResult clip_decide(const ParamView *views, int nviews, const double *stats, 
     return r;
 }
 
-ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamView *views,
-                       int nviews, size_t n, const double *stats, int mode, double max_norm,
-                       double clip_value, double lr)
-{
-    ClipResult r = clip_decide(views, nviews, stats, mode, max_norm, clip_value);
-    clip_apply_update(o, params, grads, views, nviews, 0, n, stats, mode, max_norm, clip_value, lr, &r);
-    return r;
-}
-
 /* clip_apply_update's pass over [lo, hi), without optim_begin. */
 static void apply_range(Optim *o, float *params, const float *grads, const ParamView *views,
                         int nviews, size_t lo, size_t hi, const double *stats, int mode,

@@ -28,13 +28,17 @@ typedef struct {
     int clipped;   /* 1 when clipping changed the gradient */
 } ClipResult;
 
-/* What clip_update would do, without doing it (for the detector, which
- * counts clipped steps before the update is decided). */
+/* Whether and how much the clip of `mode` scales this step's gradient,
+ * decided before the update (the detector counts clipped steps before the
+ * update is decided). stats is the global statistics vector of sync_stats
+ * (sums of squares overall and per view, max |g|); the caller has checked
+ * that the norm is finite. */
 ClipResult clip_decide(const ParamView *views, int nviews, const double *stats, int mode,
                        double max_norm, double clip_value);
-/* The update of clip_update with its decision d already taken (the training
- * step decides once, for the detector and for the update), applied to the
- * parameters in [lo, hi) only (all of them, or a shard). */
+/* One optimizer step with the clip of decision d applied inside the update
+ * (no extra pass over the gradient; the training step decides once, for the
+ * detector and for the update), over the parameters in [lo, hi) only (all of
+ * them, or a shard). */
 void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
                        int nviews, size_t lo, size_t hi, const double *stats, int mode,
                        double max_norm, double clip_value, double lr, const ClipResult *d);
@@ -47,12 +51,4 @@ void clip_apply_update_rows(Optim *o, float *params, const float *grads, const P
                             int nviews, size_t lo, size_t hi, const int *rows, int nrows,
                             size_t width, const double *stats, int mode, double max_norm,
                             double clip_value, double lr, const ClipResult *d);
-/* One optimizer step over the model's flat buffers with the clip of `mode`
- * applied inside the update. stats is the global statistics vector of
- * sync_stats (sums of squares overall and per view, max |g|). The caller has
- * checked that the norm is finite. */
-ClipResult clip_update(Optim *o, float *params, const float *grads, const ParamView *views,
-                       int nviews, size_t n, const double *stats, int mode, double max_norm,
-                       double clip_value, double lr);
-
 #endif

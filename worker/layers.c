@@ -20,14 +20,9 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static void (*progress_fn)(void *);
-static void *progress_ctx;
-
-void layers_set_progress(void (*fn)(void *ctx), void *ctx) { progress_fn = fn, progress_ctx = ctx; }
-
-static void progress(void)
+static void progress(const LayerProgress *pg)
 {
-    if (progress_fn) progress_fn(progress_ctx);
+    if (pg && pg->fn) pg->fn(pg->ctx);
 }
 
 /* db (C) += sum over the R rows of a (R, C) */
@@ -190,11 +185,11 @@ void rnn_forward(float *h, const float *x, const float *wx, const float *wh,
 
 void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const float *x,
                   const float *h, const float *wx, const float *wh,
-                  int T, int B, int Ein, int H)
+                  int T, int B, int Ein, int H, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H;
     for (int t = T - 1; t >= 0; t--) {
-        progress();
+        progress(pg);
         float *da = dh + (size_t)t * BH;                 // (B, H): dh[t] -> da in place
         const float *ht = h + (size_t)(t + 1) * BH;      // (B, H): output of step t
         for (size_t k = 0; k < BH; k++) {
@@ -293,12 +288,12 @@ void lstm_forward(float *h, float *c, float *gates, const float *x, const float 
 void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
                    float *dc, const float *x, const float *h, const float *c,
                    const float *gates, const float *wx, const float *wh,
-                   int T, int B, int Ein, int H)
+                   int T, int B, int Ein, int H, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
     memset(dc, 0, BH * sizeof(float)); // nothing flows back from beyond the last step
     for (int t = T - 1; t >= 0; t--) {
-        progress();
+        progress(pg);
         float *dgt = dgates + (size_t)t * BG; // (B, 4H)
         lstm_step_backward(dgt, dc, dh + (size_t)t * BH, gates + (size_t)t * BG,
                            c + (size_t)t * BH, c + (size_t)(t + 1) * BH, B, H);
@@ -409,11 +404,11 @@ void gru_forward(float *h, float *gates, float *un, const float *x, const float 
 void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
                   float *du, const float *x, const float *h, const float *gates,
                   const float *un, const float *wx, const float *wh,
-                  int T, int B, int Ein, int H)
+                  int T, int B, int Ein, int H, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
     for (int t = T - 1; t >= 0; t--) {
-        progress();
+        progress(pg);
         float *dgt = dgates + (size_t)t * BG; // (B, 3H)
         float *dut = du + (size_t)t * BG;     // (B, 3H)
         float *dh_prev = t > 0 ? dh + (size_t)(t - 1) * BH : NULL; // (B, H)

@@ -8,9 +8,13 @@
 #ifndef CLIPD_LAYERS_H
 #define CLIPD_LAYERS_H
 
-/* A function the backward time loops call once per step (NULL: none), so a
- * caller can keep non-blocking communication moving during backward. */
-void layers_set_progress(void (*fn)(void *ctx), void *ctx);
+/* What the backward time loops call once per step, fn(ctx), so a caller can
+ * keep non-blocking communication moving during backward (the pointer or fn
+ * NULL: nothing). */
+typedef struct {
+    void (*fn)(void *ctx);
+    void *ctx;
+} LayerProgress;
 
 /* out[n,:] = w[tok[n],:] */
 void embedding_forward(float *out /* (N, E) */, const int *tok /* (N) */,
@@ -46,7 +50,8 @@ void rnn_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, H) */,
                   float *dwh /* (H, H) */, float *db /* (H) */,
                   float *dh /* (T, B, H), in/scratch */, const float *x /* (T, B, Ein) */,
                   const float *h /* (T+1, B, H) */, const float *wx /* (Ein, H) */,
-                  const float *wh /* (H, H) */, int T, int B, int Ein, int H);
+                  const float *wh /* (H, H) */, int T, int B, int Ein, int H,
+                  const LayerProgress *pg);
 
 /* LSTM, gates in the order i, f, g, o along the 4H axis:
  *   a = x[t] wx + h[t] wh + b; i,f,o = sigmoid(a_i,a_f,a_o); g = tanh(a_g)
@@ -64,7 +69,8 @@ void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
                    float *dc /* (B, H) */, const float *x /* (T, B, Ein) */,
                    const float *h /* (T+1, B, H) */, const float *c /* (T+1, B, H) */,
                    const float *gates /* (T, B, 4H) */, const float *wx /* (Ein, 4H) */,
-                   const float *wh /* (H, 4H) */, int T, int B, int Ein, int H);
+                   const float *wh /* (H, 4H) */, int T, int B, int Ein, int H,
+                   const LayerProgress *pg);
 
 /* GRU, gates in the order r, z, n along the 3H axis. One bias, on the input
  * side only (no recurrent bias; the reset gate scales the whole recurrent
@@ -86,7 +92,8 @@ void gru_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 3H) */,
                   float *du /* (T, B, 3H) */, const float *x /* (T, B, Ein) */,
                   const float *h /* (T+1, B, H) */, const float *gates /* (T, B, 3H) */,
                   const float *un /* (T, B, H) */, const float *wx /* (Ein, 3H) */,
-                  const float *wh /* (H, 3H) */, int T, int B, int Ein, int H);
+                  const float *wh /* (H, 3H) */, int T, int B, int Ein, int H,
+                  const LayerProgress *pg);
 
 /* Softmax cross-entropy. probs gets softmax(logits) (may alias logits).
  * Returns the SUM over rows of -log p[target], accumulated in double. */

@@ -4,6 +4,7 @@
  * in their own communicator, applies clipping inside the optimizer's pass,
  * runs the divergence detector (identically on every worker) and acts on it,
  * writes checkpoints, and reports one StepRecord per step to the coordinator. */
+#include <getopt.h>
 #include <math.h>
 #include <mpi.h>
 #include <pthread.h>
@@ -20,12 +21,13 @@
 
 #include "common/ckpt.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/rng.h"
-#include "common/safetensors.h"
 #include "common/text.h"
 #include "worker/clip.h"
+#include "worker/safetensors.h"
 #include "worker/steptime.h"
 #include "worker/worker.h"
 
@@ -816,11 +818,12 @@ int main(int argc, char **argv)
     if (argc > 1) {
         /* Inside a job an argument is a mistake in the launch line; exiting
          * non-zero before MPI_Init makes mpirun end the whole job. */
-        int in_job = proto_launched_by_mpi();
-        if (!in_job && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
-            return usage(stdout), 0;
-        if (!in_job && !strcmp(argv[1], "--version"))
-            return printf("clipd-worker %s\n", CLIPD_VERSION), 0;
+        static const struct option opts[] = {
+            {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+        opterr = 0; /* the message is ours */
+        int o = proto_launched_by_mpi() ? '?' : getopt_long(argc, argv, "+h", opts, NULL);
+        if (o == 'h') return usage(stdout), 0;
+        if (o == 'V') return printf("clipd-worker %s\n", CLIPD_VERSION), 0;
         fprintf(stderr, "clipd-worker: unexpected argument '%s' (the config comes from the coordinator)\n", argv[1]);
         usage(stderr);
         return 2;

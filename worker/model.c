@@ -2,6 +2,7 @@
  * backward pass of embedding -> L recurrent layers -> linear head. */
 #include "worker/model.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,65 +11,57 @@
 #include "common/rng.h"
 #include "worker/layers.h"
 
-static float *add_view(Model *m, const char *name, int rows, int cols, int ndim, float **grad)
+/* The views of cfg_layout's tensors (the one layout, which the
+ * coordinator names tensors by), in its order: head first, top layer
+ * down, embedding last. */
+static void model_layout(Model *m, const Config *c)
 {
-    ParamView *v = &m->views[m->nviews++];
-    snprintf(v->name, sizeof v->name, "%s", name);
-    v->off = m->nparams;
-    v->n = (size_t)rows * (size_t)cols;
-    v->rows = rows, v->cols = cols, v->ndim = ndim;
-    m->nparams += v->n;
-    *grad = (float *)(uintptr_t)v->off; /* offsets until the buffers exist */
-    return (float *)(uintptr_t)v->off;
+    CfgLayout lo;
+    cfg_layout(c, &lo);
+    for (int i = 0; i < lo.n; i++) {
+        const CfgTensor *t = &lo.t[i];
+        ParamView *v = &m->views[i];
+        snprintf(v->name, sizeof v->name, "%s", t->name);
+        v->off = (size_t)t->off, v->n = (size_t)t->n;
+        v->rows = (int)t->shape[0], v->cols = (int)t->shape[1], v->ndim = t->ndim;
+    }
+    m->nviews = lo.n, m->nparams = (size_t)lo.nparams, m->G = lo.gates;
 }
 
-/* Lay out the views (head first, top layer down, embedding last) with
- * offsets stored in the pointers, then rebase them onto the buffers. */
-static void model_layout(Model *m)
+/* Offset of the view named by the format (it exists: cfg_layout made it). */
+static size_t view_off(const Model *m, const char *fmt, int l)
 {
     char name[32];
-    if (!m->tied) m->hw = add_view(m, "head.weight", m->H, m->O, 2, &m->dhw);
-    m->hb = add_view(m, "head.bias", m->O, 1, 1, &m->dhb);
-    Adaptive *a = &m->ada;
-    for (int k = 0; m->adaptive && k < a->K; k++) {
-        int n = a->cut[k + 1] - a->cut[k];
-        snprintf(name, sizeof name, "tail.%d.proj", k);
-        a->proj[k] = add_view(m, name, m->H, a->dim[k], 2, &a->dproj[k]);
-        snprintf(name, sizeof name, "tail.%d.weight", k);
-        a->tw[k] = add_view(m, name, a->dim[k], n, 2, &a->dtw[k]);
-        snprintf(name, sizeof name, "tail.%d.bias", k);
-        a->tb[k] = add_view(m, name, n, 1, 1, &a->dtb[k]);
-    }
-    for (int l = m->L - 1; l >= 0; l--) {
-        Layer *y = &m->layer[l];
-        snprintf(name, sizeof name, "layers.%d.wx", l);
-        y->wx = add_view(m, name, y->Ein, m->G * m->H, 2, &y->dwx);
-        snprintf(name, sizeof name, "layers.%d.wh", l);
-        y->wh = add_view(m, name, m->H, m->G * m->H, 2, &y->dwh);
-        snprintf(name, sizeof name, "layers.%d.bias", l);
-        y->b = add_view(m, name, m->G * m->H, 1, 1, &y->db);
-    }
-    if (m->source != DATA_ADDING) m->emb = add_view(m, "embed.weight", m->V, m->E, 2, &m->demb);
+    snprintf(name, sizeof name, fmt, l);
+    for (int i = 0; i < m->nviews; i++)
+        if (!strcmp(m->views[i].name, name)) return m->views[i].off;
+    assert(!"a tensor the model uses is missing from cfg_layout");
+    return 0;
 }
 
-#define REBASE(p, base) ((p) = (base) + (size_t)(uintptr_t)(p))
-
-static void model_rebase(Model *m)
+/* Point the named tensors into the parameter and gradient buffers. */
+static void model_point(Model *m)
 {
-    if (!m->tied) REBASE(m->hw, m->params), REBASE(m->dhw, m->grads);
-    REBASE(m->hb, m->params), REBASE(m->dhb, m->grads);
+    size_t o = view_off(m, "head.bias", 0);
+    m->hb = m->params + o, m->dhb = m->grads + o;
     for (int k = 0; m->adaptive && k < m->ada.K; k++) {
         Adaptive *a = &m->ada;
-        REBASE(a->proj[k], m->params), REBASE(a->tw[k], m->params), REBASE(a->tb[k], m->params);
-        REBASE(a->dproj[k], m->grads), REBASE(a->dtw[k], m->grads), REBASE(a->dtb[k], m->grads);
+        o = view_off(m, "tail.%d.proj", k), a->proj[k] = m->params + o, a->dproj[k] = m->grads + o;
+        o = view_off(m, "tail.%d.weight", k), a->tw[k] = m->params + o, a->dtw[k] = m->grads + o;
+        o = view_off(m, "tail.%d.bias", k), a->tb[k] = m->params + o, a->dtb[k] = m->grads + o;
     }
     for (int l = 0; l < m->L; l++) {
         Layer *y = &m->layer[l];
-        REBASE(y->wx, m->params), REBASE(y->wh, m->params), REBASE(y->b, m->params);
-        REBASE(y->dwx, m->grads), REBASE(y->dwh, m->grads), REBASE(y->db, m->grads);
+        o = view_off(m, "layers.%d.wx", l), y->wx = m->params + o, y->dwx = m->grads + o;
+        o = view_off(m, "layers.%d.wh", l), y->wh = m->params + o, y->dwh = m->grads + o;
+        o = view_off(m, "layers.%d.bias", l), y->b = m->params + o, y->db = m->grads + o;
     }
-    if (m->emb) REBASE(m->emb, m->params), REBASE(m->demb, m->grads);
+    if (m->source != DATA_ADDING) {
+        o = view_off(m, "embed.weight", 0);
+        m->emb = m->params + o, m->demb = m->grads + o;
+    }
     if (m->tied) m->hw = m->emb, m->dhw = m->demb;
+    else o = view_off(m, "head.weight", 0), m->hw = m->params + o, m->dhw = m->grads + o;
 }
 
 #define REBIND(p, from, to) ((p) = (to) + ((p) - (from)))
@@ -105,7 +98,6 @@ int model_init(Model *m, const Config *c, int B)
     memset(m, 0, sizeof *m);
     m->kind = c->model_kind, m->source = c->data_source;
     m->L = c->model_layers, m->V = c->model_vocab, m->E = c->model_embed, m->H = c->model_hidden;
-    m->G = m->kind == MODEL_LSTM ? 4 : m->kind == MODEL_GRU ? 3 : 1;
     m->T = c->data_seq_len, m->B = B;
     m->Ein0 = m->source != DATA_ADDING ? m->E : 2;
     m->O = m->source != DATA_ADDING ? m->V : 1;
@@ -114,22 +106,22 @@ int model_init(Model *m, const Config *c, int B)
     m->adaptive = m->source != DATA_ADDING && adaptive_setup(&m->ada, c) > 0;
     if (m->adaptive) m->O = m->ada.O;
     for (int l = 0; l < m->L; l++) m->layer[l].Ein = l == 0 ? m->Ein0 : m->H;
-    model_layout(m);
+    model_layout(m, c);
     m->params = falloc(m, m->nparams);
     m->grads = falloc(m, m->nparams);
     if (!m->params || !m->grads) goto fail;
-    model_rebase(m);
+    model_point(m);
     size_t TB = (size_t)m->T * (size_t)B, H = (size_t)m->H;
     for (int l = 0; l < m->L; l++) {
         Layer *y = &m->layer[l];
         if (!(y->h = falloc(m, (TB + (size_t)B) * H))) goto fail;
         if (m->kind == MODEL_LSTM) {
             y->c = falloc(m, (TB + (size_t)B) * H);
-            y->gates = falloc(m, TB * 4 * H);
+            y->gates = falloc(m, TB * (size_t)m->G * H);
             if (!y->c || !y->gates) goto fail;
         }
         if (m->kind == MODEL_GRU) {
-            y->gates = falloc(m, TB * 3 * H);
+            y->gates = falloc(m, TB * (size_t)m->G * H);
             y->un = falloc(m, TB * H);
             if (!y->gates || !y->un) goto fail;
         }
@@ -141,7 +133,7 @@ int model_init(Model *m, const Config *c, int B)
     m->dA = falloc(m, TB * wide);
     m->dB = falloc(m, TB * wide);
     m->dgates = falloc(m, m->kind != MODEL_RNN ? TB * (size_t)m->G * H : 0);
-    m->du = falloc(m, m->kind == MODEL_GRU ? TB * 3 * H : 0);
+    m->du = falloc(m, m->kind == MODEL_GRU ? TB * (size_t)m->G * H : 0);
     m->dc = falloc(m, (size_t)B * H);
     if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
     if (m->emb && !(m->emb_rows = calloc((size_t)m->V, 1))) goto fail;
@@ -306,26 +298,25 @@ static void grads_ready(const Model *m, const float *end)
 static float *layers_backward(Model *m, float *dh)
 {
     float *other = dh == m->dA ? m->dB : m->dA;
-    layers_set_progress(m->progress, m->hook_ctx);
+    const LayerProgress pg = {m->progress, m->hook_ctx};
     for (int l = m->L - 1; l >= 0; l--) {
         Layer *y = &m->layer[l];
         const float *x = site_input(m, l);
         float *dx = (l == 0 && m->source == DATA_ADDING) ? NULL : other;
         if (m->kind == MODEL_LSTM)
             lstm_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->dc, x, y->h, y->c,
-                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
+                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else if (m->kind == MODEL_GRU)
             gru_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->du, x, y->h, y->gates,
-                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H);
+                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else
             rnn_backward(dx, y->dwx, y->dwh, y->db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
-                         y->Ein, m->H);
+                         y->Ein, m->H, &pg);
         grads_ready(m, y->db + (size_t)m->G * m->H); /* layer l's views end with its bias */
         if (dx && dropping(m)) dropout_backward(m, l, dx);
         other = dh;
         dh = dx;
     }
-    layers_set_progress(NULL, NULL);
     return dh;
 }
 

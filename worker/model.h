@@ -14,8 +14,8 @@
 #include "common/cfg.h"
 #include "worker/adaptive.h"
 
-#define MODEL_MAX_LAYERS 16
-#define MODEL_MAX_VIEWS CFG_MAX_TENSORS /* 3 + 3 * MODEL_MAX_LAYERS; cfg_validate checks the tails fit */
+#define MODEL_MAX_LAYERS CFG_MAX_LAYERS
+#define MODEL_MAX_VIEWS CFG_MAX_TENSORS
 
 typedef struct {
     char name[32];

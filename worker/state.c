@@ -9,18 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/ckstate.h"
 #include "common/fsutil.h"
+#include "common/hash.h"
 #include "common/log.h"
-#include "common/safetensors.h"
 #include "worker/worker.h"
-
-/* Worker 0's gather buffers, allocated once. */
-static uint64_t *all_streams; /* (W*B, STREAM_WORDS) */
-static float *all_hidden;     /* (L, 2, W*B, H) */
-static double *det_state;     /* (detect_state_len) */
-static float *held_hidden;    /* (L, 2, B, H) the training state while validation runs */
 
 static size_t hidden_len(const Worker *w) { return (size_t)w->model.B * (size_t)w->model.H; }
 
@@ -46,13 +41,16 @@ int state_init(Worker *w)
     }
     s->streams = calloc(B * STREAM_WORDS, sizeof(uint64_t));
     s->hidden = calloc(L * 2 * hidden_len(w), sizeof(float));
-    det_state = calloc(detect_state_len(&w->det) + 1, sizeof(double));
-    held_hidden = calloc(L * 2 * hidden_len(w), sizeof(float));
-    if (!s->streams || !s->hidden || !det_state || !held_hidden) return -1;
+    StateBufs *b = &w->bufs;
+    b->det_state = calloc(detect_state_len(&w->det) + 1, sizeof(double));
+    b->held_hidden = calloc(L * 2 * hidden_len(w), sizeof(float));
+    if (!s->streams || !s->hidden || !b->det_state || !b->held_hidden) return -1;
     if (w->rank == 0) {
-        all_streams = calloc((size_t)w->W * B * STREAM_WORDS, sizeof(uint64_t));
-        all_hidden = calloc(L * 2 * (size_t)w->W * hidden_len(w), sizeof(float));
-        if (!all_streams || !all_hidden) return -1;
+        b->all_streams = calloc((size_t)w->W * B * STREAM_WORDS, sizeof(uint64_t));
+        b->all_hidden = calloc(L * 2 * (size_t)w->W * hidden_len(w), sizeof(float));
+        if (!b->all_streams || !b->all_hidden) return -1;
+        if (w->sync.sharded && w->opt.m && !(b->all_m = malloc(n * sizeof(float)))) return -1;
+        if (w->sync.sharded && w->opt.v && !(b->all_v = malloc(n * sizeof(float)))) return -1;
     }
     return 0;
 }
@@ -61,9 +59,11 @@ void state_free(Worker *w)
 {
     Snapshot *s = &w->snap;
     free(s->params), free(s->m), free(s->v), free(s->streams), free(s->hidden);
-    free(all_streams), free(all_hidden), free(det_state), free(held_hidden);
+    StateBufs *b = &w->bufs;
+    free(b->all_streams), free(b->all_hidden), free(b->all_m), free(b->all_v);
+    free(b->det_state), free(b->held_hidden);
     memset(s, 0, sizeof *s);
-    all_streams = NULL, all_hidden = NULL, det_state = NULL, held_hidden = NULL;
+    memset(b, 0, sizeof *b);
 }
 
 static void pack_streams(const Worker *w, uint64_t *out)
@@ -109,7 +109,7 @@ static void copy_hidden(Worker *w, float *buf, int to_buf)
         }
 }
 
-void state_hold_hidden(Worker *w, int hold) { copy_hidden(w, held_hidden, hold); }
+void state_hold_hidden(Worker *w, int hold) { copy_hidden(w, w->bufs.held_hidden, hold); }
 
 void state_snapshot(Worker *w)
 {
@@ -152,20 +152,13 @@ uint64_t state_hash(const Worker *w)
     return h;
 }
 
-/* Sharded: worker 0 gathers the shards of a moment buffer into a whole one
- * (allocated here, for the checkpoint only); replicated: the buffer itself. */
-static float *gather_moment(Worker *w, float *mine, int *allocated)
+/* Sharded: worker 0 gathers the shards of a moment buffer into all (its
+ * buffer from state_init); replicated: the buffer itself. */
+static const float *gather_moment(const Worker *w, const float *mine, float *all)
 {
-    *allocated = 0;
     if (!mine || !w->sync.sharded) return mine;
-    float *all = NULL;
-    int ok = 1;
-    if (w->rank == 0 && !(all = malloc(w->model.nparams * sizeof(float)))) ok = 0;
-    MPI_Bcast(&ok, 1, MPI_INT, 0, w->comm);
-    if (!ok) return NULL;
     MPI_Gatherv(mine, (int)w->sync.own_len, MPI_FLOAT, all, w->sync.counts, w->sync.displs,
                 MPI_FLOAT, 0, w->comm);
-    *allocated = w->rank == 0;
     return all;
 }
 
@@ -176,12 +169,12 @@ static void gather_position(Worker *w)
     int B = w->model.B;
     const uint64_t *mine = w->snap.streams;
     const float *hid = w->snap.hidden;
-    MPI_Gather(mine, B * STREAM_WORDS, MPI_UINT64_T, all_streams, B * STREAM_WORDS,
+    MPI_Gather(mine, B * STREAM_WORDS, MPI_UINT64_T, w->bufs.all_streams, B * STREAM_WORDS,
                MPI_UINT64_T, 0, w->comm);
     size_t hl = hidden_len(w);
     for (int k = 0; k < w->model.L * 2; k++)
         MPI_Gather(hid + (size_t)k * hl, (int)hl, MPI_FLOAT,
-                   all_hidden ? all_hidden + (size_t)k * hl * (size_t)w->W : NULL, (int)hl,
+                   w->bufs.all_hidden ? w->bufs.all_hidden + (size_t)k * hl * (size_t)w->W : NULL, (int)hl,
                    MPI_FLOAT, 0, w->comm);
 }
 
@@ -211,15 +204,15 @@ static void list_tensors(const Worker *w, TensorList *tl, const float *om, const
         if (ov) add_tensor(tl, "opt.v.", pv->name, CK_F32, ov + pv->off, pv->ndim, pv->rows, pv->cols);
     }
     long WB = (long)w->W * m->B;
-    add_tensor(tl, "", "data.streams", CK_U64, all_streams, 2, WB, STREAM_WORDS);
+    add_tensor(tl, "", "data.streams", CK_U64, w->bufs.all_streams, 2, WB, STREAM_WORDS);
     size_t hl = hidden_len(w) * (size_t)w->W;
     char name[32];
     for (int l = 0; l < m->L; l++)
         for (int k = 0; k < (m->kind == MODEL_LSTM ? 2 : 1); k++) {
             snprintf(name, sizeof name, "state.%s.%d", k ? "c" : "h", l);
-            add_tensor(tl, "", name, CK_F32, all_hidden + ((size_t)l * 2 + (size_t)k) * hl, 2, WB, m->H);
+            add_tensor(tl, "", name, CK_F32, w->bufs.all_hidden + ((size_t)l * 2 + (size_t)k) * hl, 2, WB, m->H);
         }
-    add_tensor(tl, "", "detect.state", CK_U64, det_state, 1, (long)detect_state_len(&w->det), 1);
+    add_tensor(tl, "", "detect.state", CK_U64, w->bufs.det_state, 1, (long)detect_state_len(&w->det), 1);
 }
 
 /* debug.ckpt_crash_step: where this step's checkpoint write kills worker 0. */
@@ -237,15 +230,12 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
     /* The position written is also the one a rollback goes back to. */
     state_snapshot(w);
     gather_position(w);
-    int own_m, own_v;
-    float *om = gather_moment(w, w->opt.m, &own_m), *ov = gather_moment(w, w->opt.v, &own_v);
+    const float *om = gather_moment(w, w->opt.m, w->bufs.all_m);
+    const float *ov = gather_moment(w, w->opt.v, w->bufs.all_v);
     int rc = 0;
     char msg[512] = "";
-    if ((w->opt.m && !om && w->rank == 0) || (w->opt.v && !ov && w->rank == 0)) {
-        rc = -1;
-        snprintf(msg, sizeof msg, "out of memory gathering the optimizer state");
-    } else if (w->rank == 0) {
-        detect_save(&w->det, det_state);
+    if (w->rank == 0) {
+        detect_save(&w->det, w->bufs.det_state);
         TensorList tl;
         list_tensors(w, &tl, om, ov);
         char v[16][48], dir[CFG_STR_MAX + 16];
@@ -274,11 +264,9 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
                          {"seq_len", v[15]}};
         cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
         ckpt_test_crash(crash_point(&w->cfg, w->step, w->rollbacks));
-        rc = ckpt_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
+        rc = ckdir_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
                         w->cfg.checkpoint_keep, NULL, 0, msg, sizeof msg);
     }
-    if (own_m) free(om);
-    if (own_v) free(ov);
     MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);
     if (rc != 0) {
         MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, w->comm);

@@ -9,7 +9,7 @@
 #include "common/cfg.h"
 #include "common/data.h"
 #include "common/detect.h"
-#include "common/sched.h"
+#include "worker/sched.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 #include "worker/steptime.h"
@@ -28,6 +28,16 @@ typedef struct {
     float *hidden;           /* (L, 2, B, H) carried h and c of this worker's streams */
 } Snapshot;
 
+/* What checkpoints and validation work in, allocated once by state_init
+ * (worker 0's gather buffers on worker 0 only; NULL elsewhere). */
+typedef struct {
+    uint64_t *all_streams;   /* worker 0: (W*B, STREAM_WORDS) every worker's streams */
+    float *all_hidden;       /* worker 0: (L, 2, W*B, H) every worker's carried state */
+    float *all_m, *all_v;    /* worker 0, sharded: (nparams) the gathered moments */
+    double *det_state;       /* (detect_state_len) the detector, for the checkpoint */
+    float *held_hidden;      /* (L, 2, B, H) the training state while validation runs */
+} StateBufs;
+
 typedef struct {
     Config cfg;
     MPI_Comm comm;          /* the workers' communicator */
@@ -40,6 +50,7 @@ typedef struct {
     Detector det;
     SchedState sched;
     Snapshot snap;
+    StateBufs bufs;         /* state.c's checkpoint and validation buffers */
     StepTimes times;        /* where each step goes (make bench's breakdown) */
     double *local, *global; /* (nstats) statistics before and after the collective */
     /* position: saved in checkpoints */

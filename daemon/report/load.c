@@ -5,6 +5,7 @@
  * range-checked, names kept valid UTF-8, lines <= 1 MiB, 256 tensor names. */
 #include "daemon/report/internal.h"
 #include "common/cfg.h"
+#include "common/utf8.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -46,22 +47,14 @@ static void *rep_grow(void *p, long *cap, long need, size_t size)
 }
 
 /* The length (1 to 4) of the well-formed UTF-8 sequence at s, 0 when s does
- * not start one (a stray or truncated byte, an overlong form, a surrogate, past
- * U+10FFFF); *cp the code point. */
+ * not start one; *cp the code point. The NUL that ends s stops the decoder
+ * as any byte that continues no sequence does, so it reads no further. */
 int rep_utf8_seq(const char *s, unsigned *cp)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    unsigned c = u[0];
-    int n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    if (n == 0) return 0;
-    if (n > 1) c &= 0x3f >> (n - 1);
-    for (int i = 1; i < n; i++) {
-        if ((u[i] & 0xc0) != 0x80) return 0;
-        c = c << 6 | (u[i] & 0x3f);
-    }
-    if ((n == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (n == 4 && (c < 0x10000 || c > 0x10ffff)))
-        return 0;
-    *cp = c;
+    uint32_t c;
+    size_t bad;
+    int n = utf8_decode((const unsigned char *)s, 4, &c, &bad);
+    if (n) *cp = c;
     return n;
 }
 

@@ -11,7 +11,7 @@
 
 #include "common/ckpt.h"
 #include "common/ckstate.h"
-#include "common/safetensors.h"
+#include "common/hash.h"
 #include "tests/fuzz/fuzz_ckstate.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -12,9 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/ckdir.h"
 #include "common/ckpt.h"
 #include "common/proto.h"
-#include "common/safetensors.h"
 #include "tests/fuzz/fuzz_ckstate.h"
 #include "tests/fuzz/fuzz_proto.h"
 
@@ -26,13 +26,13 @@ static int seed_ckpt(const char *out)
                     {"data.streams", CK_U64, s, 2, {1, 6}}};
     CkMeta m[] = {{"step", "20"}, {"seq", "20"}, {"epoch", "2"}, {"world_size", "1"}};
     char err[512];
-    if (ckpt_write(out, 20, t, 2, m, 4, 3, NULL, 0, err, sizeof err) != 0)
+    if (ckdir_write(out, 20, t, 2, m, 4, 3, NULL, 0, err, sizeof err) != 0)
         return fprintf(stderr, "mkseeds: %s\n", err), 1;
     char path[4096];
     snprintf(path, sizeof path, "%s/final.safetensors", out);
-    StTensor f[] = {{"param.head.weight", w, 2, {3, 4}}};
-    StMeta fm[] = {{"format", "clipd-weights-1"}};
-    if (st_write(path, f, 1, fm, 1, err, sizeof err) != 0)
+    CkTensor f[] = {{"param.head.weight", CK_F32, w, 2, {3, 4}}}; /* as worker/safetensors.c writes it */
+    CkMeta fm[] = {{"format", "clipd-weights-1"}};
+    if (ckpt_write_file(path, f, 1, fm, 1, err, sizeof err) != 0)
         return fprintf(stderr, "mkseeds: %s\n", err), 1;
     for (int v = 0; v < FZC_NVARIANTS; v++) {
         snprintf(path, sizeof path, "%s/state-%s.safetensors", out, fzc_variants[v].name);

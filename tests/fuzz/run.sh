@@ -23,12 +23,12 @@ cflags=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-
 cflags+=($mpi_cflags)
 
 declare -A srcs=(
-    [fuzz_cfg]="common/cfg.c common/fsutil.c"
-    [fuzz_ckpt]="common/ckpt.c common/ckstate.c common/cfg.c common/detect.c common/safetensors.c common/fsutil.c common/log.c"
-    [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c"
-    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c common/cfg.c common/fsutil.c"
+    [fuzz_cfg]="common/cfg.c common/fsutil.c common/hash.c common/utf8.c"
+    [fuzz_ckpt]="common/ckpt.c common/ckdir.c common/ckstate.c common/cfg.c common/detect.c common/hash.c common/utf8.c common/fsutil.c common/log.c"
+    [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c common/hash.c common/utf8.c"
+    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c common/cfg.c common/fsutil.c common/hash.c common/utf8.c"
     [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
-    [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c common/fsutil.c"
+    [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c common/fsutil.c common/hash.c common/utf8.c"
 )
 declare -A extra=([fuzz_proto]='-DCLIPD_VERSION="fuzz"')
 declare -A libs=(
@@ -55,7 +55,7 @@ done
 
 # Seeds made from the project's own files and writer rather than committed copies.
 "$cc" -std=c11 -D_POSIX_C_SOURCE=200809L -I. -o "$out/mkseeds" tests/fuzz/mkseeds.c \
-    common/ckpt.c common/safetensors.c common/fsutil.c common/proto.c common/cfg.c common/detect.c -lyaml -ljansson -lm
+    common/ckpt.c common/ckdir.c common/hash.c common/utf8.c common/fsutil.c common/log.c common/proto.c common/cfg.c common/detect.c -lyaml -ljansson -lm
 seed_corpus() { # HARNESS DIR
     case "$1" in
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;

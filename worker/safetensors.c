@@ -1,18 +1,11 @@
-/* safetensors: FNV-1a 64, and st_write as F32 tensors through the one
- * writer in common/ckpt.c (see safetensors.h). */
-#include "common/safetensors.h"
+/* safetensors: st_write as F32 tensors through the one writer in
+ * common/ckpt.c (see safetensors.h). */
+#include "worker/safetensors.h"
 
 #include "common/ckpt.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-
-unsigned long long fnv1a64(const void *p, size_t n, unsigned long long h)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
 
 int st_write(const char *path, const StTensor *t, int nt, const StMeta *meta, int nmeta,
              char *err, size_t errlen)

@@ -1,5 +1,5 @@
 /* safetensors: the float32 weights writer the worker uses for
- * final.safetensors, and FNV-1a 64. A thin wrapper over ckpt_write_file
+ * final.safetensors and best.safetensors. A thin wrapper over ckpt_write_file
  * (common/ckpt.c), which owns the layout: 8-byte little-endian header length,
  * JSON header, raw little-endian tensors, written atomically and with
  * checksums, so NumPy or PyTorch users read the weights without clipd. */
@@ -24,8 +24,4 @@ typedef struct {
  * added to the metadata (see ckpt.h). */
 int st_write(const char *path, const StTensor *t, int nt, const StMeta *meta, int nmeta,
              char *err, size_t errlen);
-/* FNV-1a 64 over bytes. */
-unsigned long long fnv1a64(const void *p, size_t n, unsigned long long h);
-#define FNV1A64_INIT 0xcbf29ce484222325ULL
-
 #endif

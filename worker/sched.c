@@ -1,5 +1,5 @@
 /* sched: learning-rate schedules and early stopping (see sched.h). */
-#include "common/sched.h"
+#include "worker/sched.h"
 
 #include <math.h>
 

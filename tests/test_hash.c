@@ -1,0 +1,40 @@
+/* Unit tests of FNV-1a 64 (common/hash.c) against the published test
+ * vectors of the FNV reference (isthe.com/chongo/tech/comp/fnv), and the
+ * chaining the checkpoint checksum relies on (tensor after tensor). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/hash.h"
+
+static void test_vectors(void **state)
+{
+    (void)state;
+    static const struct { const char *s; unsigned long long h; } v[] = {
+        {"", 0xcbf29ce484222325ULL},
+        {"a", 0xaf63dc4c8601ec8cULL},
+        {"foobar", 0x85944171f73967e8ULL},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        assert_int_equal(fnv1a64(v[i].s, strlen(v[i].s), FNV1A64_INIT), v[i].h);
+}
+
+static void test_chaining(void **state)
+{
+    (void)state;
+    const char *s = "checkpoint tensors";
+    for (size_t cut = 0; cut <= strlen(s); cut++)
+        assert_int_equal(fnv1a64(s + cut, strlen(s) - cut, fnv1a64(s, cut, FNV1A64_INIT)),
+                         fnv1a64(s, strlen(s), FNV1A64_INIT));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vectors),
+        cmocka_unit_test(test_chaining),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
