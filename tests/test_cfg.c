@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "common/cfg.h"
+#include "tests/testutil.h"
 
 /* ---- helpers ---- */
 
@@ -611,41 +612,11 @@ static void test_error_truncation(void **state)
 
 /* ---- files ---- */
 
-typedef struct { char dir[64]; char path[128]; } TmpDir;
-
-static int tmp_setup(void **state)
-{
-    TmpDir *t = calloc(1, sizeof *t);
-    if (!t) return -1;
-    snprintf(t->dir, sizeof t->dir, "/tmp/test_cfg.XXXXXX");
-    if (!mkdtemp(t->dir)) { free(t); return -1; }
-    *state = t;
-    return 0;
-}
-
-static int tmp_teardown(void **state)
-{
-    TmpDir *t = *state;
-    if (t->path[0]) unlink(t->path);
-    rmdir(t->dir);
-    free(t);
-    return 0;
-}
-
-static void write_file(TmpDir *t, const char *name, const char *text, size_t n)
-{
-    snprintf(t->path, sizeof t->path, "%s/%s", t->dir, name);
-    FILE *f = fopen(t->path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(text, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
 static void test_file_good(void **state)
 {
     TmpDir *t = *state;
     const char *yaml = "model:\n  kind: rnn\n  layers: 3\ntrain:\n  lr: 0.25\n";
-    write_file(t, "good.yaml", yaml, strlen(yaml));
+    assert_non_null(tmpdir_write(t, "good.yaml", yaml, strlen(yaml)));
     Config c;
     char err[256];
     cfg_defaults(&c);
@@ -659,7 +630,7 @@ static void test_file_bad_names_path_line_col(void **state)
 {
     TmpDir *t = *state;
     const char *yaml = "# header\nmodel:\n  layers: 2\n  hidden: fast\n";
-    write_file(t, "bad.yaml", yaml, strlen(yaml));
+    assert_non_null(tmpdir_write(t, "bad.yaml", yaml, strlen(yaml)));
     Config c;
     char err[512], want[256];
     cfg_defaults(&c);
@@ -692,7 +663,7 @@ static void test_file_too_large(void **state)
     assert_non_null(text);
     memset(text, '#', n);
     text[n - 1] = '\n';
-    write_file(t, "big.yaml", text, n);
+    assert_non_null(tmpdir_write(t, "big.yaml", text, n));
     free(text);
     Config c;
     char err[512];
@@ -1105,10 +1076,10 @@ int main(void)
         cmocka_unit_test(test_err_missing_value),
         cmocka_unit_test(test_failed_load_is_atomic),
         cmocka_unit_test(test_error_truncation),
-        cmocka_unit_test_setup_teardown(test_file_good, tmp_setup, tmp_teardown),
-        cmocka_unit_test_setup_teardown(test_file_bad_names_path_line_col, tmp_setup, tmp_teardown),
-        cmocka_unit_test_setup_teardown(test_file_missing, tmp_setup, tmp_teardown),
-        cmocka_unit_test_setup_teardown(test_file_too_large, tmp_setup, tmp_teardown),
+        cmocka_unit_test_setup_teardown(test_file_good, tmpdir_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_file_bad_names_path_line_col, tmpdir_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_file_missing, tmpdir_setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_file_too_large, tmpdir_setup, tmpdir_teardown),
         cmocka_unit_test(test_set_good),
         cmocka_unit_test(test_set_bad),
         cmocka_unit_test(test_validate_markov),

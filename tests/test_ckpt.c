@@ -26,27 +26,12 @@
 #include "common/hash.h"
 #include "worker/safetensors.h"
 
-typedef struct {
-    char dir[64];
-    char path[256]; /* scratch file in dir */
-} Fx;
+typedef TmpDir Fx; /* path: x.safetensors in dir, a scratch file */
 
 static int setup(void **state)
 {
-    Fx *f = calloc(1, sizeof *f);
-    if (!f) return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/clipd-ckpt-XXXXXX");
-    if (!mkdtemp(f->dir)) return free(f), -1;
-    snprintf(f->path, sizeof f->path, "%s/x.safetensors", f->dir);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    Fx *f = *state;
-    rm_rf(f->dir);
-    free(f);
+    if (tmpdir_setup(state) != 0) return -1;
+    tmpdir_path(*state, "x.safetensors");
     return 0;
 }
 
@@ -54,16 +39,8 @@ static int teardown(void **state)
 
 static unsigned char *slurp(const char *path, size_t *n)
 {
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
+    unsigned char *b = (unsigned char *)file_slurp(path, n);
     assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)len, fp), (size_t)len);
-    fclose(fp);
-    *n = (size_t)len;
     return b;
 }
 
@@ -690,23 +667,23 @@ static void test_write_rejects_bad_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_round_trip_empty, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_atomic_no_temp_left, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_keep_two_of_five, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_temps_removed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crash_points, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_remove_stale_only_matches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_creates_dir, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_every_length, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_data_bitflips, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_header_bitflips, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_header_length_too_large, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_headers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_raw_layout_by_hand, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_latest_skips_corrupt, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_latest_none, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_write_rejects_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_empty, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_atomic_no_temp_left, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_keep_two_of_five, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_temps_removed, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_crash_points, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_remove_stale_only_matches, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_creates_dir, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_every_length, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_data_bitflips, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_header_bitflips, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_header_length_too_large, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_headers, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_raw_layout_by_hand, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_latest_skips_corrupt, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_latest_none, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_write_rejects_bad_input, setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,21 +15,18 @@
 #include "tests/fuzz/fuzz_ckstate.h"
 #include "tests/testutil.h"
 
-char *mkdtemp(char *tmpl);
-
-static char dir[64];
+static TmpDir tmp;
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/clipd-ckstate-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return tmpdir_make(&tmp, "ckstate");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    rm_rf(dir);
+    tmpdir_remove(&tmp);
     return 0;
 }
 
@@ -37,7 +34,7 @@ static int teardown(void **state)
 static int check_variant(int v, const Config *c, int W, CkState *s, char *err, size_t errlen)
 {
     char path[128];
-    snprintf(path, sizeof path, "%s/%s.safetensors", dir, fzc_variants[v].name);
+    snprintf(path, sizeof path, "%s/%s.safetensors", tmp.dir, fzc_variants[v].name);
     if (fzc_write(path, v, err, errlen) != 0) fail_msg("fzc_write: %s", err);
     Ckpt k;
     if (ckpt_read(&k, path, err, errlen) != 0) fail_msg("ckpt_read (the checksums must be valid): %s", err);

@@ -21,6 +21,7 @@
 #include <math.h>
 
 #include "daemon/report/internal.h"
+#include "tests/testutil.h"
 
 #define DATA "tests/data/report/"
 
@@ -203,12 +204,12 @@ static void test_partial_and_empty(void **state)
 
 /* ---- hostile run directories, made in a temporary directory ---- */
 
+/* A temporary directory and the run directory in it: the temporary one
+ * itself, or (tmp_run_named) a subdirectory of it with a given name. */
 typedef struct {
-    char dir[64], top[40]; /* top: the mkdtemp directory when dir is a subdirectory of it */
+    TmpDir t;
+    char dir[64];
 } TmpRun;
-
-static const char *const run_files[] = {"steps.jsonl", "epochs.jsonl", "events.jsonl", "tensors.jsonl",
-                                        "config.yaml", "out.svg",     "out.json"};
 
 /* name, text pairs (NULL-terminated) as files in dir. */
 static void write_files(const char *dir, const char *const *files)
@@ -224,48 +225,28 @@ static void write_files(const char *dir, const char *const *files)
 }
 
 /* A run directory holding the files. */
-static void tmp_run(TmpRun *t, const char *const *files)
+static void tmp_run(TmpRun *r, const char *const *files)
 {
-    snprintf(t->dir, sizeof t->dir, "/tmp/clipd-test-report-run-XXXXXX");
-    t->top[0] = '\0';
-    assert_non_null(mkdtemp(t->dir));
-    write_files(t->dir, files);
+    assert_int_equal(tmpdir_make(&r->t, "report-run"), 0);
+    snprintf(r->dir, sizeof r->dir, "%s", r->t.dir);
+    write_files(r->dir, files);
 }
 
-static void tmp_run_rm(TmpRun *t)
-{
-    char path[128];
-    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", t->dir, run_files[i]);
-        unlink(path);
-    }
-    rmdir(t->dir);
-    if (t->top[0]) rmdir(t->top);
-}
+static void tmp_run_rm(TmpRun *r) { tmpdir_remove(&r->t); }
 
 /* tmp_run, the run directory named name inside the temporary one. */
-static void tmp_run_named(TmpRun *t, const char *name, const char *const *files)
+static void tmp_run_named(TmpRun *r, const char *name, const char *const *files)
 {
-    snprintf(t->top, sizeof t->top, "/tmp/clipd-test-report-run-XXXXXX");
-    assert_non_null(mkdtemp(t->top));
-    assert_true(snprintf(t->dir, sizeof t->dir, "%s/%s", t->top, name) < (int)sizeof t->dir);
-    assert_int_equal(mkdir(t->dir, 0700), 0);
-    write_files(t->dir, files);
+    assert_int_equal(tmpdir_make(&r->t, "report-run"), 0);
+    assert_true(snprintf(r->dir, sizeof r->dir, "%s/%s", r->t.dir, name) < (int)sizeof r->dir);
+    assert_int_equal(mkdir(r->dir, 0700), 0);
+    write_files(r->dir, files);
 }
 
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char *buf = NULL;
-    size_t cap = 0, n = 0, got;
-    do {
-        if (n + 65536 + 1 > cap) assert_non_null(buf = realloc(buf, cap = 2 * cap + 65536 + 1));
-        got = fread(buf + n, 1, 65536, f);
-        n += got;
-    } while (got > 0);
-    fclose(f);
-    buf[n] = '\0';
+    char *buf = file_slurp(path, NULL);
+    assert_non_null(buf);
     return buf;
 }
 

@@ -19,10 +19,8 @@
 #include "daemon/resume.h"
 #include "tests/testutil.h"
 
-char *mkdtemp(char *tmpl);
-
 typedef struct {
-    char dir[64];
+    TmpDir t;
     Config c;
 } Fix;
 
@@ -30,10 +28,9 @@ static int setup(void **state)
 {
     Fix *f = calloc(1, sizeof *f);
     if (!f) return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/clipd-resume-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
+    if (tmpdir_make(&f->t, "resume") != 0) return free(f), -1;
     cfg_defaults(&f->c);
-    snprintf(f->c.run_dir, sizeof f->c.run_dir, "%s", f->dir);
+    snprintf(f->c.run_dir, sizeof f->c.run_dir, "%s", f->t.dir);
     *state = f;
     return 0;
 }
@@ -41,7 +38,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     Fix *f = *state;
-    rm_rf(f->dir);
+    tmpdir_remove(&f->t);
     free(f);
     return 0;
 }
@@ -66,7 +63,7 @@ static const char *try_resume2(Fix *f, const char *key, const char *value, const
     float w[4] = {1, 2, 3, 4};
     CkTensor t[] = {{"param.head.weight", CK_F32, w, 2, {2, 2}}};
     char path[512];
-    if (ckdir_write(f->dir, 30, t, 1, m, 11, 3, path, sizeof path, err, sizeof err) != 0)
+    if (ckdir_write(f->t.dir, 30, t, 1, m, 11, 3, path, sizeof path, err, sizeof err) != 0)
         fail_msg("ckdir_write: %s", err);
     Resume r;
     err[0] = 0;
@@ -145,7 +142,7 @@ static void test_replay_hostile_lines(void **state)
 {
     Fix *f = *state;
     char path[128];
-    snprintf(path, sizeof path, "%s/steps.jsonl", f->dir);
+    snprintf(path, sizeof path, "%s/steps.jsonl", f->t.dir);
     FILE *o = fopen(path, "w");
     assert_non_null(o);
     fputs("{\"seq\":26,\"loss\":2.5,\"grad_norm\":1,\"clipped\":true,\"skipped\":false,\"tokens\":1e300}\n"
@@ -185,10 +182,10 @@ static void test_fresh_start(void **state)
     Fix *f = *state;
     char err[1024], ck[512];
     assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0);
-    put_file(f->dir, "steps.jsonl", "");
-    put_file(f->dir, "notes.txt", "mine\n");
+    put_file(f->t.dir, "steps.jsonl", "");
+    put_file(f->t.dir, "notes.txt", "mine\n");
     assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0);
-    snprintf(ck, sizeof ck, "%s/checkpoints", f->dir);
+    snprintf(ck, sizeof ck, "%s/checkpoints", f->t.dir);
     assert_int_equal(mkdir(ck, 0755), 0);
     put_file(ck, "step-00000008.safetensors.abandoned", "x");
     assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), -1);
@@ -199,16 +196,16 @@ static void test_fresh_start(void **state)
     assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0);
     put_file(ck, "step-00000010.safetensors", "x");
     put_file(ck, "other.safetensors", "x");
-    put_file(f->dir, "final.safetensors", "x");
+    put_file(f->t.dir, "final.safetensors", "x");
     assert_int_equal(resume_clear_run(&f->c, err, sizeof err), 0);
     f->c.run_overwrite = 0;
     assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), 0); /* nothing of a run left */
     char path[600];
     snprintf(path, sizeof path, "%s/other.safetensors", ck);
     assert_int_equal(access(path, F_OK), 0); /* not a name clipd writes: kept */
-    snprintf(path, sizeof path, "%s/notes.txt", f->dir);
+    snprintf(path, sizeof path, "%s/notes.txt", f->t.dir);
     assert_int_equal(access(path, F_OK), 0);
-    put_file(f->dir, "epochs.jsonl", "{}\n");
+    put_file(f->t.dir, "epochs.jsonl", "{}\n");
     assert_int_equal(resume_check_fresh(&f->c, err, sizeof err), -1);
     assert_non_null(strstr(err, "epochs.jsonl"));
 }

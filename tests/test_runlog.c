@@ -22,7 +22,7 @@
 #include "daemon/runlog.h"
 
 typedef struct {
-    char dir[64];
+    TmpDir t;
     RunLog log;
 } Fx;
 
@@ -30,10 +30,9 @@ static int setup(void **state)
 {
     Fx *f = calloc(1, sizeof *f);
     if (!f) return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/clipd-runlog-XXXXXX");
-    if (!mkdtemp(f->dir)) return free(f), -1;
+    if (tmpdir_make(&f->t, "runlog") != 0) return free(f), -1;
     char err[512];
-    if (runlog_open(&f->log, f->dir, NULL, err, sizeof err) != 0) return printf("%s\n", err), free(f), -1;
+    if (runlog_open(&f->log, f->t.dir, NULL, err, sizeof err) != 0) return printf("%s\n", err), free(f), -1;
     *state = f;
     return 0;
 }
@@ -42,7 +41,7 @@ static int teardown(void **state)
 {
     Fx *f = *state;
     runlog_close(&f->log);
-    rm_rf(f->dir);
+    tmpdir_remove(&f->t);
     free(f);
     return 0;
 }
@@ -51,7 +50,7 @@ static long file_size(const Fx *f, const char *name)
 {
     char p[128];
     struct stat st;
-    snprintf(p, sizeof p, "%s/%s", f->dir, name);
+    snprintf(p, sizeof p, "%s/%s", f->t.dir, name);
     return stat(p, &st) == 0 ? (long)st.st_size : -1;
 }
 
@@ -62,7 +61,7 @@ static int whole_lines(const Fx *f, long long *seq, int max)
     char p[128], *line = NULL;
     size_t cap = 0;
     int n = 0;
-    snprintf(p, sizeof p, "%s/steps.jsonl", f->dir);
+    snprintf(p, sizeof p, "%s/steps.jsonl", f->t.dir);
     FILE *fp = fopen(p, "r");
     assert_non_null(fp);
     while (getline(&line, &cap, fp) > 0) {
@@ -128,12 +127,12 @@ static void test_reopen_failure_then_recovery(void **state)
     Fx *f = *state;
     char err[512], moved[80];
     assert_int_equal(step(f, 1), 0);
-    snprintf(moved, sizeof moved, "%s.moved", f->dir);
-    assert_int_equal(rename(f->dir, moved), 0);
+    snprintf(moved, sizeof moved, "%s.moved", f->t.dir);
+    assert_int_equal(rename(f->t.dir, moved), 0);
     assert_int_equal(runlog_reopen(&f->log, err, sizeof err), -1);
     assert_non_null(strstr(err, "run.dir: cannot open"));
     assert_int_equal(step(f, 2), -1);
-    assert_int_equal(rename(moved, f->dir), 0);
+    assert_int_equal(rename(moved, f->t.dir), 0);
     assert_int_equal(runlog_reopen(&f->log, err, sizeof err), 0);
     assert_int_equal(step(f, 3), 0);
     long long seq[8];

@@ -21,7 +21,7 @@
 #include "common/text.h"
 
 typedef struct {
-    char dir[64];
+    TmpDir t;
     char run[96];  /* dir/run: run.dir */
     Config c;
 } Fx;
@@ -30,9 +30,8 @@ static int setup(void **state)
 {
     Fx *f = calloc(1, sizeof *f);
     if (!f) return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/clipd-text-XXXXXX");
-    if (!mkdtemp(f->dir)) return free(f), -1;
-    snprintf(f->run, sizeof f->run, "%s/run", f->dir);
+    if (tmpdir_make(&f->t, "text") != 0) return free(f), -1;
+    snprintf(f->run, sizeof f->run, "%s/run", f->t.dir);
     if (mkdir(f->run, 0755) != 0) return free(f), -1;
     Config *c = &f->c;
     cfg_defaults(c);
@@ -51,41 +50,24 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     Fx *f = *state;
-    rm_rf(f->dir);
+    tmpdir_remove(&f->t);
     free(f);
     return 0;
 }
 
-/* Write dir/name (n bytes of s) and return its path in a static buffer. */
-static const char *put(const Fx *f, const char *name, const char *s, size_t n)
+/* Write dir/name (n bytes of s) and return its path (f->t.path). */
+static const char *put(Fx *f, const char *name, const char *s, size_t n)
 {
-    static char path[256];
-    snprintf(path, sizeof path, "%s/%s", f->dir, name);
-    FILE *o = fopen(path, "wb");
-    assert_non_null(o);
-    assert_int_equal(fwrite(s, 1, n, o), n);
-    assert_int_equal(fclose(o), 0);
+    const char *path = tmpdir_write(&f->t, name, s, n);
+    assert_non_null(path);
     return path;
 }
 
-static const char *puts0(const Fx *f, const char *name, const char *s) { return put(f, name, s, strlen(s)); }
+static const char *puts0(Fx *f, const char *name, const char *s) { return put(f, name, s, strlen(s)); }
 
 static void use_path(Fx *f, const char *name)
 {
-    snprintf(f->c.data_path, sizeof f->c.data_path, "%s/%s", f->dir, name);
-}
-
-/* The whole of a file, NUL-terminated; *n its size. */
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *i = fopen(path, "rb");
-    if (!i) return NULL;
-    char *b = malloc(1 << 20);
-    assert_non_null(b);
-    *n = fread(b, 1, (1 << 20) - 1, i);
-    b[*n] = 0;
-    fclose(i);
-    return b;
+    snprintf(f->c.data_path, sizeof f->c.data_path, "%s/%s", f->t.dir, name);
 }
 
 static void prepare_ok(Fx *f, int W)
@@ -142,7 +124,7 @@ static void expect_vocab(const Fx *f, const char *want)
     char path[256];
     size_t n;
     snprintf(path, sizeof path, "%s/vocab.txt", f->run);
-    char *got = slurp(path, &n);
+    char *got = file_slurp(path, &n);
     assert_non_null(got);
     assert_string_equal(got, want);
     free(got);
@@ -174,7 +156,7 @@ static void test_words_ids(void **state)
 {
     Fx *f = *state;
     f->c.data_tokenizer = TOK_WORDS;
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d"), 0755);
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d"), 0755);
     puts0(f, "d/train.txt", "the cat sat\nthe dog  sat\n\tthe cat ran\r\n");
     puts0(f, "d/valid.txt", "the bird sat\n<unk> cat <eos>");
     f->c.model_vocab = 7;
@@ -191,7 +173,7 @@ static void test_words_min_count(void **state)
 {
     Fx *f = *state;
     f->c.data_tokenizer = TOK_WORDS;
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d"), 0755);
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d"), 0755);
     puts0(f, "d/train.txt", "the cat sat\nthe dog sat\nthe cat ran\n");
     puts0(f, "d/valid.txt", "dog cat\n");
     f->c.model_vocab = 5;
@@ -233,7 +215,7 @@ static void test_vocab_reuse(void **state)
 {
     Fx *f = *state;
     f->c.data_tokenizer = TOK_WORDS;
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d"), 0755);
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d"), 0755);
     puts0(f, "d/train.txt", "a a a b b c\n");
     puts0(f, "d/valid.txt", "c b a\n");
     f->c.model_vocab = 5;
@@ -431,7 +413,7 @@ static void test_split_fraction_words(void **state)
 static void test_split_dir(void **state)
 {
     Fx *f = *state;
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d"), 0755);
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d"), 0755);
     puts0(f, "d/train.txt", "abcdef");
     puts0(f, "d/valid.txt", "xyz");
     puts0(f, "d/test.txt", "\xff not read");
@@ -492,7 +474,7 @@ static void test_err_utf8(void **state)
 static void test_err_empty(void **state)
 {
     Fx *f = *state;
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d"), 0755);
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d"), 0755);
     puts0(f, "d/train.txt", "");
     puts0(f, "d/valid.txt", "some text");
     prepare_fails(f, 1, "data.path: empty train split: ", "/d/train.txt has no tokens", NULL);
@@ -539,7 +521,7 @@ static void test_err_vocab_too_big(void **state)
 static void test_err_layout(void **state)
 {
     Fx *f = *state;
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d"), 0755);
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d"), 0755);
     char big[2000];
     memset(big, 'x', sizeof big);
     put(f, "d/train.txt", big, 1201); /* 1200 / 4 streams = 300 per stream */
@@ -575,17 +557,17 @@ static void test_err_files(void **state)
     Fx *f = *state;
     use_path(f, "missing.txt");
     prepare_fails(f, 1, "data.path: cannot read '", "/missing.txt': No such file or directory", NULL);
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d"), 0755);
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d"), 0755);
     puts0(f, "d/train.txt", "text");
     prepare_fails(f, 1, "data.path: cannot read '", "/d/valid.txt': No such file or directory", NULL);
-    mkdir(strcat(strcpy(f->c.data_path, f->dir), "/d/valid.txt"), 0755);
-    strcat(strcpy(f->c.data_path, f->dir), "/d");
+    mkdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d/valid.txt"), 0755);
+    strcat(strcpy(f->c.data_path, f->t.dir), "/d");
     prepare_fails(f, 1, "/d/valid.txt': a directory, expected a file", NULL);
     if (geteuid() != 0) { /* root reads anything */
-        rmdir(strcat(strcpy(f->c.data_path, f->dir), "/d/valid.txt"));
+        rmdir(strcat(strcpy(f->c.data_path, f->t.dir), "/d/valid.txt"));
         const char *p = puts0(f, "d/valid.txt", "text");
         chmod(p, 0);
-        strcat(strcpy(f->c.data_path, f->dir), "/d");
+        strcat(strcpy(f->c.data_path, f->t.dir), "/d");
         prepare_fails(f, 1, "/d/valid.txt': Permission denied", NULL);
     }
     f->c.data_path[0] = 0;

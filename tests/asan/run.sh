@@ -19,11 +19,8 @@ bin=${1:-build/asan}
 for b in clipd clipd-worker clipd-report; do
     [ -x "$bin/$b" ] || { echo "asan: $bin/$b not built (make asan)" >&2; exit 1; }
 done
-export OMPI_MCA_rmaps_base_oversubscribe=1
-if [ "$(id -u)" = 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-TMP="$(mktemp -d /tmp/clipd-asan.XXXXXX)"
+source tests/lib.sh # mpirun's environment, make_tmp, check, job_pids
+make_tmp asan
 trap 'rm -rf "$TMP"' EXIT
 export CLIPD_BIN=$bin
 # Full malloc stacks (the fast unwinder stops in Open MPI's components, and
@@ -34,13 +31,6 @@ san_env() { # JOB: sanitizer settings for the processes of one job
     export ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0:malloc_context_size=40:strict_string_checks=1:check_initialization_order=1:log_path=$d/asan"
     export LSAN_OPTIONS="suppressions=$PWD/tests/asan/lsan.supp:print_suppressions=1"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$d/ubsan"
-}
-passed=0
-failed=0
-check() { # NAME CMD...
-    local name="$1"; shift
-    if "$@" >"$TMP/out" 2>&1; then passed=$((passed + 1)); echo "ok   $name"
-    else failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/     /' "$TMP/out" | tail -20; fi
 }
 # clean JOB N: at least N processes left a leak-check file, and no file has a report.
 clean() {
@@ -85,13 +75,6 @@ resumed() {
 }
 check "--resume latest for the 2nd epoch; no sanitizer report" resumed
 
-job_pids() { # PID NAME: the descendants of PID called NAME
-    local p
-    for p in $(pgrep -P "$1"); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && echo "$p"
-        job_pids "$p" "$2"
-    done
-}
 scraped_and_stopped() {
     san_env sig
     $LAUNCH -n 2 "$TINY" --set run.dir="$TMP/sig" --set train.steps_per_epoch=1000000 \

@@ -4,11 +4,8 @@
 # build/tests/stcmp. Prints one line per check and `N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export OMPI_MCA_rmaps_base_oversubscribe=1
-if [ "$(id -u)" = 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-TMP="$(mktemp -d /tmp/clipd-e2e.XXXXXX)"
+source tests/lib.sh # mpirun's environment, make_tmp, check, ok, fail, job_pids
+make_tmp e2e
 # Test files add cleanup commands (e.g. unmounting what they mounted) to
 # AT_EXIT; they run before $TMP is removed, however the run ends.
 AT_EXIT=()
@@ -20,20 +17,26 @@ at_exit() {
 trap at_exit EXIT
 TINY=tests/e2e/tiny.yaml
 LAUNCH="timeout 300 deploy/clipd-launch" # a hung job fails its check, not CI
-passed=0
-failed=0
-
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-# check NAME CMD...: the command's exit status decides.
-check() {
-    local name="$1"; shift
-    if "$@" >"$TMP/out" 2>&1; then ok "$name"; [ -n "${E2E_VERBOSE:-}" ] && sed 's/^/     /' "$TMP/out" | tail -5; else fail "$name"; sed 's/^/     /' "$TMP/out" | tail -20; fi
-}
 # run DIR W [--set ...]: train the tiny config into $TMP/DIR with W workers.
 run() {
     local dir="$TMP/$1" w="$2"; shift 2
     $LAUNCH -n "$w" "$TINY" --set run.dir="$dir" "$@" >"$dir.out" 2>"$dir.err"
+}
+# run_done DIR W [--set ...]: run, and it ended as a whole run does: exit 0,
+# the summary's "done: E of E epochs, step N, W workers" with N the last
+# step of steps.jsonl, its final weights named and written, no replica
+# mismatch.
+run_done() {
+    local dir="$TMP/$1" w="$2" last
+    run "$@"
+    local rc=$?
+    [ "$rc" = 0 ] || { echo "exit $rc"; tail -5 "$dir.err"; return 1; }
+    last=$(tail -n 1 "$dir/steps.jsonl" | jq -e .step) || { echo "no steps in $dir/steps.jsonl"; return 1; }
+    grep -Eq "^clipd: run '[^']+' done: ([0-9]+) of \1 epochs, step $last, $w workers," "$dir.out" ||
+        { echo "no summary 'done: E of E epochs, step $last, $w workers'"; tail -12 "$dir.out"; return 1; }
+    grep -qx "weights: $dir/final.safetensors" "$dir.out" && [ -s "$dir/final.safetensors" ] ||
+        { echo "final weights not named or not written"; return 1; }
+    grep -q "replica mismatches 0," "$dir.out" || { echo "replica mismatch"; grep "replica mismatches" "$dir.out"; return 1; }
 }
 # Any job that hangs fails its check after 5 minutes instead of stalling CI.
 MPIRUN_BIN="$(type -P mpirun)"
@@ -64,6 +67,17 @@ near() {
     jq -n -e --argjson a "$1" --argjson b "$2" '($a - $b) * ($a - $b) <= 1e-10 * $b * $b' >/dev/null ||
         { echo "$1 != $2"; return 1; }
 }
+# weights_differ A B TOL: the same tensors, and some weight farther apart
+# than TOL (stcmp's exit 1 alone also means another tensor table or a NaN)
+weights_differ() {
+    local out rc
+    out=$(build/tests/stcmp "$1" "$2" "$3" 2>&1)
+    rc=$?
+    echo "$out"
+    [ "$rc" = 1 ] || { echo "stcmp exit $rc, wanted 1: weights within $3"; return 1; }
+    echo "$out" | grep -q "^stcmp: [0-9]* floats, max abs diff .* (tol [^)]*)$" ||
+        { echo "not a comparison of the same tensors"; return 1; }
+}
 # near_run REF DIR: the same steps, epochs, tokens and lr, losses and norms
 # within 1e-5 (relative), final weights within 1e-5 of the largest
 near_run() {
@@ -86,13 +100,6 @@ wait_lines() {
     return 1
 }
 
-job_pids() { # PID NAME: the descendants of PID whose command name is NAME
-    local p
-    for p in $(pgrep -P "$1"); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && echo "$p"
-        job_pids "$p" "$2"
-    done
-}
 # sig_job SIGNAL NAME [ROOT]: signal the processes called NAME of this test's
 # background job (ROOT, default $bg), never other jobs on the machine
 sig_job() {

@@ -21,3 +21,15 @@ buckets_same_norm() {
 for w in 2 3; do
     check "sync W=$w in buckets of 1, 100, 4096 floats: same bits as one bucket" buckets_same_norm "$w"
 done
+# worker/state.c's unit tests on 3 real ranks: the checkpoint gathers every
+# rank's streams and carried state; resumed by 3 workers, by 1 with all the
+# streams and by 6 with half each, every worker holds its own rows.
+state_3_ranks() {
+    mpirun -np 3 build/tests/test_state >"$TMP/state.out" 2>&1
+    local rc=$?
+    cat "$TMP/state.out"
+    [ "$rc" = 0 ] || return 1
+    [ "$(grep -c 'PASSED  \] 7 test' "$TMP/state.out")" = 3 ] || { echo "not every rank passed 7 tests"; return 1; }
+    grep -q 'written by 3 workers x data.batch_per_worker 4' "$TMP/state.out"
+}
+check "state: checkpoint of 3 ranks, resumed by 3, 1 and 6 workers (test_state under mpirun)" state_3_ranks

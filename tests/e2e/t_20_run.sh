@@ -31,7 +31,7 @@ logs_consistent() {
     grep -q "replica mismatches 0" "$d.out" || { echo "replica mismatch"; return 1; }
 }
 for w in 2 3; do
-    check "run W=$w exits 0" run "run$w" "$w"
+    check "run W=$w exits 0: the summary says done, final weights written" run_done "run$w" "$w"
     check "run W=$w: JSON lines parse and agree (clip rate, TF formula, losses)" logs_consistent "$TMP/run$w" "$w"
 done
 

@@ -15,14 +15,17 @@ nonfinite() {
 check "non-finite gradient: step skipped on all ranks, event logged, weights finite" nonfinite
 # The weight comparison itself catches a NaN anywhere in a file.
 stcmp_catches_nan() {
-    local f="$TMP/nan/final.safetensors" g="$TMP/nan_bad.safetensors" size
+    local f="$TMP/nan/final.safetensors" g="$TMP/nan_bad.safetensors" size hdr out
     [ -s "$f" ] || return 1
     size=$(stat -c %s "$f")
+    hdr=$(od -An -tu8 -N8 "$f" | tr -d ' ') # the header's length: floats start at 8 + hdr
     for pos in $((size - 4)) $((size - 400)); do
         cp "$f" "$g"
         printf '\x00\x00\xc0\x7f' | dd of="$g" bs=1 seek="$pos" conv=notrunc status=none
-        build/tests/stcmp "$f" "$g" 1
+        out=$(build/tests/stcmp "$f" "$g" 1)
         [ $? = 1 ] || return 1
+        echo "$out"
+        [ "$out" = "stcmp: 1 non-finite values, first at $(((pos - 8 - hdr) / 4))" ] || return 1
     done
 }
 check "stcmp fails on a NaN in the weights, wherever it is" stcmp_catches_nan

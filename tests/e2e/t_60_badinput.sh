@@ -36,12 +36,24 @@ check "every shipped config passes --check (or names its data not downloaded)" a
 check "--help and --version exit 0" bash -c 'build/clipd --help | grep -q usage && build/clipd --version | grep -q clipd && build/clipd-worker --version | grep -q clipd-worker'
 # Inside an mpirun job, help, version and --check release the workers
 # instead of leaving them waiting in MPI_Init.
-check "mpirun job with --version ends (exit 0)" timeout 120 mpirun -np 1 build/clipd --version : -np 2 build/clipd-worker
-check "mpirun job with --check ends (exit 0)" timeout 120 mpirun -np 1 build/clipd --check "$TINY" : -np 2 build/clipd-worker
+# job_prints WANT_FILE CMD...: exit 0, and stdout is WANT_FILE's text exactly
+job_prints() {
+    local want="$1"; shift
+    "$@" >"$TMP/jp.out" 2>"$TMP/jp.err" || { echo "exit $?"; tail -5 "$TMP/jp.err"; return 1; }
+    cmp "$want" "$TMP/jp.out" || { echo "stdout differs from $want:"; head -5 "$TMP/jp.out"; return 1; }
+}
+build/clipd --version >"$TMP/version.txt"
+build/clipd --check "$TINY" >"$TMP/check.txt" 2>/dev/null
+check "mpirun job with --version ends (exit 0), the version printed once" \
+    job_prints "$TMP/version.txt" timeout 120 mpirun -np 1 build/clipd --version : -np 2 build/clipd-worker
+check "mpirun job with --check ends (exit 0), the effective config printed once" \
+    job_prints "$TMP/check.txt" timeout 120 mpirun -np 1 build/clipd --check "$TINY" : -np 2 build/clipd-worker
 check "mpirun job with a bad --check ends (exit 2)" expect_exit 2 "model.layers" timeout 120 mpirun -np 1 build/clipd --check "$TINY" --set model.layers=0 : -np 2 build/clipd-worker
 worker_arg_in_job() {
-    timeout 120 mpirun -np 1 build/clipd "$TINY" --set run.dir="$TMP/wa" : -np 2 build/clipd-worker "$TINY"
+    timeout 120 mpirun -np 1 build/clipd "$TINY" --set run.dir="$TMP/wa" : -np 2 build/clipd-worker "$TINY" 2>"$TMP/wa.err"
     local rc=$?
-    [ "$rc" != 0 ] && [ "$rc" != 124 ] # failed, and did not hang
+    [ "$rc" != 0 ] && [ "$rc" != 124 ] || { echo "exit $rc"; return 1; } # failed, and did not hang
+    grep -qF "clipd-worker: unexpected argument '$TINY' (the config comes from the coordinator)" "$TMP/wa.err" ||
+        { head -5 "$TMP/wa.err"; return 1; }
 }
-check "mpirun job with an argument to the worker fails without hanging" worker_arg_in_job
+check "mpirun job with an argument to the worker fails without hanging, naming the argument" worker_arg_in_job

@@ -118,7 +118,7 @@ dp_sbatch_shell() { # the batch shell: timeout's child, running bash
     return 1
 }
 
-check "uninterrupted reference run for the sbatch tests" run dp_ref 2 "${DP_RS[@]}"
+check "uninterrupted reference run for the sbatch tests" run_done dp_ref 2 "${DP_RS[@]}"
 
 dp_sbatch_signal() { # SIGNAL RUN_DIR: once RUN_DIR has 120 steps, SIGNAL to the batch shell
     local sh

@@ -10,8 +10,8 @@ rd_sums() { # DIR: checksums of everything in it
     (cd "$1" && find . -type f -print0 | sort -z | xargs -0 md5sum)
 }
 
-check "a run to start into" run rd 2 "${RD[@]}"
-check "reference run in an empty directory" run rd_ref 2 "${RD[@]}" --set checkpoint.every_steps=10
+check "a run to start into" run_done rd 2 "${RD[@]}"
+check "reference run in an empty directory" run_done rd_ref 2 "${RD[@]}" --set checkpoint.every_steps=10
 
 rd_refused() {
     local before

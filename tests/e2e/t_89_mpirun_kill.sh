@@ -25,7 +25,7 @@ mk_whole() { # DIR: whole JSON lines, and tensors.jsonl has the line of every 10
         { echo "tensors.jsonl does not have the line of every 10th step up to step $last"; return 1; }
 }
 
-check "reference run, never disturbed" run mk_ref 2 "${MK[@]}"
+check "reference run, never disturbed" run_done mk_ref 2 "${MK[@]}"
 
 mk_kill() {
     local seed="$1" at d pids m t0

@@ -40,7 +40,7 @@ sg_stopped() {
     same_run "$TMP/sg_ref" "$d"
 }
 
-check "uninterrupted reference run" run sg_ref 2 "${SG[@]}"
+check "uninterrupted reference run" run_done sg_ref 2 "${SG[@]}"
 
 sg_signal() { # SIGNAL: to the launcher's pid once 120 steps are logged
     local name="sg_${1,,}" l rc

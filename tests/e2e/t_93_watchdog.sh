@@ -22,7 +22,7 @@ wd_wait_event() { # FILE JQ_FILTER: until a line of FILE matches (at most 60 s)
     return 1
 }
 
-check "reference run, never stalled" run wd_ref 2 "${WD[@]}"
+check "reference run, never stalled" run_done wd_ref 2 "${WD[@]}"
 
 wd_healed() {
     local d="$TMP/wd_heal" w rc

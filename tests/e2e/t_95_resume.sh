@@ -12,7 +12,7 @@ start() {
     bg=$!
 }
 
-check "uninterrupted reference run" run ref 2 "${RS[@]}"
+check "uninterrupted reference run" run_done ref 2 "${RS[@]}"
 
 resume_epoch() {
     run rs_ep 2 "${RS[@]}" --set train.epochs=1 || return 1

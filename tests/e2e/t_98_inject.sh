@@ -68,7 +68,7 @@ fi_ckpt_data() { # FILE: the tensor bytes of a safetensors file (after the heade
 }
 fi_step_file() { printf '%s/step-%08d.safetensors' "$1" "$2"; }
 
-check "reference run, never disturbed" run fi_ref 2 "${FI[@]}"
+check "reference run, never disturbed" run_done fi_ref 2 "${FI[@]}"
 
 # ---- SIGKILL at random steps -------------------------------------------------
 
@@ -206,7 +206,7 @@ fi_port() { # NAME: the metrics port the job logged
 }
 FD=(--set train.steps_per_epoch=300 --set checkpoint.every_steps=25 --set data.seq_len=32 # slow enough to pause mid-run
     --set debug.slow_ms=5 --set watchdog.straggler_window=0)
-check "reference run for the small-disk cases" run fi_dref 2 "${FD[@]}" --set metrics.listen=off
+check "reference run for the small-disk cases" run_done fi_dref 2 "${FD[@]}" --set metrics.listen=off
 
 # The whole run directory on a disk that fills up mid-run, default policy
 # (checkpoint.on_failure: abort): the job stops at the first checkpoint it

@@ -10,11 +10,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 bin=${1:-build}
 command -v valgrind >/dev/null || { echo "valgrind: not installed (apt-get install valgrind)" >&2; exit 1; }
-export OMPI_MCA_rmaps_base_oversubscribe=1
-if [ "$(id -u)" = 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-TMP="$(mktemp -d /tmp/clipd-valgrind.XXXXXX)"
+source tests/lib.sh # mpirun's environment, make_tmp
+make_tmp valgrind
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/log"
 supp=()
