@@ -5,7 +5,7 @@
  * strict libyaml event loop (Suricata style): it owns at most one event at a
  * time and deletes it on every path, and reports `path:line+1:col+1:`. */
 #include "common/cfg.h"
-#include "common/detect.h"
+#include "common/events.h"
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "common/utf8.h"
@@ -145,18 +145,13 @@ static const CfgKey cfg_keys[] = {
     KDBL(clip, max_norm, 1e-30, 1e30, 0, "1", "norm threshold of norm modes"),
     KDBL(clip, clip_value, 1e-30, 1e30, 0, "1", "threshold of mode value"),
     KENUM(divergence, action, act_names, "log", "action of kinds set to inherit"),
-    KENUMN(divergence, nonfinite_action, "nonfinite.action", act_names, "skip",
-           "nonfinite_loss/grad (at least skip)"),
-    KENUMN(divergence, loss_spike_action, "loss_spike.action", act_names, "inherit",
-           "loss_spike action"),
-    KENUMN(divergence, grad_norm_spike_action, "grad_norm_spike.action", act_names, "inherit",
-           "grad_norm_spike action"),
-    KENUMN(divergence, clip_saturation_action, "clip_saturation.action", act_names, "log",
-           "clip_saturation action"),
-    KENUMN(divergence, replica_drift_action, "replica_drift.action", act_names, "abort",
-           "replica_drift action"),
-    KENUMN(divergence, val_loss_rise_action, "val_loss_rise.action", act_names, "log",
-           "val_loss_rise action"),
+#define EVCFG(key, def, doc) KENUMN(divergence, key##_action, #key ".action", act_names, def, doc),
+#define EVCFG_SHARED(key)
+#define EVCFG_NONE
+    EVENT_KINDS(EVENT_CONFIG)
+#undef EVCFG
+#undef EVCFG_SHARED
+#undef EVCFG_NONE
     KINT(divergence, window, 2, 100000, "100", "steps of rolling history"),
     KINT(divergence, warmup, 2, 100000, "8", "accepted steps before the recent checks"),
     KDBL(divergence, loss_zscore, 0, 1e6, F_MIN_OPEN, "6", "loss_spike: robust z over the noise"),
@@ -1195,10 +1190,19 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
     if (c->data_source == DATA_TEXT && !c->data_path[0])
         return validate_fail(&m, "data.path: missing: data.source text needs a file or a "
                                  "directory with train.txt and valid.txt");
-    if (c->divergence_val_loss_rise_action == ACT_SKIP ||
-        c->divergence_val_loss_rise_action == ACT_ROLLBACK)
-        return validate_fail(&m, "divergence.val_loss_rise.action: expected inherit, log or abort "
+    /* An epoch-end kind's own key: an epoch's end has no update to skip or roll back. */
+#define EVCFG(key, def, doc) \
+    if (c->divergence_##key##_action == ACT_SKIP || c->divergence_##key##_action == ACT_ROLLBACK) \
+        return validate_fail(&m, "divergence." #key ".action: expected inherit, log or abort " \
                                  "(an epoch's end has no update to skip or roll back)");
+#define EVCFG_SHARED(key)
+#define EVCFG_NONE
+#define EPOCH_KEY(id, name, scope, min_action, norms, level, config) if (scope == EVS_EPOCH) { config }
+    EVENT_KINDS(EPOCH_KEY)
+#undef EPOCH_KEY
+#undef EVCFG
+#undef EVCFG_SHARED
+#undef EVCFG_NONE
     if (c->debug_nan_tensor[0]) {
         CfgLayout lo;
         cfg_layout(c, &lo);
@@ -1367,16 +1371,19 @@ int cfg_event_action(const Config *c, int kind)
 {
     int a = ACT_LOG;
     switch (kind) {
-    case EV_NONFINITE_LOSS:
-    case EV_NONFINITE_GRAD: a = c->divergence_nonfinite_action; break;
-    case EV_LOSS_SPIKE: a = c->divergence_loss_spike_action; break;
-    case EV_GRAD_NORM_SPIKE: a = c->divergence_grad_norm_spike_action; break;
-    case EV_CLIP_SATURATION: a = c->divergence_clip_saturation_action; break;
-    case EV_REPLICA_DRIFT: a = c->divergence_replica_drift_action; break;
-    case EV_VAL_LOSS_RISE: a = c->divergence_val_loss_rise_action; break;
-    default: break; /* clip_inactive: always logged */
+#define EVCFG(key, def, doc) a = c->divergence_##key##_action;
+#define EVCFG_SHARED(key) a = c->divergence_##key##_action;
+#define EVCFG_NONE
+#define KIND_ACTION(id, name, scope, min_action, norms, level, config) case EV_##id: config break;
+    EVENT_KINDS(KIND_ACTION)
+#undef KIND_ACTION
+#undef EVCFG
+#undef EVCFG_SHARED
+#undef EVCFG_NONE
+    default: return ACT_LOG;
     }
-    return a == ACT_INHERIT ? c->divergence_action : a;
+    if (a == ACT_INHERIT) a = c->divergence_action;
+    return a < event_kinds[kind].min_action ? event_kinds[kind].min_action : a;
 }
 
 int cfg_tensor_shape(const Config *c, int i, long shape[2])

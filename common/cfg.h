@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/events.h" /* Action, the event kinds and their action keys */
+
 enum { CFG_OK = 0, CFG_ERR = 2 }; /* CFG_ERR doubles as the exit code for bad input */
 
 typedef enum { MODEL_RNN = 0, MODEL_LSTM = 1, MODEL_GRU = 2 } ModelKind;
@@ -19,8 +21,6 @@ typedef enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 } OptKind;
 typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
 typedef enum { SYNC_REPLICATED = 0, SYNC_SHARDED = 1 } SyncMode;
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP = 1, SCHED_COSINE = 2, SCHED_PLATEAU = 3 } LrSchedule;
-/* Divergence actions, mildest first; INHERIT: take divergence.action. */
-typedef enum { ACT_INHERIT = 0, ACT_LOG = 1, ACT_SKIP = 2, ACT_ROLLBACK = 3, ACT_ABORT = 4 } Action;
 /* checkpoint.on_failure: what a checkpoint that cannot be written does to the run. */
 typedef enum { CKFAIL_ABORT = 0, CKFAIL_CONTINUE = 1 } CkptFailPolicy;
 /* debug.ckpt_crash_at: where the checkpoint writer kills its process (test hook). */
@@ -85,9 +85,14 @@ typedef struct {
     double clip_clip_value;
     /* divergence */
     int divergence_action;   /* Action (not INHERIT) for kinds set to inherit */
-    int divergence_nonfinite_action, divergence_loss_spike_action,
-        divergence_grad_norm_spike_action, divergence_clip_saturation_action,
-        divergence_replica_drift_action, divergence_val_loss_rise_action;
+    /* divergence_KEY_action: Action of each key of common/events.h's table */
+#define EVCFG(key, def, doc) int divergence_##key##_action;
+#define EVCFG_SHARED(key)
+#define EVCFG_NONE
+    EVENT_KINDS(EVENT_CONFIG)
+#undef EVCFG
+#undef EVCFG_SHARED
+#undef EVCFG_NONE
     int divergence_window, divergence_warmup;
     double divergence_loss_zscore, divergence_loss_rel, divergence_norm_zscore,
         divergence_norm_rel, divergence_clip_saturation;
@@ -95,7 +100,7 @@ typedef struct {
     double divergence_loss_uniform, divergence_loss_initial, divergence_norm_clip;
     int divergence_reset_steps;
     double divergence_reset_loss_rel, divergence_reset_norm_rel;
-    int divergence_clip_events;  /* ClipEvents of common/detect.h */
+    int divergence_clip_events;  /* ClipEvents of common/events.h */
     double divergence_val_rel;
     double divergence_rollback_lr_factor;
     int divergence_rollback_skip_batches, divergence_max_rollbacks, divergence_drift_check_every;
@@ -187,8 +192,8 @@ int cfg_tied(const Config *c);
  * -1 when model.softmax_cutoffs is malformed or out of range. Either array
  * may be NULL. */
 int cfg_adaptive(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX_CLUSTERS]);
-/* The configured action of one divergence event kind (EV_* of
- * common/detect.h), with inherit resolved to divergence.action. */
+/* The action of one divergence event kind (EV_* of common/events.h): its
+ * key's, inherit resolved to divergence.action, at least the kind's minimum. */
 int cfg_event_action(const Config *c, int kind);
 /* The model's layout, computed only here: its tensors in the order of the
  * flat parameter buffer (head.weight unless tied, head.bias, with the

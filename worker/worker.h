@@ -8,7 +8,7 @@
 
 #include "common/cfg.h"
 #include "common/data.h"
-#include "common/detect.h"
+#include "worker/detect.h"
 #include "worker/sched.h"
 #include "worker/model.h"
 #include "worker/optim.h"
