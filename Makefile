@@ -48,8 +48,8 @@ $(BUILD)/clipd-worker: $(BUILD)/worker/main.o $(WORKER_OBJ) $(COMMON_OBJ)
 
 # The report reads a run directory's files; it needs no MPI, only the
 # statistics and the config loader (RUN_DIR/config.yaml).
-REPORT_DEPS := $(BUILD)/daemon/stats.o $(BUILD)/common/cfg.o $(BUILD)/common/fsutil.o $(BUILD)/common/hash.o \
-               $(BUILD)/common/utf8.o
+REPORT_DEPS := $(BUILD)/daemon/stats.o $(BUILD)/daemon/records.o $(BUILD)/common/cfg.o $(BUILD)/common/events.o \
+               $(BUILD)/common/fsutil.o $(BUILD)/common/hash.o $(BUILD)/common/utf8.o
 $(BUILD)/clipd-report: $(BUILD)/daemon/report/main.o $(REPORT_OBJ) $(REPORT_DEPS)
 	$(CC) $(CFLAGS) -o $@ $^ -lyaml -ljansson -lm
 

@@ -6,13 +6,14 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/data.h"
-#include "common/detect.h"
+#include "common/detstate.h"
 
 #define STREAM_WORDS 6                       /* data.streams columns: RNG (4), cursor, last token */
 #define MAX_COUNT (INT64_C(1) << 53)         /* counters: exact as doubles, far from overflowing */
@@ -20,16 +21,80 @@
 #define CARRIED_H_MAX 1.001f                 /* |h| <= 1 (tanh-bounded), plus fm_tanhf's 3e-7 error */
 
 
-/* The integer counters, each in its range and consistent with the others. */
-static int check_counters(const Ckpt *k, const Config *c, int W, CkState *s, char *err, size_t errlen)
+/* Each member's C type matches its row's type. */
+#define CKM_C_INT int64_t
+#define CKM_C_HEX double
+#define CKM_C_HEX4 double *
+#define CKM_C_HASH uint64_t
+#define CKM_C_STR const char *
+#define CKM_TYPECHECK(key, type, flags) \
+    _Static_assert(_Generic(((CkState *)0)->key, CKM_C_##type: 1, default: 0), \
+                   "CkState." #key ": its C type is not " #type);
+CKSTATE_META(CKM_TYPECHECK)
+
+enum { CKM_INT, CKM_HEX, CKM_HEX4, CKM_HASH, CKM_STR };
+typedef struct {
+    const char *key;
+    int type, flags;
+    size_t off;
+} CkMetaField;
+#define CKM_ROW(key, type, flags) {#key, CKM_##type, flags, offsetof(CkState, key)},
+static const CkMetaField ck_fields[CKSTATE_NMETA] = {CKSTATE_META(CKM_ROW)};
+
+int ckstate_meta(const CkState *s, CkStateMeta *out)
 {
-    static const char *const keys[] = {"step", "seq", "epoch", "epoch_step", "epoch_done", "epoch_seq0",
-                                       "world_size", "batch_per_worker", "opt_t", "rollbacks", "nonfinite"};
-    int64_t v[11];
-    for (int i = 0; i < 11; i++)
-        if (ckpt_meta_i64(k, keys[i], &v[i], err, errlen)) return -1;
-    int64_t step = v[0], seq = v[1], ep = v[2], es = v[3], done = v[4], seq0 = v[5], ws = v[6], bpw = v[7];
-    int64_t opt_t = v[8], rb = v[9], nf = v[10];
+    for (int i = 0; i < CKSTATE_NMETA; i++) {
+        const CkMetaField *f = &ck_fields[i];
+        const char *p = (const char *)s + f->off;
+        char *v = out->v[i];
+        size_t n = sizeof out->v[i];
+        const double *d = (const double *)(const void *)p;
+        out->meta[i] = (CkMeta){f->key, v};
+        switch (f->type) {
+        case CKM_INT: snprintf(v, n, "%" PRId64, *(const int64_t *)(const void *)p); break;
+        case CKM_HEX: snprintf(v, n, "%a", d[0]); break;
+        case CKM_HEX4: snprintf(v, n, "%a,%a,%a,%a", d[0], d[1], d[2], d[3]); break;
+        case CKM_HASH: snprintf(v, n, "%016llx", (unsigned long long)*(const uint64_t *)(const void *)p); break;
+        default: out->meta[i].value = *(const char *const *)(const void *)p; break;
+        }
+    }
+    return CKSTATE_NMETA;
+}
+
+/* n comma-separated doubles, the whole string. */
+static int meta_doubles(const Ckpt *k, const char *key, double *out, int n, char *err, size_t errlen)
+{
+    const char *p = ckpt_meta(k, key);
+    for (int i = 0; p && i < n; i++) {
+        char *end;
+        out[i] = strtod(p, &end);
+        p = end == p || (i + 1 < n ? *end != ',' : *end != 0) ? NULL : end + 1;
+    }
+    return p ? 0 : log_errf(err, errlen, "%s: __metadata__.%s: missing or malformed (%d numbers)", k->path, key, n);
+}
+
+/* The keys the table reads back, by name, into s (unchecked): the integers
+ * (ints 1), or the doubles (ints 0). */
+static int read_meta(const Ckpt *k, CkState *s, int ints, char *err, size_t errlen)
+{
+    for (int i = 0; i < CKSTATE_NMETA; i++) {
+        const CkMetaField *f = &ck_fields[i];
+        char *p = (char *)s + f->off;
+        if (!f->flags || (f->flags == CKM_OPT && !ckpt_meta(k, f->key)) || (f->type == CKM_INT) != ints) continue;
+        int rc = f->type == CKM_INT ? ckpt_meta_i64(k, f->key, (int64_t *)(void *)p, err, errlen)
+                                    : meta_doubles(k, f->key, (double *)(void *)p, f->type == CKM_HEX4 ? 4 : 1,
+                                                   err, errlen);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* The integer counters, each in its range and consistent with the others. */
+static int check_counters(const Ckpt *k, const Config *c, int W, const CkState *s, char *err, size_t errlen)
+{
+    int64_t step = s->step, seq = s->seq, ep = s->epoch, es = s->epoch_step, done = s->epoch_done;
+    int64_t seq0 = s->epoch_seq0, ws = s->world_size, bpw = s->batch_per_worker;
+    int64_t opt_t = s->opt_t, rb = s->rollbacks, nf = s->nonfinite;
     const char *what = seq < 0 || seq >= MAX_COUNT ? "seq"
                      : step < 0 || step > seq ? "step"
                      : seq0 < 0 || seq0 > seq ? "epoch_seq0"
@@ -56,31 +121,14 @@ static int check_counters(const Ckpt *k, const Config *c, int W, CkState *s, cha
                    "resume with the same global batch (on W workers: data.batch_per_worker = %lld / W)",
                    k->path, (long long)ws, (long long)bpw, (long long)(ws * bpw), W, (long long)B,
                    (long long)(ws * bpw));
-    *s = (CkState){.step = step, .seq = seq, .epoch_seq0 = seq0, .opt_t = opt_t, .nonfinite = nf,
-                   .epoch = (int)ep, .epoch_step = (int)es, .epoch_done = (int)done, .rollbacks = (int)rb,
-                   .world_size = (int)ws, .batch_per_worker = (int)bpw};
     return 0;
-}
-
-/* n comma-separated doubles, the whole string. */
-static int meta_doubles(const Ckpt *k, const char *key, double *out, int n, char *err, size_t errlen)
-{
-    const char *p = ckpt_meta(k, key);
-    for (int i = 0; p && i < n; i++) {
-        char *end;
-        out[i] = strtod(p, &end);
-        p = end == p || (i + 1 < n ? *end != ',' : *end != 0) ? NULL : end + 1;
-    }
-    return p ? 0 : log_errf(err, errlen, "%s: __metadata__.%s: missing or malformed (%d numbers)", k->path, key, n);
 }
 
 static int is_count(double x, double max) { return x >= 0 && x <= max && x == floor(x); }
 
 /* lr_scale (a product of rollback factors in (0, 1]) and the schedule state. */
-static int check_scales(const Ckpt *k, CkState *s, char *err, size_t errlen)
+static int check_scales(const Ckpt *k, const CkState *s, char *err, size_t errlen)
 {
-    if (meta_doubles(k, "lr_scale", &s->lr_scale, 1, err, errlen) || meta_doubles(k, "sched", s->sched, 4, err, errlen))
-        return -1;
     if (!(s->lr_scale > 0 && s->lr_scale <= 1))
         return log_errf(err, errlen, "%s: __metadata__.lr_scale %g out of range (0, 1]: a product of "
                    "divergence.rollback_lr_factor", k->path, s->lr_scale);
@@ -99,10 +147,8 @@ static int check_scales(const Ckpt *k, CkState *s, char *err, size_t errlen)
  * old length. Checkpoints older than the key: taken as of this seq_len. */
 static int check_seq_len(const Ckpt *k, const Config *c, const CkState *s, char *err, size_t errlen)
 {
-    if (!ckpt_meta(k, "seq_len")) return 0;
-    int64_t T;
-    if (ckpt_meta_i64(k, "seq_len", &T, err, errlen)) return -1;
-    if (T == c->data_seq_len || s->epoch_done || s->epoch_step == c->train_steps_per_epoch) return 0;
+    int64_t T = s->seq_len;
+    if (T == -1 || T == c->data_seq_len || s->epoch_done || s->epoch_step == c->train_steps_per_epoch) return 0;
     return log_errf(err, errlen, "%s: __metadata__.seq_len %lld, the config's data.seq_len is %d: a checkpoint "
                "inside an epoch resumes only with the same data.seq_len (another one is taken at an "
                "epoch's end)", k->path, (long long)T, c->data_seq_len);
@@ -241,23 +287,16 @@ static int check_streams(const Ckpt *k, const Config *c, uint64_t stream_len, ch
     return 0;
 }
 
-/* The detector's history loads into a detector of this divergence.window. */
+/* The detector's history is one of a detector of this divergence.window. */
 static int check_detector(const Ckpt *k, const Config *c, char *err, size_t errlen)
 {
     const CkEntry *e = ckpt_find(k, "detect.state");
-    DetectParams p;
-    Detector d;
-    detect_defaults(&p);
-    p.window = c->divergence_window;
-    p.warmup = c->divergence_warmup;
-    if (detect_init(&d, &p) != 0) return log_errf(err, errlen, "%s: out of memory", k->path);
-    size_t len = detect_state_len(&d), n = (size_t)e->shape[0];
+    size_t len = detstate_len(c->divergence_window), n = (size_t)e->shape[0];
     double *v = n == len ? malloc(len * sizeof *v) : NULL;
     int rc = v ? 0 : -1;
     if (v) memcpy(v, ckpt_data(k, e), len * sizeof *v); /* U64 bits of doubles */
-    if (!rc) rc = detect_load(&d, v, len);
+    if (!rc && !detstate_ok(v, len, c->divergence_window)) rc = -1;
     free(v);
-    detect_free(&d);
     if (rc)
         return log_errf(err, errlen, "%s: tensor 'detect.state': %zu values, not a detector history of "
                    "divergence.window %d (that is %zu values, counts within the window)", k->path, n,
@@ -271,11 +310,15 @@ int ckstate_check(const Ckpt *k, const Config *c, int W, uint64_t stream_len, Ck
     enum { MAX_WANT = 3 * 64 + 2 + 2 * 16 + 1 };
     Want *w = malloc(MAX_WANT * sizeof *w);
     if (!w) return log_errf(err, errlen, "%s: out of memory", k->path);
-    int rc = check_counters(k, c, W, s, err, errlen);
+    memset(s, 0, sizeof *s);
+    s->seq_len = -1;
+    int rc = read_meta(k, s, 1, err, errlen);
+    if (!rc) rc = check_counters(k, c, W, s, err, errlen);
     int n = rc ? 0 : wanted(c, W > 0 ? W : s->world_size * s->batch_per_worker / c->data_batch_per_worker,
                             w, MAX_WANT);
     if (!rc && n < 0) rc = log_errf(err, errlen, "%s: the model has too many tensors", k->path);
     if (!rc) rc = check_layout(k, w, n, err, errlen);
+    if (!rc) rc = read_meta(k, s, 0, err, errlen);
     if (!rc) rc = check_scales(k, s, err, errlen);
     if (!rc) rc = check_seq_len(k, c, s, err, errlen);
     if (!rc) rc = check_values(k, w, n, err, errlen);

@@ -26,8 +26,6 @@ void proto_limits(ProtoLimits *lim, const Config *c, int W)
 /* Each check fills err and returns -1 from the decoder when it fails. */
 #define BAD(...) return snprintf(err, errlen, __VA_ARGS__), -1
 #define STEP_FLAGS (STEP_EPOCH_LAST | STEP_STOPPING | STEP_ABORT | STEP_CHECKPOINT | STEP_CKPT_FAILED)
-#define STEP_EVENTS (((1u << EV_COUNT) - 1) & ~((1u << EV_CLIP_INACTIVE) | (1u << EV_VAL_LOSS_RISE)))
-#define EPOCH_EVENTS ((1u << EV_CLIP_INACTIVE) | (1u << EV_VAL_LOSS_RISE))
 
 static int check_size(const char *what, size_t len, size_t want, char *err, size_t errlen)
 {
@@ -50,11 +48,11 @@ static int check_step_ints(const StepRecord *r, const ProtoLimits *lim, char *er
     if (r->nonfinite & ~3) BAD("step record: nonfinite %d, expected 0..3", r->nonfinite);
     if (r->tokens != lim->step_tokens)
         BAD("step record: tokens %lld, expected %lld", (long long)r->tokens, (long long)lim->step_tokens);
-    if (r->events & ~STEP_EVENTS) BAD("step record: events 0x%x has bits of no step event", r->events);
+    if (r->events & ~event_mask(EVS_STEP)) BAD("step record: events 0x%x has bits of no step event", r->events);
     if (r->action < ACT_LOG || r->action > ACT_ABORT) BAD("step record: action %d, expected %d..%d", r->action, ACT_LOG, ACT_ABORT);
     for (int k = 0; k < EV_COUNT; k++)
-        if ((r->events & (1u << k)) && !detect_check_name(r->check[k]))
-            BAD("step record: check %d of event %s, expected 1..%d", r->check[k], detect_kind_name(k), CHK_COUNT - 1);
+        if ((r->events & (1u << k)) && !event_check_name(r->check[k]))
+            BAD("step record: check %d of event %s, expected 1..%d", r->check[k], event_kind_name(k), CHK_COUNT - 1);
     if (r->flags & ~STEP_FLAGS) BAD("step record: flags 0x%x has unknown bits", (unsigned)r->flags);
     if ((r->flags & STEP_CHECKPOINT) && (r->flags & STEP_CKPT_FAILED))
         BAD("step record: flags 0x%x: checkpoint both written and failed", (unsigned)r->flags);
@@ -113,10 +111,10 @@ int proto_decode_epoch(EpochRecord *out, const void *buf, size_t len, const Prot
         BAD("epoch record: action %d, expected %d (log) or %d (abort)", e->action, ACT_LOG, ACT_ABORT);
     if (!(e->flags & EPOCH_ABORT) != (e->action != ACT_ABORT))
         BAD("epoch record: flags 0x%x and action %d disagree on abort", (unsigned)e->flags, e->action);
-    if (e->events & ~EPOCH_EVENTS) BAD("epoch record: events 0x%x has bits of no epoch event", e->events);
+    if (e->events & ~event_mask(EVS_EPOCH)) BAD("epoch record: events 0x%x has bits of no epoch event", e->events);
     for (int k = 0; k < EV_COUNT; k++)
-        if ((e->events & (1u << k)) && !detect_check_name(e->check[k]))
-            BAD("epoch record: check %d of event %s, expected 1..%d", e->check[k], detect_kind_name(k), CHK_COUNT - 1);
+        if ((e->events & (1u << k)) && !event_check_name(e->check[k]))
+            BAD("epoch record: check %d of event %s, expected 1..%d", e->check[k], event_kind_name(k), CHK_COUNT - 1);
     if (e->val_loss < 0) BAD("epoch record: val_loss %g, expected >= 0 or NaN", e->val_loss);
     if (!finite_nonneg(e->lr)) BAD("epoch record: lr %g, expected finite >= 0", e->lr);
     if (e->val_tokens < 0 || e->step < 0 || e->seq < 0)

@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
-#include "common/detect.h"
+#include "common/events.h"
 
 #define PROTO_MAX_TENSORS 51
 #define PROTO_PATH_MAX 4096
@@ -77,7 +77,7 @@ typedef struct {
     int32_t ntensors;
     int64_t tokens;     /* tokens processed by the whole step (all workers) */
     double step_ms, compute_ms, sync_ms; /* this worker's timing */
-    uint32_t events;    /* bit k: event kind k (common/detect.h) fired at this step */
+    uint32_t events;    /* bit k: event kind k (common/events.h) fired at this step */
     int32_t action;     /* Action taken for the events (ACT_LOG if none) */
     int32_t flags;      /* STEP_* */
     int32_t rollbacks;  /* rollbacks so far, this step's included */

@@ -464,22 +464,21 @@ static void log_events(Coord *co, int64_t seq, int64_t step, int epoch, uint32_t
     for (int k = 0; k < EV_COUNT; k++) {
         if (!(events & (1u << k))) continue;
         char extra[96]; /* which check fired (if any); no record: an epoch's end */
-        const char *chk = detect_check_name(check[k]);
+        const char *chk = event_check_name(check[k]);
         snprintf(extra, sizeof extra, "%s%s%s%s%s", chk ? "\"check\":\"" : "", chk ? chk : "",
                  chk ? "\"" : "", chk && !r ? "," : "", r ? "" : "\"at\":\"epoch_end\"");
         const char *names[PROTO_MAX_TENSORS];
         float norms[PROTO_MAX_TENSORS];
-        int spike = k == EV_LOSS_SPIKE || k == EV_GRAD_NORM_SPIKE || k == EV_NONFINITE_GRAD;
-        int n = r && spike ? sort_tensors(co, r, names, norms) : 0;
-        if (runlog_event(&co->log, seq, step, epoch, detect_kind_name(k), info[k],
+        int n = r && event_kinds[k].tensor_norms ? sort_tensors(co, r, names, norms) : 0;
+        if (runlog_event(&co->log, seq, step, epoch, event_kind_name(k), info[k],
                          cfg_action_name(action), action == ACT_ROLLBACK ? rollback_to : -1,
                          names, norms, n, extra[0] ? extra : NULL) != 0)
             write_failed(co, "events.jsonl");
         co->events++;
         co->event_count[k]++;
         metrics_event(co->metrics, k, step, cfg_action_name(action));
-        LOG(k == EV_CLIP_INACTIVE ? LOG_INFO : LOG_WARN, "step %lld: %s (value %.4g, threshold %.4g): %s",
-            (long long)step, detect_kind_name(k), info[k][0], info[k][3], cfg_action_name(action));
+        LOG(event_kinds[k].log_level, "step %lld: %s (value %.4g, threshold %.4g): %s",
+            (long long)step, event_kind_name(k), info[k][0], info[k][3], cfg_action_name(action));
     }
 }
 
@@ -841,7 +840,7 @@ static void print_summary(Coord *co, double seconds)
                co->test_best ? "best.safetensors" : "final.safetensors", (long long)co->test_step);
     printf("events %ld:", co->events + co->stalls + co->stragglers);
     for (int k = 0; k < EV_COUNT; k++)
-        if (co->event_count[k]) printf(" %s %ld", detect_kind_name(k), co->event_count[k]);
+        if (co->event_count[k]) printf(" %s %ld", event_kind_name(k), co->event_count[k]);
     if (co->stalls) printf(" stall %ld", co->stalls);
     if (co->stragglers) printf(" straggler %ld", co->stragglers);
     double cpu = cpu_seconds() - co->cpu0;

@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "common/detect.h"
+#include "common/events.h"
 #include "common/log.h"
 
 #define NBUCKETS 12
@@ -103,7 +103,7 @@ static void prom_counters(Buf *b, const Metrics *m, const Snap *s)
     put(b, "# HELP clipd_divergence_events_total Divergence events by kind.\n"
            "# TYPE clipd_divergence_events_total counter\n");
     for (int k = 0; k < EV_COUNT; k++)
-        put(b, "clipd_divergence_events_total{kind=\"%s\"} %lld\n", detect_kind_name(k),
+        put(b, "clipd_divergence_events_total{kind=\"%s\"} %lld\n", event_kind_name(k),
             (long long)s->events[k]);
     put(b, "# HELP clipd_watchdog_events_total Steps that stalled and workers that straggled.\n"
            "# TYPE clipd_watchdog_events_total counter\n"
@@ -171,7 +171,7 @@ static void status_json(Buf *b, const Metrics *m, const Snap *s)
         isfinite(s->grad_norm) ? num(t2, s->grad_norm) : "null");
     if (s->last_event_kind >= 0)
         put(b, "\"last_event\":{\"kind\":\"%s\",\"step\":%lld,\"action\":\"%s\"},",
-            detect_kind_name(s->last_event_kind), (long long)s->last_event_step, s->last_event_action);
+            event_kind_name(s->last_event_kind), (long long)s->last_event_step, s->last_event_action);
     else
         put(b, "\"last_event\":null,");
     if (s->checkpoints) put(b, "\"last_checkpoint\":{\"step\":%lld}}\n", (long long)s->last_ckpt_step);

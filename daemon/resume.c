@@ -20,20 +20,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The seq of the last complete line of steps.jsonl, or -1 without one. */
+static void last_seq(const void *rec, json_t *o, void *ctx)
+{
+    const StepLine *l = rec;
+    (void)o;
+    if (l->r.seq >= 1) *(int64_t *)ctx = l->r.seq;
+}
+
+/* The seq of the last complete step line of steps.jsonl, or -1 without one. */
 static int64_t logged_seq(const Config *c)
 {
-    char path[CFG_STR_MAX + 32], *line = NULL;
-    size_t cap = 0;
+    char path[CFG_STR_MAX + 32];
+    StepLine l;
     int64_t last = -1;
     snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
-    FILE *f = fopen(path, "r");
-    while (f && getline(&line, &cap, f) > 0) {
-        const char *p = strstr(line, "\"seq\":");
-        if (strchr(line, '\n') && p) last = strtoll(p + 6, NULL, 10);
-    }
-    if (f) fclose(f);
-    free(line);
+    rec_each_line(path, &rec_step, &l, last_seq, &last);
     return last;
 }
 
@@ -184,7 +185,7 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
     if (!rc && W > 0 && s.world_size != W)
         fprintf(stderr, "clipd: %s was written by %d workers x %d; resuming on %d x %d "
                 "(same global batch: same data order and schedule, sums in another order)\n",
-                r->path, s.world_size, s.batch_per_worker, W, c->data_batch_per_worker);
+                r->path, (int)s.world_size, (int)s.batch_per_worker, W, c->data_batch_per_worker);
     char why[512];
     if (!rc && strcmp(arg, "latest") && !logs_reach(c, s.seq, logged_seq(c), logged_every(c), why, sizeof why)) {
         snprintf(err, errlen, "--resume %s: %s: take an older checkpoint, or --resume latest",
@@ -199,8 +200,8 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
                 "resuming with the new settings\n", r->path, hash ? hash : "none", mine);
     ckpt_free(&k);
     if (rc) return -1;
-    r->step = s.step, r->seq = s.seq, r->epoch = s.epoch, r->epoch_step = s.epoch_step;
-    r->epoch_done = s.epoch_done, r->epoch_seq0 = s.epoch_seq0;
+    r->step = s.step, r->seq = s.seq, r->epoch = (int)s.epoch, r->epoch_step = (int)s.epoch_step;
+    r->epoch_done = (int)s.epoch_done, r->epoch_seq0 = s.epoch_seq0;
     r->global_batch = (int64_t)s.world_size * s.batch_per_worker;
     fprintf(stderr, "clipd: resuming from %s (epoch %d, step %lld)\n", r->path, r->epoch,
             (long long)r->step);
@@ -269,18 +270,35 @@ typedef struct {
 /* A step of the current epoch: its statistics, and its time: since the step
  * before, or (the first of the epoch or of a session, or no time logged) its
  * own step_ms, so that a gap between sessions is not counted. */
-static void replay_step(json_t *o, void *ctx)
+static void replay_step(const void *rec, json_t *o, void *ctx)
 {
+    const StepLine *l = rec;
     Replay *p = ctx;
-    int64_t seq = count(o, "seq");
+    int64_t seq = l->r.seq;
+    (void)o;
     if (seq <= p->r->epoch_seq0) return;
-    stats_add(p->st, num(o, "loss"), num(o, "grad_norm"), json_is_true(json_object_get(o, "clipped")),
-              json_is_true(json_object_get(o, "skipped")), count(o, "tokens"));
-    double t = num(o, "time"), ms = num(o, "step_ms");
+    stats_add(p->st, l->r.loss, l->r.grad_norm, l->r.clipped, l->r.skipped, l->r.tokens);
+    double t = l->time, ms = l->r.step_ms;
     int first = !isfinite(p->last_t) || !isfinite(t);
     for (int i = 0; i < p->ses->n && !first; i++) first = p->ses->start_seq[i] == seq - 1;
     p->prior_ms += first ? (isfinite(ms) ? ms : 0) : (t - p->last_t) * 1e3;
     p->last_t = t;
+}
+
+typedef struct {
+    EpochLine *epochs;
+    int n, max;
+} EpochsKept;
+
+static void replay_epoch(const void *rec, json_t *o, void *ctx)
+{
+    EpochsKept *k = ctx;
+    (void)o;
+    if (k->n >= k->max) return;
+    EpochLine *l = &k->epochs[k->n];
+    *l = *(const EpochLine *)rec;
+    l->epoch = ++k->n;
+    l->clip_state = NULL; /* points into the parsed line; written only by runlog_epoch */
 }
 
 /* Feed the kept steps.jsonl lines of the current epoch back into st (and the
@@ -293,25 +311,15 @@ static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochL
     memset(&ses, 0, sizeof ses);
     each_line(c, "sessions.jsonl", session_line, &ses);
     Replay p = {r, st, &ses, 0, NAN};
-    each_line(c, "steps.jsonl", replay_step, &p);
+    char path[CFG_STR_MAX + 32];
+    StepLine sl;
+    snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
+    rec_each_line(path, &rec_step, &sl, replay_step, &p);
     st->t_start_ms = now_ms - p.prior_ms;
-    char path[CFG_STR_MAX + 32], *line = NULL;
-    size_t cap = 0;
-    FILE *f;
+    EpochLine el;
+    EpochsKept k = {epochs, 0, nepochs};
     snprintf(path, sizeof path, "%s/epochs.jsonl", c->run_dir);
-    f = fopen(path, "r");
-    for (int e = 0; f && e < nepochs && getline(&line, &cap, f) > 0; e++) {
-        json_t *o = json_loads(line, 0, NULL);
-        EpochLine *l = &epochs[e];
-        l->epoch = e + 1;
-        l->s.train_loss = num(o, "train_loss"), l->s.clip_rate = num(o, "clip_rate");
-        l->s.norm_p50 = num(o, "grad_norm_p50"), l->s.norm_max = num(o, "grad_norm_max");
-        l->s.tokens_per_s = num(o, "tokens_per_s"), l->val_loss = num(o, "val_loss");
-        l->val_ppl = num(o, "val_ppl"), l->s.seconds = num(o, "seconds");
-        json_decref(o);
-    }
-    if (f) fclose(f);
-    free(line);
+    rec_each_line(path, &rec_epoch, &el, replay_epoch, &k);
 }
 
 int resume_coordinator(const Resume *r, const Config *c, EpochStats *st, EpochLine *epochs,
@@ -330,24 +338,26 @@ int resume_coordinator(const Resume *r, const Config *c, EpochStats *st, EpochLi
     return at_end ? r->epoch + 1 : r->epoch;
 }
 
-static void totals_event(json_t *o, void *ctx)
+static void totals_event(const void *rec, json_t *o, void *ctx)
 {
+    const EventLine *e = rec;
     ResumeTotals *t = ctx;
-    const char *kind = json_string_value(json_object_get(o, "kind"));
-    const char *action = json_string_value(json_object_get(o, "action"));
-    if (!kind) return;
-    if (action && !strcmp(action, "rollback")) t->rollbacks++;
-    if (!strcmp(kind, "checkpoint_failed")) t->ckpt_failures++;
-    if (!strcmp(kind, "stall")) t->stalls++;
-    if (!strcmp(kind, "straggler")) t->stragglers++;
-    for (int k = 0; k < EV_COUNT; k++)
-        if (!strcmp(kind, detect_kind_name(k))) t->events++, t->event_count[k]++;
+    (void)o;
+    if (!e->kind) return;
+    if (e->action && !strcmp(e->action, "rollback")) t->rollbacks++;
+    if (!strcmp(e->kind, "checkpoint_failed")) t->ckpt_failures++;
+    if (!strcmp(e->kind, "stall")) t->stalls++;
+    if (!strcmp(e->kind, "straggler")) t->stragglers++;
+    int k = event_kind_from_name(e->kind);
+    if (k >= 0) t->events++, t->event_count[k]++;
 }
 
-static void totals_step(json_t *o, void *ctx)
+static void totals_step(const void *rec, json_t *o, void *ctx)
 {
+    const StepLine *l = rec;
     ResumeTotals *t = ctx;
-    t->nonfinite += json_is_null(json_object_get(o, "loss")) || json_is_null(json_object_get(o, "grad_norm"));
+    (void)o;
+    t->nonfinite += isnan(l->r.loss) || isnan(l->r.grad_norm); /* null in the log */
 }
 
 void resume_totals(const Config *c, ResumeTotals *t)
@@ -355,8 +365,13 @@ void resume_totals(const Config *c, ResumeTotals *t)
     static Sessions ses;
     memset(t, 0, sizeof *t);
     memset(&ses, 0, sizeof ses);
-    each_line(c, "events.jsonl", totals_event, t);
-    each_line(c, "steps.jsonl", totals_step, t);
+    char path[CFG_STR_MAX + 32];
+    EventLine ev;
+    StepLine sl;
+    snprintf(path, sizeof path, "%s/events.jsonl", c->run_dir);
+    rec_each_line(path, &rec_event, &ev, totals_event, t);
+    snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
+    rec_each_line(path, &rec_step, &sl, totals_step, t);
     each_line(c, "sessions.jsonl", session_line, &ses);
     for (int i = 0; i < ses.n; i++)
         if (isfinite(ses.end_time[i]) && isfinite(ses.start_time[i]))
@@ -378,14 +393,15 @@ static void mark_line(json_t *o, void *ctx)
     m->n = w < 0 ? m->len : m->n + (size_t)w >= m->len ? m->len - 1 : m->n + (size_t)w;
 }
 
-static void rollback_mark(json_t *o, void *ctx)
+static void rollback_mark(const void *rec, json_t *o, void *ctx)
 {
-    const char *action = json_string_value(json_object_get(o, "action"));
-    if (!action || strcmp(action, "rollback")) return;
+    const EventLine *e = rec;
+    (void)o;
+    if (!e->action || strcmp(e->action, "rollback")) return;
     Marks *m = ctx;
     if (m->n + 1 >= m->len) return;
     int w = snprintf(m->out + m->n, m->len - m->n, "%srollback at step %lld to %lld", m->n ? ", " : "",
-                     (long long)count(o, "step"), (long long)count(o, "rollback_to"));
+                     (long long)e->step, (long long)e->rollback_to);
     m->n = w < 0 ? m->len : m->n + (size_t)w >= m->len ? m->len - 1 : m->n + (size_t)w;
 }
 
@@ -394,8 +410,19 @@ void resume_session_marks(const Config *c, char *out, size_t len)
     Marks m = {out, len, 0};
     if (len) out[0] = 0;
     each_line(c, "sessions.jsonl", mark_line, &m);
-    each_line(c, "events.jsonl", rollback_mark, &m);
+    char path[CFG_STR_MAX + 32];
+    EventLine ev;
+    snprintf(path, sizeof path, "%s/events.jsonl", c->run_dir);
+    rec_each_line(path, &rec_event, &ev, rollback_mark, &m);
     if (len && !out[0]) snprintf(out, len, "none logged");
+}
+
+static void last_step(const void *rec, json_t *o, void *ctx)
+{
+    const StepLine *l = rec;
+    SessionTail *t = ctx;
+    (void)o;
+    t->seq = l->r.seq, t->step = l->r.step, t->epoch = l->r.epoch, t->time = l->time;
 }
 
 SessionTail resume_last_session(const Config *c)
@@ -405,19 +432,10 @@ SessionTail resume_last_session(const Config *c)
     memset(&ses, 0, sizeof ses);
     each_line(c, "sessions.jsonl", session_line, &ses);
     t.open = ses.n > 0 && !isfinite(ses.end_time[ses.n - 1]);
-    char path[CFG_STR_MAX + 32], *line = NULL;
-    size_t cap = 0;
+    char path[CFG_STR_MAX + 32];
+    StepLine sl;
     snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
-    FILE *f = fopen(path, "r");
-    while (f && getline(&line, &cap, f) > 0) {
-        json_t *o = strchr(line, '\n') ? json_loads(line, 0, NULL) : NULL;
-        if (json_is_object(o))
-            t.seq = count(o, "seq"), t.step = count(o, "step"), t.epoch = (int)count(o, "epoch"),
-            t.time = num(o, "time");
-        json_decref(o);
-    }
-    if (f) fclose(f);
-    free(line);
+    rec_each_line(path, &rec_step, &sl, last_step, &t);
     return t;
 }
 

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
-#include "common/detect.h"
+#include "common/events.h"
 #include "common/proto.h"
 #include "daemon/runlog.h"
 #include "daemon/stats.h"

@@ -33,20 +33,29 @@ const char *json_escape(char *buf, size_t len, const char *s)
     return buf;
 }
 
-/* The integer field `key` of a JSON line, or -1. */
-static int64_t line_field(const char *line, const char *key)
+/* Whether a line stays when its log is cut back: a whole line that reads as
+ * its record (schema; NULL: tensors.jsonl, any JSON object) with the integer
+ * `key` in [0, max]; with drop_epoch_end, not an epoch-end event at exactly
+ * max (the resumed run logs it again). */
+static int keep_line(const char *line, const RecSchema *schema, const char *key, int64_t max,
+                     int drop_epoch_end)
 {
-    char pat[32];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
+    union { StepLine s; EpochLine e; EventLine v; } rec;
+    char err[256];
+    json_t *o = json_loads(line, 0, NULL), *v = json_object_get(o, key), *at = json_object_get(o, "at");
+    int keep = json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= max &&
+               (!schema || rec_parse(schema, &rec, o, err, sizeof err) == 0);
+    if (keep && drop_epoch_end && json_integer_value(v) == max && json_is_string(at) &&
+        !strcmp(json_string_value(at), "epoch_end"))
+        keep = 0;
+    json_decref(o);
+    return keep;
 }
 
-/* Keep the lines whose field `key` is <= max; with drop_epoch_end, not the
- * epoch-end events at exactly max (the resumed run logs them again). The
- * result is written to a temporary file, fsynced and renamed over the old. */
-static int cut_file(const char *path, const char *key, int64_t max, int drop_epoch_end,
-                    char *err, size_t errlen)
+/* Keep the lines keep_line keeps. The result is written to a temporary
+ * file, fsynced and renamed over the old. */
+static int cut_file(const char *path, const RecSchema *schema, const char *key, int64_t max,
+                    int drop_epoch_end, char *err, size_t errlen)
 {
     int ifd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), ofd = -1;
     FILE *in = ifd >= 0 ? fdopen(ifd, "r") : NULL;
@@ -67,10 +76,7 @@ static int cut_file(const char *path, const char *key, int64_t max, int drop_epo
     size_t cap = 0;
     while (getline(&line, &cap, in) > 0) {
         if (!strchr(line, '\n')) break; /* a torn last line from a crash */
-        int64_t v = line_field(line, key);
-        int keep = v >= 0 && v <= max;
-        if (keep && drop_epoch_end && v == max && strstr(line, "\"at\":\"epoch_end\"")) keep = 0;
-        if (keep) fputs(line, out);
+        if (keep_line(line, schema, key, max, drop_epoch_end)) fputs(line, out);
     }
     free(line);
     fclose(in);
@@ -139,11 +145,12 @@ int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size
     if (fs_mkdir_p(dir, "run.dir", err, errlen) != 0) return runlog_close(l), -1;
     if (!keep) return open_all(l, 1, err, errlen) ? (runlog_close(l), -1) : 0;
     const char *keys[] = {"seq", "epoch", "seq", "seq"};
+    const RecSchema *schemas[] = {&rec_step, &rec_epoch, &rec_event, NULL};
     int64_t max[] = {keep->seq, keep->epochs, keep->seq, keep->seq};
     for (int i = 0; i < LOG_SESSIONS; i++) { /* sessions.jsonl keeps its whole history */
         char path[CFG_STR_MAX + 32];
         snprintf(path, sizeof path, "%s/%s", dir, log_names[i]);
-        if (cut_file(path, keys[i], max[i], i == LOG_EVENTS && keep->drop_epoch_end, err, errlen))
+        if (cut_file(path, schemas[i], keys[i], max[i], i == LOG_EVENTS && keep->drop_epoch_end, err, errlen))
             return runlog_close(l), -1;
     }
     return open_all(l, 0, err, errlen) ? (runlog_close(l), -1) : 0;
@@ -217,36 +224,29 @@ static int put_line(RunLog *l, int i)
     return 0;
 }
 
+/* The record's fields by its table (daemon/records.h), appended to the line. */
+static void put_record(RunLog *l, const RecSchema *s, const void *rec)
+{
+    if (l->len >= l->cap) return;
+    l->len += rec_format(s, rec, l->line + l->len, l->cap - l->len); /* >= cap: cut, not written */
+}
+
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms)
 {
-    char a[32], b[32], c[32], d[32];
-    put(l,
-        "{\"step\":%lld,\"epoch\":%d,\"loss\":%s,\"grad_norm\":%s,\"clip_coef\":%s,"
-        "\"clipped\":%s,\"lr\":%s,\"tokens\":%lld,\"step_ms\":%.3f,\"skipped\":%s,"
-        "\"seq\":%lld",
-        (long long)r->step, r->epoch, json_num(a, 32, r->loss), json_num(b, 32, r->grad_norm),
-        json_num(c, 32, r->clip_coef), r->clipped ? "true" : "false", json_num(d, 32, r->lr),
-        (long long)r->tokens, step_ms, r->skipped ? "true" : "false", (long long)r->seq);
-    put_end(l);
+    StepLine sl = {.r = *r};
+    sl.r.step_ms = step_ms;
+    sl.time = runlog_now();
+    put_record(l, &rec_step, &sl);
+    put(l, "}\n");
     return put_line(l, LOG_STEPS);
 }
 
 int runlog_epoch(RunLog *l, const EpochLine *e)
 {
-    char a[32], b[32], c[32], d[32], f[32], g[32], h[32], i[32], j[32];
-    const EpochSummary *s = &e->s;
-    put(l,
-        "{\"epoch\":%d,\"steps\":%ld,\"train_loss\":%s,\"clip_rate\":%s,\"clipped_steps\":%ld,"
-        "\"skipped_steps\":%ld,\"grad_norm_p50\":%s,\"grad_norm_p90\":%s,"
-        "\"grad_norm_max\":%s,\"val_loss\":%s,\"val_ppl\":%s,\"val_tokens\":%lld,\"lr\":%s,"
-        "\"tokens_per_s\":%s,\"seconds\":%.3f%s%s%s",
-        e->epoch, s->steps, json_num(a, 32, s->train_loss), json_num(b, 32, s->clip_rate),
-        s->clipped, s->skipped, json_num(c, 32, s->norm_p50), json_num(d, 32, s->norm_p90),
-        json_num(f, 32, s->norm_max), json_num(h, 32, e->val_loss), json_num(i, 32, e->val_ppl),
-        (long long)e->val_tokens, json_num(j, 32, e->lr), json_num(g, 32, s->tokens_per_s),
-        s->seconds, e->clip_state ? ",\"clip_state\":\"" : "", e->clip_state ? e->clip_state : "",
-        e->clip_state ? "\"" : "");
-    put_end(l);
+    EpochLine el = *e;
+    el.time = runlog_now();
+    put_record(l, &rec_epoch, &el);
+    put(l, "}\n");
     return put_line(l, LOG_EPOCHS);
 }
 
@@ -255,13 +255,10 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
                  const char *const *tensors, const float *norms, int n, const char *extra)
 {
     /* extra: more "key":value pairs, e.g. "at":"epoch_end" */
-    char a[32], b[32], c[32], d[32];
-    put(l,
-        "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"kind\":\"%s\",\"value\":%s,\"baseline\":%s,"
-        "\"spread\":%s,\"threshold\":%s,\"action\":\"%s\"",
-        (long long)seq, (long long)step, epoch, kind, json_num(a, 32, info[0]),
-        json_num(b, 32, info[1]), json_num(c, 32, info[2]), json_num(d, 32, info[3]), action);
-    if (rollback_to >= 0) put(l, ",\"rollback_to\":%lld", (long long)rollback_to);
+    EventLine ev = {seq, step, epoch, kind, info[0], info[1], info[2], info[3], action,
+                    rollback_to};
+    char a[32];
+    put_record(l, &rec_event, &ev);
     if (extra) put(l, ",%s", extra);
     if (tensors && n > 0) {
         put(l, ",\"tensor_norms\":[");

@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "common/proto.h"
+#include "daemon/records.h" /* the lines' fields: StepLine, EpochLine, EventLine */
 #include "daemon/stats.h"
 
 enum { LOG_STEPS, LOG_EPOCHS, LOG_EVENTS, LOG_TENSORS, LOG_SESSIONS, LOG_FILES };
@@ -33,13 +34,6 @@ typedef struct {
     int drop_epoch_end; /* also drop epoch-end events at seq (the epoch's end is redone) */
 } LogKeep;
 
-typedef struct {
-    int epoch;
-    EpochSummary s;
-    double val_loss, val_ppl, lr;
-    int64_t val_tokens;
-    const char *clip_state; /* "off", "inactive", "active", "saturated" (NULL: not written) */
-} EpochLine;
 
 /* mkdir -p dir, then create (truncate) the four files, or with keep, cut
  * them back and append. */
@@ -57,10 +51,11 @@ void runlog_close(RunLog *l); /* also frees the line buffer */
  * Every line ends with "time": the wall clock when it was written, Unix
  * seconds with milliseconds. */
 double runlog_now(void); /* that clock */
-/* step_ms: the slowest worker's step time. */
+/* step_ms: the slowest worker's step time. The fields written: STEP_LINE
+ * and EPOCH_LINE of daemon/records.h. */
 int runlog_step(RunLog *l, const StepRecord *r, double step_ms);
 int runlog_epoch(RunLog *l, const EpochLine *e);
-/* One event: info = value, baseline, spread, threshold (common/detect.h, EventInfo).
+/* One event: info = value, baseline, spread, threshold (worker/detect.h, EventInfo).
  * tensors/norms (n of them, largest first) may be NULL. */
 int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
                  const double info[4], const char *action, int64_t rollback_to,

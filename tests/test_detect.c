@@ -13,7 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common/detect.h"
+#include "worker/detect.h"
 
 /* ---- deterministic noise (splitmix64; no dependency on other modules) ---- */
 
@@ -83,18 +83,18 @@ static void test_names_and_params(void **state)
     const char *want[EV_COUNT] = { "nonfinite_loss", "nonfinite_grad", "loss_spike", "grad_norm_spike",
                                    "clip_saturation", "clip_inactive", "replica_drift", "val_loss_rise" };
     for (int k = 0; k < EV_COUNT; k++) {
-        assert_string_equal(detect_kind_name(k), want[k]);
-        assert_int_equal(detect_kind_from_name(want[k]), k);
+        assert_string_equal(event_kind_name(k), want[k]);
+        assert_int_equal(event_kind_from_name(want[k]), k);
     }
-    assert_null(detect_kind_name(-1));
-    assert_null(detect_kind_name(EV_COUNT));
-    assert_int_equal(detect_kind_from_name("loss"), -1);
-    assert_int_equal(detect_kind_from_name(NULL), -1);
+    assert_null(event_kind_name(-1));
+    assert_null(event_kind_name(EV_COUNT));
+    assert_int_equal(event_kind_from_name("loss"), -1);
+    assert_int_equal(event_kind_from_name(NULL), -1);
     const char *checks[CHK_COUNT] = { NULL, "nonfinite", "uniform", "initial", "recent", "clip_limit",
                                       "window", "epoch", "checksum", "rise" };
-    for (int c = 1; c < CHK_COUNT; c++) assert_string_equal(detect_check_name(c), checks[c]);
-    assert_null(detect_check_name(CHK_NONE));
-    assert_null(detect_check_name(CHK_COUNT));
+    for (int c = 1; c < CHK_COUNT; c++) assert_string_equal(event_check_name(c), checks[c]);
+    assert_null(event_check_name(CHK_NONE));
+    assert_null(event_check_name(CHK_COUNT));
 
     DetectParams p;
     detect_defaults(&p);
@@ -147,7 +147,7 @@ static void test_lr_x1000_at_step_1(void **state)
     unsigned m = detect_step(d, 26415.98861756417, 8.9131816275133904, 1, info);
     EventInfo *e = &info[EV_LOSS_SPIKE];
     printf("lr x1000 at step 1: step 2 fires 0x%x: loss %.1f > %.3f (%s, baseline ln 16 = %.4f)\n", m,
-           e->value, e->threshold, detect_check_name(e->check), e->baseline);
+           e->value, e->threshold, event_check_name(e->check), e->baseline);
     assert_int_equal(m, LS);
     assert_int_equal(e->check, CHK_UNIFORM);
     assert_true(e->baseline == log(16.0) && e->threshold == 1.5 * log(16.0) && e->spread == 0);

@@ -24,7 +24,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "common/detect.h"
+#include "common/events.h"
 #include "daemon/metrics.h"
 
 typedef struct {

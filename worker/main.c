@@ -214,7 +214,8 @@ static void worker_setup(Worker *w)
             w->sync.sharded ? "sharded" : "replicated", w->sync.nb, w->sync.nb == 1 ? "" : "s");
 }
 
-/* The action for the events of a step: the most severe of each kind's. */
+/* The action for the events of a step: the most severe of each kind's (each at
+ * least its kind's minimum: a non-finite update never reaches the weights). */
 static int resolve_action(const Config *c, unsigned events)
 {
     int act = ACT_LOG;
@@ -223,8 +224,6 @@ static int resolve_action(const Config *c, unsigned events)
         int a = cfg_event_action(c, k);
         if (a > act) act = a;
     }
-    if ((events & ((1u << EV_NONFINITE_LOSS) | (1u << EV_NONFINITE_GRAD))) && act < ACT_SKIP)
-        act = ACT_SKIP; /* a non-finite update never reaches the weights */
     return act;
 }
 

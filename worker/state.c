@@ -229,33 +229,20 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
         detect_save(&w->det, w->bufs.det_state);
         TensorList tl;
         list_tensors(w, &tl, om, ov);
-        char v[16][48], dir[CFG_STR_MAX + 16];
-        snprintf(v[0], 48, "%" PRId64, w->step);
-        snprintf(v[1], 48, "%" PRId64, w->seq);
-        snprintf(v[2], 48, "%d", w->epoch);
-        snprintf(v[3], 48, "%d", w->epoch_step);
-        snprintf(v[4], 48, "%" PRId64, w->epoch_seq0);
-        snprintf(v[5], 48, "%d", w->W);
-        snprintf(v[6], 48, "%d", w->model.B);
-        snprintf(v[7], 48, "%ld", w->opt.t);
-        snprintf(v[8], 48, "%a", w->lr_scale);
-        snprintf(v[9], 48, "%d", w->rollbacks);
-        snprintf(v[10], 48, "%" PRId64, w->nonfinite);
-        snprintf(v[11], 48, "%016llx", (unsigned long long)cfg_hash(&w->cfg));
-        snprintf(v[12], 48, "%a,%a,%a,%a", w->sched.best_val, w->sched.plateau_scale,
-                 w->sched.bad_epochs, w->sched.since_best);
-        snprintf(v[13], 48, "%016llx", (unsigned long long)state_hash(w));
-        snprintf(v[14], 48, "%d", w->epoch_done);
-        snprintf(v[15], 48, "%d", w->model.T);
-        CkMeta meta[] = {{"step", v[0]}, {"seq", v[1]}, {"epoch", v[2]}, {"epoch_step", v[3]},
-                         {"epoch_seq0", v[4]}, {"world_size", v[5]}, {"batch_per_worker", v[6]},
-                         {"opt_t", v[7]}, {"lr_scale", v[8]}, {"rollbacks", v[9]},
-                         {"nonfinite", v[10]}, {"config_hash", v[11]}, {"sched", v[12]},
-                         {"state_hash", v[13]}, {"epoch_done", v[14]}, {"run", w->cfg.run_name},
-                         {"seq_len", v[15]}};
+        char dir[CFG_STR_MAX + 16];
+        CkStateMeta meta;
+        CkState s = {.step = w->step, .seq = w->seq, .epoch = w->epoch, .epoch_step = w->epoch_step,
+                     .epoch_seq0 = w->epoch_seq0, .world_size = w->W, .batch_per_worker = w->model.B,
+                     .opt_t = w->opt.t, .lr_scale = w->lr_scale, .rollbacks = w->rollbacks,
+                     .nonfinite = w->nonfinite, .config_hash = cfg_hash(&w->cfg),
+                     .sched = {w->sched.best_val, w->sched.plateau_scale, w->sched.bad_epochs,
+                               w->sched.since_best},
+                     .state_hash = state_hash(w), .epoch_done = w->epoch_done, .run = w->cfg.run_name,
+                     .seq_len = w->model.T};
+        int nmeta = ckstate_meta(&s, &meta);
         cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
         ckpt_test_crash(hooks_ckpt_crash(w));
-        rc = ckdir_write(dir, (long long)w->step, tl.t, tl.n, meta, (int)(sizeof meta / sizeof *meta),
+        rc = ckdir_write(dir, (long long)w->step, tl.t, tl.n, meta.meta, nmeta,
                         w->cfg.checkpoint_keep, NULL, 0, msg, sizeof msg);
     }
     MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);
@@ -276,12 +263,12 @@ static int resume_meta(Worker *w, const Ckpt *c, const CkState *s, char *err, si
     if ((int64_t)s->world_size * s->batch_per_worker != (int64_t)w->W * w->model.B) {
         snprintf(err, errlen, "%s: written by %d workers x batch %d; this job has %d x %d "
                  "(resume with the same global batch W x data.batch_per_worker)", c->path,
-                 s->world_size, s->batch_per_worker, w->W, w->model.B);
+                 (int)s->world_size, (int)s->batch_per_worker, w->W, w->model.B);
         return -1;
     }
-    w->step = s->step, w->seq = s->seq, w->epoch = s->epoch, w->epoch_step = s->epoch_step;
-    w->epoch_seq0 = s->epoch_seq0, w->opt.t = (long)s->opt_t, w->rollbacks = s->rollbacks;
-    w->nonfinite = s->nonfinite, w->epoch_done = s->epoch_done, w->lr_scale = s->lr_scale;
+    w->step = s->step, w->seq = s->seq, w->epoch = (int)s->epoch, w->epoch_step = (int)s->epoch_step;
+    w->epoch_seq0 = s->epoch_seq0, w->opt.t = (long)s->opt_t, w->rollbacks = (int)s->rollbacks;
+    w->nonfinite = s->nonfinite, w->epoch_done = (int)s->epoch_done, w->lr_scale = s->lr_scale;
     w->sched = (SchedState){s->sched[0], s->sched[1], s->sched[2], s->sched[3]};
     return 0;
 }

@@ -8,8 +8,8 @@
 
 #include "common/cfg.h"
 #include "common/data.h"
-#include "common/detect.h"
 #include "common/proto_mpi.h"
+#include "worker/detect.h"
 #include "worker/sched.h"
 #include "worker/model.h"
 #include "worker/optim.h"

@@ -6,6 +6,7 @@
 #include "daemon/report/internal.h"
 #include "common/cfg.h"
 #include "common/utf8.h"
+#include "daemon/records.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -106,16 +107,6 @@ static int get_int(json_t *o, const char *key, bool need, int64_t lo, int64_t hi
         return field_err(w, key, what);
     }
     *out = (int64_t)x;
-    return 0;
-}
-
-static int get_bool(json_t *o, const char *key, bool *out, const Where *w)
-{
-    json_t *v = json_object_get(o, key);
-    *out = false;
-    if (!v) return 0;
-    if (!json_is_boolean(v)) return field_err(w, key, "expected true or false");
-    *out = json_is_true(v);
     return 0;
 }
 
@@ -236,20 +227,26 @@ static int read_jsonl(Report *r, const char *name, RepLineFn fn, char *err, size
 
 /* ---- steps.jsonl: load_steps ---- */
 
+/* One line's fields through its record table (daemon/records.h) into rec,
+ * an error as "PATH:LINE: KEY: what". */
+static int record_fields(const RecSchema *schema, void *rec, json_t *o, const Where *w)
+{
+    char why[256];
+    if (rec_parse(schema, rec, o, why, sizeof why) == 0) return 0;
+    snprintf(w->err, w->errlen, "%s:%ld: %s", w->path, w->line, why);
+    return -1;
+}
+
 /* The fields of one steps.jsonl line into *s (its defaults set by the caller). */
 static int step_fields(json_t *o, RepStep *s, const Where *w)
 {
-    int64_t ep = 0;
-    if (get_int(o, "step", true, 0, REP_SEQ_MAX, &s->step, w) ||
-        get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
-        get_int(o, "seq", false, 1, REP_SEQ_MAX, &s->seq, w) ||
-        get_int(o, "tokens", false, 0, INT64_MAX, &s->tokens, w) ||
-        get_num(o, "loss", true, &s->loss, w) || get_num(o, "grad_norm", true, &s->norm, w) ||
-        get_num(o, "clip_coef", false, &s->coef, w) || get_num(o, "lr", false, &s->lr, w) ||
-        get_num(o, "step_ms", false, &s->step_ms, w) || get_bool(o, "clipped", &s->clipped, w) ||
-        get_bool(o, "skipped", &s->skipped, w) || get_num(o, "time", false, &s->time, w))
-        return -1;
-    s->epoch = (int)ep;
+    StepLine l;
+    rec_clear(&rec_step, &l);
+    l.r.seq = s->seq, l.r.tokens = s->tokens, l.time = s->time;
+    if (record_fields(&rec_step, &l, o, w)) return -1;
+    s->step = l.r.step, s->epoch = l.r.epoch, s->seq = l.r.seq, s->tokens = l.r.tokens;
+    s->loss = l.r.loss, s->norm = l.r.grad_norm, s->coef = l.r.clip_coef, s->lr = l.r.lr;
+    s->step_ms = l.r.step_ms, s->clipped = l.r.clipped, s->skipped = l.r.skipped, s->time = l.time;
     return 0;
 }
 
@@ -286,22 +283,14 @@ static int load_steps(Report *r, char *err, size_t errlen)
 /* The fields of one epochs.jsonl line into *e (zeroed by the caller). */
 static int epoch_fields(json_t *o, RepEpoch *e, const Where *w)
 {
-    int64_t ep = 0;
-    if (get_int(o, "epoch", true, 0, REP_EPOCH_MAX, &ep, w) ||
-        get_int(o, "steps", false, 0, INT64_MAX, &e->steps, w) ||
-        get_int(o, "clipped_steps", false, 0, INT64_MAX, &e->clipped, w) ||
-        get_int(o, "skipped_steps", false, 0, INT64_MAX, &e->skipped, w) ||
-        get_num(o, "train_loss", false, &e->train_loss, w) ||
-        get_num(o, "clip_rate", true, &e->clip_rate, w) ||
-        get_num(o, "grad_norm_p50", false, &e->p50, w) ||
-        get_num(o, "grad_norm_p90", false, &e->p90, w) ||
-        get_num(o, "grad_norm_max", false, &e->max, w) ||
-        get_num(o, "val_loss", false, &e->val_loss, w) || get_num(o, "lr", false, &e->lr, w) ||
-        get_num(o, "tokens_per_s", false, &e->tokens_per_s, w) ||
-        get_num(o, "seconds", false, &e->seconds, w) ||
-        get_str(o, "clip_state", false, e->clip_state, sizeof e->clip_state, w))
-        return -1;
-    e->epoch = (int)ep;
+    EpochLine l;
+    rec_clear(&rec_epoch, &l);
+    if (record_fields(&rec_epoch, &l, o, w)) return -1;
+    e->epoch = l.epoch, e->steps = l.s.steps, e->clipped = l.s.clipped, e->skipped = l.s.skipped;
+    e->train_loss = l.s.train_loss, e->clip_rate = l.s.clip_rate, e->p50 = l.s.norm_p50;
+    e->p90 = l.s.norm_p90, e->max = l.s.norm_max, e->val_loss = l.val_loss, e->lr = l.lr;
+    e->tokens_per_s = l.s.tokens_per_s, e->seconds = l.s.seconds;
+    if (l.clip_state) rep_copy_str(e->clip_state, sizeof e->clip_state, l.clip_state);
     return 0;
 }
 
@@ -368,16 +357,14 @@ static int event_kind(Report *r, const char *kind)
  * caller), tensor_norms reduced to the largest. */
 static int event_fields(json_t *o, RepEvent *e, const Where *w)
 {
-    int64_t ep = 0;
-    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &e->seq, w) ||
-        get_int(o, "step", true, 0, REP_SEQ_MAX, &e->step, w) ||
-        get_int(o, "epoch", false, 0, REP_EPOCH_MAX, &ep, w) ||
-        get_str(o, "kind", true, e->kind, sizeof e->kind, w) ||
-        get_str(o, "action", false, e->action, sizeof e->action, w) ||
-        get_num(o, "value", false, &e->value, w) || get_num(o, "threshold", false, &e->threshold, w) ||
-        get_int(o, "rollback_to", false, 0, REP_SEQ_MAX, &e->rollback_to, w))
-        return -1;
-    e->epoch = (int)ep;
+    EventLine l;
+    rec_clear(&rec_event, &l);
+    l.rollback_to = e->rollback_to;
+    if (record_fields(&rec_event, &l, o, w)) return -1;
+    e->seq = l.seq, e->step = l.step, e->epoch = l.epoch, e->value = l.value;
+    e->threshold = l.threshold, e->rollback_to = l.rollback_to;
+    rep_copy_str(e->kind, sizeof e->kind, l.kind);
+    if (l.action) rep_copy_str(e->action, sizeof e->action, l.action);
     json_t *tn = json_object_get(o, "tensor_norms");
     return tn ? event_tensors(e, tn, w) : 0;
 }

@@ -14,7 +14,7 @@
 
 #include "common/cfg.h"
 #include "common/ckpt.h"
-#include "common/detect.h"
+#include "worker/detect.h"
 
 /* LSTM, V 16, E 4, H 4, 1 layer, markov order 2 (256 contexts), Adam, one
  * worker x 2 streams, divergence.window 4. */

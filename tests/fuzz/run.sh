@@ -23,12 +23,12 @@ cflags=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-
 cflags+=($mpi_cflags)
 
 declare -A srcs=(
-    [fuzz_cfg]="common/cfg.c common/fsutil.c common/hash.c common/utf8.c"
-    [fuzz_ckpt]="common/ckpt.c common/ckdir.c common/ckstate.c common/cfg.c common/detect.c common/hash.c common/utf8.c common/fsutil.c common/log.c"
-    [fuzz_text]="common/text.c common/data.c common/cfg.c common/rng.c common/fsutil.c common/hash.c common/utf8.c"
-    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c common/cfg.c common/fsutil.c common/hash.c common/utf8.c"
-    [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/resume.c daemon/runlog.c daemon/stats.c"
-    [fuzz_metrics]="daemon/metrics.c common/cfg.c common/detect.c common/log.c common/fsutil.c common/hash.c common/utf8.c"
+    [fuzz_cfg]="common/cfg.c common/events.c common/fsutil.c common/hash.c common/utf8.c"
+    [fuzz_ckpt]="common/ckpt.c common/ckdir.c common/ckstate.c common/cfg.c common/detstate.c common/events.c worker/detect.c common/hash.c common/utf8.c common/fsutil.c common/log.c"
+    [fuzz_text]="common/text.c common/data.c common/cfg.c common/events.c common/rng.c common/fsutil.c common/hash.c common/utf8.c"
+    [fuzz_report]="$(ls daemon/report/*.c | grep -v /main.c) daemon/stats.c daemon/records.c common/cfg.c common/events.c common/fsutil.c common/hash.c common/utf8.c"
+    [fuzz_proto]="$(echo common/*.c) daemon/metrics.c daemon/records.c daemon/resume.c daemon/runlog.c daemon/stats.c"
+    [fuzz_metrics]="daemon/metrics.c common/cfg.c common/events.c common/log.c common/fsutil.c common/hash.c common/utf8.c"
 )
 declare -A extra=([fuzz_proto]='-DCLIPD_VERSION="fuzz"')
 declare -A libs=(
@@ -43,7 +43,7 @@ harnesses=(${FUZZ_HARNESSES:-fuzz_cfg fuzz_ckpt fuzz_text fuzz_report fuzz_proto
 
 for h in "${harnesses[@]}"; do
     # Rebuilt when any source or header of the project's C parts, or this script, is newer.
-    if [[ -x $out/$h ]] && [[ -z $(find common daemon tests/fuzz -newer "$out/$h" \
+    if [[ -x $out/$h ]] && [[ -z $(find common daemon worker tests/fuzz -newer "$out/$h" \
             \( -name '*.[ch]' -o -name run.sh \) -print -quit) ]]; then
         echo "== $h is up to date"
         continue
@@ -55,7 +55,7 @@ done
 
 # Seeds made from the project's own files and writer rather than committed copies.
 "$cc" -std=c11 -D_POSIX_C_SOURCE=200809L -I. -o "$out/mkseeds" tests/fuzz/mkseeds.c \
-    common/ckpt.c common/ckdir.c common/hash.c common/utf8.c common/fsutil.c common/log.c common/proto.c common/cfg.c common/detect.c -lyaml -ljansson -lm
+    common/ckpt.c common/ckdir.c common/hash.c common/utf8.c common/fsutil.c common/log.c common/proto.c common/cfg.c common/events.c worker/detect.c common/detstate.c -lyaml -ljansson -lm
 seed_corpus() { # HARNESS DIR
     case "$1" in
         fuzz_cfg) cp configs/*.yaml tests/e2e/tiny.yaml "$2/" ;;

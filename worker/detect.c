@@ -1,46 +1,19 @@
 /* detect: the divergence detector (see detect.h). Medians are recomputed exactly from the
  * rings every step (a sort of at most `window` doubles): no running sums to drift, and the
  * same bits on every rank and after a checkpoint round trip. */
-#include "common/detect.h"
+#include "worker/detect.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/detstate.h"
+
 #define DETECT_MAX_WINDOW (1 << 24)
 #define DETECT_SHORT 15                   /* the short baseline: median of the last 15 accepted values */
-#define DETECT_MAGIC 1145394226.0         /* "DET2" as an integer */
-#define DETECT_HEADER 32                  /* doubles before the five rings */
 #define MAD_TO_SIGMA 1.482602218505602    /* 1 / Phi^-1(3/4): MAD of a normal -> its std */
 #define SPIKE_MASK ((1u << EV_NONFINITE_LOSS) | (1u << EV_NONFINITE_GRAD) | \
                     (1u << EV_LOSS_SPIKE) | (1u << EV_GRAD_NORM_SPIKE))
-
-static const char *const kind_names[EV_COUNT] = {
-    "nonfinite_loss", "nonfinite_grad", "loss_spike", "grad_norm_spike",
-    "clip_saturation", "clip_inactive", "replica_drift", "val_loss_rise",
-};
-static const char *const check_names[CHK_COUNT] = {
-    NULL, "nonfinite", "uniform", "initial", "recent", "clip_limit", "window", "epoch",
-    "checksum", "rise",
-};
-
-const char *detect_kind_name(int kind)
-{
-    return (kind >= 0 && kind < EV_COUNT) ? kind_names[kind] : NULL;
-}
-
-int detect_kind_from_name(const char *name)
-{
-    if (!name) return -1;
-    for (int k = 0; k < EV_COUNT; k++)
-        if (strcmp(name, kind_names[k]) == 0) return k;
-    return -1;
-}
-
-const char *detect_check_name(int check)
-{
-    return (check > CHK_NONE && check < CHK_COUNT) ? check_names[check] : NULL;
-}
 
 void detect_defaults(DetectParams *p)
 {
@@ -297,12 +270,7 @@ unsigned detect_epoch_end(Detector *d, int clip_active, double val_loss, EventIn
     return fired;
 }
 
-/* ---- state as doubles ----
- * [0] magic [1] window [2..13] n, pos, seen of the rings loss, loss diffs, log norm, log
- * norm diffs [14] loss prev [15] log norm prev [16] first loss [17] steps since reset
- * [18..21] clip n, pos, count, sat_cooldown [22] saturated [23] inactive [24..27] epoch
- * steps, clipped, total steps, clipped [28] val_prev [29] val_base [30] val_run [31] 0
- * then the four rings (window each) in that order and the clip flags (window). */
+/* ---- state as doubles (layout: common/detstate.h) ---- */
 
 static DetectRing *ring_at(Detector *d, int i)
 {
@@ -312,14 +280,14 @@ static DetectRing *ring_at(Detector *d, int i)
 
 size_t detect_state_len(const Detector *d)
 {
-    return DETECT_HEADER + 5 * (size_t)d->p.window;
+    return detstate_len(d->p.window);
 }
 
 void detect_save(const Detector *d, double *out)
 {
     size_t w = (size_t)d->p.window;
     Detector *m = (Detector *)d; /* ring_at only reads here */
-    double h[DETECT_HEADER] = {DETECT_MAGIC, d->p.window};
+    double h[DETSTATE_HEADER] = {DETSTATE_MAGIC, d->p.window};
     for (int i = 0; i < 4; i++) {
         const DetectRing *r = ring_at(m, i);
         h[2 + 3 * i] = r->n, h[3 + 3 * i] = r->pos, h[4 + 3 * i] = (double)r->seen;
@@ -331,66 +299,20 @@ void detect_save(const Detector *d, double *out)
                      d->val_run, 0};
     memcpy(h + 14, rest, sizeof rest);
     memcpy(out, h, sizeof h);
-    for (int i = 0; i < 4; i++) memcpy(out + DETECT_HEADER + i * w, ring_at(m, i)->v, w * sizeof(double));
-    for (size_t i = 0; i < w; i++) out[DETECT_HEADER + 4 * w + i] = d->clip[i];
-}
-
-/* An integer in [0, max], exactly. */
-static int is_count(double x, double max)
-{
-    return x >= 0 && x <= max && x == floor(x);
-}
-
-/* A ring fills slots 0..n-1 in order, then wraps: pos == n until it is full. */
-static int ring_header_ok(const double *h, int w)
-{
-    double n = h[0], pos = h[1], seen = h[2];
-    if (!is_count(n, w) || !is_count(pos, w - 1) || !is_count(seen, 9007199254740992.0)) return 0;
-    if (n < w) return pos == n && seen == n;
-    return seen >= n;
-}
-
-static int state_ok(const double *in, int w)
-{
-    const double big = 9007199254740992.0; /* 2^53 */
-    const double *rings = in + DETECT_HEADER, *clip = rings + 4 * (size_t)w;
-    if (in[0] != DETECT_MAGIC || in[1] != w) return 0;
-    for (int i = 0; i < 4; i++)
-        if (!ring_header_ok(in + 2 + 3 * i, w)) return 0;
-    for (int i = 14; i <= 16; i++)
-        if (isinf(in[i])) return 0;
-    if (!is_count(in[17], big)) return 0;
-    if (!is_count(in[18], w) || !is_count(in[19], w - 1) || !is_count(in[20], in[18]) || !is_count(in[21], w))
-        return 0;
-    if (in[18] < w && in[19] != in[18]) return 0;
-    if (!is_count(in[22], 1) || !is_count(in[23], 1)) return 0;
-    if (!is_count(in[24], big) || !is_count(in[25], in[24]) || !is_count(in[26], big) ||
-        !is_count(in[27], in[26]))
-        return 0;
-    if (isinf(in[28]) || isinf(in[29]) || !is_count(in[30], 2147483647.0) || in[31] != 0) return 0;
-    for (size_t i = 0; i < 4 * (size_t)w; i++) {
-        if (!isfinite(rings[i])) return 0;
-        if ((i / (size_t)w) % 2 == 1 && rings[i] < 0) return 0; /* differences are absolute */
-    }
-    int count = 0;
-    for (int i = 0; i < w; i++) {
-        if (clip[i] != 0 && clip[i] != 1) return 0;
-        if (i < (int)in[18]) count += clip[i] == 1;
-        else if (clip[i] != 0) return 0;
-    }
-    return count == (int)in[20];
+    for (int i = 0; i < 4; i++) memcpy(out + DETSTATE_HEADER + i * w, ring_at(m, i)->v, w * sizeof(double));
+    for (size_t i = 0; i < w; i++) out[DETSTATE_HEADER + 4 * w + i] = d->clip[i];
 }
 
 int detect_load(Detector *d, const double *in, size_t len)
 {
     int w = d->p.window;
-    if (!in || len != detect_state_len(d) || !state_ok(in, w)) return -1;
+    if (!detstate_ok(in, len, w)) return -1;
     for (int i = 0; i < 4; i++) {
         DetectRing *r = ring_at(d, i);
         r->n = (int)in[2 + 3 * i];
         r->pos = (int)in[3 + 3 * i];
         r->seen = (int64_t)in[4 + 3 * i];
-        memcpy(r->v, in + DETECT_HEADER + (size_t)i * w, (size_t)w * sizeof(double));
+        memcpy(r->v, in + DETSTATE_HEADER + (size_t)i * w, (size_t)w * sizeof(double));
     }
     d->loss.prev = in[14];
     d->lnorm.prev = in[15];
@@ -409,6 +331,6 @@ int detect_load(Detector *d, const double *in, size_t len)
     d->val_prev = in[28];
     d->val_base = in[29];
     d->val_run = (int)in[30];
-    for (int i = 0; i < w; i++) d->clip[i] = (unsigned char)in[DETECT_HEADER + 4 * (size_t)w + i];
+    for (int i = 0; i < w; i++) d->clip[i] = (unsigned char)in[DETSTATE_HEADER + 4 * (size_t)w + i];
     return 0;
 }

@@ -10,35 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { EV_NONFINITE_LOSS = 0, EV_NONFINITE_GRAD, EV_LOSS_SPIKE, EV_GRAD_NORM_SPIKE,
-               EV_CLIP_SATURATION, EV_CLIP_INACTIVE, EV_REPLICA_DRIFT, EV_VAL_LOSS_RISE,
-               EV_COUNT } EventKind;
-
-/* Which test of a kind fired (EventInfo.check, the event's "check" field). */
-typedef enum {
-    CHK_NONE = 0,
-    CHK_NONFINITE,   /* the value is NaN or Inf */
-    CHK_UNIFORM,     /* loss > loss_uniform x ln(vocab): far worse than a uniform guess */
-    CHK_INITIAL,     /* loss > loss_initial x the run's first finite loss */
-    CHK_RECENT,      /* loss or log norm above its robust recent baseline */
-    CHK_CLIP_LIMIT,  /* pre-clip norm > norm_clip x clip.max_norm */
-    CHK_WINDOW,      /* clip rate over the last `window` steps */
-    CHK_EPOCH,       /* over the epoch just ended */
-    CHK_CHECKSUM,    /* replicas' checksums */
-    CHK_RISE,        /* validation loss rose val_patience epochs in a row */
-    CHK_COUNT
-} DetectCheck;
-
-/* "nonfinite_loss", "nonfinite_grad", "loss_spike", "grad_norm_spike", "clip_saturation",
- * "clip_inactive", "replica_drift", "val_loss_rise"; NULL for an out-of-range kind. */
-const char *detect_kind_name(int kind);
-int detect_kind_from_name(const char *name); /* -1 if unknown (or NULL) */
-/* "nonfinite", "uniform", "initial", "recent", "clip_limit", "window", "epoch", "checksum",
- * "rise"; NULL for CHK_NONE or out of range. */
-const char *detect_check_name(int check);
-
-/* clip_inactive and clip_saturation events: on a change of state only, every time, never. */
-typedef enum { CLIPEV_CHANGE = 0, CLIPEV_ALWAYS = 1, CLIPEV_OFF = 2 } ClipEvents;
+#include "common/events.h"
 
 /* Defaults, and why. Checks that need no history work from step 1 (a wrong learning rate,
  * a bad init or a broken batch shows in the first steps): non-finite values; a loss far
