@@ -11,7 +11,7 @@
 
 #include "common/events.h" /* Action, the event kinds and their action keys */
 
-enum { CFG_OK = 0, CFG_ERR = 2 }; /* CFG_ERR doubles as the exit code for bad input */
+enum { CFG_OK = 0, CFG_ERR = -1 }; /* the error convention (docs/ARCHITECTURE.md): 0, or -1 with err; main picks the exit code */
 
 typedef enum { MODEL_RNN = 0, MODEL_LSTM = 1, MODEL_GRU = 2 } ModelKind;
 typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1, DATA_TEXT = 2 } DataSource;
