@@ -26,7 +26,7 @@ REPORT_SRC := $(filter-out daemon/report/main.c,$(wildcard daemon/report/*.c))
 REPORT_OBJ := $(REPORT_SRC:%.c=$(BUILD)/%.o)
 
 UNIT_TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
-TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync $(BUILD)/tests/bench_tool $(BUILD)/tests/netwire
+TOOLS      := $(BUILD)/tests/stcmp $(BUILD)/tests/mpi_sync $(BUILD)/tests/mpi_proto $(BUILD)/tests/bench_tool $(BUILD)/tests/netwire
 
 all: $(BUILD)/clipd $(BUILD)/clipd-worker $(BUILD)/clipd-report
 
@@ -61,6 +61,9 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(WORKER_OBJ) $(DAEMON_OBJ) $(REP
 
 $(BUILD)/tests/mpi_sync: $(BUILD)/tests/mpi_sync.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)
+
+$(BUILD)/tests/mpi_proto: $(BUILD)/tests/mpi_proto.o $(COMMON_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_COMMON)
 
 $(BUILD)/tests/bench_tool: $(BUILD)/tests/bench/bench_tool.o $(WORKER_OBJ) $(COMMON_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_WORKER)

@@ -33,7 +33,9 @@ enum {
     F_MAX_OPEN = 1u << 1,  /* DOUBLE: value must be < dmax, not <= */
     F_NAME_CHARS = 1u << 2, /* STRING: only [A-Za-z0-9._-] */
     F_NO_HASH = 1u << 3,    /* cannot change a number the run computes: left out of cfg_hash */
-    F_AUTO = 1u << 4        /* INT (train.steps_per_epoch only): also "auto": train_steps_auto, value 100 */
+    F_AUTO = 1u << 4,       /* INT (train.steps_per_epoch only): also "auto": train_steps_auto, value 100 */
+    F_HASH_SET = 1u << 5    /* in cfg_hash only when not at its default (a key added later: the
+                             * configs that leave it alone keep their hash) */
 };
 
 typedef struct {
@@ -68,6 +70,7 @@ static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_A
                                            [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const bool_names[] = {"false", "true"};
+static const char *const softmax_names[] = {[SOFTMAX_FULL] = "full", [SOFTMAX_ADAPTIVE] = "adaptive"};
 static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
                                           [CRASH_BEFORE_RENAME] = "before_rename",
                                           [CRASH_AFTER_RENAME] = "after_rename"};
@@ -104,6 +107,11 @@ static const CfgKey cfg_keys[] = {
     KDBL(model, init_scale, 0, 10, F_MIN_OPEN, "0.1", "weights ~ U(-s, s)"),
     KDBL(model, dropout, 0, 1, F_MAX_OPEN, "0", "dropout between layers, token models"),
     KENUM(model, tie_embeddings, bool_names, "false", "head weight = embedding matrix (embed = hidden)"),
+    {"model", "softmax", T_ENUM, FLD(model, softmax), 0, (int64_t)NELEM(softmax_names) - 1, 0, 0, F_HASH_SET,
+     softmax_names, "full", "full, or adaptive (Grave et al. 2017): words text only"},
+    KSTR(model, softmax_cutoffs, 1, 63, F_HASH_SET, "2000,10000", "adaptive: ascending word ids starting tail clusters"),
+    {"model", "softmax_div", T_INT, FLD(model, softmax_div), 1, 1024, 0, 0, F_HASH_SET, NULL, "4",
+     "adaptive: tail k projects H to H/div^(k+1)"},
     KENUM(data, source, source_names, "markov", "synthetic task"),
     KINT(data, seq_len, 1, 100000, "32", "T, unroll length of truncated BPTT"),
     KINT(data, batch_per_worker, 1, 1000000, "16", "B, streams per worker"),
@@ -998,8 +1006,55 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen)
 }
 
 /* Parameters of the model worker/model.c builds: embedding (markov only),
- * per layer wx (Ein, G*H), wh (H, G*H), b (G*H), then the head (H, O), (O). */
+ * per layer wx (Ein, G*H), wh (H, G*H), b (G*H), then the head (H, O), (O),
+ * and with the adaptive softmax per tail cluster proj (H, d), weight (d, n), bias (n). */
 int cfg_tied(const Config *c) { return c->model_tie_embeddings && c->data_source != DATA_ADDING; }
+
+/* model.softmax_cutoffs into cut[0..K) (K returned), or -1 with *why set.
+ * vocab > 0: each cutoff must also be below it. */
+static int parse_cutoffs(const char *s, int vocab, int cut[CFG_MAX_CLUSTERS], const char **why)
+{
+    int K = 0;
+    for (const char *p = s;;) {
+        while (*p == ' ') p++;
+        if (*p < '0' || *p > '9') return *why = "word ids (digits) separated by commas", -1;
+        if (K == CFG_MAX_CLUSTERS) return *why = "at most 4 cutoffs (tail clusters)", -1;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || v < 1 || v > 1000000) return *why = "each cutoff in [1, 1000000]", -1;
+        if (K && v <= cut[K - 1]) return *why = "cutoffs strictly ascending", -1;
+        if (vocab > 0 && v >= vocab) return *why = "each cutoff below model.vocab", -1;
+        cut[K++] = (int)v;
+        while (*end == ' ') end++;
+        if (!*end) return K;
+        if (*end != ',') return *why = "word ids (digits) separated by commas", -1;
+        p = end + 1;
+    }
+}
+
+int cfg_adaptive(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX_CLUSTERS])
+{
+    int cc[CFG_MAX_CLUSTERS + 1], dd[CFG_MAX_CLUSTERS];
+    const char *why;
+    if (c->model_softmax != SOFTMAX_ADAPTIVE || c->data_source == DATA_ADDING) return 0;
+    int K = parse_cutoffs(c->model_softmax_cutoffs, c->model_vocab, cc, &why);
+    if (K < 0) return -1;
+    cc[K] = c->model_vocab;
+    long w = c->model_hidden;
+    for (int k = 0; k < K; k++) w /= c->model_softmax_div, dd[k] = w > 0 ? (int)w : 1;
+    if (cut) memcpy(cut, cc, (size_t)(K + 1) * sizeof *cut);
+    if (dim) memcpy(dim, dd, (size_t)K * sizeof *dim);
+    return K;
+}
+
+/* The tail clusters cfg_layout lays out: cfg_adaptive's, none when the
+ * cutoffs are bad or the tensors would not fit (cfg_validate refuses both). */
+static int layout_clusters(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX_CLUSTERS])
+{
+    int K = cfg_adaptive(c, cut, dim);
+    return K < 0 || 3 + 3 * K + 3 * c->model_layers > CFG_MAX_TENSORS ? 0 : K;
+}
 
 int cfg_gates(int kind) { return kind == MODEL_LSTM ? 4 : kind == MODEL_GRU ? 3 : 1; }
 
@@ -1019,11 +1074,21 @@ void cfg_layout(const Config *c, CfgLayout *lo)
     long V = c->model_vocab, E = c->model_embed, H = c->model_hidden;
     int L = c->model_layers < CFG_MAX_LAYERS ? c->model_layers : CFG_MAX_LAYERS; /* loaded: 1..16 */
     int markov = c->data_source != DATA_ADDING; /* token input and softmax output */
-    long O = markov ? V : 1, in = markov ? E : 2, GH = (long)cfg_gates(c->model_kind) * H;
+    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = layout_clusters(c, cut, dim);
+    long O = markov ? (K ? cut[0] + K : V) : 1, in = markov ? E : 2, GH = (long)cfg_gates(c->model_kind) * H;
     char name[32];
     lo->n = 0, lo->nparams = 0, lo->gates = cfg_gates(c->model_kind);
     if (!cfg_tied(c)) layout_add(lo, "head.weight", 2, H, O);
     layout_add(lo, "head.bias", 1, O, 1);
+    for (int k = 0; k < K; k++) { /* adaptive softmax: tail cluster k */
+        long n = cut[k + 1] - cut[k];
+        snprintf(name, sizeof name, "tail.%d.proj", k);
+        layout_add(lo, name, 2, H, dim[k]);
+        snprintf(name, sizeof name, "tail.%d.weight", k);
+        layout_add(lo, name, 2, dim[k], n);
+        snprintf(name, sizeof name, "tail.%d.bias", k);
+        layout_add(lo, name, 1, n, 1);
+    }
     for (int l = L - 1; l >= 0; l--) {
         snprintf(name, sizeof name, "layers.%d.wx", l);
         layout_add(lo, name, 2, l ? H : in, GH);
@@ -1051,6 +1116,36 @@ static int validate_fail(Msg *m, const char *fmt, ...)
     msg_vadd(m, fmt, ap);
     va_end(ap);
     return CFG_ERR;
+}
+
+static int cutoffs_fail(const Config *c, Msg *m, const char *why)
+{
+    return validate_fail(m, "model.softmax_cutoffs: expected %s (e.g. 2000,10000), got '%s' (model.vocab %d)",
+                         why, c->model_softmax_cutoffs, c->model_vocab);
+}
+
+/* model.softmax and its cutoffs: the cutoffs' syntax always, the rest when adaptive. */
+static int validate_softmax(const Config *c, Msg *m)
+{
+    int cut[CFG_MAX_CLUSTERS], K;
+    const char *why;
+    if (parse_cutoffs(c->model_softmax_cutoffs, 0, cut, &why) < 0) return cutoffs_fail(c, m, why);
+    if (c->model_softmax != SOFTMAX_ADAPTIVE) return CFG_OK;
+    if (c->data_source != DATA_TEXT || c->data_tokenizer != TOK_WORDS)
+        return validate_fail(m, "model.softmax: adaptive needs data.source text with data.tokenizer "
+                                "words (word ids ordered by frequency), got data.source %s%s",
+                             source_names[c->data_source], c->data_source == DATA_TEXT ? " with bytes" : "");
+    if (c->model_tie_embeddings)
+        return validate_fail(m, "model.softmax: adaptive with model.tie_embeddings: the adaptive head "
+                                "has no (V, H) weight to tie; set model.tie_embeddings false or "
+                                "model.softmax full");
+    if ((K = parse_cutoffs(c->model_softmax_cutoffs, c->model_vocab, cut, &why)) < 0)
+        return cutoffs_fail(c, m, why);
+    int ntensors = 2 + 3 * K + 3 * c->model_layers + 1;
+    if (ntensors > CFG_MAX_TENSORS)
+        return validate_fail(m, "model.softmax_cutoffs: %d tail clusters with %d layers make %d tensors, "
+                                "at most %d", K, c->model_layers, ntensors, CFG_MAX_TENSORS);
+    return CFG_OK;
 }
 
 int cfg_parse_listen(const char *s, char host[CFG_HOST_LEN], uint32_t *ip_be, int *port)
@@ -1121,6 +1216,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "model.tie_embeddings: true needs a model with an embedding (data.source "
                                  "markov or text) and model.embed == model.hidden (%d != %d)",
                              c->model_embed, c->model_hidden);
+    if (validate_softmax(c, &m) != CFG_OK) return CFG_ERR;
     if (c->sync_sparse_embedding && c->model_tie_embeddings)
         return validate_fail(&m, "sync.sparse_embedding: true with model.tie_embeddings: the tied head "
                                  "writes every row of the embedding gradient; set one of them false");
@@ -1192,11 +1288,24 @@ static void sink_write(Sink *s, const char *p, size_t n)
     s->h = fnv1a64(p, n, s->h);
 }
 
+/* Key k of c holds its default value. */
+static bool key_at_default(const Config *c, const CfgKey *k)
+{
+    Config d = *c;
+    char buf[256];
+    Msg m = msg_init(buf, sizeof buf);
+    if (key_set(&d, k, k->def, strlen(k->def), V_RAW, &m) != CFG_OK) return false;
+    if (k->type == T_STRING) return !strncmp(cfld(c, k), cfld(&d, k), k->size);
+    return !memcmp(cfld(c, k), cfld(&d, k), k->size);
+}
+
 /* Section by section, every key. Docs go in comments, which cfg_hash leaves
  * out so that rewording a doc does not change a run's identity; it also
  * leaves out the keys flagged F_NO_HASH (where output goes, logging,
  * metrics, watchdog, checkpoint retention, bucket size, crash hooks): two
- * runs that compute the same numbers have the same hash. */
+ * runs that compute the same numbers have the same hash; and F_HASH_SET
+ * keys at their default, so a key added later keeps the hashes of the
+ * runs that do not use it. */
 static void cfg_write(const Config *c, Sink *s, bool docs)
 {
     char line[1536]; /* "  key: " + a 255-byte string escaped (<= 4x) + doc */
@@ -1205,7 +1314,7 @@ static void cfg_write(const Config *c, Sink *s, bool docs)
         const CfgKey *k = &cfg_keys[i];
         Msg m = msg_init(line, sizeof line);
         if (is_first_of_section(i)) msg_add(&m, "%s:\n", k->section);
-        if (!docs && (k->flags & F_NO_HASH)) {
+        if (!docs && ((k->flags & F_NO_HASH) || ((k->flags & F_HASH_SET) && key_at_default(c, k)))) {
             sink_write(s, line, m.len);
             continue;
         }
@@ -1289,15 +1398,21 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2])
 uint64_t cfg_model_floats(const Config *c, int B)
 {
     uint64_t T = (uint64_t)c->data_seq_len, H = (uint64_t)c->model_hidden, TB = T * (uint64_t)B;
-    uint64_t E = (uint64_t)c->model_embed, V = (uint64_t)c->model_vocab, L = (uint64_t)c->model_layers;
+    uint64_t E = (uint64_t)c->model_embed, L = (uint64_t)c->model_layers;
     int markov = c->data_source != DATA_ADDING, lstm = c->model_kind == MODEL_LSTM, gru = c->model_kind == MODEL_GRU;
-    uint64_t G = (uint64_t)cfg_gates(c->model_kind), in = markov ? E : 2, O = markov ? V : 1;
+    uint64_t G = (uint64_t)cfg_gates(c->model_kind), in = markov ? E : 2;
+    CfgLayout lo;
+    cfg_layout(c, &lo);
+    uint64_t O = (uint64_t)lo.t[cfg_tied(c) ? 0 : 1].shape[0]; /* head.bias: the head's outputs */
     uint64_t wide = E > H ? E : H;
     if (in > wide) wide = in;
     uint64_t per_layer = (TB + (uint64_t)B) * H * (lstm ? 2 : 1) + (lstm || gru ? TB * G * H : 0) + (gru ? TB * H : 0);
     uint64_t n = 2 * cfg_param_count(c) + L * per_layer + TB * in + (markov ? TB : (uint64_t)B) * O + 2 * TB * wide +
                  (c->model_kind != MODEL_RNN ? TB * G * H : 0) + (gru ? TB * G * H : 0) + (uint64_t)B * H;
     if (markov && c->model_dropout > 0) n += 2 * TB * (in + L * H);
+    int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = layout_clusters(c, cut, dim), wmax = 0;
+    for (int k = 0; k < K; k++) wmax = cut[k + 1] - cut[k] > wmax ? cut[k + 1] - cut[k] : wmax;
+    if (K > 0) n += TB * (3 + 2 * H + 2 * (uint64_t)dim[0] + (uint64_t)wmax); /* adaptive_scratch */
     return n;
 }
 

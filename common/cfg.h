@@ -11,11 +11,12 @@
 
 #include "common/events.h" /* Action, the event kinds and their action keys */
 
-enum { CFG_OK = 0, CFG_ERR = 2 }; /* CFG_ERR doubles as the exit code for bad input */
+enum { CFG_OK = 0, CFG_ERR = -1 }; /* the error convention (docs/ARCHITECTURE.md): 0, or -1 with err; main picks the exit code */
 
 typedef enum { MODEL_RNN = 0, MODEL_LSTM = 1, MODEL_GRU = 2 } ModelKind;
 typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1, DATA_TEXT = 2 } DataSource;
 typedef enum { TOK_BYTES = 0, TOK_WORDS = 1 } Tokenizer;
+typedef enum { SOFTMAX_FULL = 0, SOFTMAX_ADAPTIVE = 1 } SoftmaxKind;
 typedef enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 } OptKind;
 typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
 typedef enum { SYNC_REPLICATED = 0, SYNC_SHARDED = 1 } SyncMode;
@@ -26,6 +27,7 @@ typedef enum { CKFAIL_ABORT = 0, CKFAIL_CONTINUE = 1 } CkptFailPolicy;
 typedef enum { CRASH_DURING_WRITE = 0, CRASH_BEFORE_RENAME = 1, CRASH_AFTER_RENAME = 2 } CkptCrashAt;
 
 #define CFG_STR_MAX 256
+#define CFG_MAX_CLUSTERS 4   /* model.softmax adaptive: tail clusters (cutoffs) at most */
 
 /* Plain old data: the coordinator broadcasts it to the workers as bytes. */
 typedef struct {
@@ -43,6 +45,9 @@ typedef struct {
     double model_init_scale; /* weights ~ U(-s, s) */
     double model_dropout;    /* dropout on the non-recurrent connections (Zaremba et al. 2014) */
     int model_tie_embeddings; /* 1: the head's weight is the embedding matrix (Press and Wolf 2017) */
+    int model_softmax;       /* SoftmaxKind: full, or adaptive (Grave et al. 2017) */
+    char model_softmax_cutoffs[64]; /* adaptive: ascending word ids "c0,c1,..." starting the tail clusters */
+    int model_softmax_div;   /* adaptive: tail cluster k projects H to H / div^(k+1) (at least 1) */
     /* data */
     int data_source;         /* DataSource */
     int data_seq_len;        /* T, unroll length of truncated BPTT */
@@ -180,11 +185,20 @@ const char *cfg_schedule_name(int s);
 uint64_t cfg_param_count(const Config *c);
 /* 1 when the head shares the embedding matrix (model.tie_embeddings, token models). */
 int cfg_tied(const Config *c);
+/* model.softmax adaptive (token models): the head covers the shortlist
+ * [0, cut[0]) and one entry per tail cluster; cluster k holds the words
+ * [cut[k], cut[k+1]) (cut[K] = model.vocab) behind a projection of width
+ * dim[k]. Returns K >= 1, 0 for the full softmax (or the adding problem),
+ * -1 when model.softmax_cutoffs is malformed or out of range. Either array
+ * may be NULL. */
+int cfg_adaptive(const Config *c, int cut[CFG_MAX_CLUSTERS + 1], int dim[CFG_MAX_CLUSTERS]);
 /* The action of one divergence event kind (EV_* of common/events.h): its
  * key's, inherit resolved to divergence.action, at least the kind's minimum. */
 int cfg_event_action(const Config *c, int kind);
 /* The model's layout, computed only here: its tensors in the order of the
- * flat parameter buffer (head.weight unless tied, head.bias, layers.L-1 down
+ * flat parameter buffer (head.weight unless tied, head.bias, with the
+ * adaptive softmax tail.k.proj (H, d_k), .weight (d_k, n_k), .bias (n_k) for
+ * each cluster k, layers.L-1 down
  * to layers.0 each wx (Ein, G*H), wh (H, G*H), bias (G*H), then
  * embed.weight (V, E) for token models), with their shapes and offsets.
  * worker/model.c lays its views out from it; the coordinator names tensors

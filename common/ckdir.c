@@ -101,14 +101,13 @@ static void ckdir_prune(const char *dir, long long written, int keep, char *err,
 int ckdir_write(const char *dir, long long step, const CkTensor *t, int nt, const CkMeta *meta,
                 int nmeta, int keep, char *path_out, size_t path_len, char *err, size_t errlen)
 {
-    char path[4096], merr[512];
+    char path[4096];
     if (err && errlen) err[0] = 0;
     if (keep < 1) return log_errf(err, errlen, "%s: checkpoint.keep is %d, must be at least 1", dir, keep);
     if (step < 0) return log_errf(err, errlen, "%s: checkpoint step %lld is negative", dir, step);
     if (nmeta < 0 || (nmeta && !meta)) return log_errf(err, errlen, "%s: %d metadata entries", dir, nmeta);
     if (strlen(dir) + 32 > sizeof path) return log_errf(err, errlen, "%s: directory name too long", dir);
-    if (fs_mkdir_p(dir, merr, sizeof merr) != 0)
-        return log_errf(err, errlen, "checkpoint.dir: %s", merr + (strncmp(merr, "run.dir: ", 9) ? 0 : 9));
+    if (fs_mkdir_p(dir, "checkpoint.dir", err, errlen) != 0) return -1;
     ckdir_path(path, sizeof path, dir, step);
     CkMeta *all = malloc((size_t)(nmeta + 1) * sizeof *all);
     if (!all) return log_errf(err, errlen, "%s: out of memory", path);

@@ -14,29 +14,23 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-int fs_mkdir_p(const char *dir, char *err, size_t errlen)
+int fs_mkdir_p(const char *dir, const char *key, char *err, size_t errlen)
 {
     char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
-        snprintf(err, errlen, "run.dir: path too long");
-        return -1;
-    }
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+        return snprintf(err, errlen, "%s: path too long", key), -1;
     for (char *p = path + 1;; p++) {
         if (*p != '/' && *p != 0) continue;
         char c = *p;
         *p = 0;
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "run.dir: cannot create '%s': %s", path, strerror(errno));
-            return -1;
-        }
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return snprintf(err, errlen, "%s: cannot create '%s': %s", key, path, strerror(errno)), -1;
         *p = c;
         if (!c) break;
     }
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "run.dir: '%s' is not a directory", dir);
-        return -1;
-    }
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return snprintf(err, errlen, "%s: '%s' is not a directory", key, dir), -1;
     return 0;
 }
 
@@ -61,15 +55,12 @@ int fs_check_dir(const char *dir, const char *key, char *err, size_t errlen)
     return 0;
 }
 
-int fs_probe_writable(const char *dir, char *err, size_t errlen)
+int fs_probe_writable(const char *dir, const char *key, char *err, size_t errlen)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/.clipd-probe.%ld", dir, (long)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "run.dir: cannot write in '%s': %s", dir, strerror(errno));
-        return -1;
-    }
+    if (fd < 0) return snprintf(err, errlen, "%s: cannot write in '%s': %s", key, dir, strerror(errno)), -1;
     close(fd);
     unlink(path);
     return 0;
@@ -147,11 +138,12 @@ int fs_is_own_tmp(const char *name, const char *const *finals, int nfinals)
 }
 
 int fs_remove_stale(const char *dir, const char *const *finals, int nfinals, char *notes,
-                    size_t notes_len)
+                    size_t notes_len, char *err, size_t errlen)
 {
     if (notes && notes_len) notes[0] = 0;
     DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT ? 0 : -1;
+    if (!d && (errno == ENOENT || errno == ENOTDIR)) return 0;
+    if (!d) return snprintf(err, errlen, "cannot list %s for stale temporary files: %s", dir, strerror(errno)), -1;
     int removed = 0;
     struct dirent *de;
     while ((de = readdir(d))) {

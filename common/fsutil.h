@@ -6,15 +6,17 @@
 
 #include <stddef.h>
 
-/* Create dir and its parents. Errors: `run.dir: cannot create 'PATH': why`. */
-int fs_mkdir_p(const char *dir, char *err, size_t errlen);
+/* Create dir and its parents. Errors name the config key that gave dir
+ * (`run.dir`, `checkpoint.dir`): `KEY: cannot create 'PATH': why`. */
+int fs_mkdir_p(const char *dir, const char *key, char *err, size_t errlen);
 /* Without creating anything (clipd --check): dir is a directory this
  * process may write in, or does not exist and its nearest existing ancestor
  * is one. Errors: `KEY: 'PATH' is not a directory` or `KEY: cannot write in
  * 'PATH': why`. */
 int fs_check_dir(const char *dir, const char *key, char *err, size_t errlen);
-/* Create and remove a file in dir, to fail early rather than at the end. */
-int fs_probe_writable(const char *dir, char *err, size_t errlen);
+/* Create and remove a file in dir, to fail early rather than at the end.
+ * Errors: `KEY: cannot write in 'PATH': why`. */
+int fs_probe_writable(const char *dir, const char *key, char *err, size_t errlen);
 /* Open an input file read-only without ever blocking on it: O_NONBLOCK (a
  * FIFO nobody writes to would wait forever), then fstat of the open file (no
  * race with a rename). Anything but a regular file (a FIFO, socket, device,
@@ -39,9 +41,10 @@ int fs_is_own_tmp(const char *name, const char *const *finals, int nfinals);
  * of this run's writers that died before renaming them into place. Call it
  * only while nothing writes in dir. Each file adds a line "removed PATH"
  * (or "cannot remove PATH: why") to notes, which always ends up a string.
- * Returns the number removed (0 when dir does not exist), or -1 with errno
- * when dir cannot be read. */
+ * Returns the number removed (0 when dir does not exist or is not a
+ * directory), or -1 with `cannot list DIR for stale temporary files: why`
+ * in err when dir cannot be read. */
 int fs_remove_stale(const char *dir, const char *const *finals, int nfinals, char *notes,
-                    size_t notes_len);
+                    size_t notes_len, char *err, size_t errlen);
 
 #endif

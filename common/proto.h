@@ -1,7 +1,9 @@
-/* proto: the coordinator-worker protocol. Fixed-size messages sent as
- * MPI_BYTE on MPI_COMM_WORLD (world rank 0 is the coordinator). Workers run
- * their collectives on their own communicator; these point-to-point messages
- * are the only traffic with the coordinator.
+/* proto: the coordinator-worker protocol: the messages and their decoders
+ * (no MPI here; sending and receiving: common/proto_mpi.h). Fixed-size
+ * messages sent as MPI_BYTE on the protocol's own communicator, a dup of
+ * MPI_COMM_WORLD (world rank 0 is the coordinator). Workers run their
+ * collectives on their own communicator; these point-to-point messages are
+ * the only traffic with the coordinator.
  *
  *   start:  coordinator --ConfigMsg (MPI_Bcast)--> all
  *   epoch:  coordinator --CtrlMsg{EPOCH}--> each worker; workers train the

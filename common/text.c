@@ -503,7 +503,7 @@ static int prepare_words(const Config *c, int W, const Source *s, Map f[2], int 
         n[0] = count_tokens(&f[0]), n[1] = count_tokens(&f[1]);
     }
     if (check_splits(c, W, s, n, total, err, errlen) != 0) return -1;
-    if (write && fs_mkdir_p(c->run_dir, err, errlen) != 0) return -1;
+    if (write && fs_mkdir_p(c->run_dir, "run.dir", err, errlen) != 0) return -1;
     char vpath[PATH_LEN + 16], d[PATH_LEN + 64];
     snprintf(vpath, sizeof vpath, "%s/%s", c->run_dir, VOCAB_FILE);
     Table t = {0};

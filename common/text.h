@@ -38,7 +38,7 @@ enum { TEXT_TRAIN = 0, TEXT_VALID = 1, TEXT_TEST = 2 };
  * target is the first), so the tail a whole number of steps leaves out
  * differs from epoch to epoch; validation and test always start at 0. */
 
-/* Check the data and write the words files. Returns 0, or CFG_ERR (2) with a
+/* Check the data and write the words files. Returns 0, or -1 (CFG_ERR) with a
  * message naming the file (file:line:col, col counting characters, for the
  * first byte that is not UTF-8 text or is NUL) or the config fields at
  * fault. W is the number of workers. An empty valid split, or one too short

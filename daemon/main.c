@@ -9,6 +9,7 @@
 #include <math.h>
 #include <mpi.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 #include "common/proto.h"
+#include "common/proto_mpi.h"
 #include "common/rng.h"
 #include "common/text.h"
 #include "daemon/metrics.h"
@@ -57,7 +59,7 @@ typedef struct {
     double t0_ms, cpu0;      /* wall clock and own cpu time at the start */
     char names[PROTO_MAX_TENSORS][32];
     int ntensors;
-    ProtoLimits lim;         /* what every worker message is checked against */
+    Proto proto;             /* messages to and from the workers; proto.lim: what each is checked against */
     Resume res;              /* where a resumed run starts */
     int stop_sent, stopped, aborted, early_stop;
     int64_t steps_seen;      /* step records received in this session */
@@ -115,6 +117,17 @@ static void check_launcher(void)
     LOG(LOG_ERROR, "mpirun is gone (parent process %d exited): stopping; the last checkpoint "
                    "stays (continue with --resume latest)", (int)launcher_pid);
     _exit(1);
+}
+
+/* A fatal error of the coordinator after MPI_Init: one line saying why,
+ * then MPI_Abort ends every rank (exit 1); the last checkpoint stays. */
+static void coord_fatal(Coord *co, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void coord_fatal(Coord *co, const char *fmt, ...)
+{
+    va_list ap;
+    if (co) metrics_state(co->metrics, "aborted");
+    va_start(ap, fmt);
+    proto_abort_v(fmt, ap);
 }
 
 static double cpu_seconds(void)
@@ -233,10 +246,10 @@ static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
 static int load_config(Config *c, const Args *a, char *err, size_t errlen)
 {
     cfg_defaults(c);
-    if (cfg_load_file(c, a->config_path, err, errlen) != CFG_OK) return 2;
+    if (cfg_load_file(c, a->config_path, err, errlen) != CFG_OK) return -1;
     for (int i = 0; i < a->nsets; i++)
-        if (cfg_set_arg(c, a->sets[i], err, errlen) != CFG_OK) return 2;
-    if (cfg_validate(c, err, errlen) != CFG_OK) return 2;
+        if (cfg_set_arg(c, a->sets[i], err, errlen) != CFG_OK) return -1;
+    if (cfg_validate(c, err, errlen) != CFG_OK) return -1;
     return 0;
 }
 
@@ -330,18 +343,17 @@ static void handle_signals(Coord *co)
         co->stop_sent = 1;
         LOG(LOG_INFO, "signal: checkpoint at the next step and stop");
     }
-    if (q.type) MPI_Send(&q, sizeof q, MPI_BYTE, 1, TAG_REQ, MPI_COMM_WORLD);
+    if (q.type && proto_send_req(&co->proto, &q) != 0) coord_fatal(co, "cannot send a request to worker 0");
 }
 
 /* The workers (0-based, from `from` on) with no message of tag queued:
  * whose record the coordinator still waits for. As a JSON array in buf. */
-static void missing_ranks(const Coord *co, int from, int tag, char *buf, size_t len)
+static void missing_ranks(Coord *co, int from, int tag, char *buf, size_t len)
 {
     size_t n = (size_t)snprintf(buf, len, "[");
     int to = tag == TAG_EPOCH ? from + 1 : co->W; /* worker 0 alone sends epoch records */
     for (int w = from; w < to && n + 16 < len; w++) {
-        int flag = 0;
-        MPI_Iprobe(w + 1, tag, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+        int flag = proto_poll(&co->proto, w, tag);
         if (!flag) n += (size_t)snprintf(buf + n, len - n, "%s%d", n > 1 ? "," : "", w);
     }
     snprintf(buf + n, len - n, "]");
@@ -379,20 +391,17 @@ static void watchdog(Coord *co, int from, int tag)
             warn, c->watchdog_seconds);
         return;
     }
-    LOG(LOG_ERROR, "%s %lld: no record from worker(s) %s for %.1f s (watchdog.seconds %g): ending "
-                   "the job, exit 1; the last checkpoint stays (continue with --resume latest)",
-        what, (long long)step, ranks, waited, c->watchdog_seconds);
-    metrics_state(co->metrics, "aborted");
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    _exit(1);
+    coord_fatal(co, "%s %lld: no record from worker(s) %s for %.1f s (watchdog.seconds %g): ending "
+                    "the job, exit 1; the last checkpoint stays (continue with --resume latest)",
+                what, (long long)step, ranks, waited, c->watchdog_seconds);
 }
 
-/* Wait for a message from src with tag without burning a core: probe, then
- * sleep, the nap growing from 50 us to 2 ms while nothing arrives. Signals,
- * a vanished mpirun and the watchdog are handled here, between probes. */
-static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
+/* Wait for worker w's next message with tag without burning a core: poll,
+ * then sleep, the nap growing from 50 us to 2 ms while nothing arrives. A
+ * vanished mpirun is checked between polls; watched: signals and the
+ * watchdog too (clipd --eval waits unwatched). */
+static void wait_message(Coord *co, int w, int tag, int watched)
 {
-    int flag = 0;
     long nap_ns = 50000;
     double last = log_clock_ms();
     for (;;) {
@@ -400,42 +409,23 @@ static void wait_message(Coord *co, int src, int tag, MPI_Status *st)
          * job suspended: scontrol suspend, gang scheduling, a paused VM).
          * The watchdog does not count that time against the workers. */
         double now = log_clock_ms();
-        if (co && now - last > 1000) co->wait_t0 += now - last;
+        if (watched && now - last > 1000) co->wait_t0 += now - last;
         last = now;
         check_launcher();
-        if (co && !co->finishing) handle_signals(co);
-        if (co) watchdog(co, src - 1, tag);
-        MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, st);
-        if (flag) return;
+        if (watched && !co->finishing) handle_signals(co);
+        if (watched) watchdog(co, w, tag);
+        if (proto_poll(&co->proto, w, tag)) return;
         struct timespec nap = {0, nap_ns};
         nanosleep(&nap, NULL);
         if (nap_ns < 2000000) nap_ns *= 2;
     }
 }
 
-/* Receive the message a probe found whole, whatever its size, so MPI never
- * truncates it: into buf when it fits in cap bytes, else into *scratch (the
- * caller frees it). Returns where it is and sets *len to its size. */
-static const void *recv_whole(void *buf, size_t cap, const MPI_Status *st, size_t *len, void **scratch)
-{
-    int n = 0;
-    MPI_Get_count(st, MPI_BYTE, &n);
-    *scratch = NULL;
-    *len = n > 0 ? (size_t)n : 0;
-    void *dst = buf;
-    if (*len > cap && !(dst = *scratch = malloc(*len))) {
-        LOG(LOG_ERROR, "out of memory receiving a %zu-byte message from rank %d", *len, st->MPI_SOURCE);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    MPI_Recv(dst, (int)*len, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    return dst;
-}
-
 /* A message that breaks the protocol ends the job with one line saying why. */
-static void protocol_error(int w, const char *what)
+static void protocol_error(Coord *co, int w, const char *what) __attribute__((noreturn));
+static void protocol_error(Coord *co, int w, const char *what)
 {
-    LOG(LOG_ERROR, "protocol error: worker %d: %s", w, what);
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    coord_fatal(co, "protocol error: worker %d: %s", w, what);
 }
 
 /* Every worker must report the same record but for its rank and timings. */
@@ -542,49 +532,54 @@ static void find_stragglers(Coord *co)
     }
 }
 
-/* One record from each worker for the next step, taken source by source:
- * MPI keeps each sender's messages in order. Worker 0's is the one logged.
- * Returns its flags. */
-static int receive_step(Coord *co)
+/* Agreement: every worker must report worker 0's record but for its rank
+ * and timings; else a replica_drift event (the step goes on). */
+static void check_agreement(Coord *co, int w)
+{
+    const StepRecord *r = &co->recs[w];
+    if (w == 0 || same_record(&co->recs[0], r)) return;
+    double info[4] = {(double)w, 0, 0, 0};
+    co->drift++;
+    metrics_event(co->metrics, EV_REPLICA_DRIFT, r->step, "log");
+    LOG(LOG_ERROR, "step %lld: worker %d disagrees with worker 0", (long long)r->step, w);
+    if (runlog_event(&co->log, r->seq, r->step, r->epoch, "replica_drift", info, "log",
+                     -1, NULL, NULL, 0, "\"what\":\"step_record\"") != 0)
+        write_failed(co, "events.jsonl");
+}
+
+/* Receive: one record from each worker for the next step, taken source by
+ * source (MPI keeps each sender's messages in order), each the step and
+ * rank expected and checked against worker 0's. Returns the slowest step time. */
+static double receive_records(Coord *co)
 {
     double slowest = 0;
     co->wait_t0 = log_clock_ms();
     co->stall_warned = 0;
     for (int w = 0; w < co->W; w++) {
-        MPI_Status st;
-        StepRecord *r = &co->recs[w], raw;
+        StepRecord *r = &co->recs[w];
         char err[256];
-        void *big;
-        size_t n;
-        wait_message(co, w + 1, TAG_STEP, &st);
-        const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
-        int bad = proto_decode_step(r, p, n, &co->lim, err, sizeof err);
-        free(big);
-        if (bad) protocol_error(w, err);
+        wait_message(co, w, TAG_STEP, 1);
+        if (proto_recv_step(&co->proto, w, r, err, sizeof err) != 0) protocol_error(co, w, err);
         if (r->step != co->next_step || r->wrank != w) {
             snprintf(err, sizeof err, "step %lld as worker %d, expected step %lld as worker %d",
                      (long long)r->step, r->wrank, (long long)co->next_step, w);
-            protocol_error(w, err);
+            protocol_error(co, w, err);
         }
         if (r->step_ms > slowest) slowest = r->step_ms;
-        if (w > 0 && !same_record(&co->recs[0], r)) {
-            double info[4] = {(double)w, 0, 0, 0};
-            co->drift++;
-            metrics_event(co->metrics, EV_REPLICA_DRIFT, r->step, "log");
-            LOG(LOG_ERROR, "step %lld: worker %d disagrees with worker 0", (long long)r->step, w);
-            if (runlog_event(&co->log, r->seq, r->step, r->epoch, "replica_drift", info, "log",
-                             -1, NULL, NULL, 0, "\"what\":\"step_record\"") != 0)
-                write_failed(co, "events.jsonl");
-        }
+        check_agreement(co, w);
     }
-    const StepRecord *r = &co->recs[0];
     if (co->stall_warned)
-        LOG(LOG_INFO, "step %lld: every record arrived after %.1f s: the stall healed", (long long)r->step,
+        LOG(LOG_INFO, "step %lld: every record arrived after %.1f s: the stall healed", (long long)co->recs[0].step,
             (log_clock_ms() - co->wait_t0) / 1e3);
-    /* The step's line in steps.jsonl is written last: a step is in the logs
-     * whole once it is there (a job killed between the lines of a step
-     * leaves the others to be cut on resume). */
-    find_stragglers(co);
+    return slowest;
+}
+
+/* Log lines: worker 0's events, tensor norms, a failed checkpoint, then the
+ * step's line in steps.jsonl, last: a step is in the logs whole once it is
+ * there (a job killed between the lines of a step leaves the others to be
+ * cut on resume). */
+static void log_step(Coord *co, const StepRecord *r, double slowest)
+{
     log_events(co, r->seq, r->step, r->epoch, r->events, (const double (*)[4])r->info, r->check,
                r->action, r->rollback_to, r);
     int every = co->cfg.log_tensor_norms_every;
@@ -592,26 +587,57 @@ static int receive_step(Coord *co)
         write_failed(co, "tensors.jsonl");
     if (r->flags & STEP_CKPT_FAILED) checkpoint_failed(co, r->seq, r->step, r->epoch, r->ckpt_error, NULL);
     if (runlog_step(&co->log, r, slowest) != 0) write_failed(co, "steps.jsonl");
+}
+
+/* The clip rate /metrics serves: the logged steps' clipped flags over the
+ * last divergence.window steps. (The detector's window, on the workers and
+ * not sent, cannot stand in: it counts the clip decision of skipped steps
+ * too and divides by the whole window before it is full.) */
+static double clip_window_add(Coord *co, int clipped)
+{
+    int win = co->cfg.divergence_window;
+    if (co->clip_n == win) co->clip_sum -= co->clip_ring[co->clip_pos];
+    else co->clip_n++;
+    co->clip_ring[co->clip_pos] = clipped != 0;
+    co->clip_sum += clipped != 0;
+    co->clip_pos = (co->clip_pos + 1) % win;
+    return (double)co->clip_sum / co->clip_n;
+}
+
+/* Statistics: the run's counters, the epoch's statistics, the metrics snapshot. */
+static void count_step(Coord *co, const StepRecord *r)
+{
     co->last_seq = r->seq;
     co->cur_epoch = r->epoch;
     co->nonfinite += r->nonfinite != 0;
-    int win = co->cfg.divergence_window; /* clip rate over the recent window, for /metrics */
-    if (co->clip_n == win) co->clip_sum -= co->clip_ring[co->clip_pos];
-    else co->clip_n++;
-    co->clip_ring[co->clip_pos] = r->clipped != 0;
-    co->clip_sum += r->clipped != 0;
-    co->clip_pos = (co->clip_pos + 1) % win;
-    metrics_step(co->metrics, co->recs, co->W, (double)co->clip_sum / co->clip_n);
+    metrics_step(co->metrics, co->recs, co->W, clip_window_add(co, r->clipped));
     if (r->flags & STEP_CHECKPOINT) metrics_checkpoint(co->metrics, r->step);
     co->steps_seen++;
     stats_add(&co->st, r->loss, r->grad_norm, r->clipped, r->skipped, r->tokens);
     if (r->flags & STEP_CHECKPOINT) co->checkpoints++, co->last_ckpt_step = r->step;
+}
+
+/* Rollbacks: the step the workers send next. */
+static void follow_step(Coord *co, const StepRecord *r)
+{
     if (r->action == ACT_ROLLBACK) {
         co->rollbacks++;
         co->next_step = r->rollback_to + 1;
     } else if (!(r->flags & STEP_ABORT) || r->action != ACT_ABORT) {
         co->next_step = r->step + 1; /* applied (an abort for a failed checkpoint comes after it) */
     }
+}
+
+/* One step: receive and check every worker's record, stragglers, worker
+ * 0's log lines, statistics, the next step. Returns the step's flags. */
+static int receive_step(Coord *co)
+{
+    double slowest = receive_records(co);
+    const StepRecord *r = &co->recs[0];
+    find_stragglers(co);
+    log_step(co, r, slowest);
+    count_step(co, r);
+    follow_step(co, r);
     return r->flags;
 }
 
@@ -627,22 +653,16 @@ static const char *clip_state(const Config *c, const EpochSummary *s)
 /* The epoch record from worker 0 and the epochs.jsonl line. */
 static int receive_epoch(Coord *co, int epoch)
 {
-    MPI_Status st;
-    EpochRecord e, raw;
+    EpochRecord e;
     char err[256];
-    void *big;
-    size_t n;
     co->wait_t0 = log_clock_ms();
     co->stall_warned = 0;
     co->cur_epoch = epoch;
-    wait_message(co, 1, TAG_EPOCH, &st);
-    const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
-    int bad = proto_decode_epoch(&e, p, n, &co->lim, err, sizeof err);
-    free(big);
-    if (bad) protocol_error(0, err);
+    wait_message(co, 0, TAG_EPOCH, 1);
+    if (proto_recv_epoch(&co->proto, 0, &e, err, sizeof err) != 0) protocol_error(co, 0, err);
     if (e.epoch != epoch) {
         snprintf(err, sizeof err, "epoch record %d, expected %d", e.epoch, epoch);
-        protocol_error(0, err);
+        protocol_error(co, 0, err);
     }
     EpochLine *l = &co->epochs[epoch - 1];
     l->epoch = epoch;
@@ -665,7 +685,7 @@ static int receive_epoch(Coord *co, int epoch)
 
 static void send_ctrl(Coord *co, const CtrlMsg *m)
 {
-    for (int r = 1; r <= co->W; r++) MPI_Send(m, sizeof *m, MPI_BYTE, r, TAG_CTRL, MPI_COMM_WORLD);
+    if (proto_send_ctrl(&co->proto, m) != 0) coord_fatal(co, "cannot send a control message to the workers");
 }
 
 /* One epoch; returns 0 to go on with the next one. */
@@ -694,16 +714,10 @@ static int run_epoch(Coord *co, int epoch, int resumed)
  * split at the end): val_loss, val_tokens, step of the weights. */
 static EpochRecord receive_eval(Coord *co)
 {
-    MPI_Status st;
-    EpochRecord e, raw;
+    EpochRecord e;
     char err[256];
-    void *big;
-    size_t n;
-    wait_message(NULL, 1, TAG_EPOCH, &st);
-    const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
-    int bad = proto_decode_epoch(&e, p, n, &co->lim, err, sizeof err);
-    free(big);
-    if (bad) protocol_error(0, err);
+    wait_message(co, 0, TAG_EPOCH, 0);
+    if (proto_recv_epoch(&co->proto, 0, &e, err, sizeof err) != 0) protocol_error(co, 0, err);
     return e;
 }
 
@@ -743,21 +757,15 @@ static int finish(Coord *co, int final, int checkpoint)
     co->finishing = 1; /* the watchdog still times the final checkpoint and weights */
     co->wait_t0 = log_clock_ms();
     co->stall_warned = 0;
-    static DoneMsg first, d, raw; /* large: they carry an error text */
+    static DoneMsg first, d; /* large: they carry an error text */
     int bad = 0;
     for (int w = 0; w < co->W; w++) {
-        MPI_Status st;
         char err[256];
-        void *big;
-        size_t n;
-        wait_message(co, w + 1, TAG_DONE, &st);
-        const void *p = recv_whole(&raw, sizeof raw, &st, &n, &big);
-        int malformed = proto_decode_done(&d, p, n, &co->lim, err, sizeof err);
-        free(big);
-        if (malformed) protocol_error(w, err);
+        wait_message(co, w, TAG_DONE, 1);
+        if (proto_recv_done(&co->proto, w, &d, err, sizeof err) != 0) protocol_error(co, w, err);
         if (d.wrank != w) {
             snprintf(err, sizeof err, "done message as worker %d", d.wrank);
-            protocol_error(w, err);
+            protocol_error(co, w, err);
         }
         if (w == 0) first = d;
         if (d.status != 0) bad = 1, checkpoint = 0;
@@ -860,16 +868,14 @@ static int coordinate(Coord *co)
     co->cpu0 = cpu_seconds();
     co->epochs = calloc((size_t)c->train_epochs, sizeof *co->epochs);
     co->recs = calloc((size_t)co->W, sizeof *co->recs);
-    if (!co->epochs || !co->recs || stats_init(&co->st, c->train_steps_per_epoch) != 0) {
-        LOG(LOG_ERROR, "out of memory");
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    if (!co->epochs || !co->recs || stats_init(&co->st, c->train_steps_per_epoch) != 0)
+        coord_fatal(co, "out of memory");
     co->ntensors = cfg_tensor_names(c, co->names, PROTO_MAX_TENSORS);
-    proto_limits(&co->lim, c, co->W);
+    proto_limits(&co->proto.lim, c, co->W);
     co->clip_ring = calloc((size_t)c->divergence_window, 1);
     co->slow_run = calloc((size_t)co->W, sizeof *co->slow_run);
     co->others = calloc((size_t)co->W, sizeof *co->others);
-    if (!co->clip_ring || !co->slow_run || !co->others) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (!co->clip_ring || !co->slow_run || !co->others) coord_fatal(co, "out of memory");
     char err[512];
     int port = 0;
     co->metrics = metrics_start(c, co->W, co->names, co->ntensors, &port, err, sizeof err);
@@ -938,12 +944,16 @@ static int coordinate(Coord *co)
 static int release_workers(int rc)
 {
     static ConfigMsg msg;
+    static Proto p;
+    char err[256];
     MPI_Init(NULL, NULL);
+    if (proto_open(&p, err, sizeof err) != 0) coord_fatal(NULL, "%s", err);
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none);
     msg.go = 0;
     msg.status = rc;
-    MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (proto_bcast_config(&p, &msg) != 0) coord_fatal(NULL, "start-up broadcast failed");
+    proto_close(&p);
     MPI_Finalize();
     return rc;
 }
@@ -959,12 +969,13 @@ static void remove_stale(const Config *c)
     static const char *const in_run[] = {CKDIR_STEP_GLOB, "final.safetensors", "tokens-*.u32", "vocab.txt",
                                          "*.jsonl", "config.yaml", "metrics.addr"};
     static const char *const in_ckpt[] = {CKDIR_STEP_GLOB};
-    char dir[CFG_STR_MAX + 16], notes[4096];
+    char dir[CFG_STR_MAX + 16], notes[4096], err[CFG_STR_MAX + 128];
     for (int k = 0; k < 2; k++) {
         if (k == 0) snprintf(dir, sizeof dir, "%s", c->run_dir);
         else cfg_checkpoint_dir(c, dir, sizeof dir);
-        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : (int)(sizeof in_run / sizeof *in_run), notes, sizeof notes) < 0 && errno != ENOTDIR)
-            LOG(LOG_WARN, "cannot list %s for stale temporary files: %s", dir, strerror(errno));
+        if (fs_remove_stale(dir, k ? in_ckpt : in_run, k ? 1 : (int)(sizeof in_run / sizeof *in_run), notes,
+                            sizeof notes, err, sizeof err) < 0)
+            LOG(LOG_WARN, "%s", err);
         for (char *line = strtok(notes, "\n"); line; line = strtok(NULL, "\n"))
             LOG(LOG_WARN, "%s (a temporary file left by an interrupted write)", line);
     }
@@ -1009,7 +1020,7 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
     snprintf(err, errlen, "memory: %d worker%s x about %.3g GiB (model.*, data.batch_per_worker, "
              "data.seq_len, train.optimizer) need %.3g GiB, this machine has %.3g GiB available",
              local, local == 1 ? "" : "s", (double)need / gib, (double)need * local / gib, (double)avail / gib);
-    return 2;
+    return -1;
 }
 
 /* A run on text with a test split evaluates it at the end, if every stream
@@ -1057,30 +1068,29 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
 {
     Config *c = &co->cfg;
     int aut = c->train_steps_auto;
-    if (!a->resume && resume_check_fresh(c, err, errlen) != 0) return 2;
-    if (aut && resolve_steps(c, W > 0 ? W : 1, err, errlen) != 0) return 2;
-    if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return 2;
+    if (!a->resume && resume_check_fresh(c, err, errlen) != 0) return -1;
+    if (aut && resolve_steps(c, W > 0 ? W : 1, err, errlen) != 0) return -1;
+    if (a->resume && resume_find(&co->res, c, a->resume, W, err, errlen) != 0) return -1;
     if (W <= 0) W = co->res.global_batch ? (int)(co->res.global_batch / c->data_batch_per_worker) : 1;
     if (aut && W != 1 && a->resume) { /* --check: the checkpoint's worker count, now known */
         if (resolve_steps(c, W, err, errlen) != 0 || resume_find(&co->res, c, a->resume, W, err, errlen) != 0)
-            return 2;
+            return -1;
     }
     const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); /* ranks on this node, the coordinator's too */
     int local = dry ? 1 : ls ? atoi(ls) - 1 : W; /* 0: the workers are all on other nodes */
     if (local < 0 || local > W) local = W;
-    if (check_memory(c, W, local, dry, err, errlen) != 0) return 2;
-    char ck[CFG_STR_MAX + 16], why[512];
+    if (check_memory(c, W, local, dry, err, errlen) != 0) return -1;
+    char ck[CFG_STR_MAX + 16];
     cfg_checkpoint_dir(c, ck, sizeof ck);
     if (dry ? fs_check_dir(c->run_dir, "run.dir", err, errlen) != 0
-            : fs_mkdir_p(c->run_dir, err, errlen) != 0 || fs_probe_writable(c->run_dir, err, errlen) != 0)
-        return 2;
+            : fs_mkdir_p(c->run_dir, "run.dir", err, errlen) != 0 ||
+              fs_probe_writable(c->run_dir, "run.dir", err, errlen) != 0)
+        return -1;
     if (dry ? fs_check_dir(ck, "checkpoint.dir", err, errlen) != 0
-            : fs_mkdir_p(ck, why, sizeof why) != 0 || fs_probe_writable(ck, why, sizeof why) != 0) {
-        /* fsutil says run.dir; here the directory is checkpoint.dir's */
-        if (!dry) snprintf(err, errlen, "checkpoint.dir: %s", why + (strncmp(why, "run.dir: ", 9) ? 0 : 9));
-        return 2;
-    }
-    if (runlog_check(c->run_dir, err, errlen) != 0) return 2;
+            : fs_mkdir_p(ck, "checkpoint.dir", err, errlen) != 0 ||
+              fs_probe_writable(ck, "checkpoint.dir", err, errlen) != 0)
+        return -1;
+    if (runlog_check(c->run_dir, err, errlen) != 0) return -1;
     if (c->data_source != DATA_TEXT) return 0;
     /* run.overwrite: the old run's vocabulary must not be reused; set aside
      * until the data checks pass, so that a start that fails keeps it */
@@ -1092,7 +1102,7 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
     if (over && bad) rename(aside, vocab);
     else if (over) unlink(aside);
     if (!bad && !dry) test_split_check(co, W);
-    return bad ? 2 : 0; /* every data problem is found before a worker trains */
+    return bad ? -1 : 0; /* every data problem is found before a worker trains */
 }
 
 /* clipd --eval: the weights file holds every parameter this config needs
@@ -1100,12 +1110,12 @@ static int preflight(Coord *co, const Args *a, int W, int dry, char *err, size_t
 static int eval_checks(Coord *co, const Args *a, int wsize, char *err, size_t errlen)
 {
     Config *c = &co->cfg;
-    if (wsize < 2) return snprintf(err, errlen, "no workers: launch it with clipd-launch ... --eval WEIGHTS"), 2;
+    if (wsize < 2) return snprintf(err, errlen, "no workers: launch it with clipd-launch ... --eval WEIGHTS"), -1;
     co->W = wsize - 1;
     for (int i = 0; i < LOG_FILES; i++) co->log.fd[i] = -1; /* no run logs are written */
-    if (c->train_steps_auto && resolve_steps(c, co->W, err, errlen) != 0) return 2;
+    if (c->train_steps_auto && resolve_steps(c, co->W, err, errlen) != 0) return -1;
     Ckpt k;
-    if (ckpt_read(&k, a->eval, err, errlen) != 0) return 2;
+    if (ckpt_read(&k, a->eval, err, errlen) != 0) return -1;
     char names[64][32];
     int n = cfg_tensor_names(c, names, 64), bad = 0;
     for (int i = 0; i < n && i < 64 && !bad; i++) {
@@ -1120,19 +1130,19 @@ static int eval_checks(Coord *co, const Args *a, int wsize, char *err, size_t er
                      e ? "has another dtype or shape" : "missing", shape[0], nd == 2 ? ", " : "", nd == 2 ? shape[1] : 0);
     }
     ckpt_free(&k);
-    if (bad) return 2;
-    proto_limits(&co->lim, c, co->W);
+    if (bad) return -1;
+    proto_limits(&co->proto.lim, c, co->W);
     if (c->data_source != DATA_TEXT) return 0; /* data.valid_batches held-out batches */
     size_t nt = 0;
-    if (text_split_tokens(c, a->split, &nt, err, errlen) != 0) return 2;
+    if (text_split_tokens(c, a->split, &nt, err, errlen) != 0) return -1;
     if (a->split == TEXT_TEST && nt == 0)
-        return snprintf(err, errlen, "--split test: data.path '%s' has no test.txt", c->data_path), 2;
-    if (fs_mkdir_p(c->run_dir, err, errlen) != 0 || text_prepare(c, co->W, err, errlen) != 0) return 2;
+        return snprintf(err, errlen, "--split test: data.path '%s' has no test.txt", c->data_path), -1;
+    if (fs_mkdir_p(c->run_dir, "run.dir", err, errlen) != 0 || text_prepare(c, co->W, err, errlen) != 0) return -1;
     uint64_t L = text_stream_len(nt, (uint64_t)co->W * (uint64_t)c->data_batch_per_worker);
     if (L < (uint64_t)c->data_seq_len)
         return snprintf(err, errlen, "--split %s: %zu tokens, %llu per stream for %d workers x %d streams, fewer "
                         "than data.seq_len %d", a->split == TEXT_TEST ? "test" : "valid", nt,
-                        (unsigned long long)L, co->W, c->data_batch_per_worker, c->data_seq_len), 2;
+                        (unsigned long long)L, co->W, c->data_batch_per_worker, c->data_seq_len), -1;
     return 0;
 }
 
@@ -1140,7 +1150,7 @@ static int eval_checks(Coord *co, const Args *a, int wsize, char *err, size_t er
 static int eval_run(Coord *co, const Args *a)
 {
     co->recs = calloc((size_t)co->W, sizeof *co->recs);
-    if (!co->recs) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (!co->recs) coord_fatal(co, "out of memory");
     EpochRecord e = receive_eval(co);
     char json[1024];
     eval_fields(&co->cfg, co->W, json, sizeof json, "eval", a->eval, a->split, &e);
@@ -1175,32 +1185,28 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
 {
     if (wsize < 2) {
         snprintf(err, errlen, "no workers: launch mpirun -np 1 clipd CONFIG : -np W clipd-worker");
-        return 2;
+        return -1;
     }
     co->W = wsize - 1;
     /* Every directory and every input is checked before anything in the run
      * changes: a start that fails leaves the logs and checkpoints as they were. */
-    int rc = preflight(co, a, co->W, 0, err, errlen);
-    if (rc) return rc;
+    if (preflight(co, a, co->W, 0, err, errlen) != 0) return -1;
     LogKeep keep, *kp = NULL;
     if (a->resume) {
         keep = (LogKeep){co->res.seq, co->res.epoch_done ? co->res.epoch : co->res.epoch - 1,
                          !co->res.epoch_done};
         kp = &keep;
     }
-    if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return 2;
-    if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return 2;
+    if (a->resume && resume_abandon_newer(&co->res, &co->cfg, err, errlen) != 0) return -1;
+    if (!a->resume && co->cfg.run_overwrite && resume_clear_run(&co->cfg, err, errlen) != 0) return -1;
     remove_stale(&co->cfg);
     char addr[CFG_STR_MAX + 32]; /* an earlier job's (aborted, or one with metrics off now) */
     snprintf(addr, sizeof addr, "%s/metrics.addr", co->cfg.run_dir);
     if (unlink(addr) != 0 && errno != ENOENT) LOG(LOG_WARN, "cannot remove %s: %s", addr, strerror(errno));
     SessionTail tail = {0, -1, -1, 0, NAN};
     if (a->resume) tail = resume_last_session(&co->cfg); /* before the logs are cut back */
-    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return 2;
-    if (runlog_config(&co->log, &co->cfg) != 0) {
-        snprintf(err, errlen, "run.dir: cannot write %s/config.yaml", co->cfg.run_dir);
-        return 2;
-    }
+    if (runlog_open(&co->log, co->cfg.run_dir, kp, err, errlen) != 0) return -1;
+    if (runlog_config(&co->log, &co->cfg, err, errlen) != 0) return -1;
     log_session_start(co, a, &tail);
     return 0;
 }
@@ -1216,8 +1222,8 @@ int main(int argc, char **argv)
     int rc = parse_args(&a, argc, argv, err, sizeof err);
     int train = rc < 0 && !a.check;
     if (rc < 0) {
-        rc = load_config(&co.cfg, &a, err, sizeof err);
-        if (rc == 0 && a.check) rc = preflight(&co, &a, a.workers, 1, err, sizeof err);
+        rc = load_config(&co.cfg, &a, err, sizeof err) != 0 ? 2 : 0; /* bad input: exit 2 */
+        if (rc == 0 && a.check) rc = preflight(&co, &a, a.workers, 1, err, sizeof err) != 0 ? 2 : 0;
         if (rc == 0 && a.check) cfg_print(&co.cfg, stdout);
     }
     if (!train) {
@@ -1226,17 +1232,17 @@ int main(int argc, char **argv)
         return proto_launched_by_mpi() ? release_workers(rc) : rc;
     }
     MPI_Init(&argc, &argv);
-    int wrank, wsize;
-    MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
-    MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+    if (proto_open(&co.proto, err, sizeof err) != 0) coord_fatal(NULL, "%s", err);
+    int wrank = co.proto.rank, wsize = co.proto.size;
     log_set_role("clipd", 0);
-    if (wrank != 0) {
+    if (wrank != 0) { /* bad usage: exit 2, and the message in clipd's words */
         fprintf(stderr, "clipd: the coordinator must be world rank 0 and alone: launch "
                         "mpirun -np 1 clipd CONFIG : -np W clipd-worker\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     fs_set_run_tag(co.cfg.run_name); /* temporaries carry the run's name */
-    if (rc == 0) rc = a.eval ? eval_checks(&co, &a, wsize, err, sizeof err) : job_checks(&co, &a, wsize, err, sizeof err);
+    if (rc == 0 && (a.eval ? eval_checks(&co, &a, wsize, err, sizeof err) : job_checks(&co, &a, wsize, err, sizeof err)) != 0)
+        rc = 2; /* every check before a start is of the input */
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, MPI_UNDEFINED, 0, &none); /* workers split off their own */
     msg.go = rc == 0;
@@ -1246,13 +1252,15 @@ int main(int argc, char **argv)
     snprintf(msg.eval, sizeof msg.eval, "%s", a.eval ? a.eval : "");
     msg.eval_split = a.split;
     msg.test_at_end = co.test_at_end;
-    MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (proto_bcast_config(&co.proto, &msg) != 0) coord_fatal(&co, "start-up broadcast failed");
     if (rc) {
         fprintf(stderr, "clipd: %s\n", err);
+        proto_close(&co.proto);
         MPI_Finalize();
         return rc;
     }
     rc = a.eval ? eval_run(&co, &a) : coordinate(&co);
+    proto_close(&co.proto);
     MPI_Finalize();
     return rc;
 }

@@ -142,7 +142,7 @@ int runlog_open(RunLog *l, const char *dir, const LogKeep *keep, char *err, size
     snprintf(l->dir, sizeof l->dir, "%s", dir);
     if (!(l->line = malloc(LINE_MAX_BYTES))) return snprintf(err, errlen, "out of memory"), -1;
     l->cap = LINE_MAX_BYTES;
-    if (fs_mkdir_p(dir, err, errlen) != 0) return runlog_close(l), -1;
+    if (fs_mkdir_p(dir, "run.dir", err, errlen) != 0) return runlog_close(l), -1;
     if (!keep) return open_all(l, 1, err, errlen) ? (runlog_close(l), -1) : 0;
     const char *keys[] = {"seq", "epoch", "seq", "seq"};
     const RecSchema *schemas[] = {&rec_step, &rec_epoch, &rec_event, NULL};
@@ -311,18 +311,23 @@ int runlog_eval(const char *dir, const char *json)
 
 /* Written to a temporary and renamed into place: a symlink planted as
  * config.yaml is replaced, never followed. */
-int runlog_config(const RunLog *l, const Config *c)
+int runlog_config(const RunLog *l, const Config *c, char *err, size_t errlen)
 {
     char path[CFG_STR_MAX + 32], tmp[CFG_STR_MAX + 128];
     snprintf(path, sizeof path, "%s/config.yaml", l->dir);
-    if (fs_tmp_path(tmp, sizeof tmp, path) != 0) return -1;
+    if (fs_tmp_path(tmp, sizeof tmp, path) != 0)
+        return snprintf(err, errlen, "run.dir: cannot write %s: path too long", path), -1;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
+        snprintf(err, errlen, "run.dir: cannot write %s: %s", path, strerror(errno));
         if (fd >= 0) close(fd), unlink(tmp);
         return -1;
     }
     cfg_print(c, f);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) return unlink(tmp), -1;
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "run.dir: cannot write %s: %s", path, strerror(errno));
+        return unlink(tmp), -1;
+    }
     return 0;
 }

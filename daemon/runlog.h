@@ -45,7 +45,9 @@ int runlog_check(const char *dir, char *err, size_t errlen);
 /* SIGHUP: close and reopen for appending (after logrotate moved them). */
 int runlog_reopen(RunLog *l, char *err, size_t errlen);
 void runlog_close(RunLog *l); /* also frees the line buffer */
-/* Each writer returns 0, or -1 with errno when the line was not written.
+/* Each JSON-line writer returns 0, or -1 with errno when the line was not
+ * written (the one exception to the error convention, docs/ARCHITECTURE.md:
+ * a lost line is counted and said once per file by the coordinator).
  * Every line ends with "time": the wall clock when it was written, Unix
  * seconds with milliseconds. */
 double runlog_now(void); /* that clock */
@@ -70,8 +72,9 @@ int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n);
  * with "time", to RUN_DIR/eval.jsonl (one write; a symlink is refused).
  * Returns 0, or -1 with errno when the file was not written. */
 int runlog_eval(const char *dir, const char *json);
-/* The effective config, as YAML, in RUN_DIR/config.yaml. */
-int runlog_config(const RunLog *l, const Config *c);
+/* The effective config, as YAML, in RUN_DIR/config.yaml. Returns 0, or -1
+ * with `run.dir: cannot write PATH: why` in err. */
+int runlog_config(const RunLog *l, const Config *c, char *err, size_t errlen);
 /* s as the body of a JSON string (quotes, backslashes and control bytes
  * escaped), cut to fit len. */
 const char *json_escape(char *buf, size_t len, const char *s);

@@ -308,7 +308,7 @@ static void test_crash_points(void **state)
         assert_int_equal(ckdir_latest(f->dir, got, sizeof got, notes, sizeof notes, err, sizeof err), 0);
         assert_string_equal(got, renamed ? next : prev);
         assert_string_equal(notes, "");
-        assert_int_equal(fs_remove_stale(f->dir, tmp_pattern, 1, notes, sizeof notes), !renamed);
+        assert_int_equal(fs_remove_stale(f->dir, tmp_pattern, 1, notes, sizeof notes, NULL, 0), !renamed);
         assert_int_equal(count_entries(f->dir, "."), 2); /* "." and "..": nothing hidden left */
         assert_true(renamed ? !notes[0] : !strncmp(notes, "removed ", 8));
     }
@@ -334,7 +334,7 @@ static void test_remove_stale_only_matches(void **state)
     }
     snprintf(p, sizeof p, "%s/.d.jsonl.tmp.clipd-r1.5", f->dir); /* a directory is never removed */
     assert_int_equal(mkdir(p, 0755), 0);
-    assert_int_equal(fs_remove_stale(f->dir, pats, 2, notes, sizeof notes), 2);
+    assert_int_equal(fs_remove_stale(f->dir, pats, 2, notes, sizeof notes, NULL, 0), 2);
     assert_int_equal(access(p, F_OK), 0);
     fs_set_run_tag("default");
     for (int i = 0; i < n; i++) {
@@ -345,7 +345,29 @@ static void test_remove_stale_only_matches(void **state)
         assert_int_equal(strstr(notes, line) != NULL, i < 2);
     }
     snprintf(p, sizeof p, "%s/none", f->dir);
-    assert_int_equal(fs_remove_stale(p, pats, 2, notes, sizeof notes), 0); /* no such dir */
+    assert_int_equal(fs_remove_stale(p, pats, 2, notes, sizeof notes, NULL, 0), 0); /* no such dir */
+}
+
+/* fsutil's errors name the config key the caller gives, never another. */
+static void test_fs_errors_name_key(void **state)
+{
+    Fx *f = *state;
+    const char *const pats[] = {"*.jsonl"};
+    char file[512], p[600], err[1024], notes[64];
+    snprintf(file, sizeof file, "%s/file", f->dir);
+    spit(file, "x", 1);
+    snprintf(p, sizeof p, "%s/sub", file);
+    assert_int_equal(fs_mkdir_p(p, "checkpoint.dir", err, sizeof err), -1);
+    printf("%s\n", err);
+    assert_int_equal(strncmp(err, "checkpoint.dir: cannot create '", 31), 0);
+    assert_null(strstr(err, "run.dir"));
+    assert_int_equal(fs_mkdir_p(file, "run.dir", err, sizeof err), -1);
+    assert_int_equal(strncmp(err, "run.dir: '", 10), 0);
+    assert_non_null(strstr(err, "is not a directory"));
+    snprintf(p, sizeof p, "%s/none", f->dir);
+    assert_int_equal(fs_probe_writable(p, "checkpoint.dir", err, sizeof err), -1);
+    assert_int_equal(strncmp(err, "checkpoint.dir: cannot write in '", 33), 0);
+    assert_int_equal(fs_remove_stale(file, pats, 1, notes, sizeof notes, err, sizeof err), 0); /* not a dir */
 }
 
 /* The directory is created, parents included. */
@@ -658,7 +680,8 @@ static void test_write_rejects_bad_input(void **state)
     spit(p, "x", 1);
     assert_int_equal(ckdir_write(p, 1, dup, 1, NULL, 0, 1, NULL, 0, err, sizeof err), -1);
     printf("%s\n", err);
-    assert_non_null(strstr(err, "checkpoint.dir: "));
+    assert_int_equal(strncmp(err, "checkpoint.dir: ", 16), 0);
+    assert_null(strstr(err, "run.dir"));
     snprintf(p, sizeof p, "%s/nodir/x.safetensors", f->dir); /* the writer does not create dirs */
     assert_int_equal(ckpt_write_file(p, dup, 1, NULL, 0, err, sizeof err), -1);
     assert_non_null(strstr(err, "cannot create"));
@@ -684,6 +707,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_latest_skips_corrupt, setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_latest_none, setup, tmpdir_teardown),
         cmocka_unit_test_setup_teardown(test_write_rejects_bad_input, setup, tmpdir_teardown),
+        cmocka_unit_test_setup_teardown(test_fs_errors_name_key, setup, tmpdir_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

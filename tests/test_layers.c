@@ -1,4 +1,5 @@
-/* test_layers: checks every kernel of worker/layers.c against an independent
+/* test_layers: checks every kernel of worker/layers.c, and the adaptive
+ * softmax of worker/adaptive.c, against an independent
  * double-precision reference: naive loop forwards (no BLAS) composed with a
  * fixed random linear loss, differentiated by central finite differences.
  * Every check prints its worst error and tolerance; any failure makes the
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/adaptive.h"
 #include "worker/fastmath.h"
 #include "worker/layers.h"
 
@@ -850,6 +852,132 @@ static void test_embedding_accum(void **state)
     check_accum("embedding dw accumulates", g, g0, gz, V * E);
 }
 
+/* ---------------------------------------------------------------- tests: adaptive softmax */
+
+/* Sizes: H 6, V 11, cutoffs 4,7 (shortlist [0, 4), clusters [4, 7) and
+ * [7, 11)), div 2 (projections 3 and 1): head outputs O = 4 + 2. */
+enum { AS_N = 7, AS_H = 6, AS_V = 11, AS_K = 2, AS_O = 6 };
+static const int as_cut[AS_K + 1] = {4, 7, 11}, as_dim[AS_K] = {3, 1};
+
+typedef struct {
+    double *x, *hw, *hb;                       // (N, H), (H, O), (O)
+    double *proj[AS_K], *tw[AS_K], *tb[AS_K];  // (H, d), (d, n), (n)
+    const int *tgt;
+    int N;
+    double scale;
+} AdaLoss;
+
+/* lp (V): log p(w) of every word for input row x (H), in double. */
+static void ref_adaptive_logp(double *lp, const AdaLoss *l, const double *x)
+{
+    double hl[AS_O], hp[AS_O], z[AS_H], tl[AS_V], tp[AS_V];
+    int zero = 0;
+    ref_linear(hl, x, l->hw, l->hb, 1, AS_H, AS_O);
+    ref_ce(hp, hl, &zero, 1, AS_O);
+    for (int w = 0; w < as_cut[0]; w++) lp[w] = log(hp[w]);
+    for (int k = 0; k < AS_K; k++) {
+        int d = as_dim[k], n = as_cut[k + 1] - as_cut[k];
+        double nob[AS_H] = {0};
+        ref_linear(z, x, l->proj[k], nob, 1, AS_H, d);
+        ref_linear(tl, z, l->tw[k], l->tb[k], 1, d, n);
+        ref_ce(tp, tl, &zero, 1, n);
+        for (int j = 0; j < n; j++) lp[as_cut[k] + j] = log(hp[as_cut[0] + k]) + log(tp[j]);
+    }
+}
+
+static double adaptive_loss(void *ctx)
+{
+    AdaLoss *l = ctx;
+    double loss = 0, lp[AS_V];
+    for (int n = 0; n < l->N; n++) {
+        ref_adaptive_logp(lp, l, l->x + n * AS_H);
+        loss -= lp[l->tgt[n]];
+    }
+    return l->scale * loss;
+}
+
+/* adaptive_forward/_backward against the double reference: the loss, the
+ * reference's distribution normalised, every gradient by central
+ * differences; tgt2 leaves cluster 1 without rows (its gradients stay 0). */
+static void test_adaptive(void **state)
+{
+    Arena *ar = *state;
+    uint64_t s = 17;
+    static const int tgt1[AS_N] = {0, 5, 9, 3, 6, 10, 4}, tgt2[AS_N] = {1, 4, 2, 6, 0, 3, 5};
+    Config c;
+    cfg_defaults(&c);
+    c.model_softmax = SOFTMAX_ADAPTIVE, c.data_source = DATA_TEXT, c.data_tokenizer = TOK_WORDS;
+    c.model_vocab = AS_V, c.model_hidden = AS_H, c.model_softmax_div = 2;
+    snprintf(c.model_softmax_cutoffs, sizeof c.model_softmax_cutoffs, "4,7");
+    Adaptive a;
+    assert_int_equal(adaptive_setup(&a, &c), AS_K);
+    assert_int_equal(a.O, AS_O);
+    for (int k = 0; k < AS_K; k++) assert_int_equal(a.dim[k], as_dim[k]), assert_int_equal(a.cut[k + 1], as_cut[k + 1]);
+    adaptive_bind_scratch(&a, arena_f(ar, adaptive_scratch(&a, AS_N)), AS_N);
+    float *x = arena_rand(ar, AS_N * AS_H, &s, -1, 1), *hw = arena_rand(ar, AS_H * AS_O, &s, -1, 1);
+    float *hb = arena_rand(ar, AS_O, &s, -0.5f, 0.5f), *head = arena_f(ar, AS_N * AS_O);
+    float *dx = arena_f(ar, AS_N * AS_H), *dhw = arena_f(ar, AS_H * AS_O), *dhb = arena_f(ar, AS_O);
+    AdaLoss l = {arena_dbl(ar, x, AS_N * AS_H), arena_dbl(ar, hw, AS_H * AS_O), arena_dbl(ar, hb, AS_O),
+                 {0}, {0}, {0}, tgt1, AS_N, 1.0 / AS_N};
+    for (int k = 0; k < AS_K; k++) {
+        int d = as_dim[k], n = as_cut[k + 1] - as_cut[k];
+        a.proj[k] = arena_rand(ar, AS_H * d, &s, -1, 1), a.dproj[k] = arena_f(ar, AS_H * d);
+        a.tw[k] = arena_rand(ar, d * n, &s, -1, 1), a.dtw[k] = arena_f(ar, d * n);
+        a.tb[k] = arena_rand(ar, n, &s, -0.5f, 0.5f), a.dtb[k] = arena_f(ar, n);
+        l.proj[k] = arena_dbl(ar, a.proj[k], AS_H * d), l.tw[k] = arena_dbl(ar, a.tw[k], d * n);
+        l.tb[k] = arena_dbl(ar, a.tb[k], n);
+    }
+    double worst = 0, lp[AS_V];
+    for (int n = 0; n < AS_N; n++) { /* the reference is a distribution over all V words */
+        double sum = 0;
+        ref_adaptive_logp(lp, &l, l.x + n * AS_H);
+        for (int w = 0; w < AS_V; w++) sum += exp(lp[w]);
+        worst = fmax(worst, fabs(sum - 1));
+    }
+    printf("%-28s max |sum_w p(w) - 1| %.1e (tol 1e-12)\n", "adaptive reference", worst);
+    assert_true(worst <= 1e-12);
+    for (int pass = 0; pass < 2; pass++) {
+        l.tgt = pass ? tgt2 : tgt1;
+        memset(dhw, 0, AS_H * AS_O * sizeof(float)), memset(dhb, 0, AS_O * sizeof(float));
+        for (int k = 0; k < AS_K; k++) {
+            int d = as_dim[k], n = as_cut[k + 1] - as_cut[k];
+            memset(a.dproj[k], 0, AS_H * d * sizeof(float)), memset(a.dtw[k], 0, d * n * sizeof(float));
+            memset(a.dtb[k], 0, n * sizeof(float));
+        }
+        double loss = adaptive_forward(&a, head, x, l.tgt, hw, hb, AS_N) * l.scale, ref = adaptive_loss(&l);
+        double lerr = fabs(loss - ref) / fmax(1.0, fabs(ref));
+        printf("%-28s rel err %.1e (tol %.0e)\n", pass ? "adaptive loss (no tail 1)" : "adaptive loss", lerr, FWD_TOL);
+        assert_true(isfinite(loss) && lerr <= FWD_TOL);
+        fill_nan(dx, AS_N * AS_H); // must be overwritten
+        adaptive_backward(&a, dx, dhw, dhb, head, x, hw, (float)l.scale, AS_N);
+        check_grad("adaptive dx", dx, l.x, AS_N * AS_H, adaptive_loss, &l);
+        check_grad("adaptive head dw", dhw, l.hw, AS_H * AS_O, adaptive_loss, &l);
+        check_grad("adaptive head db", dhb, l.hb, AS_O, adaptive_loss, &l);
+        for (int k = 0; k < AS_K; k++) {
+            int d = as_dim[k], n = as_cut[k + 1] - as_cut[k];
+            char what[48];
+            snprintf(what, sizeof what, "adaptive tail.%d dproj", k);
+            check_grad(what, a.dproj[k], l.proj[k], AS_H * d, adaptive_loss, &l);
+            snprintf(what, sizeof what, "adaptive tail.%d dw", k);
+            check_grad(what, a.dtw[k], l.tw[k], d * n, adaptive_loss, &l);
+            snprintf(what, sizeof what, "adaptive tail.%d db", k);
+            check_grad(what, a.dtb[k], l.tb[k], n, adaptive_loss, &l);
+        }
+        assert_int_equal(a.nrows[1], pass ? 0 : 2);
+        for (int j = 0; pass && j < AS_H * as_dim[1]; j++) assert_true(a.dproj[1][j] == 0.0f);
+    }
+    /* What the kernel computes is itself normalised: exp(-loss) over every
+     * target of one row sums to 1. */
+    worst = 0;
+    for (int n = 0; n < AS_N; n++) {
+        double sum = 0;
+        for (int w = 0; w < AS_V; w++) sum += exp(-adaptive_forward(&a, head, x + n * AS_H, &w, hw, hb, 1));
+        worst = fmax(worst, fabs(sum - 1));
+    }
+    printf("%-28s max |sum_w p(w) - 1| %.1e (tol 1e-5)\n", "adaptive_forward", worst);
+    assert_true(worst <= 1e-5);
+}
+
 /* fastmath against double libm on a dense grid over [-20, 20] (every
  * 2^-12, plus tiny and huge values), and the special values: NaN stays
  * NaN (divergence detection depends on it), +-inf give the limits. */
@@ -887,6 +1015,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_linear, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_embedding, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_softmax_ce, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_adaptive, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_rnn, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_lstm, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_lstm_stacked, arena_setup, arena_teardown),

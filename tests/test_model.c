@@ -36,17 +36,22 @@ static double loss_at(Fixture *f, float scale)
 static void check_model_p(int kind, int source, int layers, double dropout);
 static void check_model(int kind, int source, int layers) { check_model_p(kind, source, layers, 0); }
 static int tie_next; /* the next check_model_p ties the head to the embedding (E = H = 6) */
+static int adaptive_next; /* the next check_model_p has an adaptive softmax (cutoffs 3,5: V 7 = 3 + 2 + 2) */
 
 /* The layout (cfg_layout, which the model's views copy) against what the
  * kernels assume: each tensor pointer sits at its view with the shape its
  * kernel uses, and the parameter count matches the closed form
- * V*E + sum over layers (Ein + H + 1)*G*H + H*O (untied) + O. */
+ * V*E + sum over layers (Ein + H + 1)*G*H + H*O (untied) + O, plus with the
+ * adaptive softmax sum over clusters d_k*(H + n_k) + n_k. */
 static void check_wiring(const Model *m)
 {
     const int GH = m->G * m->H;
     assert_int_equal(m->G, m->kind == MODEL_LSTM ? 4 : m->kind == MODEL_GRU ? 3 : 1);
     size_t want = (m->emb ? (size_t)m->V * m->E : 0) + (m->tied ? 0 : (size_t)m->H * m->O) + (size_t)m->O;
     for (int l = 0; l < m->L; l++) want += (size_t)(m->layer[l].Ein + m->H + 1) * (size_t)GH;
+    const Adaptive *a = &m->ada;
+    for (int k = 0; m->adaptive && k < a->K; k++)
+        want += (size_t)a->dim[k] * (size_t)(m->H + a->cut[k + 1] - a->cut[k]) + (size_t)(a->cut[k + 1] - a->cut[k]);
     assert_int_equal(m->nparams, want);
     for (int v = 0; v < m->nviews; v++) {
         const ParamView *pv = &m->views[v];
@@ -60,6 +65,12 @@ static void check_wiring(const Model *m)
             const float *p[3] = {y->wx, y->wh, y->b}, *d[3] = {y->dwx, y->dwh, y->db};
             assert_ptr_equal(p[k], at), assert_ptr_equal(d[k], dat);
             rows = k == 0 ? y->Ein : k == 1 ? m->H : GH, cols = k == 2 ? 1 : GH;
+        } else if (sscanf(pv->name, "tail.%d.%7s", &l, part) == 2) {
+            assert_true(m->adaptive && l < a->K);
+            int k = !strcmp(part, "proj") ? 0 : !strcmp(part, "weight") ? 1 : 2, n = a->cut[l + 1] - a->cut[l];
+            const float *p[3] = {a->proj[l], a->tw[l], a->tb[l]}, *d[3] = {a->dproj[l], a->dtw[l], a->dtb[l]};
+            assert_ptr_equal(p[k], at), assert_ptr_equal(d[k], dat);
+            rows = k == 0 ? m->H : k == 1 ? a->dim[l] : n, cols = k == 0 ? a->dim[l] : k == 1 ? n : 1;
         } else if (!strcmp(pv->name, "embed.weight")) {
             assert_ptr_equal(m->emb, at), assert_ptr_equal(m->demb, dat);
             rows = m->V, cols = m->E;
@@ -88,6 +99,11 @@ static void check_model_p(int kind, int source, int layers, double dropout)
     f.c.model_dropout = dropout;
     if (tie_next) f.c.model_tie_embeddings = 1, f.c.model_embed = f.c.model_hidden;
     tie_next = 0;
+    if (adaptive_next) {
+        f.c.model_softmax = SOFTMAX_ADAPTIVE, f.c.model_softmax_div = 2;
+        snprintf(f.c.model_softmax_cutoffs, sizeof f.c.model_softmax_cutoffs, "3,5");
+    }
+    adaptive_next = 0;
     assert_int_equal(model_init(&f.m, &f.c, 3), 0);
     f.m.first_stream = 0, f.m.drop_seed = 5, f.m.drop_step = 1; /* the same masks on every call */
     model_init_params(&f.m, 11, 0.5);
@@ -102,6 +118,7 @@ static void check_model_p(int kind, int source, int layers, double dropout)
     }
     assert_int_equal(off, f.m.nparams);
     assert_string_equal(f.m.views[0].name, f.m.tied ? "head.bias" : "head.weight");
+    if (f.m.adaptive) assert_string_equal(f.m.views[2].name, "tail.0.proj"), assert_int_equal(f.m.O, 3 + 2);
     if (f.m.tied) assert_ptr_equal(f.m.hw, f.m.emb), assert_ptr_equal(f.m.dhw, f.m.demb);
     char names[MODEL_MAX_VIEWS][32]; /* the coordinator's copy of the layout */
     assert_int_equal(cfg_tensor_names(&f.c, names, MODEL_MAX_VIEWS), f.m.nviews);
@@ -141,8 +158,8 @@ static void check_model_p(int kind, int source, int layers, double dropout)
         if (err > 2e-2) printf("  %s: analytic %.6g vs central difference %.6g\n", pv->name, gd, fd);
         free(dir);
     }
-    printf("model kind=%d source=%d layers=%d dropout=%.1f tied=%d: worst directional rel err %.2g (tol 2e-2)\n",
-           kind, source, layers, dropout, f.m.tied, worst);
+    printf("model kind=%d source=%d layers=%d dropout=%.1f tied=%d adaptive=%d: worst directional rel err %.2g "
+           "(tol 2e-2)\n", kind, source, layers, dropout, f.m.tied, f.m.adaptive, worst);
     assert_true(worst <= 2e-2);
     free(g), free(p0);
     batcher_free(&f.d);
@@ -158,6 +175,16 @@ static void test_gru_adding(void **s) { (void)s; check_model(MODEL_GRU, DATA_ADD
 static void test_lstm_dropout(void **s) { (void)s; check_model_p(MODEL_LSTM, DATA_MARKOV, 2, 0.3); }
 static void test_lstm_tied(void **s) { (void)s; tie_next = 1; check_model_p(MODEL_LSTM, DATA_MARKOV, 2, 0.3); }
 static void test_gru_tied(void **s) { (void)s; tie_next = 1; check_model(MODEL_GRU, DATA_MARKOV, 1); }
+/* The adaptive softmax in the model: tail views after the head, wired to the
+ * gradient (every view is perturbed, tails included), with dropout before it. */
+static void test_lstm_adaptive(void **s)
+{
+    (void)s;
+    adaptive_next = 1;
+    check_model_p(MODEL_LSTM, DATA_MARKOV, 2, 0.3);
+    adaptive_next = 1;
+    check_model(MODEL_RNN, DATA_MARKOV, 1);
+}
 
 /* Dropout is on in training only, and its masks depend on the global stream,
  * not on which worker holds it: streams 2..3 of a 4-stream batch see the
@@ -256,6 +283,10 @@ static void test_flops(void **state)
                 c.model_kind = kinds[k], c.data_source = sources[s], c.model_layers = L;
                 c.model_vocab = 9, c.model_embed = 4, c.model_hidden = 6, c.data_seq_len = 5;
                 c.data_markov_order = 1, c.data_markov_branch = 2;
+                if (L == 3) { /* adaptive: the tails count the rows of the step */
+                    c.model_softmax = SOFTMAX_ADAPTIVE, c.model_softmax_div = 2;
+                    snprintf(c.model_softmax_cutoffs, sizeof c.model_softmax_cutoffs, "2,6");
+                }
                 Model m;
                 Batcher d;
                 assert_int_equal(model_init(&m, &c, 3), 0);
@@ -280,7 +311,8 @@ int main(void)
         cmocka_unit_test(test_gru_markov),  cmocka_unit_test(test_gru_adding),
         cmocka_unit_test(test_lstm_dropout),
         cmocka_unit_test(test_lstm_tied),
-        cmocka_unit_test(test_gru_tied), cmocka_unit_test(test_dropout_masks),
+        cmocka_unit_test(test_gru_tied), cmocka_unit_test(test_lstm_adaptive),
+        cmocka_unit_test(test_dropout_masks),
         cmocka_unit_test(test_state_carry), cmocka_unit_test(test_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

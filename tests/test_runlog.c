@@ -140,6 +140,21 @@ static void test_reopen_failure_then_recovery(void **state)
     assert_true(seq[0] == 1 && seq[1] == 3);
 }
 
+/* config.yaml that cannot be written: one line naming the key, the file and why. */
+static void test_config_write_error(void **state)
+{
+    (void)state;
+    RunLog l;
+    Config c;
+    char err[512];
+    memset(&l, 0, sizeof l);
+    cfg_defaults(&c);
+    snprintf(l.dir, sizeof l.dir, "/nonexistent-clipd-test/run");
+    assert_int_equal(runlog_config(&l, &c, err, sizeof err), -1);
+    printf("%s\n", err);
+    assert_string_equal(err, "run.dir: cannot write /nonexistent-clipd-test/run/config.yaml: No such file or directory");
+}
+
 static void test_json_escape(void **state)
 {
     (void)state;
@@ -153,6 +168,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_full_disk_keeps_lines_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_failure_then_recovery, setup, teardown),
+        cmocka_unit_test(test_config_write_error),
         cmocka_unit_test(test_json_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

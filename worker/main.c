@@ -24,23 +24,20 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/proto.h"
+#include "common/proto_mpi.h"
 #include "common/rng.h"
 #include "common/text.h"
 #include "worker/clip.h"
+#include "worker/hooks.h"
 #include "worker/safetensors.h"
 #include "worker/steptime.h"
 #include "worker/worker.h"
 
 void worker_fatal(const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    LOG(LOG_ERROR, "%s", msg);
-    MPI_Abort(MPI_COMM_WORLD, 1);
-    exit(1);
+    proto_abort_v(fmt, ap);
 }
 
 /* A memory-mapped data file that shrinks (truncated, rewritten in place)
@@ -188,8 +185,8 @@ static void worker_setup(Worker *w)
     openblas_set_num_threads(blas_threads(w));
     int B = c->data_batch_per_worker;
     char err[512];
-    if (w->rank == 0 && (fs_mkdir_p(c->run_dir, err, sizeof err) != 0 ||
-                         fs_probe_writable(c->run_dir, err, sizeof err) != 0))
+    if (w->rank == 0 && (fs_mkdir_p(c->run_dir, "run.dir", err, sizeof err) != 0 ||
+                         fs_probe_writable(c->run_dir, "run.dir", err, sizeof err) != 0))
         worker_fatal("worker 0 writes checkpoints and the final weights, but %s (on several "
                      "nodes, run.dir must be on a shared file system)", err);
     if (model_init(&w->model, c, B) != 0) worker_fatal("out of memory allocating the model");
@@ -255,80 +252,7 @@ static int resolve_action(const Config *c, unsigned events)
 /* Worker 0 folds any request from the coordinator into this step's statistics. */
 static void poll_requests(Worker *w)
 {
-    if (w->rank != 0) return;
-    int flag = 1;
-    while (flag) {
-        MPI_Iprobe(0, TAG_REQ, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
-        if (!flag) break;
-        ReqMsg q;
-        MPI_Recv(&q, sizeof q, MPI_BYTE, 0, TAG_REQ, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        w->pending_req |= q.type;
-    }
-}
-
-/* Test hooks (debug.*) that change the gradient after backward; each fires
- * only before the first rollback. */
-static int faults_due(const Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    return !w->rollbacks && (step == c->debug_nan_step || step == c->debug_spike_step ||
-                             step == c->debug_noise_step);
-}
-
-/* debug.nan_tensor's first element, or the last element of the flat buffer. */
-static size_t nan_index(const Model *m, const char *tensor)
-{
-    for (int v = 0; tensor[0] && v < m->nviews; v++)
-        if (!strcmp(m->views[v].name, tensor)) return m->views[v].off;
-    return m->nparams - 1;
-}
-
-/* debug.noise_step: the batch is replaced by uniform random tokens (adding:
- * random features and targets), the same on every run and worker count. */
-static void inject_noise(Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    Batcher *d = &w->data;
-    if (w->rollbacks || step != c->debug_noise_step) return;
-    Rng r;
-    rng_init(&r, rng_derive((uint64_t)c->run_seed, 0x4015Eu, (uint64_t)step));
-    for (int i = 0; i < d->T * w->W * d->B; i++) { /* every worker draws the global batch, keeps its part */
-        int t = i / (w->W * d->B), j = i % (w->W * d->B) - w->rank * d->B;
-        uint64_t a = rng_next(&r), b = rng_next(&r);
-        if (j < 0 || j >= d->B) continue;
-        if (d->inputs) d->inputs[t * d->B + j] = (int)(a % (uint64_t)c->model_vocab);
-        if (d->targets) d->targets[t * d->B + j] = (int)(b % (uint64_t)c->model_vocab);
-        if (d->features) d->features[2 * (t * d->B + j)] = (float)(a >> 40) / 16777216.0f;
-        if (d->ytarget && t == 0) d->ytarget[j] = (float)(b >> 40) / 8388608.0f;
-    }
-}
-
-/* debug.lr_spike_* and debug.lr_ramp_*: the factor on this step's lr. */
-static double lr_fault(const Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    double f = 1;
-    if (w->rollbacks) return f;
-    int64_t s0 = c->debug_lr_spike_step, len = c->debug_lr_spike_len;
-    if (s0 > 0 && step >= s0 && (len == 0 || step < s0 + len)) f *= c->debug_lr_spike_scale;
-    if (c->debug_lr_ramp_step > 0 && step >= c->debug_lr_ramp_step)
-        f *= pow(c->debug_lr_ramp_rate, (double)(step - c->debug_lr_ramp_step + 1));
-    return f;
-}
-
-static void inject_faults(Worker *w, int64_t step)
-{
-    const Config *c = &w->cfg;
-    Model *m = &w->model;
-    if (!faults_due(w, step)) return;
-    /* Reproducible: into the micro-batch gradients (the NaN into the last of
-     * all), so any worker count sees the same fault. */
-    float **g = w->repro.n ? w->repro.slot : &m->grads;
-    int ng = w->repro.n ? w->repro.n : 1;
-    if (step == c->debug_nan_step && w->rank == w->W - 1) g[ng - 1][nan_index(m, c->debug_nan_tensor)] = NAN;
-    for (int j = 0; step == c->debug_spike_step && j < ng; j++)
-        for (size_t i = 0; i < m->nparams; i++) g[j][i] *= (float)c->debug_spike_scale;
-    if (m->emb_rows) memset(m->emb_rows, 1, (size_t)m->V); /* a sparse sync sends every row */
+    if (w->rank == 0) w->pending_req |= proto_poll_req(&w->proto);
 }
 
 static void hook_ready(void *ctx, size_t upto) { sync_ready(ctx, upto); }
@@ -350,10 +274,10 @@ static void compute_step(Worker *w, StepRecord *r)
     long terms = model_terms(m) * K;
     float scale = (float)(1.0 / ((double)terms * w->W));
     double loss = 0;
-    int hooked = faults_due(w, w->step + 1);
+    int hooked = hooks_gradient_due(w, w->step + 1);
     for (int k = 0; k < K; k++) {
         batcher_next(d);
-        if (k == K - 1) inject_noise(w, w->step + 1);
+        if (k == K - 1) hooks_batch(w, w->step + 1);
         m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
         int overlap = k == K - 1 && !hooked;
         if (overlap) sync_begin(&w->sync, m->grads);
@@ -362,12 +286,7 @@ static void compute_step(Worker *w, StepRecord *r)
         if (w->repro.n) repro_run(&w->repro, m, d, scale, 1);
         else loss += model_step(m, d->inputs, d->targets, d->features, d->ytarget, scale);
     }
-    inject_faults(w, w->step + 1);
-    if (w->cfg.debug_slow_ms > 0 && w->rank == w->cfg.debug_slow_worker) { /* test hook: a straggler */
-        double ms = w->cfg.debug_slow_ms;
-        struct timespec nap = {(time_t)(ms / 1e3), (long)(fmod(ms, 1e3) * 1e6)};
-        nanosleep(&nap, NULL);
-    }
+    hooks_gradient(w, w->step + 1);
     double t1 = log_clock_ms();
     steptime_mark(&w->times, PH_COMPUTE);
     w->local[ST_LOSS] = loss;
@@ -462,7 +381,7 @@ static void decide_step(Worker *w, StepRecord *r)
     if (act == ACT_ROLLBACK && w->rollbacks >= c->divergence_max_rollbacks) act = ACT_ABORT;
     r->lr = sched_lr(c, &w->sched, step, w->epoch) * w->lr_scale;
     double lr = r->lr;
-    lr *= lr_fault(w, step);
+    lr *= hooks_lr(w, step);
     r->clip_coef = NAN;
     if (act == ACT_LOG) {
         /* The parameters the optimizer holds state for: all (replicated), or
@@ -486,8 +405,7 @@ static void decide_step(Worker *w, StepRecord *r)
     if (r->nonfinite) w->nonfinite++;
     if (act != ACT_ROLLBACK && act != ACT_ABORT) {
         w->step++, w->epoch_step++;
-        if (w->step == c->debug_drift_step && w->rank == w->W - 1 && !w->rollbacks)
-            m->params[0] += 1e-3f; /* test hook: this replica now differs */
+        hooks_params(w);
         unsigned dv = drift_check(w, info);
         if (dv) {
             record_events(r, dv, info);
@@ -685,7 +603,7 @@ static void eval_send(Worker *w, const char *path, int split, int epoch)
     e.step = step < 0 ? 0 : step;
     e.val_loss = eval_split(w, split, &e.val_tokens);
     e.seq = path != NULL; /* an evaluation's record: 1 when the weights came from a file */
-    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
+    if (w->rank == 0 && proto_send_epoch(&w->proto, &e) != 0) worker_fatal("epoch record send failed");
 }
 
 /* End of an epoch: validation, epoch-level events, schedule, early stop. */
@@ -712,7 +630,7 @@ static int epoch_end(Worker *w)
     if (sched_epoch_end(&w->cfg, &w->sched, e.val_loss)) e.flags |= EPOCH_EARLY_STOP;
     e.step = w->step, e.seq = w->seq;
     w->epoch_done = 1;
-    if (w->rank == 0) MPI_Send(&e, sizeof e, MPI_BYTE, 0, TAG_EPOCH, MPI_COMM_WORLD);
+    if (w->rank == 0 && proto_send_epoch(&w->proto, &e) != 0) worker_fatal("epoch record send failed");
     return e.flags & EPOCH_ABORT;
 }
 
@@ -740,51 +658,30 @@ static int write_weights(Worker *w, char *err, size_t errlen)
 }
 
 /* Step records go to the coordinator without waiting for it (it naps up
- * to 2 ms between polls): a ring of records in flight, each slot waited for
- * before it is filled again; MPI keeps one sender's messages in order. The
- * sends are synchronous (MPI_Issend: done once the coordinator has received
- * it), so the workers run at most REC_RING steps ahead of the coordinator,
- * as its stop and checkpoint requests and its logs expect. */
-#define REC_RING 4
-static StepRecord rec_ring[REC_RING];
-static MPI_Request rec_req[REC_RING] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL,
-                                        MPI_REQUEST_NULL};
-
-static StepRecord *record_slot(int64_t seq)
-{
-    int k = (int)(seq % REC_RING);
-    if (MPI_Wait(&rec_req[k], MPI_STATUS_IGNORE) != MPI_SUCCESS) worker_fatal("step record send failed");
-    return &rec_ring[k];
-}
-
-static void record_send(StepRecord *r, int64_t seq)
-{
-    int k = (int)(seq % REC_RING);
-    if (MPI_Issend(r, sizeof *r, MPI_BYTE, 0, TAG_STEP, MPI_COMM_WORLD, &rec_req[k]) != MPI_SUCCESS)
-        worker_fatal("step record send failed");
-}
-
-static void records_flush(void)
-{
-    if (MPI_Waitall(REC_RING, rec_req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
-        worker_fatal("step record send failed");
-}
-
+ * to 2 ms between polls): a ring of PROTO_STEP_RING records in flight
+ * (proto_step_slot), each slot waited for before it is filled again; MPI
+ * keeps one sender's messages in order. The sends are synchronous, so the
+ * workers run at most PROTO_STEP_RING steps ahead of the coordinator, as its
+ * stop and checkpoint requests and its logs expect. */
 /* Epochs until the coordinator says stop; returns the STOP message. */
 static CtrlMsg worker_loop(Worker *w)
 {
     for (;;) {
         CtrlMsg ctl;
-        MPI_Recv(&ctl, sizeof ctl, MPI_BYTE, 0, TAG_CTRL, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (ctl.type == CTRL_STOP) return records_flush(), ctl;
+        if (proto_recv_ctrl(&w->proto, &ctl) != 0) worker_fatal("control message receive failed");
+        if (ctl.type == CTRL_STOP) {
+            if (proto_flush_steps(&w->proto) != 0) worker_fatal("step record send failed");
+            return ctl;
+        }
         if (ctl.type != CTRL_EPOCH) worker_fatal("protocol error: control type %d", ctl.type);
         start_epoch(w, &ctl);
         int stop = 0;
         while (!stop && w->epoch_step < w->cfg.train_steps_per_epoch) {
             int64_t seq = w->seq; /* train_step counts it */
-            StepRecord *r = record_slot(seq);
+            StepRecord *r = proto_step_slot(&w->proto, seq);
+            if (!r) worker_fatal("step record send failed");
             stop = train_step(w, r);
-            record_send(r, seq);
+            if (proto_send_step(&w->proto, seq) != 0) worker_fatal("step record send failed");
             steptime_mark(&w->times, PH_RECORD);
             steptime_end(&w->times);
         }
@@ -831,7 +728,7 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     done.wrank = w->rank;
     done.steps = w->step;
     done.param_hash = fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
-    MPI_Send(&done, sizeof done, MPI_BYTE, 0, TAG_DONE, MPI_COMM_WORLD);
+    if (proto_send_done(&w->proto, &done) != 0) worker_fatal("done message send failed");
 }
 
 int main(int argc, char **argv)
@@ -856,29 +753,30 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* stderr is a pipe to mpirun: a write after it died fails, no more */
     start_launcher_watch();
     MPI_Init(&argc, &argv);
-    int wrank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+    static Worker w;
+    static ConfigMsg msg;
+    char err[1024];
+    if (proto_open(&w.proto, err, sizeof err) != 0) worker_fatal("%s", err);
+    int wrank = w.proto.rank;
     log_set_role("worker", wrank - 1);
     if (wrank == 0) {
         LOG(LOG_ERROR, "clipd-worker is world rank 0, where the coordinator belongs: launch "
                        "mpirun -np 1 clipd CONFIG : -np W clipd-worker");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
-    static Worker w;
-    static ConfigMsg msg;
     MPI_Comm_split(MPI_COMM_WORLD, 1, wrank, &w.comm);
     MPI_Comm_rank(w.comm, &w.rank);
     MPI_Comm_size(w.comm, &w.W);
-    MPI_Bcast(&msg, sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (proto_bcast_config(&w.proto, &msg) != 0) worker_fatal("start-up broadcast failed");
     if (!msg.go) { /* the coordinator already said why */
         MPI_Comm_free(&w.comm);
+        proto_close(&w.proto);
         MPI_Finalize();
         return msg.status;
     }
     w.cfg = msg.cfg;
     catch_sigbus(); /* after MPI_Init, whose handler prints a backtrace that names no file */
     worker_setup(&w);
-    char err[1024];
     if (msg.resume[0] && state_resume(&w, msg.resume, err, sizeof err) != 0)
         worker_fatal("cannot resume: %s", err);
     if (msg.resume[0] && w.epoch > 1) batcher_shift(&w.data, data_epoch_seed(&w.cfg, w.epoch));
@@ -897,6 +795,7 @@ int main(int argc, char **argv)
     repro_free(&w.repro), sync_free(&w.sync), optim_free(&w.opt), batcher_free(&w.valid), batcher_free(&w.data);
     model_free(&w.model);
     MPI_Comm_free(&w.comm);
+    proto_close(&w.proto);
     MPI_Finalize();
     return 0;
 }

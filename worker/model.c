@@ -44,6 +44,12 @@ static void model_point(Model *m)
 {
     size_t o = view_off(m, "head.bias", 0);
     m->hb = m->params + o, m->dhb = m->grads + o;
+    for (int k = 0; m->adaptive && k < m->ada.K; k++) {
+        Adaptive *a = &m->ada;
+        o = view_off(m, "tail.%d.proj", k), a->proj[k] = m->params + o, a->dproj[k] = m->grads + o;
+        o = view_off(m, "tail.%d.weight", k), a->tw[k] = m->params + o, a->dtw[k] = m->grads + o;
+        o = view_off(m, "tail.%d.bias", k), a->tb[k] = m->params + o, a->dtb[k] = m->grads + o;
+    }
     for (int l = 0; l < m->L; l++) {
         Layer *y = &m->layer[l];
         o = view_off(m, "layers.%d.wx", l), y->wx = m->params + o, y->dwx = m->grads + o;
@@ -65,6 +71,11 @@ void model_bind(Model *m, float *params, float *grads)
     float *p0 = m->params, *g0 = m->grads;
     REBIND(m->hw, p0, params), REBIND(m->hb, p0, params);
     REBIND(m->dhw, g0, grads), REBIND(m->dhb, g0, grads);
+    for (int k = 0; m->adaptive && k < m->ada.K; k++) {
+        Adaptive *a = &m->ada;
+        REBIND(a->proj[k], p0, params), REBIND(a->tw[k], p0, params), REBIND(a->tb[k], p0, params);
+        REBIND(a->dproj[k], g0, grads), REBIND(a->dtw[k], g0, grads), REBIND(a->dtb[k], g0, grads);
+    }
     for (int l = 0; l < m->L; l++) {
         Layer *y = &m->layer[l];
         REBIND(y->wx, p0, params), REBIND(y->wh, p0, params), REBIND(y->b, p0, params);
@@ -92,6 +103,8 @@ int model_init(Model *m, const Config *c, int B)
     m->O = m->source != DATA_ADDING ? m->V : 1;
     m->carry = m->source != DATA_ADDING;
     m->tied = cfg_tied(c);
+    m->adaptive = m->source != DATA_ADDING && adaptive_setup(&m->ada, c) > 0;
+    if (m->adaptive) m->O = m->ada.O;
     for (int l = 0; l < m->L; l++) m->layer[l].Ein = l == 0 ? m->Ein0 : m->H;
     model_layout(m, c);
     m->params = falloc(m, m->nparams);
@@ -124,6 +137,10 @@ int model_init(Model *m, const Config *c, int B)
     m->dc = falloc(m, (size_t)B * H);
     if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
     if (m->emb && !(m->emb_rows = calloc((size_t)m->V, 1))) goto fail;
+    if (m->adaptive) {
+        if (!(m->ada_buf = falloc(m, adaptive_scratch(&m->ada, (int)TB)))) goto fail;
+        adaptive_bind_scratch(&m->ada, m->ada_buf, (int)TB);
+    }
     m->dropout = m->source != DATA_ADDING ? (float)c->model_dropout : 0.0f;
     for (int k = 0; m->dropout > 0 && k <= m->L; k++) {
         size_t width = (size_t)(k == 0 ? m->Ein0 : m->H);
@@ -143,6 +160,7 @@ void model_free(Model *m)
     if (!m->borrowed) free(m->params), free(m->grads);
     free(m->x0), free(m->out);
     free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc), free(m->emb_rows);
+    free(m->ada_buf);
     for (int k = 0; k <= MODEL_MAX_LAYERS; k++) free(m->din[k]), free(m->mask[k]);
     memset(m, 0, sizeof *m);
 }
@@ -160,6 +178,8 @@ void model_init_params(Model *m, uint64_t seed, double scale)
             for (int j = m->H; j < 2 * m->H; j++) y->b[j] = 1.0f; /* forget gate */
     }
     for (int j = 0; j < m->O; j++) m->hb[j] = 0.0f;
+    for (int k = 0; m->adaptive && k < m->ada.K; k++)
+        memset(m->ada.tb[k], 0, (size_t)(m->ada.cut[k + 1] - m->ada.cut[k]) * sizeof(float));
 }
 
 void model_reset_state(Model *m)
@@ -191,7 +211,7 @@ double model_flops(const Model *m)
         f += 2 * TB * Ein * GH * (1 + has_dx) + 2 * TB * H * GH + 2 * (T - 1) * B * H * GH;
     }
     double N = m->source != DATA_ADDING ? TB : B;
-    return f + 6 * N * H * m->O;
+    return f + 6 * N * H * m->O + (m->adaptive ? adaptive_tail_flops(&m->ada) : 0);
 }
 
 /* h[0] <- h[T] (carried state) or 0. */
@@ -396,6 +416,7 @@ static double markov_forward(Model *m, const int *inputs, const int *targets)
     layers_forward(m);
     if (dropping(m)) dropout_forward(m, m->L);
     const float *top = site_input(m, m->L); /* (T*B, H) */
+    if (m->adaptive) return adaptive_forward(&m->ada, m->out, top, targets, m->hw, m->hb, N);
     if (m->tied)
         linear_forward_t(m->out, top, m->hw, m->hb, N, m->H, m->V);
     else
@@ -408,14 +429,20 @@ static void markov_backward(Model *m, const int *inputs, const int *targets, flo
 {
     int N = m->T * m->B;
     const float *top = site_input(m, m->L);
-    softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
-    float *dw = m->split ? NULL : m->dhw, *db = m->split ? NULL : m->dhb;
-    if (m->tied) /* the embedding's gradient is final only after the embedding's backward */
-        linear_backward_t(m->dA, dw, db, m->out, top, m->hw, N, m->H, m->V);
-    else
-        linear_backward(m->dA, dw, db, m->out, top, m->hw, N, m->H, m->V);
-    if (m->split) split_head_grads(m, top, m->T);
-    grads_ready(m, m->dhb + m->O);
+    if (m->adaptive) { /* (not split: repro's probe finds the difference and runs micro-batches one by one) */
+        adaptive_backward(&m->ada, m->dA, m->dhw, m->dhb, m->out, top, m->hw, scale, N);
+        Adaptive *a = &m->ada; /* the last tail's bias ends the softmax's views */
+        grads_ready(m, a->dtb[a->K - 1] + (a->cut[a->K] - a->cut[a->K - 1]));
+    } else {
+        softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
+        float *dw = m->split ? NULL : m->dhw, *db = m->split ? NULL : m->dhb;
+        if (m->tied) /* the embedding's gradient is final only after the embedding's backward */
+            linear_backward_t(m->dA, dw, db, m->out, top, m->hw, N, m->H, m->V);
+        else
+            linear_backward(m->dA, dw, db, m->out, top, m->hw, N, m->H, m->V);
+        if (m->split) split_head_grads(m, top, m->T);
+        grads_ready(m, m->dhb + m->O);
+    }
     if (dropping(m)) dropout_backward(m, m->L, m->dA);
     float *dx0 = layers_backward(m, m->dA);
     if (m->split) split_embedding_grads(m, dx0, inputs);

@@ -1,7 +1,8 @@
 /* model: the recurrent language model (or adding-problem regressor) with all
  * parameters in one flat float buffer, gradients in another, and a table of
  * named views into both. Activations are allocated once at init; the step
- * loop allocates nothing. Tensors are laid out head first, then the
+ * loop allocates nothing. Tensors are laid out head first (with the
+ * adaptive softmax: its tail clusters after the head), then the
  * recurrent layers from the top down, then the embedding: the order backward
  * completes them in. */
 #ifndef CLIPD_MODEL_H
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "common/cfg.h"
+#include "worker/adaptive.h"
 
 #define MODEL_MAX_LAYERS CFG_MAX_LAYERS
 #define MODEL_MAX_VIEWS CFG_MAX_TENSORS
@@ -49,7 +51,7 @@ typedef struct {
 } ModelSplit;
 
 typedef struct {
-    int kind, source, L, V, E, H, G, T, B, Ein0, O; /* O: outputs of the head (V, or 1) */
+    int kind, source, L, V, E, H, G, T, B, Ein0, O; /* O: outputs of the head (V, S + K adaptive, or 1) */
     size_t nparams;
     size_t nfloats;           /* floats model_init allocated: params, grads, activations */
     float *params;            /* (nparams) */
@@ -68,6 +70,9 @@ typedef struct {
     float *dc;                /* (B, H) LSTM scratch */
     int carry;                /* 1: h[0] of the next step is h[T] of this one */
     int tied;                 /* 1: hw/dhw are emb/demb, (V, E) = (O, H), used transposed */
+    int adaptive;             /* 1: model.softmax adaptive: the head (H, S + K) and ada's tails */
+    Adaptive ada;             /* its sizes, tail views and scratch (ada_buf) */
+    float *ada_buf;
     /* Dropout on the non-recurrent connections (embedding -> layer 0, layer
      * l-1 -> l, top -> head), token models only, training only. The mask
      * of an element depends on (drop_seed, site, drop_step, global stream,
@@ -123,7 +128,10 @@ long model_terms(const Model *m);
  *   backward  2*TB*Ein*GH (dwx) + 2*TB*Ein*GH (dx; not for the adding
  *             problem's first layer) + 2*TB*H*GH (dwh) + 2*(T-1)*B*H*GH (dh)
  * head (N rows: TB for token models, B for the adding problem; O outputs):
- *   2*N*H*O forward, 4*N*H*O backward. Tested against counted sgemm calls. */
+ *   2*N*H*O forward, 4*N*H*O backward; with the adaptive softmax O = S + K
+ *   and each tail k adds 6*r_k*d_k*(H + n_k) for the r_k rows of the LAST
+ *   step whose target it held (0 before any step). Tested against counted
+ *   sgemm calls. */
 double model_flops(const Model *m);
 
 #endif

@@ -15,6 +15,7 @@
 #include "common/fsutil.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "worker/hooks.h"
 #include "worker/worker.h"
 
 static size_t hidden_len(const Worker *w) { return (size_t)w->model.B * (size_t)w->model.H; }
@@ -215,16 +216,6 @@ static void list_tensors(const Worker *w, TensorList *tl, const float *om, const
     add_tensor(tl, "", "detect.state", CK_U64, w->bufs.det_state, 1, (long)detect_state_len(&w->det), 1);
 }
 
-/* debug.ckpt_crash_step: where this step's checkpoint write kills worker 0. */
-static int crash_point(const Config *c, int64_t step, int rollbacks)
-{
-    static const int at[] = {[CRASH_DURING_WRITE] = CK_CRASH_DURING_WRITE,
-                             [CRASH_BEFORE_RENAME] = CK_CRASH_BEFORE_RENAME,
-                             [CRASH_AFTER_RENAME] = CK_CRASH_AFTER_RENAME};
-    if (!c->debug_ckpt_crash_step || step != c->debug_ckpt_crash_step || rollbacks) return CK_CRASH_NONE;
-    return at[c->debug_ckpt_crash_at];
-}
-
 int state_checkpoint(Worker *w, char *err, size_t errlen)
 {
     /* The position written is also the one a rollback goes back to. */
@@ -250,7 +241,7 @@ int state_checkpoint(Worker *w, char *err, size_t errlen)
                      .seq_len = w->model.T};
         int nmeta = ckstate_meta(&s, &meta);
         cfg_checkpoint_dir(&w->cfg, dir, sizeof dir);
-        ckpt_test_crash(crash_point(&w->cfg, w->step, w->rollbacks));
+        ckpt_test_crash(hooks_ckpt_crash(w));
         rc = ckdir_write(dir, (long long)w->step, tl.t, tl.n, meta.meta, nmeta,
                         w->cfg.checkpoint_keep, NULL, 0, msg, sizeof msg);
     }

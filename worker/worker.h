@@ -8,6 +8,7 @@
 
 #include "common/cfg.h"
 #include "common/data.h"
+#include "common/proto_mpi.h"
 #include "worker/detect.h"
 #include "worker/sched.h"
 #include "worker/model.h"
@@ -41,6 +42,7 @@ typedef struct {
 typedef struct {
     Config cfg;
     MPI_Comm comm;          /* the workers' communicator */
+    Proto proto;            /* messages to and from the coordinator (common/proto_mpi.h) */
     int rank, W;            /* rank among the workers, number of workers */
     Model model;
     Batcher data, valid;    /* training streams; held-out streams */

@@ -40,6 +40,16 @@
 # rows do not depend on the row count, multiples of 12 on Haswell-class
 # kernels; the worker's log line says which path ran), interleaved rounds.
 # Added to build/bench.json as "repro".
+# Then the adaptive softmax (softmax_bench; alone: BENCH_ONLY=softmax; data
+# from deploy/get-brown.sh, fetched into data/brown if missing):
+# configs/brown-word.yaml (V 14115, 2x256 LSTM) on 2 workers with
+# model.softmax full, adaptive (cutoffs SOFTMAX_CUTOFFS, default 1000,5000)
+# and adaptive with sync.sparse_embedding, 40 steps each, interleaved rounds:
+# tokens/s and its ratio to full (softmax_speedup); then the same wall time:
+# full for SOFTMAX_STEPS steps (default 150), adaptive + sparse embedding for
+# as many steps as fit the same time at the measured rates, each followed by
+# the test split (the run's end evaluation): test perplexity and the training
+# seconds of each. Added to build/bench.json as "softmax".
 # Then across nodes (cluster_bench; alone: BENCH_ONLY=cluster): 3 network
 # namespaces (tests/e2e/netns.sh), coordinator on node 0, one worker (1 BLAS
 # thread) on each of nodes 1 and 2, links at 1 Gbit/s (+100 us delay where
@@ -78,6 +88,11 @@ best() { # WL VARIANT: the round with the lowest median, as "NAME MEDIAN"
     printf '%s' "$out" | sort -g -k2 | head -1
 }
 calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
+bench_json_put() { # KEY JSON: build/bench.json's KEY set to JSON, the rest kept
+    mkdir -p build
+    [ -s build/bench.json ] || echo '{}' >build/bench.json
+    jq --argjson v "$2" ".$1 = \$v" build/bench.json >build/bench.json.tmp && mv build/bench.json.tmp build/bench.json
+}
 rss_kib() { grep -o 'peak RSS [0-9]*' "$TMP/$1.err" | awk '$3 > m { m = $3 } END { print m + 0 }'; }
 
 # shellcheck source=tests/e2e/netns.sh
@@ -119,15 +134,59 @@ cluster_bench() {
         js+="\"$wl\":{\"step_ms_overlap\":$two,\"step_ms_one_reduction\":$one,\"overlap_vs_none\":$ov,\"step_ms_1node\":$lone,\"scaling_efficiency_2v1\":$eff}"
     done
     js+=",\"link_rate\":\"1gbit\",\"link_delay_us\":$([ -n "$delay" ] && echo 100 || echo 0),\"nodes\":2,\"rounds\":$ROUNDS}"
-    mkdir -p build
-    [ -s build/bench.json ] || echo '{}' >build/bench.json
-    jq --argjson c "$js" '.cluster = $c' build/bench.json >build/bench.json.tmp && mv build/bench.json.tmp build/bench.json
+    bench_json_put cluster "$js"
     ns_down
     echo "wrote build/bench.json (cluster)"
 }
 if [ "${BENCH_ONLY:-}" = cluster ]; then cluster_bench; exit 0; fi
+
+SMCFG=configs/brown-word.yaml
+WARM[SM]=5
+softmax_run() { # NAME STEPS DATA [--set ...]: one epoch of brown-word into $TMP/NAME
+    local name="$1" steps="$2" data="$3"; shift 3
+    deploy/clipd-launch -n "$NP" "$SMCFG" --set run.dir="$TMP/$name" --set metrics.listen=off \
+        --set train.epochs=1 --set train.steps_per_epoch="$steps" --set data.path="$data" "$@" \
+        >"$TMP/$name.out" 2>"$TMP/$name.err" || { echo "bench run $name failed:"; tail -5 "$TMP/$name.err"; exit 1; }
+}
+softmax_bench() {
+    local i full ada sp tok fsteps asteps fsec asec fppl appl js
+    local nt="$TMP/brown-notest" AD=(--set model.softmax=adaptive --set model.softmax_cutoffs="${SOFTMAX_CUTOFFS:-1000,5000}")
+    fsteps=${SOFTMAX_STEPS:-150}
+    [ -s data/brown/test.txt ] || deploy/get-brown.sh data/brown ||
+        { echo "softmax bench: no data/brown and deploy/get-brown.sh failed"; exit 1; }
+    mkdir -p "$nt" && ln -sf "$PWD/data/brown/train.txt" "$PWD/data/brown/valid.txt" "$nt/" # no test.txt: no end evaluation
+    for i in $(seq "$ROUNDS"); do
+        softmax_run "SM_full_$i" 40 "$nt" --set data.valid_batches=0
+        softmax_run "SM_ada_$i" 40 "$nt" --set data.valid_batches=0 "${AD[@]}"
+        softmax_run "SM_adasp_$i" 40 "$nt" --set data.valid_batches=0 "${AD[@]}" --set sync.sparse_embedding=true
+    done
+    read -r _ full < <(best SM full)
+    read -r _ ada < <(best SM ada)
+    read -r _ sp < <(best SM adasp)
+    tok=$(jq -s '.[0].tokens * 1000' "$TMP/SM_full_1/steps.jsonl") # tokens per step, per s at 1 ms
+    printf 'brown-word, 2 workers: softmax full %.1f ms/step (%.0f tokens/s), adaptive (cutoffs %s) %.1f ms (%.0f tokens/s): %.2fx; with sync.sparse_embedding %.1f ms (%.0f tokens/s): %.2fx\n' \
+        "$full" "$(calc "$tok / $full")" "${SOFTMAX_CUTOFFS:-1000,5000}" "$ada" "$(calc "$tok / $ada")" \
+        "$(calc "$full / $ada")" "$sp" "$(calc "$tok / $sp")" "$(calc "$full / $sp")"
+    # The same wall time: full for fsteps steps, adaptive + sparse embedding
+    # (the dense sync's bits) for the steps that fit the same time.
+    asteps=$(awk -v f="$fsteps" -v a="$full" -v b="$sp" 'BEGIN { n = int(f * a / b); print (n > 1305 ? 1305 : n) }')
+    softmax_run SM_wall_full "$fsteps" data/brown --set data.valid_batches=0 # seconds: training only
+    softmax_run SM_wall_ada "$asteps" data/brown --set data.valid_batches=0 "${AD[@]}" --set sync.sparse_embedding=true
+    fsec=$(jq -s '.[-1].seconds' "$TMP/SM_wall_full/epochs.jsonl"); asec=$(jq -s '.[-1].seconds' "$TMP/SM_wall_ada/epochs.jsonl")
+    fppl=$(jq -s 'map(select(.at == "end"))[0].ppl' "$TMP/SM_wall_full/eval.jsonl")
+    appl=$(jq -s 'map(select(.at == "end"))[0].ppl' "$TMP/SM_wall_ada/eval.jsonl")
+    printf 'same wall time: full %d steps in %.1f s: test perplexity %.1f; adaptive + sparse embedding %d steps in %.1f s: test perplexity %.1f (ratio %.3f)\n' \
+        "$fsteps" "$fsec" "$fppl" "$asteps" "$asec" "$appl" "$(calc "$appl / $fppl")"
+    js="{\"config\":\"$SMCFG\",\"cutoffs\":\"${SOFTMAX_CUTOFFS:-1000,5000}\",\"step_ms_full\":$full,\"step_ms_adaptive\":$ada,\"step_ms_adaptive_sparse\":$sp"
+    js+=",\"tokens_per_s_full\":$(calc "$tok / $full"),\"tokens_per_s_adaptive\":$(calc "$tok / $ada"),\"tokens_per_s_adaptive_sparse\":$(calc "$tok / $sp")"
+    js+=",\"softmax_speedup\":$(calc "$full / $ada"),\"softmax_speedup_sparse\":$(calc "$full / $sp")"
+    js+=",\"wall\":{\"steps_full\":$fsteps,\"seconds_full\":$fsec,\"test_ppl_full\":$fppl,\"steps_adaptive\":$asteps,\"seconds_adaptive\":$asec,\"test_ppl_adaptive\":$appl},\"rounds\":$ROUNDS}"
+    bench_json_put softmax "$js"
+    echo "wrote build/bench.json (softmax)"
+}
+if [ "${BENCH_ONLY:-}" = softmax ]; then softmax_bench; exit 0; fi
 WLS=${BENCH_ONLY:-W1 W2 W3}
-[ "${BENCH_ONLY:-}" = repro ] || for wl in $WLS; do [ -n "${CFG[$wl]:-}" ] || { echo "BENCH_ONLY: unknown workload '$wl' (W1, W2, W3 or cluster)"; exit 2; }; done
+[ "${BENCH_ONLY:-}" = repro ] || for wl in $WLS; do [ -n "${CFG[$wl]:-}" ] || { echo "BENCH_ONLY: unknown workload '$wl' (W1, W2, W3, repro, softmax or cluster)"; exit 2; }; done
 has() { [[ " $WLS " == *" $1 "* ]]; }
 breakdown() { # NAME: each worker's step breakdown line of run NAME, as "worker[r] step ... ms = ..."
     grep -o 'worker\[[0-9]*\] info: step breakdown.*' "$TMP/$1.err" | sed 's/ info: step breakdown ([^)]*)://'
@@ -165,9 +224,7 @@ repro_bench() {
         js+=",\"step_ms_off_b48\":$off48,\"step_ms_on_b48_micro12\":$on48,\"repro_overhead_b48_micro12\":$(calc "$on48 / $off48 - 1"),\"b48_micro12_path\":\"$path\"}"
     done
     js+="}"
-    mkdir -p build
-    [ -s build/bench.json ] || echo '{}' >build/bench.json
-    jq --argjson r "$js" '.repro = $r' build/bench.json >build/bench.json.tmp && mv build/bench.json.tmp build/bench.json
+    bench_json_put repro "$js"
     echo "wrote build/bench.json (repro)"
 }
 if [ "${BENCH_ONLY:-}" = repro ]; then repro_bench; exit 0; fi
@@ -246,5 +303,6 @@ jq . <<<"$json" >build/bench.json
 echo "wrote build/bench.json"
 if [ -z "${BENCH_ONLY:-}" ]; then
     repro_bench
+    softmax_bench
     cluster_bench
 fi

@@ -62,6 +62,11 @@ same_run() {
     cmp <(strip_t "$1/tensors.jsonl") <(strip_t "$2/tensors.jsonl") || return 1
     build/tests/stcmp "$1/final.safetensors" "$2/final.safetensors" 0
 }
+# near A B: numbers A and B within 1e-5 of B (relative)
+near() {
+    jq -n -e --argjson a "$1" --argjson b "$2" '($a - $b) * ($a - $b) <= 1e-10 * $b * $b' >/dev/null ||
+        { echo "$1 != $2"; return 1; }
+}
 # weights_differ A B TOL: the same tensors, and some weight farther apart
 # than TOL (stcmp's exit 1 alone also means another tensor table or a NaN)
 weights_differ() {

@@ -120,10 +120,6 @@ check "checkpoint.keep_best: best.safetensors is the lowest val loss, across a r
 # Evaluation: with a test.txt the run ends with the test split evaluated on
 # best.safetensors (eval.jsonl, the summary); clipd --eval does any weights
 # on any split. Both against an independent NumPy forward pass (float64).
-near() { # A B: |a - b| <= 1e-5 |b|
-    jq -n -e --argjson a "$1" --argjson b "$2" '($a - $b) * ($a - $b) <= 1e-10 * $b * $b' >/dev/null ||
-        { echo "$1 != $2"; return 1; }
-}
 lm_eval() {
     local d="$TMP/lme" ref got
     cp -r "$LMT" "$TMP/lmtest"

@@ -3,7 +3,8 @@
  * them: decoding (common/proto.c), steps/epochs/events/tensors JSON lines
  * (daemon/runlog.c), epoch statistics (daemon/stats.c), the metrics snapshot
  * (daemon/metrics.c) and the summary. The MPI calls the coordinator makes
- * are replaced by this file's: MPI_Iprobe hands out the input's next message
+ * (all in common/proto_mpi.c, but MPI_Abort in coord_fatal) are replaced by
+ * this file's: MPI_Iprobe hands out the input's next message
  * as the one asked for, MPI_Recv checks it is received whole, MPI_Abort
  * jumps back here. Input layout: tests/fuzz/fuzz_proto.h. Oracles, beyond
  * ASan and UBSan: every line written parses as a JSON object, and the job

@@ -3,8 +3,11 @@
 pass of clipd's word LSTM over a token file (RUN_DIR/tokens-*.u32), in the
 layout clipd --eval uses: STREAMS streams of L = (N-1)//STREAMS tokens, each
 read from its start in floor(L/T) steps of T with the state carried; every
-target counted once (<eos> and <unk> included). Prints the mean loss in nats
-per token and the count, as JSON."""
+target counted once (<eos> and <unk> included). With the adaptive softmax
+(tail.K.* tensors) the log-probability of every word of the vocabulary is
+computed (head, then each tail cluster through its projection) and checked
+to sum to 1 before the targets' are taken. Prints the mean loss in nats per
+token and the count, as JSON."""
 import json
 import struct
 import sys
@@ -45,8 +48,21 @@ for l in range(layers):
         h = o * np.tanh(c)
         out[:, t] = h
     x = out
-logits = x @ w["head.weight"] + w["head.bias"]
-logits -= logits.max(axis=2, keepdims=True)
-logp = logits - np.log(np.exp(logits).sum(axis=2, keepdims=True))
+def log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+logp = log_softmax(x @ w["head.weight"] + w["head.bias"])
+K = len([k for k in w if k.startswith("tail.") and k.endswith(".proj")])
+if K:  # adaptive: shortlist = head outputs - K, cluster k's words follow in id order
+    head = logp
+    parts = [head[:, :, :head.shape[2] - K]]
+    for k in range(K):
+        tail = log_softmax((x @ w[f"tail.{k}.proj"]) @ w[f"tail.{k}.weight"] + w[f"tail.{k}.bias"])
+        parts.append(head[:, :, head.shape[2] - K + k:head.shape[2] - K + k + 1] + tail)
+    logp = np.concatenate(parts, axis=2)
+    total = np.exp(logp).sum(axis=2)
+    assert np.abs(total - 1).max() < 1e-9, f"adaptive softmax not normalised: {np.abs(total - 1).max()}"
 nll = -np.take_along_axis(logp, y[:, :, None], axis=2)
 print(json.dumps({"loss": float(nll.mean()), "tokens": int(nll.size)}))
