@@ -231,7 +231,8 @@ check "sbatch script, SIGTERM to the batch shell (scancel): checkpoint, exit 0, 
 dp_sb_fail() {
     local w rc
     : >"$TMP/slurm.calls"
-    DP_EXTRA=(--set watchdog.seconds=4 --set watchdog.warn_seconds=1)
+    # 10 ms a step (debug.slow_ms, timing only): still running when a worker is stopped
+    DP_EXTRA=(--set watchdog.seconds=4 --set watchdog.warn_seconds=1 --set debug.slow_ms=10)
     dp_sbatch dp_sbf CLIPD_RUN_DIR="$TMP/dp_sbf"
     DP_EXTRA=()
     wait_lines "$TMP/dp_sbf/steps.jsonl" 120 || return 1
