@@ -776,7 +776,8 @@ static int finish(Coord *co, int final, int checkpoint)
             co->drift++;
             metrics_event(co->metrics, EV_REPLICA_DRIFT, d.steps, "log");
             LOG(LOG_ERROR, "worker %d ends with other parameters or steps than worker 0", w);
-            if (runlog_event(&co->log, -1, d.steps, co->epochs_done, "replica_drift", info, "log",
+            /* seq of the last step logged, like every event (clipd-report needs seq >= 0) */
+            if (runlog_event(&co->log, co->last_seq, d.steps, co->epochs_done, "replica_drift", info, "log",
                              -1, NULL, NULL, 0, "\"what\":\"final_params\"") != 0)
                 write_failed(co, "events.jsonl");
         }
