@@ -772,6 +772,47 @@ static void test_recurrent_accum_and_null_dx(void **state)
     check_layer_accum("gru", *state, &gru, &s);
 }
 
+/* Weights NULL: the backward computes dx alone, with the same bits, and
+ * adds nothing; recurrent_weight_grads over the scratch it left (the RNN's
+ * dh, the LSTM's dgates, the GRU's dgates and du) then gives the weight
+ * gradients' bits (sync.reproducible's micro-batch sums, worker/model.c). */
+static void check_layer_split(const char *name, Arena *a, Layer *L, uint64_t *s)
+{
+    char buf[64];
+    const size_t n = (size_t)L->T * L->B * L->H, nx = (size_t)L->T * L->B * L->Ein;
+    float *R = arena_rand(a, n, s, -1, 1), *g = arena_f(a, L->ngrad), *dx = arena_f(a, nx);
+    layer_forward(L);
+    memset(L->grad, 0, L->ngrad * sizeof(float));
+    layer_backward_from(L, R, L->dx);
+    memcpy(g, L->grad, L->ngrad * sizeof(float));
+    memcpy(dx, L->dx, nx * sizeof(float));
+    memset(L->grad, 0, L->ngrad * sizeof(float));
+    float *dwx = L->dwx, *dwh = L->dwh, *db = L->db;
+    L->dwx = L->dwh = L->db = NULL;
+    layer_backward_from(L, R, L->dx);
+    L->dwx = dwx, L->dwh = dwh, L->db = db;
+    check_same(name2(buf, sizeof buf, name, "dx, weights NULL"), L->dx, dx, nx, 0.0);
+    size_t touched = 0;
+    for (size_t i = 0; i < L->ngrad; i++) touched += L->grad[i] != 0.0f;
+    printf("%-28s %zu gradient values written (tol 0)\n", name2(buf, sizeof buf, name, "weights NULL"), touched);
+    assert_int_equal(touched, 0);
+    const float *da = L->G == 1 ? L->dh : L->dgates, *du = L->G == 3 ? L->du : da;
+    recurrent_weight_grads(L->dwx, L->dwh, L->db, da, du, L->x, L->h, L->T * L->B, L->Ein, L->H,
+                           L->G * L->H);
+    check_same(name2(buf, sizeof buf, name, "recurrent_weight_grads"), L->grad, g, L->ngrad, 0.0);
+}
+
+static void test_recurrent_weight_grads(void **state)
+{
+    uint64_t s = 12;
+    for (int G = 1; G <= 4; G++) {
+        if (G == 2) continue;
+        Layer L;
+        layer_new(*state, &L, SEQ_T, SEQ_B, SEQ_EIN, SEQ_H, G, &s, NULL, NULL);
+        check_layer_split(G == 1 ? "rnn" : G == 3 ? "gru" : "lstm", *state, &L, &s);
+    }
+}
+
 static void test_linear_accum_and_null_dx(void **state)
 {
     Arena *a = *state;
@@ -790,6 +831,9 @@ static void test_linear_accum_and_null_dx(void **state)
     check_accum("linear db accumulates", g + I * O, g0 + I * O, gz + I * O, O);
     linear_backward(NULL, gnull, gnull + I * O, dy, x, w, N, I, O);
     check_same("linear grads with dx=NULL", gnull, gz, NG, 0.0);
+    float *dx2 = arena_f(a, N * I); // dw and db NULL: dx alone, the same bits
+    linear_backward(dx2, NULL, NULL, dy, x, w, N, I, O);
+    check_same("linear dx with dw=NULL", dx2, dx, N * I, 0.0);
 }
 
 static void test_embedding_accum(void **state)
@@ -979,6 +1023,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gru_stacked, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_recurrent_accum_and_null_dx, arena_setup,
                                         arena_teardown),
+        cmocka_unit_test_setup_teardown(test_recurrent_weight_grads, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_linear_accum_and_null_dx, arena_setup,
                                         arena_teardown),
         cmocka_unit_test_setup_teardown(test_embedding_accum, arena_setup, arena_teardown),

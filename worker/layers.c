@@ -76,11 +76,12 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
 static void linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w, int N, int I, int O, int wt)
 {
-    if (wt) // dwt (O, I) += dy^T (O, N) x (N, I)
+    // dw and db NULL: the caller reduces them itself (micro-batch slots, worker/model.c)
+    if (dw && wt) // dwt (O, I) += dy^T (O, N) x (N, I)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dy, O, x, I, 1.0f, dw, I);
-    else    // dw (I, O) += x^T (I, N) dy (N, O)
+    else if (dw)  // dw (I, O) += x^T (I, N) dy (N, O)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I, O, N, 1.0f, x, I, dy, O, 1.0f, dw, O);
-    col_sum_add(db, dy, N, O);
+    if (db) col_sum_add(db, dy, N, O);
     if (dx) {
         // dx (N, I) = dy (N, O) w^T (O, I) (or wt)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasNoTrans : CblasTrans, N, I, O,
@@ -144,16 +145,24 @@ static void seq_dwh_add(float *dwh, const float *du, const float *h, int TB, int
                 1.0f, h, H, du, GH, 1.0f, dwh, GH);
 }
 
-/* After the time loop, from the pre-activation gradients da (T*B, GH):
- * dwx += x^T da; db += sum da; dx = da wx^T (if dx); dwh += h[0..T-1]^T da. */
+/* After the time loop, from the pre-activation gradients da (T*B, GH) and
+ * the recurrent terms' du (da but for the GRU): dwx += x^T da; db += sum da;
+ * dx = da wx^T (if dx); dwh += h[0..T-1]^T du. dwx NULL: dx only. */
 static void seq_weight_grads(float *dx /* (T*B, Ein) */, float *dwx /* (Ein, GH) */,
                              float *dwh /* (H, GH) */, float *db /* (GH) */,
-                             const float *da /* (T*B, GH) */, const float *x /* (T*B, Ein) */,
+                             const float *da /* (T*B, GH) */, const float *du /* (T*B, GH) */,
+                             const float *x /* (T*B, Ein) */,
                              const float *h /* (T*B, H): h[0..T-1] */,
                              const float *wx /* (Ein, GH) */, int TB, int Ein, int H, int GH)
 {
-    linear_backward(dx, dwx, db, da, x, wx, TB, Ein, GH);
-    seq_dwh_add(dwh, da, h, TB, H, GH);
+    linear_backward(dx, dwx, dwx ? db : NULL, da, x, wx, TB, Ein, GH);
+    if (dwx) seq_dwh_add(dwh, du, h, TB, H, GH);
+}
+
+void recurrent_weight_grads(float *dwx, float *dwh, float *db, const float *da, const float *du,
+                            const float *x, const float *h, int TB, int Ein, int H, int GH)
+{
+    seq_weight_grads(NULL, dwx, dwh, db, da, du, x, h, NULL, TB, Ein, H, GH);
 }
 
 /* ---------------------------------------------------------------- RNN */
@@ -199,7 +208,7 @@ void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const
             step_dh_prev_add(dh + (size_t)(t - 1) * BH, da, wh, B, H, H);
         }
     }
-    seq_weight_grads(dx, dwx, dwh, db, dh, x, h, wx, T * B, Ein, H, H);
+    seq_weight_grads(dx, dwx, dwh, db, dh, dh, x, h, wx, T * B, Ein, H, H);
 }
 
 /* ---------------------------------------------------------------- LSTM */
@@ -301,7 +310,7 @@ void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, floa
             step_dh_prev_add(dh + (size_t)(t - 1) * BH, dgt, wh, B, H, 4 * H);
         }
     }
-    seq_weight_grads(dx, dwx, dwh, db, dgates, x, h, wx, T * B, Ein, H, 4 * H);
+    seq_weight_grads(dx, dwx, dwh, db, dgates, dgates, x, h, wx, T * B, Ein, H, 4 * H);
 }
 
 /* ---------------------------------------------------------------- GRU */
@@ -418,8 +427,7 @@ void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float
             step_dh_prev_add(dh_prev, dut, wh, B, H, 3 * H);
         }
     }
-    linear_backward(dx, dwx, db, dgates, x, wx, T * B, Ein, 3 * H);
-    seq_dwh_add(dwh, du, h, T * B, H, 3 * H);
+    seq_weight_grads(dx, dwx, dwh, db, dgates, du, x, h, wx, T * B, Ein, H, 3 * H);
 }
 
 /* ---------------------------------------------------------------- softmax cross-entropy */

@@ -26,7 +26,8 @@ void embedding_backward(float *dw /* (V, E) */, const float *dout /* (N, E) */,
 /* y = x w + b */
 void linear_forward(float *y /* (N, O) */, const float *x /* (N, I) */,
                     const float *w /* (I, O) */, const float *b /* (O) */, int N, int I, int O);
-/* dw += x^T dy; db += sum_n dy; dx = dy w^T (dx may be NULL) */
+/* dw += x^T dy; db += sum_n dy; dx = dy w^T (dx may be NULL; dw and db
+ * NULL: dx only) */
 void linear_backward(float *dx /* (N, I) */, float *dw /* (I, O) */, float *db /* (O) */,
                      const float *dy /* (N, O) */, const float *x /* (N, I) */,
                      const float *w /* (I, O) */, int N, int I, int O);
@@ -38,6 +39,16 @@ void linear_forward_t(float *y /* (N, O) */, const float *x /* (N, I) */,
 void linear_backward_t(float *dx /* (N, I) */, float *dwt /* (O, I) */, float *db /* (O) */,
                        const float *dy /* (N, O) */, const float *x /* (N, I) */,
                        const float *wt /* (O, I) */, int N, int I, int O);
+
+/* The weight gradients of a recurrent layer over TB rows, from the
+ * pre-activation gradients da (T*B, GH) and the recurrent terms' du (da, but
+ * the GRU's du) that its backward leaves in its scratch: dwx += x^T da,
+ * db += sum da, dwh += h[0..T-1]^T du, in the order and shapes the layer's
+ * own backward uses (which skips them when given dwx, dwh, db NULL). */
+void recurrent_weight_grads(float *dwx /* (Ein, GH) */, float *dwh /* (H, GH) */,
+                            float *db /* (GH) */, const float *da /* (TB, GH) */,
+                            const float *du /* (TB, GH) */, const float *x /* (TB, Ein) */,
+                            const float *h /* (TB, H) */, int TB, int Ein, int H, int GH);
 
 /* Vanilla tanh RNN: h[t+1] = tanh(x[t] wx + h[t] wh + b), h[0] given.
  * h is (T+1, B, H). */

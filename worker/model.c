@@ -295,6 +295,89 @@ static void grads_ready(const Model *m, const float *end)
     if (m->grad_ready) m->grad_ready(m->hook_ctx, (size_t)(end - m->grads));
 }
 
+/* ---------------------------------------------------------------- reductions by micro-batch
+ * (m->split, sync.reproducible stacked: see ModelSplit in model.h) */
+
+/* The pointer p into m->grads, moved into micro-batch j's slot. */
+static float *slot_at(const Model *m, int j, const float *p)
+{
+    return m->split->slot[j] + (p - m->grads);
+}
+
+/* dst (steps*mb, width) = micro-batch j's rows of src (steps*B, width), in order (t, b). */
+static void gather_rows(float *dst, const float *src, const Model *m, int j, int steps, int width)
+{
+    size_t mbw = (size_t)m->split->mb * (size_t)width;
+    for (int t = 0; t < steps; t++)
+        memcpy(dst + (size_t)t * mbw, src + (size_t)t * m->B * width + (size_t)j * mbw,
+               mbw * sizeof(float));
+}
+
+/* The head's weight gradients, dy = m->out (steps*B, O) and x (steps*B, H). */
+static void split_head_grads(const Model *m, const float *x, int steps)
+{
+    const ModelSplit *s = m->split;
+    for (int j = 0; j < s->n; j++) {
+        gather_rows(s->ga, m->out, m, j, steps, m->O);
+        gather_rows(s->gx, x, m, j, steps, m->H);
+        float *dw = slot_at(m, j, m->dhw), *db = slot_at(m, j, m->dhb);
+        if (m->tied)
+            linear_backward_t(NULL, dw, db, s->ga, s->gx, m->hw, steps * s->mb, m->H, m->O);
+        else
+            linear_backward(NULL, dw, db, s->ga, s->gx, m->hw, steps * s->mb, m->H, m->O);
+    }
+}
+
+/* Layer l's weight gradients from da and du (T*B, GH) its backward left, x its input. */
+static void split_layer_grads(const Model *m, int l, const float *da, const float *du,
+                              const float *x)
+{
+    const ModelSplit *s = m->split;
+    const Layer *y = &m->layer[l];
+    int GH = m->G * m->H;
+    for (int j = 0; j < s->n; j++) {
+        gather_rows(s->ga, da, m, j, m->T, GH);
+        if (du != da) gather_rows(s->gu, du, m, j, m->T, GH);
+        gather_rows(s->gx, x, m, j, m->T, y->Ein);
+        gather_rows(s->gh, y->h, m, j, m->T, m->H); /* h[0..T-1] */
+        recurrent_weight_grads(slot_at(m, j, y->dwx), slot_at(m, j, y->dwh), slot_at(m, j, y->db),
+                               s->ga, du != da ? s->gu : s->ga, s->gx, s->gh, m->T * s->mb,
+                               y->Ein, m->H, GH);
+    }
+}
+
+/* The embedding's gradient from dx0 (T*B, E), the tokens inputs (T*B). */
+static void split_embedding_grads(const Model *m, const float *dx0, const int *inputs)
+{
+    const ModelSplit *s = m->split;
+    for (int j = 0; j < s->n; j++) {
+        gather_rows(s->gx, dx0, m, j, m->T, m->E);
+        for (int t = 0; t < m->T; t++)
+            memcpy(s->gtok + (size_t)t * s->mb, inputs + (size_t)t * m->B + (size_t)j * s->mb,
+                   (size_t)s->mb * sizeof(int));
+        embedding_backward(slot_at(m, j, m->demb), s->gx, s->gtok, m->T * s->mb, m->E);
+    }
+}
+
+/* softmax_ce_forward in place over m->out, each micro-batch's loss summed
+ * over its rows in order (t, b) into its loss sum; returns their total. */
+static double split_ce_forward(const Model *m, const int *targets)
+{
+    const ModelSplit *s = m->split;
+    double total = 0;
+    for (int j = 0; j < s->n; j++) {
+        double sum = 0;
+        for (int t = 0; t < m->T; t++)
+            for (int b = 0; b < s->mb; b++) {
+                size_t row = (size_t)t * m->B + (size_t)j * s->mb + (size_t)b;
+                float *l = m->out + row * m->V;
+                sum += softmax_ce_forward(l, l, targets + row, 1, m->V);
+            }
+        s->loss[j] += sum, total += sum;
+    }
+    return total;
+}
+
 static float *layers_backward(Model *m, float *dh)
 {
     float *other = dh == m->dA ? m->dB : m->dA;
@@ -303,15 +386,21 @@ static float *layers_backward(Model *m, float *dh)
         Layer *y = &m->layer[l];
         const float *x = site_input(m, l);
         float *dx = (l == 0 && m->source == DATA_ADDING) ? NULL : other;
+        float *dwx = m->split ? NULL : y->dwx, *dwh = m->split ? NULL : y->dwh;
+        float *db = m->split ? NULL : y->db; /* split: by micro-batch, below */
         if (m->kind == MODEL_LSTM)
-            lstm_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->dc, x, y->h, y->c,
+            lstm_backward(dx, dwx, dwh, db, dh, m->dgates, m->dc, x, y->h, y->c,
                           y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else if (m->kind == MODEL_GRU)
-            gru_backward(dx, y->dwx, y->dwh, y->db, dh, m->dgates, m->du, x, y->h, y->gates,
+            gru_backward(dx, dwx, dwh, db, dh, m->dgates, m->du, x, y->h, y->gates,
                          y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else
-            rnn_backward(dx, y->dwx, y->dwh, y->db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
+            rnn_backward(dx, dwx, dwh, db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
                          y->Ein, m->H, &pg);
+        if (m->split) { /* the pre-activation gradients: the RNN's in dh, the others' in dgates */
+            const float *da = m->kind == MODEL_RNN ? dh : m->dgates;
+            split_layer_grads(m, l, da, m->kind == MODEL_GRU ? m->du : da, x);
+        }
         grads_ready(m, y->db + (size_t)m->G * m->H); /* layer l's views end with its bias */
         if (dx && dropping(m)) dropout_backward(m, l, dx);
         other = dh;
@@ -332,6 +421,7 @@ static double markov_forward(Model *m, const int *inputs, const int *targets)
         linear_forward_t(m->out, top, m->hw, m->hb, N, m->H, m->V);
     else
         linear_forward(m->out, top, m->hw, m->hb, N, m->H, m->V);
+    if (m->split) return split_ce_forward(m, targets);
     return softmax_ce_forward(m->out, m->out, targets, N, m->V);
 }
 
@@ -339,23 +429,37 @@ static void markov_backward(Model *m, const int *inputs, const int *targets, flo
 {
     int N = m->T * m->B;
     const float *top = site_input(m, m->L);
-    if (m->adaptive) {
+    if (m->adaptive) { /* (not split: repro's probe finds the difference and runs micro-batches one by one) */
         adaptive_backward(&m->ada, m->dA, m->dhw, m->dhb, m->out, top, m->hw, scale, N);
         Adaptive *a = &m->ada; /* the last tail's bias ends the softmax's views */
         grads_ready(m, a->dtb[a->K - 1] + (a->cut[a->K] - a->cut[a->K - 1]));
     } else {
         softmax_ce_backward(m->out, m->out, targets, scale, N, m->V);
+        float *dw = m->split ? NULL : m->dhw, *db = m->split ? NULL : m->dhb;
         if (m->tied) /* the embedding's gradient is final only after the embedding's backward */
-            linear_backward_t(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
+            linear_backward_t(m->dA, dw, db, m->out, top, m->hw, N, m->H, m->V);
         else
-            linear_backward(m->dA, m->dhw, m->dhb, m->out, top, m->hw, N, m->H, m->V);
+            linear_backward(m->dA, dw, db, m->out, top, m->hw, N, m->H, m->V);
+        if (m->split) split_head_grads(m, top, m->T);
         grads_ready(m, m->dhb + m->O);
     }
     if (dropping(m)) dropout_backward(m, m->L, m->dA);
     float *dx0 = layers_backward(m, m->dA);
-    embedding_backward(m->demb, dx0, inputs, N, m->E);
+    if (m->split) split_embedding_grads(m, dx0, inputs);
+    else embedding_backward(m->demb, dx0, inputs, N, m->E);
     for (int i = 0; i < N; i++) m->emb_rows[inputs[i]] = 1; /* the rows a sparse sync sends */
     grads_ready(m, m->grads + m->nparams);
+}
+
+/* The adding problem's loss over sequences [b0, b0 + nb). */
+static double adding_loss(const Model *m, const float *ytarget, int b0, int nb)
+{
+    double loss = 0;
+    for (int b = b0; b < b0 + nb; b++) {
+        double d = (double)m->out[b] - (double)ytarget[b];
+        loss += d * d;
+    }
+    return loss;
 }
 
 /* Adding problem: regress the target from the top layer's last output,
@@ -367,12 +471,13 @@ static double adding_forward(Model *m, const float *features, const float *ytarg
     layers_forward(m);
     const float *last = m->layer[m->L - 1].h + (size_t)T * B * H; /* (B, H) */
     linear_forward(m->out, last, m->hw, m->hb, B, H, 1);
-    double loss = 0;
-    for (int b = 0; b < B; b++) {
-        double d = (double)m->out[b] - (double)ytarget[b];
-        loss += d * d;
+    if (!m->split) return adding_loss(m, ytarget, 0, B);
+    double total = 0;
+    for (int j = 0; j < m->split->n; j++) { /* each micro-batch's sum */
+        double sum = adding_loss(m, ytarget, j * m->split->mb, m->split->mb);
+        m->split->loss[j] += sum, total += sum;
     }
-    return loss;
+    return total;
 }
 
 static void adding_backward(Model *m, const float *ytarget, float scale)
@@ -382,7 +487,9 @@ static void adding_backward(Model *m, const float *ytarget, float scale)
     for (int b = 0; b < B; b++)
         m->out[b] = (float)(2.0 * ((double)m->out[b] - (double)ytarget[b])) * scale; /* dL/dy */
     memset(m->dA, 0, (size_t)(T - 1) * B * H * sizeof(float));
-    linear_backward(m->dA + (size_t)(T - 1) * B * H, m->dhw, m->dhb, m->out, last, m->hw, B, H, 1);
+    float *dw = m->split ? NULL : m->dhw, *db = m->split ? NULL : m->dhb;
+    linear_backward(m->dA + (size_t)(T - 1) * B * H, dw, db, m->out, last, m->hw, B, H, 1);
+    if (m->split) split_head_grads(m, last, 1);
     grads_ready(m, m->dhb + m->O);
     layers_backward(m, m->dA);
 }

@@ -35,6 +35,21 @@ typedef struct {
     int Ein;
 } Layer;
 
+/* sync.reproducible with the micro-batches stacked into the model's one
+ * batch (worker/repro.c): the B streams are n micro-batches of mb. Forward
+ * and activation gradients run over all B rows at once; every reduction over
+ * rows goes by micro-batch instead: backward adds the weight gradients over
+ * micro-batch j's rows into slot[j] (laid out as grads), each from a gathered
+ * copy of its rows in order (t, b), so with the shapes and order a model of
+ * batch mb uses, and forward adds j's loss sum into loss[j]. */
+typedef struct {
+    int mb, n;
+    float **slot;             /* (n) */
+    double *loss;             /* (n) */
+    float *ga, *gu, *gx, *gh; /* (T*mb, width) gathered rows: da or dy, GRU du, inputs, h */
+    int *gtok;                /* (T*mb) gathered tokens */
+} ModelSplit;
+
 typedef struct {
     int kind, source, L, V, E, H, G, T, B, Ein0, O; /* O: outputs of the head (V, S + K adaptive, or 1) */
     size_t nparams;
@@ -75,6 +90,7 @@ typedef struct {
     void (*progress)(void *ctx);
     void *hook_ctx;
     int borrowed;             /* params and grads belong to someone else (model_bind) */
+    const ModelSplit *split;  /* NULL, or the micro-batches model_step reduces by (repro) */
     float *din[MODEL_MAX_LAYERS + 1]; /* (T, B, Ein) dropped layer inputs; [L]: head input */
     float *mask[MODEL_MAX_LAYERS + 1];/* same shapes: 0 or 1/(1-p) */
 } Model;

@@ -34,7 +34,11 @@
 # Then sync.reproducible (repro_bench; alone: BENCH_ONLY=repro): W1, W2, W3
 # with 2 workers, step time with it on / off (repro_overhead, - 1), with
 # data.micro_batch 0 (one micro-batch of B streams per worker) and B/4 (four;
-# what a replay on a quarter of the workers needs), interleaved rounds.
+# what a replay on a quarter of the workers needs; W1 8, W2 and W3 5: these
+# run one by one), and at 48 streams per worker, off and with micro_batch 12
+# (four micro-batches stacked into one batch: the fast path where OpenBLAS's
+# rows do not depend on the row count, multiples of 12 on Haswell-class
+# kernels; the worker's log line says which path ran), interleaved rounds.
 # Added to build/bench.json as "repro".
 # Then the adaptive softmax (softmax_bench; alone: BENCH_ONLY=softmax; data
 # from deploy/get-brown.sh, fetched into data/brown if missing):
@@ -200,16 +204,24 @@ repro_bench() {
             run "$wl" "${wl}_roff_$i" "$NP"
             run "$wl" "${wl}_ron_$i" "$NP" --set sync.reproducible=true
             run "$wl" "${wl}_rq_$i" "$NP" --set sync.reproducible=true --set data.micro_batch=$((BATCH[$wl] / 4))
+            run "$wl" "${wl}_r48off_$i" "$NP" --set data.batch_per_worker=48
+            run "$wl" "${wl}_r48on_$i" "$NP" --set data.batch_per_worker=48 --set sync.reproducible=true \
+                --set data.micro_batch=12
         done
     done
     for wl in W1 W2 W3; do
         read -r _ off < <(best "$wl" roff)
         read -r _ on < <(best "$wl" ron)
         read -r _ q < <(best "$wl" rq)
-        printf '%s sync.reproducible: step %.2f ms off, %.2f ms on (micro_batch B): repro_overhead %+.2f%%; %.2f ms with micro_batch B/4: %+.2f%%\n' \
-            "$wl" "$off" "$on" "$(calc "($on / $off - 1) * 100")" "$q" "$(calc "($q / $off - 1) * 100")"
+        read -r _ off48 < <(best "$wl" r48off)
+        read -r name48 on48 < <(best "$wl" r48on)
+        path=$(grep -q 'stacked into one batch' "$TMP/$name48.err" && echo stacked || echo "one by one")
+        printf '%s sync.reproducible: step %.2f ms off, %.2f ms on (micro_batch B): repro_overhead %+.2f%%; %.2f ms with micro_batch B/4: %+.2f%%; batch 48: %.2f ms off, %.2f ms with micro_batch 12 (%s): %+.2f%%\n' \
+            "$wl" "$off" "$on" "$(calc "($on / $off - 1) * 100")" "$q" "$(calc "($q / $off - 1) * 100")" \
+            "$off48" "$on48" "$path" "$(calc "($on48 / $off48 - 1) * 100")"
         [ "$wl" = W1 ] || js+=","
-        js+="\"$wl\":{\"step_ms_off\":$off,\"step_ms_on\":$on,\"repro_overhead\":$(calc "$on / $off - 1"),\"step_ms_on_micro_quarter\":$q,\"repro_overhead_micro_quarter\":$(calc "$q / $off - 1")}"
+        js+="\"$wl\":{\"step_ms_off\":$off,\"step_ms_on\":$on,\"repro_overhead\":$(calc "$on / $off - 1"),\"step_ms_on_micro_quarter\":$q,\"repro_overhead_micro_quarter\":$(calc "$q / $off - 1")"
+        js+=",\"step_ms_off_b48\":$off48,\"step_ms_on_b48_micro12\":$on48,\"repro_overhead_b48_micro12\":$(calc "$on48 / $off48 - 1"),\"b48_micro12_path\":\"$path\"}"
     done
     js+="}"
     bench_json_put repro "$js"

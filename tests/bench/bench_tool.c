@@ -14,7 +14,15 @@
  *   bench_tool step CONFIG STEPS THREADS
  *                                median ms of model_step alone (forward and
  *                                backward of one worker's batch, no MPI, no
- *                                optimizer): the compute floor of a step. */
+ *                                optimizer): the compute floor of a step.
+ *   bench_tool repro CONFIG STEPS B MB
+ *                                sync.reproducible's compute cost alone, with
+ *                                1 thread and a batch of B: model_step and
+ *                                repro_run with micro-batches of MB (the
+ *                                path the probe picks) on the same batches,
+ *                                alternating, so that load from elsewhere
+ *                                hits both alike; prints JSON: each one's
+ *                                median ms, the path, and their ratio. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +33,7 @@
 #include "common/cfg.h"
 #include "common/data.h"
 #include "worker/model.h"
+#include "worker/repro.h"
 
 static double now(void)
 {
@@ -124,12 +133,60 @@ static int step(const char *path, int steps, int threads)
     return 0;
 }
 
+static int repro(const char *path, int steps, int B, int mb)
+{
+    Config c;
+    char err[1024];
+    cfg_defaults(&c);
+    if (cfg_load_file(&c, path, err, sizeof err) != 0) return fprintf(stderr, "%s\n", err), 2;
+    c.data_batch_per_worker = B, c.data_micro_batch = mb, c.sync_reproducible = 1;
+    if (cfg_validate(&c, err, sizeof err) != 0) return fprintf(stderr, "%s\n", err), 2;
+    openblas_set_num_threads(1);
+    Model m[2];
+    Batcher d;
+    Repro r;
+    if (model_init(&m[0], &c, B) != 0 || model_init(&m[1], &c, B) != 0 ||
+        batcher_init(&d, &c, 0, B) != 0)
+        return fprintf(stderr, "cannot set up the models or data\n"), 1;
+    for (int k = 0; k < 2; k++) model_init_params(&m[k], 1, c.model_init_scale);
+    if (repro_init(&r, &m[1], &c) != 0) return fprintf(stderr, "cannot set up repro\n"), 1;
+    batcher_epoch(&d, 1);
+    double *ms = calloc(2 * (size_t)steps, sizeof *ms);
+    if (!ms) return 1;
+    for (int i = 0; i < steps; i++) {
+        batcher_next(&d);
+        for (int o = 0; o < 2; o++) {
+            int k = (i + o) % 2; /* alternate which goes first */
+            double t0 = now();
+            if (k == 0) {
+                model_zero_grad(&m[0]);
+                model_step(&m[0], d.inputs, d.targets, d.features, d.ytarget, 1e-3f);
+            } else {
+                repro_zero(&r, &m[1]);
+                repro_run(&r, &m[1], &d, 1e-3f, 1);
+            }
+            ms[(size_t)k * steps + i] = (now() - t0) * 1e3;
+        }
+    }
+    qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+    qsort(ms + steps, (size_t)steps, sizeof *ms, cmp_double);
+    double off = ms[steps / 2], on = ms[steps + steps / 2];
+    printf("{\"step_ms_plain\":%.4f,\"step_ms_repro\":%.4f,\"path\":\"%s\",\"micro_batches\":%d,"
+           "\"repro_vs_plain\":%.4f}\n", off, on,
+           r.n == 1 ? "whole" : r.stacked ? "stacked" : "one by one", r.n, on / off);
+    free(ms);
+    repro_free(&r), batcher_free(&d), model_free(&m[0]), model_free(&m[1]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && !strcmp(argv[1], "step")) return step(argv[2], atoi(argv[3]), atoi(argv[4]));
     if (argc == 3 && !strcmp(argv[1], "peak")) return peak(atoi(argv[2]));
+    if (argc == 6 && !strcmp(argv[1], "repro"))
+        return repro(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
     if (argc >= 4 && !strcmp(argv[1], "model")) return model(argc - 2, argv + 2);
     fprintf(stderr, "usage: bench_tool peak THREADS | bench_tool model CONFIG W [--set k=v ...] | "
-                    "bench_tool step CONFIG STEPS THREADS\n");
+                    "bench_tool step CONFIG STEPS THREADS | bench_tool repro CONFIG STEPS B MB\n");
     return 2;
 }
