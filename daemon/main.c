@@ -41,6 +41,7 @@ typedef struct {
     const char *eval;   /* --eval WEIGHTS: evaluate instead of training */
     int split;          /* --split: TEXT_VALID or TEXT_TEST (default test) */
     int workers; /* --check --workers W: the worker count to check for */
+    int answered; /* --help or --version printed: nothing more to do (exit 0) */
 } Args;
 
 typedef struct {
@@ -179,68 +180,69 @@ static const struct option long_opts[] = {
     {"set", required_argument, NULL, OPT_SET},      {"resume", required_argument, NULL, OPT_RESUME},
     {NULL, 0, NULL, 0}};
 
-/* One option with its value v (NULL for none). Returns -1 to go on, or an exit code. */
+/* One option with its value v (NULL for none). 0, or -1 with err filled. */
 static int take_option(Args *a, int o, const char *v, char *err, size_t errlen)
 {
     char *end = NULL;
     long w;
     switch (o) {
-    case OPT_HELP: return usage(stdout), 0;
-    case OPT_VERSION: return printf("clipd %s\n", CLIPD_VERSION), 0;
-    case OPT_CHECK: a->check = 1; return -1;
-    case OPT_EVAL: a->eval = v; return -1;
+    case OPT_HELP: return usage(stdout), a->answered = 1, 0;
+    case OPT_VERSION: return printf("clipd %s\n", CLIPD_VERSION), a->answered = 1, 0;
+    case OPT_CHECK: a->check = 1; return 0;
+    case OPT_EVAL: a->eval = v; return 0;
     case OPT_SPLIT:
         if (strcmp(v, "test") && strcmp(v, "valid"))
-            return snprintf(err, errlen, "command line: --split %s: expected test or valid", v), 2;
+            return snprintf(err, errlen, "command line: --split %s: expected test or valid", v), -1;
         a->split = v[0] == 't' ? TEXT_TEST : TEXT_VALID;
-        return -1;
+        return 0;
     case OPT_WORKERS:
         w = strtol(v, &end, 10);
         if (*end || end == v || w < 1 || w > 1 << 20)
-            return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), 2;
+            return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), -1;
         a->workers = (int)w;
-        return -1;
+        return 0;
     case OPT_SET:
-        if (a->nsets == MAX_SETS) return snprintf(err, errlen, "command line: more than %d --set", MAX_SETS), 2;
+        if (a->nsets == MAX_SETS) return snprintf(err, errlen, "command line: more than %d --set", MAX_SETS), -1;
         a->sets[a->nsets++] = v;
-        return -1;
-    case OPT_RESUME: a->resume = v; return -1;
+        return 0;
+    case OPT_RESUME: a->resume = v; return 0;
     }
-    return -1;
+    return 0;
 }
 
-/* Returns -1 to go on, or an exit code. */
+/* 0 (a->answered: --help or --version printed, stop there), or -1 with err
+ * filled: a bad command line. */
 static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
 {
     memset(a, 0, sizeof *a);
     a->split = TEXT_TEST;
     opterr = 0; /* the messages are ours */
     optind = 0; /* start over (glibc: also forgets a previous parse) */
-    for (int rc = -1; rc < 0;) {
+    while (!a->answered) {
         int at = optind < 1 ? 1 : optind;
         if (at < argc && !strcmp(argv[at], "--")) /* no end-of-options mark: CONFIG may come anywhere */
-            return snprintf(err, errlen, "command line: unknown option '--' (see --help)"), 2;
+            return snprintf(err, errlen, "command line: unknown option '--' (see --help)"), -1;
         int o = getopt_long(argc, argv, "+:h", long_opts, NULL);
         if (o == -1 && optind >= argc) break;
         if (o == -1) { /* '+': stops at a word that is no option: CONFIG */
             const char *s = argv[optind++];
             if (a->config_path)
                 return snprintf(err, errlen, "command line: unexpected argument '%s' after config '%s'", s,
-                                a->config_path), 2;
+                                a->config_path), -1;
             a->config_path = s;
         } else if (o == ':' && !strcmp(argv[at], "--workers")) {
-            return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), 2;
+            return snprintf(err, errlen, "command line: --workers needs a count in [1, %d]", 1 << 20), -1;
         } else if (o == ':') {
-            return snprintf(err, errlen, "command line: %s needs a value", argv[at]), 2;
+            return snprintf(err, errlen, "command line: %s needs a value", argv[at]), -1;
         } else if (o == '?') {
-            return snprintf(err, errlen, "command line: unknown option '%s' (see --help)", argv[at]), 2;
+            return snprintf(err, errlen, "command line: unknown option '%s' (see --help)", argv[at]), -1;
         } else {
-            rc = take_option(a, o, optarg, err, errlen);
-            if (rc >= 0) return rc;
+            if (take_option(a, o, optarg, err, errlen)) return -1;
         }
     }
-    if (!a->config_path) return snprintf(err, errlen, "command line: missing CONFIG (see --help)"), 2;
-    return -1;
+    if (!a->answered && !a->config_path)
+        return snprintf(err, errlen, "command line: missing CONFIG (see --help)"), -1;
+    return 0;
 }
 
 static int load_config(Config *c, const Args *a, char *err, size_t errlen)
@@ -776,7 +778,8 @@ static int finish(Coord *co, int final, int checkpoint)
             co->drift++;
             metrics_event(co->metrics, EV_REPLICA_DRIFT, d.steps, "log");
             LOG(LOG_ERROR, "worker %d ends with other parameters or steps than worker 0", w);
-            if (runlog_event(&co->log, -1, d.steps, co->epochs_done, "replica_drift", info, "log",
+            /* seq of the last step logged, like every event (clipd-report needs seq >= 0) */
+            if (runlog_event(&co->log, co->last_seq, d.steps, co->epochs_done, "replica_drift", info, "log",
                              -1, NULL, NULL, 0, "\"what\":\"final_params\"") != 0)
                 write_failed(co, "events.jsonl");
         }
@@ -1219,9 +1222,9 @@ int main(int argc, char **argv)
     Args a;
     install_signals(); /* a signal during start-up must not kill the coordinator */
     launcher_pid = getppid();
-    int rc = parse_args(&a, argc, argv, err, sizeof err);
-    int train = rc < 0 && !a.check;
-    if (rc < 0) {
+    int rc = parse_args(&a, argc, argv, err, sizeof err) != 0 ? 2 : 0; /* bad usage: exit 2 */
+    int train = rc == 0 && !a.answered && !a.check;
+    if (rc == 0 && !a.answered) {
         rc = load_config(&co.cfg, &a, err, sizeof err) != 0 ? 2 : 0; /* bad input: exit 2 */
         if (rc == 0 && a.check) rc = preflight(&co, &a, a.workers, 1, err, sizeof err) != 0 ? 2 : 0;
         if (rc == 0 && a.check) cfg_print(&co.cfg, stdout);

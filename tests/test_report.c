@@ -204,6 +204,8 @@ static void test_partial_and_empty(void **state)
 
 /* ---- hostile run directories, made in a temporary directory ---- */
 
+#define STEP1 "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
+
 /* A temporary directory and the run directory in it: the temporary one
  * itself, or (tmp_run_named) a subdirectory of it with a given name. */
 typedef struct {
@@ -241,6 +243,51 @@ static void tmp_run_named(TmpRun *r, const char *name, const char *const *files)
     assert_true(snprintf(r->dir, sizeof r->dir, "%s/%s", r->t.dir, name) < (int)sizeof r->dir);
     assert_int_equal(mkdir(r->dir, 0700), 0);
     write_files(r->dir, files);
+}
+
+/* The optional files: absent is no error (has_* false, a note), present is
+ * read (has_* true), one that cannot be read (here a directory) is an error
+ * naming it; an event with seq -1 is refused (every event carries its step's seq). */
+static void test_optional_files(void **state)
+{
+    (void)state;
+    Report r;
+    TmpRun t;
+    char err[512] = "", path[160];
+    const char *only_steps[] = {"steps.jsonl", STEP1, NULL};
+    tmp_run(&t, only_steps);
+    if (rep_load(&r, t.dir, NAN, err, sizeof err)) fail_msg("rep_load: %s", err);
+    assert_false(r.has_epochs);
+    assert_false(r.has_events);
+    assert_false(r.has_tensors);
+    assert_int_equal(r.nses, 0);
+    rep_free(&r);
+    const char *ev[] = {"events.jsonl",
+                        "{\"seq\":1,\"step\":1,\"epoch\":1,\"kind\":\"replica_drift\",\"action\":\"log\"}\n",
+                        "sessions.jsonl", "{\"kind\":\"start\",\"seq\":0,\"step\":0}\n", NULL};
+    write_files(t.dir, ev);
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), 0);
+    assert_true(r.has_events);
+    assert_int_equal(r.nev, 1);
+    assert_int_equal(r.nses, 1);
+    rep_free(&r);
+    const char *ev_neg[] = {"events.jsonl",
+                            "{\"seq\":-1,\"step\":1,\"epoch\":1,\"kind\":\"replica_drift\",\"action\":\"log\"}\n",
+                            NULL};
+    write_files(t.dir, ev_neg);
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), -1);
+    assert_non_null(strstr(err, "events.jsonl:1: seq:"));
+    snprintf(path, sizeof path, "%s/tensors.jsonl", t.dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    remove(strcat(strcpy(path, t.dir), "/events.jsonl"));
+    err[0] = '\0';
+    assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), -1);
+    snprintf(path, sizeof path, "%s/tensors.jsonl: cannot read", t.dir);
+    if (!strstr(err, path)) fprintf(stderr, "error \"%s\" lacks \"%s\"\n", err, path);
+    assert_non_null(strstr(err, path));
+    snprintf(path, sizeof path, "%s/tensors.jsonl", t.dir);
+    assert_int_equal(rmdir(path), 0);
+    tmp_run_rm(&t);
 }
 
 static char *slurp(const char *path)
@@ -600,7 +647,6 @@ static void test_input_limits(void **state)
  * first; a config.yaml of an older version lacking keys takes the defaults;
  * a bad value or bytes that are not UTF-8 are an error naming file, line and
  * column; clip mode value has no norm threshold. */
-#define STEP1 "{\"seq\":1,\"step\":1,\"epoch\":1,\"loss\":2,\"grad_norm\":1}\n"
 
 static void config_case(const char *yaml, Report *r, TmpRun *t)
 {
@@ -776,6 +822,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_svg, load_run, free_run),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_partial_and_empty),
+        cmocka_unit_test(test_optional_files),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_utf8_names),
         cmocka_unit_test(test_tensors_seq),

@@ -10,7 +10,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +31,6 @@
 #include "worker/safetensors.h"
 #include "worker/steptime.h"
 #include "worker/worker.h"
-
-void worker_fatal(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    proto_abort_v(fmt, ap);
-}
 
 /* A memory-mapped data file that shrinks (truncated, rewritten in place)
  * under a running job raises SIGBUS on the next page read. Say which file

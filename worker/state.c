@@ -126,13 +126,21 @@ void state_snapshot(Worker *w)
     copy_hidden(w, s->hidden, 1);
 }
 
+/* Here, not in main.c, so that every object that calls it (and the unit
+ * tests linking them) has it: one log line, then MPI_Abort (exit 1). */
+void worker_fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    proto_abort_v(fmt, ap);
+}
+
 void state_restore(Worker *w)
 {
     Snapshot *s = &w->snap;
     size_t bytes = w->opt.n * sizeof(float);
     if (!s->params) { /* unreachable: can_roll_back said no action is rollback */
-        LOG(LOG_ERROR, "rollback without a snapshot");
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        worker_fatal("rollback without a snapshot");
     }
     memcpy(w->model.params, s->params, w->model.nparams * sizeof(float));
     if (s->m) memcpy(w->opt.m, s->m, bytes);

@@ -69,7 +69,7 @@ typedef struct {
     int pending_req;        /* worker 0: REQ_* bits received, not yet folded in */
 } Worker;
 
-/* Fatal error after MPI_Init: log why and take every rank down. */
+/* Fatal error after MPI_Init: log why and take every rank down (state.c). */
 void worker_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 int state_init(Worker *w);

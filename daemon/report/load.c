@@ -202,15 +202,16 @@ static int read_lines(Report *r, FILE *f, const char *name, RepLineFn fn, Where 
     return rc;
 }
 
-/* RUN_DIR/name line by line: 1 when the file is absent, 0 when read, -1 on
- * an unreadable file or a malformed line, with err filled. */
-static int read_jsonl(Report *r, const char *name, RepLineFn fn, char *err, size_t errlen)
+/* RUN_DIR/name line by line; *found false when the file is absent (not an
+ * error). 0, or -1 on an unreadable file or a malformed line, with err filled. */
+static int read_jsonl(Report *r, const char *name, RepLineFn fn, bool *found, char *err, size_t errlen)
 {
     char path[REP_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/%s", r->dir, name);
     FILE *f = fopen(path, "r");
+    *found = f != NULL;
     if (!f) {
-        if (errno == ENOENT) return 1;
+        if (errno == ENOENT) return 0;
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
@@ -272,10 +273,12 @@ static int step_line(Report *r, json_t *o, const Where *w)
 /* RUN_DIR/steps.jsonl into r->st: it must be there (it makes a run directory). */
 static int load_steps(Report *r, char *err, size_t errlen)
 {
-    int rc = read_jsonl(r, "steps.jsonl", step_line, err, errlen);
-    if (rc == 1)
-        snprintf(err, errlen, "%s/steps.jsonl: no such file: %s is not a clipd run directory", r->dir, r->dir);
-    return rc ? -1 : 0;
+    bool found;
+    if (read_jsonl(r, "steps.jsonl", step_line, &found, err, errlen)) return -1;
+    if (!found)
+        return snprintf(err, errlen, "%s/steps.jsonl: no such file: %s is not a clipd run directory", r->dir,
+                        r->dir), -1;
+    return 0;
 }
 
 /* ---- epochs.jsonl: load_epochs ---- */
@@ -308,9 +311,7 @@ static int epoch_line(Report *r, json_t *o, const Where *w)
 /* RUN_DIR/epochs.jsonl into r->ep; absent: noted, has_epochs false. */
 static int load_epochs(Report *r, char *err, size_t errlen)
 {
-    int rc = read_jsonl(r, "epochs.jsonl", epoch_line, err, errlen);
-    r->has_epochs = rc == 0;
-    return rc < 0 ? -1 : 0;
+    return read_jsonl(r, "epochs.jsonl", epoch_line, &r->has_epochs, err, errlen);
 }
 
 /* ---- events.jsonl: load_events ---- */
@@ -384,9 +385,7 @@ static int event_line(Report *r, json_t *o, const Where *w)
 /* RUN_DIR/events.jsonl into r->ev, kinds counted; absent: has_events false. */
 static int load_events(Report *r, char *err, size_t errlen)
 {
-    int rc = read_jsonl(r, "events.jsonl", event_line, err, errlen);
-    r->has_events = rc == 0;
-    return rc < 0 ? -1 : 0;
+    return read_jsonl(r, "events.jsonl", event_line, &r->has_events, err, errlen);
 }
 
 /* ---- sessions.jsonl: load_sessions ---- */
@@ -416,7 +415,8 @@ static int session_line(Report *r, json_t *o, const Where *w)
 /* RUN_DIR/sessions.jsonl into r->ses (absent in runs before it existed). */
 static int load_sessions(Report *r, char *err, size_t errlen)
 {
-    return read_jsonl(r, "sessions.jsonl", session_line, err, errlen) < 0 ? -1 : 0;
+    bool found;
+    return read_jsonl(r, "sessions.jsonl", session_line, &found, err, errlen);
 }
 
 /* ---- tensors.jsonl: load_tensors ---- */
@@ -486,9 +486,10 @@ static int tensors_line(Report *r, json_t *o, const Where *w)
 /* RUN_DIR/tensors.jsonl into r->t; has_tensors when it holds a row. */
 static int load_tensors(Report *r, char *err, size_t errlen)
 {
-    int rc = read_jsonl(r, "tensors.jsonl", tensors_line, err, errlen);
-    r->has_tensors = rc == 0 && r->t.nrows > 0;
-    return rc < 0 ? -1 : 0;
+    bool found;
+    int rc = read_jsonl(r, "tensors.jsonl", tensors_line, &found, err, errlen);
+    r->has_tensors = rc == 0 && found && r->t.nrows > 0;
+    return rc;
 }
 
 int rep_cmp_double(const void *a, const void *b)

@@ -34,6 +34,12 @@ all_configs() {
 }
 check "every shipped config passes --check (or names its data not downloaded)" all_configs
 check "--help and --version exit 0" bash -c 'build/clipd --help | grep -q usage && build/clipd --version | grep -q clipd && build/clipd-worker --version | grep -q clipd-worker'
+check "--help answers before a later bad option or a missing CONFIG (exit 0)" \
+    bash -c 'build/clipd --help --frobnicate | grep -q usage && [ "$(build/clipd --version --split q)" = "clipd $(build/clipd --version | cut -d" " -f2)" ]'
+check "command line: bad --split, --workers, a value missing (exit 2, named)" bash -c '
+    build/clipd --split q x 2>&1 | grep -q "split q: expected test or valid"; [ "${PIPESTATUS[0]}" = 2 ] || exit 1
+    build/clipd --workers 0 x 2>&1 | grep -q "workers needs a count"; [ "${PIPESTATUS[0]}" = 2 ] || exit 1
+    build/clipd x --set 2>&1 | grep -q "set needs a value"; [ "${PIPESTATUS[0]}" = 2 ]'
 # Inside an mpirun job, help, version and --check release the workers
 # instead of leaving them waiting in MPI_Init.
 # job_prints WANT_FILE CMD...: exit 0, and stdout is WANT_FILE's text exactly

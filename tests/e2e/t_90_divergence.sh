@@ -64,6 +64,20 @@ drift() {
 }
 check "replica_drift: a perturbed replica is caught at the next check and aborts" drift
 
+final_drift() {
+    # no checks during the run: only the final weights' hashes disagree. The
+    # event carries the last step's seq (not -1), so clipd-report reads the run.
+    run dv_fdrift 2 "${DV[@]}" --set debug.drift_step=33 --set divergence.drift_check_every=0
+    local rc=$? d="$TMP/dv_fdrift"
+    [ "$rc" = 1 ] || { echo "exit $rc, wanted 1"; return 1; }
+    jq -s -e --argjson last "$(jq -s -c '.[-1] | [.seq, .step]' "$d/steps.jsonl")" \
+        'map(select(.kind == "replica_drift")) | length == 1 and .[0].what == "final_params" and
+         [.[0].seq, .[0].step] == $last' "$d/events.jsonl" >/dev/null || { cat "$d/events.jsonl"; return 1; }
+    build/clipd-report "$d" >"$d.report" || { echo "clipd-report fails"; return 1; }
+    grep -q "replica_drift" "$d.report" || { echo "clipd-report does not list the event"; return 1; }
+}
+check "replica_drift at the end (final weights differ): an event clipd-report reads" final_drift
+
 clip_kinds() {
     # on a change only (divergence.clip_events: change): clipping stopped, clipping saturates
     run dv_inactive 2 --set clip.max_norm=1e9 || return 1
