@@ -270,14 +270,12 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
     return put_line(l, LOG_EVENTS);
 }
 
-int runlog_session(RunLog *l, const char *kind, int64_t seq, int64_t step, int epoch, const char *extra,
-                   double time)
+int runlog_session(RunLog *l, const SessionLine *s)
 {
-    put(l, "{\"kind\":\"%s\",\"seq\":%lld,\"step\":%lld,\"epoch\":%d", kind, (long long)seq,
-        (long long)step, epoch);
-    if (extra) put(l, ",%s", extra);
-    if (isfinite(time)) put(l, ",\"time\":%.3f}\n", time);
-    else put_end(l);
+    SessionLine sl = *s;
+    if (!isfinite(sl.time)) sl.time = runlog_now();
+    put_record(l, &rec_session, &sl);
+    put(l, "}\n");
     return put_line(l, LOG_SESSIONS);
 }
 

@@ -393,10 +393,13 @@ static int load_events(Report *r, char *err, size_t errlen)
 /* The fields of one sessions.jsonl line into *s (time NAN by the caller). */
 static int session_fields(json_t *o, RepSession *s, const Where *w)
 {
-    if (get_str(o, "kind", true, s->kind, sizeof s->kind, w) || get_int(o, "seq", true, 0, REP_SEQ_MAX, &s->seq, w) ||
-        get_int(o, "step", true, 0, REP_SEQ_MAX, &s->step, w) || get_str(o, "how", false, s->how, sizeof s->how, w) ||
-        get_num(o, "time", false, &s->time, w))
-        return -1;
+    SessionLine l;
+    rec_clear(&rec_session, &l);
+    l.time = s->time;
+    if (record_fields(&rec_session, &l, o, w)) return -1;
+    rep_copy_str(s->kind, sizeof s->kind, l.kind);
+    if (l.how) rep_copy_str(s->how, sizeof s->how, l.how);
+    s->seq = l.seq, s->step = l.step, s->time = l.time;
     return 0;
 }
 
