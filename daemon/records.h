@@ -1,5 +1,5 @@
-/* records: the lines of steps.jsonl, epochs.jsonl, events.jsonl and
- * sessions.jsonl, one table per record. A row names the JSON key, the C member it holds, its
+/* records: the lines of steps.jsonl, epochs.jsonl, events.jsonl,
+ * sessions.jsonl and tensors.jsonl, one table per record. A row names the JSON key, the C member it holds, its
  * type, whether a reader needs it (older logs lack the others) and the
  * bounds of an integer. Each table drives the record's one writer
  * (rec_format: the exact bytes runlog appends) and its one validating
@@ -143,7 +143,19 @@ typedef struct {
     X(how, how, STR, REC_IFSET, 0, 0) \
     X(time, time, MS, 0, 0, 0)
 
-extern const RecSchema rec_step, rec_epoch, rec_event, rec_session;
+/* ---- tensors.jsonl: the fixed fields; the writer appends "norms", an
+ * object keyed by tensor name (no row can name it), and the time. ---- */
+typedef struct {
+    int64_t seq, step;
+    int32_t epoch;
+} TensorLine;
+
+#define TENSOR_LINE(X) \
+    X(seq, seq, I64, REC_NEED, 0, REC_COUNT_MAX) \
+    X(step, step, I64, 0, 0, REC_COUNT_MAX) \
+    X(epoch, epoch, I32, 0, 0, REC_EPOCH_MAX)
+
+extern const RecSchema rec_step, rec_epoch, rec_event, rec_session, rec_tensor;
 
 /* The line's fields as the table lists them, from "{" on, without the
  * closing brace: the caller appends its own fields, then "}\n". Returns the

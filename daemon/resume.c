@@ -52,6 +52,19 @@ static int logged_every(const Config *c)
     return every;
 }
 
+typedef struct {
+    int64_t want;
+    int found;
+} TensorSeek;
+
+static void tensor_seek(const void *rec, json_t *o, void *ctx)
+{
+    const TensorLine *l = rec;
+    TensorSeek *t = ctx;
+    (void)o;
+    if (l->seq == t->want) t->found = 1;
+}
+
 /* 1 when tensors.jsonl holds every line its cadence asks for up to seq
  * (the last is enough: lines are appended in order), or the cadence asks
  * none. A job killed between the lines of a step could leave it out, and a
@@ -59,18 +72,12 @@ static int logged_every(const Config *c)
 static int tensors_complete(const Config *c, int every, int64_t seq)
 {
     if (every <= 0 || seq < every) return 1;
-    int64_t want = seq / every * every;
-    char path[CFG_STR_MAX + 32], pat[48], *line = NULL;
-    size_t cap = 0;
-    int found = 0;
+    TensorSeek t = {seq / every * every, 0};
+    char path[CFG_STR_MAX + 32];
+    TensorLine l;
     snprintf(path, sizeof path, "%s/tensors.jsonl", c->run_dir);
-    snprintf(pat, sizeof pat, "{\"seq\":%lld,", (long long)want);
-    FILE *f = fopen(path, "r");
-    while (f && !found && getline(&line, &cap, f) > 0)
-        found = strchr(line, '\n') && !strncmp(line, pat, strlen(pat));
-    if (f) fclose(f);
-    free(line);
-    return found;
+    rec_each_line(path, &rec_tensor, &l, tensor_seek, &t);
+    return t.found;
 }
 
 /* Whether the logs are complete up to a checkpoint at seq: its step is in

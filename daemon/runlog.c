@@ -282,8 +282,9 @@ int runlog_session(RunLog *l, const SessionLine *s)
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
 {
     char a[32];
-    put(l, "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"norms\":{", (long long)r->seq,
-        (long long)r->step, r->epoch);
+    TensorLine tl = {r->seq, r->step, r->epoch};
+    put_record(l, &rec_tensor, &tl);
+    put(l, ",\"norms\":{");
     for (int k = 0; k < n && k < r->ntensors; k++)
         put(l, "%s\"%s\":%s", k ? "," : "", names[k], json_num(a, 32, r->tensor_norm[k]));
     put(l, "}");
