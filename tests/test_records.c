@@ -108,6 +108,25 @@ static void test_session_round_trip(void **state)
     json_decref(o);
 }
 
+/* tensors.jsonl: the fixed fields runlog_tensors writes before "norms", read back. */
+static void test_tensor_line(void **state)
+{
+    (void)state;
+    TensorLine a = {40, 38, 2}, b;
+    char buf[256], err[256];
+    rec_format(&rec_tensor, &a, buf, sizeof buf);
+    assert_string_equal(buf, "{\"seq\":40,\"step\":38,\"epoch\":2");
+    strcat(buf, ",\"norms\":{\"embed\":1.5},\"time\":1.000}");
+    json_t *o = json_loads(buf, 0, NULL);
+    assert_non_null(o);
+    rec_clear(&rec_tensor, &b);
+    assert_int_equal(rec_parse(&rec_tensor, &b, o, err, sizeof err), 0);
+    json_decref(o);
+    assert_int_equal(b.seq, 40);
+    assert_int_equal(b.step, 38);
+    assert_int_equal(b.epoch, 2);
+}
+
 /* What the writer writes, the reader reads back bit for bit. */
 static void test_round_trip(void **state)
 {
@@ -138,7 +157,7 @@ static void test_round_trip(void **state)
 
 static void parse_err(const RecSchema *s, const char *line, const char *want)
 {
-    union { StepLine st; EpochLine ep; EventLine ev; SessionLine se; } rec;
+    union { StepLine st; EpochLine ep; EventLine ev; SessionLine se; TensorLine te; } rec;
     char err[256] = "";
     json_t *o = json_loads(line, 0, NULL);
     assert_non_null(o);
@@ -172,6 +191,9 @@ static void test_strict_errors(void **state)
     parse_err(&rec_session, "{\"kind\":\"end\",\"seq\":0,\"step\":0,\"how\":true}", "how: expected a string");
     parse_err(&rec_session, "{\"kind\":\"end\",\"seq\":0,\"step\":0,\"time\":\"now\"}",
               "time: expected a number or null");
+    parse_err(&rec_tensor, "{\"step\":1,\"norms\":{}}", "seq: missing");
+    parse_err(&rec_tensor, "{\"seq\":\"1\",\"norms\":{}}", "seq: expected an integer");
+    parse_err(&rec_tensor, "{\"seq\":1,\"step\":-3,\"norms\":{}}", "step: -3 out of range [0, 9007199254740992]");
 }
 
 static void collect(const void *rec, json_t *o, void *ctx)
@@ -241,6 +263,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_line_bytes),   cmocka_unit_test(test_event_and_epoch_bytes),
         cmocka_unit_test(test_session_line_bytes), cmocka_unit_test(test_session_round_trip),
+        cmocka_unit_test(test_tensor_line),
         cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_strict_errors),
         cmocka_unit_test(test_lenient_lines),     cmocka_unit_test(test_ckstate_meta),
     };
