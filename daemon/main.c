@@ -923,11 +923,9 @@ static int coordinate(Coord *co)
     int ckpt = !co->aborted && !wrote_in_step && co->steps_seen > 0;
     metrics_state(co->metrics, co->aborted ? "aborted" : co->stopped ? "stopped" : "finishing");
     int bad = finish(co, done, ckpt);
-    char how[64];
-    snprintf(how, sizeof how, "\"how\":\"%s\"", co->aborted ? "aborted" : co->stopped ? "stopped"
-                                                 : co->early_stop ? "early_stop" : "done");
-    if (runlog_session(&co->log, "end", co->last_seq, co->next_step - 1,
-                       co->epochs_done, how, NAN) != 0)
+    SessionLine end = {"end", co->last_seq, co->next_step - 1, co->epochs_done, -1, NULL,
+                       co->aborted ? "aborted" : co->stopped ? "stopped" : co->early_stop ? "early_stop" : "done", NAN};
+    if (runlog_session(&co->log, &end) != 0)
         write_failed(co, "sessions.jsonl");
     if (co->metrics) {
         char addr[CFG_STR_MAX + 32];
@@ -1171,14 +1169,15 @@ static int eval_run(Coord *co, const Args *a)
  * end: logged at its last step), then this start or resume. */
 static void log_session_start(Coord *co, const Args *a, const SessionTail *tail)
 {
-    char extra[PROTO_PATH_MAX * 2 + 64], path[PROTO_PATH_MAX * 2];
-    if (tail->open && tail->seq >= 0 &&
-        runlog_session(&co->log, "crash", tail->seq, tail->step, tail->epoch, NULL, tail->time) != 0)
+    char path[PROTO_PATH_MAX * 2];
+    SessionLine crash = {"crash", tail->seq, tail->step, tail->epoch, -1, NULL, NULL, tail->time};
+    if (tail->open && tail->seq >= 0 && runlog_session(&co->log, &crash) != 0)
         write_failed(co, "sessions.jsonl");
-    snprintf(extra, sizeof extra, "\"workers\":%d%s%s%s", co->W, a->resume ? ",\"from\":\"" : "",
-             a->resume ? json_escape(path, sizeof path, co->res.path) : "", a->resume ? "\"" : "");
-    if (runlog_session(&co->log, a->resume ? "resume" : "start", a->resume ? co->res.seq : 0,
-                       a->resume ? co->res.step : 0, a->resume ? co->res.epoch : 1, extra, NAN) != 0)
+    SessionLine start = {"start", 0, 0, 1, co->W, NULL, NULL, NAN};
+    if (a->resume)
+        start = (SessionLine){"resume", co->res.seq, co->res.step, co->res.epoch, co->W,
+                              json_escape(path, sizeof path, co->res.path), NULL, NAN};
+    if (runlog_session(&co->log, &start) != 0)
         write_failed(co, "sessions.jsonl");
 }
 

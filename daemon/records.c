@@ -30,6 +30,10 @@
 STEP_LINE(STEP_CHECK)
 EPOCH_LINE(EPOCH_CHECK)
 EVENT_LINE(EVENT_CHECK)
+#define SESSION_CHECK(key, m, type, flags, lo, hi) REC_CHECK(SessionLine, key, m, type)
+SESSION_LINE(SESSION_CHECK)
+#define TENSOR_CHECK(key, m, type, flags, lo, hi) REC_CHECK(TensorLine, key, m, type)
+TENSOR_LINE(TENSOR_CHECK)
 
 #define STEP_ROW(key, m, type, flags, lo, hi) {#key, RF_##type, offsetof(StepLine, m), flags, lo, hi},
 #define EPOCH_ROW(key, m, type, flags, lo, hi) {#key, RF_##type, offsetof(EpochLine, m), flags, lo, hi},
@@ -37,10 +41,17 @@ EVENT_LINE(EVENT_CHECK)
 static const RecField step_fields[] = {STEP_LINE(STEP_ROW)};
 static const RecField epoch_fields[] = {EPOCH_LINE(EPOCH_ROW)};
 static const RecField event_fields[] = {EVENT_LINE(EVENT_ROW)};
+#define SESSION_ROW(key, m, type, flags, lo, hi) {#key, RF_##type, offsetof(SessionLine, m), flags, lo, hi},
+static const RecField session_fields[] = {SESSION_LINE(SESSION_ROW)};
+#define TENSOR_ROW(key, m, type, flags, lo, hi) {#key, RF_##type, offsetof(TensorLine, m), flags, lo, hi},
+static const RecField tensor_fields[] = {TENSOR_LINE(TENSOR_ROW)};
 
 const RecSchema rec_step = {"steps.jsonl", step_fields, (int)(sizeof step_fields / sizeof *step_fields)};
 const RecSchema rec_epoch = {"epochs.jsonl", epoch_fields, (int)(sizeof epoch_fields / sizeof *epoch_fields)};
 const RecSchema rec_event = {"events.jsonl", event_fields, (int)(sizeof event_fields / sizeof *event_fields)};
+const RecSchema rec_session = {"sessions.jsonl", session_fields,
+                               (int)(sizeof session_fields / sizeof *session_fields)};
+const RecSchema rec_tensor = {"tensors.jsonl", tensor_fields, (int)(sizeof tensor_fields / sizeof *tensor_fields)};
 
 /* The integer member of f, widened. */
 static int64_t get_i(const RecField *f, const char *p)

@@ -1,5 +1,5 @@
-/* records: the lines of steps.jsonl, epochs.jsonl and events.jsonl, one
- * table per record. A row names the JSON key, the C member it holds, its
+/* records: the lines of steps.jsonl, epochs.jsonl, events.jsonl,
+ * sessions.jsonl and tensors.jsonl, one table per record. A row names the JSON key, the C member it holds, its
  * type, whether a reader needs it (older logs lack the others) and the
  * bounds of an integer. Each table drives the record's one writer
  * (rec_format: the exact bytes runlog appends) and its one validating
@@ -122,7 +122,40 @@ typedef struct {
     X(action, action, STR, 0, 0, 0) \
     X(rollback_to, rollback_to, I64, REC_IFSET, 0, REC_COUNT_MAX)
 
-extern const RecSchema rec_step, rec_epoch, rec_event;
+/* ---- sessions.jsonl: a start, resume, end or crash of the job ---- */
+typedef struct {
+    const char *kind;    /* "start", "resume", "end", "crash" */
+    int64_t seq, step;   /* where it starts from or ended at */
+    int32_t epoch;
+    int32_t workers;     /* a start's or resume's W (-1: not written) */
+    const char *from;    /* a resume's checkpoint, JSON-escaped by the writer (NULL: not written) */
+    const char *how;     /* an end's done, stopped, aborted, early_stop (NULL: not written) */
+    double time;
+} SessionLine;
+
+#define SESSION_LINE(X) \
+    X(kind, kind, STR, REC_NEED, 0, 0) \
+    X(seq, seq, I64, REC_NEED, 0, REC_COUNT_MAX) \
+    X(step, step, I64, REC_NEED, 0, REC_COUNT_MAX) \
+    X(epoch, epoch, I32, 0, 0, REC_EPOCH_MAX) \
+    X(workers, workers, I32, REC_IFSET, 0, INT32_MAX) \
+    X(from, from, STR, REC_IFSET, 0, 0) \
+    X(how, how, STR, REC_IFSET, 0, 0) \
+    X(time, time, MS, 0, 0, 0)
+
+/* ---- tensors.jsonl: the fixed fields; the writer appends "norms", an
+ * object keyed by tensor name (no row can name it), and the time. ---- */
+typedef struct {
+    int64_t seq, step;
+    int32_t epoch;
+} TensorLine;
+
+#define TENSOR_LINE(X) \
+    X(seq, seq, I64, REC_NEED, 0, REC_COUNT_MAX) \
+    X(step, step, I64, 0, 0, REC_COUNT_MAX) \
+    X(epoch, epoch, I32, 0, 0, REC_EPOCH_MAX)
+
+extern const RecSchema rec_step, rec_epoch, rec_event, rec_session, rec_tensor;
 
 /* The line's fields as the table lists them, from "{" on, without the
  * closing brace: the caller appends its own fields, then "}\n". Returns the

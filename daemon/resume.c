@@ -52,6 +52,19 @@ static int logged_every(const Config *c)
     return every;
 }
 
+typedef struct {
+    int64_t want;
+    int found;
+} TensorSeek;
+
+static void tensor_seek(const void *rec, json_t *o, void *ctx)
+{
+    const TensorLine *l = rec;
+    TensorSeek *t = ctx;
+    (void)o;
+    if (l->seq == t->want) t->found = 1;
+}
+
 /* 1 when tensors.jsonl holds every line its cadence asks for up to seq
  * (the last is enough: lines are appended in order), or the cadence asks
  * none. A job killed between the lines of a step could leave it out, and a
@@ -59,18 +72,12 @@ static int logged_every(const Config *c)
 static int tensors_complete(const Config *c, int every, int64_t seq)
 {
     if (every <= 0 || seq < every) return 1;
-    int64_t want = seq / every * every;
-    char path[CFG_STR_MAX + 32], pat[48], *line = NULL;
-    size_t cap = 0;
-    int found = 0;
+    TensorSeek t = {seq / every * every, 0};
+    char path[CFG_STR_MAX + 32];
+    TensorLine l;
     snprintf(path, sizeof path, "%s/tensors.jsonl", c->run_dir);
-    snprintf(pat, sizeof pat, "{\"seq\":%lld,", (long long)want);
-    FILE *f = fopen(path, "r");
-    while (f && !found && getline(&line, &cap, f) > 0)
-        found = strchr(line, '\n') && !strncmp(line, pat, strlen(pat));
-    if (f) fclose(f);
-    free(line);
-    return found;
+    rec_each_line(path, &rec_tensor, &l, tensor_seek, &t);
+    return t.found;
 }
 
 /* Whether the logs are complete up to a checkpoint at seq: its step is in
@@ -147,9 +154,6 @@ static int latest_logged(Resume *r, const Config *c, char *err, size_t errlen)
     return -1;
 }
 
-/* Counters are below 2^53: exact in the doubles the logs are read back as. */
-#define RESUME_MAX_COUNT (INT64_C(1) << 53)
-
 /* Text: tokens per stream of the train split for a global batch of S
  * streams (the files as the last start left them), or 0 when not known. */
 static uint64_t text_train_stream_len(const Config *c, int64_t S)
@@ -208,36 +212,6 @@ int resume_find(Resume *r, const Config *c, const char *arg, int W, char *err, s
     return 0;
 }
 
-static double num(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    return json_is_number(v) ? json_number_value(v) : NAN;
-}
-
-/* A count from a log line: a whole number in [0, 2^53), else 0 (a damaged
- * or edited line must not reach a float-to-integer conversion out of range). */
-static int64_t count(json_t *o, const char *key)
-{
-    double x = num(o, key);
-    return x >= 0 && x < (double)RESUME_MAX_COUNT ? (int64_t)x : 0;
-}
-
-/* Each JSON line of RUN_DIR/name, parsed, to fn (which must not keep it). */
-static void each_line(const Config *c, const char *name, void (*fn)(json_t *o, void *ctx), void *ctx)
-{
-    char path[CFG_STR_MAX + 32], *line = NULL;
-    size_t cap = 0;
-    snprintf(path, sizeof path, "%s/%s", c->run_dir, name);
-    FILE *f = fopen(path, "r");
-    while (f && getline(&line, &cap, f) > 0) {
-        json_t *o = strchr(line, '\n') ? json_loads(line, 0, NULL) : NULL;
-        if (json_is_object(o)) fn(o, ctx);
-        json_decref(o);
-    }
-    if (f) fclose(f);
-    free(line);
-}
-
 #define MAX_SESSIONS 4096
 
 typedef struct {
@@ -246,18 +220,28 @@ typedef struct {
     int n;
 } Sessions;
 
-static void session_line(json_t *o, void *ctx)
+static void session_line(const void *rec, json_t *o, void *ctx)
 {
+    const SessionLine *l = rec;
     Sessions *s = ctx;
-    const char *kind = json_string_value(json_object_get(o, "kind"));
-    if (!kind) return;
-    if ((!strcmp(kind, "start") || !strcmp(kind, "resume")) && s->n < MAX_SESSIONS) {
-        s->start_seq[s->n] = count(o, "seq");
-        s->start_time[s->n] = num(o, "time"), s->end_time[s->n] = NAN;
+    (void)o;
+    if (!l->kind) return;
+    if ((!strcmp(l->kind, "start") || !strcmp(l->kind, "resume")) && s->n < MAX_SESSIONS) {
+        s->start_seq[s->n] = l->seq;
+        s->start_time[s->n] = l->time, s->end_time[s->n] = NAN;
         s->n++;
-    } else if ((!strcmp(kind, "end") || !strcmp(kind, "crash")) && s->n > 0) {
-        s->end_time[s->n - 1] = num(o, "time");
+    } else if ((!strcmp(l->kind, "end") || !strcmp(l->kind, "crash")) && s->n > 0) {
+        s->end_time[s->n - 1] = l->time;
     }
+}
+
+/* RUN_DIR/sessions.jsonl, each line leniently through its table to fn. */
+static void each_session(const Config *c, void (*fn)(const void *rec, json_t *o, void *ctx), void *ctx)
+{
+    char path[CFG_STR_MAX + 32];
+    SessionLine l;
+    snprintf(path, sizeof path, "%s/sessions.jsonl", c->run_dir);
+    rec_each_line(path, &rec_session, &l, fn, ctx);
 }
 
 typedef struct {
@@ -309,7 +293,7 @@ static void replay_logs(const Resume *r, const Config *c, EpochStats *st, EpochL
 {
     static Sessions ses;
     memset(&ses, 0, sizeof ses);
-    each_line(c, "sessions.jsonl", session_line, &ses);
+    each_session(c, session_line, &ses);
     Replay p = {r, st, &ses, 0, NAN};
     char path[CFG_STR_MAX + 32];
     StepLine sl;
@@ -372,7 +356,7 @@ void resume_totals(const Config *c, ResumeTotals *t)
     rec_each_line(path, &rec_event, &ev, totals_event, t);
     snprintf(path, sizeof path, "%s/steps.jsonl", c->run_dir);
     rec_each_line(path, &rec_step, &sl, totals_step, t);
-    each_line(c, "sessions.jsonl", session_line, &ses);
+    each_session(c, session_line, &ses);
     for (int i = 0; i < ses.n; i++)
         if (isfinite(ses.end_time[i]) && isfinite(ses.start_time[i]))
             t->seconds += ses.end_time[i] - ses.start_time[i], t->sessions++;
@@ -383,13 +367,14 @@ typedef struct {
     size_t len, n;
 } Marks;
 
-static void mark_line(json_t *o, void *ctx)
+static void mark_line(const void *rec, json_t *o, void *ctx)
 {
+    const SessionLine *l = rec;
     Marks *m = ctx;
-    const char *kind = json_string_value(json_object_get(o, "kind"));
-    if (!kind || m->n + 1 >= m->len) return;
-    int w = snprintf(m->out + m->n, m->len - m->n, "%s%s at step %lld", m->n ? ", " : "", kind,
-                     (long long)count(o, "step"));
+    (void)o;
+    if (!l->kind || m->n + 1 >= m->len) return;
+    int w = snprintf(m->out + m->n, m->len - m->n, "%s%s at step %lld", m->n ? ", " : "", l->kind,
+                     (long long)l->step);
     m->n = w < 0 ? m->len : m->n + (size_t)w >= m->len ? m->len - 1 : m->n + (size_t)w;
 }
 
@@ -409,7 +394,7 @@ void resume_session_marks(const Config *c, char *out, size_t len)
 {
     Marks m = {out, len, 0};
     if (len) out[0] = 0;
-    each_line(c, "sessions.jsonl", mark_line, &m);
+    each_session(c, mark_line, &m);
     char path[CFG_STR_MAX + 32];
     EventLine ev;
     snprintf(path, sizeof path, "%s/events.jsonl", c->run_dir);
@@ -430,7 +415,7 @@ SessionTail resume_last_session(const Config *c)
     static Sessions ses;
     SessionTail t = {0, -1, -1, 0, NAN};
     memset(&ses, 0, sizeof ses);
-    each_line(c, "sessions.jsonl", session_line, &ses);
+    each_session(c, session_line, &ses);
     t.open = ses.n > 0 && !isfinite(ses.end_time[ses.n - 1]);
     char path[CFG_STR_MAX + 32];
     StepLine sl;

@@ -270,22 +270,21 @@ int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *ki
     return put_line(l, LOG_EVENTS);
 }
 
-int runlog_session(RunLog *l, const char *kind, int64_t seq, int64_t step, int epoch, const char *extra,
-                   double time)
+int runlog_session(RunLog *l, const SessionLine *s)
 {
-    put(l, "{\"kind\":\"%s\",\"seq\":%lld,\"step\":%lld,\"epoch\":%d", kind, (long long)seq,
-        (long long)step, epoch);
-    if (extra) put(l, ",%s", extra);
-    if (isfinite(time)) put(l, ",\"time\":%.3f}\n", time);
-    else put_end(l);
+    SessionLine sl = *s;
+    if (!isfinite(sl.time)) sl.time = runlog_now();
+    put_record(l, &rec_session, &sl);
+    put(l, "}\n");
     return put_line(l, LOG_SESSIONS);
 }
 
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n)
 {
     char a[32];
-    put(l, "{\"seq\":%lld,\"step\":%lld,\"epoch\":%d,\"norms\":{", (long long)r->seq,
-        (long long)r->step, r->epoch);
+    TensorLine tl = {r->seq, r->step, r->epoch};
+    put_record(l, &rec_tensor, &tl);
+    put(l, ",\"norms\":{");
     for (int k = 0; k < n && k < r->ntensors; k++)
         put(l, "%s\"%s\":%s", k ? "," : "", names[k], json_num(a, 32, r->tensor_norm[k]));
     put(l, "}");

@@ -60,11 +60,9 @@ int runlog_epoch(RunLog *l, const EpochLine *e);
 int runlog_event(RunLog *l, int64_t seq, int64_t step, int epoch, const char *kind,
                  const double info[4], const char *action, int64_t rollback_to,
                  const char *const *tensors, const float *norms, int n, const char *extra);
-/* sessions.jsonl: kind ("start", "resume", "end", "crash") at seq/step/epoch,
- * then extra ("key":value pairs, or NULL) and the time (a crash: `time`, the
- * last logged step's, when finite). */
-int runlog_session(RunLog *l, const char *kind, int64_t seq, int64_t step, int epoch, const char *extra,
-                   double time);
+/* A line of sessions.jsonl (SESSION_LINE of daemon/records.h); time NAN:
+ * now (a crash gives the last logged step's). */
+int runlog_session(RunLog *l, const SessionLine *s);
 /* Per-tensor pre-clip norms of a step, in model order (tensors.jsonl). */
 int runlog_tensors(RunLog *l, const StepRecord *r, char names[][32], int n);
 /* One evaluation (clipd --eval, the test split at a run's end) as a JSON

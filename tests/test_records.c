@@ -63,6 +63,70 @@ static void test_event_and_epoch_bytes(void **state)
     assert_non_null(strstr(buf, ",\"seconds\":1.500,\"clip_state\":\"active\",\"time\":2.000"));
 }
 
+/* sessions.jsonl: the lines a start, resume, end and crash have always had. */
+static void test_session_line_bytes(void **state)
+{
+    (void)state;
+    char buf[512];
+    SessionLine start = {"start", 0, 0, 1, 2, NULL, NULL, 1700000000.5};
+    rec_format(&rec_session, &start, buf, sizeof buf);
+    assert_string_equal(buf, "{\"kind\":\"start\",\"seq\":0,\"step\":0,\"epoch\":1,\"workers\":2,"
+                             "\"time\":1700000000.500");
+    SessionLine resume = {"resume", 200, 190, 2, 3, "/tmp/run/checkpoints/step-00000190.safetensors", NULL, 2};
+    rec_format(&rec_session, &resume, buf, sizeof buf);
+    assert_string_equal(buf, "{\"kind\":\"resume\",\"seq\":200,\"step\":190,\"epoch\":2,\"workers\":3,"
+                             "\"from\":\"/tmp/run/checkpoints/step-00000190.safetensors\",\"time\":2.000");
+    SessionLine end = {"end", 300, 290, 3, -1, NULL, "early_stop", 3.25};
+    rec_format(&rec_session, &end, buf, sizeof buf);
+    assert_string_equal(buf, "{\"kind\":\"end\",\"seq\":300,\"step\":290,\"epoch\":3,\"how\":\"early_stop\","
+                             "\"time\":3.250");
+    SessionLine crash = {"crash", 216, 216, 2, -1, NULL, NULL, 4};
+    rec_format(&rec_session, &crash, buf, sizeof buf);
+    assert_string_equal(buf, "{\"kind\":\"crash\",\"seq\":216,\"step\":216,\"epoch\":2,\"time\":4.000");
+}
+
+/* A resume line written, then read back strictly: every field as written. */
+static void test_session_round_trip(void **state)
+{
+    (void)state;
+    SessionLine a = {"resume", 9007199254740992, 12, 10000000, 64, "/r/ck.safetensors", "done", 0.125}, b;
+    char buf[512], err[256];
+    rec_format(&rec_session, &a, buf, sizeof buf);
+    strcat(buf, "}");
+    json_t *o = json_loads(buf, 0, NULL);
+    assert_non_null(o);
+    rec_clear(&rec_session, &b);
+    assert_int_equal(rec_parse(&rec_session, &b, o, err, sizeof err), 0);
+    assert_string_equal(b.kind, "resume");
+    assert_int_equal(b.seq, 9007199254740992);
+    assert_int_equal(b.step, 12);
+    assert_int_equal(b.epoch, 10000000);
+    assert_int_equal(b.workers, 64);
+    assert_string_equal(b.from, "/r/ck.safetensors");
+    assert_string_equal(b.how, "done");
+    assert_true(b.time == 0.125);
+    json_decref(o);
+}
+
+/* tensors.jsonl: the fixed fields runlog_tensors writes before "norms", read back. */
+static void test_tensor_line(void **state)
+{
+    (void)state;
+    TensorLine a = {40, 38, 2}, b;
+    char buf[256], err[256];
+    rec_format(&rec_tensor, &a, buf, sizeof buf);
+    assert_string_equal(buf, "{\"seq\":40,\"step\":38,\"epoch\":2");
+    strcat(buf, ",\"norms\":{\"embed\":1.5},\"time\":1.000}");
+    json_t *o = json_loads(buf, 0, NULL);
+    assert_non_null(o);
+    rec_clear(&rec_tensor, &b);
+    assert_int_equal(rec_parse(&rec_tensor, &b, o, err, sizeof err), 0);
+    json_decref(o);
+    assert_int_equal(b.seq, 40);
+    assert_int_equal(b.step, 38);
+    assert_int_equal(b.epoch, 2);
+}
+
 /* What the writer writes, the reader reads back bit for bit. */
 static void test_round_trip(void **state)
 {
@@ -93,7 +157,7 @@ static void test_round_trip(void **state)
 
 static void parse_err(const RecSchema *s, const char *line, const char *want)
 {
-    union { StepLine st; EpochLine ep; EventLine ev; } rec;
+    union { StepLine st; EpochLine ep; EventLine ev; SessionLine se; TensorLine te; } rec;
     char err[256] = "";
     json_t *o = json_loads(line, 0, NULL);
     assert_non_null(o);
@@ -117,6 +181,19 @@ static void test_strict_errors(void **state)
     parse_err(&rec_epoch, "{\"epoch\":1}", "clip_rate: missing");
     parse_err(&rec_epoch, "{\"epoch\":1,\"clip_rate\":0,\"clip_state\":3}", "clip_state: expected a string");
     parse_err(&rec_event, "{\"seq\":1,\"step\":1}", "kind: missing");
+    parse_err(&rec_session, "{\"seq\":0,\"step\":0}", "kind: missing");
+    parse_err(&rec_session, "{\"kind\":\"end\",\"step\":0}", "seq: missing");
+    parse_err(&rec_session, "{\"kind\":\"end\",\"seq\":0}", "step: missing");
+    parse_err(&rec_session, "{\"kind\":1,\"seq\":0,\"step\":0}", "kind: expected a string");
+    parse_err(&rec_session, "{\"kind\":\"end\",\"seq\":-1,\"step\":0}", "seq: -1 out of range [0, 9007199254740992]");
+    parse_err(&rec_session, "{\"kind\":\"start\",\"seq\":0,\"step\":0,\"workers\":-2}",
+              "workers: -2 out of range [0, 2147483647]");
+    parse_err(&rec_session, "{\"kind\":\"end\",\"seq\":0,\"step\":0,\"how\":true}", "how: expected a string");
+    parse_err(&rec_session, "{\"kind\":\"end\",\"seq\":0,\"step\":0,\"time\":\"now\"}",
+              "time: expected a number or null");
+    parse_err(&rec_tensor, "{\"step\":1,\"norms\":{}}", "seq: missing");
+    parse_err(&rec_tensor, "{\"seq\":\"1\",\"norms\":{}}", "seq: expected an integer");
+    parse_err(&rec_tensor, "{\"seq\":1,\"step\":-3,\"norms\":{}}", "step: -3 out of range [0, 9007199254740992]");
 }
 
 static void collect(const void *rec, json_t *o, void *ctx)
@@ -185,6 +262,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_line_bytes),   cmocka_unit_test(test_event_and_epoch_bytes),
+        cmocka_unit_test(test_session_line_bytes), cmocka_unit_test(test_session_round_trip),
+        cmocka_unit_test(test_tensor_line),
         cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_strict_errors),
         cmocka_unit_test(test_lenient_lines),     cmocka_unit_test(test_ckstate_meta),
     };

@@ -92,24 +92,6 @@ static int get_num(json_t *o, const char *key, bool need, double *out, const Whe
     return 0;
 }
 
-/* An integer in [lo, hi]; a missing key leaves *out, or is an error when need. */
-static int get_int(json_t *o, const char *key, bool need, int64_t lo, int64_t hi, int64_t *out,
-                   const Where *w)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v) return need ? field_err(w, key, "missing") : 0;
-    if (!json_is_integer(v)) return field_err(w, key, "expected an integer");
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi) {
-        char what[96];
-        snprintf(what, sizeof what, "%lld out of range [%lld, %lld]", (long long)x, (long long)lo,
-                 (long long)hi);
-        return field_err(w, key, what);
-    }
-    *out = (int64_t)x;
-    return 0;
-}
-
 static int get_str(json_t *o, const char *key, bool need, char *out, size_t len, const Where *w)
 {
     json_t *v = json_object_get(o, key);
@@ -393,10 +375,13 @@ static int load_events(Report *r, char *err, size_t errlen)
 /* The fields of one sessions.jsonl line into *s (time NAN by the caller). */
 static int session_fields(json_t *o, RepSession *s, const Where *w)
 {
-    if (get_str(o, "kind", true, s->kind, sizeof s->kind, w) || get_int(o, "seq", true, 0, REP_SEQ_MAX, &s->seq, w) ||
-        get_int(o, "step", true, 0, REP_SEQ_MAX, &s->step, w) || get_str(o, "how", false, s->how, sizeof s->how, w) ||
-        get_num(o, "time", false, &s->time, w))
-        return -1;
+    SessionLine l;
+    rec_clear(&rec_session, &l);
+    l.time = s->time;
+    if (record_fields(&rec_session, &l, o, w)) return -1;
+    rep_copy_str(s->kind, sizeof s->kind, l.kind);
+    if (l.how) rep_copy_str(s->how, sizeof s->how, l.how);
+    s->seq = l.seq, s->step = l.step, s->time = l.time;
     return 0;
 }
 
@@ -447,9 +432,10 @@ static int tensors_line(Report *r, json_t *o, const Where *w)
     RepTensors *t = &r->t;
     RepTRow row = {.first = t->nent};
     json_t *norms = json_object_get(o, "norms");
-    if (get_int(o, "seq", true, 0, REP_SEQ_MAX, &row.seq, w) ||
-        get_int(o, "step", false, 0, REP_SEQ_MAX, &row.step, w))
-        return -1;
+    TensorLine l;
+    rec_clear(&rec_tensor, &l);
+    if (record_fields(&rec_tensor, &l, o, w)) return -1;
+    row.seq = l.seq, row.step = l.step;
     if (t->nrows && row.seq <= t->rows[t->nrows - 1].seq) {
         char what[96];
         snprintf(what, sizeof what, "%lld does not follow %lld (seq never repeats)",
