@@ -5,6 +5,7 @@
 #include "daemon/report/internal.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,30 +23,70 @@ static void usage(FILE *f)
                "Exit 0 on success, 2 when RUN_DIR is not a readable run, 1 when FILE or stdout cannot be written.\n");
 }
 
-static int parse_args(int argc, char **argv, const char **dir, const char **svg, bool *json, double *max_norm)
+typedef struct {
+    const char *dir, *svg;
+    bool json;
+    double max_norm;
+    bool answered; /* --help: printed, nothing else to do */
+    bool usage;    /* a usage error: print the usage after err */
+} Args;
+
+enum { OPT_JSON = 1, OPT_SVG, OPT_MAX_NORM };
+static const struct option long_opts[] = {{"help", no_argument, NULL, 'h'},
+                                          {"json", no_argument, NULL, OPT_JSON},
+                                          {"svg", required_argument, NULL, OPT_SVG},
+                                          {"max-norm", required_argument, NULL, OPT_MAX_NORM},
+                                          {NULL, 0, NULL, 0}};
+
+/* Only the exact spellings are options: no abbreviations, no --opt=value,
+ * no bundled short options, no '--' end-of-options mark. */
+static bool exact_option(const char *w)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return usage(stdout), 1;
-        if (strcmp(a, "--json") == 0) *json = true;
-        else if (strcmp(a, "--svg") == 0 && i + 1 < argc) *svg = argv[++i];
-        else if (strcmp(a, "--max-norm") == 0 && i + 1 < argc) {
+    if (!strcmp(w, "-h")) return true;
+    for (const struct option *o = long_opts; o->name; o++)
+        if (w[0] == '-' && w[1] == '-' && !strcmp(w + 2, o->name)) return true;
+    return false;
+}
+
+/* 0, or -1 with err filled (empty when only the usage is to be printed). */
+static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof *a);
+    a->max_norm = NAN;
+    err[0] = '\0';
+    opterr = 0; /* the messages are ours */
+    optind = 0; /* start over (glibc: also forgets a previous parse) */
+    while (!a->answered) {
+        int at = optind < 1 ? 1 : optind;
+        if (at >= argc) break;
+        const char *w = argv[at];
+        if (w[0] == '-' && w[1] && !exact_option(w)) {
+            a->usage = true;
+            return snprintf(err, errlen, "%s: unknown option or missing value", w), -1;
+        }
+        int o = getopt_long(argc, argv, "+:h", long_opts, NULL);
+        if (o == -1) { /* '+': stops at a word that is no option: RUN_DIR */
+            const char *s = argv[optind++];
+            if (a->dir) return snprintf(err, errlen, "%s: one RUN_DIR only (already %s)", s, a->dir), -1;
+            a->dir = s;
+        } else if (o == ':' || o == '?') {
+            a->usage = true;
+            return snprintf(err, errlen, "%s: unknown option or missing value", w), -1;
+        } else if (o == 'h') {
+            a->answered = true;
+        } else if (o == OPT_JSON) {
+            a->json = true;
+        } else if (o == OPT_SVG) {
+            a->svg = optarg;
+        } else if (o == OPT_MAX_NORM) {
             char *end;
             errno = 0;
-            *max_norm = strtod(argv[++i], &end);
-            if (end == argv[i] || *end || errno || !(*max_norm > 0) || !isfinite(*max_norm)) {
-                fprintf(stderr, "clipd-report: --max-norm: expected a positive number, got \"%s\"\n", argv[i]);
-                return -1;
-            }
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "clipd-report: %s: unknown option or missing value\n", a);
-            return usage(stderr), -1;
-        } else if (*dir) {
-            fprintf(stderr, "clipd-report: %s: one RUN_DIR only (already %s)\n", a, *dir);
-            return -1;
-        } else *dir = a;
+            a->max_norm = strtod(optarg, &end);
+            if (end == optarg || *end || errno || !(a->max_norm > 0) || !isfinite(a->max_norm))
+                return snprintf(err, errlen, "--max-norm: expected a positive number, got \"%s\"", optarg), -1;
+        }
     }
-    if (!*dir) return usage(stderr), -1;
+    if (!a->answered && !a->dir) return a->usage = true, -1;
     return 0;
 }
 
@@ -94,16 +135,20 @@ static int main_html(int argc, char **argv)
 int report_main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--html")) return main_html(argc, argv);
-    const char *dir = NULL, *svg = NULL;
-    bool json = false;
-    double max_norm = NAN;
-    int rc = parse_args(argc, argv, &dir, &svg, &json, &max_norm);
-    if (rc > 0) return stdout_ok() ? 0 : 1;
-    if (rc) return 2;
+    Args a;
+    char err[REP_PATH_MAX + 512];
+    if (parse_args(&a, argc, argv, err, sizeof err)) { /* bad usage: exit 2 */
+        if (err[0]) fprintf(stderr, "clipd-report: %s\n", err);
+        if (a.usage) usage(stderr);
+        return 2;
+    }
+    if (a.answered) return usage(stdout), stdout_ok() ? 0 : 1;
+    const char *dir = a.dir, *svg = a.svg;
+    bool json = a.json;
+    int rc = 0;
     static Report r;
     RepSummary s;
-    char err[REP_PATH_MAX + 512];
-    if (rep_load(&r, dir, max_norm, err, sizeof err)) {
+    if (rep_load(&r, dir, a.max_norm, err, sizeof err)) {
         fprintf(stderr, "clipd-report: %s\n", err);
         rep_free(&r);
         return 2;
