@@ -52,12 +52,13 @@ static void test_variants(void **state)
     CkState s;
     for (int v = 0; v < FZC_NVARIANTS; v++) {
         const char *want = fzc_variants[v].want;
+        err[0] = '\0'; /* an accepted variant writes no message */
         int rc = check_variant(v, &c, 1, &s, err, sizeof err);
         printf("%-18s %s\n", fzc_variants[v].name, rc ? err : "accepted");
         if (!want && rc) fail_msg("%s: refused: %s", fzc_variants[v].name, err);
         if (want && !rc) fail_msg("%s: accepted, wanted '%s'", fzc_variants[v].name, want);
         if (want && !strstr(err, want)) fail_msg("%s: '%s' does not say '%s'", fzc_variants[v].name, err, want);
-        assert_null(strchr(err, '\n'));
+        if (rc) assert_null(strchr(err, '\n'));
     }
     assert_int_equal(check_variant(0, &c, 1, &s, err, sizeof err), 0);
     assert_int_equal(s.step, 14), assert_int_equal(s.epoch, 2), assert_true(s.lr_scale == 0.5);
