@@ -277,6 +277,7 @@ static void test_optional_files(void **state)
     write_files(t.dir, ev_neg);
     assert_int_equal(rep_load(&r, t.dir, NAN, err, sizeof err), -1);
     assert_non_null(strstr(err, "events.jsonl:1: seq:"));
+    rep_free(&r); /* after a failed load too (report.h) */
     snprintf(path, sizeof path, "%s/tensors.jsonl", t.dir);
     assert_int_equal(mkdir(path, 0700), 0);
     remove(strcat(strcpy(path, t.dir), "/events.jsonl"));
@@ -285,6 +286,7 @@ static void test_optional_files(void **state)
     snprintf(path, sizeof path, "%s/tensors.jsonl: cannot read", t.dir);
     if (!strstr(err, path)) fprintf(stderr, "error \"%s\" lacks \"%s\"\n", err, path);
     assert_non_null(strstr(err, path));
+    rep_free(&r);
     snprintf(path, sizeof path, "%s/tensors.jsonl", t.dir);
     assert_int_equal(rmdir(path), 0);
     tmp_run_rm(&t);
