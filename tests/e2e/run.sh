@@ -67,6 +67,24 @@ near() {
     jq -n -e --argjson a "$1" --argjson b "$2" '($a - $b) * ($a - $b) <= 1e-10 * $b * $b' >/dev/null ||
         { echo "$1 != $2"; return 1; }
 }
+# resumed_same REF NAME W ARGS...: NAME run for epoch 1 only, then resumed
+# with --resume latest, equals the uninterrupted run REF bit for bit
+resumed_same() {
+    local ref="$1" name="$2" w="$3"; shift 3
+    [ -s "$TMP/$ref/final.safetensors" ] || return 1
+    run "$name" "$w" "$@" --set train.epochs=1 || return 1
+    run "$name" "$w" "$@" --resume latest || return 1
+    same_run "$TMP/$ref" "$TMP/$name"
+}
+# end_eval_matches_numpy DIR WEIGHTS: the end-of-run test split in
+# DIR/eval.jsonl equals tests/tools/lm_eval.py's loss (near) and token count
+end_eval_matches_numpy() {
+    local ref got
+    ref=$(/usr/bin/python3 tests/tools/lm_eval.py "$2" "$1/tokens-test.u32" 6 10) || return 1
+    got=$(jq -c 'select(.at == "end") | {loss, tokens}' "$1/eval.jsonl")
+    echo "end of run, test split: clipd $got, NumPy $ref"
+    near "$(jq .loss <<<"$got")" "$(jq .loss <<<"$ref")" && [ "$(jq .tokens <<<"$got")" = "$(jq .tokens <<<"$ref")" ]
+}
 # weights_differ A B TOL: the same tensors, and some weight farther apart
 # than TOL (stcmp's exit 1 alone also means another tensor table or a NaN)
 weights_differ() {
