@@ -46,7 +46,9 @@
 # model.softmax full, adaptive (cutoffs SOFTMAX_CUTOFFS, default 1000,5000),
 # adaptive with sync.sparse_embedding, and that with train.embedding_update
 # lazy (Adam on the synced rows only: other numbers), 40 steps each,
-# interleaved rounds: tokens/s and its ratio to full (softmax_speedup,
+# interleaved rounds, all with sync.reproducible false (which the sparse
+# sync cannot have; "auto" would turn it on for full and adaptive alone):
+# tokens/s and its ratio to full (softmax_speedup,
 # _sparse, _sparse_lazy), and each best round's step breakdown; then the
 # same wall time: full for SOFTMAX_STEPS steps (default 150), the fastest
 # adaptive variant (named in the line and as wall.variant) for as many steps
@@ -155,15 +157,16 @@ softmax_bench() {
     local i full ada sp lz tok fsteps asteps fsec asec fppl appl js v best_ms name n
     local nt="$TMP/brown-notest" AD=(--set model.softmax=adaptive --set model.softmax_cutoffs="${SOFTMAX_CUTOFFS:-1000,5000}")
     local SP=(--set sync.sparse_embedding=true) LZ=(--set sync.sparse_embedding=true --set train.embedding_update=lazy)
+    local R=(--set data.valid_batches=0 --set sync.reproducible=false) # like for like: the sparse sync has none
     fsteps=${SOFTMAX_STEPS:-150}
     [ -s data/brown/test.txt ] || deploy/get-brown.sh data/brown ||
         { echo "softmax bench: no data/brown and deploy/get-brown.sh failed"; exit 1; }
     mkdir -p "$nt" && ln -sf "$PWD/data/brown/train.txt" "$PWD/data/brown/valid.txt" "$nt/" # no test.txt: no end evaluation
     for i in $(seq "$ROUNDS"); do
-        softmax_run "SM_full_$i" 40 "$nt" --set data.valid_batches=0
-        softmax_run "SM_ada_$i" 40 "$nt" --set data.valid_batches=0 "${AD[@]}"
-        softmax_run "SM_adasp_$i" 40 "$nt" --set data.valid_batches=0 "${AD[@]}" "${SP[@]}"
-        softmax_run "SM_adalz_$i" 40 "$nt" --set data.valid_batches=0 "${AD[@]}" "${LZ[@]}"
+        softmax_run "SM_full_$i" 40 "$nt" "${R[@]}"
+        softmax_run "SM_ada_$i" 40 "$nt" "${R[@]}" "${AD[@]}"
+        softmax_run "SM_adasp_$i" 40 "$nt" "${R[@]}" "${AD[@]}" "${SP[@]}"
+        softmax_run "SM_adalz_$i" 40 "$nt" "${R[@]}" "${AD[@]}" "${LZ[@]}"
     done
     read -r _ full < <(best SM full)
     read -r _ ada < <(best SM ada)
@@ -186,8 +189,8 @@ softmax_bench() {
     [ "$v" = adasp ] && VARGS+=("${SP[@]}")
     [ "$v" = adalz ] && VARGS+=("${LZ[@]}")
     asteps=$(awk -v f="$fsteps" -v a="$full" -v b="$best_ms" 'BEGIN { n = int(f * a / b); print (n > 1305 ? 1305 : n) }')
-    softmax_run SM_wall_full "$fsteps" data/brown --set data.valid_batches=0 # seconds: training only
-    softmax_run SM_wall_ada "$asteps" data/brown --set data.valid_batches=0 "${VARGS[@]}"
+    softmax_run SM_wall_full "$fsteps" data/brown "${R[@]}" # seconds: training only
+    softmax_run SM_wall_ada "$asteps" data/brown "${R[@]}" "${VARGS[@]}"
     fsec=$(jq -s '.[-1].seconds' "$TMP/SM_wall_full/epochs.jsonl"); asec=$(jq -s '.[-1].seconds' "$TMP/SM_wall_ada/epochs.jsonl")
     fppl=$(jq -s 'map(select(.at == "end"))[0].ppl' "$TMP/SM_wall_full/eval.jsonl")
     appl=$(jq -s 'map(select(.at == "end"))[0].ppl' "$TMP/SM_wall_ada/eval.jsonl")
