@@ -10,9 +10,10 @@
  * buckets, started as the "backward" marks prefixes of the buffer final
  * (in 5 uneven steps, with progress calls between): the bits must not
  * depend on it. Before the last mark, the buckets started so far must be
- * reduced and all-gathered by sync_progress alone (the per-bucket
- * pipeline), every rank holding their rank-order sums before sync_grads is
- * called. sync_grads_stats (the folded collective) must give the
+ * reduced, and those of complete all-gather groups (one bucket each from
+ * SYNC_GATHER_MIN floats up) all-gathered, by sync_progress alone (the
+ * per-bucket pipeline), every rank holding their rank-order sums before
+ * sync_grads is called. sync_grads_stats (the folded collective) must give the
  * same gradient and statistics bits as sync_grads + sync_stats. Prints the worst errors; exits non-zero on any failure. */
 #include <math.h>
 #include <mpi.h>
@@ -39,16 +40,17 @@ static float value(int rank, size_t i)
  * not all land. */
 static int gathered_early(Sync *s, const float *g, int W)
 {
+    int whole = 0; /* buckets of the all-gather groups inside the started ones */
+    for (int k = 0; k < s->nstarted; k++)
+        if (s->b[k].gend == k) whole = k + 1;
     double t0 = MPI_Wtime();
     for (;;) {
         sync_progress(s);
-        int left = s->nred < s->nstarted;
-        for (int k = 0; k < s->nred; k++) left |= s->b[k].greq != MPI_REQUEST_NULL;
-        if (!left) break;
+        if (s->nred == s->nstarted && s->ngath == whole) break;
         if (MPI_Wtime() - t0 > 60) return -2;
     }
     int ok = 0;
-    for (int k = 0; k < s->nstarted; k++) {
+    for (int k = 0; k < whole; k++) {
         int same = 1;
         for (size_t i = s->b[k].lo; i < s->b[k].hi && same; i++) {
             float acc = value(0, i);
@@ -57,7 +59,7 @@ static int gathered_early(Sync *s, const float *g, int W)
         }
         ok += same;
     }
-    return ok == s->nstarted ? ok : -2;
+    return ok == whole ? ok : -2;
 }
 
 int main(int argc, char **argv)

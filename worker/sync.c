@@ -43,10 +43,29 @@ static int bucket_init(Sync *s, Bucket *b, size_t lo, size_t hi)
         b->sd[r] = b->sc[r] ? (int)start : 0;
         b->rc[r] = (int)b->len;
         b->rd[r] = r * (int)b->len;
-        b->gc[r] = b->sc[r], b->gd[r] = b->sd[r];
     }
     b->req = b->greq = MPI_REQUEST_NULL;
     return 0;
+}
+
+/* The all-gathers' groups: consecutive buckets of at least SYNC_GATHER_MIN
+ * floats in all (one bucket each at the usual sizes), fixed at start-up so
+ * that every rank starts the same all-gathers in the same order; the last
+ * bucket of a group holds the group's counts and request. */
+static void gather_groups(Sync *s)
+{
+    int first = 0;
+    for (int k = 0; k < s->nb; k++) {
+        if (k < s->nb - 1 && s->b[k].hi - s->b[first].lo < SYNC_GATHER_MIN) continue;
+        for (int r = 0; r < s->W; r++) {
+            size_t off, len, start;
+            shard_range(s->n, s->W, r, &off, &len);
+            s->b[k].gc[r] = (int)overlap(s->b[first].lo, s->b[k].hi, off, off + len, &start);
+            s->b[k].gd[r] = s->b[k].gc[r] ? (int)start : 0;
+        }
+        for (int j = first; j <= k; j++) s->b[j].gend = k;
+        first = k + 1;
+    }
 }
 
 static int sparse_init(Sync *s, size_t sp_off, int rows, int width)
@@ -101,6 +120,7 @@ int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t buck
         size_t lo = (size_t)k * bucket, hi = lo + bucket < nd ? lo + bucket : nd;
         if (bucket_init(s, &s->b[k], lo, hi) != 0) goto fail;
     }
+    gather_groups(s);
     return 0;
 fail:
     sync_free(s);
@@ -163,7 +183,7 @@ static void bucket_pack(Sync *s, const Bucket *b)
 void sync_begin(Sync *s, float *grads, const Model *m)
 {
     s->grads = grads, s->model = m;
-    s->nstarted = s->nred = s->nstat = 0;
+    s->nstarted = s->nred = s->ngath = 0;
     memset(s->acc, 0, 4 * (size_t)m->nviews * sizeof *s->acc);
     s->maxabs = 0;
 }
@@ -263,46 +283,46 @@ static void bucket_stats_all(Sync *s, const Bucket *b)
  * all-gather (on gcomm, in bucket order on every rank). */
 static int bucket_land(Sync *s)
 {
-    Bucket *b = &s->b[s->nred++];
+    int k = s->nred++;
+    Bucket *b = &s->b[k];
     bucket_reduce(s, b, s->grads, s->model);
     if (!gathers(s)) {
-        if (s->nmicro) bucket_stats_all(s, b), s->nstat = s->nred;
+        if (s->nmicro) bucket_stats_all(s, b);
+        s->ngath = s->nred;
         return 0;
     }
+    if (b->gend != k) return 0; /* its group's last bucket starts the all-gather */
     return MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, s->grads, b->gc, b->gd, MPI_FLOAT, s->gcomm,
                            &b->greq) == MPI_SUCCESS ? 0 : -1;
 }
 
-/* Reproducible: statistics of the gathered buckets, in order; wait: block
- * until every reduced bucket is in. */
-static int stats_gathered(Sync *s, int wait)
+/* The all-gathers of the reduced buckets that have completed, in order
+ * (reproducible: their statistics then); wait: block until all are in. */
+static int gathered(Sync *s, int wait)
 {
     int rc = 0;
-    while (s->nmicro && s->nstat < s->nred) {
-        Bucket *b = &s->b[s->nstat];
-        int done = 1;
-        if (wait) rc |= MPI_Wait(&b->greq, MPI_STATUS_IGNORE) != MPI_SUCCESS;
-        else if (b->greq != MPI_REQUEST_NULL) MPI_Test(&b->greq, &done, MPI_STATUS_IGNORE);
+    while (s->ngath < s->nred && s->b[s->ngath].gend < s->nred) { /* its group started */
+        int e = s->b[s->ngath].gend, done = 1;
+        if (wait) rc |= MPI_Wait(&s->b[e].greq, MPI_STATUS_IGNORE) != MPI_SUCCESS;
+        else MPI_Test(&s->b[e].greq, &done, MPI_STATUS_IGNORE);
         if (!done) break;
-        bucket_stats_all(s, b);
-        s->nstat++;
+        for (; s->ngath <= e; s->ngath++)
+            if (s->nmicro) bucket_stats_all(s, &s->b[s->ngath]);
     }
     return rc ? -1 : 0;
 }
 
+/* One MPI_Test moves every pending request along (MPI's progress engine),
+ * so only the oldest of each kind is tested: a call costs O(1), not O(nb). */
 void sync_progress(Sync *s)
 {
     if (s->W == 1 || !s->grads) return;
-    for (int k = s->nred; k < s->nstarted; k++) {
-        int done;
-        MPI_Test(&s->b[k].req, &done, MPI_STATUS_IGNORE);
-        if (done && k == s->nred && bucket_land(s) != 0) return; /* sync_grads reports it */
+    int done = 1;
+    while (done && s->nred < s->nstarted) {
+        MPI_Test(&s->b[s->nred].req, &done, MPI_STATUS_IGNORE);
+        if (done && bucket_land(s) != 0) return; /* sync_grads reports it */
     }
-    for (int k = s->nstat; k < s->nred; k++) { /* moves the all-gathers along */
-        int done;
-        if (s->b[k].greq != MPI_REQUEST_NULL) MPI_Test(&s->b[k].greq, &done, MPI_STATUS_IGNORE);
-    }
-    stats_gathered(s, 0);
+    gathered(s, 0);
 }
 
 /* The flagged rows of [sp_off, n): or the flags together, all-gather the
@@ -368,8 +388,7 @@ void sync_overlap_counts(const Sync *s, double *reduced, double *gathered)
 static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
     if (s->grads != grads) sync_begin(s, grads, m);
-    s->ov_steps++, s->ov_red += s->nred;
-    for (int k = 0; k < s->nred; k++) s->ov_gath += s->b[k].greq == MPI_REQUEST_NULL;
+    s->ov_steps++, s->ov_red += s->nred, s->ov_gath += s->ngath;
     sync_ready(s, s->n);
     int rc = 0;
     while (s->nred < s->nb) {
@@ -379,7 +398,7 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
     }
     /* reproducible: the whole gradient on every rank, then its statistics
      * (sync.sparse_embedding is refused with it: the buckets cover it all) */
-    if (stats_gathered(s, 1) != 0) rc = -1;
+    if (s->nmicro && gathered(s, 1) != 0) rc = -1;
     s->grads = NULL;
     if (rc || sparse_reduce(s, grads, m) != 0) return -1;
     double total = 0;
@@ -394,19 +413,10 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
     return 0;
 }
 
-/* Wait for the buckets' all-gathers still in flight. */
-static int gathered(Sync *s)
-{
-    int rc = 0;
-    for (int k = 0; k < s->nb; k++)
-        rc |= MPI_Wait(&s->b[k].greq, MPI_STATUS_IGNORE) != MPI_SUCCESS;
-    return rc ? -1 : 0;
-}
-
 int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
     if (reduce_grads(s, grads, m, stats) != 0) return -1;
-    return gathered(s);
+    return gathered(s, 1);
 }
 
 int sync_params(Sync *s, float *params)
@@ -453,7 +463,7 @@ int sync_grads_stats(Sync *s, float *grads, const Model *m, double *local, doubl
     MPI_Request rq = MPI_REQUEST_NULL;
     int k = s->nstats, rc = 0;
     rc |= MPI_Iallgather(local, k, MPI_DOUBLE, s->all, k, MPI_DOUBLE, s->comm, &rq) != MPI_SUCCESS;
-    rc |= gathered(s) != 0;
+    rc |= gathered(s, 1) != 0;
     rc |= MPI_Wait(&rq, MPI_STATUS_IGNORE) != MPI_SUCCESS;
     if (rc) return -1;
     stats_combine(s, global);

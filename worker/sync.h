@@ -38,13 +38,17 @@
 
 #include "worker/model.h"
 
+/* Floats at least in one all-gather of buckets (sync.c gather_groups). */
+#define SYNC_GATHER_MIN 16384
+
 enum { ST_LOSS = 0, ST_TERMS, ST_NONFINITE, ST_MAXABS, ST_REQ, ST_SUMSQ, ST_TENSOR0 };
 
 typedef struct {
     size_t lo, hi;            /* [lo, hi) of the flat buffer */
     size_t mine, len;         /* my shard's part of it: [mine, mine + len) */
     int *sc, *sd, *rc, *rd;   /* (W) send counts/offsets (into grads), receive counts/offsets */
-    int *gc, *gd;             /* (W) every rank's part of [lo, hi): the bucket's all-gather */
+    int *gc, *gd;             /* (W) every rank's part of its group's range: the group's all-gather */
+    int gend;                 /* the last bucket of its all-gather group */
     float *recv;              /* (W, len) every rank's piece of my part */
     MPI_Request req, greq;    /* its reduce-scatter, its all-gather */
 } Bucket;
@@ -58,7 +62,7 @@ typedef struct {
     float *recv;              /* (W, own_len) every rank's piece of my shard, bucket by bucket */
     Bucket *b;
     int nb, nstarted;         /* buckets; buckets started this step */
-    int nred, nstat;          /* buckets reduced (all-gather started); with statistics taken */
+    int nred, ngath;          /* buckets reduced (all-gather started); all-gathered, in order */
     MPI_Comm gcomm;           /* the buckets' all-gathers (a duplicate of comm: they start as
                                  reductions land, an order that differs between ranks) */
     int has_gcomm;
