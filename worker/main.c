@@ -502,13 +502,16 @@ static void best_resume(Worker *w)
 
 /* The mean of the workers' loss sums over nb global batches, in the
  * fixed-order statistics collective (micro: sync.reproducible's loss per
- * micro-batch, added in global order; else NULL); *tokens: the targets
- * counted. */
+ * micro-batch, added in global order; else NULL: one sum per worker, which
+ * under sync.reproducible goes into the worker's first micro-batch slot);
+ * *tokens: the targets counted. */
 static double reduce_loss(Worker *w, double sum, const double *micro, long nb, int64_t *tokens)
 {
     memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
     w->local[ST_LOSS] = sum;
     if (micro) sync_micro_losses(&w->sync, w->local, micro);
+    else if (w->sync.nmicro) /* reproducible, one sum per worker: the loss is the sum of the slots */
+        w->local[w->sync.loss0 + w->rank * w->sync.nmicro] = sum;
     w->local[ST_TERMS] = (double)model_terms(&w->model) * (double)nb;
     if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("evaluation collective failed");
     *tokens = (int64_t)model_terms(&w->model) * w->W * nb;
