@@ -70,6 +70,8 @@ static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_A
                                            [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const bool_names[] = {"false", "true"};
+static const char *const repro_names[] = {[REPRO_FALSE] = "false", [REPRO_TRUE] = "true",
+                                          [REPRO_AUTO] = "auto"};
 static const char *const softmax_names[] = {[SOFTMAX_FULL] = "full", [SOFTMAX_ADAPTIVE] = "adaptive"};
 static const char *const crash_names[] = {[CRASH_DURING_WRITE] = "during_write",
                                           [CRASH_BEFORE_RENAME] = "before_rename",
@@ -186,7 +188,7 @@ static const CfgKey cfg_keys[] = {
     KINTN(watchdog, straggler_window, 0, 1000000000, "100", "...for this many steps; 0 off"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
     KENUM(sync, mode, sync_names, "replicated", "optimizer state: replicated or sharded (ZeRO-1)"),
-    KENUM(sync, reproducible, bool_names, "false", "same bits for any worker count"),
+    KENUM(sync, reproducible, repro_names, "auto", "same bits for any worker count; auto: where cheap"),
     KINTN(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
     KENUM(sync, sparse_embedding, bool_names, "false", "embedding gradient synced as the batch's rows"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
@@ -1220,7 +1222,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
     if (c->sync_sparse_embedding && c->model_tie_embeddings)
         return validate_fail(&m, "sync.sparse_embedding: true with model.tie_embeddings: the tied head "
                                  "writes every row of the embedding gradient; set one of them false");
-    if (c->sync_sparse_embedding && c->sync_reproducible)
+    if (c->sync_sparse_embedding && c->sync_reproducible == REPRO_TRUE)
         return validate_fail(&m, "sync.sparse_embedding: true with sync.reproducible (which syncs "
                                  "every micro-batch's whole gradient); set one of them false");
     if (c->sync_sparse_embedding && (c->data_source == DATA_ADDING || c->sync_mode == SYNC_SHARDED))
@@ -1252,7 +1254,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
         return validate_fail(&m, "data.seq_len (%d) must be >= 2 when data.source is adding",
                              c->data_seq_len);
     }
-    if (c->sync_reproducible && c->data_micro_batch > 0 &&
+    if (c->sync_reproducible == REPRO_TRUE && c->data_micro_batch > 0 &&
         c->data_batch_per_worker % c->data_micro_batch != 0)
         return validate_fail(&m, "data.micro_batch (%d) must divide data.batch_per_worker (%d) "
                                  "when sync.reproducible is true: every worker cuts its streams "
@@ -1332,6 +1334,26 @@ void cfg_print(const Config *c, FILE *f)
 {
     Sink s = {f, 0};
     cfg_write(c, &s, true);
+}
+
+void cfg_resolve(Config *c, char *note, size_t notelen)
+{
+    if (notelen) note[0] = 0;
+    if (c->sync_reproducible != REPRO_AUTO) return;
+    const char *why = c->worker_threads > 1 ? "worker.threads > 1 (it would use 1 BLAS thread per worker)"
+                      : c->sync_mode == SYNC_SHARDED ? "sync.mode sharded (it would all-gather the gradient)"
+                      : c->sync_sparse_embedding ? "sync.sparse_embedding (it syncs whole gradients)"
+                      : NULL;
+    c->sync_reproducible = why ? REPRO_FALSE : REPRO_TRUE;
+    if (why)
+        snprintf(note, notelen, "sync.reproducible auto: false, for %s", why);
+    else if (c->data_micro_batch > 0)
+        snprintf(note, notelen, "sync.reproducible auto: true, micro-batches of %d streams",
+                 c->data_micro_batch);
+    else
+        snprintf(note, notelen, "sync.reproducible auto: true, one micro-batch of %d streams per worker "
+                 "(a replay on fewer workers at the same global batch sets data.micro_batch: %d)",
+                 c->data_batch_per_worker, c->data_batch_per_worker);
 }
 
 uint64_t cfg_hash(const Config *c)

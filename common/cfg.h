@@ -20,6 +20,8 @@ typedef enum { SOFTMAX_FULL = 0, SOFTMAX_ADAPTIVE = 1 } SoftmaxKind;
 typedef enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 } OptKind;
 typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
 typedef enum { SYNC_REPLICATED = 0, SYNC_SHARDED = 1 } SyncMode;
+/* sync.reproducible; auto becomes false or true in cfg_resolve */
+typedef enum { REPRO_FALSE = 0, REPRO_TRUE = 1, REPRO_AUTO = 2 } ReproMode;
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP = 1, SCHED_COSINE = 2, SCHED_PLATEAU = 3 } LrSchedule;
 /* checkpoint.on_failure: what a checkpoint that cannot be written does to the run. */
 typedef enum { CKFAIL_ABORT = 0, CKFAIL_CONTINUE = 1 } CkptFailPolicy;
@@ -124,7 +126,8 @@ typedef struct {
     int worker_threads;      /* BLAS threads per worker */
     /* sync */
     int sync_mode;           /* SyncMode */
-    int sync_reproducible;   /* 1: the same bits for any worker count (micro-batches, ordered sums) */
+    int sync_reproducible;   /* ReproMode; 1: the same bits for any worker count (micro-batches,
+                                ordered sums); never auto after cfg_resolve */
     int sync_bucket_kb;      /* gradient bucket size; 0: one collective after backward */
     int sync_sparse_embedding; /* 1: the embedding gradient is synced as the rows of the batch's tokens */
     /* debug: test hooks that inject faults; each fires only before the first rollback */
@@ -164,6 +167,12 @@ int cfg_load_string(Config *c, const char *yaml, size_t len, const char *name, c
 int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen);
 /* Cross-field checks after all overrides; errors name the fields. */
 int cfg_validate(const Config *c, char *err, size_t errlen);
+/* Settles the keys whose value is auto (after loading, before cfg_validate):
+ * sync.reproducible auto is true unless worker.threads > 1, sync.mode
+ * sharded or sync.sparse_embedding (each of which it would slow, see
+ * README). Writes one line saying what was chosen and why into note (empty
+ * when nothing was auto). */
+void cfg_resolve(Config *c, char *note, size_t notelen);
 /* metrics.listen, the one parser of it: "off" returns 1; IPv4:PORT (a dotted
  * quad as inet_pton takes it, then 1 to 5 decimal digits <= 65535: no sign,
  * blank or other base) returns 0 with the host as written, the address in

@@ -245,12 +245,13 @@ static int parse_args(Args *a, int argc, char **argv, char *err, size_t errlen)
     return 0;
 }
 
-static int load_config(Config *c, const Args *a, char *err, size_t errlen)
+static int load_config(Config *c, const Args *a, char *note, size_t notelen, char *err, size_t errlen)
 {
     cfg_defaults(c);
     if (cfg_load_file(c, a->config_path, err, errlen) != CFG_OK) return -1;
     for (int i = 0; i < a->nsets; i++)
         if (cfg_set_arg(c, a->sets[i], err, errlen) != CFG_OK) return -1;
+    cfg_resolve(c, note, notelen);
     if (cfg_validate(c, err, errlen) != CFG_OK) return -1;
     return 0;
 }
@@ -1217,14 +1218,14 @@ int main(int argc, char **argv)
 {
     static Coord co;
     static ConfigMsg msg;
-    char err[2048] = "";
+    char err[2048] = "", note[256] = "";
     Args a;
     install_signals(); /* a signal during start-up must not kill the coordinator */
     launcher_pid = getppid();
     int rc = parse_args(&a, argc, argv, err, sizeof err) != 0 ? 2 : 0; /* bad usage: exit 2 */
     int train = rc == 0 && !a.answered && !a.check;
     if (rc == 0 && !a.answered) {
-        rc = load_config(&co.cfg, &a, err, sizeof err) != 0 ? 2 : 0; /* bad input: exit 2 */
+        rc = load_config(&co.cfg, &a, note, sizeof note, err, sizeof err) != 0 ? 2 : 0; /* bad input: exit 2 */
         if (rc == 0 && a.check) rc = preflight(&co, &a, a.workers, 1, err, sizeof err) != 0 ? 2 : 0;
         if (rc == 0 && a.check) cfg_print(&co.cfg, stdout);
     }
@@ -1242,6 +1243,7 @@ int main(int argc, char **argv)
                         "mpirun -np 1 clipd CONFIG : -np W clipd-worker\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
+    if (rc == 0 && note[0]) LOG(LOG_INFO, "%s", note);
     fs_set_run_tag(co.cfg.run_name); /* temporaries carry the run's name */
     if (rc == 0 && (a.eval ? eval_checks(&co, &a, wsize, err, sizeof err) : job_checks(&co, &a, wsize, err, sizeof err)) != 0)
         rc = 2; /* every check before a start is of the input */

@@ -808,6 +808,56 @@ static void test_validate_param_count(void **state)
 
 /* model.softmax adaptive: word text only, cutoffs ascending below the
  * vocabulary, no tied head, tensors within the record's table. */
+/* sync.reproducible auto (the default) settles to true or false in
+ * cfg_resolve, by worker.threads, sync.mode and sync.sparse_embedding, with a
+ * line that says which and why; true and false are left as they are. */
+static void test_resolve_reproducible(void **state)
+{
+    (void)state;
+    Config c;
+    char note[256];
+    cfg_defaults(&c);
+    assert_int_equal(c.sync_reproducible, REPRO_AUTO);
+    cfg_resolve(&c, note, sizeof note);
+    assert_int_equal(c.sync_reproducible, REPRO_TRUE);
+    assert_non_null(strstr(note, "sync.reproducible auto: true, one micro-batch of 16 streams per worker"));
+    assert_non_null(strstr(note, "data.micro_batch: 16"));
+    cfg_resolve(&c, note, sizeof note); /* settled: nothing left to say */
+    assert_int_equal(c.sync_reproducible, REPRO_TRUE);
+    assert_string_equal(note, "");
+    static const struct {
+        const char *set, *why;
+    } off[] = {{"worker.threads=2", "for worker.threads > 1"},
+               {"sync.mode=sharded", "for sync.mode sharded"},
+               {"sync.sparse_embedding=true", "for sync.sparse_embedding"}};
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+        cfg_defaults(&c);
+        set_ok(&c, off[i].set);
+        cfg_resolve(&c, note, sizeof note);
+        assert_int_equal(c.sync_reproducible, REPRO_FALSE);
+        assert_non_null(strstr(note, "sync.reproducible auto: false"));
+        assert_non_null(strstr(note, off[i].why));
+        validate_ok(&c);
+    }
+    cfg_defaults(&c);
+    set_ok(&c, "data.micro_batch=4");
+    cfg_resolve(&c, note, sizeof note);
+    assert_int_equal(c.sync_reproducible, REPRO_TRUE);
+    assert_non_null(strstr(note, "micro-batches of 4 streams"));
+    set_ok(&c, "data.micro_batch=5"); /* on, so a micro-batch must divide B */
+    VALIDATE_ERR(&c, "data.micro_batch (5) must divide data.batch_per_worker (16)");
+    cfg_defaults(&c); /* explicit values stay, and say nothing */
+    set_ok(&c, "sync.reproducible=false");
+    cfg_resolve(&c, note, sizeof note);
+    assert_int_equal(c.sync_reproducible, REPRO_FALSE);
+    assert_string_equal(note, "");
+    set_ok(&c, "sync.reproducible=true"), set_ok(&c, "worker.threads=2");
+    cfg_resolve(&c, note, sizeof note);
+    assert_int_equal(c.sync_reproducible, REPRO_TRUE);
+    set_ok(&c, "sync.sparse_embedding=true"); /* asked for both: refused */
+    VALIDATE_ERR(&c, "sync.sparse_embedding: true with sync.reproducible");
+}
+
 static void test_validate_softmax(void **state)
 {
     (void)state;
@@ -1088,6 +1138,7 @@ int main(void)
         cmocka_unit_test(test_validate_watchdog),
         cmocka_unit_test(test_validate_param_count),
         cmocka_unit_test(test_validate_softmax),
+        cmocka_unit_test(test_resolve_reproducible),
         cmocka_unit_test(test_validate_fields),
         cmocka_unit_test(test_validate_listen_strict),
         cmocka_unit_test(test_print_shape),

@@ -107,7 +107,7 @@ static int blas_threads(const Worker *w)
     MPI_Comm_size(node, &local);
     MPI_Comm_rank(node, &lrank);
     MPI_Comm_free(&node);
-    if (w->cfg.sync_reproducible && want > 1) { /* a product's bits depend on OpenBLAS's thread split */
+    if (w->cfg.sync_reproducible == REPRO_TRUE && want > 1) { /* a product's bits depend on OpenBLAS's thread split */
         if (lrank == 0)
             LOG(LOG_WARN, "sync.reproducible: 1 BLAS thread per worker, not worker.threads %d "
                           "(OpenBLAS splits a product differently with more threads, which "
@@ -199,7 +199,7 @@ static void worker_setup(Worker *w)
                 : sync_init(&w->sync, w->comm, m->nparams, m->nviews, bucket,
                             c->sync_mode == SYNC_SHARDED)) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
-    if (c->sync_reproducible && (repro_init(&w->repro, &w->model, c) != 0 ||
+    if (c->sync_reproducible == REPRO_TRUE && (repro_init(&w->repro, &w->model, c) != 0 ||
                                  sync_set_reproducible(&w->sync, w->repro.n, w->repro.slot) != 0))
         worker_fatal("cannot set up sync.reproducible: %d micro-batches of %d streams, %zu "
                      "parameters", B / (c->data_micro_batch ? c->data_micro_batch : B),
@@ -502,13 +502,16 @@ static void best_resume(Worker *w)
 
 /* The mean of the workers' loss sums over nb global batches, in the
  * fixed-order statistics collective (micro: sync.reproducible's loss per
- * micro-batch, added in global order; else NULL); *tokens: the targets
- * counted. */
+ * micro-batch, added in global order; else NULL: one sum per worker, which
+ * under sync.reproducible goes into the worker's first micro-batch slot);
+ * *tokens: the targets counted. */
 static double reduce_loss(Worker *w, double sum, const double *micro, long nb, int64_t *tokens)
 {
     memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
     w->local[ST_LOSS] = sum;
     if (micro) sync_micro_losses(&w->sync, w->local, micro);
+    else if (w->sync.nmicro) /* reproducible, one sum per worker: the loss is the sum of the slots */
+        w->local[w->sync.loss0 + w->rank * w->sync.nmicro] = sum;
     w->local[ST_TERMS] = (double)model_terms(&w->model) * (double)nb;
     if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("evaluation collective failed");
     *tokens = (int64_t)model_terms(&w->model) * w->W * nb;

@@ -31,6 +31,8 @@
 # Each variant runs BENCH_ROUNDS times (default 3), interleaved, best median
 # kept. Writes build/bench.json. BENCH_ONLY="W2 W3" runs only those
 # workloads (and their variants), without the repro and cluster parts.
+# The workloads run with the default sync.reproducible: auto, so W1, W2 and W3
+# are reproducible (1 thread, replicated); sharded and the 1 x 2 run are not.
 # Then sync.reproducible (repro_bench; alone: BENCH_ONLY=repro): W1, W2, W3
 # with 2 workers, step time with it on / off (repro_overhead, - 1), with
 # data.micro_batch 0 (one micro-batch of B streams per worker) and B/4 (four;
@@ -229,10 +231,10 @@ repro_bench() {
     local wl i off on q js="{"
     for i in $(seq "$ROUNDS"); do
         for wl in W1 W2 W3; do
-            run "$wl" "${wl}_roff_$i" "$NP"
+            run "$wl" "${wl}_roff_$i" "$NP" --set sync.reproducible=false
             run "$wl" "${wl}_ron_$i" "$NP" --set sync.reproducible=true
             run "$wl" "${wl}_rq_$i" "$NP" --set sync.reproducible=true --set data.micro_batch=$((BATCH[$wl] / 4))
-            run "$wl" "${wl}_r48off_$i" "$NP" --set data.batch_per_worker=48
+            run "$wl" "${wl}_r48off_$i" "$NP" --set data.batch_per_worker=48 --set sync.reproducible=false
             run "$wl" "${wl}_r48on_$i" "$NP" --set data.batch_per_worker=48 --set sync.reproducible=true \
                 --set data.micro_batch=12
         done

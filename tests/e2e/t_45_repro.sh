@@ -116,12 +116,34 @@ check "reproducible, stacked: adding problem (RNN), SGD, no clipping: byte-ident
 # The negative control: without sync.reproducible the same comparison fails
 # (the float sums follow the worker split).
 not_reproducible() {
-    run nr_1 1 --set metrics.listen=off --set checkpoint.every_steps=10 --set data.batch_per_worker=12 || return 1
-    run nr_3 3 --set metrics.listen=off --set checkpoint.every_steps=10 --set data.batch_per_worker=4 || return 1
+    local NR=(--set metrics.listen=off --set checkpoint.every_steps=10 --set sync.reproducible=false --set data.micro_batch=4)
+    run nr_1 1 "${NR[@]}" --set data.batch_per_worker=12 || return 1
+    run nr_3 3 "${NR[@]}" --set data.batch_per_worker=4 || return 1
     if same_bits "$TMP/nr_1" "$TMP/nr_3"; then echo "W=1 and W=3 agree without sync.reproducible"; return 1; fi
     echo "as expected, W=1 and W=3 differ without sync.reproducible"
 }
 check "negative control: sync.reproducible false, W = 1 vs 3 differ (the comparison can fail)" not_reproducible
+
+# The default, sync.reproducible auto: true with 1 BLAS thread per worker,
+# replicated and a dense embedding, one micro-batch of B streams per worker;
+# a 4-worker run of the default config equals 1 worker at the same global
+# batch given data.micro_batch: 3 (its B), byte for byte. Off, and saying
+# why, with worker.threads 2; config.yaml records what ran.
+default_auto() {
+    local D=(--set metrics.listen=off --set checkpoint.every_steps=10 --set checkpoint.keep=100)
+    run da_4 4 "${D[@]}" --set data.batch_per_worker=3 || return 1
+    grep -q "sync.reproducible auto: true, one micro-batch of 3 streams per worker" "$TMP/da_4.err" ||
+        { echo "no auto line:"; grep reproducible "$TMP/da_4.err"; return 1; }
+    grep -q "^  reproducible: true" "$TMP/da_4/config.yaml" || { echo "config.yaml does not say true"; return 1; }
+    run da_1 1 "${D[@]}" --set data.batch_per_worker=12 --set data.micro_batch=3 || return 1
+    same_bits "$TMP/da_4" "$TMP/da_1" || { echo "the default run on 4 workers != 1 worker with micro_batch 3"; return 1; }
+    run da_t 1 "${D[@]}" --set data.batch_per_worker=12 --set worker.threads=2 || return 1
+    grep -q "sync.reproducible auto: false, for worker.threads > 1" "$TMP/da_t.err" || { grep reproducible "$TMP/da_t.err"; return 1; }
+    ! grep -q "1 BLAS thread per worker, not worker.threads" "$TMP/da_t.err" || { echo "auto false still forced 1 thread"; return 1; }
+    grep -q "^  reproducible: false" "$TMP/da_t/config.yaml" || { echo "config.yaml does not say false"; return 1; }
+    echo "default: 4 workers == 1 worker (micro_batch 3) byte for byte; worker.threads 2: off"
+}
+check "sync.reproducible auto (the default): a 4-worker run replays on 1 worker byte for byte; off with 2 threads" default_auto
 
 micro_not_divisor() {
     expect_exit 2 "data.micro_batch (4) must divide data.batch_per_worker (6)" \
