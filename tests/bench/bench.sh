@@ -58,7 +58,13 @@
 # the kernel has sch_netem). W1 and W2: step time with buckets overlapped vs
 # one reduction (sync.bucket_kb 0), and the scaling efficiency of 2 nodes vs
 # 1 (tokens/s of 2 workers / 2 x tokens/s of 1 worker on one node, same batch
-# per worker). Added to build/bench.json as "cluster".
+# per worker); W2 also with sync.sparse_embedding (the embedding's rows only).
+# Per variant the bound the link sets: 2 workers' allreduce moves the whole
+# gradient each way (half reduce-scatter, half all-gather), bytes / 125e6 B/s
+# of link time a step, hence efficiency at most T1 / max(T1, link) with
+# perfect overlap and T1 / (T1 + link) with none; and the slowest worker's
+# breakdown, with how many buckets landed (reduced, all-gathered) while
+# backward ran. Added to build/bench.json as "cluster".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
@@ -122,7 +128,7 @@ cl_bench_run() { # WL NAME W HOSTFILE [--set ...]: one epoch of the workload on 
 # each way at 1 Gbit/s (125e6 B/s), and the scaling efficiency it allows
 # with perfect overlap (T1 / max(T1, link)) and with none (T1 / (T1 + link))
 cl_bound() {
-    awk -v b="$1" -v t="$2" 'BEGIN { l = b / 125e6 * 1000; printf "%.6g %.6g %.6g", l, t / (l > t ? l : t), t / (t + l) }'
+    awk -v b="$1" -v t="$2" 'BEGIN { l = b / 125e6 * 1000; printf "%.6g %.6g %.6g\n", l, t / (l > t ? l : t), t / (t + l) }'
 }
 cluster_bench() {
     local delay=100us wl i one two ov lone eff js="{" params bytes b sname sp spb
@@ -163,7 +169,7 @@ cluster_bench() {
         if [ "$wl" = W2 ]; then # the embedding's rows only: its dense bytes out, the rows' in
             read -r sname sp < <(best W2 cl_sparse)
             b=$(grep -o 'received [0-9]* bytes a step for embed.weight instead of [0-9]*' "$TMP/$sname.err" | head -1)
-            spb=$(awk -v p="$bytes" '{ printf "%.0f", p - $9 + $2 }' <<<"$b")
+            spb=$(awk -v p="$bytes" '{ printf "%.0f", p - $10 + $2 }' <<<"$b")
             read -r link bp bn < <(cl_bound "$spb" "$lone")
             printf '   sync.sparse_embedding: step %.2f ms, scaling efficiency %.3f; %.1f MB each way = %.1f ms of link: at most %.3f with perfect overlap, %.3f with none\n   breakdown (ms): %s\n' \
                 "$sp" "$(calc "$lone / $sp")" "$(calc "$spb / 1e6")" "$link" "$bp" "$bn" "$(slowest_breakdown "$sname")"
