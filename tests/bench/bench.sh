@@ -109,7 +109,7 @@ slowest_breakdown() { # NAME: the slowest worker's breakdown line of run NAME
     breakdown "$1" | awk '{ s = $3 + 0; if (s > m) { m = s; l = $0 } } END { print l }'
 }
 breakdown_json() { # NAME: the slowest worker's breakdown as a JSON object
-    slowest_breakdown "$1" |
+    slowest_breakdown "$1" | sed 's/;.*//' | # (the buckets that landed during backward follow a ';')
         awk '{ printf "{\"step_ms\":%s,\"compute_ms\":%s,\"sync_wait_ms\":%s,\"stats_ms\":%s,\"update_ms\":%s,\"record_ms\":%s,\"other_ms\":%s}", $3, $7, $11, $14, $17, $20, $23 }'
 }
 
