@@ -26,7 +26,10 @@ check "reference run, never stalled" run_done wd_ref 2 "${WD[@]}"
 
 wd_healed() {
     local d="$TMP/wd_heal" w rc
-    wd_start wd_heal --set watchdog.seconds=60 --set watchdog.warn_seconds=2
+    # worker 0 sleeps 2 ms a step (timing only) so that the 1500 steps are
+    # not over before the stop; no straggler events for it
+    wd_start wd_heal --set watchdog.seconds=60 --set watchdog.warn_seconds=2 --set debug.slow_ms=2 \
+        --set watchdog.straggler_window=0
     wait_lines "$d/steps.jsonl" 100 || return 1
     w=$(job_pids "$bg" clipd-worker | tail -1)
     [ -n "$w" ] || { echo "no worker"; return 1; }
@@ -84,9 +87,12 @@ wd_abort() {
     echo "exit $rc, $took s after SIGSTOP"
     [ "$rc" = 1 ] || { echo "exit $rc, wanted 1"; tail -20 "$TMP/wd_abort.err"; return 1; }
     [ "$took" -lt 60 ] || { echo "it took $took s"; return 1; }
-    jq -s -e '[.[] | select(.kind == "stall")] | length == 2 and .[0].action == "log" and .[0].threshold == 1
+    # the last two: the warning, then the abort at the same step (a loaded
+    # machine may show a healed 1 s stall before the SIGSTOP: only log ones)
+    jq -s -e '[.[] | select(.kind == "stall")] | length >= 2 and (.[:-2] | all(.[]; .action == "log"))
+        and (.[-2:] | .[0].action == "log" and .[0].threshold == 1
         and .[1].action == "abort" and .[1].threshold == 5 and .[1].value >= 5 and .[0].step == .[1].step
-        and (.[1].ranks | length) >= 1' "$d/events.jsonl" >/dev/null || { echo "not a warning then an abort event"; return 1; }
+        and (.[1].ranks | length) >= 1)' "$d/events.jsonl" >/dev/null || { echo "not a warning then an abort event"; return 1; }
     [ "$(grep -c "error: step [0-9]*: no record from worker(s) .* (watchdog.seconds 5): ending the job, exit 1" "$TMP/wd_abort.err")" = 1 ] ||
         { echo "not one error line"; return 1; }
     # shellcheck disable=SC2086 # one pid per word
