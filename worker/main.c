@@ -794,6 +794,7 @@ int main(int argc, char **argv)
     model_free(&w.model);
     MPI_Comm_free(&w.comm);
     proto_close(&w.proto);
+    hooks_end(&w);
     MPI_Finalize();
     return 0;
 }
