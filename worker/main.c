@@ -272,7 +272,7 @@ static void compute_step(Worker *w, StepRecord *r)
         if (k == K - 1) hooks_batch(w, w->step + 1);
         m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
         int overlap = k == K - 1 && !hooked;
-        if (overlap) sync_begin(&w->sync, m->grads);
+        if (overlap) sync_begin(&w->sync, m->grads, m);
         m->grad_ready = overlap ? hook_ready : NULL;
         m->progress = overlap ? hook_progress : NULL;
         if (w->repro.n) repro_run(&w->repro, m, d, scale, 1);
@@ -709,7 +709,10 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
         LOG(LOG_INFO, "peak RSS %ld KiB", ru.ru_maxrss);
     char line[512]; /* for make bench: where the median step goes, by this worker's timers */
     steptime_format(&w->times, w->times.n / 10, line, sizeof line);
-    LOG(LOG_INFO, "%s", line);
+    double red, gath; /* and what the overlap hid (timing-dependent, like the rest of the line) */
+    sync_overlap_counts(&w->sync, &red, &gath);
+    LOG(LOG_INFO, "%s; buckets reduced during backward %.1f of %d, all-gathered %.1f (mean a step)",
+        line, red, w->sync.nb, gath);
     if (w->sync.sp_rows) {
         double sparse, dense;
         sync_sparse_bytes(&w->sync, &sparse, &dense);
