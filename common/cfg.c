@@ -209,6 +209,7 @@ static const CfgKey cfg_keys[] = {
     KENUMH(debug, ckpt_crash_at, crash_names, "before_rename", "test hook: where in the write"),
     KDBL(debug, slow_ms, 0, 1e6, F_NO_HASH, "0", "test hook: a worker sleeps this long per step"),
     KINTN(debug, slow_worker, 0, 1000000, "0", "test hook: the worker that sleeps"),
+    KENUMH(debug, stop_at_end, bool_names, "false", "test hook: the last worker stops before MPI_Finalize"),
 };
 #define NKEYS NELEM(cfg_keys)
 

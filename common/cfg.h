@@ -148,6 +148,7 @@ typedef struct {
     int debug_ckpt_crash_at;     /* CkptCrashAt: where in the write */
     double debug_slow_ms;        /* worker debug.slow_worker sleeps this long in every step's compute */
     int debug_slow_worker;
+    int debug_stop_at_end;       /* 1: the last worker SIGSTOPs itself before MPI_Finalize */
 } Config;
 
 /* Fill every field with its documented default. */

@@ -1214,6 +1214,38 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
     return 0;
 }
 
+/* MPI_Finalize waits for every rank: a worker stopped or lost after its
+ * last record would hold the job (and its allocation) for good, past every
+ * watchdog. With watchdog.seconds set, an alarm ends the coordinator after
+ * that long with one line and exit 1 (mpirun then ends the other ranks); the
+ * run's logs, checkpoints and weights are complete by then. */
+static char fin_line[256];
+static size_t fin_len;
+
+static void on_finalize_alarm(int s)
+{
+    (void)s;
+    ssize_t n = write(STDERR_FILENO, fin_line, fin_len);
+    (void)n;
+    _exit(1);
+}
+
+static void finalize_watched(const Config *c)
+{
+    if (c->watchdog_seconds > 0) {
+        double t = ceil(c->watchdog_seconds);
+        int n = snprintf(fin_line, sizeof fin_line, "clipd[0] error: MPI_Finalize: not every worker "
+                         "finished within watchdog.seconds %g after the job's end (a worker stopped "
+                         "or lost?): exit 1; the logs, checkpoints and weights written are complete\n",
+                         c->watchdog_seconds);
+        fin_len = n > 0 && (size_t)n < sizeof fin_line ? (size_t)n : strlen(fin_line);
+        signal(SIGALRM, on_finalize_alarm);
+        alarm(t < 1 ? 1 : t > 1e6 ? 1000000 : (unsigned)t);
+    }
+    MPI_Finalize();
+    alarm(0);
+}
+
 int main(int argc, char **argv)
 {
     static Coord co;
@@ -1260,11 +1292,11 @@ int main(int argc, char **argv)
     if (rc) {
         fprintf(stderr, "clipd: %s\n", err);
         proto_close(&co.proto);
-        MPI_Finalize();
+        finalize_watched(&co.cfg);
         return rc;
     }
     rc = a.eval ? eval_run(&co, &a) : coordinate(&co);
     proto_close(&co.proto);
-    MPI_Finalize();
+    finalize_watched(&co.cfg);
     return rc;
 }

@@ -9,7 +9,11 @@
  * the callers. BUCKET (floats, default 0: one bucket) cuts the reduction into
  * buckets, started as the "backward" marks prefixes of the buffer final
  * (in 5 uneven steps, with progress calls between): the bits must not
- * depend on it. sync_grads_stats (the folded collective) must give the
+ * depend on it. Before the last mark, the buckets started so far must be
+ * reduced, and those of complete all-gather groups (one bucket each from
+ * SYNC_GATHER_MIN floats up) all-gathered, by sync_progress alone (the
+ * per-bucket pipeline), every rank holding their rank-order sums before
+ * sync_grads is called. sync_grads_stats (the folded collective) must give the
  * same gradient and statistics bits as sync_grads + sync_stats. Prints the worst errors; exits non-zero on any failure. */
 #include <math.h>
 #include <mpi.h>
@@ -27,6 +31,35 @@ static float value(int rank, size_t i)
     rng_init(&r, rng_derive(42, (uint64_t)rank, i));
     double u = rng_uniform(&r) * 2 - 1;
     return (float)(u * (i % 7 == 0 ? 1e3 : 1.0)); /* mixed magnitudes */
+}
+
+/* The pipeline: with the last mark not yet reached, sync_progress alone
+ * must reduce every started bucket and complete its all-gather (spun for at
+ * most 60 s, a guard against a hang, not a timing). Returns how many buckets
+ * hold the rank-order sum over all of [lo, hi) on this rank; -2 if they did
+ * not all land. */
+static int gathered_early(Sync *s, const float *g, int W)
+{
+    int whole = 0; /* buckets of the all-gather groups inside the started ones */
+    for (int k = 0; k < s->nstarted; k++)
+        if (s->b[k].gend == k) whole = k + 1;
+    double t0 = MPI_Wtime();
+    for (;;) {
+        sync_progress(s);
+        if (s->nred == s->nstarted && s->ngath == whole) break;
+        if (MPI_Wtime() - t0 > 60) return -2;
+    }
+    int ok = 0;
+    for (int k = 0; k < whole; k++) {
+        int same = 1;
+        for (size_t i = s->b[k].lo; i < s->b[k].hi && same; i++) {
+            float acc = value(0, i);
+            for (int r = 1; r < W; r++) acc += value(r, i);
+            same = memcmp(&acc, &g[i], sizeof acc) == 0;
+        }
+        ok += same;
+    }
+    return ok == whole ? ok : -2;
 }
 
 int main(int argc, char **argv)
@@ -48,12 +81,14 @@ int main(int argc, char **argv)
     float *g = malloc(n * sizeof *g), *ref = malloc(n * sizeof *ref);
     double *loc = calloc((size_t)s.nstats, sizeof *loc), *glob = calloc((size_t)s.nstats, sizeof *glob);
     for (size_t i = 0; i < n; i++) g[i] = -1e30f; /* not final yet: must never be sent */
-    sync_begin(&s, g);
+    sync_begin(&s, g, &m);
+    int early = -1; /* buckets gathered before sync_grads */
     size_t done = 0, marks[5] = {n / 7, n / 3, n / 3 + 1, (3 * n) / 4, n};
     for (int k = 0; k < 5; k++) {
         for (; done < marks[k]; done++) g[done] = value(rank, done);
         sync_ready(&s, done);
         for (int p = 0; p < 3; p++) sync_progress(&s);
+        if (k == 3 && W > 1 && s.nstarted > 0) early = gathered_early(&s, g, W);
     }
     if (sync_grads(&s, g, &m, loc) != 0 || sync_stats(&s, loc, glob) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     /* Reference: float sum in rank order, norm in long double. */
@@ -84,13 +119,16 @@ int main(int argc, char **argv)
     if (!g2 || !glob2 || sync_grads_stats(&s, g2, &m, loc, glob2) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     fold_bad = memcmp(g2, g, n * sizeof *g) != 0 || memcmp(glob2, glob, (size_t)s.nstats * sizeof *glob) != 0;
     free(g2), free(glob2);
-    int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12);
+    int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12) || early == -2;
     if (rank == 0) {
         for (int r = 1; r < W; r++) fail |= all[2 * r] != all[0] || all[2 * r + 1] != all[1];
         printf("mpi_sync W=%d n=%zu bucket=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
                "float64 reference %.17g, rel err %.2g (tol 1e-12); tensor 0 rel err %.2g; "
-               "ranks identical: %s; folded stats collective same bits: %s\n", W, n, bucket, s.nb, bad, norm,
+               "ranks identical: %s; folded stats collective same bits: %s; ", W, n, bucket, s.nb, bad, norm,
                refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes");
+        if (early == -1) printf("no bucket started before the end\n");
+        else if (early == -2) printf("buckets started before the end NOT all reduced and gathered by sync_progress\n");
+        else printf("%d buckets reduced and all-gathered during \"backward\", holding the sums\n", early);
     }
     int anyfail = 0;
     MPI_Allreduce(&fail, &anyfail, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

@@ -1019,7 +1019,7 @@ static const char *const unhashed_keys[] = {
     "checkpoint.on_failure", "log.tensor_norms_every", "metrics.listen", "metrics.stall_seconds",
     "watchdog.seconds", "watchdog.warn_seconds", "watchdog.straggler_factor",
     "watchdog.straggler_window", "sync.bucket_kb", "debug.ckpt_crash_step", "debug.ckpt_crash_at",
-    "debug.slow_ms", "debug.slow_worker",
+    "debug.slow_ms", "debug.slow_worker", "debug.stop_at_end",
 };
 
 /* Keys added after runs existed: hashed only when not at their default, so

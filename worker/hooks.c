@@ -2,6 +2,7 @@
 #include "worker/hooks.h"
 
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -93,4 +94,9 @@ int hooks_ckpt_crash(const Worker *w)
     const Config *c = &w->cfg;
     if (!c->debug_ckpt_crash_step || w->step != c->debug_ckpt_crash_step || w->rollbacks) return CK_CRASH_NONE;
     return at[c->debug_ckpt_crash_at];
+}
+
+void hooks_end(const Worker *w)
+{
+    if (w->cfg.debug_stop_at_end && w->rank == w->W - 1) raise(SIGSTOP);
 }

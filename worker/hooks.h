@@ -27,5 +27,8 @@ void hooks_params(Worker *w);
 /* debug.ckpt_crash_step: where this step's checkpoint write kills worker 0
  * (CK_CRASH_*, common/ckpt.h). */
 int hooks_ckpt_crash(const Worker *w);
+/* debug.stop_at_end: the last worker stops itself (SIGSTOP) after the run,
+ * before MPI_Finalize, as a node that hangs at the very end would. */
+void hooks_end(const Worker *w);
 
 #endif

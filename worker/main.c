@@ -273,7 +273,7 @@ static void compute_step(Worker *w, StepRecord *r)
         if (k == K - 1) hooks_batch(w, w->step + 1);
         m->drop_step = (w->seq + 1) * K + k; /* dropout masks: fresh per micro-batch, reproducible */
         int overlap = k == K - 1 && !hooked;
-        if (overlap) sync_begin(&w->sync, m->grads);
+        if (overlap) sync_begin(&w->sync, m->grads, m);
         m->grad_ready = overlap ? hook_ready : NULL;
         m->progress = overlap ? hook_progress : NULL;
         if (w->repro.n) repro_run(&w->repro, m, d, scale, 1);
@@ -505,13 +505,16 @@ static void best_resume(Worker *w)
 
 /* The mean of the workers' loss sums over nb global batches, in the
  * fixed-order statistics collective (micro: sync.reproducible's loss per
- * micro-batch, added in global order; else NULL); *tokens: the targets
- * counted. */
+ * micro-batch, added in global order; else NULL: one sum per worker, which
+ * under sync.reproducible goes into the worker's first micro-batch slot);
+ * *tokens: the targets counted. */
 static double reduce_loss(Worker *w, double sum, const double *micro, long nb, int64_t *tokens)
 {
     memset(w->local, 0, (size_t)w->sync.nstats * sizeof(double));
     w->local[ST_LOSS] = sum;
     if (micro) sync_micro_losses(&w->sync, w->local, micro);
+    else if (w->sync.nmicro) /* reproducible, one sum per worker: the loss is the sum of the slots */
+        w->local[w->sync.loss0 + w->rank * w->sync.nmicro] = sum;
     w->local[ST_TERMS] = (double)model_terms(&w->model) * (double)nb;
     if (sync_stats(&w->sync, w->local, w->global) != 0) worker_fatal("evaluation collective failed");
     *tokens = (int64_t)model_terms(&w->model) * w->W * nb;
@@ -709,7 +712,10 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
         LOG(LOG_INFO, "peak RSS %ld KiB", ru.ru_maxrss);
     char line[512]; /* for make bench: where the median step goes, by this worker's timers */
     steptime_format(&w->times, w->times.n / 10, line, sizeof line);
-    LOG(LOG_INFO, "%s", line);
+    double red, gath; /* and what the overlap hid (timing-dependent, like the rest of the line) */
+    sync_overlap_counts(&w->sync, &red, &gath);
+    LOG(LOG_INFO, "%s; buckets reduced during backward %.1f of %d, all-gathered %.1f (mean a step)",
+        line, red, w->sync.nb, gath);
     if (w->sync.sp_rows) {
         double sparse, dense;
         sync_sparse_bytes(&w->sync, &sparse, &dense);
@@ -791,6 +797,7 @@ int main(int argc, char **argv)
     model_free(&w.model);
     MPI_Comm_free(&w.comm);
     proto_close(&w.proto);
+    hooks_end(&w);
     MPI_Finalize();
     return 0;
 }

@@ -32,9 +32,10 @@ static int bucket_init(Sync *s, Bucket *b, size_t lo, size_t hi)
     b->len = overlap(lo, hi, s->own_off, s->own_off + s->own_len, &b->mine);
     if (!b->len) b->mine = s->own_off;
     b->recv = s->recv + (size_t)W * (b->mine - s->own_off);
-    b->sc = calloc((size_t)W * 4, sizeof(int));
+    b->sc = calloc((size_t)W * 6, sizeof(int));
     if (!b->sc) return -1;
     b->sd = b->sc + W, b->rc = b->sc + 2 * W, b->rd = b->sc + 3 * W;
+    b->gc = b->sc + 4 * W, b->gd = b->sc + 5 * W;
     for (int r = 0; r < W; r++) {
         size_t off, len, start;
         shard_range(s->n, W, r, &off, &len);
@@ -43,8 +44,28 @@ static int bucket_init(Sync *s, Bucket *b, size_t lo, size_t hi)
         b->rc[r] = (int)b->len;
         b->rd[r] = r * (int)b->len;
     }
-    b->req = MPI_REQUEST_NULL;
+    b->req = b->greq = MPI_REQUEST_NULL;
     return 0;
+}
+
+/* The all-gathers' groups: consecutive buckets of at least SYNC_GATHER_MIN
+ * floats in all (one bucket each at the usual sizes), fixed at start-up so
+ * that every rank starts the same all-gathers in the same order; the last
+ * bucket of a group holds the group's counts and request. */
+static void gather_groups(Sync *s)
+{
+    int first = 0;
+    for (int k = 0; k < s->nb; k++) {
+        if (k < s->nb - 1 && s->b[k].hi - s->b[first].lo < SYNC_GATHER_MIN) continue;
+        for (int r = 0; r < s->W; r++) {
+            size_t off, len, start;
+            shard_range(s->n, s->W, r, &off, &len);
+            s->b[k].gc[r] = (int)overlap(s->b[first].lo, s->b[k].hi, off, off + len, &start);
+            s->b[k].gd[r] = s->b[k].gc[r] ? (int)start : 0;
+        }
+        for (int j = first; j <= k; j++) s->b[j].gend = k;
+        first = k + 1;
+    }
 }
 
 static int sparse_init(Sync *s, size_t sp_off, int rows, int width)
@@ -86,22 +107,20 @@ int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t buck
     s->b = calloc((size_t)(s->nb ? s->nb : 1), sizeof *s->b);
     s->all = calloc((size_t)s->W * (size_t)s->nstats, sizeof *s->all);
     s->acc = calloc(4 * (size_t)(ntensors > 0 ? ntensors : 1), sizeof *s->acc);
-    s->gcounts = calloc((size_t)s->W, sizeof *s->gcounts);
-    s->gdispls = calloc((size_t)s->W, sizeof *s->gdispls);
-    if (!s->counts || !s->displs || !s->recv || !s->b || !s->all || !s->acc || !s->gcounts ||
-        !s->gdispls || sparse_init(s, sp_off, rows, width) != 0)
+    if (!s->counts || !s->displs || !s->recv || !s->b || !s->all || !s->acc ||
+        sparse_init(s, sp_off, rows, width) != 0 || MPI_Comm_dup(comm, &s->gcomm) != MPI_SUCCESS)
         goto fail;
+    s->has_gcomm = 1;
     for (int r = 0; r < s->W; r++) {
-        size_t off, len, start;
+        size_t off, len;
         shard_range(n, s->W, r, &off, &len);
         s->counts[r] = (int)len, s->displs[r] = (int)off;
-        s->gcounts[r] = (int)overlap(off, off + len, 0, nd, &start);
-        s->gdispls[r] = s->gcounts[r] ? (int)start : 0;
     }
     for (int k = 0; k < s->nb; k++) {
         size_t lo = (size_t)k * bucket, hi = lo + bucket < nd ? lo + bucket : nd;
         if (bucket_init(s, &s->b[k], lo, hi) != 0) goto fail;
     }
+    gather_groups(s);
     return 0;
 fail:
     sync_free(s);
@@ -112,9 +131,10 @@ void sync_free(Sync *s)
 {
     for (int k = 0; s->b && k < s->nb; k++) free(s->b[k].sc);
     free(s->counts), free(s->displs), free(s->recv), free(s->b), free(s->all), free(s->acc);
-    free(s->gcounts), free(s->gdispls), free(s->sp_bits), free(s->sp_list), free(s->sp_send);
+    free(s->sp_bits), free(s->sp_list), free(s->sp_send);
     free(s->sp_recv);
     free(s->pack);
+    if (s->has_gcomm) MPI_Comm_free(&s->gcomm);
     memset(s, 0, sizeof *s);
 }
 
@@ -160,10 +180,12 @@ static void bucket_pack(Sync *s, const Bucket *b)
     }
 }
 
-void sync_begin(Sync *s, float *grads)
+void sync_begin(Sync *s, float *grads, const Model *m)
 {
-    s->grads = grads;
-    s->nstarted = 0;
+    s->grads = grads, s->model = m;
+    s->nstarted = s->nred = s->ngath = 0;
+    memset(s->acc, 0, 4 * (size_t)m->nviews * sizeof *s->acc);
+    s->maxabs = 0;
 }
 
 void sync_ready(Sync *s, size_t upto)
@@ -176,16 +198,6 @@ void sync_ready(Sync *s, size_t upto)
         if (s->W > 1)
             MPI_Ialltoallv(send, b->sc, b->sd, MPI_FLOAT, b->recv, b->rc,
                            b->rd, MPI_FLOAT, s->comm, &b->req);
-    }
-}
-
-void sync_progress(Sync *s)
-{
-    if (s->W == 1) return;
-    for (int k = 0; k < s->nstarted; k++) {
-        if (s->b[k].req == MPI_REQUEST_NULL) continue;
-        int done;
-        MPI_Test(&s->b[k].req, &done, MPI_STATUS_IGNORE);
     }
 }
 
@@ -250,6 +262,69 @@ static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m
     }
 }
 
+/* Replicated, and reproducible (whose statistics cover the whole gradient):
+ * every bucket is all-gathered once reduced. */
+static int gathers(const Sync *s) { return s->W > 1 && (!s->sharded || s->nmicro); }
+
+/* Reproducible: the statistics of the whole of bucket b (all-gathered), view
+ * by view; buckets come in order, so each view's chains see its elements in
+ * flat index order, as one pass over the view would. */
+static void bucket_stats_all(Sync *s, const Bucket *b)
+{
+    const Model *m = s->model;
+    for (int v = 0; v < m->nviews; v++) {
+        size_t start, cnt = overlap(m->views[v].off, m->views[v].off + m->views[v].n, b->lo, b->hi,
+                                    &start);
+        if (cnt) sumsq_acc(s->grads + start, start, cnt, s->acc + 4 * (size_t)v, &s->maxabs);
+    }
+}
+
+/* The next bucket in order (s->nred) has landed: reduce it and start its
+ * all-gather (on gcomm, in bucket order on every rank). */
+static int bucket_land(Sync *s)
+{
+    int k = s->nred++;
+    Bucket *b = &s->b[k];
+    bucket_reduce(s, b, s->grads, s->model);
+    if (!gathers(s)) {
+        if (s->nmicro) bucket_stats_all(s, b);
+        s->ngath = s->nred;
+        return 0;
+    }
+    if (b->gend != k) return 0; /* its group's last bucket starts the all-gather */
+    return MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, s->grads, b->gc, b->gd, MPI_FLOAT, s->gcomm,
+                           &b->greq) == MPI_SUCCESS ? 0 : -1;
+}
+
+/* The all-gathers of the reduced buckets that have completed, in order
+ * (reproducible: their statistics then); wait: block until all are in. */
+static int gathered(Sync *s, int wait)
+{
+    int rc = 0;
+    while (s->ngath < s->nred && s->b[s->ngath].gend < s->nred) { /* its group started */
+        int e = s->b[s->ngath].gend, done = 1;
+        if (wait) rc |= MPI_Wait(&s->b[e].greq, MPI_STATUS_IGNORE) != MPI_SUCCESS;
+        else MPI_Test(&s->b[e].greq, &done, MPI_STATUS_IGNORE);
+        if (!done) break;
+        for (; s->ngath <= e; s->ngath++)
+            if (s->nmicro) bucket_stats_all(s, &s->b[s->ngath]);
+    }
+    return rc ? -1 : 0;
+}
+
+/* One MPI_Test moves every pending request along (MPI's progress engine),
+ * so only the oldest of each kind is tested: a call costs O(1), not O(nb). */
+void sync_progress(Sync *s)
+{
+    if (s->W == 1 || !s->grads) return;
+    int done = 1;
+    while (done && s->nred < s->nstarted) {
+        MPI_Test(&s->b[s->nred].req, &done, MPI_STATUS_IGNORE);
+        if (done && bucket_land(s) != 0) return; /* sync_grads reports it */
+    }
+    gathered(s, 0);
+}
+
 /* The flagged rows of [sp_off, n): or the flags together, all-gather the
  * rows, add them in rank order (as bucket_reduce does) and add the squares
  * of those inside my shard to the view holding them, in flat index order. */
@@ -303,29 +378,29 @@ void sync_sparse_bytes(const Sync *s, double *sparse, double *dense)
     *dense = 2 * (W - 1) / W * (double)s->sp_rows * rowb;
 }
 
+void sync_overlap_counts(const Sync *s, double *reduced, double *gathered)
+{
+    double n = s->ov_steps ? (double)s->ov_steps : 1;
+    *reduced = s->ov_red / n, *gathered = s->ov_gath / n;
+}
+
 /* sync_grads up to (not including) the all-gather of the shards. */
 static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
-    if (s->grads != grads) sync_begin(s, grads);
+    if (s->grads != grads) sync_begin(s, grads, m);
+    s->ov_steps++, s->ov_red += s->nred, s->ov_gath += s->ngath;
     sync_ready(s, s->n);
     int rc = 0;
-    memset(s->acc, 0, 4 * (size_t)m->nviews * sizeof *s->acc);
-    s->maxabs = 0;
-    for (int k = 0; k < s->nb; k++) {
-        Bucket *b = &s->b[k];
+    while (s->nred < s->nb) {
+        Bucket *b = &s->b[s->nred];
         if (s->W > 1 && MPI_Wait(&b->req, MPI_STATUS_IGNORE) != MPI_SUCCESS) rc = -1;
-        bucket_reduce(s, b, grads, m);
+        if (bucket_land(s) != 0) rc = -1;
     }
+    /* reproducible: the whole gradient on every rank, then its statistics
+     * (sync.sparse_embedding is refused with it: the buckets cover it all) */
+    if (s->nmicro && gathered(s, 1) != 0) rc = -1;
     s->grads = NULL;
     if (rc || sparse_reduce(s, grads, m) != 0) return -1;
-    if (s->nmicro) { /* the whole gradient on every rank, then its statistics */
-        if (s->W > 1 && MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->counts, s->displs,
-                                       MPI_FLOAT, s->comm) != MPI_SUCCESS)
-            return -1;
-        for (int v = 0; v < m->nviews; v++)
-            sumsq_acc(grads + m->views[v].off, m->views[v].off, m->views[v].n,
-                      s->acc + 4 * (size_t)v, &s->maxabs);
-    }
     double total = 0;
     for (int v = 0; v < m->nviews; v++) {
         const double *a = s->acc + 4 * (size_t)v;
@@ -341,11 +416,7 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
 int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
     if (reduce_grads(s, grads, m, stats) != 0) return -1;
-    if (!s->sharded && !s->nmicro && s->W > 1 &&
-        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->gcounts, s->gdispls, MPI_FLOAT,
-                       s->comm) != MPI_SUCCESS)
-        return -1;
-    return 0;
+    return gathered(s, 1);
 }
 
 int sync_params(Sync *s, float *params)
@@ -389,13 +460,11 @@ int sync_stats(Sync *s, const double *local, double *global)
 int sync_grads_stats(Sync *s, float *grads, const Model *m, double *local, double *global)
 {
     if (reduce_grads(s, grads, m, local) != 0) return -1;
-    MPI_Request rq[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    MPI_Request rq = MPI_REQUEST_NULL;
     int k = s->nstats, rc = 0;
-    if (!s->sharded && !s->nmicro && s->W > 1)
-        rc |= MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, grads, s->gcounts, s->gdispls, MPI_FLOAT,
-                              s->comm, &rq[0]) != MPI_SUCCESS;
-    rc |= MPI_Iallgather(local, k, MPI_DOUBLE, s->all, k, MPI_DOUBLE, s->comm, &rq[1]) != MPI_SUCCESS;
-    rc |= MPI_Waitall(2, rq, MPI_STATUSES_IGNORE) != MPI_SUCCESS;
+    rc |= MPI_Iallgather(local, k, MPI_DOUBLE, s->all, k, MPI_DOUBLE, s->comm, &rq) != MPI_SUCCESS;
+    rc |= gathered(s, 1) != 0;
+    rc |= MPI_Wait(&rq, MPI_STATUS_IGNORE) != MPI_SUCCESS;
     if (rc) return -1;
     stats_combine(s, global);
     return 0;

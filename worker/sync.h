@@ -11,11 +11,14 @@
  * completes gradients from offset 0 upwards (head first), and says so with
  * sync_ready(upto); each bucket below `upto` starts at once as a
  * non-blocking all-to-all of its pieces, and sync_progress() (called from
- * the backward time loops) moves them along. sync_grads waits for the
- * buckets in order, adds each one's pieces as it lands and takes its sums
- * of squares right after, so the global norm is known as soon as the last
- * bucket is in. Neither the shards nor the order of any sum depend on the
- * bucket size: every bucket size gives the same bits, gradient and norm.
+ * the backward time loops) moves them along. Buckets are reduced in order
+ * as they land (in sync_progress during backward, the rest in sync_grads):
+ * the owner adds the pieces in rank order, takes the sums of squares of
+ * its part, and, replicated, starts that bucket's all-gather at once, so
+ * over a slow link only the last buckets' traffic is left after backward.
+ * Neither the shards nor the order of any sum depend on the bucket size or
+ * on when a bucket lands: every bucket size gives the same bits, gradient
+ * and norm.
  *
  * Sharded (ZeRO-1): no all-gather of gradients; each rank updates only the
  * parameters of its shard, with optimizer state for those only, then
@@ -35,14 +38,19 @@
 
 #include "worker/model.h"
 
+/* Floats at least in one all-gather of buckets (sync.c gather_groups). */
+#define SYNC_GATHER_MIN 16384
+
 enum { ST_LOSS = 0, ST_TERMS, ST_NONFINITE, ST_MAXABS, ST_REQ, ST_SUMSQ, ST_TENSOR0 };
 
 typedef struct {
     size_t lo, hi;            /* [lo, hi) of the flat buffer */
     size_t mine, len;         /* my shard's part of it: [mine, mine + len) */
     int *sc, *sd, *rc, *rd;   /* (W) send counts/offsets (into grads), receive counts/offsets */
+    int *gc, *gd;             /* (W) every rank's part of its group's range: the group's all-gather */
+    int gend;                 /* the last bucket of its all-gather group */
     float *recv;              /* (W, len) every rank's piece of my part */
-    MPI_Request req;
+    MPI_Request req, greq;    /* its reduce-scatter, its all-gather */
 } Bucket;
 
 typedef struct {
@@ -54,7 +62,14 @@ typedef struct {
     float *recv;              /* (W, own_len) every rank's piece of my shard, bucket by bucket */
     Bucket *b;
     int nb, nstarted;         /* buckets; buckets started this step */
+    int nred, ngath;          /* buckets reduced (all-gather started); all-gathered, in order */
+    MPI_Comm gcomm;           /* the buckets' all-gathers (a duplicate of comm: they start as
+                                 reductions land, an order that differs between ranks) */
+    int has_gcomm;
     float *grads;             /* the buffer of the step in flight (sync_begin) */
+    const Model *model;       /* its views (sync_begin) */
+    long ov_steps;            /* steps synced; buckets reduced, and all-gathered, before sync_grads */
+    double ov_red, ov_gath;
     int nstats;               /* ST_TENSOR0 + number of tensors */
     double *all;              /* (W, nstats) gathered statistics */
     double *acc;              /* (ntensors, 4) sums of squares of my shard, as buckets land */
@@ -64,7 +79,6 @@ typedef struct {
      * the buckets stop at sp_off and the flagged rows go by themselves. */
     size_t sp_off;            /* n when there are none */
     int sp_rows, sp_width;
-    int *gcounts, *gdispls;   /* (W) the shards' parts of [0, sp_off): the gradients' all-gather */
     uint64_t *sp_bits;        /* (2, words) my flagged rows, then everyone's (bitwise or) */
     int *sp_list;             /* (rows) the flagged rows of this step, ascending */
     int sp_nr;                /* how many */
@@ -73,8 +87,9 @@ typedef struct {
     double sp_rows_sum;
     /* sync.reproducible (sync_set_reproducible): each rank sends every
      * micro-batch's piece, and the owner adds the W * nmicro pieces in global
-     * micro-batch order; the gradient is then all-gathered (sharded too) and
-     * its statistics taken over all of it, the same on every rank. */
+     * micro-batch order; each bucket is then all-gathered (sharded too) and
+     * its statistics taken over all of it as it arrives, in bucket order,
+     * the same on every rank. */
     int nmicro;               /* micro-batches per rank; 0: off */
     float **slot;             /* (nmicro) their gradients */
     float *pack;              /* (nmicro, n) W > 1: the pieces of each bucket by destination */
@@ -97,12 +112,18 @@ int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t buck
 /* Bytes this rank received per step for [sp_off, n), as rows (mean over the
  * steps so far) and as the dense reduce-scatter + all-gather would have. */
 void sync_sparse_bytes(const Sync *s, double *sparse, double *dense);
+/* Mean buckets per step reduced, and all-gathered, while backward ran (by
+ * sync_progress, before sync_grads): how much the overlap hid. */
+void sync_overlap_counts(const Sync *s, double *reduced, double *gathered);
 void sync_free(Sync *s);
-/* A step's gradient is being computed into grads: no bucket started yet. */
-void sync_begin(Sync *s, float *grads);
+/* A step's gradient (views of m) is being computed into grads: no bucket
+ * started yet. */
+void sync_begin(Sync *s, float *grads, const Model *m);
 /* grads[0, upto) are final: start every bucket inside it. */
 void sync_ready(Sync *s, size_t upto);
-/* Let MPI move the started buckets along (cheap; call it often). */
+/* Let MPI move the started buckets along, and reduce (then start the
+ * all-gather of) each bucket whose pieces have all landed, in bucket order
+ * (cheap when nothing landed; call it often). */
 void sync_progress(Sync *s);
 /* Finish the step's reduction (starting what is left): grads (n) in, this
  * rank's scaled local gradient; out, the sum over ranks of its own shard,

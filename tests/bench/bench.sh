@@ -63,7 +63,13 @@
 # the kernel has sch_netem). W1 and W2: step time with buckets overlapped vs
 # one reduction (sync.bucket_kb 0), and the scaling efficiency of 2 nodes vs
 # 1 (tokens/s of 2 workers / 2 x tokens/s of 1 worker on one node, same batch
-# per worker). Added to build/bench.json as "cluster".
+# per worker); W2 also with sync.sparse_embedding (the embedding's rows only).
+# Per variant the bound the link sets: 2 workers' allreduce moves the whole
+# gradient each way (half reduce-scatter, half all-gather), bytes / 125e6 B/s
+# of link time a step, hence efficiency at most T1 / max(T1, link) with
+# perfect overlap and T1 / (T1 + link) with none; and the slowest worker's
+# breakdown, with how many buckets landed (reduced, all-gathered) while
+# backward ran. Added to build/bench.json as "cluster".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
@@ -101,6 +107,16 @@ bench_json_put() { # KEY JSON: build/bench.json's KEY set to JSON, the rest kept
     jq --argjson v "$2" ".$1 = \$v" build/bench.json >build/bench.json.tmp && mv build/bench.json.tmp build/bench.json
 }
 rss_kib() { grep -o 'peak RSS [0-9]*' "$TMP/$1.err" | awk '$3 > m { m = $3 } END { print m + 0 }'; }
+breakdown() { # NAME: each worker's step breakdown line of run NAME, as "worker[r] step ... ms = ..."
+    grep -o 'worker\[[0-9]*\] info: step breakdown.*' "$TMP/$1.err" | sed 's/ info: step breakdown ([^)]*)://'
+}
+slowest_breakdown() { # NAME: the slowest worker's breakdown line of run NAME
+    breakdown "$1" | awk '{ s = $3 + 0; if (s > m) { m = s; l = $0 } } END { print l }'
+}
+breakdown_json() { # NAME: the slowest worker's breakdown as a JSON object
+    slowest_breakdown "$1" | sed 's/;.*//' | # (the buckets that landed during backward follow a ';')
+        awk '{ printf "{\"step_ms\":%s,\"compute_ms\":%s,\"sync_wait_ms\":%s,\"stats_ms\":%s,\"update_ms\":%s,\"record_ms\":%s,\"other_ms\":%s}", $3, $7, $11, $14, $17, $20, $23 }'
+}
 
 # shellcheck source=tests/e2e/netns.sh
 source tests/e2e/netns.sh
@@ -113,8 +129,14 @@ cl_bench_run() { # WL NAME W HOSTFILE [--set ...]: one epoch of the workload on 
         >"$TMP/$name.out" 2>"$TMP/$name.err" ||
         { echo "bench run $name failed:"; tail -5 "$TMP/$name.err"; exit 1; }
 }
+# cl_bound BYTES T1: the link's share of a step, "LINK_MS PERFECT NONE": BYTES
+# each way at 1 Gbit/s (125e6 B/s), and the scaling efficiency it allows
+# with perfect overlap (T1 / max(T1, link)) and with none (T1 / (T1 + link))
+cl_bound() {
+    awk -v b="$1" -v t="$2" 'BEGIN { l = b / 125e6 * 1000; printf "%.6g %.6g %.6g\n", l, t / (l > t ? l : t), t / (t + l) }'
+}
 cluster_bench() {
-    local delay=100us wl i one two ov lone eff js="{"
+    local delay=100us wl i one two ov lone eff js="{" params bytes b sname sp spb
     ns_need && ns_up 3 || exit 1
     ns_hostfile "$TMP/hf2" 1 1 1
     ns_hostfile "$TMP/hf1" 1 1
@@ -129,16 +151,36 @@ cluster_bench() {
             cl_bench_run "$wl" "${wl}_cl_one_$i" 2 "$TMP/hf2" --set sync.bucket_kb=0
             cl_bench_run "$wl" "${wl}_cl_lone_$i" 1 "$TMP/hf1"
         done
+        cl_bench_run W2 "W2_cl_sparse_$i" 2 "$TMP/hf2" --set sync.sparse_embedding=true
     done
     for wl in W1 W2; do
-        read -r _ two < <(best "$wl" cl_overlap)
-        read -r _ one < <(best "$wl" cl_one)
+        read -r name two < <(best "$wl" cl_overlap)
+        read -r oname one < <(best "$wl" cl_one)
         read -r _ lone < <(best "$wl" cl_lone)
         ov=$(calc "$two / $one"); eff=$(calc "$lone / $two") # same tokens per worker and step
+        # 2 workers: a perfect allreduce moves the whole gradient each way
+        # (reduce-scatter and all-gather, half each)
+        params=$(jq .params <<<"$($TOOL model "${CFG[$wl]}" 2)"); bytes=$((params * 4))
+        read -r link bp bn < <(cl_bound "$bytes" "$lone")
         printf '%s across 2 nodes at 1 Gbit/s%s: step %.2f ms with buckets overlapped, %.2f ms with one reduction: ratio %.3f; 1 worker on 1 node %.2f ms: scaling efficiency 2 nodes vs 1 %.3f\n' \
             "$wl" "${delay:+, $delay}" "$two" "$one" "$ov" "$lone" "$eff"
+        printf '   bound: %.1f MB of gradient each way a step = %.1f ms of link; efficiency at most %.3f with perfect overlap, %.3f with none\n' \
+            "$(calc "$bytes / 1e6")" "$link" "$bp" "$bn"
+        printf '   breakdown (ms), overlapped: %s\n   one reduction: %s\n' "$(slowest_breakdown "$name")" "$(slowest_breakdown "$oname")"
         [ "$wl" = W1 ] || js+=","
-        js+="\"$wl\":{\"step_ms_overlap\":$two,\"step_ms_one_reduction\":$one,\"overlap_vs_none\":$ov,\"step_ms_1node\":$lone,\"scaling_efficiency_2v1\":$eff}"
+        js+="\"$wl\":{\"step_ms_overlap\":$two,\"step_ms_one_reduction\":$one,\"overlap_vs_none\":$ov,\"step_ms_1node\":$lone,\"scaling_efficiency_2v1\":$eff"
+        js+=",\"grad_bytes_each_way\":$bytes,\"link_ms\":$link,\"efficiency_bound_overlap\":$bp,\"efficiency_bound_none\":$bn"
+        js+=",\"step_breakdown_overlap\":$(breakdown_json "$name"),\"step_breakdown_one\":$(breakdown_json "$oname")"
+        if [ "$wl" = W2 ]; then # the embedding's rows only: its dense bytes out, the rows' in
+            read -r sname sp < <(best W2 cl_sparse)
+            b=$(grep -o 'received [0-9]* bytes a step for embed.weight instead of [0-9]*' "$TMP/$sname.err" | head -1)
+            spb=$(awk -v p="$bytes" '{ printf "%.0f", p - $10 + $2 }' <<<"$b")
+            read -r link bp bn < <(cl_bound "$spb" "$lone")
+            printf '   sync.sparse_embedding: step %.2f ms, scaling efficiency %.3f; %.1f MB each way = %.1f ms of link: at most %.3f with perfect overlap, %.3f with none\n   breakdown (ms): %s\n' \
+                "$sp" "$(calc "$lone / $sp")" "$(calc "$spb / 1e6")" "$link" "$bp" "$bn" "$(slowest_breakdown "$sname")"
+            js+=",\"sparse\":{\"step_ms\":$sp,\"scaling_efficiency_2v1\":$(calc "$lone / $sp"),\"bytes_each_way\":$spb,\"link_ms\":$link,\"efficiency_bound_overlap\":$bp,\"efficiency_bound_none\":$bn,\"step_breakdown\":$(breakdown_json "$sname")}"
+        fi
+        js+="}"
     done
     js+=",\"link_rate\":\"1gbit\",\"link_delay_us\":$([ -n "$delay" ] && echo 100 || echo 0),\"nodes\":2,\"rounds\":$ROUNDS}"
     bench_json_put cluster "$js"
@@ -210,14 +252,6 @@ if [ "${BENCH_ONLY:-}" = softmax ]; then softmax_bench; exit 0; fi
 WLS=${BENCH_ONLY:-W1 W2 W3}
 [ "${BENCH_ONLY:-}" = repro ] || for wl in $WLS; do [ -n "${CFG[$wl]:-}" ] || { echo "BENCH_ONLY: unknown workload '$wl' (W1, W2, W3, repro, softmax or cluster)"; exit 2; }; done
 has() { [[ " $WLS " == *" $1 "* ]]; }
-breakdown() { # NAME: each worker's step breakdown line of run NAME, as "worker[r] step ... ms = ..."
-    grep -o 'worker\[[0-9]*\] info: step breakdown.*' "$TMP/$1.err" | sed 's/ info: step breakdown ([^)]*)://'
-}
-breakdown_json() { # NAME: the slowest worker's breakdown as a JSON object
-    breakdown "$1" | awk '{ s = $3 + 0; if (s > m) { m = s; l = $0 } } END { print l }' |
-        awk '{ printf "{\"step_ms\":%s,\"compute_ms\":%s,\"sync_wait_ms\":%s,\"stats_ms\":%s,\"update_ms\":%s,\"record_ms\":%s,\"other_ms\":%s}", $3, $7, $11, $14, $17, $20, $23 }'
-}
-
 declare -A BATCH=([W1]=32 [W2]=20 [W3]=20) # data.batch_per_worker of each workload
 repro_bench() {
     local wl i off on q js="{"

@@ -6,12 +6,15 @@ for w in 1 2 3 4; do
             mpirun -np "$w" build/tests/mpi_sync "$n"
     done
 done
-# Buckets: the reduction cut into buckets of 1, 100 and 4096 floats, started
-# as the buffer becomes final, gives the same gradient bits (checked inside)
-# and the same norm bits as one bucket.
+# Buckets: the reduction cut into buckets of 1, 100, 4096 and 20000 floats,
+# started as the buffer becomes final, gives the same gradient bits (checked
+# inside) and the same norm bits as one bucket; buckets started before the
+# end are reduced and all-gathered by sync_progress alone, as they land
+# (20000: one all-gather per bucket; smaller ones in groups of 16384 floats),
+# holding the rank-order sums before sync_grads (checked inside).
 buckets_same_norm() {
     local w="$1" ref="" b norm
-    for b in 0 1 100 4096; do
+    for b in 0 1 100 4096 20000; do
         norm=$(mpirun -np "$w" build/tests/mpi_sync 100003 "$b" | grep -o 'norm [0-9.e+-]*') || return 1
         echo "bucket $b: $norm"
         [ -z "$ref" ] && ref="$norm"
@@ -19,7 +22,7 @@ buckets_same_norm() {
     done
 }
 for w in 2 3; do
-    check "sync W=$w in buckets of 1, 100, 4096 floats: same bits as one bucket" buckets_same_norm "$w"
+    check "sync W=$w in buckets of 1, 100, 4096, 20000 floats: same bits as one bucket, gathered as they land" buckets_same_norm "$w"
 done
 # worker/state.c's unit tests on 3 real ranks: the checkpoint gathers every
 # rank's streams and carried state; resumed by 3 workers, by 1 with all the

@@ -4,7 +4,9 @@
 # the final weights, for SGD, momentum and Adam (whose dense update of the
 # untouched rows stays as it is), 1 to 3 workers, with accumulation.
 # Vocabulary 300 > the 64 tokens of a step, so most rows are not sent.
-SP=(--set model.vocab=300 --set train.accumulate=2 --set checkpoint.every_steps=0 --set sync.reproducible=false) # dense like sparse: no micro-batch sums
+# sync.reproducible false: the default (auto) is false for the sparse runs
+# and would be true for the dense ones, whose norms it sums another way.
+SP=(--set model.vocab=300 --set train.accumulate=2 --set checkpoint.every_steps=0 --set sync.reproducible=false)
 sparse_same() {
     local w="$1" opt="$2" extra="${3:-}" t="$1_$2${3:+_x}"
     run sp_dense_$t "$w" "${SP[@]}" --set train.optimizer="$opt" $extra || return 1

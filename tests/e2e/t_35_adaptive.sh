@@ -57,9 +57,12 @@ check "adaptive softmax: stopped after epoch 1 and resumed == uninterrupted, bit
 
 adaptive_sparse() {
     [ -s "$TMP/ad2/final.safetensors" ] || return 1
+    # against a dense run that is not reproducible either (auto is true for
+    # a dense one, which takes its norms another way)
+    run ad2d 2 "${ADA[@]}" --set data.batch_per_worker=3 --set sync.reproducible=false || return 1
     run ad2s 2 "${ADA[@]}" --set data.batch_per_worker=3 --set sync.sparse_embedding=true || return 1
     grep -q 'sparse embedding' "$TMP/ad2s.err" || { echo "no rows synced"; return 1; }
-    same_run "$TMP/ad2" "$TMP/ad2s"
+    same_run "$TMP/ad2d" "$TMP/ad2s"
 }
 check "adaptive softmax with sync.sparse_embedding: the dense sync's bits" adaptive_sparse
 
@@ -75,7 +78,9 @@ check "adaptive softmax with sync.reproducible: 1 worker == 2 workers, bit for b
 adaptive_eval() {
     local d="$TMP/ad2" ref got
     [ -s "$d/eval.jsonl" ] || return 1
+    grep -q "sync.reproducible auto: true" "$TMP/ad2.err" || { echo "ad2 did not run reproducible"; return 1; }
     end_eval_matches_numpy "$d" "$d/final.safetensors" || return 1
+    end_eval_matches_numpy "$TMP/ad2d" "$TMP/ad2d/final.safetensors" || return 1 # not reproducible
     $LAUNCH -n 1 "$TINY" --set run.dir="$d" "${ADA[@]}" --set data.batch_per_worker=6 \
         --eval "$d/final.safetensors" --split valid >"$TMP/ad_eval.out" 2>"$TMP/ad_eval.err" || return 1
     got=$(grep '^{"at":"eval"' "$TMP/ad_eval.out") || { echo "--eval printed no JSON"; return 1; }

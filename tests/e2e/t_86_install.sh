@@ -12,6 +12,10 @@ install_tree() {
     build/clipd --check /dev/null --set run.dir="$TMP/chk" | grep -E '^  [a-z_.]+:' | grep -v -F "$TMP/chk" |
         sed 's/ *#.*//' >"$TMP/keys"
     [ "$(wc -l <"$TMP/keys")" -gt 60 ] || return 1
+    # an auto key is settled in what --check prints: sync.reproducible auto -> true
+    grep -q -x '  reproducible: auto' <(sed 's/ *#.*//' "$i/share/doc/clipd/clipd.txt") &&
+        grep -q -x '  reproducible: true' "$TMP/keys" || { echo "reproducible: not auto in --help, true in --check"; return 1; }
+    sed -i 's/^  reproducible: true$/  reproducible: auto/' "$TMP/keys"
     grep -v -F -x -f <(sed 's/ *#.*//' "$i/share/doc/clipd/clipd.txt") "$TMP/keys" && return 1
     timeout 300 "$i/bin/clipd-launch" -n 2 "$i/share/clipd/configs/default.yaml" --set run.dir="$TMP/inst-run" \
         --set train.epochs=1 --set train.steps_per_epoch=5 --set model.hidden=16 >"$TMP/inst.out" 2>&1 || return 1

@@ -8,7 +8,7 @@
 # `--resume latest` would take is corrupt; and the resumed run ends with the
 # same weights, bit for bit, as a run that was never disturbed.
 # Random cases print their seed: FI_SEEDS="7 8" reruns chosen seeds. A job
-# killed at a random step is made slow enough (worker 0 sleeps 5 ms a step,
+# killed at a random step is made slow enough (worker 0 sleeps 15 ms a step,
 # debug.slow_ms: timing only; the straggler events it would cause are off in
 # every run) that the kill lands while it still runs, however fast the machine.
 FI=(--set train.steps_per_epoch=300 --set model.hidden=32 --set data.seq_len=32 --set checkpoint.every_steps=25
@@ -81,7 +81,7 @@ fi_kill() {
     at=$(((RANDOM * 32768 + RANDOM) % 400 + 30))
     if [ "$what" = worker ]; then name=clipd-worker rank=$((1 + (RANDOM >> 5) % 2)); else name=clipd rank=0; fi
     local d="fi_k${what:0:1}$seed"
-    fi_start "$d" "${FI[@]}" --set debug.slow_ms=5
+    fi_start "$d" "${FI[@]}" --set debug.slow_ms=15
     wait_lines "$TMP/$d/steps.jsonl" 1 || return 1
     pid=$(fi_rank_pid "$name" "$rank") || return 1
     pids=$(job_pids "$bg" clipd-worker; job_pids "$bg" clipd)
