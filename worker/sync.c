@@ -183,7 +183,7 @@ static void bucket_pack(Sync *s, const Bucket *b)
 void sync_begin(Sync *s, float *grads, const Model *m)
 {
     s->grads = grads, s->model = m;
-    s->nstarted = s->nred = s->ngath = 0;
+    s->nstarted = s->nred = s->ngath = s->failed = 0;
     memset(s->acc, 0, 4 * (size_t)m->nviews * sizeof *s->acc);
     s->maxabs = 0;
 }
@@ -320,7 +320,10 @@ void sync_progress(Sync *s)
     int done = 1;
     while (done && s->nred < s->nstarted) {
         MPI_Test(&s->b[s->nred].req, &done, MPI_STATUS_IGNORE);
-        if (done && bucket_land(s) != 0) return; /* sync_grads reports it */
+        if (done && bucket_land(s) != 0) { /* sync_grads reports it */
+            s->failed = 1;
+            return;
+        }
     }
     gathered(s, 0);
 }
@@ -390,7 +393,7 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
     if (s->grads != grads) sync_begin(s, grads, m);
     s->ov_steps++, s->ov_red += s->nred, s->ov_gath += s->ngath;
     sync_ready(s, s->n);
-    int rc = 0;
+    int rc = s->failed ? -1 : 0;
     while (s->nred < s->nb) {
         Bucket *b = &s->b[s->nred];
         if (s->W > 1 && MPI_Wait(&b->req, MPI_STATUS_IGNORE) != MPI_SUCCESS) rc = -1;

@@ -63,6 +63,7 @@ typedef struct {
     Bucket *b;
     int nb, nstarted;         /* buckets; buckets started this step */
     int nred, ngath;          /* buckets reduced (all-gather started); all-gathered, in order */
+    int failed;               /* an all-gather failed to start in sync_progress: sync_grads says so */
     MPI_Comm gcomm;           /* the buckets' all-gathers (a duplicate of comm: they start as
                                  reductions land, an order that differs between ranks) */
     int has_gcomm;
