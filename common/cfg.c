@@ -70,6 +70,7 @@ static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_A
                                            [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const bool_names[] = {"false", "true"};
+static const char *const emb_update_names[] = {[EMB_DENSE] = "dense", [EMB_LAZY] = "lazy"};
 static const char *const repro_names[] = {[REPRO_FALSE] = "false", [REPRO_TRUE] = "true",
                                           [REPRO_AUTO] = "auto"};
 static const char *const softmax_names[] = {[SOFTMAX_FULL] = "full", [SOFTMAX_ADAPTIVE] = "adaptive"};
@@ -138,6 +139,8 @@ static const CfgKey cfg_keys[] = {
     KINT(train, lr_decay_start, 1, 1000000, "1", "first decayed epoch (1-based)"),
     KDBL(train, weight_decay, 0, 10, 0, "0", "adamw: decoupled weight decay"),
     KINT(train, accumulate, 1, 1000000, "1", "micro-batches per optimizer step"),
+    {"train", "embedding_update", T_ENUM, FLD(train, embedding_update), 0, (int64_t)NELEM(emb_update_names) - 1,
+     0, 0, F_HASH_SET, emb_update_names, "dense", "lazy: only the embedding rows synced this step"},
     KENUM(train, lr_schedule, sched_names, "constant", "learning-rate schedule"),
     KINT(train, warmup_steps, 0, 1000000000, "0", "cosine: linear warm-up steps"),
     KDBL(train, lr_min, 0, 1000, 0, "0", "cosine: final learning rate"),
@@ -1151,6 +1154,26 @@ static int validate_softmax(const Config *c, Msg *m)
     return CFG_OK;
 }
 
+/* train.embedding_update: lazy updates only the embedding rows the sparse
+ * sync sent, so it needs that sync (replicated), and no weight decay (which
+ * would then shrink a row only in the steps whose tokens touch it). */
+static int validate_embedding_update(const Config *c, Msg *m)
+{
+    if (c->train_embedding_update != EMB_LAZY) return CFG_OK;
+    if (c->sync_mode == SYNC_SHARDED)
+        return validate_fail(m, "train.embedding_update: lazy needs sync.mode replicated (it updates "
+                                "the rows of sync.sparse_embedding, which is replicated only)");
+    if (!c->sync_sparse_embedding)
+        return validate_fail(m, "train.embedding_update: lazy needs sync.sparse_embedding: true (it "
+                                "updates the embedding rows that sync sends)");
+    if (c->train_weight_decay > 0)
+        return validate_fail(m, "train.embedding_update: lazy with train.weight_decay %g: the decay "
+                                "would shrink an embedding row only in the steps that touch it; set "
+                                "train.weight_decay 0 or train.embedding_update dense",
+                             c->train_weight_decay);
+    return CFG_OK;
+}
+
 int cfg_parse_listen(const char *s, char host[CFG_HOST_LEN], uint32_t *ip_be, int *port)
 {
     if (!strcmp(s, "off")) return 1;
@@ -1220,6 +1243,7 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
                                  "markov or text) and model.embed == model.hidden (%d != %d)",
                              c->model_embed, c->model_hidden);
     if (validate_softmax(c, &m) != CFG_OK) return CFG_ERR;
+    if (validate_embedding_update(c, &m) != CFG_OK) return CFG_ERR;
     if (c->sync_sparse_embedding && c->model_tie_embeddings)
         return validate_fail(&m, "sync.sparse_embedding: true with model.tie_embeddings: the tied head "
                                  "writes every row of the embedding gradient; set one of them false");

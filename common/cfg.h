@@ -18,6 +18,7 @@ typedef enum { DATA_MARKOV = 0, DATA_ADDING = 1, DATA_TEXT = 2 } DataSource;
 typedef enum { TOK_BYTES = 0, TOK_WORDS = 1 } Tokenizer;
 typedef enum { SOFTMAX_FULL = 0, SOFTMAX_ADAPTIVE = 1 } SoftmaxKind;
 typedef enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 } OptKind;
+typedef enum { EMB_DENSE = 0, EMB_LAZY = 1 } EmbUpdate;
 typedef enum { CLIP_GLOBAL_NORM = 0, CLIP_PER_TENSOR = 1, CLIP_VALUE = 2, CLIP_NONE = 3 } ClipMode;
 typedef enum { SYNC_REPLICATED = 0, SYNC_SHARDED = 1 } SyncMode;
 /* sync.reproducible; auto becomes false or true in cfg_resolve */
@@ -75,6 +76,7 @@ typedef struct {
     double train_lr_decay;   /* lr multiplier per epoch, from epoch lr_decay_start on */
     double train_weight_decay; /* adamw: decoupled weight decay */
     int train_accumulate;    /* micro-batches per optimizer step (clip once on their sum) */
+    int train_embedding_update; /* EmbUpdate: lazy: only the embedding rows synced this step (sync.sparse_embedding) */
     int train_lr_decay_start;/* first epoch (1-based) whose lr is decayed */
     int train_lr_schedule;   /* LrSchedule */
     int train_warmup_steps;  /* cosine: linear warm-up steps */

@@ -170,6 +170,7 @@ static const char *const all_keys_set[] = {
     "train.eps=1e-30",
     "train.lr_decay=0.5",
     "train.lr_decay_start=3",
+    "train.embedding_update=lazy",
     "clip.mode=per_tensor",
     "clip.max_norm=1e30",
     "clip.clip_value=3.14159",
@@ -901,6 +902,32 @@ static void test_validate_softmax(void **state)
     assert_int_equal(cfg_adaptive(&c, cut, dim), 0);
 }
 
+/* train.embedding_update: lazy needs the sparse embedding sync (replicated)
+ * and no weight decay; dense (the default) needs nothing and keeps the hash. */
+static void test_validate_embedding_update(void **state)
+{
+    (void)state;
+    Config c, d;
+    cfg_defaults(&c);
+    cfg_defaults(&d);
+    set_ok(&c, "train.embedding_update=dense");
+    assert_true(cfg_hash(&c) == cfg_hash(&d));
+    validate_ok(&c);
+    set_ok(&c, "train.embedding_update=lazy");
+    VALIDATE_ERR(&c, "config: train.embedding_update: lazy needs sync.sparse_embedding: true");
+    set_ok(&c, "sync.mode=sharded");
+    VALIDATE_ERR(&c, "config: train.embedding_update: lazy needs sync.mode replicated");
+    set_ok(&c, "sync.mode=replicated"), set_ok(&c, "sync.sparse_embedding=true");
+    validate_ok(&c);
+    assert_true(cfg_hash(&c) != cfg_hash(&d));
+    set_ok(&c, "train.optimizer=adamw"), set_ok(&c, "train.weight_decay=0.01");
+    VALIDATE_ERR(&c, "config: train.embedding_update: lazy with train.weight_decay 0.01", "train.embedding_update dense");
+    set_ok(&c, "train.optimizer=sgd"), set_ok(&c, "train.momentum=0.9");
+    VALIDATE_ERR(&c, "lazy with train.weight_decay 0.01");
+    set_ok(&c, "train.weight_decay=0"); /* lazy momentum: the rows' velocities only */
+    validate_ok(&c);
+}
+
 static void test_validate_fields(void **state)
 {
     (void)state;
@@ -999,7 +1026,7 @@ static const char *const unhashed_keys[] = {
  * the configs that leave them alone keep their hashes. The lines of their
  * defaults as printed (docs cut): */
 static const char *const default_unhashed_lines[] = {
-    "  softmax: full", "  softmax_cutoffs: \"2000,10000\"", "  softmax_div: 4",
+    "  softmax: full", "  softmax_cutoffs: \"2000,10000\"", "  softmax_div: 4", "  embedding_update: dense",
 };
 
 /* Is "section.key" (or "section.key=value") one of unhashed_keys? */
@@ -1137,7 +1164,7 @@ int main(void)
         cmocka_unit_test(test_validate_adding),
         cmocka_unit_test(test_validate_watchdog),
         cmocka_unit_test(test_validate_param_count),
-        cmocka_unit_test(test_validate_softmax),
+        cmocka_unit_test(test_validate_softmax), cmocka_unit_test(test_validate_embedding_update),
         cmocka_unit_test(test_resolve_reproducible),
         cmocka_unit_test(test_validate_fields),
         cmocka_unit_test(test_validate_listen_strict),

@@ -81,8 +81,9 @@ void clip_apply_update_rows(Optim *o, float *params, const float *grads, const P
 {
     optim_begin(o);
     apply_range(o, params, grads, views, nviews, lo, hi, stats, mode, max_norm, clip_value, lr, d);
-    for (int j = 0; j < nrows; j++) {
-        size_t a = hi + (size_t)rows[j] * width;
-        apply_range(o, params, grads, views, nviews, a, a + width, stats, mode, max_norm, clip_value, lr, d);
+    for (int j = 0, k; j < nrows; j = k) { /* runs of consecutive rows, one range each */
+        for (k = j + 1; k < nrows && rows[k] == rows[k - 1] + 1; k++) {}
+        size_t a = hi + (size_t)rows[j] * width, b = hi + ((size_t)rows[k - 1] + 1) * width;
+        apply_range(o, params, grads, views, nviews, a, b, stats, mode, max_norm, clip_value, lr, d);
     }
 }

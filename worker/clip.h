@@ -42,11 +42,14 @@ ClipResult clip_decide(const ParamView *views, int nviews, const double *stats, 
 void clip_apply_update(Optim *o, float *params, const float *grads, const ParamView *views,
                        int nviews, size_t lo, size_t hi, const double *stats, int mode,
                        double max_norm, double clip_value, double lr, const ClipResult *d);
-/* clip_apply_update over [lo, hi) and the rows rows[0..nrows) of the
- * (., width) matrix that starts at hi (sync.sparse_embedding: the rows
- * synced this step). Only for an update that leaves a zero gradient's
- * parameter as it is (plain SGD, no weight decay): then the same bits as
- * the dense update, without its pass over the untouched rows. */
+/* clip_apply_update over [lo, hi) and the rows rows[0..nrows) (ascending)
+ * of the (., width) matrix that starts at hi (sync.sparse_embedding: the
+ * rows synced this step). For an update that leaves a zero gradient's
+ * parameter as it is (plain SGD, no weight decay) the same bits as the
+ * dense update, without its pass over the untouched rows; for momentum and
+ * Adam the lazy update (train.embedding_update: lazy): the other rows keep
+ * their parameters and moments, Adam's bias correction is the global
+ * step's (TensorFlow's LazyAdam). */
 void clip_apply_update_rows(Optim *o, float *params, const float *grads, const ParamView *views,
                             int nviews, size_t lo, size_t hi, const int *rows, int nrows,
                             size_t width, const double *stats, int mode, double max_norm,

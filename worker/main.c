@@ -260,6 +260,7 @@ static void compute_step(Worker *w, StepRecord *r)
     double t0 = log_clock_ms();
     poll_requests(w);
     if (w->repro.n) repro_zero(&w->repro, m);
+    else if (w->sync.sp_rows) model_zero_grad_rows(m, w->sync.sp_list, w->sync.sp_nr); /* others: 0 */
     else model_zero_grad(m);
     /* train.accumulate micro-batches add into one gradient, clipped once. */
     int K = w->cfg.train_accumulate;
@@ -350,12 +351,14 @@ static unsigned drift_check(Worker *w, EventInfo *info)
 /* sync.sparse_embedding with plain SGD and no weight decay: the update of
  * an embedding row with a zero gradient is p - lr * 0 = p, so only the
  * synced rows need the pass (momentum, Adam and weight decay move every
- * row: they keep the dense update). */
+ * row: they keep the dense update, unless train.embedding_update is lazy,
+ * which updates the synced rows only, moments included: other numbers). */
 static int sparse_update(const Worker *w)
 {
     const Config *c = &w->cfg;
-    return w->sync.sp_rows && c->train_optimizer == OPT_SGD && c->train_momentum == 0 &&
-           c->train_weight_decay == 0;
+    return w->sync.sp_rows && ((c->train_optimizer == OPT_SGD && c->train_momentum == 0 &&
+                                c->train_weight_decay == 0) ||
+                               c->train_embedding_update == EMB_LAZY);
 }
 
 /* Decide and apply: detector, action, update (or skip/rollback/abort). */
@@ -378,7 +381,7 @@ static void decide_step(Worker *w, StepRecord *r)
     if (act == ACT_LOG) {
         /* The parameters the optimizer holds state for: all (replicated), or
          * the worker's shard, then gathered (sharded). */
-        if (sparse_update(w)) /* rows nobody touched: a zero gradient leaves them as they are */
+        if (sparse_update(w)) /* rows nobody touched: left as they are (lazy: moments too) */
             clip_apply_update_rows(&w->opt, m->params, m->grads, m->views, m->nviews, 0,
                                    w->sync.sp_off, w->sync.sp_list, w->sync.sp_nr,
                                    (size_t)w->sync.sp_width, w->global, c->clip_mode,

@@ -199,6 +199,15 @@ void model_zero_grad(Model *m)
     if (m->emb_rows) memset(m->emb_rows, 0, (size_t)m->V);
 }
 
+void model_zero_grad_rows(Model *m, const int *rows, int nrows)
+{
+    size_t E = (size_t)m->E;
+    assert(m->demb && !m->tied && m->demb + (size_t)m->V * E == m->grads + m->nparams);
+    memset(m->grads, 0, (size_t)(m->demb - m->grads) * sizeof(float));
+    for (int j = 0; j < nrows; j++) memset(m->demb + (size_t)rows[j] * E, 0, E * sizeof(float));
+    memset(m->emb_rows, 0, (size_t)m->V);
+}
+
 long model_terms(const Model *m) { return m->source != DATA_ADDING ? (long)m->T * m->B : m->B; }
 
 double model_flops(const Model *m)

@@ -107,6 +107,11 @@ void model_init_params(Model *m, uint64_t seed, double scale);
 /* Forget the carried hidden state (start of an epoch). */
 void model_reset_state(Model *m);
 void model_zero_grad(Model *m);
+/* model_zero_grad when the embedding's gradient (the last view, untied) is
+ * non-zero only in rows[0..nrows) (sync.sparse_embedding: the rows synced
+ * last step, the only ones it writes): every other tensor and those rows
+ * only, the same bits without a pass over the whole (V, E) gradient. */
+void model_zero_grad_rows(Model *m, const int *rows, int nrows);
 /* Forward and backward on one batch. Gradients are ADDED, scaled by
  * `scale` (1 / the global number of loss terms), so summing the workers'
  * gradients gives the gradient of the mean loss over the global batch.

@@ -45,13 +45,18 @@
 # Then the adaptive softmax (softmax_bench; alone: BENCH_ONLY=softmax; data
 # from deploy/get-brown.sh, fetched into data/brown if missing):
 # configs/brown-word.yaml (V 14115, 2x256 LSTM) on 2 workers with
-# model.softmax full, adaptive (cutoffs SOFTMAX_CUTOFFS, default 1000,5000)
-# and adaptive with sync.sparse_embedding, 40 steps each, interleaved rounds:
-# tokens/s and its ratio to full (softmax_speedup); then the same wall time:
-# full for SOFTMAX_STEPS steps (default 150), adaptive + sparse embedding for
-# as many steps as fit the same time at the measured rates, each followed by
-# the test split (the run's end evaluation): test perplexity and the training
-# seconds of each. Added to build/bench.json as "softmax".
+# model.softmax full, adaptive (cutoffs SOFTMAX_CUTOFFS, default 1000,5000),
+# adaptive with sync.sparse_embedding, and that with train.embedding_update
+# lazy (Adam on the synced rows only: other numbers), 40 steps each,
+# interleaved rounds, all with sync.reproducible false (which the sparse
+# sync cannot have; "auto" would turn it on for full and adaptive alone):
+# tokens/s and its ratio to full (softmax_speedup,
+# _sparse, _sparse_lazy), and each best round's step breakdown; then the
+# same wall time: full for SOFTMAX_STEPS steps (default 150), the fastest
+# adaptive variant (named in the line and as wall.variant) for as many steps
+# as fit the same time at the measured rates, each followed by the test
+# split (the run's end evaluation): test perplexity and the training seconds
+# of each. Added to build/bench.json as "softmax".
 # Then across nodes (cluster_bench; alone: BENCH_ONLY=cluster): 3 network
 # namespaces (tests/e2e/netns.sh), coordinator on node 0, one worker (1 BLAS
 # thread) on each of nodes 1 and 2, links at 1 Gbit/s (+100 us delay where
@@ -193,38 +198,53 @@ softmax_run() { # NAME STEPS DATA [--set ...]: one epoch of brown-word into $TMP
         >"$TMP/$name.out" 2>"$TMP/$name.err" || { echo "bench run $name failed:"; tail -5 "$TMP/$name.err"; exit 1; }
 }
 softmax_bench() {
-    local i full ada sp tok fsteps asteps fsec asec fppl appl js
+    local i full ada sp lz tok fsteps asteps fsec asec fppl appl js v best_ms name n
     local nt="$TMP/brown-notest" AD=(--set model.softmax=adaptive --set model.softmax_cutoffs="${SOFTMAX_CUTOFFS:-1000,5000}")
+    local SP=(--set sync.sparse_embedding=true) LZ=(--set sync.sparse_embedding=true --set train.embedding_update=lazy)
+    local R=(--set data.valid_batches=0 --set sync.reproducible=false) # like for like: the sparse sync has none
     fsteps=${SOFTMAX_STEPS:-150}
     [ -s data/brown/test.txt ] || deploy/get-brown.sh data/brown ||
         { echo "softmax bench: no data/brown and deploy/get-brown.sh failed"; exit 1; }
     mkdir -p "$nt" && ln -sf "$PWD/data/brown/train.txt" "$PWD/data/brown/valid.txt" "$nt/" # no test.txt: no end evaluation
     for i in $(seq "$ROUNDS"); do
-        softmax_run "SM_full_$i" 40 "$nt" --set data.valid_batches=0
-        softmax_run "SM_ada_$i" 40 "$nt" --set data.valid_batches=0 "${AD[@]}"
-        softmax_run "SM_adasp_$i" 40 "$nt" --set data.valid_batches=0 "${AD[@]}" --set sync.sparse_embedding=true
+        softmax_run "SM_full_$i" 40 "$nt" "${R[@]}"
+        softmax_run "SM_ada_$i" 40 "$nt" "${R[@]}" "${AD[@]}"
+        softmax_run "SM_adasp_$i" 40 "$nt" "${R[@]}" "${AD[@]}" "${SP[@]}"
+        softmax_run "SM_adalz_$i" 40 "$nt" "${R[@]}" "${AD[@]}" "${LZ[@]}"
     done
     read -r _ full < <(best SM full)
     read -r _ ada < <(best SM ada)
     read -r _ sp < <(best SM adasp)
+    read -r _ lz < <(best SM adalz)
     tok=$(jq -s '.[0].tokens * 1000' "$TMP/SM_full_1/steps.jsonl") # tokens per step, per s at 1 ms
-    printf 'brown-word, 2 workers: softmax full %.1f ms/step (%.0f tokens/s), adaptive (cutoffs %s) %.1f ms (%.0f tokens/s): %.2fx; with sync.sparse_embedding %.1f ms (%.0f tokens/s): %.2fx\n' \
+    printf 'brown-word, 2 workers: softmax full %.1f ms/step (%.0f tokens/s), adaptive (cutoffs %s) %.1f ms (%.0f tokens/s): %.2fx; with sync.sparse_embedding %.1f ms (%.0f tokens/s): %.2fx; and train.embedding_update lazy %.1f ms (%.0f tokens/s): %.2fx\n' \
         "$full" "$(calc "$tok / $full")" "${SOFTMAX_CUTOFFS:-1000,5000}" "$ada" "$(calc "$tok / $ada")" \
-        "$(calc "$full / $ada")" "$sp" "$(calc "$tok / $sp")" "$(calc "$full / $sp")"
-    # The same wall time: full for fsteps steps, adaptive + sparse embedding
-    # (the dense sync's bits) for the steps that fit the same time.
-    asteps=$(awk -v f="$fsteps" -v a="$full" -v b="$sp" 'BEGIN { n = int(f * a / b); print (n > 1305 ? 1305 : n) }')
-    softmax_run SM_wall_full "$fsteps" data/brown --set data.valid_batches=0 # seconds: training only
-    softmax_run SM_wall_ada "$asteps" data/brown --set data.valid_batches=0 "${AD[@]}" --set sync.sparse_embedding=true
+        "$(calc "$full / $ada")" "$sp" "$(calc "$tok / $sp")" "$(calc "$full / $sp")" \
+        "$lz" "$(calc "$tok / $lz")" "$(calc "$full / $lz")"
+    for v in full ada adasp adalz; do # where the best round's median step goes, by the workers' own timers
+        read -r name _ < <(best SM "$v")
+        grep -o 'worker\[[0-9]*\] info: step breakdown.*' "$TMP/$name.err" | sed "s/ info: step breakdown ([^)]*)://; s/^/  $v /"
+    done
+    # The same wall time: full for fsteps steps, the fastest adaptive variant
+    # for the steps that fit the same time (ties go to the dense update).
+    read -r v best_ms < <(printf 'ada %s\nadasp %s\nadalz %s\n' "$ada" "$sp" "$lz" | sort -s -g -k2 | head -1)
+    local -A VNAME=([ada]="adaptive" [adasp]="adaptive + sparse embedding" [adalz]="adaptive + sparse embedding + lazy")
+    local -a VARGS=("${AD[@]}")
+    [ "$v" = adasp ] && VARGS+=("${SP[@]}")
+    [ "$v" = adalz ] && VARGS+=("${LZ[@]}")
+    asteps=$(awk -v f="$fsteps" -v a="$full" -v b="$best_ms" 'BEGIN { n = int(f * a / b); print (n > 1305 ? 1305 : n) }')
+    softmax_run SM_wall_full "$fsteps" data/brown "${R[@]}" # seconds: training only
+    softmax_run SM_wall_ada "$asteps" data/brown "${R[@]}" "${VARGS[@]}"
     fsec=$(jq -s '.[-1].seconds' "$TMP/SM_wall_full/epochs.jsonl"); asec=$(jq -s '.[-1].seconds' "$TMP/SM_wall_ada/epochs.jsonl")
     fppl=$(jq -s 'map(select(.at == "end"))[0].ppl' "$TMP/SM_wall_full/eval.jsonl")
     appl=$(jq -s 'map(select(.at == "end"))[0].ppl' "$TMP/SM_wall_ada/eval.jsonl")
-    printf 'same wall time: full %d steps in %.1f s: test perplexity %.1f; adaptive + sparse embedding %d steps in %.1f s: test perplexity %.1f (ratio %.3f)\n' \
-        "$fsteps" "$fsec" "$fppl" "$asteps" "$asec" "$appl" "$(calc "$appl / $fppl")"
-    js="{\"config\":\"$SMCFG\",\"cutoffs\":\"${SOFTMAX_CUTOFFS:-1000,5000}\",\"step_ms_full\":$full,\"step_ms_adaptive\":$ada,\"step_ms_adaptive_sparse\":$sp"
-    js+=",\"tokens_per_s_full\":$(calc "$tok / $full"),\"tokens_per_s_adaptive\":$(calc "$tok / $ada"),\"tokens_per_s_adaptive_sparse\":$(calc "$tok / $sp")"
-    js+=",\"softmax_speedup\":$(calc "$full / $ada"),\"softmax_speedup_sparse\":$(calc "$full / $sp")"
-    js+=",\"wall\":{\"steps_full\":$fsteps,\"seconds_full\":$fsec,\"test_ppl_full\":$fppl,\"steps_adaptive\":$asteps,\"seconds_adaptive\":$asec,\"test_ppl_adaptive\":$appl},\"rounds\":$ROUNDS}"
+    n=${VNAME[$v]}
+    printf 'same wall time: full %d steps in %.1f s: test perplexity %.1f; %s (the fastest) %d steps in %.1f s: test perplexity %.1f (ratio %.3f)\n' \
+        "$fsteps" "$fsec" "$fppl" "$n" "$asteps" "$asec" "$appl" "$(calc "$appl / $fppl")"
+    js="{\"config\":\"$SMCFG\",\"cutoffs\":\"${SOFTMAX_CUTOFFS:-1000,5000}\",\"step_ms_full\":$full,\"step_ms_adaptive\":$ada,\"step_ms_adaptive_sparse\":$sp,\"step_ms_adaptive_sparse_lazy\":$lz"
+    js+=",\"tokens_per_s_full\":$(calc "$tok / $full"),\"tokens_per_s_adaptive\":$(calc "$tok / $ada"),\"tokens_per_s_adaptive_sparse\":$(calc "$tok / $sp"),\"tokens_per_s_adaptive_sparse_lazy\":$(calc "$tok / $lz")"
+    js+=",\"softmax_speedup\":$(calc "$full / $ada"),\"softmax_speedup_sparse\":$(calc "$full / $sp"),\"softmax_speedup_sparse_lazy\":$(calc "$full / $lz")"
+    js+=",\"wall\":{\"variant\":\"$n\",\"steps_full\":$fsteps,\"seconds_full\":$fsec,\"test_ppl_full\":$fppl,\"steps_adaptive\":$asteps,\"seconds_adaptive\":$asec,\"test_ppl_adaptive\":$appl},\"rounds\":$ROUNDS}"
     bench_json_put softmax "$js"
     echo "wrote build/bench.json (softmax)"
 }
