@@ -1221,10 +1221,12 @@ static int job_checks(Coord *co, const Args *a, int wsize, char *err, size_t err
  * run's logs, checkpoints and weights are complete by then. */
 static char fin_line[256];
 static size_t fin_len;
+static volatile sig_atomic_t fin_done; /* MPI_Finalize returned: a late alarm is ignored */
 
 static void on_finalize_alarm(int s)
 {
     (void)s;
+    if (fin_done) return;
     ssize_t n = write(STDERR_FILENO, fin_line, fin_len);
     (void)n;
     _exit(1);
@@ -1243,6 +1245,7 @@ static void finalize_watched(const Config *c)
         alarm(t < 1 ? 1 : t > 1e6 ? 1000000 : (unsigned)t);
     }
     MPI_Finalize();
+    fin_done = 1;
     alarm(0);
 }
 
