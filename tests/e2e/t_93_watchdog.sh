@@ -7,6 +7,10 @@
 # finishes like a run never stalled. A worker slowed on purpose
 # (debug.slow_ms) is a `straggler` event naming it.
 WD=(--set train.steps_per_epoch=1500 --set model.hidden=48 --set checkpoint.every_steps=50 --set metrics.listen=off)
+# A job to be stopped mid-run: worker 0 sleeps 2 ms a step (timing only) so
+# that the steps are not over before the stop, however fast the machine; no
+# straggler events for it.
+SLOW=(--set debug.slow_ms=2 --set watchdog.straggler_window=0)
 
 wd_start() { # NAME [--set ...]: a job in the background, pid in $bg
     local name="$1"; shift
@@ -26,10 +30,7 @@ check "reference run, never stalled" run_done wd_ref 2 "${WD[@]}"
 
 wd_healed() {
     local d="$TMP/wd_heal" w rc
-    # worker 0 sleeps 2 ms a step (timing only) so that the 1500 steps are
-    # not over before the stop; no straggler events for it
-    wd_start wd_heal --set watchdog.seconds=60 --set watchdog.warn_seconds=2 --set debug.slow_ms=2 \
-        --set watchdog.straggler_window=0
+    wd_start wd_heal --set watchdog.seconds=60 --set watchdog.warn_seconds=2 "${SLOW[@]}"
     wait_lines "$d/steps.jsonl" 100 || return 1
     w=$(job_pids "$bg" clipd-worker | tail -1)
     [ -n "$w" ] || { echo "no worker"; return 1; }
@@ -74,8 +75,7 @@ check "the whole job suspended 5 s (watchdog.seconds=3), then continued: no stal
 
 wd_abort() {
     local d="$TMP/wd_abort" w rc pids t0 took
-    wd_start wd_abort --set watchdog.seconds=5 --set watchdog.warn_seconds=1 --set debug.slow_ms=2 \
-        --set watchdog.straggler_window=0 # still running at the stop, however fast the machine
+    wd_start wd_abort --set watchdog.seconds=5 --set watchdog.warn_seconds=1 "${SLOW[@]}"
     wait_lines "$d/steps.jsonl" 120 || return 1
     pids=$(job_pids "$bg" clipd-worker; job_pids "$bg" clipd)
     w=$(job_pids "$bg" clipd-worker | tail -1)
