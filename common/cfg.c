@@ -70,6 +70,7 @@ static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_A
                                            [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const bool_names[] = {"false", "true"};
+static const char *const shm_names[] = {"off", "auto"};
 static const char *const emb_update_names[] = {[EMB_DENSE] = "dense", [EMB_LAZY] = "lazy"};
 static const char *const repro_names[] = {[REPRO_FALSE] = "false", [REPRO_TRUE] = "true",
                                           [REPRO_AUTO] = "auto"};
@@ -194,6 +195,7 @@ static const CfgKey cfg_keys[] = {
     KENUM(sync, reproducible, repro_names, "auto", "same bits for any worker count; auto: where cheap"),
     KINTN(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
     KENUM(sync, sparse_embedding, bool_names, "false", "embedding gradient synced as the batch's rows"),
+    KENUMH(sync, shared_memory, shm_names, "auto", "auto: workers on one node add each other's gradients in place"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
     KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
     KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),

@@ -131,6 +131,8 @@ typedef struct {
     int sync_reproducible;   /* ReproMode; 1: the same bits for any worker count (micro-batches,
                                 ordered sums); never auto after cfg_resolve */
     int sync_bucket_kb;      /* gradient bucket size; 0: one collective after backward */
+    int sync_shared_memory;  /* 1 (auto): all workers on one node sync through one shared buffer
+                                (worker/sync.h sync_shared_grads); 0: MPI messages always */
     int sync_sparse_embedding; /* 1: the embedding gradient is synced as the rows of the batch's tokens */
     /* debug: test hooks that inject faults; each fires only before the first rollback */
     int64_t debug_nan_step;      /* a NaN in one worker's gradient at this step */

@@ -14,7 +14,11 @@
  * SYNC_GATHER_MIN floats up) all-gathered, by sync_progress alone (the
  * per-bucket pipeline), every rank holding their rank-order sums before
  * sync_grads is called. sync_grads_stats (the folded collective) must give the
- * same gradient and statistics bits as sync_grads + sync_stats. Prints the worst errors; exits non-zero on any failure. */
+ * same gradient and statistics bits as sync_grads + sync_stats. BUCKET "shm":
+ * the gradient lives in the shared window (sync_shared_grads; every rank of
+ * one mpirun is on this node, so W > 1 must get it) and is reduced through
+ * it, with the same checks. Prints the worst errors; exits non-zero on any
+ * failure. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -76,9 +80,19 @@ int main(int argc, char **argv)
     m.views[0].off = 0, m.views[0].n = n / 3;
     m.views[1].off = n / 3, m.views[1].n = n - n / 3;
     Sync s;
-    size_t bucket = argc > 2 ? (size_t)atol(argv[2]) : 0;
+    int shm = argc > 2 && !strcmp(argv[2], "shm");
+    size_t bucket = argc > 2 && !shm ? (size_t)atol(argv[2]) : 0;
     if (sync_init(&s, MPI_COMM_WORLD, n, 2, bucket, 0) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
-    float *g = malloc(n * sizeof *g), *ref = malloc(n * sizeof *ref);
+    float *g = malloc(n * sizeof *g), *ref = malloc(n * sizeof *ref), *window = NULL;
+    if (shm) {
+        char why[256];
+        window = sync_shared_grads(&s, 0, why, sizeof why);
+        if (W > 1 && !window) {
+            fprintf(stderr, "mpi_sync: no shared window on one node (%s)\n", why);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        if (window) free(g), g = window;
+    }
     double *loc = calloc((size_t)s.nstats, sizeof *loc), *glob = calloc((size_t)s.nstats, sizeof *glob);
     for (size_t i = 0; i < n; i++) g[i] = -1e30f; /* not final yet: must never be sent */
     sync_begin(&s, g, &m);
@@ -110,21 +124,25 @@ int main(int argc, char **argv)
     memcpy(&h[1], &norm, sizeof norm);
     unsigned long long *all = malloc((size_t)W * sizeof h);
     MPI_Gather(h, 2, MPI_UNSIGNED_LONG_LONG, all, 2, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
-    /* The folded collective (sync_grads_stats) gives the same bits. */
+    /* The folded collective (sync_grads_stats), on the same buffer (the
+     * window must be), gives the same bits. */
     int fold_bad = 0;
-    float *g2 = malloc(n * sizeof *g2);
+    float *g1 = malloc(n * sizeof *g1);
     double *glob2 = calloc((size_t)s.nstats, sizeof *glob2);
-    for (size_t i = 0; i < n; i++) g2[i] = value(rank, i);
+    if (!g1 || !glob2) MPI_Abort(MPI_COMM_WORLD, 1);
+    memcpy(g1, g, n * sizeof *g);
+    for (size_t i = 0; i < n; i++) g[i] = value(rank, i);
     memset(loc, 0, (size_t)s.nstats * sizeof *loc);
-    if (!g2 || !glob2 || sync_grads_stats(&s, g2, &m, loc, glob2) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
-    fold_bad = memcmp(g2, g, n * sizeof *g) != 0 || memcmp(glob2, glob, (size_t)s.nstats * sizeof *glob) != 0;
-    free(g2), free(glob2);
+    if (sync_grads_stats(&s, g, &m, loc, glob2) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
+    fold_bad = memcmp(g1, g, n * sizeof *g) != 0 || memcmp(glob2, glob, (size_t)s.nstats * sizeof *glob) != 0;
+    free(g1), free(glob2);
     int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12) || early == -2;
     if (rank == 0) {
         for (int r = 1; r < W; r++) fail |= all[2 * r] != all[0] || all[2 * r + 1] != all[1];
-        printf("mpi_sync W=%d n=%zu bucket=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
+        printf("mpi_sync W=%d n=%zu %s=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
                "float64 reference %.17g, rel err %.2g (tol 1e-12); tensor 0 rel err %.2g; "
-               "ranks identical: %s; folded stats collective same bits: %s; ", W, n, bucket, s.nb, bad, norm,
+               "ranks identical: %s; folded stats collective same bits: %s; ", W, n,
+               s.shm ? "shared memory, bucket" : "bucket", bucket, s.nb, bad, norm,
                refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes");
         if (early == -1) printf("no bucket started before the end\n");
         else if (early == -2) printf("buckets started before the end NOT all reduced and gathered by sync_progress\n");
@@ -132,8 +150,9 @@ int main(int argc, char **argv)
     }
     int anyfail = 0;
     MPI_Allreduce(&fail, &anyfail, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    free(g), free(ref), free(loc), free(glob), free(all);
-    sync_free(&s);
+    if (g != window) free(g);
+    free(ref), free(loc), free(glob), free(all);
+    sync_free(&s); /* the window too */
     MPI_Finalize();
     return anyfail ? 1 : 0;
 }

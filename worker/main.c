@@ -199,6 +199,16 @@ static void worker_setup(Worker *w)
                 : sync_init(&w->sync, w->comm, m->nparams, m->nviews, bucket,
                             c->sync_mode == SYNC_SHARDED)) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
+    if (c->sync_shared_memory) { /* auto: every worker on this node, replicated, dense */
+        int mb = c->data_micro_batch > 0 ? c->data_micro_batch : B;
+        char why[256];
+        float *g = sync_shared_grads(&w->sync, c->sync_reproducible == REPRO_TRUE ? B / mb : 0, why, sizeof why);
+        if (g) model_bind(m, NULL, g);
+        else if (*why && w->rank == 0)
+            LOG(LOG_WARN, "sync.shared_memory auto: every worker is on one node, but %s: gradients go "
+                "as messages (slower; give the directory room, or set sync.shared_memory: off to "
+                "silence this)", why);
+    }
     if (c->sync_reproducible == REPRO_TRUE && (repro_init(&w->repro, &w->model, c) != 0 ||
                                  sync_set_reproducible(&w->sync, w->repro.n, w->repro.slot) != 0))
         worker_fatal("cannot set up sync.reproducible: %d micro-batches of %d streams, %zu "
@@ -224,8 +234,9 @@ static void worker_setup(Worker *w)
     if (steptime_init(&w->times, 4096) != 0) worker_fatal("out of memory");
     if (w->rank == 0)
         LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each, sync %s "
-            "in %d bucket%s", w->W, w->model.nparams, w->model.nviews, openblas_get_num_threads(),
-            w->sync.sharded ? "sharded" : "replicated", w->sync.nb, w->sync.nb == 1 ? "" : "s");
+            "%s%d bucket%s", w->W, w->model.nparams, w->model.nviews, openblas_get_num_threads(),
+            w->sync.sharded ? "sharded" : "replicated", w->sync.shm ? "through shared memory, not " : "in ",
+            w->sync.nb, w->sync.nb == 1 ? "" : "s");
 }
 
 /* The action for the events of a step: the most severe of each kind's (each at

@@ -69,21 +69,34 @@ static void model_point(Model *m)
 void model_bind(Model *m, float *params, float *grads)
 {
     float *p0 = m->params, *g0 = m->grads;
-    REBIND(m->hw, p0, params), REBIND(m->hb, p0, params);
-    REBIND(m->dhw, g0, grads), REBIND(m->dhb, g0, grads);
-    for (int k = 0; m->adaptive && k < m->ada.K; k++) {
-        Adaptive *a = &m->ada;
-        REBIND(a->proj[k], p0, params), REBIND(a->tw[k], p0, params), REBIND(a->tb[k], p0, params);
-        REBIND(a->dproj[k], g0, grads), REBIND(a->dtw[k], g0, grads), REBIND(a->dtb[k], g0, grads);
+    if (params) {
+        REBIND(m->hw, p0, params), REBIND(m->hb, p0, params);
+        for (int k = 0; m->adaptive && k < m->ada.K; k++) {
+            Adaptive *a = &m->ada;
+            REBIND(a->proj[k], p0, params), REBIND(a->tw[k], p0, params), REBIND(a->tb[k], p0, params);
+        }
+        for (int l = 0; l < m->L; l++) {
+            Layer *y = &m->layer[l];
+            REBIND(y->wx, p0, params), REBIND(y->wh, p0, params), REBIND(y->b, p0, params);
+        }
+        if (m->emb) REBIND(m->emb, p0, params);
+        if (!(m->borrowed & 1)) free(p0);
+        m->params = params, m->borrowed |= 1;
     }
-    for (int l = 0; l < m->L; l++) {
-        Layer *y = &m->layer[l];
-        REBIND(y->wx, p0, params), REBIND(y->wh, p0, params), REBIND(y->b, p0, params);
-        REBIND(y->dwx, g0, grads), REBIND(y->dwh, g0, grads), REBIND(y->db, g0, grads);
+    if (grads) {
+        REBIND(m->dhw, g0, grads), REBIND(m->dhb, g0, grads);
+        for (int k = 0; m->adaptive && k < m->ada.K; k++) {
+            Adaptive *a = &m->ada;
+            REBIND(a->dproj[k], g0, grads), REBIND(a->dtw[k], g0, grads), REBIND(a->dtb[k], g0, grads);
+        }
+        for (int l = 0; l < m->L; l++) {
+            Layer *y = &m->layer[l];
+            REBIND(y->dwx, g0, grads), REBIND(y->dwh, g0, grads), REBIND(y->db, g0, grads);
+        }
+        if (m->emb) REBIND(m->demb, g0, grads);
+        if (!(m->borrowed & 2)) free(g0);
+        m->grads = grads, m->borrowed |= 2;
     }
-    if (m->emb) REBIND(m->emb, p0, params), REBIND(m->demb, g0, grads);
-    if (!m->borrowed) free(p0), free(g0);
-    m->params = params, m->grads = grads, m->borrowed = 1;
 }
 
 /* Every buffer of the model, counted in m->nfloats. */
@@ -157,7 +170,8 @@ void model_free(Model *m)
     for (int l = 0; l < MODEL_MAX_LAYERS; l++) {
         free(m->layer[l].h), free(m->layer[l].c), free(m->layer[l].gates), free(m->layer[l].un);
     }
-    if (!m->borrowed) free(m->params), free(m->grads);
+    if (!(m->borrowed & 1)) free(m->params);
+    if (!(m->borrowed & 2)) free(m->grads);
     free(m->x0), free(m->out);
     free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc), free(m->emb_rows);
     free(m->ada_buf);

@@ -89,7 +89,7 @@ typedef struct {
     void (*grad_ready)(void *ctx, size_t upto);
     void (*progress)(void *ctx);
     void *hook_ctx;
-    int borrowed;             /* params and grads belong to someone else (model_bind) */
+    int borrowed;             /* 1: params, 2: grads belong to someone else (model_bind) */
     const ModelSplit *split;  /* NULL, or the micro-batches model_step reduces by (repro) */
     float *din[MODEL_MAX_LAYERS + 1]; /* (T, B, Ein) dropped layer inputs; [L]: head input */
     float *mask[MODEL_MAX_LAYERS + 1];/* same shapes: 0 or 1/(1-p) */
@@ -100,7 +100,8 @@ void model_free(Model *m);
 /* Point m's parameter views into params and its gradient views into grads
  * (each nparams floats, laid out as m's views), which m does not own from
  * then on: a micro-batch model shares the worker's parameters and writes
- * each micro-batch's gradient into its own buffer. */
+ * each micro-batch's gradient into its own buffer; the worker's gradients
+ * move into the shared-memory window (params NULL: kept). NULL: not moved. */
 void model_bind(Model *m, float *params, float *grads);
 /* Weights ~ U(-s, s), LSTM forget-gate bias 1; same seed, same weights. */
 void model_init_params(Model *m, uint64_t seed, double scale);

@@ -6,8 +6,10 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 void shard_range(size_t n, int W, int r, size_t *off, size_t *len)
 {
@@ -135,13 +137,91 @@ void sync_free(Sync *s)
     free(s->sp_recv);
     free(s->pack);
     if (s->has_gcomm) MPI_Comm_free(&s->gcomm);
+    if (s->shm) MPI_Win_unlock_all(s->win), MPI_Win_free(&s->win);
+    free(s->peer), free(s->tmp);
     memset(s, 0, sizeof *s);
+}
+
+/* Bytes free where Open MPI puts shared windows' backing files (its
+ * osc_sm_backing_directory, /dev/shm unless set): a window larger than that
+ * would make MPI_Win_allocate_shared hang in Open MPI 4.1, not fail. */
+static double shm_free_bytes(const char **dir)
+{
+    const char *d = getenv("OMPI_MCA_osc_sm_backing_directory");
+    struct statvfs v;
+    *dir = d && *d ? d : "/dev/shm";
+    return statvfs(*dir, &v) == 0 ? (double)v.f_bavail * (double)v.f_frsize : 0;
+}
+
+float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
+{
+    *why = 0;
+    if (s->W < 2 || s->sharded || s->sp_rows || nmicro > 1) return NULL;
+    MPI_Comm node;
+    int here = 0;
+    if (MPI_Comm_split_type(s->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS)
+        return NULL;
+    MPI_Comm_size(node, &here);
+    MPI_Comm_free(&node);
+    if (here != s->W) return NULL; /* the same answer on every rank */
+    /* Every rank's buffer on its own pages, and room to spare. */
+    const char *dir;
+    double need = (double)s->W * ((double)s->n * sizeof(float) + 65536) + 4194304, have = shm_free_bytes(&dir);
+    int room = have >= need, all = 0;
+    MPI_Allreduce(&room, &all, 1, MPI_INT, MPI_MIN, s->comm);
+    if (!all) {
+        snprintf(why, len, "%s has %.0f MiB free, the gradients' window needs %.0f MiB", dir, have / 1048576,
+                 need / 1048576);
+        return NULL;
+    }
+    /* A window that cannot be had falls back to messages on every rank
+     * rather than aborting the job. */
+    MPI_Errhandler eh;
+    MPI_Comm_get_errhandler(s->comm, &eh);
+    MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    float *mine = NULL;
+    s->peer = calloc((size_t)s->W, sizeof *s->peer);
+    s->tmp = calloc(SYNC_SHM_CHUNK, sizeof *s->tmp);
+    int ok = s->peer && s->tmp &&
+             MPI_Win_allocate_shared((MPI_Aint)((s->n ? s->n : 1) * sizeof(float)), sizeof(float), info,
+                                     s->comm, &mine, &s->win) == MPI_SUCCESS;
+    MPI_Info_free(&info);
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, s->comm);
+    for (int r = 0; all && r < s->W; r++) {
+        MPI_Aint size;
+        int unit;
+        all = MPI_Win_shared_query(s->win, r, &size, &unit, &s->peer[r]) == MPI_SUCCESS;
+    }
+    MPI_Comm_set_errhandler(s->comm, eh);
+    MPI_Errhandler_free(&eh);
+    if (!all) { /* a window made on some ranks only is left as it is: freeing it is collective */
+        free(s->peer), free(s->tmp);
+        s->peer = NULL, s->tmp = NULL;
+        snprintf(why, len, "MPI_Win_allocate_shared of %zu bytes a worker failed", s->n * sizeof(float));
+        return NULL;
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win); /* one passive epoch: loads and stores, fenced by shm_fence */
+    memset(mine, 0, s->n * sizeof *mine);
+    s->shm = 1;
+    return mine;
+}
+
+/* Every rank's stores to its buffer are done and seen by every other rank. */
+static int shm_fence(Sync *s)
+{
+    MPI_Win_sync(s->win);
+    int rc = MPI_Barrier(s->comm);
+    MPI_Win_sync(s->win);
+    return rc == MPI_SUCCESS ? 0 : -1;
 }
 
 int sync_set_reproducible(Sync *s, int nmicro, float **slot)
 {
     size_t M = (size_t)s->W * (size_t)nmicro;
-    if (nmicro < 1 || (size_t)nmicro * (s->n ? s->n : 1) > (size_t)INT32_MAX) return -1;
+    if (nmicro < 1 || (s->shm && nmicro > 1) || (size_t)nmicro * (s->n ? s->n : 1) > (size_t)INT32_MAX) return -1;
     s->nmicro = nmicro, s->slot = slot;
     s->loss0 = s->nstats;
     s->nstats += (int)M;
@@ -190,7 +270,7 @@ void sync_begin(Sync *s, float *grads, const Model *m)
 
 void sync_ready(Sync *s, size_t upto)
 {
-    if (!s->grads) return;
+    if (!s->grads || s->shm) return;
     while (s->nstarted < s->nb && s->b[s->nstarted].hi <= upto) {
         Bucket *b = &s->b[s->nstarted++];
         if (s->W > 1 && s->nmicro > 1) bucket_pack(s, b);
@@ -233,6 +313,15 @@ static void sumsq_acc(const float *x, size_t at, size_t n, double a[4], float *m
     *maxabs = mx;
 }
 
+/* The statistics of grads[at, at + len) into s->acc, view by view. */
+static void range_stats(Sync *s, const float *grads, const Model *m, size_t at, size_t len)
+{
+    for (int v = 0; v < m->nviews; v++) {
+        size_t start, cnt = overlap(m->views[v].off, m->views[v].off + m->views[v].n, at, at + len, &start);
+        if (cnt) sumsq_acc(grads + start, start, cnt, s->acc + 4 * (size_t)v, &s->maxabs);
+    }
+}
+
 /* Bucket b has landed: add the pieces in rank order into my part of grads
  * and add its squares, view by view, into s->acc. */
 static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m)
@@ -255,11 +344,7 @@ static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m
             for (size_t i = 0; i < len; i++) own[i] += piece[i];
         }
     }
-    for (int v = 0; v < m->nviews; v++) {
-        size_t start, cnt = overlap(m->views[v].off, m->views[v].off + m->views[v].n, b->mine,
-                                    b->mine + len, &start);
-        if (cnt) sumsq_acc(grads + start, start, cnt, s->acc + 4 * (size_t)v, &s->maxabs);
-    }
+    range_stats(s, grads, m, b->mine, len);
 }
 
 /* Replicated, and reproducible (whose statistics cover the whole gradient):
@@ -271,12 +356,7 @@ static int gathers(const Sync *s) { return s->W > 1 && (!s->sharded || s->nmicro
  * flat index order, as one pass over the view would. */
 static void bucket_stats_all(Sync *s, const Bucket *b)
 {
-    const Model *m = s->model;
-    for (int v = 0; v < m->nviews; v++) {
-        size_t start, cnt = overlap(m->views[v].off, m->views[v].off + m->views[v].n, b->lo, b->hi,
-                                    &start);
-        if (cnt) sumsq_acc(s->grads + start, start, cnt, s->acc + 4 * (size_t)v, &s->maxabs);
-    }
+    range_stats(s, s->grads, s->model, b->lo, b->hi - b->lo);
 }
 
 /* The next bucket in order (s->nred) has landed: reduce it and start its
@@ -316,7 +396,7 @@ static int gathered(Sync *s, int wait)
  * so only the oldest of each kind is tested: a call costs O(1), not O(nb). */
 void sync_progress(Sync *s)
 {
-    if (s->W == 1 || !s->grads) return;
+    if (s->W == 1 || !s->grads || s->shm) return;
     int done = 1;
     while (done && s->nred < s->nstarted) {
         MPI_Test(&s->b[s->nred].req, &done, MPI_STATUS_IGNORE);
@@ -387,14 +467,49 @@ void sync_overlap_counts(const Sync *s, double *reduced, double *gathered)
     *reduced = s->ov_red / n, *gathered = s->ov_gath / n;
 }
 
+/* Shared memory: once every rank's gradient is final, my shard is the sum of
+ * every rank's piece in rank order (bucket_reduce's sums, so its bits),
+ * written in place: the others only read their own shards of my buffer.
+ * Once every shard is summed, the others' shards are copied from their
+ * owners. The statistics: my shard's, chunk by chunk as it is summed;
+ * reproducible, the whole gradient's in flat order as it is copied in. The
+ * caller must not change grads before every rank has copied (a collective
+ * that needs every rank, as the statistics all-gather, or a barrier). */
+static int shm_reduce(Sync *s, float *grads, const Model *m)
+{
+    if (grads != s->peer[s->rank] || shm_fence(s) != 0) return -1;
+    float *t = s->tmp;
+    for (size_t c = 0; c < s->own_len; c += SYNC_SHM_CHUNK) {
+        size_t at = s->own_off + c, len = s->own_len - c < SYNC_SHM_CHUNK ? s->own_len - c : SYNC_SHM_CHUNK;
+        memcpy(t, s->peer[0] + at, len * sizeof *t);
+        for (int r = 1; r < s->W; r++) {
+            const float *piece = s->peer[r] + at;
+            for (size_t i = 0; i < len; i++) t[i] += piece[i];
+        }
+        memcpy(grads + at, t, len * sizeof *t);
+        if (!s->nmicro) range_stats(s, grads, m, at, len);
+    }
+    if (shm_fence(s) != 0) return -1;
+    for (int r = 0; r < s->W; r++) {
+        size_t off = (size_t)s->displs[r], len = (size_t)s->counts[r];
+        for (size_t c = 0; c < len; c += SYNC_SHM_CHUNK) {
+            size_t at = off + c, k = len - c < SYNC_SHM_CHUNK ? len - c : SYNC_SHM_CHUNK;
+            if (r != s->rank) memcpy(grads + at, s->peer[r] + at, k * sizeof *grads);
+            if (s->nmicro) range_stats(s, grads, m, at, k);
+        }
+    }
+    return 0;
+}
+
 /* sync_grads up to (not including) the all-gather of the shards. */
 static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
     if (s->grads != grads) sync_begin(s, grads, m);
     s->ov_steps++, s->ov_red += s->nred, s->ov_gath += s->ngath;
-    sync_ready(s, s->n);
     int rc = s->failed ? -1 : 0;
-    while (s->nred < s->nb) {
+    if (s->shm) rc = shm_reduce(s, grads, m);
+    sync_ready(s, s->n);
+    while (!s->shm && s->nred < s->nb) {
         Bucket *b = &s->b[s->nred];
         if (s->W > 1 && MPI_Wait(&b->req, MPI_STATUS_IGNORE) != MPI_SUCCESS) rc = -1;
         if (bucket_land(s) != 0) rc = -1;
@@ -419,6 +534,7 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
 int sync_grads(Sync *s, float *grads, const Model *m, double *stats)
 {
     if (reduce_grads(s, grads, m, stats) != 0) return -1;
+    if (s->shm) return MPI_Barrier(s->comm) == MPI_SUCCESS ? 0 : -1; /* every rank has copied */
     return gathered(s, 1);
 }
 

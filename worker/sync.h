@@ -24,6 +24,13 @@
  * parameters of its shard, with optimizer state for those only, then
  * sync_params all-gathers the parameters.
  *
+ * Shared memory (sync_shared_grads): when every rank is on one node, the
+ * gradient buffers live in one node-wide MPI window, and after backward each
+ * rank adds the others' pieces of its shard straight from their buffers
+ * (same order, same bits), then copies the other shards from their owners:
+ * no message copies, no buckets (over shared memory the bucket traffic
+ * competes with backward for the same cores and memory).
+ *
  * Statistics: each rank fills a few doubles (loss sum, loss terms,
  * non-finite flag, max |g|, requests from the coordinator (worker 0 only),
  * sum of squares of the gradient it owns, overall and per tensor); one
@@ -95,7 +102,15 @@ typedef struct {
     float **slot;             /* (nmicro) their gradients */
     float *pack;              /* (nmicro, n) W > 1: the pieces of each bucket by destination */
     int loss0;                /* stats index of micro-batch 0's loss sum (W * nmicro of them) */
+    int shm;                  /* 1: gradients in the shared window (sync_shared_grads) */
+    MPI_Win win;
+    float **peer;             /* (W) every rank's gradient buffer, mapped here */
+    float *tmp;               /* (SYNC_SHM_CHUNK) a chunk's running sum */
 } Sync;
+
+/* Floats a chunk of the shared-memory reduction: summed, then its squares
+ * taken, while it is in cache. */
+#define SYNC_SHM_CHUNK 8192
 
 /* The one function that splits a flat range of n over W ranks: the first
  * n % W ranks get one more element. */
@@ -117,6 +132,16 @@ void sync_sparse_bytes(const Sync *s, double *sparse, double *dense);
  * sync_progress, before sync_grads): how much the overlap hid. */
 void sync_overlap_counts(const Sync *s, double *reduced, double *gathered);
 void sync_free(Sync *s);
+/* Collective, right after sync_init: if every rank of the communicator is on
+ * one node and the sync is replicated, dense (no sparse rows) and at most
+ * one micro-batch per rank, allocate the n-float gradient buffer in a shared
+ * window and return it: the caller computes its gradients there (every
+ * sync_grads call must pass it) and frees it only through sync_free.
+ * Otherwise NULL (messages), with why (len bytes) saying why when it was
+ * not the set-up: too little room where the window's file goes (checked
+ * first: Open MPI 4.1 hangs on a window larger than /dev/shm's free space;
+ * Docker gives containers 64 MiB), or an allocation that failed. */
+float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len);
 /* A step's gradient (views of m) is being computed into grads: no bucket
  * started yet. */
 void sync_begin(Sync *s, float *grads, const Model *m);

@@ -4,6 +4,9 @@ for w in 1 2 3 4; do
     for n in 1000 7 2 100003; do
         check "sync W=$w n=$n: identical bits on every rank, norm = float64 reference" \
             mpirun -np "$w" build/tests/mpi_sync "$n"
+        # The same through the shared window (sync.shared_memory auto: one node).
+        check "sync W=$w n=$n through shared memory: identical bits on every rank, norm = float64 reference" \
+            mpirun -np "$w" build/tests/mpi_sync "$n" shm
     done
 done
 # Buckets: the reduction cut into buckets of 7, 100, 4096 and 20000 floats,
@@ -11,12 +14,13 @@ done
 # inside) and the same norm bits as one bucket; buckets started before the
 # end are reduced and all-gathered by sync_progress alone, as they land
 # (20000: one all-gather per bucket; smaller ones in groups of 16384 floats),
-# holding the rank-order sums before sync_grads (checked inside).
+# holding the rank-order sums before sync_grads (checked inside). "shm": the
+# shared window's reduction gives those bits too.
 # (7, not 1: 100003 one-float buckets took 60 s at W=3 with the per-bucket
 # all-gathers; a config cannot make buckets below 1 KiB = 256 floats.)
 buckets_same_norm() {
     local w="$1" ref="" b norm
-    for b in 0 7 100 4096 20000; do
+    for b in 0 7 100 4096 20000 shm; do
         norm=$(mpirun -np "$w" build/tests/mpi_sync 100003 "$b" | grep -o 'norm [0-9.e+-]*') || return 1
         echo "bucket $b: $norm"
         [ -z "$ref" ] && ref="$norm"
@@ -24,7 +28,7 @@ buckets_same_norm() {
     done
 }
 for w in 2 3; do
-    check "sync W=$w in buckets of 7, 100, 4096, 20000 floats: same bits as one bucket, gathered as they land" buckets_same_norm "$w"
+    check "sync W=$w in buckets of 7, 100, 4096, 20000 floats and through shared memory: same bits as one bucket, gathered as they land" buckets_same_norm "$w"
 done
 # worker/state.c's unit tests on 3 real ranks: the checkpoint gathers every
 # rank's streams and carried state; resumed by 3 workers, by 1 with all the

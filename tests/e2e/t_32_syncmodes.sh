@@ -12,19 +12,45 @@ same_logs() {
 }
 
 # The tiny model's ~5k parameters fit one default bucket; 1 KiB buckets cut
-# it into ~20, started during backward. Same bits, step by step.
+# it into ~20, started during backward. Same bits, step by step. Both as
+# messages (sync.shared_memory off); then the default on one node: the
+# gradients added in place through the shared window, same bits again.
 bucketed() {
     local opt="$1"
-    run sm_one_$opt 3 "${SM[@]}" --set train.optimizer="$opt" --set sync.bucket_kb=0 || return 1
-    run sm_bkt_$opt 3 "${SM[@]}" --set train.optimizer="$opt" --set sync.bucket_kb=1 || return 1
+    run sm_one_$opt 3 "${SM[@]}" --set train.optimizer="$opt" --set sync.bucket_kb=0 --set sync.shared_memory=off || return 1
+    run sm_bkt_$opt 3 "${SM[@]}" --set train.optimizer="$opt" --set sync.bucket_kb=1 --set sync.shared_memory=off || return 1
     grep -q "in 1 bucket" "$TMP/sm_one_$opt.err" && grep -Eq "in [0-9]{2,} buckets" "$TMP/sm_bkt_$opt.err" ||
         { echo "bucket counts not as configured"; return 1; }
     same_logs "$TMP/sm_one_$opt" "$TMP/sm_bkt_$opt" || return 1
-    build/tests/stcmp "$TMP/sm_one_$opt/final.safetensors" "$TMP/sm_bkt_$opt/final.safetensors" 0
+    build/tests/stcmp "$TMP/sm_one_$opt/final.safetensors" "$TMP/sm_bkt_$opt/final.safetensors" 0 || return 1
+    run sm_shm_$opt 3 "${SM[@]}" --set train.optimizer="$opt" || return 1
+    grep -q "sync replicated through shared memory" "$TMP/sm_shm_$opt.err" || { echo "not through shared memory"; return 1; }
+    same_logs "$TMP/sm_one_$opt" "$TMP/sm_shm_$opt" || return 1
+    build/tests/stcmp "$TMP/sm_one_$opt/final.safetensors" "$TMP/sm_shm_$opt/final.safetensors" 0
 }
 for opt in sgd adam; do
-    check "sync $opt, 3 workers: 1 KiB buckets overlapped with backward == one bucket, bit for bit" bucketed "$opt"
+    check "sync $opt, 3 workers: 1 KiB buckets overlapped with backward == one bucket == shared memory, bit for bit" bucketed "$opt"
 done
+
+# The shared window's file goes where Open MPI puts it (/dev/shm, or
+# osc_sm_backing_directory): with too little room there (Docker gives 64 MiB),
+# the workers say so in one line and sync as messages, same bits (Open MPI
+# 4.1 would hang allocating it). A 1 MiB tmpfs stands in for a full /dev/shm.
+shm_full() {
+    local d="$TMP/smallshm"
+    mkdir -p "$d" && mount -t tmpfs -o size=1m tmpfs "$d" ||
+        { echo "cannot mount a tmpfs at $d (needs root and CAP_SYS_ADMIN): not tested"; return 1; }
+    OMPI_MCA_osc_sm_backing_directory="$d" run sm_full 3 "${SM[@]}" --set train.optimizer=sgd
+    local rc=$?
+    umount "$d"
+    [ "$rc" = 0 ] || { echo "exit $rc"; tail -3 "$TMP/sm_full.err"; return 1; }
+    grep "warn: sync.shared_memory" "$TMP/sm_full.err"
+    [ "$(grep -c "warn: sync.shared_memory auto: every worker is on one node, but $d has 1 MiB free, the gradients' window needs [0-9]* MiB: gradients go as messages" "$TMP/sm_full.err")" = 1 ] || return 1
+    grep -q "sync replicated in 1 bucket" "$TMP/sm_full.err" || return 1
+    same_logs "$TMP/sm_one_sgd" "$TMP/sm_full" || return 1
+    build/tests/stcmp "$TMP/sm_one_sgd/final.safetensors" "$TMP/sm_full/final.safetensors" 0
+}
+check "shared memory: too little room for the window: one warning, messages instead, same bits" shm_full
 
 # Sharded: each worker keeps optimizer state for 1/W of the parameters and
 # updates only those, then all-gathers parameters. Required: parameters
