@@ -30,11 +30,37 @@ static void test_chaining(void **state)
                          fnv1a64(s, strlen(s), FNV1A64_INIT));
 }
 
+/* hash_words: every single-bit flip anywhere in a buffer (the lanes' words
+ * and the tail) changes the hash; so does the length, and the seed; equal
+ * bytes at another address (unaligned) hash the same. */
+static void test_words(void **state)
+{
+    (void)state;
+    enum { N = 203 }; /* 6 blocks of 32 bytes and an 11-byte tail */
+    unsigned char buf[N + 1], moved[N + 8];
+    for (int i = 0; i < N + 1; i++) buf[i] = (unsigned char)(i * 37 + 11);
+    unsigned long long h = hash_words(buf, N, FNV1A64_INIT);
+    memcpy(moved + 3, buf, N);
+    assert_int_equal(hash_words(moved + 3, N, FNV1A64_INIT), h);
+    for (int i = 0; i < N; i++)
+        for (int bit = 0; bit < 8; bit++) {
+            buf[i] ^= (unsigned char)(1u << bit);
+            assert_int_not_equal(hash_words(buf, N, FNV1A64_INIT), h);
+            buf[i] ^= (unsigned char)(1u << bit);
+        }
+    assert_int_equal(hash_words(buf, N, FNV1A64_INIT), h);
+    buf[N] = 0;
+    assert_int_not_equal(hash_words(buf, N + 1, FNV1A64_INIT), h);
+    assert_int_not_equal(hash_words(buf, N, FNV1A64_INIT + 1), h);
+    assert_int_not_equal(hash_words(buf, N, FNV1A64_INIT), fnv1a64(buf, N, FNV1A64_INIT));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_chaining),
+        cmocka_unit_test(test_words),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

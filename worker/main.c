@@ -739,7 +739,7 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     poll_requests(w);     /* drop requests that came too late to matter */
     done.wrank = w->rank;
     done.steps = w->step;
-    done.param_hash = fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
+    done.param_hash = hash_words(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
     if (proto_send_done(&w->proto, &done) != 0) worker_fatal("done message send failed");
 }
 

@@ -154,10 +154,10 @@ void state_restore(Worker *w)
 
 uint64_t state_hash(const Worker *w)
 {
-    uint64_t h = fnv1a64(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
+    uint64_t h = hash_words(w->model.params, w->model.nparams * sizeof(float), FNV1A64_INIT);
     if (w->sync.sharded) return h; /* each worker holds different optimizer state */
-    if (w->opt.m) h = fnv1a64(w->opt.m, w->opt.n * sizeof(float), h);
-    if (w->opt.v) h = fnv1a64(w->opt.v, w->opt.n * sizeof(float), h);
+    if (w->opt.m) h = hash_words(w->opt.m, w->opt.n * sizeof(float), h);
+    if (w->opt.v) h = hash_words(w->opt.v, w->opt.n * sizeof(float), h);
     return h;
 }
 
