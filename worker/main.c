@@ -232,11 +232,13 @@ static void worker_setup(Worker *w)
     w->lr_scale = 1.0;
     if (state_init(w) != 0) worker_fatal("out of memory allocating snapshots");
     if (steptime_init(&w->times, 4096) != 0) worker_fatal("out of memory");
+    char how[64];
+    if (w->sync.shm) snprintf(how, sizeof how, "through shared memory (one node)");
+    else snprintf(how, sizeof how, "in %d bucket%s", w->sync.nb, w->sync.nb == 1 ? "" : "s");
     if (w->rank == 0)
-        LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each, sync %s "
-            "%s%d bucket%s", w->W, w->model.nparams, w->model.nviews, openblas_get_num_threads(),
-            w->sync.sharded ? "sharded" : "replicated", w->sync.shm ? "through shared memory, not " : "in ",
-            w->sync.nb, w->sync.nb == 1 ? "" : "s");
+        LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each, sync %s %s", w->W,
+            w->model.nparams, w->model.nviews, openblas_get_num_threads(),
+            w->sync.sharded ? "sharded" : "replicated", how);
 }
 
 /* The action for the events of a step: the most severe of each kind's (each at

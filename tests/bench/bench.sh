@@ -12,13 +12,21 @@
 # (model_flops, worker/model.h), and that as a fraction of this machine's
 # cblas_sgemm peak with as many threads as the job uses in all (2), measured
 # here by build/tests/bench_tool. Ratios:
-#   clip_overhead    clip global_norm vs none, median step time - 1
+#   clip_overhead    clip global_norm vs none, median step time - 1 (best
+#                    rounds); and over the interleaved round pairs, the mean
+#                    and standard error of that ratio, and of the update
+#                    phase's difference (the workers' own timers) as a
+#                    fraction of the step: the clip's own cost, resolved
+#                    far finer than whole-step medians on a noisy machine
 #   dp_2x1_vs_1x2    W1: 2 workers x 1 BLAS thread vs 1 worker x 2 threads
 #                    at the same global batch, tokens/s ratio
 #   sharded_vs_replicated   W1 and W2: step time ratio (< 1: sharded faster)
 #   sparse_embedding_vs_dense  W2: sync.sparse_embedding true vs false, step
 #                    time ratio, and the bytes a step it saves (worker log)
-#   overlap_vs_none  W1: buckets during backward vs one reduction after it
+#   overlap_vs_none  W1, as messages (sync.shared_memory off): buckets
+#                    during backward vs one reduction after it
+#   shared_memory_vs_messages  W1, W2: the default on one node (gradients
+#                    added through a shared window) vs messages (buckets)
 #   rss_vs_minimum   W1: peak RSS of the largest worker / the analytic minimum
 #                    (parameters, gradients, optimizer state, activations)
 #   step breakdown   per workload, from each worker's own timers (worker/
@@ -101,6 +109,25 @@ best() { # WL VARIANT: the round with the lowest median, as "NAME MEDIAN"
     printf '%s' "$out" | sort -g -k2 | head -1
 }
 calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
+mean_se() { # one number a line -> "mean standard-error count"
+    awk '{ x[NR] = $1; s += $1 } END { m = s / NR; for (i = 1; i <= NR; i++) v += (x[i] - m) ^ 2
+        printf "%.6g %.6g %d\n", m, NR > 1 ? sqrt(v / (NR - 1) / NR) : 0, NR }'
+}
+update_ms() { # NAME: the update phase (detector, clip, optimizer) of run NAME, mean over its workers (ms)
+    breakdown "$1" | awk '{ s += $17; n++ } END { printf "%.6g", n ? s / n : 0 }'
+}
+clip_resolution() { # WL: over the interleaved round pairs, clip vs none: step medians' ratio - 1
+    # and the update phase's difference as a fraction of the step, each "mean se n"
+    local wl="$1" i c n
+    for i in $(seq "$ROUNDS"); do
+        c=$(pct "$wl" "${wl}_clip_$i" 0.5); n=$(pct "$wl" "${wl}_none_$i" 0.5)
+        calc "$c / $n - 1"; echo
+    done | mean_se
+    for i in $(seq "$ROUNDS"); do
+        c=$(pct "$wl" "${wl}_clip_$i" 0.5)
+        calc "($(update_ms "${wl}_clip_$i") - $(update_ms "${wl}_none_$i")) / $c"; echo
+    done | mean_se
+}
 bench_json_put() { # KEY JSON: build/bench.json's KEY set to JSON, the rest kept
     mkdir -p build
     [ -s build/bench.json ] || echo '{}' >build/bench.json
@@ -295,9 +322,11 @@ for i in $(seq "$ROUNDS"); do
     if has W1; then
         run W1 "W1_dp12_$i" 1 --set worker.threads=2 --set data.batch_per_worker=64 # W1: 32 per worker x 2
         run W1 "W1_shard_$i" "$NP" --set sync.mode=sharded
-        run W1 "W1_onebucket_$i" "$NP" --set sync.bucket_kb=0
+        run W1 "W1_bucketmsg_$i" "$NP" --set sync.shared_memory=off
+        run W1 "W1_onebucket_$i" "$NP" --set sync.bucket_kb=0 --set sync.shared_memory=off
     fi
     if has W2; then
+        run W2 "W2_msg_$i" "$NP" --set sync.shared_memory=off
         run W2 "W2_shard_$i" "$NP" --set sync.mode=sharded
         run W2 "W2_sparse_$i" "$NP" --set sync.sparse_embedding=true
     fi
@@ -322,6 +351,10 @@ for wl in $WLS; do
     printf '%s %s: step %.2f ms median (p10 %.2f, p90 %.2f), %.0f tokens/s, %.1f steps/s, %.1f GFLOP/s = %.3f of sgemm peak; clip overhead %+.2f%% (none: %.2f ms); forward+backward alone %.2f ms\n' \
         "$wl" "${CFG[$wl]}" "$clip" "$p10" "$p90" "$tps" "$sps" "$gf" "$frac" "$(calc "$ov * 100")" "$none" "$floor"
     json+=",\"$wl\":{\"config\":\"${CFG[$wl]}\",\"step_ms\":$clip,\"step_ms_p10\":$p10,\"step_ms_p90\":$p90,\"tokens_per_s\":$tps,\"steps_per_s\":$sps,\"flops_per_step\":$flops,\"gflops\":$gf,\"peak_fraction\":$frac,\"clip_overhead\":$ov,\"step_ms_clip_none\":$none,\"compute_only_ms\":$floor"
+    { read -r om ose on; read -r um use _; } < <(clip_resolution "$wl")
+    printf '   clip overhead over %d interleaved round pairs (mean, +- its standard error): step medians %+.2f%% +- %.2f%%; the update phase (detector, clip, optimizer; the workers'"'"' own timers, clip minus none) %+.3f%% +- %.3f%% of the step\n' \
+        "$on" "$(calc "$om * 100")" "$(calc "$ose * 100")" "$(calc "$um * 100")" "$(calc "$use * 100")"
+    json+=",\"clip_overhead_rounds\":{\"pairs\":$on,\"step_mean\":$om,\"step_se\":$ose,\"update_phase_mean\":$um,\"update_phase_se\":$use}"
     bd=$(breakdown_json "$name")
     printf '   step / forward+backward alone: %.3f; step breakdown by the workers'"'"' own timers (ms):\n' "$(calc "$clip / $floor")"
     breakdown "$name" | sed 's/^/     /'
@@ -333,6 +366,9 @@ for wl in $WLS; do
     fi
     if [ "$wl" = W2 ]; then
         read -r sname sparse < <(best W2 sparse)
+        read -r _ msg < <(best W2 msg)
+        printf '   shared memory (the default on one node) %.2f ms vs messages %.2f ms: step ratio %.3f\n' "$clip" "$msg" "$(calc "$clip / $msg")"
+        json+=",\"shared_memory_vs_messages\":$(calc "$clip / $msg")"
         sline=$(grep -o 'sparse embedding: .*' "$TMP/$sname.err" | head -1)
         saved=$(awk '{ print $(NF - 1) }' <<<"$sline")
         printf '   sync.sparse_embedding %.2f ms vs dense %.2f ms: step ratio %.3f; %s\n' "$sparse" "$clip" "$(calc "$sparse / $clip")" "$sline"
@@ -341,14 +377,16 @@ for wl in $WLS; do
     if [ "$wl" = W1 ]; then
         read -r _ dp12 < <(best W1 dp12)
         read -r _ one < <(best W1 onebucket)
+        read -r _ bmsg < <(best W1 bucketmsg)
         dp=$(calc "$dp12 / $clip") # same tokens per step: tokens/s ratio = inverse time ratio
         rss=$(rss_kib "$name")
         min=$(jq .min_bytes_per_rank <<<"$model")
         rr=$(calc "$rss * 1024 / $min")
         printf '   2 workers x 1 thread vs 1 worker x 2 threads (same global batch): throughput ratio %.3f (%.2f vs %.2f ms)\n' "$dp" "$clip" "$dp12"
-        printf '   gradient buckets during backward vs one reduction after it: step time ratio %.3f\n' "$(calc "$clip / $one")"
+        printf '   shared memory (the default on one node) vs messages in buckets: step time ratio %.3f (%.2f vs %.2f ms)\n' "$(calc "$clip / $bmsg")" "$clip" "$bmsg"
+        printf '   messages: gradient buckets during backward vs one reduction after it: step time ratio %.3f\n' "$(calc "$bmsg / $one")"
         printf '   peak RSS %.1f MiB per worker vs analytic minimum %.1f MiB: %.3f\n' "$(calc "$rss / 1024")" "$(calc "$min / 1048576")" "$rr"
-        json+=",\"dp_2x1_vs_1x2\":$dp,\"overlap_vs_none\":$(calc "$clip / $one"),\"rss_kib\":$rss,\"min_bytes_per_rank\":$min,\"rss_vs_minimum\":$rr"
+        json+=",\"dp_2x1_vs_1x2\":$dp,\"overlap_vs_none\":$(calc "$bmsg / $one"),\"shared_memory_vs_messages\":$(calc "$clip / $bmsg"),\"rss_kib\":$rss,\"min_bytes_per_rank\":$min,\"rss_vs_minimum\":$rr"
         top_dp=$dp; top_rr=$rr
     fi
     json+="}"
