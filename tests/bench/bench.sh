@@ -111,7 +111,7 @@ best() { # WL VARIANT: the round with the lowest median, as "NAME MEDIAN"
 calc() { awk "BEGIN { printf \"%.6g\", $* }"; }
 mean_se() { # one number a line -> "mean standard-error count"
     awk '{ x[NR] = $1; s += $1 } END { m = s / NR; for (i = 1; i <= NR; i++) v += (x[i] - m) ^ 2
-        printf "%.6g %.6g %d\n", m, NR > 1 ? sqrt(v / (NR - 1) / NR) : 0, NR }'
+        se = NR > 1 ? sqrt(v / (NR - 1) / NR) : 0; printf "%.6g %.6g %d\n", m, se, NR }'
 }
 update_ms() { # NAME: the update phase (detector, clip, optimizer) of run NAME, mean over its workers (ms)
     breakdown "$1" | awk '{ s += $17; n++ } END { printf "%.6g", n ? s / n : 0 }'
