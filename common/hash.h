@@ -14,12 +14,13 @@
 unsigned long long fnv1a64(const void *p, size_t n, unsigned long long h);
 
 /* The replicas' hash (weights and optimizer state compared across workers
- * every divergence.drift_check_every steps, and at the end): four lanes of
- * 8-byte words, each x = (x ^ w) * K (one to one in x and in w), then
- * FNV-1a over the lanes, the length and the tail: any change confined to
- * one 8-byte word changes it, as FNV's would, at memory speed rather than
- * a byte a cycle. Continues from h like fnv1a64, but is not FNV's value and
- * not stored anywhere: only compared between workers of one run. */
+ * every divergence.drift_check_every steps and at the end; also written as
+ * a checkpoint's state_hash, which nothing checks): four lanes of 8-byte
+ * words, each step x = rotl((x ^ w) * K, 31), one to one in x and in w, so
+ * a change confined to one word always changes its lane; the lanes, the
+ * length and the zero-padded tail are then folded word by word by the same
+ * step. At memory speed rather than FNV's byte a cycle. Continues from h;
+ * not FNV's value. */
 unsigned long long hash_words(const void *p, size_t n, unsigned long long h);
 
 #endif

@@ -107,7 +107,7 @@ typedef struct {
     int32_t status;     /* 0 ok; 1: the checkpoint or weights asked for could not be written */
     int32_t wrank;
     int64_t steps;
-    uint64_t param_hash; /* FNV-1a 64 of the final parameter bytes */
+    uint64_t param_hash; /* hash_words of the final parameter bytes (common/hash.h) */
     char error[PROTO_ERR_MAX]; /* status 1: why (worker 0 only) */
 } DoneMsg;
 

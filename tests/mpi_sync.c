@@ -17,8 +17,10 @@
  * same gradient and statistics bits as sync_grads + sync_stats. BUCKET "shm":
  * the gradient lives in the shared window (sync_shared_grads; every rank of
  * one mpirun is on this node, so W > 1 must get it) and is reduced through
- * it, with the same checks. Prints the worst errors; exits non-zero on any
- * failure. */
+ * it, with the same checks. "repro" and "shmrepro": the same with
+ * sync.reproducible's one micro-batch a rank (statistics over the whole
+ * gradient, in flat order), as messages and through the window. Prints the
+ * worst errors; exits non-zero on any failure. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -80,19 +82,23 @@ int main(int argc, char **argv)
     m.views[0].off = 0, m.views[0].n = n / 3;
     m.views[1].off = n / 3, m.views[1].n = n - n / 3;
     Sync s;
-    int shm = argc > 2 && !strcmp(argv[2], "shm");
-    size_t bucket = argc > 2 && !shm ? (size_t)atol(argv[2]) : 0;
+    const char *mode = argc > 2 ? argv[2] : "0";
+    int shm = !strcmp(mode, "shm") || !strcmp(mode, "shmrepro");
+    int repro = !strcmp(mode, "repro") || !strcmp(mode, "shmrepro");
+    size_t bucket = shm || repro ? 0 : (size_t)atol(mode);
     if (sync_init(&s, MPI_COMM_WORLD, n, 2, bucket, 0) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     float *g = malloc(n * sizeof *g), *ref = malloc(n * sizeof *ref), *window = NULL;
     if (shm) {
         char why[256];
-        window = sync_shared_grads(&s, 0, why, sizeof why);
+        window = sync_shared_grads(&s, repro, why, sizeof why);
         if (W > 1 && !window) {
             fprintf(stderr, "mpi_sync: no shared window on one node (%s)\n", why);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
         if (window) free(g), g = window;
     }
+    float *slot[1] = {g}; /* sync.reproducible, one micro-batch a rank: the whole gradient's statistics */
+    if (repro && sync_set_reproducible(&s, 1, slot) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     double *loc = calloc((size_t)s.nstats, sizeof *loc), *glob = calloc((size_t)s.nstats, sizeof *glob);
     for (size_t i = 0; i < n; i++) g[i] = -1e30f; /* not final yet: must never be sent */
     sync_begin(&s, g, &m);
@@ -142,7 +148,8 @@ int main(int argc, char **argv)
         printf("mpi_sync W=%d n=%zu %s=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
                "float64 reference %.17g, rel err %.2g (tol 1e-12); tensor 0 rel err %.2g; "
                "ranks identical: %s; folded stats collective same bits: %s; ", W, n,
-               s.shm ? "shared memory, bucket" : "bucket", bucket, s.nb, bad, norm,
+               s.shm ? (repro ? "reproducible, shared memory, bucket" : "shared memory, bucket")
+                     : repro ? "reproducible, bucket" : "bucket", bucket, s.nb, bad, norm,
                refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes");
         if (early == -1) printf("no bucket started before the end\n");
         else if (early == -2) printf("buckets started before the end NOT all reduced and gathered by sync_progress\n");

@@ -53,6 +53,18 @@ static void test_words(void **state)
     assert_int_not_equal(hash_words(buf, N + 1, FNV1A64_INIT), h);
     assert_int_not_equal(hash_words(buf, N, FNV1A64_INIT + 1), h);
     assert_int_not_equal(hash_words(buf, N, FNV1A64_INIT), fnv1a64(buf, N, FNV1A64_INIT));
+    /* Sign flips of two floats in the same lane, blocks apart (bit 63 of
+     * their words): a multiply alone carries that difference unchanged, and
+     * two of them would cancel. */
+    float f[64];
+    for (int i = 0; i < 64; i++) f[i] = (float)i + 0.5f;
+    unsigned long long hf = hash_words(f, sizeof f, FNV1A64_INIT);
+    for (int a = 0; a < 64; a++)
+        for (int c = a + 1; c < 64; c++) {
+            f[a] = -f[a], f[c] = -f[c];
+            assert_int_not_equal(hash_words(f, sizeof f, FNV1A64_INIT), hf);
+            f[a] = -f[a], f[c] = -f[c];
+        }
 }
 
 int main(void)

@@ -727,8 +727,11 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     steptime_format(&w->times, w->times.n / 10, line, sizeof line);
     double red, gath; /* and what the overlap hid (timing-dependent, like the rest of the line) */
     sync_overlap_counts(&w->sync, &red, &gath);
-    LOG(LOG_INFO, "%s; buckets reduced during backward %.1f of %d, all-gathered %.1f (mean a step)",
-        line, red, w->sync.nb, gath);
+    if (w->sync.shm)
+        LOG(LOG_INFO, "%s; sync through shared memory after backward", line);
+    else
+        LOG(LOG_INFO, "%s; buckets reduced during backward %.1f of %d, all-gathered %.1f (mean a step)",
+            line, red, w->sync.nb, gath);
     if (w->sync.sp_rows) {
         double sparse, dense;
         sync_sparse_bytes(&w->sync, &sparse, &dense);

@@ -174,37 +174,51 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
                  need / 1048576);
         return NULL;
     }
-    /* A window that cannot be had falls back to messages on every rank
-     * rather than aborting the job. */
-    MPI_Errhandler eh;
-    MPI_Comm_get_errhandler(s->comm, &eh);
-    MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
-    MPI_Info info;
-    MPI_Info_create(&info);
-    MPI_Info_set(info, "alloc_shared_noncontig", "true");
-    float *mine = NULL;
+    /* Every step below is agreed by all ranks (a collective each), so all
+     * take the same branch; a window that cannot be had falls back to
+     * messages on every rank rather than aborting the job. */
     s->peer = calloc((size_t)s->W, sizeof *s->peer);
     s->tmp = calloc(SYNC_SHM_CHUNK, sizeof *s->tmp);
-    int ok = s->peer && s->tmp &&
-             MPI_Win_allocate_shared((MPI_Aint)((s->n ? s->n : 1) * sizeof(float)), sizeof(float), info,
-                                     s->comm, &mine, &s->win) == MPI_SUCCESS;
-    MPI_Info_free(&info);
+    int ok = s->peer && s->tmp;
     MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, s->comm);
-    for (int r = 0; all && r < s->W; r++) {
-        MPI_Aint size;
-        int unit;
-        all = MPI_Win_shared_query(s->win, r, &size, &unit, &s->peer[r]) == MPI_SUCCESS;
+    int made = 0;
+    float *mine = NULL;
+    if (all) {
+        MPI_Errhandler eh;
+        MPI_Comm_get_errhandler(s->comm, &eh);
+        MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
+        MPI_Info info;
+        MPI_Info_create(&info);
+        MPI_Info_set(info, "alloc_shared_noncontig", "true");
+        made = MPI_Win_allocate_shared((MPI_Aint)((s->n ? s->n : 1) * sizeof(float)), sizeof(float), info,
+                                       s->comm, &mine, &s->win) == MPI_SUCCESS;
+        MPI_Info_free(&info);
+        ok = made;
+        for (int r = 0; ok && r < s->W; r++) {
+            MPI_Aint size;
+            int unit;
+            ok = MPI_Win_shared_query(s->win, r, &size, &unit, &s->peer[r]) == MPI_SUCCESS && s->peer[r];
+        }
+        MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, s->comm);
+        int made_all = 0;
+        MPI_Allreduce(&made, &made_all, 1, MPI_INT, MPI_MIN, s->comm);
+        if (!all && made_all) MPI_Win_free(&s->win); /* made everywhere: freed everywhere */
+        /* (made on some ranks only: left as it is, freeing it is collective) */
+        MPI_Comm_set_errhandler(s->comm, eh);
+        MPI_Errhandler_free(&eh);
+        if (!all) snprintf(why, len, "MPI_Win_allocate_shared of %zu bytes a worker failed", s->n * sizeof(float));
     }
-    MPI_Comm_set_errhandler(s->comm, eh);
-    MPI_Errhandler_free(&eh);
-    if (!all) { /* a window made on some ranks only is left as it is: freeing it is collective */
+    if (!all) {
         free(s->peer), free(s->tmp);
         s->peer = NULL, s->tmp = NULL;
-        snprintf(why, len, "MPI_Win_allocate_shared of %zu bytes a worker failed", s->n * sizeof(float));
+        if (!*why) snprintf(why, len, "out of memory");
         return NULL;
     }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win); /* one passive epoch: loads and stores, fenced by shm_fence */
     memset(mine, 0, s->n * sizeof *mine);
+    free(s->recv); /* the messages' receive areas: not used from here on */
+    s->recv = NULL;
+    for (int k = 0; k < s->nb; k++) s->b[k].recv = NULL;
     s->shm = 1;
     return mine;
 }
@@ -225,11 +239,12 @@ int sync_set_reproducible(Sync *s, int nmicro, float **slot)
     s->nmicro = nmicro, s->slot = slot;
     s->loss0 = s->nstats;
     s->nstats += (int)M;
-    float *recv = calloc(M * (s->own_len ? s->own_len : 1), sizeof *recv);
+    float *recv = s->shm ? NULL : calloc(M * (s->own_len ? s->own_len : 1), sizeof *recv);
     double *all = calloc((size_t)s->W * (size_t)s->nstats, sizeof *all);
-    if (!recv || !all) return free(recv), free(all), -1;
+    if ((!recv && !s->shm) || !all) return free(recv), free(all), -1;
     free(s->recv), free(s->all);
     s->recv = recv, s->all = all;
+    if (s->shm) return 0; /* no messages: the buckets' counts are not used */
     if (s->W > 1 && nmicro > 1 && !(s->pack = calloc((size_t)nmicro * s->n, sizeof *s->pack)))
         return -1; /* one micro-batch: its slot is already laid out as the pack would be */
     for (int k = 0; k < s->nb; k++) { /* nmicro pieces to each rank, from the pack area */

@@ -4,9 +4,13 @@ for w in 1 2 3 4; do
     for n in 1000 7 2 100003; do
         check "sync W=$w n=$n: identical bits on every rank, norm = float64 reference" \
             mpirun -np "$w" build/tests/mpi_sync "$n"
-        # The same through the shared window (sync.shared_memory auto: one node).
+        # The same through the shared window (sync.shared_memory auto: one node;
+        # one rank has no window), and so with sync.reproducible's statistics.
+        [ "$w" -gt 1 ] || continue
         check "sync W=$w n=$n through shared memory: identical bits on every rank, norm = float64 reference" \
             mpirun -np "$w" build/tests/mpi_sync "$n" shm
+        check "sync W=$w n=$n reproducible, through shared memory: identical bits on every rank, norm = float64 reference" \
+            mpirun -np "$w" build/tests/mpi_sync "$n" shmrepro
     done
 done
 # Buckets: the reduction cut into buckets of 7, 100, 4096 and 20000 floats,
@@ -27,7 +31,17 @@ buckets_same_norm() {
         [ "$norm" = "$ref" ] || { echo "norm differs from one bucket's: $ref"; return 1; }
     done
 }
+# sync.reproducible's statistics (over the whole gradient, in flat order):
+# the same norm bits as messages and through the window.
+repro_same_norm() {
+    local a b
+    a=$(mpirun -np "$1" build/tests/mpi_sync 100003 repro | grep -o 'norm [0-9.e+-]*') || return 1
+    b=$(mpirun -np "$1" build/tests/mpi_sync 100003 shmrepro | grep -o 'norm [0-9.e+-]*') || return 1
+    echo "messages: $a; shared memory: $b"
+    [ -n "$a" ] && [ "$a" = "$b" ]
+}
 for w in 2 3; do
+    check "sync W=$w reproducible: shared memory == messages, norm bit for bit" repro_same_norm "$w"
     check "sync W=$w in buckets of 7, 100, 4096, 20000 floats and through shared memory: same bits as one bucket, gathered as they land" buckets_same_norm "$w"
 done
 # worker/state.c's unit tests on 3 real ranks: the checkpoint gathers every
