@@ -1476,5 +1476,13 @@ uint64_t cfg_worker_bytes(const Config *c, int W)
                       (rollback ? P * (uint64_t)(1 + moments) : 0) +
                       2 * (uint64_t)c->model_layers * (uint64_t)(W > 0 ? W : 1) * B * H + /* worker 0's gather */
                       (own < P ? (uint64_t)moments * P : 0); /* and, sharded, its whole moments */
+    /* sync.reproducible with n > 1 micro-batches a worker (worker/repro.c,
+     * sync_set_reproducible): n gradient slots, with W > 1 the pack of their
+     * pieces, every rank's n pieces of the shard (n x the shard above), and
+     * a micro-batch model's activations (it borrows the parameters and the
+     * first slot). */
+    uint64_t mb = (uint64_t)c->data_micro_batch, n = mb > 0 && B % mb == 0 ? B / mb : 1;
+    if (c->sync_reproducible == REPRO_TRUE && n > 1)
+        floats += n * P + (W > 1 ? n * P : 0) + (n - 1) * P + (cfg_model_floats(c, (int)mb) - 2 * P);
     return 4 * floats;
 }

@@ -246,7 +246,9 @@ uint64_t cfg_model_floats(const Config *c, int B);
 /* Bytes one of W workers needs at least: the model's buffers, optimizer
  * moments (its shard when sharded), the gradient shard, the rollback copy
  * when any action is rollback, worker 0's gather of the carried state (and,
- * sharded, of the optimizer moments, for checkpoints). */
+ * sharded, of the optimizer moments, for checkpoints); with
+ * sync.reproducible true and B / data.micro_batch = n > 1, the n gradient
+ * slots, their pieces and the micro-batch model. */
 uint64_t cfg_worker_bytes(const Config *c, int W);
 /* Checkpoint directory: checkpoint.dir, or RUN_DIR/checkpoints. */
 void cfg_checkpoint_dir(const Config *c, char *out, size_t len);

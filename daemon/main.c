@@ -1020,7 +1020,7 @@ static int check_memory(const Config *c, int W, int local, int dry, char *err, s
                      (double)avail / gib);
     if (!avail || !local || (double)need * local <= (double)avail) return 0;
     snprintf(err, errlen, "memory: %d worker%s x about %.3g GiB (model.*, data.batch_per_worker, "
-             "data.seq_len, train.optimizer) need %.3g GiB, this machine has %.3g GiB available",
+             "data.seq_len, train.optimizer, data.micro_batch) need %.3g GiB, this machine has %.3g GiB available",
              local, local == 1 ? "" : "s", (double)need / gib, (double)need * local / gib, (double)avail / gib);
     return -1;
 }

@@ -812,6 +812,26 @@ static void test_validate_param_count(void **state)
 /* sync.reproducible auto (the default) settles to true or false in
  * cfg_resolve, by worker.threads, sync.mode and sync.sparse_embedding, with a
  * line that says which and why; true and false are left as they are. */
+/* The memory estimate counts sync.reproducible's micro-batches: a replay of
+ * 4 micro-batches a worker holds 4 gradient slots, their pieces packed (W >
+ * 1) and received (3 more shards' worth), at least 11 x the parameters more
+ * than one micro-batch; not when reproducible is off. */
+static void test_worker_bytes_micro(void **state)
+{
+    (void)state;
+    Config c;
+    cfg_defaults(&c);
+    set_ok(&c, "sync.reproducible=true");
+    uint64_t P = cfg_param_count(&c), one = cfg_worker_bytes(&c, 2);
+    set_ok(&c, "data.micro_batch=4"); /* the default 16 streams: 4 micro-batches */
+    uint64_t four = cfg_worker_bytes(&c, 2);
+    assert_true(four >= one + 4 * 11 * P);
+    assert_true(four < one + 4 * 13 * P + 4 * cfg_model_floats(&c, 4));
+    assert_true(cfg_worker_bytes(&c, 1) < four); /* one worker: no pack */
+    set_ok(&c, "sync.reproducible=false");
+    assert_int_equal(cfg_worker_bytes(&c, 2), one);
+}
+
 static void test_resolve_reproducible(void **state)
 {
     (void)state;
@@ -1019,7 +1039,7 @@ static const char *const unhashed_keys[] = {
     "checkpoint.on_failure", "log.tensor_norms_every", "metrics.listen", "metrics.stall_seconds",
     "watchdog.seconds", "watchdog.warn_seconds", "watchdog.straggler_factor",
     "watchdog.straggler_window", "sync.bucket_kb", "debug.ckpt_crash_step", "debug.ckpt_crash_at",
-    "debug.slow_ms", "debug.slow_worker", "debug.stop_at_end",
+    "debug.slow_ms", "debug.slow_worker", "debug.stop_at_end", "sync.shared_memory",
 };
 
 /* Keys added after runs existed: hashed only when not at their default, so
@@ -1166,6 +1186,7 @@ int main(void)
         cmocka_unit_test(test_validate_param_count),
         cmocka_unit_test(test_validate_softmax), cmocka_unit_test(test_validate_embedding_update),
         cmocka_unit_test(test_resolve_reproducible),
+        cmocka_unit_test(test_worker_bytes_micro),
         cmocka_unit_test(test_validate_fields),
         cmocka_unit_test(test_validate_listen_strict),
         cmocka_unit_test(test_print_shape),
