@@ -1284,8 +1284,9 @@ int cfg_validate(const Config *c, char *err, size_t errlen)
     if (c->sync_reproducible == REPRO_TRUE && c->data_micro_batch > 0 &&
         c->data_batch_per_worker % c->data_micro_batch != 0)
         return validate_fail(&m, "data.micro_batch (%d) must divide data.batch_per_worker (%d) "
-                                 "when sync.reproducible is true: every worker cuts its streams "
-                                 "into whole micro-batches", c->data_micro_batch,
+                                 "when sync.reproducible is true (as auto is unless worker.threads "
+                                 "> 1, sync.mode sharded or sync.sparse_embedding): every worker "
+                                 "cuts its streams into whole micro-batches", c->data_micro_batch,
                              c->data_batch_per_worker);
     uint64_t G = c->model_kind == MODEL_LSTM ? 4 : c->model_kind == MODEL_GRU ? 3 : 1;
     uint64_t wide = G * (uint64_t)c->model_hidden;

@@ -866,7 +866,8 @@ static void test_resolve_reproducible(void **state)
     assert_int_equal(c.sync_reproducible, REPRO_TRUE);
     assert_non_null(strstr(note, "micro-batches of 4 streams"));
     set_ok(&c, "data.micro_batch=5"); /* on, so a micro-batch must divide B */
-    VALIDATE_ERR(&c, "data.micro_batch (5) must divide data.batch_per_worker (16)");
+    VALIDATE_ERR(&c, "data.micro_batch (5) must divide data.batch_per_worker (16) when sync.reproducible "
+                     "is true (as auto is unless");
     cfg_defaults(&c); /* explicit values stay, and say nothing */
     set_ok(&c, "sync.reproducible=false");
     cfg_resolve(&c, note, sizeof note);
