@@ -180,17 +180,19 @@ ns_down() {
     local k ns p
     for k in $(seq 0 $((NS_N - 1))); do
         ns=$(ns_name "$k")
-        p=$(ip netns pids "$ns" 2>/dev/null)
-        [ -z "$p" ] || kill -KILL $p 2>/dev/null
+        p=$(ip netns pids "$ns" 2>/dev/null) || true
+        [ -z "$p" ] || kill -KILL $p 2>/dev/null || true
     done
+    # (|| true: under make bench's set -e, a second call from the exit trap,
+    # with the links already gone, must not turn the exit status into 1)
     for k in $(seq 0 $((NS_N - 1))); do
-        ns_unwire "$k" 2>/dev/null
-        ip link del "$(ns_veth "$k")" 2>/dev/null
-        ip link del "${NS_P}w$k" 2>/dev/null
-        ip netns del "$(ns_name "$k")" 2>/dev/null
+        ns_unwire "$k" 2>/dev/null || true
+        ip link del "$(ns_veth "$k")" 2>/dev/null || true
+        ip link del "${NS_P}w$k" 2>/dev/null || true
+        ip netns del "$(ns_name "$k")" 2>/dev/null || true
     done
-    ip link del "$NS_BR" 2>/dev/null
-    ip link del "${NS_BR}2" 2>/dev/null
+    ip link del "$NS_BR" 2>/dev/null || true
+    ip link del "${NS_BR}2" 2>/dev/null || true
     NS_N=0
     return 0
 }
