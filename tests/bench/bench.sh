@@ -38,6 +38,9 @@
 #                    statistics collective), update (detector, clip,
 #                    optimizer), record (handing the step record to MPI),
 #                    other; and the step time over forward+backward alone
+#                    (bench_tool step in NP processes at once, each round
+#                    right after the workload's runs: best rounds, and
+#                    round by round mean +- standard error)
 # Each variant runs BENCH_ROUNDS times (default 3), interleaved, best median
 # kept. Writes build/bench.json. BENCH_ONLY="W2 W3" runs only those
 # workloads (and their variants), without the repro and cluster parts.
@@ -316,10 +319,18 @@ if [ "${BENCH_ONLY:-}" = repro ]; then repro_bench; exit 0; fi
 
 peak=$($TOOL peak "$NP"); peak1=$($TOOL peak 1)
 
+floor_round() { # WL I: forward+backward alone, in NP processes at once as the workers run (the
+    # same cores, caches and memory bandwidth), the slowest one's median, into $TMP/WL_floor_I
+    local k pids=()
+    for k in $(seq "$NP"); do $TOOL step "${CFG[$1]}" 20 1 >"$TMP/$1_floor_$2.$k" & pids+=($!); done
+    wait "${pids[@]}"
+    cat "$TMP/$1_floor_$2".* | sort -g | tail -1 >"$TMP/$1_floor_$2"
+}
 for i in $(seq "$ROUNDS"); do
     for wl in $WLS; do
         run "$wl" "${wl}_clip_$i" "$NP"
         run "$wl" "${wl}_none_$i" "$NP" --set clip.mode=none
+        floor_round "$wl" "$i"
     done
     if has W1; then
         run W1 "W1_dp12_$i" 1 --set worker.threads=2 --set data.batch_per_worker=64 # W1: 32 per worker x 2
@@ -346,7 +357,8 @@ for wl in $WLS; do
     model=$($TOOL model "${CFG[$wl]}" "$NP")
     flops=$(jq .flops_per_step <<<"$model"); tokens=$(jq .tokens_per_step <<<"$model")
     p10=$(pct "$wl" "$name" 0.1); p90=$(pct "$wl" "$name" 0.9)
-    floor=$($TOOL step "${CFG[$wl]}" 20 1) # one worker's forward+backward alone
+    floor=$(for i in $(seq "$ROUNDS"); do cat "$TMP/${wl}_floor_$i"; done | sort -g | head -1) # best round
+    read -r fm fse _ < <(for i in $(seq "$ROUNDS"); do calc "$(pct "$wl" "${wl}_clip_$i" 0.5) / $(cat "$TMP/${wl}_floor_$i")"; echo; done | mean_se)
     tps=$(calc "$tokens / ($clip / 1000)"); sps=$(calc "1000 / $clip")
     gf=$(calc "$flops / ($clip / 1000) / 1e9"); frac=$(calc "$gf / $peak")
     ov=$(calc "$clip / $none - 1")
@@ -358,9 +370,9 @@ for wl in $WLS; do
         "$on" "$(calc "$om * 100")" "$(calc "$ose * 100")" "$(calc "$um * 100")" "$(calc "$use * 100")"
     json+=",\"clip_overhead_rounds\":{\"pairs\":$on,\"step_mean\":$om,\"step_se\":$ose,\"update_phase_mean\":$um,\"update_phase_se\":$use}"
     bd=$(breakdown_json "$name")
-    printf '   step / forward+backward alone: %.3f; step breakdown by the workers'"'"' own timers (ms):\n' "$(calc "$clip / $floor")"
+    printf '   step / forward+backward alone: %.3f (best rounds; round by round %.3f +- %.3f); step breakdown by the workers'"'"' own timers (ms):\n' "$(calc "$clip / $floor")" "$fm" "$fse"
     breakdown "$name" | sed 's/^/     /'
-    json+=",\"step_vs_compute_only\":$(calc "$clip / $floor"),\"step_breakdown\":${bd:-null}"
+    json+=",\"step_vs_compute_only\":$(calc "$clip / $floor"),\"step_vs_compute_only_rounds\":{\"mean\":$fm,\"se\":$fse},\"step_breakdown\":${bd:-null}"
     if [ "$wl" != W3 ]; then # sharded and sparse send messages: against replicated as messages
         read -r _ shard < <(best "$wl" shard)
         read -r _ msgs < <(best "$wl" "$([ "$wl" = W1 ] && echo bucketmsg || echo msg)")
