@@ -34,15 +34,15 @@ check "final checkpoint: the carried hidden state is training's, whether validat
 hash_numbers_only() {
     [ -s "$TMP/hv_on/final.safetensors" ] || { echo "no run"; return 1; }
     run hh_b 2 "${RQ[@]}" --set data.valid_batches=4 --set run.name=other --set sync.bucket_kb=1 \
-        --set log.tensor_norms_every=3 --set checkpoint.keep=9 || return 1
+        --set sync.shared_memory=off --set log.tensor_norms_every=3 --set checkpoint.keep=9 || return 1
     local a b c
     a=$(meta "$TMP/hv_on/final.safetensors" config_hash) b=$(meta "$TMP/hh_b/final.safetensors" config_hash)
-    echo "config_hash $a (run A) $b (run B: other dir, name, buckets, logging)"
+    echo "config_hash $a (run A) $b (run B: other dir, name, buckets, messages, logging)"
     [ "$a" = "$b" ] && [ "$(meta "$(final_ck "$TMP/hv_on")" config_hash)" = "$a" ] || return 1
     c=$(meta "$TMP/hv_off/final.safetensors" config_hash) # data.valid_batches changes numbers
     [ "$c" != "$a" ]
 }
-check "config_hash: the same training in another dir, name, bucket size and logging has the same hash" hash_numbers_only
+check "config_hash: the same training in another dir, name, bucket size, sync transport and logging has the same hash" hash_numbers_only
 
 # sync.reproducible: W = 1, 2, 3, 4, 6 workers (oversubscribed) at the same
 # global batch give the same bytes: logs (but timings) and the tensors section
