@@ -1018,6 +1018,11 @@ int cfg_set_arg(Config *c, const char *arg, char *err, size_t errlen)
  * and with the adaptive softmax per tail cluster proj (H, d), weight (d, n), bias (n). */
 int cfg_tied(const Config *c) { return c->model_tie_embeddings && c->data_source != DATA_ADDING; }
 
+int cfg_micro_batch(const Config *c)
+{
+    return c->data_micro_batch > 0 ? c->data_micro_batch : c->data_batch_per_worker;
+}
+
 /* model.softmax_cutoffs into cut[0..K) (K returned), or -1 with *why set.
  * vocab > 0: each cutoff must also be below it. */
 static int parse_cutoffs(const char *s, int vocab, int cut[CFG_MAX_CLUSTERS], const char **why)
@@ -1482,7 +1487,7 @@ uint64_t cfg_worker_bytes(const Config *c, int W)
      * pieces, every rank's n pieces of the shard (n x the shard above), and
      * a micro-batch model's activations (it borrows the parameters and the
      * first slot). */
-    uint64_t mb = (uint64_t)c->data_micro_batch, n = mb > 0 && B % mb == 0 ? B / mb : 1;
+    uint64_t mb = (uint64_t)cfg_micro_batch(c), n = B % mb == 0 ? B / mb : 1;
     if (c->sync_reproducible == REPRO_TRUE && n > 1)
         floats += n * P + (W > 1 ? n * P : 0) + (n - 1) * P + (cfg_model_floats(c, (int)mb) - 2 * P);
     return 4 * floats;

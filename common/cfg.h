@@ -199,6 +199,9 @@ const char *cfg_schedule_name(int s);
 uint64_t cfg_param_count(const Config *c);
 /* 1 when the head shares the embedding matrix (model.tie_embeddings, token models). */
 int cfg_tied(const Config *c);
+/* Streams per sync.reproducible micro-batch: data.micro_batch, or all of
+ * data.batch_per_worker when it is 0. */
+int cfg_micro_batch(const Config *c);
 /* model.softmax adaptive (token models): the head covers the shortlist
  * [0, cut[0]) and one entry per tail cluster; cluster k holds the words
  * [cut[k], cut[k+1]) (cut[K] = model.vocab) behind a projection of width

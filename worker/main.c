@@ -200,9 +200,9 @@ static void worker_setup(Worker *w)
                             c->sync_mode == SYNC_SHARDED)) != 0)
         worker_fatal("cannot set up gradient sync for %zu parameters", w->model.nparams);
     if (c->sync_shared_memory) { /* auto: every worker on this node, replicated, dense */
-        int mb = c->data_micro_batch > 0 ? c->data_micro_batch : B;
         char why[256];
-        float *g = sync_shared_grads(&w->sync, c->sync_reproducible == REPRO_TRUE ? B / mb : 0, why, sizeof why);
+        int nmicro = c->sync_reproducible == REPRO_TRUE ? B / cfg_micro_batch(c) : 0;
+        float *g = sync_shared_grads(&w->sync, nmicro, why, sizeof why);
         if (g) model_bind(m, NULL, g);
         else if (*why && w->rank == 0)
             LOG(LOG_WARN, "sync.shared_memory auto: every worker is on one node, but %s: gradients go "
@@ -212,8 +212,7 @@ static void worker_setup(Worker *w)
     if (c->sync_reproducible == REPRO_TRUE && (repro_init(&w->repro, &w->model, c) != 0 ||
                                  sync_set_reproducible(&w->sync, w->repro.n, w->repro.slot) != 0))
         worker_fatal("cannot set up sync.reproducible: %d micro-batches of %d streams, %zu "
-                     "parameters", B / (c->data_micro_batch ? c->data_micro_batch : B),
-                     c->data_micro_batch ? c->data_micro_batch : B, w->model.nparams);
+                     "parameters", B / cfg_micro_batch(c), cfg_micro_batch(c), w->model.nparams);
     if (w->repro.n > 1) repro_report(w);
     /* Sharded: optimizer state for this worker's shard only; the update
      * covers [opt.base, opt.base + opt.n). */

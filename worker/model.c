@@ -64,39 +64,17 @@ static void model_point(Model *m)
     else o = view_off(m, "head.weight", 0), m->hw = m->params + o, m->dhw = m->grads + o;
 }
 
-#define REBIND(p, from, to) ((p) = (to) + ((p) - (from)))
-
 void model_bind(Model *m, float *params, float *grads)
 {
-    float *p0 = m->params, *g0 = m->grads;
     if (params) {
-        REBIND(m->hw, p0, params), REBIND(m->hb, p0, params);
-        for (int k = 0; m->adaptive && k < m->ada.K; k++) {
-            Adaptive *a = &m->ada;
-            REBIND(a->proj[k], p0, params), REBIND(a->tw[k], p0, params), REBIND(a->tb[k], p0, params);
-        }
-        for (int l = 0; l < m->L; l++) {
-            Layer *y = &m->layer[l];
-            REBIND(y->wx, p0, params), REBIND(y->wh, p0, params), REBIND(y->b, p0, params);
-        }
-        if (m->emb) REBIND(m->emb, p0, params);
-        if (!(m->borrowed & 1)) free(p0);
+        if (!(m->borrowed & 1)) free(m->params);
         m->params = params, m->borrowed |= 1;
     }
     if (grads) {
-        REBIND(m->dhw, g0, grads), REBIND(m->dhb, g0, grads);
-        for (int k = 0; m->adaptive && k < m->ada.K; k++) {
-            Adaptive *a = &m->ada;
-            REBIND(a->dproj[k], g0, grads), REBIND(a->dtw[k], g0, grads), REBIND(a->dtb[k], g0, grads);
-        }
-        for (int l = 0; l < m->L; l++) {
-            Layer *y = &m->layer[l];
-            REBIND(y->dwx, g0, grads), REBIND(y->dwh, g0, grads), REBIND(y->db, g0, grads);
-        }
-        if (m->emb) REBIND(m->demb, g0, grads);
-        if (!(m->borrowed & 2)) free(g0);
+        if (!(m->borrowed & 2)) free(m->grads);
         m->grads = grads, m->borrowed |= 2;
     }
+    model_point(m);
 }
 
 /* Every buffer of the model, counted in m->nfloats. */

@@ -199,10 +199,10 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
             int unit;
             ok = MPI_Win_shared_query(s->win, r, &size, &unit, &s->peer[r]) == MPI_SUCCESS && s->peer[r];
         }
-        MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, s->comm);
-        int made_all = 0;
-        MPI_Allreduce(&made, &made_all, 1, MPI_INT, MPI_MIN, s->comm);
-        if (!all && made_all) MPI_Win_free(&s->win); /* made everywhere: freed everywhere */
+        int mine2[2] = {ok, made}, every[2] = {0, 0}; /* usable, made: on every rank? */
+        MPI_Allreduce(mine2, every, 2, MPI_INT, MPI_MIN, s->comm);
+        all = every[0];
+        if (!all && every[1]) MPI_Win_free(&s->win); /* made everywhere: freed everywhere */
         /* (made on some ranks only: left as it is, freeing it is collective) */
         MPI_Comm_set_errhandler(s->comm, eh);
         MPI_Errhandler_free(&eh);
@@ -490,12 +490,15 @@ void sync_overlap_counts(const Sync *s, double *reduced, double *gathered)
  * reproducible, the whole gradient's in flat order as it is copied in. The
  * caller must not change grads before every rank has copied (a collective
  * that needs every rank, as the statistics all-gather, or a barrier). */
+/* Floats of the chunk at c of a range of len. */
+static size_t shm_chunk(size_t len, size_t c) { return len - c < SYNC_SHM_CHUNK ? len - c : SYNC_SHM_CHUNK; }
+
 static int shm_reduce(Sync *s, float *grads, const Model *m)
 {
     if (grads != s->peer[s->rank] || shm_fence(s) != 0) return -1;
     float *t = s->tmp;
     for (size_t c = 0; c < s->own_len; c += SYNC_SHM_CHUNK) {
-        size_t at = s->own_off + c, len = s->own_len - c < SYNC_SHM_CHUNK ? s->own_len - c : SYNC_SHM_CHUNK;
+        size_t at = s->own_off + c, len = shm_chunk(s->own_len, c);
         memcpy(t, s->peer[0] + at, len * sizeof *t);
         for (int r = 1; r < s->W; r++) {
             const float *piece = s->peer[r] + at;
@@ -507,8 +510,9 @@ static int shm_reduce(Sync *s, float *grads, const Model *m)
     if (shm_fence(s) != 0) return -1;
     for (int r = 0; r < s->W; r++) {
         size_t off = (size_t)s->displs[r], len = (size_t)s->counts[r];
+        if (r == s->rank && !s->nmicro) continue; /* mine, its statistics taken */
         for (size_t c = 0; c < len; c += SYNC_SHM_CHUNK) {
-            size_t at = off + c, k = len - c < SYNC_SHM_CHUNK ? len - c : SYNC_SHM_CHUNK;
+            size_t at = off + c, k = shm_chunk(len, c);
             if (r != s->rank) memcpy(grads + at, s->peer[r] + at, k * sizeof *grads);
             if (s->nmicro) range_stats(s, grads, m, at, k);
         }
@@ -522,12 +526,15 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
     if (s->grads != grads) sync_begin(s, grads, m);
     s->ov_steps++, s->ov_red += s->nred, s->ov_gath += s->ngath;
     int rc = s->failed ? -1 : 0;
-    if (s->shm) rc = shm_reduce(s, grads, m);
-    sync_ready(s, s->n);
-    while (!s->shm && s->nred < s->nb) {
-        Bucket *b = &s->b[s->nred];
-        if (s->W > 1 && MPI_Wait(&b->req, MPI_STATUS_IGNORE) != MPI_SUCCESS) rc = -1;
-        if (bucket_land(s) != 0) rc = -1;
+    if (s->shm) {
+        rc = shm_reduce(s, grads, m);
+    } else {
+        sync_ready(s, s->n);
+        while (s->nred < s->nb) {
+            Bucket *b = &s->b[s->nred];
+            if (s->W > 1 && MPI_Wait(&b->req, MPI_STATUS_IGNORE) != MPI_SUCCESS) rc = -1;
+            if (bucket_land(s) != 0) rc = -1;
+        }
     }
     /* reproducible: the whole gradient on every rank, then its statistics
      * (sync.sparse_embedding is refused with it: the buckets cover it all) */

@@ -335,7 +335,7 @@ for i in $(seq "$ROUNDS"); do
     if has W1; then
         run W1 "W1_dp12_$i" 1 --set worker.threads=2 --set data.batch_per_worker=64 # W1: 32 per worker x 2
         run W1 "W1_shard_$i" "$NP" --set sync.mode=sharded
-        run W1 "W1_bucketmsg_$i" "$NP" --set sync.shared_memory=off
+        run W1 "W1_msg_$i" "$NP" --set sync.shared_memory=off
         run W1 "W1_onebucket_$i" "$NP" --set sync.bucket_kb=0 --set sync.shared_memory=off
     fi
     if has W2; then
@@ -375,33 +375,31 @@ for wl in $WLS; do
     json+=",\"step_vs_compute_only\":$(calc "$clip / $floor"),\"step_vs_compute_only_rounds\":{\"mean\":$fm,\"se\":$fse},\"step_breakdown\":${bd:-null}"
     if [ "$wl" != W3 ]; then # sharded and sparse send messages: against replicated as messages
         read -r _ shard < <(best "$wl" shard)
-        read -r _ msgs < <(best "$wl" "$([ "$wl" = W1 ] && echo bucketmsg || echo msg)")
+        read -r _ msgs < <(best "$wl" msg) # replicated, buckets, sync.shared_memory off
         json+=",\"sharded_vs_replicated\":$(calc "$shard / $msgs")"
         printf '   sharded %.2f ms vs replicated as messages %.2f ms: ratio %.3f\n' "$shard" "$msgs" "$(calc "$shard / $msgs")"
     fi
     if [ "$wl" = W2 ]; then
         read -r sname sparse < <(best W2 sparse)
-        read -r _ msg < <(best W2 msg)
-        printf '   shared memory (the default on one node) %.2f ms vs messages %.2f ms: step ratio %.3f\n' "$clip" "$msg" "$(calc "$clip / $msg")"
-        json+=",\"shared_memory_vs_messages\":$(calc "$clip / $msg")"
+        printf '   shared memory (the default on one node) %.2f ms vs messages %.2f ms: step ratio %.3f\n' "$clip" "$msgs" "$(calc "$clip / $msgs")"
+        json+=",\"shared_memory_vs_messages\":$(calc "$clip / $msgs")"
         sline=$(grep -o 'sparse embedding: .*' "$TMP/$sname.err" | head -1)
         saved=$(awk '{ print $(NF - 1) }' <<<"$sline")
-        printf '   sync.sparse_embedding %.2f ms vs dense as messages %.2f ms: step ratio %.3f; %s\n' "$sparse" "$msg" "$(calc "$sparse / $msg")" "$sline"
-        json+=",\"sparse_embedding_vs_dense\":$(calc "$sparse / $msg"),\"sparse_embedding_bytes_saved_per_step\":${saved:-null}"
+        printf '   sync.sparse_embedding %.2f ms vs dense as messages %.2f ms: step ratio %.3f; %s\n' "$sparse" "$msgs" "$(calc "$sparse / $msgs")" "$sline"
+        json+=",\"sparse_embedding_vs_dense\":$(calc "$sparse / $msgs"),\"sparse_embedding_bytes_saved_per_step\":${saved:-null}"
     fi
     if [ "$wl" = W1 ]; then
         read -r _ dp12 < <(best W1 dp12)
         read -r _ one < <(best W1 onebucket)
-        read -r _ bmsg < <(best W1 bucketmsg)
         dp=$(calc "$dp12 / $clip") # same tokens per step: tokens/s ratio = inverse time ratio
         rss=$(rss_kib "$name")
         min=$(jq .min_bytes_per_rank <<<"$model")
         rr=$(calc "$rss * 1024 / $min")
         printf '   2 workers x 1 thread vs 1 worker x 2 threads (same global batch): throughput ratio %.3f (%.2f vs %.2f ms)\n' "$dp" "$clip" "$dp12"
-        printf '   shared memory (the default on one node) vs messages in buckets: step time ratio %.3f (%.2f vs %.2f ms)\n' "$(calc "$clip / $bmsg")" "$clip" "$bmsg"
-        printf '   messages: gradient buckets during backward vs one reduction after it: step time ratio %.3f\n' "$(calc "$bmsg / $one")"
+        printf '   shared memory (the default on one node) vs messages in buckets: step time ratio %.3f (%.2f vs %.2f ms)\n' "$(calc "$clip / $msgs")" "$clip" "$msgs"
+        printf '   messages: gradient buckets during backward vs one reduction after it: step time ratio %.3f\n' "$(calc "$msgs / $one")"
         printf '   peak RSS %.1f MiB per worker vs analytic minimum %.1f MiB: %.3f\n' "$(calc "$rss / 1024")" "$(calc "$min / 1048576")" "$rr"
-        json+=",\"dp_2x1_vs_1x2\":$dp,\"overlap_vs_none\":$(calc "$bmsg / $one"),\"shared_memory_vs_messages\":$(calc "$clip / $bmsg"),\"rss_kib\":$rss,\"min_bytes_per_rank\":$min,\"rss_vs_minimum\":$rr"
+        json+=",\"dp_2x1_vs_1x2\":$dp,\"overlap_vs_none\":$(calc "$msgs / $one"),\"shared_memory_vs_messages\":$(calc "$clip / $msgs"),\"rss_kib\":$rss,\"min_bytes_per_rank\":$min,\"rss_vs_minimum\":$rr"
         top_dp=$dp; top_rr=$rr
     fi
     json+="}"
