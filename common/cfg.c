@@ -1450,6 +1450,14 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2])
     return lo.t[i].ndim;
 }
 
+uint64_t cfg_pack_floats(const Config *c)
+{
+    uint64_t H = (uint64_t)c->model_hidden, GH = (uint64_t)cfg_gates(c->model_kind) * H, nr = CFG_PACK_NR;
+    if (H * GH < CFG_PACK_MIN) return 0;
+    uint64_t fwd = H * ((GH + nr - 1) / nr * nr), bwd = GH * ((H + nr - 1) / nr * nr);
+    return fwd > bwd ? fwd : bwd;
+}
+
 uint64_t cfg_model_floats(const Config *c, int B)
 {
     uint64_t T = (uint64_t)c->data_seq_len, H = (uint64_t)c->model_hidden, TB = T * (uint64_t)B;
@@ -1468,7 +1476,7 @@ uint64_t cfg_model_floats(const Config *c, int B)
     int cut[CFG_MAX_CLUSTERS + 1], dim[CFG_MAX_CLUSTERS], K = layout_clusters(c, cut, dim), wmax = 0;
     for (int k = 0; k < K; k++) wmax = cut[k + 1] - cut[k] > wmax ? cut[k + 1] - cut[k] : wmax;
     if (K > 0) n += TB * (3 + 2 * H + 2 * (uint64_t)dim[0] + (uint64_t)wmax); /* adaptive_scratch */
-    return n;
+    return n + cfg_pack_floats(c);
 }
 
 uint64_t cfg_worker_bytes(const Config *c, int W)

@@ -242,9 +242,18 @@ int cfg_tensor_names(const Config *c, char names[][32], int max);
 /* Shape of tensor i of cfg_layout: returns ndim (1 or 2) with
  * shape[0] (and shape[1], 1 for 1-D), or 0 past the last tensor. */
 int cfg_tensor_shape(const Config *c, int i, long shape[2]);
+/* The recurrent weights (H, G*H) are packed for worker/rgemm.c's products
+ * when they have at least CFG_PACK_MIN floats (below that OpenBLAS's own
+ * packing costs little), in panels of CFG_PACK_NR columns. */
+#define CFG_PACK_MIN 65536
+#define CFG_PACK_NR 24
+/* Floats of the buffer the packed recurrent weights take (the larger of
+ * forward's Wh and backward's Wh^T), 0 when they are not packed. */
+uint64_t cfg_pack_floats(const Config *c);
 /* Floats of the model's buffers for B streams: parameters, gradients and
- * activations, exactly what worker/model.c's model_init allocates
- * (Model.nfloats; tests/test_model.c checks they agree). */
+ * activations, what worker/model.c's model_init allocates (Model.nfloats;
+ * tests/test_model.c checks they agree), with the packed weights'
+ * buffer (cfg_pack_floats) counted whether or not this machine packs. */
 uint64_t cfg_model_floats(const Config *c, int B);
 /* Bytes one of W workers needs at least: the model's buffers, optimizer
  * moments (its shard when sharded), the gradient shard, the rollback copy

@@ -19,6 +19,7 @@
 #include "worker/adaptive.h"
 #include "worker/fastmath.h"
 #include "worker/layers.h"
+#include "worker/rgemm.h"
 
 #define FWD_TOL 1e-5    /* float kernel vs double loops, scaled by max(1, |ref|) */
 #define GRAD_TOL 1e-3   /* float analytic vs double FD, |a-n| / max(GRAD_FLOOR, |a|+|n|) */
@@ -46,8 +47,21 @@ static int arena_setup(void **state)
     return a ? 0 : -1;
 }
 
+/* 1: the recurrent layers under test get a pack buffer (worker/rgemm.h):
+ * their time loops run the packed products instead of OpenBLAS's */
+static int g_pack;
+
+/* The same tests through the packed products (skipped where the CPU cannot
+ * run them) */
+static int arena_setup_packed(void **state)
+{
+    g_pack = 1;
+    return arena_setup(state);
+}
+
 static int arena_teardown(void **state)
 {
+    g_pack = 0;
     Arena *a = *state;
     for (int i = 0; i < a->n; i++) {
         free(a->p[i]);
@@ -366,6 +380,7 @@ typedef struct {
     float *dgates;  // (T, B, G*H)
     float *dc;      // (B, H), LSTM
     float *du;      // (T, B, G*H), GRU
+    float *wpack;   // wh packed (g_pack), or NULL
     size_t nwx, nwh, nb, ngrad;
     RefSeq ref;
 } Layer;
@@ -398,6 +413,8 @@ static void layer_alloc(Arena *a, Layer *L, uint64_t *s)
     L->dgates = arena_f(a, TB * GH);
     L->dc = arena_f(a, BH);
     L->du = arena_f(a, TB * GH);
+    size_t pf = rgemm_pack_floats(L->H, (int)GH), pb = rgemm_pack_floats((int)GH, L->H);
+    L->wpack = g_pack ? arena_f(a, pf > pb ? pf : pb) : NULL;
 }
 
 /* x and xref NULL: own random input; else the layer reads the given buffers */
@@ -427,13 +444,13 @@ static void layer_new(Arena *a, Layer *L, int T, int B, int Ein, int H, int G, u
 static void layer_forward(Layer *L)
 {
     if (L->G == 1) {
-        rnn_forward(L->h, L->x, L->wx, L->wh, L->b, L->T, L->B, L->Ein, L->H);
+        rnn_forward(L->h, L->x, L->wx, L->wh, L->b, L->T, L->B, L->Ein, L->H, L->wpack);
     } else if (L->G == 4) {
         lstm_forward(L->h, L->c, L->gates, L->x, L->wx, L->wh, L->b,
-                     L->T, L->B, L->Ein, L->H);
+                     L->T, L->B, L->Ein, L->H, L->wpack);
     } else {
         gru_forward(L->h, L->gates, L->un, L->x, L->wx, L->wh, L->b,
-                    L->T, L->B, L->Ein, L->H);
+                    L->T, L->B, L->Ein, L->H, L->wpack);
     }
 }
 
@@ -442,13 +459,13 @@ static void layer_backward(Layer *L, float *dx)
 {
     if (L->G == 1) {
         rnn_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->x, L->h, L->wx, L->wh,
-                     L->T, L->B, L->Ein, L->H, NULL);
+                     L->T, L->B, L->Ein, L->H, L->wpack, NULL);
     } else if (L->G == 4) {
         lstm_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->dc, L->x, L->h, L->c,
-                      L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H, NULL);
+                      L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H, L->wpack, NULL);
     } else {
         gru_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->du, L->x, L->h,
-                     L->gates, L->un, L->wx, L->wh, L->T, L->B, L->Ein, L->H, NULL);
+                     L->gates, L->un, L->wx, L->wh, L->T, L->B, L->Ein, L->H, L->wpack, NULL);
     }
 }
 
@@ -729,6 +746,75 @@ static void test_gru_stacked(void **state)
     check_stacked("gru", *state, 3, &s);
 }
 
+/* The recurrent-layer tests again through the packed products */
+#define PACKED(test)                                                                               \
+    static void test##_packed(void **state)                                                        \
+    {                                                                                              \
+        if (!rgemm_cpu()) skip();                                                                  \
+        test(state);                                                                               \
+    }
+PACKED(test_rnn)
+PACKED(test_lstm)
+PACKED(test_gru)
+PACKED(test_lstm_stacked)
+PACKED(test_gru_stacked)
+
+/* rgemm against a double reference: C (M, N) += A B, B packed as is or
+ * transposed, strides wider than the rows (the gaps must stay as they
+ * were), K across the 256 block; then each row's bits computed with other
+ * row counts (alone, and in a block starting at row r) are the same. */
+static void test_rgemm(void **state)
+{
+    if (!rgemm_cpu()) skip();
+    Arena *a = *state;
+    uint64_t s = 21;
+    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {4, 24, 256}, {5, 25, 257}, {13, 70, 600},
+                             {20, 800, 200}, {20, 200, 800}, {32, 48, 513}};
+    for (size_t q = 0; q < sizeof shapes / sizeof shapes[0]; q++) {
+        for (int trans = 0; trans < 2; trans++) {
+            const int M = shapes[q][0], N = shapes[q][1], K = shapes[q][2];
+            const int lda = K + 3, ldc = N + 5, ldb = (trans ? K : N) + 2;
+            float *A = arena_rand(a, (size_t)M * lda, &s, -1, 1);
+            float *Bm = arena_rand(a, (size_t)(trans ? N : K) * ldb, &s, -1, 1);
+            float *C0 = arena_rand(a, (size_t)M * ldc, &s, -1, 1), *C = arena_f(a, (size_t)M * ldc);
+            float *bp = arena_f(a, rgemm_pack_floats(K, N)), *C1 = arena_f(a, (size_t)ldc);
+            rgemm_pack(bp, Bm, K, N, ldb, trans);
+            memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+            rgemm(C, ldc, A, lda, bp, M, N, K);
+            for (int i = 0; i < M; i++) {
+                for (int j = 0; j < ldc; j++) {
+                    const size_t o = (size_t)i * ldc + (size_t)j;
+                    if (j >= N) { /* past N: untouched */
+                        assert_true(C[o] == C0[o]);
+                        continue;
+                    }
+                    double ref = C0[o], mag = fabs(C0[o]);
+                    for (int k = 0; k < K; k++) {
+                        double b = trans ? Bm[(size_t)j * ldb + k] : Bm[(size_t)k * ldb + j];
+                        ref += (double)A[(size_t)i * lda + k] * b;
+                        mag += fabs((double)A[(size_t)i * lda + k] * b);
+                    }
+                    if (fabs(C[o] - ref) > (K + 2) * 6e-8 * mag) {
+                        fail_msg("rgemm M=%d N=%d K=%d trans=%d: C[%d][%d] = %.9g, double %.9g", M, N, K,
+                                 trans, i, j, C[o], ref);
+                    }
+                }
+            }
+            for (int i = 0; i < M; i++) { /* row i alone */
+                memcpy(C1, C0 + (size_t)i * ldc, (size_t)ldc * sizeof(float));
+                rgemm(C1, ldc, A + (size_t)i * lda, lda, bp, 1, N, K);
+                assert_memory_equal(C1, C + (size_t)i * ldc, (size_t)N * sizeof(float));
+            }
+            if (M > 2) { /* rows 1..M-1, a block that starts off the 4-row grid */
+                float *C2 = arena_f(a, (size_t)M * ldc);
+                memcpy(C2, C0 + ldc, (size_t)(M - 1) * ldc * sizeof(float));
+                rgemm(C2, ldc, A + lda, lda, bp, M - 1, N, K);
+                assert_memory_equal(C2, C + ldc, (size_t)(M - 1) * ldc * sizeof(float));
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- tests: accumulation, dx NULL */
 
 static void check_layer_accum(const char *name, Arena *a, Layer *L, uint64_t *s)
@@ -758,6 +844,9 @@ static void check_layer_accum(const char *name, Arena *a, Layer *L, uint64_t *s)
     layer_backward_from(L, R, NULL);
     check_same(name2(buf, sizeof buf, name, "grads with dx=NULL"), L->grad, gdx, L->ngrad, 0.0);
 }
+
+static void test_recurrent_accum_and_null_dx(void **state);
+PACKED(test_recurrent_accum_and_null_dx)
 
 static void test_recurrent_accum_and_null_dx(void **state)
 {
@@ -1027,6 +1116,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_linear_accum_and_null_dx, arena_setup,
                                         arena_teardown),
         cmocka_unit_test_setup_teardown(test_embedding_accum, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_rgemm, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_rnn_packed, arena_setup_packed, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_packed, arena_setup_packed, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_stacked_packed, arena_setup_packed, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru_packed, arena_setup_packed, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru_stacked_packed, arena_setup_packed, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_recurrent_accum_and_null_dx_packed, arena_setup_packed,
+                                        arena_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) == 0 ? 0 : 1;
 }

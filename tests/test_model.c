@@ -132,7 +132,8 @@ static void check_model_p(int kind, int source, int layers, double dropout)
     long none[2];
     assert_int_equal(cfg_tensor_shape(&f.c, f.m.nviews, none), 0);
     check_wiring(&f.m);
-    assert_int_equal(cfg_model_floats(&f.c, f.m.B), f.m.nfloats); /* the coordinator's memory estimate */
+    /* the coordinator's memory estimate (which counts the packed weights' buffer wherever it is used) */
+    assert_int_equal(cfg_model_floats(&f.c, f.m.B), f.m.nfloats + (f.m.wpack ? 0 : cfg_pack_floats(&f.c)));
     float scale = (float)(1.0 / (double)model_terms(&f.m));
     double base = loss_at(&f, scale) * scale;
     assert_true(isfinite(base));

@@ -14,6 +14,7 @@
 #include <cblas.h>
 
 #include "worker/fastmath.h"
+#include "worker/rgemm.h"
 /* OpenBLAS's config header pulls in <complex.h>, whose macro I (the imaginary
  * unit) would clash with the linear layer's input size I. */
 #undef I
@@ -121,20 +122,34 @@ static void seq_input_proj(float *pre, const float *x, const float *wx, int TB, 
                 1.0f, x, Ein, wx, GH, 0.0f, pre, GH);
 }
 
+/* The time loops' products with wh: packed into wpack once per pass and
+ * multiplied by rgemm when wpack is given, OpenBLAS otherwise. */
+static void pack_forward(float *wpack, const float *wh, int H, int GH)
+{
+    if (wpack) rgemm_pack(wpack, wh, H, GH, GH, 0);
+}
+
+static void pack_backward(float *wpack, const float *wh, int H, int GH)
+{
+    if (wpack) rgemm_pack(wpack, wh, GH, H, GH, 1); /* wh^T (GH, H) */
+}
+
 /* pre_t (B, GH) += h_t (B, H) wh (H, GH): one step's recurrent term */
 static void step_recurrent_add(float *pre_t, const float *h_t, const float *wh,
-                               int B, int H, int GH)
+                               const float *wpack, int B, int H, int GH)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, GH, H,
-                1.0f, h_t, H, wh, GH, 1.0f, pre_t, GH);
+    if (wpack) rgemm(pre_t, GH, h_t, H, wpack, B, GH, H);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, GH, H,
+                     1.0f, h_t, H, wh, GH, 1.0f, pre_t, GH);
 }
 
 /* dh_prev (B, H) += da_t (B, GH) wh^T (GH, H): gradient into the step's input state */
 static void step_dh_prev_add(float *dh_prev, const float *da_t, const float *wh,
-                             int B, int H, int GH)
+                             const float *wpack, int B, int H, int GH)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, GH,
-                1.0f, da_t, GH, wh, GH, 1.0f, dh_prev, H);
+    if (wpack) rgemm(dh_prev, H, da_t, GH, wpack, B, H, GH);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, GH,
+                     1.0f, da_t, GH, wh, GH, 1.0f, dh_prev, H);
 }
 
 /* dwh (H, GH) += h[0..T-1]^T (H, T*B) du (T*B, GH): after the time loop, from
@@ -180,23 +195,25 @@ static void rnn_step_activate(float *a, const float *b /* (H) */, int B, int H)
 }
 
 void rnn_forward(float *h, const float *x, const float *wx, const float *wh,
-                 const float *b, int T, int B, int Ein, int H)
+                 const float *b, int T, int B, int Ein, int H, float *wpack)
 {
     const size_t BH = (size_t)B * H;
+    pack_forward(wpack, wh, H, H);
     // h[1..T] (T*B, H) holds the input projections, finished one step at a time
     seq_input_proj(h + BH, x, wx, T * B, Ein, H);
     for (int t = 0; t < T; t++) {
         float *a = h + (size_t)(t + 1) * BH; // (B, H)
-        step_recurrent_add(a, h + (size_t)t * BH, wh, B, H, H);
+        step_recurrent_add(a, h + (size_t)t * BH, wh, wpack, B, H, H);
         rnn_step_activate(a, b, B, H);
     }
 }
 
 void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const float *x,
                   const float *h, const float *wx, const float *wh,
-                  int T, int B, int Ein, int H, const LayerProgress *pg)
+                  int T, int B, int Ein, int H, float *wpack, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H;
+    pack_backward(wpack, wh, H, H);
     for (int t = T - 1; t >= 0; t--) {
         progress(pg);
         float *da = dh + (size_t)t * BH;                 // (B, H): dh[t] -> da in place
@@ -205,7 +222,7 @@ void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const
             da[k] *= 1.0f - ht[k] * ht[k];
         }
         if (t > 0) {
-            step_dh_prev_add(dh + (size_t)(t - 1) * BH, da, wh, B, H, H);
+            step_dh_prev_add(dh + (size_t)(t - 1) * BH, da, wh, wpack, B, H, H);
         }
     }
     seq_weight_grads(dx, dwx, dwh, db, dh, dh, x, h, wx, T * B, Ein, H, H);
@@ -281,14 +298,15 @@ static void lstm_step_backward(float *dg /* (B, 4H) */, float *dc /* (B, H), in/
 }
 
 void lstm_forward(float *h, float *c, float *gates, const float *x, const float *wx,
-                  const float *wh, const float *b, int T, int B, int Ein, int H)
+                  const float *wh, const float *b, int T, int B, int Ein, int H, float *wpack)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
+    pack_forward(wpack, wh, H, 4 * H);
     // gates (T*B, 4H) holds the input projections, activated in place per step
     seq_input_proj(gates, x, wx, T * B, Ein, 4 * H);
     for (int t = 0; t < T; t++) {
         float *gt = gates + (size_t)t * BG; // (B, 4H)
-        step_recurrent_add(gt, h + (size_t)t * BH, wh, B, H, 4 * H);
+        step_recurrent_add(gt, h + (size_t)t * BH, wh, wpack, B, H, 4 * H);
         lstm_step_forward(h + (size_t)(t + 1) * BH, c + (size_t)(t + 1) * BH, gt,
                           c + (size_t)t * BH, b, B, H);
     }
@@ -297,9 +315,10 @@ void lstm_forward(float *h, float *c, float *gates, const float *x, const float 
 void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
                    float *dc, const float *x, const float *h, const float *c,
                    const float *gates, const float *wx, const float *wh,
-                   int T, int B, int Ein, int H, const LayerProgress *pg)
+                   int T, int B, int Ein, int H, float *wpack, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
+    pack_backward(wpack, wh, H, 4 * H);
     memset(dc, 0, BH * sizeof(float)); // nothing flows back from beyond the last step
     for (int t = T - 1; t >= 0; t--) {
         progress(pg);
@@ -307,7 +326,7 @@ void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, floa
         lstm_step_backward(dgt, dc, dh + (size_t)t * BH, gates + (size_t)t * BG,
                            c + (size_t)t * BH, c + (size_t)(t + 1) * BH, B, H);
         if (t > 0) {
-            step_dh_prev_add(dh + (size_t)(t - 1) * BH, dgt, wh, B, H, 4 * H);
+            step_dh_prev_add(dh + (size_t)(t - 1) * BH, dgt, wh, wpack, B, H, 4 * H);
         }
     }
     seq_weight_grads(dx, dwx, dwh, db, dgates, dgates, x, h, wx, T * B, Ein, H, 4 * H);
@@ -396,16 +415,17 @@ static void gru_step_backward(float *dg /* (B, 3H) */, float *du /* (B, 3H) */,
 }
 
 void gru_forward(float *h, float *gates, float *un, const float *x, const float *wx,
-                 const float *wh, const float *b, int T, int B, int Ein, int H)
+                 const float *wh, const float *b, int T, int B, int Ein, int H, float *wpack)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
+    pack_forward(wpack, wh, H, 3 * H);
     // gates (T*B, 3H) holds the input projections, activated in place per step
     seq_input_proj(gates, x, wx, T * B, Ein, 3 * H);
     for (int t = 0; t < T; t++) {
         float *gt = gates + (size_t)t * BG; // (B, 3H)
         float *ut = un + (size_t)t * BH;    // (B, H)
         gru_step_split_n(ut, gt, B, H);
-        step_recurrent_add(gt, h + (size_t)t * BH, wh, B, H, 3 * H);
+        step_recurrent_add(gt, h + (size_t)t * BH, wh, wpack, B, H, 3 * H);
         gru_step_forward(h + (size_t)(t + 1) * BH, gt, ut, h + (size_t)t * BH, b, B, H);
     }
 }
@@ -413,9 +433,10 @@ void gru_forward(float *h, float *gates, float *un, const float *x, const float 
 void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
                   float *du, const float *x, const float *h, const float *gates,
                   const float *un, const float *wx, const float *wh,
-                  int T, int B, int Ein, int H, const LayerProgress *pg)
+                  int T, int B, int Ein, int H, float *wpack, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
+    pack_backward(wpack, wh, H, 3 * H);
     for (int t = T - 1; t >= 0; t--) {
         progress(pg);
         float *dgt = dgates + (size_t)t * BG; // (B, 3H)
@@ -424,7 +445,7 @@ void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float
         gru_step_backward(dgt, dut, dh_prev, dh + (size_t)t * BH, gates + (size_t)t * BG,
                           un + (size_t)t * BH, h + (size_t)t * BH, B, H);
         if (dh_prev) {
-            step_dh_prev_add(dh_prev, dut, wh, B, H, 3 * H);
+            step_dh_prev_add(dh_prev, dut, wh, wpack, B, H, 3 * H);
         }
     }
     seq_weight_grads(dx, dwx, dwh, db, dgates, du, x, h, wx, T * B, Ein, H, 3 * H);

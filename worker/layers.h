@@ -50,11 +50,16 @@ void recurrent_weight_grads(float *dwx /* (Ein, GH) */, float *dwh /* (H, GH) */
                             const float *du /* (TB, GH) */, const float *x /* (TB, Ein) */,
                             const float *h /* (TB, H) */, int TB, int Ein, int H, int GH);
 
-/* Vanilla tanh RNN: h[t+1] = tanh(x[t] wx + h[t] wh + b), h[0] given.
+/* The recurrent layers take wpack, scratch for wh packed once per pass
+ * (worker/rgemm.h; rgemm_pack_floats of the larger of (H, G*H) and
+ * (G*H, H)): the time loop's products then go through rgemm. NULL: they
+ * are OpenBLAS calls.
+ *
+ * Vanilla tanh RNN: h[t+1] = tanh(x[t] wx + h[t] wh + b), h[0] given.
  * h is (T+1, B, H). */
 void rnn_forward(float *h /* (T+1, B, H) */, const float *x /* (T, B, Ein) */,
                  const float *wx /* (Ein, H) */, const float *wh /* (H, H) */,
-                 const float *b /* (H) */, int T, int B, int Ein, int H);
+                 const float *b /* (H) */, int T, int B, int Ein, int H, float *wpack);
 /* dh: gradient of the loss w.r.t. h[1..T], (T, B, H); it is used as scratch
  * and left modified. dx may be NULL (first layer fed by raw inputs). */
 void rnn_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, H) */,
@@ -62,7 +67,7 @@ void rnn_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, H) */,
                   float *dh /* (T, B, H), in/scratch */, const float *x /* (T, B, Ein) */,
                   const float *h /* (T+1, B, H) */, const float *wx /* (Ein, H) */,
                   const float *wh /* (H, H) */, int T, int B, int Ein, int H,
-                  const LayerProgress *pg);
+                  float *wpack, const LayerProgress *pg);
 
 /* LSTM, gates in the order i, f, g, o along the 4H axis:
  *   a = x[t] wx + h[t] wh + b; i,f,o = sigmoid(a_i,a_f,a_o); g = tanh(a_g)
@@ -71,7 +76,7 @@ void rnn_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, H) */,
 void lstm_forward(float *h /* (T+1, B, H) */, float *c /* (T+1, B, H) */,
                   float *gates /* (T, B, 4H) */, const float *x /* (T, B, Ein) */,
                   const float *wx /* (Ein, 4H) */, const float *wh /* (H, 4H) */,
-                  const float *b /* (4H) */, int T, int B, int Ein, int H);
+                  const float *b /* (4H) */, int T, int B, int Ein, int H, float *wpack);
 /* dh as in rnn_backward (in/scratch). dgates (T, B, 4H) and dc (B, H) are
  * scratch. dx may be NULL. */
 void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
@@ -81,7 +86,7 @@ void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
                    const float *h /* (T+1, B, H) */, const float *c /* (T+1, B, H) */,
                    const float *gates /* (T, B, 4H) */, const float *wx /* (Ein, 4H) */,
                    const float *wh /* (H, 4H) */, int T, int B, int Ein, int H,
-                   const LayerProgress *pg);
+                   float *wpack, const LayerProgress *pg);
 
 /* GRU, gates in the order r, z, n along the 3H axis. One bias, on the input
  * side only (no recurrent bias; the reset gate scales the whole recurrent
@@ -94,7 +99,7 @@ void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
 void gru_forward(float *h /* (T+1, B, H) */, float *gates /* (T, B, 3H) */,
                  float *un /* (T, B, H) */, const float *x /* (T, B, Ein) */,
                  const float *wx /* (Ein, 3H) */, const float *wh /* (H, 3H) */,
-                 const float *b /* (3H) */, int T, int B, int Ein, int H);
+                 const float *b /* (3H) */, int T, int B, int Ein, int H, float *wpack);
 /* dh as in rnn_backward (in/scratch). dgates (gradient w.r.t. a) and du
  * (w.r.t. u) are scratch. dx may be NULL. */
 void gru_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 3H) */,
@@ -104,7 +109,7 @@ void gru_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 3H) */,
                   const float *h /* (T+1, B, H) */, const float *gates /* (T, B, 3H) */,
                   const float *un /* (T, B, H) */, const float *wx /* (Ein, 3H) */,
                   const float *wh /* (H, 3H) */, int T, int B, int Ein, int H,
-                  const LayerProgress *pg);
+                  float *wpack, const LayerProgress *pg);
 
 /* Softmax cross-entropy. probs gets softmax(logits) (may alias logits).
  * Returns the SUM over rows of -log p[target], accumulated in double. */

@@ -28,6 +28,7 @@
 #include "common/text.h"
 #include "worker/clip.h"
 #include "worker/hooks.h"
+#include "worker/rgemm.h"
 #include "worker/safetensors.h"
 #include "worker/steptime.h"
 #include "worker/worker.h"
@@ -235,8 +236,10 @@ static void worker_setup(Worker *w)
     if (w->sync.shm) snprintf(how, sizeof how, "through shared memory (one node)");
     else snprintf(how, sizeof how, "in %d bucket%s", w->sync.nb, w->sync.nb == 1 ? "" : "s");
     if (w->rank == 0)
-        LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each, sync %s %s", w->W,
-            w->model.nparams, w->model.nviews, openblas_get_num_threads(),
+        LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each (OpenBLAS core %s), "
+            "recurrent products %s, sync %s %s", w->W, w->model.nparams, w->model.nviews,
+            openblas_get_num_threads(), rgemm_blas_core(),
+            w->model.wpack ? "with the weights packed once a pass (worker/rgemm.c)" : "by OpenBLAS",
             w->sync.sharded ? "sharded" : "replicated", how);
 }
 

@@ -10,6 +10,7 @@
 
 #include "common/rng.h"
 #include "worker/layers.h"
+#include "worker/rgemm.h"
 
 /* The views of cfg_layout's tensors (the one layout, which the
  * coordinator names tensors by), in its order: head first, top layer
@@ -127,6 +128,7 @@ int model_init(Model *m, const Config *c, int B)
     m->du = falloc(m, m->kind == MODEL_GRU ? TB * (size_t)m->G * H : 0);
     m->dc = falloc(m, (size_t)B * H);
     if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
+    if (cfg_pack_floats(c) && rgemm_usable() && !(m->wpack = falloc(m, cfg_pack_floats(c)))) goto fail;
     if (m->emb && !(m->emb_rows = calloc((size_t)m->V, 1))) goto fail;
     if (m->adaptive) {
         if (!(m->ada_buf = falloc(m, adaptive_scratch(&m->ada, (int)TB)))) goto fail;
@@ -152,6 +154,7 @@ void model_free(Model *m)
     if (!(m->borrowed & 2)) free(m->grads);
     free(m->x0), free(m->out);
     free(m->dA), free(m->dB), free(m->dgates), free(m->du), free(m->dc), free(m->emb_rows);
+    free(m->wpack);
     free(m->ada_buf);
     for (int k = 0; k <= MODEL_MAX_LAYERS; k++) free(m->din[k]), free(m->mask[k]);
     memset(m, 0, sizeof *m);
@@ -281,11 +284,11 @@ static void layers_forward(Model *m)
         if (dropping(m)) dropout_forward(m, l);
         const float *x = site_input(m, l); /* (T, B, Ein) */
         if (m->kind == MODEL_LSTM)
-            lstm_forward(y->h, y->c, y->gates, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
+            lstm_forward(y->h, y->c, y->gates, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H, m->wpack);
         else if (m->kind == MODEL_GRU)
-            gru_forward(y->h, y->gates, y->un, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
+            gru_forward(y->h, y->gates, y->un, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H, m->wpack);
         else
-            rnn_forward(y->h, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
+            rnn_forward(y->h, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H, m->wpack);
     }
 }
 
@@ -391,13 +394,13 @@ static float *layers_backward(Model *m, float *dh)
         float *db = m->split ? NULL : y->db; /* split: by micro-batch, below */
         if (m->kind == MODEL_LSTM)
             lstm_backward(dx, dwx, dwh, db, dh, m->dgates, m->dc, x, y->h, y->c,
-                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
+                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H, m->wpack, &pg);
         else if (m->kind == MODEL_GRU)
             gru_backward(dx, dwx, dwh, db, dh, m->dgates, m->du, x, y->h, y->gates,
-                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
+                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H, m->wpack, &pg);
         else
             rnn_backward(dx, dwx, dwh, db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
-                         y->Ein, m->H, &pg);
+                         y->Ein, m->H, m->wpack, &pg);
         if (m->split) { /* the pre-activation gradients: the RNN's in dh, the others' in dgates */
             const float *da = m->kind == MODEL_RNN ? dh : m->dgates;
             split_layer_grads(m, l, da, m->kind == MODEL_GRU ? m->du : da, x);

@@ -68,6 +68,7 @@ typedef struct {
     float *dgates;            /* (T, B, G*H) LSTM and GRU scratch */
     float *du;                /* (T, B, 3H) GRU scratch */
     float *dc;                /* (B, H) LSTM scratch */
+    float *wpack;             /* a layer's wh packed for rgemm (cfg_pack_floats), NULL: OpenBLAS */
     int carry;                /* 1: h[0] of the next step is h[T] of this one */
     int tied;                 /* 1: hw/dhw are emb/demb, (V, E) = (O, H), used transposed */
     int adaptive;             /* 1: model.softmax adaptive: the head (H, S + K) and ada's tails */
