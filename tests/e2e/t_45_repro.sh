@@ -112,7 +112,23 @@ check "reproducible, stacked: tied embeddings (embed 16), AdamW, clip by value: 
 check "reproducible, stacked: adding problem (RNN), SGD, no clipping: byte-identical" \
     stacked over_w sa --set data.source=adding --set model.kind=rnn --set data.seq_len=12 \
     --set train.optimizer=sgd --set train.lr=0.05 --set clip.mode=none
-
+# Recurrent weights of >= 65536 floats (LSTM hidden 128: wh (128, 512); GRU
+# hidden 160: (160, 480)) are packed for the time loops' products where the
+# CPU has AVX2 and FMA and OpenBLAS runs its AVX2 kernels (core Haswell or
+# Zen) on 1 thread (worker/rgemm.c); the start line says which ran, and must
+# say packed there. packed NAME HIDDEN CMD...: CMD (runs NAME_W) at HIDDEN.
+packed() {
+    local name="$1" hidden="$2" line want="by OpenBLAS"; shift 2
+    "$@" --set model.hidden="$hidden" || return 1
+    line=$(grep -o 'OpenBLAS core [A-Za-z0-9]*), recurrent products [^,]*' "$TMP/${name}_1.err")
+    if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -Eq 'core (Haswell|Zen)\)' <<<"$line"; then
+        want="with the weights packed"
+    fi
+    grep -q "recurrent products $want" <<<"$line" || { echo "expected '$want': $line"; return 1; }
+}
+check "reproducible, recurrent weights packed (LSTM hidden 128), Adam: byte-identical" packed rp 128 over_w rp
+check "reproducible, stacked, recurrent weights packed (GRU hidden 160), SGD: byte-identical" \
+    packed sp 160 stacked over_w sp --set model.kind=gru --set train.optimizer=sgd --set train.lr=0.3
 # The negative control: without sync.reproducible the same comparison fails
 # (the float sums follow the worker split).
 not_reproducible() {
