@@ -49,15 +49,19 @@ void rgemm_pack(float *bp, const float *b, int K, int N, int ldb, int trans)
     for (int j = 0; j < np; j++) {
         float *p = bp + (size_t)j * K * NR;
         int nr = N - j * NR < NR ? N - j * NR : NR;
-        if (trans) { /* column c of the panel is row j*NR + c of b */
-            for (int c = 0; c < NR; c++) {
-                const float *row = b + (size_t)(j * NR + c) * ldb;
-                for (int k = 0; k < K; k++) p[(size_t)k * NR + c] = c < nr ? row[k] : 0.0f;
+        if (trans) { /* column c of the panel is row j*NR + c of b; by 64 k at a time (in L1) */
+            for (int k0 = 0; k0 < K; k0 += 64) {
+                int k1 = K - k0 < 64 ? K : k0 + 64;
+                for (int c = 0; c < NR; c++) {
+                    const float *row = b + (size_t)(j * NR + c) * ldb;
+                    for (int k = k0; k < k1; k++) p[(size_t)k * NR + c] = c < nr ? row[k] : 0.0f;
+                }
             }
         } else {
             for (int k = 0; k < K; k++) {
-                const float *row = b + (size_t)k * ldb + (size_t)j * NR;
-                for (int c = 0; c < NR; c++) p[(size_t)k * NR + c] = c < nr ? row[c] : 0.0f;
+                float *dst = p + (size_t)k * NR;
+                memcpy(dst, b + (size_t)k * ldb + (size_t)j * NR, (size_t)nr * sizeof(float));
+                if (nr < NR) memset(dst + nr, 0, (size_t)(NR - nr) * sizeof(float));
             }
         }
     }
