@@ -70,7 +70,7 @@ static const char *const clipev_names[] = {[CLIPEV_CHANGE] = "change", [CLIPEV_A
                                            [CLIPEV_OFF] = "off"};
 static const char *const ckfail_names[] = {[CKFAIL_ABORT] = "abort", [CKFAIL_CONTINUE] = "continue"};
 static const char *const bool_names[] = {"false", "true"};
-static const char *const shm_names[] = {"off", "auto"};
+static const char *const auto_names[] = {"off", "auto"};
 static const char *const emb_update_names[] = {[EMB_DENSE] = "dense", [EMB_LAZY] = "lazy"};
 static const char *const repro_names[] = {[REPRO_FALSE] = "false", [REPRO_TRUE] = "true",
                                           [REPRO_AUTO] = "auto"};
@@ -191,11 +191,13 @@ static const CfgKey cfg_keys[] = {
     KDBL(watchdog, straggler_factor, 1, 1e6, F_MIN_OPEN | F_NO_HASH, "3", "straggler: compute > this x median"),
     KINTN(watchdog, straggler_window, 0, 1000000000, "100", "...for this many steps; 0 off"),
     KINT(worker, threads, 1, 256, "1", "BLAS threads per worker"),
+    {"worker", "packed_recurrent", T_ENUM, FLD(worker, packed_recurrent), 0, (int64_t)NELEM(auto_names) - 1, 0, 0,
+     F_HASH_SET, auto_names, "auto", "time loops' products with wh packed (worker/rgemm.c); off: OpenBLAS's"},
     KENUM(sync, mode, sync_names, "replicated", "optimizer state: replicated or sharded (ZeRO-1)"),
     KENUM(sync, reproducible, repro_names, "auto", "same bits for any worker count; auto: where cheap"),
     KINTN(sync, bucket_kb, 0, 1048576, "1024", "gradient bucket KiB, started during backward; 0 one"),
     KENUM(sync, sparse_embedding, bool_names, "false", "embedding gradient synced as the batch's rows"),
-    KENUMH(sync, shared_memory, shm_names, "auto", "auto: workers on one node add each other's gradients in place"),
+    KENUMH(sync, shared_memory, auto_names, "auto", "auto: workers on one node add each other's gradients in place"),
     KINT(debug, nan_step, 0, INT64_C(1) << 62, "0", "test hook: NaN gradient at step"),
     KINT(debug, spike_step, 0, INT64_C(1) << 62, "0", "test hook: gradient spike at step"),
     KDBL(debug, spike_scale, 0, 1e30, F_MIN_OPEN, "10000", "test hook: spike factor"),
@@ -1453,7 +1455,7 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2])
 uint64_t cfg_pack_floats(const Config *c)
 {
     uint64_t H = (uint64_t)c->model_hidden, GH = (uint64_t)cfg_gates(c->model_kind) * H, nr = CFG_PACK_NR;
-    if (H * GH < CFG_PACK_MIN) return 0;
+    if (!c->worker_packed_recurrent || H * GH < CFG_PACK_MIN) return 0;
     uint64_t fwd = H * ((GH + nr - 1) / nr * nr), bwd = GH * ((H + nr - 1) / nr * nr);
     return fwd > bwd ? fwd : bwd;
 }

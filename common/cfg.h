@@ -126,6 +126,8 @@ typedef struct {
     int watchdog_straggler_window;    /* ...for this many steps in a row is a straggler event; 0 off */
     /* worker */
     int worker_threads;      /* BLAS threads per worker */
+    int worker_packed_recurrent; /* 1 (auto): the time loops' products with wh packed where worker/rgemm.c
+                              * has a kernel matching OpenBLAS's; 0 (off): OpenBLAS's */
     /* sync */
     int sync_mode;           /* SyncMode */
     int sync_reproducible;   /* ReproMode; 1: the same bits for any worker count (micro-batches,
@@ -244,11 +246,13 @@ int cfg_tensor_names(const Config *c, char names[][32], int max);
 int cfg_tensor_shape(const Config *c, int i, long shape[2]);
 /* The recurrent weights (H, G*H) are packed for worker/rgemm.c's products
  * when they have at least CFG_PACK_MIN floats (below that OpenBLAS's own
- * packing costs little), in panels of CFG_PACK_NR columns. */
+ * packing costs little), in panels of up to CFG_PACK_NR columns (the
+ * AVX-512 kernel's; the AVX2 one's are 24). */
 #define CFG_PACK_MIN 65536
-#define CFG_PACK_NR 24
+#define CFG_PACK_NR 48
 /* Floats of the buffer the packed recurrent weights take (the larger of
- * forward's Wh and backward's Wh^T), 0 when they are not packed. */
+ * forward's Wh and backward's Wh^T), 0 when they are not packed (too small,
+ * or worker.packed_recurrent off). */
 uint64_t cfg_pack_floats(const Config *c);
 /* Floats of the model's buffers for B streams: parameters, gradients and
  * activations, what worker/model.c's model_init allocates (Model.nfloats;

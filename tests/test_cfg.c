@@ -175,6 +175,7 @@ static const char *const all_keys_set[] = {
     "clip.max_norm=1e30",
     "clip.clip_value=3.14159",
     "worker.threads=256",
+    "worker.packed_recurrent=off",
     "watchdog.seconds=10.5",
     "watchdog.warn_seconds=2.25",
     "watchdog.straggler_factor=1.5",
@@ -1048,6 +1049,7 @@ static const char *const unhashed_keys[] = {
  * defaults as printed (docs cut): */
 static const char *const default_unhashed_lines[] = {
     "  softmax: full", "  softmax_cutoffs: \"2000,10000\"", "  softmax_div: 4", "  embedding_update: dense",
+    "  packed_recurrent: auto",
 };
 
 /* Is "section.key" (or "section.key=value") one of unhashed_keys? */

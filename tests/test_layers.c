@@ -34,7 +34,7 @@ enum { SEQ_T = 5, SEQ_B = 3, SEQ_EIN = 4, SEQ_H = 6, SEQ_H2 = 5 };
 /* ---------------------------------------------------------------- arena, RNG */
 
 /* Everything a test allocates; freed by the teardown even when a check fails. */
-#define ARENA_MAX 128
+#define ARENA_MAX 512
 typedef struct {
     void *p[ARENA_MAX];
     int n;
@@ -48,20 +48,14 @@ static int arena_setup(void **state)
 }
 
 /* 1: the recurrent layers under test get a pack buffer (worker/rgemm.h):
- * their time loops run the packed products instead of OpenBLAS's */
+ * their time loops run the packed products (rgemm_set's kernel) instead
+ * of OpenBLAS's */
 static int g_pack;
-
-/* The same tests through the packed products (skipped where the CPU cannot
- * run them) */
-static int arena_setup_packed(void **state)
-{
-    g_pack = 1;
-    return arena_setup(state);
-}
 
 static int arena_teardown(void **state)
 {
     g_pack = 0;
+    rgemm_set(RGEMM_OFF);
     Arena *a = *state;
     for (int i = 0; i < a->n; i++) {
         free(a->p[i]);
@@ -746,11 +740,19 @@ static void test_gru_stacked(void **state)
     check_stacked("gru", *state, 3, &s);
 }
 
-/* The recurrent-layer tests again through the packed products */
+/* The recurrent-layer tests again through the packed products, with each
+ * kernel this CPU can run */
 #define PACKED(test)                                                                               \
-    static void test##_packed(void **state)                                                        \
+    static void test##_avx2(void **state)                                                          \
     {                                                                                              \
-        if (!rgemm_cpu()) skip();                                                                  \
+        if (!rgemm_set(RGEMM_AVX2)) skip();                                                        \
+        g_pack = 1;                                                                                \
+        test(state);                                                                               \
+    }                                                                                              \
+    static void test##_avx512(void **state)                                                        \
+    {                                                                                              \
+        if (!rgemm_set(RGEMM_AVX512)) skip();                                                      \
+        g_pack = 1;                                                                                \
         test(state);                                                                               \
     }
 PACKED(test_rnn)
@@ -759,60 +761,72 @@ PACKED(test_gru)
 PACKED(test_lstm_stacked)
 PACKED(test_gru_stacked)
 
-/* rgemm against a double reference: C (M, N) += A B, B packed as is or
- * transposed, strides wider than the rows (the gaps must stay as they
- * were), K across the 256 block; then each row's bits computed with other
- * row counts (alone, and in a block starting at row r) are the same. */
+/* rgemm against a double reference, with each kernel this CPU can run: C
+ * (M, N) += A B, B packed as is or transposed, strides wider than the rows
+ * (the gaps must stay as they were), K across the kernels' blocks (128,
+ * 256); each row's bits computed with other row counts (alone, and in a
+ * block starting at row 1) are the same; and the kernels give the same
+ * bits (one FMA chain over k per element in both). */
 static void test_rgemm(void **state)
 {
-    if (!rgemm_cpu()) skip();
     Arena *a = *state;
-    uint64_t s = 21;
-    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {4, 24, 256}, {5, 25, 257}, {13, 70, 600},
-                             {20, 800, 200}, {20, 200, 800}, {32, 48, 513}};
+    const int isas[] = {RGEMM_AVX2, RGEMM_AVX512};
+    const int shapes[][3] = {{1, 1, 1}, {3, 7, 5}, {4, 24, 256}, {5, 25, 257}, {8, 48, 129}, {13, 70, 600},
+                             {20, 800, 200}, {20, 200, 800}, {33, 97, 513}};
+    int ran = 0;
     for (size_t q = 0; q < sizeof shapes / sizeof shapes[0]; q++) {
         for (int trans = 0; trans < 2; trans++) {
+            uint64_t s = 21 + 2 * q + (uint64_t)trans;
             const int M = shapes[q][0], N = shapes[q][1], K = shapes[q][2];
             const int lda = K + 3, ldc = N + 5, ldb = (trans ? K : N) + 2;
             float *A = arena_rand(a, (size_t)M * lda, &s, -1, 1);
             float *Bm = arena_rand(a, (size_t)(trans ? N : K) * ldb, &s, -1, 1);
-            float *C0 = arena_rand(a, (size_t)M * ldc, &s, -1, 1), *C = arena_f(a, (size_t)M * ldc);
-            float *bp = arena_f(a, rgemm_pack_floats(K, N)), *C1 = arena_f(a, (size_t)ldc);
-            rgemm_pack(bp, Bm, K, N, ldb, trans);
-            memcpy(C, C0, (size_t)M * ldc * sizeof(float));
-            rgemm(C, ldc, A, lda, bp, M, N, K);
-            for (int i = 0; i < M; i++) {
-                for (int j = 0; j < ldc; j++) {
-                    const size_t o = (size_t)i * ldc + (size_t)j;
-                    if (j >= N) { /* past N: untouched */
-                        assert_true(C[o] == C0[o]);
-                        continue;
-                    }
-                    double ref = C0[o], mag = fabs(C0[o]);
-                    for (int k = 0; k < K; k++) {
-                        double b = trans ? Bm[(size_t)j * ldb + k] : Bm[(size_t)k * ldb + j];
-                        ref += (double)A[(size_t)i * lda + k] * b;
-                        mag += fabs((double)A[(size_t)i * lda + k] * b);
-                    }
-                    if (fabs(C[o] - ref) > (K + 2) * 6e-8 * mag) {
-                        fail_msg("rgemm M=%d N=%d K=%d trans=%d: C[%d][%d] = %.9g, double %.9g", M, N, K,
-                                 trans, i, j, C[o], ref);
+            float *C0 = arena_rand(a, (size_t)M * ldc, &s, -1, 1), *C1 = arena_f(a, (size_t)ldc);
+            float *bp = arena_f(a, rgemm_pack_floats(K, N)), *first = NULL;
+            for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+                if (!rgemm_set(isas[k])) continue;
+                ran |= 1 << k;
+                float *C = arena_f(a, (size_t)M * ldc);
+                rgemm_pack(bp, Bm, K, N, ldb, trans);
+                memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+                rgemm(C, ldc, A, lda, bp, M, N, K);
+                for (int i = 0; i < M; i++) {
+                    for (int j = 0; j < ldc; j++) {
+                        const size_t o = (size_t)i * ldc + (size_t)j;
+                        if (j >= N) { /* past N: untouched */
+                            assert_true(C[o] == C0[o]);
+                            continue;
+                        }
+                        double ref = C0[o], mag = fabs(C0[o]);
+                        for (int k2 = 0; k2 < K; k2++) {
+                            double b = trans ? Bm[(size_t)j * ldb + k2] : Bm[(size_t)k2 * ldb + j];
+                            ref += (double)A[(size_t)i * lda + k2] * b;
+                            mag += fabs((double)A[(size_t)i * lda + k2] * b);
+                        }
+                        if (fabs(C[o] - ref) > (K + 2) * 6e-8 * mag) {
+                            fail_msg("rgemm %s M=%d N=%d K=%d trans=%d: C[%d][%d] = %.9g, double %.9g",
+                                     rgemm_name(isas[k]), M, N, K, trans, i, j, C[o], ref);
+                        }
                     }
                 }
-            }
-            for (int i = 0; i < M; i++) { /* row i alone */
-                memcpy(C1, C0 + (size_t)i * ldc, (size_t)ldc * sizeof(float));
-                rgemm(C1, ldc, A + (size_t)i * lda, lda, bp, 1, N, K);
-                assert_memory_equal(C1, C + (size_t)i * ldc, (size_t)N * sizeof(float));
-            }
-            if (M > 2) { /* rows 1..M-1, a block that starts off the 4-row grid */
-                float *C2 = arena_f(a, (size_t)M * ldc);
-                memcpy(C2, C0 + ldc, (size_t)(M - 1) * ldc * sizeof(float));
-                rgemm(C2, ldc, A + lda, lda, bp, M - 1, N, K);
-                assert_memory_equal(C2, C + ldc, (size_t)(M - 1) * ldc * sizeof(float));
+                for (int i = 0; i < M; i++) { /* row i alone */
+                    memcpy(C1, C0 + (size_t)i * ldc, (size_t)ldc * sizeof(float));
+                    rgemm(C1, ldc, A + (size_t)i * lda, lda, bp, 1, N, K);
+                    assert_memory_equal(C1, C + (size_t)i * ldc, (size_t)N * sizeof(float));
+                }
+                if (M > 2) { /* rows 1..M-1, a block that starts off the row grid */
+                    float *C2 = arena_f(a, (size_t)M * ldc);
+                    memcpy(C2, C0 + ldc, (size_t)(M - 1) * ldc * sizeof(float));
+                    rgemm(C2, ldc, A + lda, lda, bp, M - 1, N, K);
+                    assert_memory_equal(C2, C + ldc, (size_t)(M - 1) * ldc * sizeof(float));
+                }
+                if (first) assert_memory_equal(C, first, (size_t)M * ldc * sizeof(float)); /* AVX2 == AVX-512 */
+                first = C;
             }
         }
     }
+    printf("rgemm kernels run here:%s%s\n", ran & 1 ? " AVX2" : "", ran & 2 ? " AVX-512" : "");
+    if (!ran) skip();
 }
 
 /* ---------------------------------------------------------------- tests: accumulation, dx NULL */
@@ -847,6 +861,7 @@ static void check_layer_accum(const char *name, Arena *a, Layer *L, uint64_t *s)
 
 static void test_recurrent_accum_and_null_dx(void **state);
 PACKED(test_recurrent_accum_and_null_dx)
+
 
 static void test_recurrent_accum_and_null_dx(void **state)
 {
@@ -1117,13 +1132,18 @@ int main(void)
                                         arena_teardown),
         cmocka_unit_test_setup_teardown(test_embedding_accum, arena_setup, arena_teardown),
         cmocka_unit_test_setup_teardown(test_rgemm, arena_setup, arena_teardown),
-        cmocka_unit_test_setup_teardown(test_rnn_packed, arena_setup_packed, arena_teardown),
-        cmocka_unit_test_setup_teardown(test_lstm_packed, arena_setup_packed, arena_teardown),
-        cmocka_unit_test_setup_teardown(test_lstm_stacked_packed, arena_setup_packed, arena_teardown),
-        cmocka_unit_test_setup_teardown(test_gru_packed, arena_setup_packed, arena_teardown),
-        cmocka_unit_test_setup_teardown(test_gru_stacked_packed, arena_setup_packed, arena_teardown),
-        cmocka_unit_test_setup_teardown(test_recurrent_accum_and_null_dx_packed, arena_setup_packed,
-                                        arena_teardown),
+        cmocka_unit_test_setup_teardown(test_rnn_avx2, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_rnn_avx512, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_avx2, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_avx512, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_stacked_avx2, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_stacked_avx512, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru_avx2, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru_avx512, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru_stacked_avx2, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_gru_stacked_avx512, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_recurrent_accum_and_null_dx_avx2, arena_setup, arena_teardown),
+        cmocka_unit_test_setup_teardown(test_recurrent_accum_and_null_dx_avx512, arena_setup, arena_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) == 0 ? 0 : 1;
 }

@@ -237,9 +237,10 @@ static void worker_setup(Worker *w)
     else snprintf(how, sizeof how, "in %d bucket%s", w->sync.nb, w->sync.nb == 1 ? "" : "s");
     if (w->rank == 0)
         LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each (OpenBLAS core %s), "
-            "recurrent products %s, sync %s %s", w->W, w->model.nparams, w->model.nviews,
+            "recurrent products %s%s, sync %s %s", w->W, w->model.nparams, w->model.nviews,
             openblas_get_num_threads(), rgemm_blas_core(),
-            w->model.wpack ? "with the weights packed once a pass (worker/rgemm.c)" : "by OpenBLAS",
+            w->model.wpack ? "with the weights packed once a pass, kernel " : "by OpenBLAS",
+            w->model.wpack ? rgemm_name(rgemm_active()) : "",
             w->sync.sharded ? "sharded" : "replicated", how);
 }
 

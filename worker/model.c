@@ -128,7 +128,7 @@ int model_init(Model *m, const Config *c, int B)
     m->du = falloc(m, m->kind == MODEL_GRU ? TB * (size_t)m->G * H : 0);
     m->dc = falloc(m, (size_t)B * H);
     if (!m->x0 || !m->out || !m->dA || !m->dB || !m->dgates || !m->du || !m->dc) goto fail;
-    if (cfg_pack_floats(c) && rgemm_usable() && !(m->wpack = falloc(m, cfg_pack_floats(c)))) goto fail;
+    if (cfg_pack_floats(c) && rgemm_setup() && !(m->wpack = falloc(m, cfg_pack_floats(c)))) goto fail;
     if (m->emb && !(m->emb_rows = calloc((size_t)m->V, 1))) goto fail;
     if (m->adaptive) {
         if (!(m->ada_buf = falloc(m, adaptive_scratch(&m->ada, (int)TB)))) goto fail;

@@ -10,7 +10,15 @@
 #include <immintrin.h>
 #endif
 
-enum { MR = 4, NR = CFG_PACK_NR, KC = 256 };
+/* The kernels' tiles: MR rows x NR columns of C, K in blocks of KC (the
+ * block of a B panel, KC x NR floats = 24 KiB, stays in L1). */
+typedef void (*Kernel)(int kc, const float *const *a, const float *bp, float *c, int ldc);
+typedef struct {
+    int mr, nr, kc;
+    Kernel kernel;
+} Shape;
+
+static int active = RGEMM_OFF;
 
 char *openblas_get_corename(void);
 
@@ -20,57 +28,53 @@ const char *rgemm_blas_core(void)
     return s ? s : "?";
 }
 
-int rgemm_cpu(void)
+const char *rgemm_name(int isa)
+{
+    return isa == RGEMM_AVX512 ? "AVX-512" : isa == RGEMM_AVX2 ? "AVX2" : "off";
+}
+
+static int cpu_has(int isa)
 {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
+    if (isa == RGEMM_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == RGEMM_AVX512) return __builtin_cpu_supports("avx512f");
 #endif
+    return isa == RGEMM_OFF;
 }
 
-int rgemm_usable(void)
+int rgemm_set(int isa)
 {
+    if (!cpu_has(isa)) return 0;
+    active = isa;
+    return 1;
+}
+
+int rgemm_active(void) { return active; }
+
+int rgemm_setup(void)
+{
+    static const char *const avx2[] = {"Haswell", "Zen"};
+    static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
     const char *core = rgemm_blas_core();
-    return rgemm_cpu() && openblas_get_num_threads() == 1 &&
-           (!strcmp(core, "Haswell") || !strcmp(core, "Zen"));
+    int isa = RGEMM_OFF;
+    for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; i++)
+        if (!strcmp(core, avx2[i])) isa = RGEMM_AVX2;
+    for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++)
+        if (!strcmp(core, avx512[i])) isa = RGEMM_AVX512;
+    if (openblas_get_num_threads() != 1 || !rgemm_set(isa)) active = RGEMM_OFF;
+    return active;
 }
 
 size_t rgemm_pack_floats(int K, int N)
 {
-    return (size_t)K * (size_t)((N + NR - 1) / NR) * NR;
-}
-
-/* Panel j holds columns [j*NR, j*NR + NR) of B, K rows of NR, zero past N. */
-void rgemm_pack(float *bp, const float *b, int K, int N, int ldb, int trans)
-{
-    int np = (N + NR - 1) / NR;
-    for (int j = 0; j < np; j++) {
-        float *p = bp + (size_t)j * K * NR;
-        int nr = N - j * NR < NR ? N - j * NR : NR;
-        if (trans) { /* column c of the panel is row j*NR + c of b; by 64 k at a time (in L1) */
-            for (int k0 = 0; k0 < K; k0 += 64) {
-                int k1 = K - k0 < 64 ? K : k0 + 64;
-                for (int c = 0; c < NR; c++) {
-                    const float *row = b + (size_t)(j * NR + c) * ldb;
-                    for (int k = k0; k < k1; k++) p[(size_t)k * NR + c] = c < nr ? row[k] : 0.0f;
-                }
-            }
-        } else {
-            for (int k = 0; k < K; k++) {
-                float *dst = p + (size_t)k * NR;
-                memcpy(dst, b + (size_t)k * ldb + (size_t)j * NR, (size_t)nr * sizeof(float));
-                if (nr < NR) memset(dst + nr, 0, (size_t)(NR - nr) * sizeof(float));
-            }
-        }
-    }
+    return (size_t)K * (size_t)((N + CFG_PACK_NR - 1) / CFG_PACK_NR) * CFG_PACK_NR;
 }
 
 #if defined(__x86_64__)
 /* c (4 rows of 24, stride ldc) += a (4 rows from a[0..3], kc along each) bp (kc x 24) */
-__attribute__((target("avx2,fma"))) static void kernel(int kc, const float *const a[MR],
-                                                       const float *bp, float *c, int ldc)
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *const *a,
+                                                            const float *bp, float *c, int ldc)
 {
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
     float *c0 = c, *c1 = c + ldc, *c2 = c + 2 * (size_t)ldc, *c3 = c + 3 * (size_t)ldc;
@@ -78,7 +82,7 @@ __attribute__((target("avx2,fma"))) static void kernel(int kc, const float *cons
     __m256 s10 = _mm256_loadu_ps(c1), s11 = _mm256_loadu_ps(c1 + 8), s12 = _mm256_loadu_ps(c1 + 16);
     __m256 s20 = _mm256_loadu_ps(c2), s21 = _mm256_loadu_ps(c2 + 8), s22 = _mm256_loadu_ps(c2 + 16);
     __m256 s30 = _mm256_loadu_ps(c3), s31 = _mm256_loadu_ps(c3 + 8), s32 = _mm256_loadu_ps(c3 + 16);
-    for (int k = 0; k < kc; k++, bp += NR) {
+    for (int k = 0; k < kc; k++, bp += 24) {
         __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8), b2 = _mm256_loadu_ps(bp + 16);
         __m256 x = _mm256_broadcast_ss(a0 + k);
         s00 = _mm256_fmadd_ps(x, b0, s00), s01 = _mm256_fmadd_ps(x, b1, s01), s02 = _mm256_fmadd_ps(x, b2, s02);
@@ -95,38 +99,88 @@ __attribute__((target("avx2,fma"))) static void kernel(int kc, const float *cons
     _mm256_storeu_ps(c3, s30), _mm256_storeu_ps(c3 + 8, s31), _mm256_storeu_ps(c3 + 16, s32);
 }
 
-/* K in blocks of KC; within one, panel by panel (kept in L1) over all row
+/* c (8 rows of 48) += a (8 rows) bp (kc x 48): 24 of the 32 zmm registers accumulate */
+__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *const *a,
+                                                             const float *bp, float *c, int ldc)
+{
+    __m512 s[8][3];
+    for (int r = 0; r < 8; r++)
+        for (int q = 0; q < 3; q++) s[r][q] = _mm512_loadu_ps(c + (size_t)r * ldc + 16 * q);
+    for (int k = 0; k < kc; k++, bp += 48) {
+        __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), b2 = _mm512_loadu_ps(bp + 32);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            __m512 x = _mm512_set1_ps(a[r][k]);
+            s[r][0] = _mm512_fmadd_ps(x, b0, s[r][0]);
+            s[r][1] = _mm512_fmadd_ps(x, b1, s[r][1]);
+            s[r][2] = _mm512_fmadd_ps(x, b2, s[r][2]);
+        }
+    }
+    for (int r = 0; r < 8; r++)
+        for (int q = 0; q < 3; q++) _mm512_storeu_ps(c + (size_t)r * ldc + 16 * q, s[r][q]);
+}
+
+static Shape shape(void)
+{
+    if (active == RGEMM_AVX512) return (Shape){8, 48, 128, kernel_avx512};
+    return (Shape){4, 24, 256, kernel_avx2};
+}
+#else
+static Shape shape(void) { return (Shape){4, 24, 256, NULL}; } /* never run: rgemm_set fails */
+#endif
+
+/* Panel j holds columns [j*nr, j*nr + nr) of B, K rows of nr, zero past N. */
+void rgemm_pack(float *bp, const float *b, int K, int N, int ldb, int trans)
+{
+    const int NR = shape().nr, np = (N + NR - 1) / NR;
+    for (int j = 0; j < np; j++) {
+        float *p = bp + (size_t)j * K * NR;
+        int nr = N - j * NR < NR ? N - j * NR : NR;
+        if (trans) { /* column c of the panel is row j*NR + c of b; by 64 k at a time (in L1) */
+            for (int k0 = 0; k0 < K; k0 += 64) {
+                int k1 = K - k0 < 64 ? K : k0 + 64;
+                for (int c = 0; c < NR; c++) {
+                    const float *row = b + (size_t)(j * NR + (c < nr ? c : 0)) * ldb;
+                    for (int k = k0; k < k1; k++) p[(size_t)k * NR + c] = c < nr ? row[k] : 0.0f;
+                }
+            }
+        } else {
+            for (int k = 0; k < K; k++) {
+                float *dst = p + (size_t)k * NR;
+                memcpy(dst, b + (size_t)k * ldb + (size_t)j * NR, (size_t)nr * sizeof(float));
+                if (nr < NR) memset(dst + nr, 0, (size_t)(NR - nr) * sizeof(float));
+            }
+        }
+    }
+}
+
+/* K in blocks; within one, panel by panel (kept in L1) over all row
  * blocks. A tile cut by M or N goes through a full-size copy: the missing
- * rows read row 0 of the block and are dropped. */
+ * rows read the block's first row and are dropped. */
 void rgemm(float *c, int ldc, const float *a, int lda, const float *bp, int M, int N, int K)
 {
-    int np = (N + NR - 1) / NR, mp = (M + MR - 1) / MR;
-    float tmp[MR * NR];
-    for (int k0 = 0; k0 < K; k0 += KC) {
-        int kc = K - k0 < KC ? K - k0 : KC;
+    const Shape s = shape();
+    const int MR = s.mr, NR = s.nr, np = (N + NR - 1) / NR, mp = (M + MR - 1) / MR;
+    float tmp[8 * 48];
+    const float *ar[8];
+    for (int k0 = 0; k0 < K; k0 += s.kc) {
+        int kc = K - k0 < s.kc ? K - k0 : s.kc;
         for (int j = 0; j < np; j++) {
             const float *b = bp + (size_t)j * K * NR + (size_t)k0 * NR;
             int nr = N - j * NR < NR ? N - j * NR : NR;
             for (int i = 0; i < mp; i++) {
                 int mr = M - i * MR < MR ? M - i * MR : MR;
-                const float *ar[MR];
                 for (int r = 0; r < MR; r++) ar[r] = a + (size_t)(i * MR + (r < mr ? r : 0)) * lda + k0;
                 float *ct = c + (size_t)i * MR * ldc + (size_t)j * NR;
                 if (mr == MR && nr == NR) {
-                    kernel(kc, ar, b, ct, ldc);
+                    s.kernel(kc, ar, b, ct, ldc);
                     continue;
                 }
                 memset(tmp, 0, sizeof tmp);
                 for (int r = 0; r < mr; r++) memcpy(tmp + r * NR, ct + (size_t)r * ldc, (size_t)nr * sizeof(float));
-                kernel(kc, ar, b, tmp, NR);
+                s.kernel(kc, ar, b, tmp, NR);
                 for (int r = 0; r < mr; r++) memcpy(ct + (size_t)r * ldc, tmp + r * NR, (size_t)nr * sizeof(float));
             }
         }
     }
 }
-#else
-void rgemm(float *c, int ldc, const float *a, int lda, const float *bp, int M, int N, int K)
-{
-    (void)c, (void)ldc, (void)a, (void)lda, (void)bp, (void)M, (void)N, (void)K; /* rgemm_cpu() is 0 */
-}
-#endif

@@ -113,15 +113,18 @@ check "reproducible, stacked: adding problem (RNN), SGD, no clipping: byte-ident
     stacked over_w sa --set data.source=adding --set model.kind=rnn --set data.seq_len=12 \
     --set train.optimizer=sgd --set train.lr=0.05 --set clip.mode=none
 # Recurrent weights of >= 65536 floats (LSTM hidden 128: wh (128, 512); GRU
-# hidden 160: (160, 480)) are packed for the time loops' products where the
-# CPU has AVX2 and FMA and OpenBLAS runs its AVX2 kernels (core Haswell or
-# Zen) on 1 thread (worker/rgemm.c); the start line says which ran, and must
-# say packed there. packed NAME HIDDEN CMD...: CMD (runs NAME_W) at HIDDEN.
+# hidden 160: (160, 480)) are packed for the time loops' products on 1
+# BLAS thread where the CPU runs a kernel of the width OpenBLAS's own
+# kernels have (worker/rgemm.c): AVX2 and FMA for its Haswell or Zen
+# cores, AVX-512 for SkylakeX, Cooperlake, SapphireRapids. The start line
+# says which ran, and must say packed there. packed NAME HIDDEN CMD...: CMD
+# (runs NAME_W) at HIDDEN.
 packed() {
     local name="$1" hidden="$2" line want="by OpenBLAS"; shift 2
     "$@" --set model.hidden="$hidden" || return 1
     line=$(grep -o 'OpenBLAS core [A-Za-z0-9]*), recurrent products [^,]*' "$TMP/${name}_1.err")
-    if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -Eq 'core (Haswell|Zen)\)' <<<"$line"; then
+    if { grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -Eq 'core (Haswell|Zen)\)' <<<"$line"; } ||
+        { grep -qw avx512f /proc/cpuinfo && grep -Eq 'core (SkylakeX|Cooperlake|SapphireRapids)\)' <<<"$line"; }; then
         want="with the weights packed"
     fi
     grep -q "recurrent products $want" <<<"$line" || { echo "expected '$want': $line"; return 1; }
@@ -129,6 +132,16 @@ packed() {
 check "reproducible, recurrent weights packed (LSTM hidden 128), Adam: byte-identical" packed rp 128 over_w rp
 check "reproducible, stacked, recurrent weights packed (GRU hidden 160), SGD: byte-identical" \
     packed sp 160 stacked over_w sp --set model.kind=gru --set train.optimizer=sgd --set train.lr=0.3
+# The same LSTM with worker.packed_recurrent off: OpenBLAS's products, the
+# start line says so, and (where packing ran above) other bits than packed
+packed_off() {
+    run po 2 "${REPRO[@]}" --set data.batch_per_worker=6 --set model.hidden=128 \
+        --set worker.packed_recurrent=off || { tail -3 "$TMP/po.err"; return 1; }
+    grep -q 'recurrent products by OpenBLAS' "$TMP/po.err" || { grep 'recurrent products' "$TMP/po.err"; return 1; }
+    grep -q 'recurrent products with the weights packed' "$TMP/rp_2.err" || return 0
+    if same_bits "$TMP/rp_2" "$TMP/po" >/dev/null 2>&1; then echo "packed and OpenBLAS gave the same bits"; return 1; fi
+}
+check "worker.packed_recurrent off: OpenBLAS's products, other bits" packed_off
 # The negative control: without sync.reproducible the same comparison fails
 # (the float sums follow the worker split).
 not_reproducible() {
