@@ -29,6 +29,12 @@
 #                    during backward vs one reduction after it
 #   shared_memory_vs_messages  W1, W2: the default on one node (gradients
 #                    added through a shared window) vs messages (buckets)
+#   packed_vs_blas   W1, W2: the time loops' products with the recurrent
+#                    weights packed (worker.packed_recurrent auto, worker/
+#                    rgemm.c) vs OpenBLAS's (off), step time ratio
+#   avx512           W1, where the CPU has AVX-512: the same two runs with
+#                    OPENBLAS_CORETYPE=Cooperlake (BENCH_AVX512_CORE), whose
+#                    own sgemm peak is measured and W1's fraction of it
 #   rss_vs_minimum   W1: peak RSS of the largest worker / the analytic minimum
 #                    (parameters, gradients, optimizer state, activations)
 #   step breakdown   per workload, from each worker's own timers (worker/
@@ -318,6 +324,10 @@ repro_bench() {
 if [ "${BENCH_ONLY:-}" = repro ]; then repro_bench; exit 0; fi
 
 peak=$($TOOL peak "$NP"); peak1=$($TOOL peak 1)
+# Where the CPU has AVX-512 and OpenBLAS has kernels for it, W1 also runs
+# with OPENBLAS_CORETYPE=$AVX512 (its own peak measured the same way)
+AVX512=""
+if grep -qw avx512f /proc/cpuinfo; then AVX512=${BENCH_AVX512_CORE:-Cooperlake}; fi
 
 floor_round() { # WL I: forward+backward alone, in NP processes at once as the workers run (the
     # same cores, caches and memory bandwidth), the slowest one's median, into $TMP/WL_floor_I
@@ -337,11 +347,17 @@ for i in $(seq "$ROUNDS"); do
         run W1 "W1_shard_$i" "$NP" --set sync.mode=sharded
         run W1 "W1_msg_$i" "$NP" --set sync.shared_memory=off
         run W1 "W1_onebucket_$i" "$NP" --set sync.bucket_kb=0 --set sync.shared_memory=off
+        run W1 "W1_blas_$i" "$NP" --set worker.packed_recurrent=off
+        if [ -n "$AVX512" ]; then # OpenBLAS's AVX-512 kernels: the AVX-512 packed products vs OpenBLAS's
+            OPENBLAS_CORETYPE=$AVX512 run W1 "W1_z_$i" "$NP"
+            OPENBLAS_CORETYPE=$AVX512 run W1 "W1_zblas_$i" "$NP" --set worker.packed_recurrent=off
+        fi
     fi
     if has W2; then
         run W2 "W2_msg_$i" "$NP" --set sync.shared_memory=off
         run W2 "W2_shard_$i" "$NP" --set sync.mode=sharded
         run W2 "W2_sparse_$i" "$NP" --set sync.sparse_embedding=true
+        run W2 "W2_blas_$i" "$NP" --set worker.packed_recurrent=off
     fi
 done
 
@@ -401,6 +417,22 @@ for wl in $WLS; do
         printf '   peak RSS %.1f MiB per worker vs analytic minimum %.1f MiB: %.3f\n' "$(calc "$rss / 1024")" "$(calc "$min / 1048576")" "$rr"
         json+=",\"dp_2x1_vs_1x2\":$dp,\"overlap_vs_none\":$(calc "$msgs / $one"),\"shared_memory_vs_messages\":$(calc "$clip / $msgs"),\"rss_kib\":$rss,\"min_bytes_per_rank\":$min,\"rss_vs_minimum\":$rr"
         top_dp=$dp; top_rr=$rr
+    fi
+    if [ "$wl" != W3 ]; then # W3's wh (100 x 100) is below the packing threshold
+        read -r _ blas < <(best "$wl" blas)
+        printf '   recurrent products packed (%s) vs by OpenBLAS (worker.packed_recurrent off): step time ratio %.3f (%.2f vs %.2f ms)\n' \
+            "$(grep -o 'recurrent products [^,]*' "$TMP/$name.err" | head -1 | sed 's/.*kernel //; s/recurrent products //')" "$(calc "$clip / $blas")" "$clip" "$blas"
+        json+=",\"packed_vs_blas\":$(calc "$clip / $blas"),\"step_ms_blas\":$blas"
+    fi
+    if [ "$wl" = W1 ] && [ -n "$AVX512" ]; then
+        read -r zname z < <(best W1 z)
+        read -r _ zb < <(best W1 zblas)
+        zpeak=$(OPENBLAS_CORETYPE=$AVX512 $TOOL peak "$NP")
+        zgf=$(calc "$flops / ($z / 1000) / 1e9")
+        printf '   with OpenBLAS'"'"'s AVX-512 kernels (OPENBLAS_CORETYPE=%s, sgemm peak %s GFLOP/s with %d threads): step %.2f ms = %.3f of that peak, recurrent products %s; by OpenBLAS %.2f ms: ratio %.3f\n' \
+            "$AVX512" "$zpeak" "$NP" "$z" "$(calc "$zgf / $zpeak")" \
+            "$(grep -o 'recurrent products [^,]*' "$TMP/$zname.err" | head -1 | sed 's/recurrent products //')" "$zb" "$(calc "$z / $zb")"
+        json+=",\"avx512\":{\"coretype\":\"$AVX512\",\"sgemm_peak_gflops\":$zpeak,\"step_ms\":$z,\"peak_fraction\":$(calc "$zgf / $zpeak"),\"step_ms_blas\":$zb,\"packed_vs_blas\":$(calc "$z / $zb")}"
     fi
     json+="}"
 done
