@@ -232,16 +232,15 @@ static void worker_setup(Worker *w)
     w->lr_scale = 1.0;
     if (state_init(w) != 0) worker_fatal("out of memory allocating snapshots");
     if (steptime_init(&w->times, 4096) != 0) worker_fatal("out of memory");
-    char how[64];
+    char how[64], rec[64];
     if (w->sync.shm) snprintf(how, sizeof how, "through shared memory (one node)");
     else snprintf(how, sizeof how, "in %d bucket%s", w->sync.nb, w->sync.nb == 1 ? "" : "s");
+    if (w->model.wpack) snprintf(rec, sizeof rec, "with wh packed (%s kernel)", rgemm_name(rgemm_active()));
+    else snprintf(rec, sizeof rec, "by OpenBLAS");
     if (w->rank == 0)
         LOG(LOG_INFO, "%d workers, %zu parameters in %d tensors, %d BLAS threads each (OpenBLAS core %s), "
-            "recurrent products %s%s, sync %s %s", w->W, w->model.nparams, w->model.nviews,
-            openblas_get_num_threads(), rgemm_blas_core(),
-            w->model.wpack ? "with the weights packed once a pass, kernel " : "by OpenBLAS",
-            w->model.wpack ? rgemm_name(rgemm_active()) : "",
-            w->sync.sharded ? "sharded" : "replicated", how);
+            "recurrent products %s, sync %s %s", w->W, w->model.nparams, w->model.nviews,
+            openblas_get_num_threads(), rgemm_blas_core(), rec, w->sync.sharded ? "sharded" : "replicated", how);
 }
 
 /* The action for the events of a step: the most severe of each kind's (each at

@@ -421,7 +421,7 @@ for wl in $WLS; do
     if [ "$wl" != W3 ]; then # W3's wh (100 x 100) is below the packing threshold
         read -r _ blas < <(best "$wl" blas)
         printf '   recurrent products packed (%s) vs by OpenBLAS (worker.packed_recurrent off): step time ratio %.3f (%.2f vs %.2f ms)\n' \
-            "$(grep -o 'recurrent products [^,]*' "$TMP/$name.err" | head -1 | sed 's/.*kernel //; s/recurrent products //')" "$(calc "$clip / $blas")" "$clip" "$blas"
+            "$(grep -o 'recurrent products [^,]*' "$TMP/$name.err" | head -1 | sed 's/recurrent products //')" "$(calc "$clip / $blas")" "$clip" "$blas"
         json+=",\"packed_vs_blas\":$(calc "$clip / $blas"),\"step_ms_blas\":$blas"
     fi
     if [ "$wl" = W1 ] && [ -n "$AVX512" ]; then
