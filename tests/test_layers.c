@@ -761,7 +761,8 @@ PACKED(test_gru)
 PACKED(test_lstm_stacked)
 PACKED(test_gru_stacked)
 
-/* rgemm against a double reference, with each kernel this CPU can run: C
+/* rgemm against a double reference and bit for bit against one fmaf chain
+ * over k per element, with each kernel this CPU can run: C
  * (M, N) += A B, B packed as is or transposed, strides wider than the rows
  * (the gaps must stay as they were), K across the kernels' blocks (128,
  * 256); each row's bits computed with other row counts (alone, and in a
@@ -798,10 +799,16 @@ static void test_rgemm(void **state)
                             continue;
                         }
                         double ref = C0[o], mag = fabs(C0[o]);
+                        float chain = C0[o]; /* the claim: one FMA chain over k in order */
                         for (int k2 = 0; k2 < K; k2++) {
-                            double b = trans ? Bm[(size_t)j * ldb + k2] : Bm[(size_t)k2 * ldb + j];
+                            float b = trans ? Bm[(size_t)j * ldb + k2] : Bm[(size_t)k2 * ldb + j];
                             ref += (double)A[(size_t)i * lda + k2] * b;
                             mag += fabs((double)A[(size_t)i * lda + k2] * b);
+                            chain = fmaf(A[(size_t)i * lda + k2], b, chain);
+                        }
+                        if (memcmp(&chain, &C[o], sizeof chain)) {
+                            fail_msg("rgemm %s M=%d N=%d K=%d trans=%d: C[%d][%d] = %.9g, the FMA chain %.9g",
+                                     rgemm_name(isas[k]), M, N, K, trans, i, j, C[o], chain);
                         }
                         if (fabs(C[o] - ref) > (K + 2) * 6e-8 * mag) {
                             fail_msg("rgemm %s M=%d N=%d K=%d trans=%d: C[%d][%d] = %.9g, double %.9g",

@@ -1,8 +1,10 @@
 /* rgemm: packed recurrent products (see rgemm.h). */
 #include "worker/rgemm.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/cfg.h"
 
@@ -59,9 +61,9 @@ int rgemm_setup(void)
     const char *core = rgemm_blas_core();
     int isa = RGEMM_OFF;
     for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; i++)
-        if (!strcmp(core, avx2[i])) isa = RGEMM_AVX2;
+        if (!strcasecmp(core, avx2[i])) isa = RGEMM_AVX2; /* (builds without DYNAMIC_ARCH: "HASWELL") */
     for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++)
-        if (!strcmp(core, avx512[i])) isa = RGEMM_AVX512;
+        if (!strcasecmp(core, avx512[i])) isa = RGEMM_AVX512;
     if (openblas_get_num_threads() != 1 || !rgemm_set(isa)) active = RGEMM_OFF;
     return active;
 }
@@ -120,8 +122,12 @@ __attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float
         for (int q = 0; q < 3; q++) _mm512_storeu_ps(c + (size_t)r * ldc + 16 * q, s[r][q]);
 }
 
+/* The active kernel's shape: pack and multiply under the same one (a model
+ * packs and multiplies within one pass; every model_init of a process
+ * makes the same choice). */
 static Shape shape(void)
 {
+    assert(active != RGEMM_OFF);
     if (active == RGEMM_AVX512) return (Shape){8, 48, 128, kernel_avx512};
     return (Shape){4, 24, 256, kernel_avx2};
 }
@@ -161,8 +167,9 @@ void rgemm(float *c, int ldc, const float *a, int lda, const float *bp, int M, i
 {
     const Shape s = shape();
     const int MR = s.mr, NR = s.nr, np = (N + NR - 1) / NR, mp = (M + MR - 1) / MR;
-    float tmp[8 * 48];
+    float tmp[8 * CFG_PACK_NR]; /* the largest tile */
     const float *ar[8];
+    _Static_assert(CFG_PACK_NR == 48, "CFG_PACK_NR is the AVX-512 kernel's panel, the widest");
     for (int k0 = 0; k0 < K; k0 += s.kc) {
         int kc = K - k0 < s.kc ? K - k0 : s.kc;
         for (int j = 0; j < np; j++) {

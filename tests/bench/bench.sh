@@ -411,7 +411,7 @@ for wl in $WLS; do
         rss=$(rss_kib "$name")
         min=$(jq .min_bytes_per_rank <<<"$model")
         rr=$(calc "$rss * 1024 / $min")
-        printf '   2 workers x 1 thread vs 1 worker x 2 threads (same global batch): throughput ratio %.3f (%.2f vs %.2f ms)\n' "$dp" "$clip" "$dp12"
+        printf '   2 workers x 1 thread vs 1 worker x 2 threads (same global batch; 2 threads: OpenBLAS'"'"'s recurrent products): throughput ratio %.3f (%.2f vs %.2f ms)\n' "$dp" "$clip" "$dp12"
         printf '   shared memory (the default on one node) vs messages in buckets: step time ratio %.3f (%.2f vs %.2f ms)\n' "$(calc "$clip / $msgs")" "$clip" "$msgs"
         printf '   messages: gradient buckets during backward vs one reduction after it: step time ratio %.3f\n' "$(calc "$msgs / $one")"
         printf '   peak RSS %.1f MiB per worker vs analytic minimum %.1f MiB: %.3f\n' "$(calc "$rss / 1024")" "$(calc "$min / 1048576")" "$rr"
@@ -426,6 +426,12 @@ for wl in $WLS; do
     fi
     if [ "$wl" = W1 ] && [ -n "$AVX512" ]; then
         read -r zname z < <(best W1 z)
+        if ! grep -qi "OpenBLAS core $AVX512)" "$TMP/$zname.err"; then
+            echo "   (OPENBLAS_CORETYPE=$AVX512 did not take: $(grep -o 'OpenBLAS core [^)]*' "$TMP/$zname.err" | head -1); no AVX-512 figures)"
+            AVX512=""
+        fi
+    fi
+    if [ "$wl" = W1 ] && [ -n "$AVX512" ]; then
         read -r _ zb < <(best W1 zblas)
         zpeak=$(OPENBLAS_CORETYPE=$AVX512 $TOOL peak "$NP")
         zgf=$(calc "$flops / ($z / 1000) / 1e9")

@@ -80,6 +80,7 @@ static int model(int argc, char **argv)
     }
     if (W < 1 || cfg_validate(&c, err, sizeof err) != 0) return fprintf(stderr, "%s\n", err), 2;
     Model m;
+    openblas_set_num_threads(1); /* as the bench's workers run: the packed weights' buffer counts */
     if (model_init(&m, &c, c.data_batch_per_worker) != 0) return fprintf(stderr, "out of memory\n"), 1;
     double flops = model_flops(&m) * c.train_accumulate * W;
     double tokens = (double)m.T * m.B * W * c.train_accumulate;
