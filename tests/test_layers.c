@@ -438,13 +438,13 @@ static void layer_new(Arena *a, Layer *L, int T, int B, int Ein, int H, int G, u
 static void layer_forward(Layer *L)
 {
     if (L->G == 1) {
-        rnn_forward(L->h, L->x, L->wx, L->wh, L->b, L->T, L->B, L->Ein, L->H, L->wpack);
+        rnn_forward(L->h, L->wpack, L->x, L->wx, L->wh, L->b, L->T, L->B, L->Ein, L->H);
     } else if (L->G == 4) {
-        lstm_forward(L->h, L->c, L->gates, L->x, L->wx, L->wh, L->b,
-                     L->T, L->B, L->Ein, L->H, L->wpack);
+        lstm_forward(L->h, L->c, L->gates, L->wpack, L->x, L->wx, L->wh, L->b,
+                     L->T, L->B, L->Ein, L->H);
     } else {
-        gru_forward(L->h, L->gates, L->un, L->x, L->wx, L->wh, L->b,
-                    L->T, L->B, L->Ein, L->H, L->wpack);
+        gru_forward(L->h, L->gates, L->un, L->wpack, L->x, L->wx, L->wh, L->b,
+                    L->T, L->B, L->Ein, L->H);
     }
 }
 
@@ -452,14 +452,14 @@ static void layer_forward(Layer *L)
 static void layer_backward(Layer *L, float *dx)
 {
     if (L->G == 1) {
-        rnn_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->x, L->h, L->wx, L->wh,
-                     L->T, L->B, L->Ein, L->H, L->wpack, NULL);
+        rnn_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->wpack, L->x, L->h, L->wx, L->wh,
+                     L->T, L->B, L->Ein, L->H, NULL);
     } else if (L->G == 4) {
-        lstm_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->dc, L->x, L->h, L->c,
-                      L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H, L->wpack, NULL);
+        lstm_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->dc, L->wpack, L->x, L->h, L->c,
+                      L->gates, L->wx, L->wh, L->T, L->B, L->Ein, L->H, NULL);
     } else {
-        gru_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->du, L->x, L->h,
-                     L->gates, L->un, L->wx, L->wh, L->T, L->B, L->Ein, L->H, L->wpack, NULL);
+        gru_backward(dx, L->dwx, L->dwh, L->db, L->dh, L->dgates, L->du, L->wpack, L->x, L->h,
+                     L->gates, L->un, L->wx, L->wh, L->T, L->B, L->Ein, L->H, NULL);
     }
 }
 

@@ -194,8 +194,8 @@ static void rnn_step_activate(float *a, const float *b /* (H) */, int B, int H)
     }
 }
 
-void rnn_forward(float *h, const float *x, const float *wx, const float *wh,
-                 const float *b, int T, int B, int Ein, int H, float *wpack)
+void rnn_forward(float *h, float *wpack, const float *x, const float *wx, const float *wh,
+                 const float *b, int T, int B, int Ein, int H)
 {
     const size_t BH = (size_t)B * H;
     pack_forward(wpack, wh, H, H);
@@ -208,9 +208,9 @@ void rnn_forward(float *h, const float *x, const float *wx, const float *wh,
     }
 }
 
-void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, const float *x,
-                  const float *h, const float *wx, const float *wh,
-                  int T, int B, int Ein, int H, float *wpack, const LayerProgress *pg)
+void rnn_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *wpack,
+                  const float *x, const float *h, const float *wx, const float *wh,
+                  int T, int B, int Ein, int H, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H;
     pack_backward(wpack, wh, H, H);
@@ -297,8 +297,8 @@ static void lstm_step_backward(float *dg /* (B, 4H) */, float *dc /* (B, H), in/
     }
 }
 
-void lstm_forward(float *h, float *c, float *gates, const float *x, const float *wx,
-                  const float *wh, const float *b, int T, int B, int Ein, int H, float *wpack)
+void lstm_forward(float *h, float *c, float *gates, float *wpack, const float *x, const float *wx,
+                  const float *wh, const float *b, int T, int B, int Ein, int H)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
     pack_forward(wpack, wh, H, 4 * H);
@@ -313,9 +313,9 @@ void lstm_forward(float *h, float *c, float *gates, const float *x, const float 
 }
 
 void lstm_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
-                   float *dc, const float *x, const float *h, const float *c,
+                   float *dc, float *wpack, const float *x, const float *h, const float *c,
                    const float *gates, const float *wx, const float *wh,
-                   int T, int B, int Ein, int H, float *wpack, const LayerProgress *pg)
+                   int T, int B, int Ein, int H, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 4 * H;
     pack_backward(wpack, wh, H, 4 * H);
@@ -414,8 +414,8 @@ static void gru_step_backward(float *dg /* (B, 3H) */, float *du /* (B, 3H) */,
     }
 }
 
-void gru_forward(float *h, float *gates, float *un, const float *x, const float *wx,
-                 const float *wh, const float *b, int T, int B, int Ein, int H, float *wpack)
+void gru_forward(float *h, float *gates, float *un, float *wpack, const float *x, const float *wx,
+                 const float *wh, const float *b, int T, int B, int Ein, int H)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
     pack_forward(wpack, wh, H, 3 * H);
@@ -431,9 +431,9 @@ void gru_forward(float *h, float *gates, float *un, const float *x, const float 
 }
 
 void gru_backward(float *dx, float *dwx, float *dwh, float *db, float *dh, float *dgates,
-                  float *du, const float *x, const float *h, const float *gates,
+                  float *du, float *wpack, const float *x, const float *h, const float *gates,
                   const float *un, const float *wx, const float *wh,
-                  int T, int B, int Ein, int H, float *wpack, const LayerProgress *pg)
+                  int T, int B, int Ein, int H, const LayerProgress *pg)
 {
     const size_t BH = (size_t)B * H, BG = (size_t)B * 3 * H;
     pack_backward(wpack, wh, H, 3 * H);

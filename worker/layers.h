@@ -57,36 +57,36 @@ void recurrent_weight_grads(float *dwx /* (Ein, GH) */, float *dwh /* (H, GH) */
  *
  * Vanilla tanh RNN: h[t+1] = tanh(x[t] wx + h[t] wh + b), h[0] given.
  * h is (T+1, B, H). */
-void rnn_forward(float *h /* (T+1, B, H) */, const float *x /* (T, B, Ein) */,
+void rnn_forward(float *h /* (T+1, B, H) */, float *wpack, const float *x /* (T, B, Ein) */,
                  const float *wx /* (Ein, H) */, const float *wh /* (H, H) */,
-                 const float *b /* (H) */, int T, int B, int Ein, int H, float *wpack);
+                 const float *b /* (H) */, int T, int B, int Ein, int H);
 /* dh: gradient of the loss w.r.t. h[1..T], (T, B, H); it is used as scratch
  * and left modified. dx may be NULL (first layer fed by raw inputs). */
 void rnn_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, H) */,
                   float *dwh /* (H, H) */, float *db /* (H) */,
-                  float *dh /* (T, B, H), in/scratch */, const float *x /* (T, B, Ein) */,
+                  float *dh /* (T, B, H), in/scratch */, float *wpack, const float *x /* (T, B, Ein) */,
                   const float *h /* (T+1, B, H) */, const float *wx /* (Ein, H) */,
                   const float *wh /* (H, H) */, int T, int B, int Ein, int H,
-                  float *wpack, const LayerProgress *pg);
+                  const LayerProgress *pg);
 
 /* LSTM, gates in the order i, f, g, o along the 4H axis:
  *   a = x[t] wx + h[t] wh + b; i,f,o = sigmoid(a_i,a_f,a_o); g = tanh(a_g)
  *   c[t+1] = f*c[t] + i*g; h[t+1] = o*tanh(c[t+1])
  * gates stores the post-activation i,f,g,o for backward. h[0], c[0] given. */
 void lstm_forward(float *h /* (T+1, B, H) */, float *c /* (T+1, B, H) */,
-                  float *gates /* (T, B, 4H) */, const float *x /* (T, B, Ein) */,
+                  float *gates /* (T, B, 4H) */, float *wpack, const float *x /* (T, B, Ein) */,
                   const float *wx /* (Ein, 4H) */, const float *wh /* (H, 4H) */,
-                  const float *b /* (4H) */, int T, int B, int Ein, int H, float *wpack);
+                  const float *b /* (4H) */, int T, int B, int Ein, int H);
 /* dh as in rnn_backward (in/scratch). dgates (T, B, 4H) and dc (B, H) are
  * scratch. dx may be NULL. */
 void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
                    float *dwh /* (H, 4H) */, float *db /* (4H) */,
                    float *dh /* (T, B, H), in/scratch */, float *dgates /* (T, B, 4H) */,
-                   float *dc /* (B, H) */, const float *x /* (T, B, Ein) */,
+                   float *dc /* (B, H) */, float *wpack, const float *x /* (T, B, Ein) */,
                    const float *h /* (T+1, B, H) */, const float *c /* (T+1, B, H) */,
                    const float *gates /* (T, B, 4H) */, const float *wx /* (Ein, 4H) */,
                    const float *wh /* (H, 4H) */, int T, int B, int Ein, int H,
-                   float *wpack, const LayerProgress *pg);
+                   const LayerProgress *pg);
 
 /* GRU, gates in the order r, z, n along the 3H axis. One bias, on the input
  * side only (no recurrent bias; the reset gate scales the whole recurrent
@@ -97,19 +97,19 @@ void lstm_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 4H) */,
  * gates stores the post-activation r,z,n and un stores u_n for backward.
  * h[0] given. */
 void gru_forward(float *h /* (T+1, B, H) */, float *gates /* (T, B, 3H) */,
-                 float *un /* (T, B, H) */, const float *x /* (T, B, Ein) */,
+                 float *un /* (T, B, H) */, float *wpack, const float *x /* (T, B, Ein) */,
                  const float *wx /* (Ein, 3H) */, const float *wh /* (H, 3H) */,
-                 const float *b /* (3H) */, int T, int B, int Ein, int H, float *wpack);
+                 const float *b /* (3H) */, int T, int B, int Ein, int H);
 /* dh as in rnn_backward (in/scratch). dgates (gradient w.r.t. a) and du
  * (w.r.t. u) are scratch. dx may be NULL. */
 void gru_backward(float *dx /* (T, B, Ein) */, float *dwx /* (Ein, 3H) */,
                   float *dwh /* (H, 3H) */, float *db /* (3H) */,
                   float *dh /* (T, B, H), in/scratch */, float *dgates /* (T, B, 3H) */,
-                  float *du /* (T, B, 3H) */, const float *x /* (T, B, Ein) */,
+                  float *du /* (T, B, 3H) */, float *wpack, const float *x /* (T, B, Ein) */,
                   const float *h /* (T+1, B, H) */, const float *gates /* (T, B, 3H) */,
                   const float *un /* (T, B, H) */, const float *wx /* (Ein, 3H) */,
                   const float *wh /* (H, 3H) */, int T, int B, int Ein, int H,
-                  float *wpack, const LayerProgress *pg);
+                  const LayerProgress *pg);
 
 /* Softmax cross-entropy. probs gets softmax(logits) (may alias logits).
  * Returns the SUM over rows of -log p[target], accumulated in double. */

@@ -284,11 +284,11 @@ static void layers_forward(Model *m)
         if (dropping(m)) dropout_forward(m, l);
         const float *x = site_input(m, l); /* (T, B, Ein) */
         if (m->kind == MODEL_LSTM)
-            lstm_forward(y->h, y->c, y->gates, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H, m->wpack);
+            lstm_forward(y->h, y->c, y->gates, m->wpack, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
         else if (m->kind == MODEL_GRU)
-            gru_forward(y->h, y->gates, y->un, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H, m->wpack);
+            gru_forward(y->h, y->gates, y->un, m->wpack, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
         else
-            rnn_forward(y->h, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H, m->wpack);
+            rnn_forward(y->h, m->wpack, x, y->wx, y->wh, y->b, m->T, m->B, y->Ein, m->H);
     }
 }
 
@@ -393,14 +393,14 @@ static float *layers_backward(Model *m, float *dh)
         float *dwx = m->split ? NULL : y->dwx, *dwh = m->split ? NULL : y->dwh;
         float *db = m->split ? NULL : y->db; /* split: by micro-batch, below */
         if (m->kind == MODEL_LSTM)
-            lstm_backward(dx, dwx, dwh, db, dh, m->dgates, m->dc, x, y->h, y->c,
-                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H, m->wpack, &pg);
+            lstm_backward(dx, dwx, dwh, db, dh, m->dgates, m->dc, m->wpack, x, y->h, y->c,
+                          y->gates, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else if (m->kind == MODEL_GRU)
-            gru_backward(dx, dwx, dwh, db, dh, m->dgates, m->du, x, y->h, y->gates,
-                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H, m->wpack, &pg);
+            gru_backward(dx, dwx, dwh, db, dh, m->dgates, m->du, m->wpack, x, y->h, y->gates,
+                         y->un, y->wx, y->wh, m->T, m->B, y->Ein, m->H, &pg);
         else
-            rnn_backward(dx, dwx, dwh, db, dh, x, y->h, y->wx, y->wh, m->T, m->B,
-                         y->Ein, m->H, m->wpack, &pg);
+            rnn_backward(dx, dwx, dwh, db, dh, m->wpack, x, y->h, y->wx, y->wh, m->T, m->B,
+                         y->Ein, m->H, &pg);
         if (m->split) { /* the pre-activation gradients: the RNN's in dh, the others' in dgates */
             const float *da = m->kind == MODEL_RNN ? dh : m->dgates;
             split_layer_grads(m, l, da, m->kind == MODEL_GRU ? m->du : da, x);
