@@ -20,7 +20,7 @@
  * the loader picks by CPU: twice the vector width where there is one, the
  * same bits either way (no FMA: in ISO C mode GCC contracts nothing). */
 #if defined(__x86_64__) && !defined(__clang__)
-#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VEC_CLONES
 #endif
