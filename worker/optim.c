@@ -41,7 +41,7 @@ static inline float clipped(float g, float coef, float cv)
 }
 
 /* The kernels: one loop each with no call or branch left inside, so they
- * vectorise (built for AVX2 and the baseline, as fastmath.h says). */
+ * vectorise (built for AVX-512, AVX2 and the baseline, as fastmath.h says). */
 VEC_CLONES
 static void sgd_plain(float *restrict p, const float *restrict g, size_t len, float coef, float cv,
                       float flr, float wd)
