@@ -1452,12 +1452,16 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2])
     return lo.t[i].ndim;
 }
 
+uint64_t cfg_pack_wh_floats(uint64_t H, uint64_t GH)
+{
+    const uint64_t nr = CFG_PACK_NR, fwd = H * ((GH + nr - 1) / nr * nr), bwd = GH * ((H + nr - 1) / nr * nr);
+    return fwd > bwd ? fwd : bwd;
+}
+
 uint64_t cfg_pack_floats(const Config *c)
 {
-    uint64_t H = (uint64_t)c->model_hidden, GH = (uint64_t)cfg_gates(c->model_kind) * H, nr = CFG_PACK_NR;
-    if (!c->worker_packed_recurrent || H * GH < CFG_PACK_MIN) return 0;
-    uint64_t fwd = H * ((GH + nr - 1) / nr * nr), bwd = GH * ((H + nr - 1) / nr * nr);
-    return fwd > bwd ? fwd : bwd;
+    uint64_t H = (uint64_t)c->model_hidden, GH = (uint64_t)cfg_gates(c->model_kind) * H;
+    return c->worker_packed_recurrent && H * GH >= CFG_PACK_MIN ? cfg_pack_wh_floats(H, GH) : 0;
 }
 
 uint64_t cfg_model_floats(const Config *c, int B)

@@ -250,9 +250,12 @@ int cfg_tensor_shape(const Config *c, int i, long shape[2]);
  * AVX-512 kernel's; the AVX2 one's are 24). */
 #define CFG_PACK_MIN 65536
 #define CFG_PACK_NR 48
-/* Floats of the buffer the packed recurrent weights take (the larger of
- * forward's Wh and backward's Wh^T), 0 when they are not packed (too small,
- * or worker.packed_recurrent off). */
+/* Floats of a buffer that holds wh (H, GH) packed either way, for forward
+ * (K = H rows of GH) or backward (wh^T: GH rows of H), each row padded to
+ * CFG_PACK_NR; a B (K, N) for rgemm_pack fits in cfg_pack_wh_floats(K, N). */
+uint64_t cfg_pack_wh_floats(uint64_t H, uint64_t GH);
+/* The model's: cfg_pack_wh_floats of its wh, 0 when it is not packed (too
+ * small, or worker.packed_recurrent off). */
 uint64_t cfg_pack_floats(const Config *c);
 /* Floats of the model's buffers for B streams: parameters, gradients and
  * activations, what worker/model.c's model_init allocates (Model.nfloats;

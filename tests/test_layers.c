@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cfg.h"
 #include "worker/adaptive.h"
 #include "worker/fastmath.h"
 #include "worker/layers.h"
@@ -407,8 +408,7 @@ static void layer_alloc(Arena *a, Layer *L, uint64_t *s)
     L->dgates = arena_f(a, TB * GH);
     L->dc = arena_f(a, BH);
     L->du = arena_f(a, TB * GH);
-    size_t pf = rgemm_pack_floats(L->H, (int)GH), pb = rgemm_pack_floats((int)GH, L->H);
-    L->wpack = g_pack ? arena_f(a, pf > pb ? pf : pb) : NULL;
+    L->wpack = g_pack ? arena_f(a, cfg_pack_wh_floats((uint64_t)L->H, GH)) : NULL;
 }
 
 /* x and xref NULL: own random input; else the layer reads the given buffers */
@@ -742,19 +742,15 @@ static void test_gru_stacked(void **state)
 
 /* The recurrent-layer tests again through the packed products, with each
  * kernel this CPU can run */
+static void packed_run(void **state, int isa, void (*test)(void **))
+{
+    if (!rgemm_set(isa)) skip();
+    g_pack = 1;
+    test(state);
+}
 #define PACKED(test)                                                                               \
-    static void test##_avx2(void **state)                                                          \
-    {                                                                                              \
-        if (!rgemm_set(RGEMM_AVX2)) skip();                                                        \
-        g_pack = 1;                                                                                \
-        test(state);                                                                               \
-    }                                                                                              \
-    static void test##_avx512(void **state)                                                        \
-    {                                                                                              \
-        if (!rgemm_set(RGEMM_AVX512)) skip();                                                      \
-        g_pack = 1;                                                                                \
-        test(state);                                                                               \
-    }
+    static void test##_avx2(void **state) { packed_run(state, RGEMM_AVX2, test); }                 \
+    static void test##_avx512(void **state) { packed_run(state, RGEMM_AVX512, test); }
 PACKED(test_rnn)
 PACKED(test_lstm)
 PACKED(test_gru)
@@ -783,7 +779,7 @@ static void test_rgemm(void **state)
             float *A = arena_rand(a, (size_t)M * lda, &s, -1, 1);
             float *Bm = arena_rand(a, (size_t)(trans ? N : K) * ldb, &s, -1, 1);
             float *C0 = arena_rand(a, (size_t)M * ldc, &s, -1, 1), *C1 = arena_f(a, (size_t)ldc);
-            float *bp = arena_f(a, rgemm_pack_floats(K, N)), *first = NULL;
+            float *bp = arena_f(a, cfg_pack_wh_floats((uint64_t)K, (uint64_t)N)), *first = NULL;
             for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
                 if (!rgemm_set(isas[k])) continue;
                 ran |= 1 << k;

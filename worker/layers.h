@@ -51,7 +51,7 @@ void recurrent_weight_grads(float *dwx /* (Ein, GH) */, float *dwh /* (H, GH) */
                             const float *h /* (TB, H) */, int TB, int Ein, int H, int GH);
 
 /* The recurrent layers take wpack, scratch for wh packed once per pass
- * (worker/rgemm.h; rgemm_pack_floats of the larger of (H, G*H) and
+ * (worker/rgemm.h; cfg_pack_wh_floats(H, G*H): the larger of (H, G*H) and
  * (G*H, H)): the time loop's products then go through rgemm. NULL: they
  * are OpenBLAS calls.
  *

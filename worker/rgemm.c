@@ -56,21 +56,17 @@ int rgemm_active(void) { return active; }
 
 int rgemm_setup(void)
 {
-    static const char *const avx2[] = {"Haswell", "Zen"};
-    static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    static const struct {
+        const char *core;
+        int isa;
+    } cores[] = {{"Haswell", RGEMM_AVX2},        {"Zen", RGEMM_AVX2},          {"SkylakeX", RGEMM_AVX512},
+                 {"Cooperlake", RGEMM_AVX512}, {"SapphireRapids", RGEMM_AVX512}};
     const char *core = rgemm_blas_core();
     int isa = RGEMM_OFF;
-    for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; i++)
-        if (!strcasecmp(core, avx2[i])) isa = RGEMM_AVX2; /* (builds without DYNAMIC_ARCH: "HASWELL") */
-    for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++)
-        if (!strcasecmp(core, avx512[i])) isa = RGEMM_AVX512;
+    for (size_t i = 0; i < sizeof cores / sizeof *cores; i++) /* (builds without DYNAMIC_ARCH: "HASWELL") */
+        if (!strcasecmp(core, cores[i].core)) isa = cores[i].isa;
     if (openblas_get_num_threads() != 1 || !rgemm_set(isa)) active = RGEMM_OFF;
     return active;
-}
-
-size_t rgemm_pack_floats(int K, int N)
-{
-    return (size_t)K * (size_t)((N + CFG_PACK_NR - 1) / CFG_PACK_NR) * CFG_PACK_NR;
 }
 
 #if defined(__x86_64__)
@@ -183,7 +179,7 @@ void rgemm(float *c, int ldc, const float *a, int lda, const float *bp, int M, i
                     s.kernel(kc, ar, b, ct, ldc);
                     continue;
                 }
-                memset(tmp, 0, sizeof tmp);
+                memset(tmp, 0, (size_t)MR * NR * sizeof *tmp);
                 for (int r = 0; r < mr; r++) memcpy(tmp + r * NR, ct + (size_t)r * ldc, (size_t)nr * sizeof(float));
                 s.kernel(kc, ar, b, tmp, NR);
                 for (int r = 0; r < mr; r++) memcpy(ct + (size_t)r * ldc, tmp + r * NR, (size_t)nr * sizeof(float));

@@ -33,10 +33,7 @@ const char *rgemm_name(int isa);
 /* The OpenBLAS core name, for the worker's log */
 const char *rgemm_blas_core(void);
 
-/* Floats rgemm_pack writes for B (K, N), for either kernel: K rows of N
- * padded to the widest panel (CFG_PACK_NR) */
-size_t rgemm_pack_floats(int K, int N);
-/* Pack B (K, N) into bp for the active kernel: b is (K, N) with row stride
+/* Pack B (K, N) into bp (cfg_pack_wh_floats(K, N) floats) for the active kernel: b is (K, N) with row stride
  * ldb, or with trans b is (N, K) and B its transpose. */
 void rgemm_pack(float *bp, const float *b, int K, int N, int ldb, int trans);
 /* C (M, N, row stride ldc) += A (M, K, row stride lda) B, B packed by

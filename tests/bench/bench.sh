@@ -144,6 +144,7 @@ bench_json_put() { # KEY JSON: build/bench.json's KEY set to JSON, the rest kept
     [ -s build/bench.json ] || echo '{}' >build/bench.json
     jq --argjson v "$2" ".$1 = \$v" build/bench.json >build/bench.json.tmp && mv build/bench.json.tmp build/bench.json
 }
+packed_says() { grep -o 'recurrent products [^,]*' "$TMP/$1.err" | head -1 | sed 's/recurrent products //'; } # NAME: worker 0's word on them
 rss_kib() { grep -o 'peak RSS [0-9]*' "$TMP/$1.err" | awk '$3 > m { m = $3 } END { print m + 0 }'; }
 breakdown() { # NAME: each worker's step breakdown line of run NAME, as "worker[r] step ... ms = ..."
     grep -o 'worker\[[0-9]*\] info: step breakdown.*' "$TMP/$1.err" | sed 's/ info: step breakdown ([^)]*)://'
@@ -421,7 +422,7 @@ for wl in $WLS; do
     if [ "$wl" != W3 ]; then # W3's wh (100 x 100) is below the packing threshold
         read -r _ blas < <(best "$wl" blas)
         printf '   recurrent products packed (%s) vs by OpenBLAS (worker.packed_recurrent off): step time ratio %.3f (%.2f vs %.2f ms)\n' \
-            "$(grep -o 'recurrent products [^,]*' "$TMP/$name.err" | head -1 | sed 's/recurrent products //')" "$(calc "$clip / $blas")" "$clip" "$blas"
+            "$(packed_says "$name")" "$(calc "$clip / $blas")" "$clip" "$blas"
         json+=",\"packed_vs_blas\":$(calc "$clip / $blas"),\"step_ms_blas\":$blas"
     fi
     if [ "$wl" = W1 ] && [ -n "$AVX512" ]; then
@@ -437,7 +438,7 @@ for wl in $WLS; do
         zgf=$(calc "$flops / ($z / 1000) / 1e9")
         printf '   with OpenBLAS'"'"'s AVX-512 kernels (OPENBLAS_CORETYPE=%s, sgemm peak %s GFLOP/s with %d threads): step %.2f ms = %.3f of that peak, recurrent products %s; by OpenBLAS %.2f ms: ratio %.3f\n' \
             "$AVX512" "$zpeak" "$NP" "$z" "$(calc "$zgf / $zpeak")" \
-            "$(grep -o 'recurrent products [^,]*' "$TMP/$zname.err" | head -1 | sed 's/recurrent products //')" "$zb" "$(calc "$z / $zb")"
+            "$(packed_says "$zname")" "$zb" "$(calc "$z / $zb")"
         json+=",\"avx512\":{\"coretype\":\"$AVX512\",\"sgemm_peak_gflops\":$zpeak,\"step_ms\":$z,\"peak_fraction\":$(calc "$zgf / $zpeak"),\"step_ms_blas\":$zb,\"packed_vs_blas\":$(calc "$z / $zb")}"
     fi
     json+="}"
