@@ -19,8 +19,12 @@
  * one mpirun is on this node, so W > 1 must get it) and is reduced through
  * it, with the same checks. "repro" and "shmrepro": the same with
  * sync.reproducible's one micro-batch a rank (statistics over the whole
- * gradient, in flat order), as messages and through the window. Prints the
- * worst errors; exits non-zero on any failure. */
+ * gradient, in flat order), as messages and through the window. As
+ * messages, each all-gather group (one bucket at the usual sizes) must be
+ * reduced a 1/W part by every rank (within one float), its buckets' pieces
+ * adding up to those parts: the traffic of every bucket goes both ways over
+ * a link, not to one owner. Prints the worst errors; exits non-zero on any
+ * failure. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -142,15 +146,27 @@ int main(int argc, char **argv)
     if (sync_grads_stats(&s, g, &m, loc, glob2) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     fold_bad = memcmp(g1, g, n * sizeof *g) != 0 || memcmp(glob2, glob, (size_t)s.nstats * sizeof *glob) != 0;
     free(g1), free(glob2);
-    int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12) || early == -2;
+    int unbalanced = 0; /* groups whose parts are not 1/W each, or not what their buckets send */
+    for (int k = 0; !s.shm && W > 1 && k < s.nb; k++) {
+        const Bucket *e = &s.b[s.b[k].gend];
+        if (s.b[k].gend != k) continue;
+        size_t glen = e->ghi - e->glo;
+        for (int r = 0; r < W; r++) {
+            long sent = 0;
+            for (int j = k; j >= 0 && s.b[j].gend == k; j--) sent += s.b[j].sc[r];
+            unbalanced += e->gc[r] < (long)(glen / (size_t)W) || e->gc[r] > (long)(glen / (size_t)W) + 1 ||
+                          sent != e->gc[r];
+        }
+    }
+    int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12) || early == -2 || unbalanced;
     if (rank == 0) {
         for (int r = 1; r < W; r++) fail |= all[2 * r] != all[0] || all[2 * r + 1] != all[1];
         printf("mpi_sync W=%d n=%zu %s=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
                "float64 reference %.17g, rel err %.2g (tol 1e-12); tensor 0 rel err %.2g; "
-               "ranks identical: %s; folded stats collective same bits: %s; ", W, n,
+               "ranks identical: %s; folded stats collective same bits: %s; groups not split 1/W a rank: %d; ", W, n,
                s.shm ? (repro ? "reproducible, shared memory, bucket" : "shared memory, bucket")
                      : repro ? "reproducible, bucket" : "bucket", bucket, s.nb, bad, norm,
-               refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes");
+               refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes", unbalanced);
         if (early == -1) printf("no bucket started before the end\n");
         else if (early == -2) printf("buckets started before the end NOT all reduced and gathered by sync_progress\n");
         else printf("%d buckets reduced and all-gathered during \"backward\", holding the sums\n", early);

@@ -25,29 +25,18 @@ static size_t overlap(size_t a, size_t b, size_t c, size_t d, size_t *start)
     return hi > lo ? hi - lo : 0;
 }
 
-/* Counts and offsets of bucket k: rank r gets the part of [lo, hi) inside
- * its shard; I receive my part from everyone, into my shard's receive area. */
-static int bucket_init(Sync *s, Bucket *b, size_t lo, size_t hi)
+/* [*off, *off + *len): what rank r reduces of bucket b's group (the part of
+ * its shard inside the group when not interleaved). */
+static void group_part(const Sync *s, const Bucket *b, int r, size_t *off, size_t *len)
 {
-    int W = s->W;
-    b->lo = lo, b->hi = hi;
-    b->len = overlap(lo, hi, s->own_off, s->own_off + s->own_len, &b->mine);
-    if (!b->len) b->mine = s->own_off;
-    b->recv = s->recv + (size_t)W * (b->mine - s->own_off);
-    b->sc = calloc((size_t)W * 6, sizeof(int));
-    if (!b->sc) return -1;
-    b->sd = b->sc + W, b->rc = b->sc + 2 * W, b->rd = b->sc + 3 * W;
-    b->gc = b->sc + 4 * W, b->gd = b->sc + 5 * W;
-    for (int r = 0; r < W; r++) {
-        size_t off, len, start;
-        shard_range(s->n, W, r, &off, &len);
-        b->sc[r] = (int)overlap(lo, hi, off, off + len, &start);
-        b->sd[r] = b->sc[r] ? (int)start : 0;
-        b->rc[r] = (int)b->len;
-        b->rd[r] = r * (int)b->len;
+    if (s->ilv) {
+        shard_range(b->ghi - b->glo, s->W, r, off, len);
+        *off += b->glo;
+    } else {
+        size_t so, sl;
+        shard_range(s->n, s->W, r, &so, &sl);
+        *len = overlap(b->glo, b->ghi, so, so + sl, off);
     }
-    b->req = b->greq = MPI_REQUEST_NULL;
-    return 0;
 }
 
 /* The all-gathers' groups: consecutive buckets of at least SYNC_GATHER_MIN
@@ -59,15 +48,38 @@ static void gather_groups(Sync *s)
     int first = 0;
     for (int k = 0; k < s->nb; k++) {
         if (k < s->nb - 1 && s->b[k].hi - s->b[first].lo < SYNC_GATHER_MIN) continue;
-        for (int r = 0; r < s->W; r++) {
-            size_t off, len, start;
-            shard_range(s->n, s->W, r, &off, &len);
-            s->b[k].gc[r] = (int)overlap(s->b[first].lo, s->b[k].hi, off, off + len, &start);
-            s->b[k].gd[r] = s->b[k].gc[r] ? (int)start : 0;
-        }
-        for (int j = first; j <= k; j++) s->b[j].gend = k;
+        for (int j = first; j <= k; j++) s->b[j].gend = k, s->b[j].glo = s->b[first].lo, s->b[j].ghi = s->b[k].hi;
         first = k + 1;
     }
+}
+
+/* Counts and offsets of bucket b (its range and group set): rank r gets the
+ * part of [lo, hi) inside what it reduces of the group; I receive my part
+ * from everyone, into the receive area at *roff (which moves past it). */
+static int bucket_init(Sync *s, Bucket *b, size_t *roff)
+{
+    int W = s->W;
+    size_t off, len, start;
+    group_part(s, b, s->rank, &off, &len);
+    b->len = overlap(b->lo, b->hi, off, off + len, &b->mine);
+    if (!b->len) b->mine = off;
+    b->roff = *roff;
+    *roff += b->len;
+    b->sc = calloc((size_t)W * 6, sizeof(int));
+    if (!b->sc) return -1;
+    b->sd = b->sc + W, b->rc = b->sc + 2 * W, b->rd = b->sc + 3 * W;
+    b->gc = b->sc + 4 * W, b->gd = b->sc + 5 * W;
+    for (int r = 0; r < W; r++) {
+        group_part(s, b, r, &off, &len);
+        b->sc[r] = (int)overlap(b->lo, b->hi, off, off + len, &start);
+        b->sd[r] = b->sc[r] ? (int)start : 0;
+        b->rc[r] = (int)b->len;
+        b->rd[r] = r * (int)b->len;
+        b->gc[r] = (int)len; /* (used by the group's last bucket) */
+        b->gd[r] = len ? (int)off : 0;
+    }
+    b->req = b->greq = MPI_REQUEST_NULL;
+    return 0;
 }
 
 static int sparse_init(Sync *s, size_t sp_off, int rows, int width)
@@ -82,21 +94,15 @@ static int sparse_init(Sync *s, size_t sp_off, int rows, int width)
     return s->sp_bits && s->sp_list && s->sp_send && s->sp_recv ? 0 : -1;
 }
 
-int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, int sharded)
-{
-    if (sync_init_sparse(s, comm, n, ntensors, bucket, n, 0, 0) != 0) return -1;
-    s->sharded = sharded;
-    return 0;
-}
-
-int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, size_t sp_off,
-                     int rows, int width)
+static int setup(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, size_t sp_off,
+                 int rows, int width, int sharded)
 {
     memset(s, 0, sizeof *s);
-    s->comm = comm, s->n = n;
+    s->comm = comm, s->n = n, s->sharded = sharded;
     if (sp_off + (size_t)rows * (size_t)width != n) return -1;
     MPI_Comm_rank(comm, &s->rank);
     MPI_Comm_size(comm, &s->W);
+    s->ilv = s->W > 1 && !sharded;
     if (n > (size_t)INT32_MAX) return -1; /* MPI counts and offsets are ints */
     shard_range(n, s->W, s->rank, &s->own_off, &s->own_len);
     size_t nd = sp_off; /* the buckets' range [0, nd) */
@@ -105,11 +111,10 @@ int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t buck
     s->nstats = ST_TENSOR0 + ntensors;
     s->counts = calloc((size_t)s->W, sizeof *s->counts);
     s->displs = calloc((size_t)s->W, sizeof *s->displs);
-    s->recv = calloc((size_t)s->W * (s->own_len ? s->own_len : 1), sizeof *s->recv);
     s->b = calloc((size_t)(s->nb ? s->nb : 1), sizeof *s->b);
     s->all = calloc((size_t)s->W * (size_t)s->nstats, sizeof *s->all);
     s->acc = calloc(4 * (size_t)(ntensors > 0 ? ntensors : 1), sizeof *s->acc);
-    if (!s->counts || !s->displs || !s->recv || !s->b || !s->all || !s->acc ||
+    if (!s->counts || !s->displs || !s->b || !s->all || !s->acc ||
         sparse_init(s, sp_off, rows, width) != 0 || MPI_Comm_dup(comm, &s->gcomm) != MPI_SUCCESS)
         goto fail;
     s->has_gcomm = 1;
@@ -118,15 +123,30 @@ int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t buck
         shard_range(n, s->W, r, &off, &len);
         s->counts[r] = (int)len, s->displs[r] = (int)off;
     }
-    for (int k = 0; k < s->nb; k++) {
-        size_t lo = (size_t)k * bucket, hi = lo + bucket < nd ? lo + bucket : nd;
-        if (bucket_init(s, &s->b[k], lo, hi) != 0) goto fail;
-    }
+    for (int k = 0; k < s->nb; k++)
+        s->b[k].lo = (size_t)k * bucket, s->b[k].hi = s->b[k].lo + bucket < nd ? s->b[k].lo + bucket : nd;
     gather_groups(s);
+    s->nrecv = 0;
+    for (int k = 0; k < s->nb; k++)
+        if (bucket_init(s, &s->b[k], &s->nrecv) != 0) goto fail;
+    s->recv = calloc((size_t)s->W * (s->nrecv ? s->nrecv : 1), sizeof *s->recv);
+    if (!s->recv) goto fail;
+    for (int k = 0; k < s->nb; k++) s->b[k].recv = s->recv + (size_t)s->W * s->b[k].roff;
     return 0;
 fail:
     sync_free(s);
     return -1;
+}
+
+int sync_init(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, int sharded)
+{
+    return setup(s, comm, n, ntensors, bucket, n, 0, 0, sharded);
+}
+
+int sync_init_sparse(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, size_t sp_off,
+                     int rows, int width)
+{
+    return setup(s, comm, n, ntensors, bucket, sp_off, rows, width, 0);
 }
 
 void sync_free(Sync *s)
@@ -239,7 +259,7 @@ int sync_set_reproducible(Sync *s, int nmicro, float **slot)
     s->nmicro = nmicro, s->slot = slot;
     s->loss0 = s->nstats;
     s->nstats += (int)M;
-    float *recv = s->shm ? NULL : calloc(M * (s->own_len ? s->own_len : 1), sizeof *recv);
+    float *recv = s->shm ? NULL : calloc(M * (s->nrecv ? s->nrecv : 1), sizeof *recv);
     double *all = calloc((size_t)s->W * (size_t)s->nstats, sizeof *all);
     if ((!recv && !s->shm) || !all) return free(recv), free(all), -1;
     free(s->recv), free(s->all);
@@ -249,7 +269,7 @@ int sync_set_reproducible(Sync *s, int nmicro, float **slot)
         return -1; /* one micro-batch: its slot is already laid out as the pack would be */
     for (int k = 0; k < s->nb; k++) { /* nmicro pieces to each rank, from the pack area */
         Bucket *b = &s->b[k];
-        b->recv = s->recv + M * (b->mine - s->own_off);
+        b->recv = s->recv + M * b->roff;
         for (int r = 0; r < s->W; r++) {
             b->sc[r] *= nmicro, b->sd[r] *= nmicro;
             b->rc[r] = nmicro * (int)b->len, b->rd[r] = r * nmicro * (int)b->len;
@@ -359,7 +379,7 @@ static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m
             for (size_t i = 0; i < len; i++) own[i] += piece[i];
         }
     }
-    range_stats(s, grads, m, b->mine, len);
+    if (!s->ilv) range_stats(s, grads, m, b->mine, len);
 }
 
 /* Replicated, and reproducible (whose statistics cover the whole gradient):
@@ -372,6 +392,14 @@ static int gathers(const Sync *s) { return s->W > 1 && (!s->sharded || s->nmicro
 static void bucket_stats_all(Sync *s, const Bucket *b)
 {
     range_stats(s, s->grads, s->model, b->lo, b->hi - b->lo);
+}
+
+/* Interleaved: the statistics of the part of bucket b (all-gathered) inside
+ * my shard, as bucket_reduce takes them of my part when not interleaved. */
+static void bucket_stats_own(Sync *s, const Bucket *b)
+{
+    size_t start, len = overlap(b->lo, b->hi, s->own_off, s->own_off + s->own_len, &start);
+    if (len) range_stats(s, s->grads, s->model, start, len);
 }
 
 /* The next bucket in order (s->nred) has landed: reduce it and start its
@@ -401,8 +429,10 @@ static int gathered(Sync *s, int wait)
         if (wait) rc |= MPI_Wait(&s->b[e].greq, MPI_STATUS_IGNORE) != MPI_SUCCESS;
         else MPI_Test(&s->b[e].greq, &done, MPI_STATUS_IGNORE);
         if (!done) break;
-        for (; s->ngath <= e; s->ngath++)
+        for (; s->ngath <= e; s->ngath++) {
             if (s->nmicro) bucket_stats_all(s, &s->b[s->ngath]);
+            else if (s->ilv) bucket_stats_own(s, &s->b[s->ngath]);
+        }
     }
     return rc ? -1 : 0;
 }
@@ -538,7 +568,7 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
     }
     /* reproducible: the whole gradient on every rank, then its statistics
      * (sync.sparse_embedding is refused with it: the buckets cover it all) */
-    if (s->nmicro && gathered(s, 1) != 0) rc = -1;
+    if ((s->nmicro || s->ilv) && gathered(s, 1) != 0) rc = -1;
     s->grads = NULL;
     if (rc || sparse_reduce(s, grads, m) != 0) return -1;
     double total = 0;

@@ -13,12 +13,18 @@
  * non-blocking all-to-all of its pieces, and sync_progress() (called from
  * the backward time loops) moves them along. Buckets are reduced in order
  * as they land (in sync_progress during backward, the rest in sync_grads):
- * the owner adds the pieces in rank order, takes the sums of squares of
- * its part, and, replicated, starts that bucket's all-gather at once, so
- * over a slow link only the last buckets' traffic is left after backward.
- * Neither the shards nor the order of any sum depend on the bucket size or
- * on when a bucket lands: every bucket size gives the same bits, gradient
- * and norm.
+ * the owner adds the pieces in rank order and, replicated, starts that
+ * bucket's all-gather at once, so over a slow link only the last buckets'
+ * traffic is left after backward. Replicated, every rank reduces a 1/W part
+ * of each bucket (of each all-gather group: SYNC_GATHER_MIN), not the part
+ * inside its shard: with contiguous shards each bucket went to one owner,
+ * so over a link the buckets of a step's end (all in the last rank's shard)
+ * went one way, then came back, half the link idle (W1 across 2 nodes at
+ * 1 Gbit/s: 590-620 ms a step, now 524-534). The sums of squares are still
+ * those of each rank's shard, taken as the shard's buckets come back from
+ * the all-gather (sharded: of its reduced part). Neither who adds a piece,
+ * nor the order of any sum depend on the bucket size or on when a bucket
+ * lands: every bucket size gives the same bits, gradient and norm.
  *
  * Sharded (ZeRO-1): no all-gather of gradients; each rank updates only the
  * parameters of its shard, with optimizer state for those only, then
@@ -36,7 +42,9 @@
  * sum of squares of the gradient it owns, overall and per tensor); one
  * all-gather brings every rank's vector to every rank, and each combines
  * them in rank order, so all ranks get identical sums. A training step
- * folds it into the gradients' all-gather (sync_grads_stats). */
+ * folds it into the gradients' all-gather (sync_grads_stats) where the
+ * sums are known before that all-gather ends: through shared memory, and
+ * sharded; replicated as messages it follows the all-gather. */
 #ifndef CLIPD_SYNC_H
 #define CLIPD_SYNC_H
 
@@ -52,7 +60,9 @@ enum { ST_LOSS = 0, ST_TERMS, ST_NONFINITE, ST_MAXABS, ST_REQ, ST_SUMSQ, ST_TENS
 
 typedef struct {
     size_t lo, hi;            /* [lo, hi) of the flat buffer */
-    size_t mine, len;         /* my shard's part of it: [mine, mine + len) */
+    size_t glo, ghi;          /* its all-gather group's range */
+    size_t mine, len;         /* my part of it: [mine, mine + len) */
+    size_t roff;              /* where my part's pieces go in the receive area (x W pieces) */
     int *sc, *sd, *rc, *rd;   /* (W) send counts/offsets (into grads), receive counts/offsets */
     int *gc, *gd;             /* (W) every rank's part of its group's range: the group's all-gather */
     int gend;                 /* the last bucket of its all-gather group */
@@ -63,10 +73,15 @@ typedef struct {
 typedef struct {
     MPI_Comm comm;
     int rank, W, sharded;
+    int ilv;                  /* replicated, W > 1: each all-gather group's range is split W
+                                 ways for its reduction (so a bucket's traffic goes both ways
+                                 over a link); statistics still over own_off.. (after the
+                                 all-gather), so every split gives the same norm bits */
     size_t n;
     size_t own_off, own_len;  /* this rank's shard of the flat buffer */
     int *counts, *displs;     /* (W) shard sizes and offsets, in floats */
-    float *recv;              /* (W, own_len) every rank's piece of my shard, bucket by bucket */
+    float *recv;              /* (W, nrecv) every rank's piece of my parts, bucket by bucket */
+    size_t nrecv;             /* floats of my parts of all buckets */
     Bucket *b;
     int nb, nstarted;         /* buckets; buckets started this step */
     int nred, ngath;          /* buckets reduced (all-gather started); all-gathered, in order */
@@ -172,9 +187,10 @@ int sync_params(Sync *s, float *params);
  * the micro-batch slots in order. */
 int sync_stats(Sync *s, const double *local, double *global);
 /* sync_grads(grads, local) then sync_stats(local, global) with the same
- * bits, folded: the statistics all-gather runs alongside the all-gather of
- * the gradient shards (both non-blocking, waited for together), so the
- * statistics cost no round trip of their own. The caller fills local's
+ * bits, folded where the sums are known first (shared memory, sharded): the
+ * statistics all-gather runs alongside the all-gather of the gradient
+ * shards (both non-blocking, waited for together), so the statistics cost
+ * no round trip of their own. The caller fills local's
  * ST_LOSS, ST_TERMS and ST_REQ first. */
 int sync_grads_stats(Sync *s, float *grads, const Model *m, double *local, double *global);
 

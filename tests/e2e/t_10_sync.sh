@@ -18,8 +18,10 @@ done
 # inside) and the same norm bits as one bucket; buckets started before the
 # end are reduced and all-gathered by sync_progress alone, as they land
 # (20000: one all-gather per bucket; smaller ones in groups of 16384 floats),
-# holding the rank-order sums before sync_grads (checked inside). "shm": the
-# shared window's reduction gives those bits too.
+# holding the rank-order sums before sync_grads (checked inside), each
+# all-gather group reduced a 1/W part by every rank (checked inside: the
+# buckets' traffic goes both ways, not to one owner). "shm": the shared
+# window's reduction gives those bits too.
 # (7, not 1: 100003 one-float buckets took 60 s at W=3 with the per-bucket
 # all-gathers; a config cannot make buckets below 1 KiB = 256 floats.)
 buckets_same_norm() {
@@ -42,7 +44,7 @@ repro_same_norm() {
 }
 for w in 2 3; do
     check "sync W=$w reproducible: shared memory == messages, norm bit for bit" repro_same_norm "$w"
-    check "sync W=$w in buckets of 7, 100, 4096, 20000 floats and through shared memory: same bits as one bucket, gathered as they land" buckets_same_norm "$w"
+    check "sync W=$w in buckets of 7, 100, 4096, 20000 floats and through shared memory: same bits as one bucket, gathered as they land, split 1/W a rank" buckets_same_norm "$w"
 done
 # worker/state.c's unit tests on 3 real ranks: the checkpoint gathers every
 # rank's streams and carried state; resumed by 3 workers, by 1 with all the
