@@ -262,6 +262,43 @@ static void test_recent_loss_spike(void **state)
     drop(f);
 }
 
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Reference median: a full sort of a copy. */
+static double sorted_median(const double *v, int k)
+{
+    double t[256];
+    memcpy(t, v, (size_t)k * sizeof *t);
+    qsort(t, (size_t)k, sizeof *t, cmp_dbl);
+    return k % 2 ? t[k / 2] : 0.5 * (t[k / 2 - 1] + t[k / 2]);
+}
+
+/* The baseline and noise are medians (taken by selection, not a sort): on a
+ * loss of 7 levels (many ties), odd and even counts, before and after the
+ * window (100) wraps, they equal a sorted reference's bit for bit. */
+static void test_medians_match_sort(void **state)
+{
+    Detector *d = *state;
+    EventInfo info[EV_COUNT];
+    double hist[400], diffs[400];
+    for (int t = 0; t < 250; t++) {
+        hist[t] = 1.0 + 0.01 * (double)(((unsigned)t * 2654435761u >> 7) % 7);
+        if (t) diffs[t - 1] = fabs(hist[t] - hist[t - 1]);
+        assert_int_equal(detect_step(d, hist[t], 1.0, 0, info), 0);
+        int n = t + 1 < 100 ? t + 1 : 100, nd = t < 100 ? t : 100, ns = n < 15 ? n : 15;
+        double whole = sorted_median(hist + t + 1 - n, n), recent = sorted_median(hist + t + 1 - ns, ns);
+        double noise = nd ? 1.482602218505602 * sorted_median(diffs + t - nd, nd) / sqrt(2.0) : 0;
+        double b, sp;
+        assert_int_equal(detect_stats(d, EV_LOSS_SPIKE, &b, &sp, NULL), 0);
+        assert_memory_equal(&b, &(double){fmin(whole, recent)}, sizeof b);
+        assert_memory_equal(&sp, &noise, sizeof sp);
+    }
+}
+
 /* A loss that falls steeply: the short median follows it, so a doubling is caught. */
 static void test_falling_loss_tracked(void **state)
 {
@@ -764,6 +801,7 @@ int main(void)
         cmocka_unit_test(test_uniform_and_initial),
         cmocka_unit_test(test_clip_limit),
         cmocka_unit_test_setup_teardown(test_clean_series_silent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_medians_match_sort, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recent_loss_spike, setup, teardown),
         cmocka_unit_test_setup_teardown(test_falling_loss_tracked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_ramp, setup, teardown),

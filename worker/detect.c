@@ -87,10 +87,28 @@ void detect_free(Detector *d)
     memset(d, 0, sizeof *d);
 }
 
-static int cmp_double(const void *a, const void *b)
+/* The k-th smallest of a[0, n) (0-based), a partly reordered: every a[i]
+ * for i < k is then <= it (Hoare's selection: O(n), where a sort was
+ * O(n log n) through a comparison callback, five times a step). */
+static double kth_smallest(double *a, int n, int k)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        double p = a[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < p) i++;
+            while (p < a[j]) j--;
+            if (i <= j) {
+                double t = a[i];
+                a[i++] = a[j], a[j--] = t;
+            }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else break; /* a[j + 1, i) all equal p, k among them */
+    }
+    return a[k];
 }
 
 /* Median of the newest k values of r (k <= r->n), through scratch; 0 when k == 0. */
@@ -98,8 +116,11 @@ static double ring_median(const DetectRing *r, int window, int k, double *scratc
 {
     if (k <= 0) return 0;
     for (int i = 0; i < k; i++) scratch[i] = r->v[(r->pos - 1 - i + window) % window];
-    qsort(scratch, (size_t)k, sizeof *scratch, cmp_double);
-    return k % 2 ? scratch[k / 2] : 0.5 * (scratch[k / 2 - 1] + scratch[k / 2]);
+    double hi = kth_smallest(scratch, k, k / 2);
+    if (k % 2) return hi;
+    double lo = scratch[0]; /* the largest of the k / 2 below */
+    for (int i = 1; i < k / 2; i++) lo = scratch[i] > lo ? scratch[i] : lo;
+    return 0.5 * (lo + hi);
 }
 
 static void ring_push(DetectRing *r, int window, double x)
