@@ -35,8 +35,17 @@
 #include "common/hash.h"
 #include "worker/sync.h"
 
+/* "rows", "shmrows": [rows_off, n) is a matrix of rows of ROW_W floats of
+ * which each rank writes a pseudo-random fifth (the rest stays 0), as the
+ * embedding's gradient is. */
+#define ROW_W 7
+static size_t rows_off = SIZE_MAX;
+
+static int flagged(int rank, size_t row) { return rng_derive(7, (uint64_t)rank, row) % 5 == 0; }
+
 static float value(int rank, size_t i)
 {
+    if (i >= rows_off && !flagged(rank, (i - rows_off) / ROW_W)) return 0.0f;
     Rng r;
     rng_init(&r, rng_derive(42, (uint64_t)rank, i));
     double u = rng_uniform(&r) * 2 - 1;
@@ -87,13 +96,20 @@ int main(int argc, char **argv)
     m.views[1].off = n / 3, m.views[1].n = n - n / 3;
     Sync s;
     const char *mode = argc > 2 ? argv[2] : "0";
-    int shm = !strcmp(mode, "shm") || !strcmp(mode, "shmrepro");
+    int shm = !strcmp(mode, "shm") || !strcmp(mode, "shmrepro") || !strcmp(mode, "shmrows");
     int repro = !strcmp(mode, "repro") || !strcmp(mode, "shmrepro");
-    size_t bucket = shm || repro ? 0 : (size_t)atol(mode);
+    int rows = !strcmp(mode, "rows") || !strcmp(mode, "shmrows");
+    size_t bucket = shm || repro ? 0 : rows ? 4096 : (size_t)atol(mode);
+    size_t nrows = rows ? n / 2 / ROW_W : 0;
+    unsigned char *flags = calloc(nrows + 1, 1);
+    if (rows) rows_off = n - nrows * ROW_W;
+    for (size_t i = 0; i < nrows; i++) flags[i] = (unsigned char)flagged(rank, i);
+    m.emb_rows = flags;
     if (sync_init(&s, MPI_COMM_WORLD, n, 2, bucket, 0) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     float *g = malloc(n * sizeof *g), *ref = malloc(n * sizeof *ref), *window = NULL;
     if (shm) {
         char why[256];
+        if (rows) sync_shared_rows(&s, rows_off, (int)nrows, ROW_W);
         window = sync_shared_grads(&s, repro, why, sizeof why);
         if (W > 1 && !window) {
             fprintf(stderr, "mpi_sync: no shared window on one node (%s)\n", why);
@@ -125,6 +141,21 @@ int main(int argc, char **argv)
         if (memcmp(&acc, &g[i], sizeof acc) != 0) bad++;
         sq += (long double)acc * acc;
         if (i < n / 3) sq0 += (long double)acc * acc;
+    }
+    /* shmrows: the rows some rank wrote, and only those, are the sync's
+     * list (sync_rows), ascending. */
+    int rows_bad = 0;
+    if (shm && rows && W > 1) {
+        const int *list;
+        size_t roff, rw;
+        int nr = sync_rows(&s, &list, &roff, &rw), j = 0;
+        rows_bad = nr < 0 || roff != rows_off || rw != ROW_W;
+        for (size_t i = 0; !rows_bad && i < nrows; i++) {
+            int any = 0;
+            for (int r = 0; r < W; r++) any |= flagged(r, i);
+            if (any) rows_bad |= j >= nr || list[j++] != (int)i;
+        }
+        rows_bad |= j != nr;
     }
     double norm = sqrt(glob[ST_SUMSQ]), refnorm = (double)sqrtl(sq);
     double relerr = fabs(norm - refnorm) / refnorm;
@@ -158,15 +189,15 @@ int main(int argc, char **argv)
                           sent != e->gc[r];
         }
     }
-    int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12) || early == -2 || unbalanced;
+    int fail = bad != 0 || fold_bad || !(relerr <= 1e-12) || !(relerr0 <= 1e-12) || early == -2 || unbalanced || rows_bad;
     if (rank == 0) {
         for (int r = 1; r < W; r++) fail |= all[2 * r] != all[0] || all[2 * r + 1] != all[1];
         printf("mpi_sync W=%d n=%zu %s=%zu (%d buckets): %d elements differ from the rank-order sum; norm %.17g vs "
                "float64 reference %.17g, rel err %.2g (tol 1e-12); tensor 0 rel err %.2g; "
-               "ranks identical: %s; folded stats collective same bits: %s; groups not split 1/W a rank: %d; ", W, n,
+               "ranks identical: %s; folded stats collective same bits: %s; groups not split 1/W a rank: %d; rows list wrong: %d; ", W, n,
                s.shm ? (repro ? "reproducible, shared memory, bucket" : "shared memory, bucket")
                      : repro ? "reproducible, bucket" : "bucket", bucket, s.nb, bad, norm,
-               refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes", unbalanced);
+               refnorm, relerr, relerr0, fail ? "no or FAILED" : "yes", fold_bad ? "NO" : "yes", unbalanced, rows_bad);
         if (early == -1) printf("no bucket started before the end\n");
         else if (early == -2) printf("buckets started before the end NOT all reduced and gathered by sync_progress\n");
         else printf("%d buckets reduced and all-gathered during \"backward\", holding the sums\n", early);
@@ -174,7 +205,7 @@ int main(int argc, char **argv)
     int anyfail = 0;
     MPI_Allreduce(&fail, &anyfail, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     if (g != window) free(g);
-    free(ref), free(loc), free(glob), free(all);
+    free(ref), free(loc), free(glob), free(all), free(flags);
     sync_free(&s); /* the window too */
     MPI_Finalize();
     return anyfail ? 1 : 0;

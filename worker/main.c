@@ -203,6 +203,8 @@ static void worker_setup(Worker *w)
     if (c->sync_shared_memory) { /* auto: every worker on this node, replicated, dense */
         char why[256];
         int nmicro = c->sync_reproducible == REPRO_TRUE ? B / cfg_micro_batch(c) : 0;
+        if (m->emb && !m->tied) /* only the rows of this step's tokens are non-zero */
+            sync_shared_rows(&w->sync, (size_t)(m->emb - m->params), m->V, m->E);
         float *g = sync_shared_grads(&w->sync, nmicro, why, sizeof why);
         if (g) model_bind(m, NULL, g);
         else if (*why && w->rank == 0)
@@ -232,8 +234,10 @@ static void worker_setup(Worker *w)
     w->lr_scale = 1.0;
     if (state_init(w) != 0) worker_fatal("out of memory allocating snapshots");
     if (steptime_init(&w->times, 4096) != 0) worker_fatal("out of memory");
-    char how[64], rec[64];
-    if (w->sync.shm) snprintf(how, sizeof how, "through shared memory (one node)");
+    char how[96], rec[64];
+    if (w->sync.shm)
+        snprintf(how, sizeof how, "through shared memory (one node)%s",
+                 w->sync.sr_rows ? ", skipping untouched embedding rows" : "");
     else snprintf(how, sizeof how, "in %d bucket%s", w->sync.nb, w->sync.nb == 1 ? "" : "s");
     if (w->model.wpack) snprintf(rec, sizeof rec, "with wh packed (%s kernel)", rgemm_name(rgemm_active()));
     else snprintf(rec, sizeof rec, "by OpenBLAS");
@@ -274,9 +278,15 @@ static void compute_step(Worker *w, StepRecord *r)
     Batcher *d = &w->data;
     double t0 = log_clock_ms();
     poll_requests(w);
-    if (w->repro.n) repro_zero(&w->repro, m);
-    else if (w->sync.sp_rows) model_zero_grad_rows(m, w->sync.sp_list, w->sync.sp_nr); /* others: 0 */
-    else model_zero_grad(m);
+    const int *rows;
+    size_t roff, rwidth;
+    int nrows = sync_rows(&w->sync, &rows, &roff, &rwidth); /* the rows the last sync made non-zero; others: 0 */
+    if (w->repro.n > 1 || (w->repro.n && nrows < 0)) repro_zero(&w->repro, m);
+    else {
+        if (w->repro.n) repro_clear(&w->repro); /* its one slot is m's gradient */
+        if (nrows >= 0) model_zero_grad_rows(m, rows, nrows);
+        else model_zero_grad(m);
+    }
     /* train.accumulate micro-batches add into one gradient, clipped once. */
     int K = w->cfg.train_accumulate;
     long terms = model_terms(m) * K;
@@ -371,9 +381,11 @@ static unsigned drift_check(Worker *w, EventInfo *info)
 static int sparse_update(const Worker *w)
 {
     const Config *c = &w->cfg;
-    return w->sync.sp_rows && ((c->train_optimizer == OPT_SGD && c->train_momentum == 0 &&
-                                c->train_weight_decay == 0) ||
-                               c->train_embedding_update == EMB_LAZY);
+    const int *rows;
+    size_t off, width;
+    return sync_rows(&w->sync, &rows, &off, &width) >= 0 &&
+           ((c->train_optimizer == OPT_SGD && c->train_momentum == 0 && c->train_weight_decay == 0) ||
+            c->train_embedding_update == EMB_LAZY);
 }
 
 /* Decide and apply: detector, action, update (or skip/rollback/abort). */
@@ -396,11 +408,13 @@ static void decide_step(Worker *w, StepRecord *r)
     if (act == ACT_LOG) {
         /* The parameters the optimizer holds state for: all (replicated), or
          * the worker's shard, then gathered (sharded). */
+        const int *rows;
+        size_t roff, rwidth;
+        int nrows = sync_rows(&w->sync, &rows, &roff, &rwidth);
         if (sparse_update(w)) /* rows nobody touched: left as they are (lazy: moments too) */
-            clip_apply_update_rows(&w->opt, m->params, m->grads, m->views, m->nviews, 0,
-                                   w->sync.sp_off, w->sync.sp_list, w->sync.sp_nr,
-                                   (size_t)w->sync.sp_width, w->global, c->clip_mode,
-                                   c->clip_max_norm, c->clip_clip_value, lr, &cd);
+            clip_apply_update_rows(&w->opt, m->params, m->grads, m->views, m->nviews, 0, roff, rows,
+                                   nrows, rwidth, w->global, c->clip_mode, c->clip_max_norm,
+                                   c->clip_clip_value, lr, &cd);
         else
             clip_apply_update(&w->opt, m->params, m->grads, m->views, m->nviews, w->opt.base,
                               w->opt.base + w->opt.n, w->global, c->clip_mode, c->clip_max_norm,

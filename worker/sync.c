@@ -158,7 +158,7 @@ void sync_free(Sync *s)
     free(s->pack);
     if (s->has_gcomm) MPI_Comm_free(&s->gcomm);
     if (s->shm) MPI_Win_unlock_all(s->win), MPI_Win_free(&s->win);
-    free(s->peer), free(s->tmp);
+    free(s->peer), free(s->tmp), free(s->sr_flags), free(s->sr_list);
     memset(s, 0, sizeof *s);
 }
 
@@ -186,7 +186,8 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
     if (here != s->W) return NULL; /* the same answer on every rank */
     /* Every rank's buffer on its own pages, and room to spare. */
     const char *dir;
-    double need = (double)s->W * ((double)s->n * sizeof(float) + 65536) + 4194304, have = shm_free_bytes(&dir);
+    size_t extra = s->sr_rows ? ((size_t)s->sr_rows + sizeof(float) - 1) / sizeof(float) : 0; /* the flags */
+    double need = (double)s->W * ((double)(s->n + extra) * sizeof(float) + 65536) + 4194304, have = shm_free_bytes(&dir);
     int room = have >= need, all = 0;
     MPI_Allreduce(&room, &all, 1, MPI_INT, MPI_MIN, s->comm);
     if (!all) {
@@ -200,6 +201,11 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
     s->peer = calloc((size_t)s->W, sizeof *s->peer);
     s->tmp = calloc(SYNC_SHM_CHUNK, sizeof *s->tmp);
     int ok = s->peer && s->tmp;
+    if (s->sr_rows) {
+        s->sr_flags = calloc((size_t)s->W, sizeof *s->sr_flags);
+        s->sr_list = calloc((size_t)s->sr_rows, sizeof *s->sr_list);
+        ok = ok && s->sr_flags && s->sr_list;
+    }
     MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, s->comm);
     int made = 0;
     float *mine = NULL;
@@ -210,8 +216,8 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
         MPI_Info info;
         MPI_Info_create(&info);
         MPI_Info_set(info, "alloc_shared_noncontig", "true");
-        made = MPI_Win_allocate_shared((MPI_Aint)((s->n ? s->n : 1) * sizeof(float)), sizeof(float), info,
-                                       s->comm, &mine, &s->win) == MPI_SUCCESS;
+        made = MPI_Win_allocate_shared((MPI_Aint)((s->n + extra ? s->n + extra : 1) * sizeof(float)),
+                                       sizeof(float), info, s->comm, &mine, &s->win) == MPI_SUCCESS;
         MPI_Info_free(&info);
         ok = made;
         for (int r = 0; ok && r < s->W; r++) {
@@ -229,13 +235,14 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
         if (!all) snprintf(why, len, "MPI_Win_allocate_shared of %zu bytes a worker failed", s->n * sizeof(float));
     }
     if (!all) {
-        free(s->peer), free(s->tmp);
-        s->peer = NULL, s->tmp = NULL;
+        free(s->peer), free(s->tmp), free(s->sr_flags), free(s->sr_list);
+        s->peer = NULL, s->tmp = NULL, s->sr_flags = NULL, s->sr_list = NULL, s->sr_rows = 0;
         if (!*why) snprintf(why, len, "out of memory");
         return NULL;
     }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win); /* one passive epoch: loads and stores, fenced by shm_fence */
-    memset(mine, 0, s->n * sizeof *mine);
+    memset(mine, 0, (s->n + extra) * sizeof *mine);
+    for (int r = 0; s->sr_rows && r < s->W; r++) s->sr_flags[r] = (unsigned char *)(s->peer[r] + s->n);
     free(s->recv); /* the messages' receive areas: not used from here on */
     s->recv = NULL;
     for (int k = 0; k < s->nb; k++) s->b[k].recv = NULL;
@@ -523,31 +530,80 @@ void sync_overlap_counts(const Sync *s, double *reduced, double *gathered)
 /* Floats of the chunk at c of a range of len. */
 static size_t shm_chunk(size_t len, size_t c) { return len - c < SYNC_SHM_CHUNK ? len - c : SYNC_SHM_CHUNK; }
 
+/* [at, at + len) of the shards' sum into grads (the rank-order sum, in
+ * chunks) with its statistics; rank r's pieces are read from peer[r]. */
+static void shm_add(Sync *s, float *grads, const Model *m, size_t at, size_t len)
+{
+    float *t = s->tmp;
+    for (size_t c = 0; c < len; c += SYNC_SHM_CHUNK) {
+        size_t a = at + c, k = shm_chunk(len, c);
+        memcpy(t, s->peer[0] + a, k * sizeof *t);
+        for (int r = 1; r < s->W; r++) {
+            const float *piece = s->peer[r] + a;
+            for (size_t i = 0; i < k; i++) t[i] += piece[i];
+        }
+        memcpy(grads + a, t, k * sizeof *t);
+        if (!s->nmicro) range_stats(s, grads, m, a, k);
+    }
+}
+
+/* [at, at + len) from rank r's buffer (r != me) into grads, and (reproducible,
+ * whose statistics cover all of it) its statistics. */
+static void shm_copy(Sync *s, float *grads, const Model *m, int r, size_t at, size_t len)
+{
+    for (size_t c = 0; c < len; c += SYNC_SHM_CHUNK) {
+        size_t a = at + c, k = shm_chunk(len, c);
+        if (r != s->rank) memcpy(grads + a, s->peer[r] + a, k * sizeof *grads);
+        if (s->nmicro) range_stats(s, grads, m, a, k);
+    }
+}
+
+/* fn over [off, off + len) but, inside [sr_off, n), only the flagged rows'
+ * parts (the others are +0 on every rank: adding, copying or counting them
+ * changes no bit). */
+static void shm_ranges(Sync *s, float *grads, const Model *m, int r, size_t off, size_t len,
+                       void (*add)(Sync *, float *, const Model *, size_t, size_t))
+{
+    size_t end = off + len, dense = s->sr_rows && s->sr_off < end ? (s->sr_off > off ? s->sr_off : off) : end;
+    if (dense > off) add ? add(s, grads, m, off, dense - off) : shm_copy(s, grads, m, r, off, dense - off);
+    size_t E = (size_t)s->sr_width;
+    for (int j = 0; dense < end && j < s->sr_nr; j++) {
+        size_t lo = s->sr_off + (size_t)s->sr_list[j] * E, start, k = overlap(lo, lo + E, dense, end, &start);
+        if (k) add ? add(s, grads, m, start, k) : shm_copy(s, grads, m, r, start, k);
+    }
+}
+
 static int shm_reduce(Sync *s, float *grads, const Model *m)
 {
-    if (grads != s->peer[s->rank] || shm_fence(s) != 0) return -1;
-    float *t = s->tmp;
-    for (size_t c = 0; c < s->own_len; c += SYNC_SHM_CHUNK) {
-        size_t at = s->own_off + c, len = shm_chunk(s->own_len, c);
-        memcpy(t, s->peer[0] + at, len * sizeof *t);
-        for (int r = 1; r < s->W; r++) {
-            const float *piece = s->peer[r] + at;
-            for (size_t i = 0; i < len; i++) t[i] += piece[i];
-        }
-        memcpy(grads + at, t, len * sizeof *t);
-        if (!s->nmicro) range_stats(s, grads, m, at, len);
+    if (grads != s->peer[s->rank]) return -1;
+    if (s->sr_rows) memcpy(s->sr_flags[s->rank], m->emb_rows, (size_t)s->sr_rows);
+    if (shm_fence(s) != 0) return -1;
+    s->sr_nr = 0;
+    for (int i = 0; i < s->sr_rows; i++) { /* the same list on every rank */
+        int any = 0;
+        for (int r = 0; r < s->W; r++) any |= s->sr_flags[r][i];
+        if (any) s->sr_list[s->sr_nr++] = i;
     }
+    shm_ranges(s, grads, m, s->rank, s->own_off, s->own_len, shm_add);
     if (shm_fence(s) != 0) return -1;
     for (int r = 0; r < s->W; r++) {
-        size_t off = (size_t)s->displs[r], len = (size_t)s->counts[r];
         if (r == s->rank && !s->nmicro) continue; /* mine, its statistics taken */
-        for (size_t c = 0; c < len; c += SYNC_SHM_CHUNK) {
-            size_t at = off + c, k = shm_chunk(len, c);
-            if (r != s->rank) memcpy(grads + at, s->peer[r] + at, k * sizeof *grads);
-            if (s->nmicro) range_stats(s, grads, m, at, k);
-        }
+        shm_ranges(s, grads, m, r, (size_t)s->displs[r], (size_t)s->counts[r], NULL);
     }
     return 0;
+}
+
+void sync_shared_rows(Sync *s, size_t off, int rows, int width)
+{
+    if (s->shm || s->sp_rows || off + (size_t)rows * (size_t)width != s->n) return;
+    s->sr_off = off, s->sr_rows = rows, s->sr_width = width;
+}
+
+int sync_rows(const Sync *s, const int **rows, size_t *off, size_t *width)
+{
+    if (s->sp_rows) return *rows = s->sp_list, *off = s->sp_off, *width = (size_t)s->sp_width, s->sp_nr;
+    if (s->shm && s->sr_rows) return *rows = s->sr_list, *off = s->sr_off, *width = (size_t)s->sr_width, s->sr_nr;
+    return -1;
 }
 
 /* sync_grads up to (not including) the all-gather of the shards. */

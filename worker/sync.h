@@ -121,6 +121,15 @@ typedef struct {
     MPI_Win win;
     float **peer;             /* (W) every rank's gradient buffer, mapped here */
     float *tmp;               /* (SYNC_SHM_CHUNK) a chunk's running sum */
+    /* Shared memory with rows (sync_shared_rows): [sr_off, n) is a (rows,
+     * width) matrix (the embedding's gradient) of which only the rows some
+     * rank flagged are non-zero; each rank's flags follow its gradient in
+     * the window, and the reduction, the copies and the statistics skip the
+     * rows nobody flagged (all +0 on every rank: the same bits). */
+    size_t sr_off;
+    int sr_rows, sr_width;
+    unsigned char **sr_flags; /* (W) every rank's flags, in the window */
+    int *sr_list, sr_nr;      /* the rows some rank flagged at the last sync, ascending */
 } Sync;
 
 /* Floats a chunk of the shared-memory reduction: summed, then its squares
@@ -157,6 +166,17 @@ void sync_free(Sync *s);
  * first: Open MPI 4.1 hangs on a window larger than /dev/shm's free space;
  * Docker gives containers 64 MiB), or an allocation that failed. */
 float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len);
+/* Before sync_shared_grads: [off, n) = (rows, width) is the embedding's
+ * gradient, whose rows the model flags in Model.emb_rows as backward writes
+ * them: through shared memory only the flagged rows are added, copied and
+ * counted (the rest is zero everywhere), and sync_rows says which rows
+ * the last sync made non-zero. Ignored where the sync goes as messages. */
+void sync_shared_rows(Sync *s, size_t off, int rows, int width);
+/* The rows of [*off, n), each *width floats (messages: sync_init_sparse;
+ * shared memory: sync_shared_rows), the last sync made non-zero (the others
+ * are zero on every rank), ascending: returns how many (*rows points to
+ * them), or -1 when the gradient is dense. */
+int sync_rows(const Sync *s, const int **rows, size_t *off, size_t *width);
 /* A step's gradient (views of m) is being computed into grads: no bucket
  * started yet. */
 void sync_begin(Sync *s, float *grads, const Model *m);

@@ -32,6 +32,20 @@ for opt in sgd adam; do
     check "sync $opt, 3 workers: 1 KiB buckets overlapped with backward == one bucket == shared memory, bit for bit" bucketed "$opt"
 done
 
+# Plain SGD (no momentum) through the shared window: the embedding rows no
+# worker's tokens touched are skipped by the sum, the copies, the next
+# zero-grad and the update; the same bits as dense messages, and the window
+# holds the row flags (the start line says so).
+plain_sgd_rows() {
+    run sm_pmsg 3 "${SM[@]}" --set train.optimizer=sgd --set train.momentum=0 --set sync.shared_memory=off || return 1
+    run sm_pshm 3 "${SM[@]}" --set train.optimizer=sgd --set train.momentum=0 || return 1
+    grep -q "sync replicated through shared memory (one node), skipping untouched embedding rows" "$TMP/sm_pshm.err" ||
+        { echo "not through shared memory with rows"; grep "sync replicated" "$TMP/sm_pshm.err"; return 1; }
+    same_logs "$TMP/sm_pmsg" "$TMP/sm_pshm" || return 1
+    build/tests/stcmp "$TMP/sm_pmsg/final.safetensors" "$TMP/sm_pshm/final.safetensors" 0
+}
+check "plain sgd, 3 workers: shared memory skipping untouched embedding rows == messages, bit for bit" plain_sgd_rows
+
 # The shared window's file goes where Open MPI puts it (/dev/shm, or
 # osc_sm_backing_directory): with too little room there (Docker gives 64 MiB),
 # the workers say so in one line and sync as messages, same bits (Open MPI
