@@ -237,7 +237,7 @@ static void worker_setup(Worker *w)
     char how[96], rec[64];
     if (w->sync.shm)
         snprintf(how, sizeof how, "through shared memory (one node)%s",
-                 w->sync.sr_rows ? ", skipping untouched embedding rows" : "");
+                 w->sync.sr_rows ? ", embedding rows only where touched" : "");
     else snprintf(how, sizeof how, "in %d bucket%s", w->sync.nb, w->sync.nb == 1 ? "" : "s");
     if (w->model.wpack) snprintf(rec, sizeof rec, "with wh packed (%s kernel)", rgemm_name(rgemm_active()));
     else snprintf(rec, sizeof rec, "by OpenBLAS");

@@ -173,17 +173,25 @@ static double shm_free_bytes(const char **dir)
     return statvfs(*dir, &v) == 0 ? (double)v.f_bavail * (double)v.f_frsize : 0;
 }
 
+/* sync_shared_grads' answer when there is no window: messages, dense (the
+ * rows of sync_shared_rows are for the window only). */
+static float *no_window(Sync *s)
+{
+    s->sr_rows = 0;
+    return NULL;
+}
+
 float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
 {
     *why = 0;
-    if (s->W < 2 || s->sharded || s->sp_rows || nmicro > 1) return NULL;
+    if (s->W < 2 || s->sharded || s->sp_rows || nmicro > 1) return no_window(s);
     MPI_Comm node;
     int here = 0;
     if (MPI_Comm_split_type(s->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS)
-        return NULL;
+        return no_window(s);
     MPI_Comm_size(node, &here);
     MPI_Comm_free(&node);
-    if (here != s->W) return NULL; /* the same answer on every rank */
+    if (here != s->W) return no_window(s); /* the same answer on every rank */
     /* Every rank's buffer on its own pages, and room to spare. */
     const char *dir;
     size_t extra = s->sr_rows ? ((size_t)s->sr_rows + sizeof(float) - 1) / sizeof(float) : 0; /* the flags */
@@ -193,7 +201,7 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
     if (!all) {
         snprintf(why, len, "%s has %.0f MiB free, the gradients' window needs %.0f MiB", dir, have / 1048576,
                  need / 1048576);
-        return NULL;
+        return no_window(s);
     }
     /* Every step below is agreed by all ranks (a collective each), so all
      * take the same branch; a window that cannot be had falls back to
@@ -232,13 +240,13 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
         /* (made on some ranks only: left as it is, freeing it is collective) */
         MPI_Comm_set_errhandler(s->comm, eh);
         MPI_Errhandler_free(&eh);
-        if (!all) snprintf(why, len, "MPI_Win_allocate_shared of %zu bytes a worker failed", s->n * sizeof(float));
+        if (!all) snprintf(why, len, "MPI_Win_allocate_shared of %zu bytes a worker failed", (s->n + extra) * sizeof(float));
     }
     if (!all) {
         free(s->peer), free(s->tmp), free(s->sr_flags), free(s->sr_list);
-        s->peer = NULL, s->tmp = NULL, s->sr_flags = NULL, s->sr_list = NULL, s->sr_rows = 0;
+        s->peer = NULL, s->tmp = NULL, s->sr_flags = NULL, s->sr_list = NULL;
         if (!*why) snprintf(why, len, "out of memory");
-        return NULL;
+        return no_window(s);
     }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win); /* one passive epoch: loads and stores, fenced by shm_fence */
     memset(mine, 0, (s->n + extra) * sizeof *mine);

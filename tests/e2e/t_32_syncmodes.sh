@@ -39,7 +39,7 @@ done
 plain_sgd_rows() {
     run sm_pmsg 3 "${SM[@]}" --set train.optimizer=sgd --set train.momentum=0 --set sync.shared_memory=off || return 1
     run sm_pshm 3 "${SM[@]}" --set train.optimizer=sgd --set train.momentum=0 || return 1
-    grep -q "sync replicated through shared memory (one node), skipping untouched embedding rows" "$TMP/sm_pshm.err" ||
+    grep -q "sync replicated through shared memory (one node), embedding rows only where touched" "$TMP/sm_pshm.err" ||
         { echo "not through shared memory with rows"; grep "sync replicated" "$TMP/sm_pshm.err"; return 1; }
     same_logs "$TMP/sm_pmsg" "$TMP/sm_pshm" || return 1
     build/tests/stcmp "$TMP/sm_pmsg/final.safetensors" "$TMP/sm_pshm/final.safetensors" 0
