@@ -33,29 +33,24 @@ buckets_same_norm() {
         [ "$norm" = "$ref" ] || { echo "norm differs from one bucket's: $ref"; return 1; }
     done
 }
-# sync.reproducible's statistics (over the whole gradient, in flat order):
-# the same norm bits as messages and through the window.
-repro_same_norm() {
+# same_norm W A B: mpi_sync's modes A (messages) and B (shared memory) pass
+# and give the same norm bits:
+# - repro / shmrepro: sync.reproducible's statistics (over the whole
+#   gradient, in flat order);
+# - rows / shmrows: an embedding-like matrix of rows of which each rank
+#   writes a fifth (the rest zero): through shared memory only the rows some
+#   rank wrote are added, copied and counted, and the sync lists exactly
+#   those (checked inside); the gradient bits equal the dense sync's.
+same_norm() {
     local a b
-    a=$(mpirun -np "$1" build/tests/mpi_sync 100003 repro | grep -o 'norm [0-9.e+-]*') || return 1
-    b=$(mpirun -np "$1" build/tests/mpi_sync 100003 shmrepro | grep -o 'norm [0-9.e+-]*') || return 1
-    echo "messages: $a; shared memory: $b"
-    [ -n "$a" ] && [ "$a" = "$b" ]
-}
-# An embedding-like matrix of rows of which each rank writes a fifth (the
-# rest zero): through shared memory only the rows some rank wrote are added,
-# copied and counted, and the sync lists exactly those (checked inside);
-# the gradient and norm bits equal the messages' dense sync's.
-rows_same_norm() {
-    local a b
-    a=$(mpirun -np "$1" build/tests/mpi_sync 100003 rows | grep -o 'norm [0-9.e+-]*') || return 1
-    b=$(mpirun -np "$1" build/tests/mpi_sync 100003 shmrows | grep -o 'norm [0-9.e+-]*') || return 1
-    echo "messages: $a; shared memory, rows: $b"
+    a=$(mpirun -np "$1" build/tests/mpi_sync 100003 "$2" | grep -o 'norm [0-9.e+-]*') || return 1
+    b=$(mpirun -np "$1" build/tests/mpi_sync 100003 "$3" | grep -o 'norm [0-9.e+-]*') || return 1
+    echo "messages ($2): $a; shared memory ($3): $b"
     [ -n "$a" ] && [ "$a" = "$b" ]
 }
 for w in 2 3; do
-    check "sync W=$w reproducible: shared memory == messages, norm bit for bit" repro_same_norm "$w"
-    check "sync W=$w, rows a fifth written: shared memory skipping the others == messages, bit for bit" rows_same_norm "$w"
+    check "sync W=$w reproducible: shared memory == messages, norm bit for bit" same_norm "$w" repro shmrepro
+    check "sync W=$w, rows a fifth written: shared memory skipping the others == messages, bit for bit" same_norm "$w" rows shmrows
     check "sync W=$w in buckets of 7, 100, 4096, 20000 floats and through shared memory: same bits as one bucket, gathered as they land, split 1/W a rank" buckets_same_norm "$w"
 done
 # worker/state.c's unit tests on 3 real ranks: the checkpoint gathers every
