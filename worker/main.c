@@ -237,7 +237,7 @@ static void worker_setup(Worker *w)
     char how[96], rec[64];
     if (w->sync.shm)
         snprintf(how, sizeof how, "through shared memory (one node)%s",
-                 w->sync.sr_rows ? ", embedding rows only where touched" : "");
+                 w->sync.sp_window ? ", embedding rows only where touched" : "");
     else snprintf(how, sizeof how, "in %d bucket%s", w->sync.nb, w->sync.nb == 1 ? "" : "s");
     if (w->model.wpack) snprintf(rec, sizeof rec, "with wh packed (%s kernel)", rgemm_name(rgemm_active()));
     else snprintf(rec, sizeof rec, "by OpenBLAS");
@@ -281,7 +281,7 @@ static void compute_step(Worker *w, StepRecord *r)
     const int *rows;
     size_t roff, rwidth;
     int nrows = sync_rows(&w->sync, &rows, &roff, &rwidth); /* the rows the last sync made non-zero; others: 0 */
-    if (w->repro.n > 1 || (w->repro.n && nrows < 0)) repro_zero(&w->repro, m);
+    if (w->repro.n > 1) repro_zero(&w->repro, m);
     else {
         if (w->repro.n) repro_clear(&w->repro); /* its one slot is m's gradient */
         if (nrows >= 0) model_zero_grad_rows(m, rows, nrows);
@@ -378,14 +378,13 @@ static unsigned drift_check(Worker *w, EventInfo *info)
  * synced rows need the pass (momentum, Adam and weight decay move every
  * row: they keep the dense update, unless train.embedding_update is lazy,
  * which updates the synced rows only, moments included: other numbers). */
-static int sparse_update(const Worker *w)
+/* With the gradient's rows known (sync_rows), the update may leave the rows
+ * nobody touched alone: plain SGD (their parameters would not move) or the
+ * lazy update (their moments too). */
+static int rows_update(const Config *c)
 {
-    const Config *c = &w->cfg;
-    const int *rows;
-    size_t off, width;
-    return sync_rows(&w->sync, &rows, &off, &width) >= 0 &&
-           ((c->train_optimizer == OPT_SGD && c->train_momentum == 0 && c->train_weight_decay == 0) ||
-            c->train_embedding_update == EMB_LAZY);
+    return (c->train_optimizer == OPT_SGD && c->train_momentum == 0 && c->train_weight_decay == 0) ||
+           c->train_embedding_update == EMB_LAZY;
 }
 
 /* Decide and apply: detector, action, update (or skip/rollback/abort). */
@@ -411,7 +410,7 @@ static void decide_step(Worker *w, StepRecord *r)
         const int *rows;
         size_t roff, rwidth;
         int nrows = sync_rows(&w->sync, &rows, &roff, &rwidth);
-        if (sparse_update(w)) /* rows nobody touched: left as they are (lazy: moments too) */
+        if (nrows >= 0 && rows_update(c)) /* rows nobody touched: left as they are (lazy: moments too) */
             clip_apply_update_rows(&w->opt, m->params, m->grads, m->views, m->nviews, 0, roff, rows,
                                    nrows, rwidth, w->global, c->clip_mode, c->clip_max_norm,
                                    c->clip_clip_value, lr, &cd);
@@ -748,7 +747,7 @@ static void worker_finish(Worker *w, const CtrlMsg *stop)
     else
         LOG(LOG_INFO, "%s; buckets reduced during backward %.1f of %d, all-gathered %.1f (mean a step)",
             line, red, w->sync.nb, gath);
-    if (w->sync.sp_rows) {
+    if (w->sync.sp_rows && !w->sync.sp_window) {
         double sparse, dense;
         sync_sparse_bytes(&w->sync, &sparse, &dense);
         LOG(LOG_INFO, "sparse embedding: %.1f of %d rows a step on average; received %.0f bytes a "

@@ -25,11 +25,18 @@ static size_t overlap(size_t a, size_t b, size_t c, size_t d, size_t *start)
     return hi > lo ? hi - lo : 0;
 }
 
+/* Replicated, W > 1: each all-gather group's range is split W ways for its
+ * reduction (so a bucket's traffic goes both ways over a link); the
+ * statistics are still those of each rank's shard (own_off..), taken after
+ * the all-gather, so every split gives the same norm bits. Sharded: the
+ * parts inside each rank's shard (its update needs them reduced there). */
+static int interleaved(const Sync *s) { return s->W > 1 && !s->sharded; }
+
 /* [*off, *off + *len): what rank r reduces of bucket b's group (the part of
  * its shard inside the group when not interleaved). */
 static void group_part(const Sync *s, const Bucket *b, int r, size_t *off, size_t *len)
 {
-    if (s->ilv) {
+    if (interleaved(s)) {
         shard_range(b->ghi - b->glo, s->W, r, off, len);
         *off += b->glo;
     } else {
@@ -102,7 +109,6 @@ static int setup(Sync *s, MPI_Comm comm, size_t n, int ntensors, size_t bucket, 
     if (sp_off + (size_t)rows * (size_t)width != n) return -1;
     MPI_Comm_rank(comm, &s->rank);
     MPI_Comm_size(comm, &s->W);
-    s->ilv = s->W > 1 && !sharded;
     if (n > (size_t)INT32_MAX) return -1; /* MPI counts and offsets are ints */
     shard_range(n, s->W, s->rank, &s->own_off, &s->own_len);
     size_t nd = sp_off; /* the buckets' range [0, nd) */
@@ -158,7 +164,7 @@ void sync_free(Sync *s)
     free(s->pack);
     if (s->has_gcomm) MPI_Comm_free(&s->gcomm);
     if (s->shm) MPI_Win_unlock_all(s->win), MPI_Win_free(&s->win);
-    free(s->peer), free(s->tmp), free(s->sr_flags), free(s->sr_list);
+    free(s->peer), free(s->tmp), free(s->sp_flags);
     memset(s, 0, sizeof *s);
 }
 
@@ -177,14 +183,14 @@ static double shm_free_bytes(const char **dir)
  * rows of sync_shared_rows are for the window only). */
 static float *no_window(Sync *s)
 {
-    s->sr_rows = 0;
+    if (s->sp_window) s->sp_off = s->n, s->sp_rows = s->sp_width = s->sp_window = 0;
     return NULL;
 }
 
 float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
 {
     *why = 0;
-    if (s->W < 2 || s->sharded || s->sp_rows || nmicro > 1) return no_window(s);
+    if (s->W < 2 || s->sharded || (s->sp_rows && !s->sp_window) || nmicro > 1) return no_window(s);
     MPI_Comm node;
     int here = 0;
     if (MPI_Comm_split_type(s->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS)
@@ -194,7 +200,7 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
     if (here != s->W) return no_window(s); /* the same answer on every rank */
     /* Every rank's buffer on its own pages, and room to spare. */
     const char *dir;
-    size_t extra = s->sr_rows ? ((size_t)s->sr_rows + sizeof(float) - 1) / sizeof(float) : 0; /* the flags */
+    size_t extra = s->sp_window ? ((size_t)s->sp_rows + sizeof(float) - 1) / sizeof(float) : 0; /* the flags */
     double need = (double)s->W * ((double)(s->n + extra) * sizeof(float) + 65536) + 4194304, have = shm_free_bytes(&dir);
     int room = have >= need, all = 0;
     MPI_Allreduce(&room, &all, 1, MPI_INT, MPI_MIN, s->comm);
@@ -209,10 +215,10 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
     s->peer = calloc((size_t)s->W, sizeof *s->peer);
     s->tmp = calloc(SYNC_SHM_CHUNK, sizeof *s->tmp);
     int ok = s->peer && s->tmp;
-    if (s->sr_rows) {
-        s->sr_flags = calloc((size_t)s->W, sizeof *s->sr_flags);
-        s->sr_list = calloc((size_t)s->sr_rows, sizeof *s->sr_list);
-        ok = ok && s->sr_flags && s->sr_list;
+    if (s->sp_window) {
+        s->sp_flags = calloc((size_t)s->W, sizeof *s->sp_flags);
+        s->sp_list = calloc((size_t)s->sp_rows, sizeof *s->sp_list);
+        ok = ok && s->sp_flags && s->sp_list;
     }
     MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, s->comm);
     int made = 0;
@@ -243,14 +249,14 @@ float *sync_shared_grads(Sync *s, int nmicro, char *why, size_t len)
         if (!all) snprintf(why, len, "MPI_Win_allocate_shared of %zu bytes a worker failed", (s->n + extra) * sizeof(float));
     }
     if (!all) {
-        free(s->peer), free(s->tmp), free(s->sr_flags), free(s->sr_list);
-        s->peer = NULL, s->tmp = NULL, s->sr_flags = NULL, s->sr_list = NULL;
+        free(s->peer), free(s->tmp), free(s->sp_flags), free(s->sp_list);
+        s->peer = NULL, s->tmp = NULL, s->sp_flags = NULL, s->sp_list = NULL;
         if (!*why) snprintf(why, len, "out of memory");
         return no_window(s);
     }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win); /* one passive epoch: loads and stores, fenced by shm_fence */
     memset(mine, 0, (s->n + extra) * sizeof *mine);
-    for (int r = 0; s->sr_rows && r < s->W; r++) s->sr_flags[r] = (unsigned char *)(s->peer[r] + s->n);
+    for (int r = 0; s->sp_window && r < s->W; r++) s->sp_flags[r] = (unsigned char *)(s->peer[r] + s->n);
     free(s->recv); /* the messages' receive areas: not used from here on */
     s->recv = NULL;
     for (int k = 0; k < s->nb; k++) s->b[k].recv = NULL;
@@ -394,7 +400,7 @@ static void bucket_reduce(Sync *s, const Bucket *b, float *grads, const Model *m
             for (size_t i = 0; i < len; i++) own[i] += piece[i];
         }
     }
-    if (!s->ilv) range_stats(s, grads, m, b->mine, len);
+    if (!interleaved(s)) range_stats(s, grads, m, b->mine, len);
 }
 
 /* Replicated, and reproducible (whose statistics cover the whole gradient):
@@ -446,7 +452,7 @@ static int gathered(Sync *s, int wait)
         if (!done) break;
         for (; s->ngath <= e; s->ngath++) {
             if (s->nmicro) bucket_stats_all(s, &s->b[s->ngath]);
-            else if (s->ilv) bucket_stats_own(s, &s->b[s->ngath]);
+            else if (interleaved(s)) bucket_stats_own(s, &s->b[s->ngath]);
         }
     }
     return rc ? -1 : 0;
@@ -473,7 +479,7 @@ void sync_progress(Sync *s)
  * of those inside my shard to the view holding them, in flat index order. */
 static int sparse_reduce(Sync *s, float *grads, const Model *m)
 {
-    if (!s->sp_rows) return 0;
+    if (!s->sp_rows || s->sp_window) return 0;
     size_t words = ((size_t)s->sp_rows + 63) / 64, E = (size_t)s->sp_width;
     uint64_t *mine = s->sp_bits, *all = s->sp_bits + words;
     memset(mine, 0, words * sizeof *mine);
@@ -538,16 +544,21 @@ void sync_overlap_counts(const Sync *s, double *reduced, double *gathered)
 /* Floats of the chunk at c of a range of len. */
 static size_t shm_chunk(size_t len, size_t c) { return len - c < SYNC_SHM_CHUNK ? len - c : SYNC_SHM_CHUNK; }
 
-/* [at, at + len) of the shards' sum into grads (the rank-order sum, in
- * chunks) with its statistics; rank r's pieces are read from peer[r]. */
-static void shm_add(Sync *s, float *grads, const Model *m, size_t at, size_t len)
+/* The shared-memory reduction's two passes over [at, at + len), in chunks:
+ * the rank-order sum of the shards into grads, with its statistics
+ * (shm_add; r unused), then rank r's reduced part copied (shm_copy; none of
+ * mine), and, reproducible (statistics over all of it), its statistics. */
+typedef void (*ShmOp)(Sync *s, float *grads, const Model *m, int r, size_t at, size_t len);
+
+static void shm_add(Sync *s, float *grads, const Model *m, int r, size_t at, size_t len)
 {
+    (void)r;
     float *t = s->tmp;
     for (size_t c = 0; c < len; c += SYNC_SHM_CHUNK) {
         size_t a = at + c, k = shm_chunk(len, c);
         memcpy(t, s->peer[0] + a, k * sizeof *t);
-        for (int r = 1; r < s->W; r++) {
-            const float *piece = s->peer[r] + a;
+        for (int q = 1; q < s->W; q++) {
+            const float *piece = s->peer[q] + a;
             for (size_t i = 0; i < k; i++) t[i] += piece[i];
         }
         memcpy(grads + a, t, k * sizeof *t);
@@ -555,8 +566,6 @@ static void shm_add(Sync *s, float *grads, const Model *m, size_t at, size_t len
     }
 }
 
-/* [at, at + len) from rank r's buffer (r != me) into grads, and (reproducible,
- * whose statistics cover all of it) its statistics. */
 static void shm_copy(Sync *s, float *grads, const Model *m, int r, size_t at, size_t len)
 {
     for (size_t c = 0; c < len; c += SYNC_SHM_CHUNK) {
@@ -566,37 +575,36 @@ static void shm_copy(Sync *s, float *grads, const Model *m, int r, size_t at, si
     }
 }
 
-/* fn over [off, off + len) but, inside [sr_off, n), only the flagged rows'
- * parts (the others are +0 on every rank: adding, copying or counting them
- * changes no bit). */
-static void shm_ranges(Sync *s, float *grads, const Model *m, int r, size_t off, size_t len,
-                       void (*add)(Sync *, float *, const Model *, size_t, size_t))
+/* op over [off, off + len) but, inside the window's rows [sp_off, n), only
+ * the flagged rows' parts (the others are +0 on every rank: adding, copying
+ * or counting them changes no bit). */
+static void shm_ranges(Sync *s, float *grads, const Model *m, int r, size_t off, size_t len, ShmOp op)
 {
-    size_t end = off + len, dense = s->sr_rows && s->sr_off < end ? (s->sr_off > off ? s->sr_off : off) : end;
-    if (dense > off) add ? add(s, grads, m, off, dense - off) : shm_copy(s, grads, m, r, off, dense - off);
-    size_t E = (size_t)s->sr_width;
-    for (int j = 0; dense < end && j < s->sr_nr; j++) {
-        size_t lo = s->sr_off + (size_t)s->sr_list[j] * E, start, k = overlap(lo, lo + E, dense, end, &start);
-        if (k) add ? add(s, grads, m, start, k) : shm_copy(s, grads, m, r, start, k);
+    size_t end = off + len, cut = s->sp_off < off ? off : s->sp_off < end ? s->sp_off : end;
+    if (cut > off) op(s, grads, m, r, off, cut - off);
+    size_t E = (size_t)s->sp_width;
+    for (int j = 0; cut < end && j < s->sp_nr; j++) {
+        size_t lo = s->sp_off + (size_t)s->sp_list[j] * E, start, k = overlap(lo, lo + E, cut, end, &start);
+        if (k) op(s, grads, m, r, start, k);
     }
 }
 
 static int shm_reduce(Sync *s, float *grads, const Model *m)
 {
     if (grads != s->peer[s->rank]) return -1;
-    if (s->sr_rows) memcpy(s->sr_flags[s->rank], m->emb_rows, (size_t)s->sr_rows);
+    if (s->sp_window) memcpy(s->sp_flags[s->rank], m->emb_rows, (size_t)s->sp_rows);
     if (shm_fence(s) != 0) return -1;
-    s->sr_nr = 0;
-    for (int i = 0; i < s->sr_rows; i++) { /* the same list on every rank */
+    s->sp_nr = 0;
+    for (int i = 0; i < s->sp_rows; i++) { /* the same list on every rank */
         int any = 0;
-        for (int r = 0; r < s->W; r++) any |= s->sr_flags[r][i];
-        if (any) s->sr_list[s->sr_nr++] = i;
+        for (int r = 0; r < s->W; r++) any |= s->sp_flags[r][i];
+        if (any) s->sp_list[s->sp_nr++] = i;
     }
     shm_ranges(s, grads, m, s->rank, s->own_off, s->own_len, shm_add);
     if (shm_fence(s) != 0) return -1;
     for (int r = 0; r < s->W; r++) {
         if (r == s->rank && !s->nmicro) continue; /* mine, its statistics taken */
-        shm_ranges(s, grads, m, r, (size_t)s->displs[r], (size_t)s->counts[r], NULL);
+        shm_ranges(s, grads, m, r, (size_t)s->displs[r], (size_t)s->counts[r], shm_copy);
     }
     return 0;
 }
@@ -604,14 +612,14 @@ static int shm_reduce(Sync *s, float *grads, const Model *m)
 void sync_shared_rows(Sync *s, size_t off, int rows, int width)
 {
     if (s->shm || s->sp_rows || off + (size_t)rows * (size_t)width != s->n) return;
-    s->sr_off = off, s->sr_rows = rows, s->sr_width = width;
+    s->sp_off = off, s->sp_rows = rows, s->sp_width = width, s->sp_window = 1;
 }
 
 int sync_rows(const Sync *s, const int **rows, size_t *off, size_t *width)
 {
-    if (s->sp_rows) return *rows = s->sp_list, *off = s->sp_off, *width = (size_t)s->sp_width, s->sp_nr;
-    if (s->shm && s->sr_rows) return *rows = s->sr_list, *off = s->sr_off, *width = (size_t)s->sr_width, s->sr_nr;
-    return -1;
+    if (!s->sp_rows) return -1; /* (the window's rows are dropped when there is no window) */
+    *rows = s->sp_list, *off = s->sp_off, *width = (size_t)s->sp_width;
+    return s->sp_nr;
 }
 
 /* sync_grads up to (not including) the all-gather of the shards. */
@@ -632,7 +640,7 @@ static int reduce_grads(Sync *s, float *grads, const Model *m, double *stats)
     }
     /* reproducible: the whole gradient on every rank, then its statistics
      * (sync.sparse_embedding is refused with it: the buckets cover it all) */
-    if ((s->nmicro || s->ilv) && gathered(s, 1) != 0) rc = -1;
+    if ((s->nmicro || interleaved(s)) && gathered(s, 1) != 0) rc = -1;
     s->grads = NULL;
     if (rc || sparse_reduce(s, grads, m) != 0) return -1;
     double total = 0;

@@ -73,10 +73,6 @@ typedef struct {
 typedef struct {
     MPI_Comm comm;
     int rank, W, sharded;
-    int ilv;                  /* replicated, W > 1: each all-gather group's range is split W
-                                 ways for its reduction (so a bucket's traffic goes both ways
-                                 over a link); statistics still over own_off.. (after the
-                                 all-gather), so every split gives the same norm bits */
     size_t n;
     size_t own_off, own_len;  /* this rank's shard of the flat buffer */
     int *counts, *displs;     /* (W) shard sizes and offsets, in floats */
@@ -97,15 +93,22 @@ typedef struct {
     double *all;              /* (W, nstats) gathered statistics */
     double *acc;              /* (ntensors, 4) sums of squares of my shard, as buckets land */
     float maxabs;
-    /* Sparse rows (sync_init_sparse): [sp_off, n) is a (rows, width) matrix
-     * of which only the rows flagged by the model are non-zero anywhere;
-     * the buckets stop at sp_off and the flagged rows go by themselves. */
+    /* Rows: [sp_off, n) is a (rows, width) matrix (the embedding's
+     * gradient) of which only the rows flagged by the model are non-zero
+     * anywhere. As messages (sync_init_sparse, sync.sparse_embedding) the
+     * buckets stop at sp_off and the flagged rows go by themselves; through
+     * shared memory (sync_shared_rows: sp_window) each rank's flags follow
+     * its gradient in the window, and the reduction, the copies and the
+     * statistics skip the rows nobody flagged (+0 on every rank: the same
+     * bits). */
     size_t sp_off;            /* n when there are none */
     int sp_rows, sp_width;
-    uint64_t *sp_bits;        /* (2, words) my flagged rows, then everyone's (bitwise or) */
+    int sp_window;            /* 1: the rows are the shared window's, not messages */
     int *sp_list;             /* (rows) the flagged rows of this step, ascending */
     int sp_nr;                /* how many */
-    float *sp_send, *sp_recv; /* (rows, width), (W, rows, width) packed rows */
+    uint64_t *sp_bits;        /* messages: (2, words) my flagged rows, then everyone's (bitwise or) */
+    float *sp_send, *sp_recv; /* messages: (rows, width), (W, rows, width) packed rows */
+    unsigned char **sp_flags; /* window: (W) every rank's flags, in the window */
     long sp_steps;            /* steps synced, and their rows (for the bytes saved) */
     double sp_rows_sum;
     /* sync.reproducible (sync_set_reproducible): each rank sends every
@@ -121,15 +124,6 @@ typedef struct {
     MPI_Win win;
     float **peer;             /* (W) every rank's gradient buffer, mapped here */
     float *tmp;               /* (SYNC_SHM_CHUNK) a chunk's running sum */
-    /* Shared memory with rows (sync_shared_rows): [sr_off, n) is a (rows,
-     * width) matrix (the embedding's gradient) of which only the rows some
-     * rank flagged are non-zero; each rank's flags follow its gradient in
-     * the window, and the reduction, the copies and the statistics skip the
-     * rows nobody flagged (all +0 on every rank: the same bits). */
-    size_t sr_off;
-    int sr_rows, sr_width;
-    unsigned char **sr_flags; /* (W) every rank's flags, in the window */
-    int *sr_list, sr_nr;      /* the rows some rank flagged at the last sync, ascending */
 } Sync;
 
 /* Floats a chunk of the shared-memory reduction: summed, then its squares
